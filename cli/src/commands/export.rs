@@ -1,0 +1,79 @@
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+use runledger_contracts::ids::{RunId, StreamId};
+use runledger_ledger::export::{ExportScope, export};
+use tokio::io::AsyncWriteExt;
+
+use crate::{Failure, GlobalArgs};
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["run", "stream", "all"])))]
+pub struct ExportArgs {
+    /// Export one run (its stream `run-<ID>`).
+    #[arg(long, value_name = "ID")]
+    run: Option<RunId>,
+    /// Export one stream by id.
+    #[arg(long, value_name = "STREAM")]
+    stream: Option<String>,
+    /// Export every stream in the ledger.
+    #[arg(long)]
+    all: bool,
+    /// Write to FILE (atomically: a temporary file renamed when complete) instead of stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+pub async fn run(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
+    let scope = match (args.run, args.stream, args.all) {
+        (Some(run), _, _) => ExportScope::Stream(StreamId::for_run(run)),
+        (_, Some(stream), _) => ExportScope::Stream(StreamId::new(stream).map_err(|e| Failure::new(format!("--stream: {e}")))?),
+        _ => ExportScope::All,
+    };
+    let store = super::connect(global).await?;
+    let show_progress = std::io::stderr().is_terminal();
+    let progress = |done: u64, total: u64| {
+        if show_progress {
+            eprint!("\rexporting: {done}/{total} events");
+        }
+    };
+    let summary = match &args.output {
+        None => {
+            let mut out = tokio::io::stdout();
+            let summary = export(&store, &scope, &mut out, progress).await?;
+            out.flush().await?;
+            summary
+        }
+        Some(path) => {
+            let tmp = path.with_extension("jsonl.tmp");
+            let file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| Failure::new(format!("cannot create {}: {e}", tmp.display())))?;
+            let mut out = tokio::io::BufWriter::new(file);
+            let result = export(&store, &scope, &mut out, progress).await;
+            let summary = match result {
+                Ok(summary) => summary,
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(e.into());
+                }
+            };
+            out.flush().await?;
+            out.into_inner().sync_all().await?;
+            tokio::fs::rename(&tmp, path)
+                .await
+                .map_err(|e| Failure::new(format!("cannot move {} to {}: {e}", tmp.display(), path.display())))?;
+            summary
+        }
+    };
+    if show_progress {
+        eprintln!();
+    }
+    let target = args.output.as_ref().map_or("stdout".to_owned(), |p| p.display().to_string());
+    eprintln!(
+        "exported {} event(s) in {} stream(s) and {} blob(s) to {target}",
+        summary.events, summary.streams, summary.blobs
+    );
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! What an operator checks first: which ledger and NATS server this runledger would use, and
+//! whether they answer.
+
+use std::time::Duration;
+
+use runledger_ledger::postgres::redact;
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+use crate::{Failure, GlobalArgs};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+pub async fn run(global: &GlobalArgs, as_json: bool) -> Result<(), Failure> {
+    let database = database_status(global).await;
+    let nats = nats_status(&global.nats_url).await;
+    let healthy = database["reachable"] == json!(true) && nats["reachable"] == json!(true);
+    if as_json {
+        println!("{}", json!({"healthy": healthy, "database": database, "nats": nats}));
+    } else {
+        println!("database  {}  schema {}", redact(&global.database_url), global.database_schema);
+        match database.get("error") {
+            Some(e) => println!("          unreachable: {}", e.as_str().unwrap_or_default()),
+            None => println!(
+                "          reachable; {} migration(s) applied, {} pending",
+                database["migrations_applied"], database["migrations_pending"]
+            ),
+        }
+        println!("nats      {}", global.nats_url);
+        match nats.get("error") {
+            Some(e) => println!("          unreachable: {}", e.as_str().unwrap_or_default()),
+            None => println!(
+                "          reachable; server {}, jetstream {}",
+                nats["server_version"].as_str().unwrap_or("?"),
+                if nats["jetstream"] == json!(true) { "enabled" } else { "DISABLED" }
+            ),
+        }
+    }
+    if healthy { Ok(()) } else { Err(Failure::silent()) }
+}
+
+async fn database_status(global: &GlobalArgs) -> Value {
+    let store = match tokio::time::timeout(TIMEOUT, super::connect(global)).await {
+        Ok(Ok(store)) => store,
+        Ok(Err(e)) => return json!({"reachable": false, "error": e.message}),
+        Err(_) => return json!({"reachable": false, "error": "timed out"}),
+    };
+    match store.migration_status().await {
+        Ok((applied, pending)) => json!({"reachable": true, "migrations_applied": applied, "migrations_pending": pending}),
+        Err(e) => json!({"reachable": false, "error": e.to_string()}),
+    }
+}
+
+/// Reads the INFO line a NATS server sends on connect; it names the version and JetStream.
+async fn nats_status(url: &str) -> Value {
+    let address = url
+        .split(',')
+        .next()
+        .unwrap_or(url)
+        .trim_start_matches("nats://")
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let probe = async {
+        let stream = tokio::net::TcpStream::connect(&address).await?;
+        let mut reader = tokio::io::BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).await?;
+        Ok::<_, std::io::Error>(line)
+    };
+    match tokio::time::timeout(TIMEOUT, probe).await {
+        Ok(Ok(line)) => match line.strip_prefix("INFO ").map(|info| serde_json::from_str::<Value>(info.trim())) {
+            Some(Ok(info)) => json!({
+                "reachable": true,
+                "server_version": info["version"],
+                "jetstream": info["jetstream"] == json!(true),
+            }),
+            _ => json!({"reachable": false, "error": format!("{address} did not answer like a NATS server")}),
+        },
+        Ok(Err(e)) => json!({"reachable": false, "error": format!("{address}: {e}")}),
+        Err(_) => json!({"reachable": false, "error": format!("{address}: timed out")}),
+    }
+}

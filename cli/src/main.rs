@@ -1,0 +1,139 @@
+//! `runledger`: the one binary. Each subcommand lives in `commands/`; this file only parses
+//! arguments, sets up logging and turns errors into one line on stderr and an exit code.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use runledger_ledger::DatabaseConfig;
+
+/// An event-sourced orchestrator for LLM-agent flowcharts, with an auditable run ledger.
+#[derive(Debug, Parser)]
+#[command(name = "runledger", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the services are. Every flag also reads its environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// PostgreSQL URL of the ledger; the database is created if missing.
+    #[arg(long, global = true, env = "RUNLEDGER_DATABASE_URL", default_value = DatabaseConfig::DEFAULT_URL, hide_env_values = true)]
+    pub database_url: String,
+    /// Schema that holds the ledger's tables (created if missing).
+    #[arg(long, global = true, env = "RUNLEDGER_DATABASE_SCHEMA", default_value = "public")]
+    pub database_schema: String,
+    /// NATS server with JetStream, for executor dispatch.
+    #[arg(long, global = true, env = "RUNLEDGER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+}
+
+impl GlobalArgs {
+    pub fn database(&self) -> DatabaseConfig {
+        let config = DatabaseConfig::new(&self.database_url);
+        if self.database_schema == "public" { config } else { config.with_schema(&self.database_schema) }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply the ledger's database migrations (idempotent).
+    Migrate,
+    /// Check a flowchart file and print every problem with its path.
+    Validate {
+        /// Flowchart file (.yaml, .yml or .json).
+        flow: PathBuf,
+        /// Print `{"valid": bool, "errors": [{"code", "path", "message"}]}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the canonical, hash-chained JSON Lines export of runs or of the whole ledger.
+    Export(commands::export::ExportArgs),
+    /// Check an export offline: recompute every hash chain and name the first bad event.
+    Verify {
+        /// Export file, or `-` for standard input.
+        file: PathBuf,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show configuration and whether PostgreSQL and NATS JetStream are reachable.
+    Status {
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure worth one line on stderr, and the exit code to leave with.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), code: 1 }
+    }
+
+    /// The command ran and the answer is "no" (invalid flowchart, bad export): output already
+    /// said why, so nothing more is printed.
+    pub fn silent() -> Self {
+        Self { message: String::new(), code: 1 }
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::new(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runledger: error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Migrate => commands::migrate::run(&cli.global).await,
+            Command::Validate { flow, json } => commands::validate::run(&flow, json),
+            Command::Export(args) => commands::export::run(&cli.global, args).await,
+            Command::Verify { file, json } => commands::verify::run(&file, json),
+            Command::Status { json } => commands::status::run(&cli.global, json).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if !failure.message.is_empty() {
+                eprintln!("runledger: error: {}", failure.message);
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Logs go to stderr; `RUNLEDGER_LOG` sets the level (error, warn, info, debug, trace).
+fn init_logging() {
+    let level = std::env::var("RUNLEDGER_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::WARN);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

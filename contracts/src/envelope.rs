@@ -1,0 +1,212 @@
+//! The envelope every stored event travels in, and the hash chain over it.
+//!
+//! `hash = blake3(prev_hash || canonical_json(chain body))`, where the chain body is the event as
+//! exported minus `kind` and `hash`: every field an auditor sees is covered, and nothing that
+//! depends on where the event is stored (its global position) is. That is what lets `verify`
+//! recompute a chain from an export alone.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::canonical::{self, CanonicalError};
+use crate::digest::Digest;
+use crate::events::DomainEvent;
+use crate::ids::{CausationId, CorrelationId, EventId, RequestId, StreamId};
+use crate::time::Timestamp;
+
+/// Where an event sits in the ledger's global, commit-safe order.
+///
+/// `commit` orders by the writing transaction (PostgreSQL's `xid8`) and `global` by insertion;
+/// catch-up readers order and checkpoint by both, so an event whose transaction commits late is
+/// never skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Position {
+    pub commit: u64,
+    pub global: u64,
+}
+
+impl Position {
+    /// Before the first event.
+    pub const START: Position = Position { commit: 0, global: 0 };
+}
+
+/// An event to append. The store adds ids, versions, timestamps and hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub schema_version: u32,
+    pub payload: Value,
+    /// Blobs this event refers to; each must be stored with the append or before it.
+    pub blob_refs: Vec<Digest>,
+}
+
+impl NewEvent {
+    pub fn from_domain(event: &DomainEvent) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            event_type: event.event_type().as_str().to_owned(),
+            schema_version: event.schema_version(),
+            payload: event.to_payload()?,
+            blob_refs: Vec::new(),
+        })
+    }
+}
+
+/// An event as the ledger holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub event_id: EventId,
+    pub stream_id: StreamId,
+    /// 1 for the first event of a stream, with no gaps.
+    pub stream_version: u64,
+    pub position: Position,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub request_id: RequestId,
+    pub correlation_id: CorrelationId,
+    pub causation_id: Option<CausationId>,
+    pub recorded_at: Timestamp,
+    pub payload: Value,
+    pub blob_refs: Vec<Digest>,
+    pub prev_hash: Digest,
+    pub hash: Digest,
+}
+
+/// The fields an event's hash covers, borrowed from wherever they live.
+pub struct ChainBody<'a> {
+    pub event_id: EventId,
+    pub stream_id: &'a StreamId,
+    pub stream_version: u64,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    pub request_id: &'a RequestId,
+    pub correlation_id: &'a CorrelationId,
+    pub causation_id: Option<&'a CausationId>,
+    pub recorded_at: Timestamp,
+    pub payload: &'a Value,
+    pub blob_refs: &'a [Digest],
+    pub prev_hash: Digest,
+}
+
+impl ChainBody<'_> {
+    /// The body as a JSON object: the export line minus `kind` and `hash`.
+    pub fn to_object(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("event_id".into(), Value::String(self.event_id.to_string()));
+        m.insert("stream_id".into(), Value::String(self.stream_id.to_string()));
+        m.insert("stream_version".into(), Value::from(self.stream_version));
+        m.insert("event_type".into(), Value::String(self.event_type.to_owned()));
+        m.insert("schema_version".into(), Value::from(self.schema_version));
+        m.insert("request_id".into(), Value::String(self.request_id.to_string()));
+        m.insert("correlation_id".into(), Value::String(self.correlation_id.to_string()));
+        m.insert(
+            "causation_id".into(),
+            self.causation_id.map_or(Value::Null, |c| Value::String(c.to_string())),
+        );
+        m.insert("recorded_at".into(), Value::String(self.recorded_at.to_string()));
+        m.insert("payload".into(), self.payload.clone());
+        m.insert(
+            "blob_refs".into(),
+            Value::Array(self.blob_refs.iter().map(|d| Value::String(d.to_hex())).collect()),
+        );
+        m.insert("prev_hash".into(), Value::String(self.prev_hash.to_hex()));
+        m
+    }
+
+    pub fn hash(&self) -> Result<Digest, CanonicalError> {
+        chain_hash(&self.prev_hash, &self.to_object())
+    }
+}
+
+/// `blake3(prev || canonical_json(body))`.
+pub fn chain_hash(prev: &Digest, body: &Map<String, Value>) -> Result<Digest, CanonicalError> {
+    let bytes = canonical::canonicalize(body)?;
+    Ok(Digest::chained(prev, &bytes))
+}
+
+impl RecordedEvent {
+    pub fn chain_body(&self) -> ChainBody<'_> {
+        ChainBody {
+            event_id: self.event_id,
+            stream_id: &self.stream_id,
+            stream_version: self.stream_version,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            request_id: &self.request_id,
+            correlation_id: &self.correlation_id,
+            causation_id: self.causation_id.as_ref(),
+            recorded_at: self.recorded_at,
+            payload: &self.payload,
+            blob_refs: &self.blob_refs,
+            prev_hash: self.prev_hash,
+        }
+    }
+
+    /// The event's line in an export: the chain body plus `kind` and `hash`.
+    pub fn export_object(&self) -> Map<String, Value> {
+        let mut m = self.chain_body().to_object();
+        m.insert("kind".into(), Value::String("event".into()));
+        m.insert("hash".into(), Value::String(self.hash.to_hex()));
+        m
+    }
+
+    /// Decodes the payload into the current catalog type.
+    pub fn decode(&self) -> Result<DomainEvent, crate::events::DecodeError> {
+        DomainEvent::decode(&self.event_type, self.schema_version, self.payload.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RecordedEvent {
+        let mut e = RecordedEvent {
+            event_id: EventId::new_v7(),
+            stream_id: StreamId::new("run-x").unwrap(),
+            stream_version: 1,
+            position: Position { commit: 7, global: 3 },
+            event_type: "RunCanceled".into(),
+            schema_version: 1,
+            request_id: RequestId::new("r1").unwrap(),
+            correlation_id: CorrelationId::new("c1").unwrap(),
+            causation_id: None,
+            recorded_at: Timestamp::now(),
+            payload: serde_json::json!({"b": 1, "a": [true, null]}),
+            blob_refs: vec![],
+            prev_hash: Digest::GENESIS,
+            hash: Digest::GENESIS,
+        };
+        e.hash = e.chain_body().hash().unwrap();
+        e
+    }
+
+    #[test]
+    fn hash_covers_every_exported_field_but_not_position() {
+        let e = sample();
+        let mut moved = e.clone();
+        moved.position = Position { commit: 99, global: 99 };
+        assert_eq!(moved.chain_body().hash().unwrap(), e.hash);
+
+        let mut line = e.export_object();
+        line.remove("kind");
+        line.remove("hash");
+        assert_eq!(chain_hash(&e.prev_hash, &line).unwrap(), e.hash);
+
+        for field in ["event_type", "request_id", "correlation_id", "recorded_at"] {
+            let mut changed = line.clone();
+            changed.insert(field.into(), Value::String("other".into()));
+            assert_ne!(chain_hash(&e.prev_hash, &changed).unwrap(), e.hash, "{field}");
+        }
+        let mut payload = e.clone();
+        payload.payload["b"] = Value::from(2);
+        assert_ne!(payload.chain_body().hash().unwrap(), e.hash);
+    }
+
+    #[test]
+    fn hash_depends_on_prev_hash() {
+        let e = sample();
+        let mut other = e.clone();
+        other.prev_hash = Digest::of(b"x");
+        assert_ne!(other.chain_body().hash().unwrap(), e.hash);
+    }
+}

@@ -1,0 +1,1 @@
+//! NATS JetStream dispatch and executor workers (see docs/ARCHITECTURE.md). Filled by the executor-gateway issue; nothing here yet.

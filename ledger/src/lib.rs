@@ -1,0 +1,223 @@
+//! The run ledger: an append-only, hash-chained event store.
+//!
+//! [`EventStore`] is the boundary the rest of runledger programs against; it speaks only
+//! `runledger-contracts` types. [`PgEventStore`] implements it on PostgreSQL. [`export`] writes
+//! the canonical JSON Lines export of a store and [`verify`] checks such a file with no database.
+
+pub mod export;
+pub mod postgres;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod verify;
+
+use std::future::Future;
+
+use runledger_contracts::canonical::CanonicalError;
+use runledger_contracts::digest::Digest;
+use runledger_contracts::envelope::{NewEvent, Position, RecordedEvent};
+use runledger_contracts::ids::{CausationId, CorrelationId, RequestId, StreamId};
+
+pub use postgres::{DatabaseConfig, PgEventStore};
+
+/// What the appender believes the stream's version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have this version.
+    Exact(u64),
+    /// Append after whatever is there (the store still serializes appends).
+    Any,
+}
+
+impl ExpectedVersion {
+    fn as_version(self) -> Option<u64> {
+        match self {
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(v) => Some(v),
+            ExpectedVersion::Any => None,
+        }
+    }
+}
+
+/// A blob to store with an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    pub media_type: String,
+    pub data: Vec<u8>,
+}
+
+impl Blob {
+    pub fn hash(&self) -> Digest {
+        Digest::of(&self.data)
+    }
+}
+
+/// One append: the events of one request, written atomically or not at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendRequest {
+    pub request_id: RequestId,
+    pub correlation_id: CorrelationId,
+    pub causation_id: Option<CausationId>,
+    pub events: Vec<NewEvent>,
+    pub blobs: Vec<Blob>,
+}
+
+impl AppendRequest {
+    pub fn new(request_id: RequestId, correlation_id: CorrelationId, events: Vec<NewEvent>) -> Self {
+        Self { request_id, correlation_id, causation_id: None, events, blobs: Vec::new() }
+    }
+
+    /// Identifies what was asked, so a reused request id with other content is caught.
+    /// Covers everything but the expected version: a retry may carry a fresher one.
+    pub fn fingerprint(&self) -> Result<Digest, CanonicalError> {
+        let events: Vec<serde_json::Value> = self
+            .events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "event_type": e.event_type,
+                    "schema_version": e.schema_version,
+                    "payload": e.payload,
+                    "blob_refs": e.blob_refs.iter().map(Digest::to_hex).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let blobs: Vec<String> = self.blobs.iter().map(|b| b.hash().to_hex()).collect();
+        let body = serde_json::json!({
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "events": events,
+            "blobs": blobs,
+        });
+        Ok(Digest::of(&runledger_contracts::canonical::to_canonical_vec(&body)?))
+    }
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendOutcome {
+    /// The events the request wrote, now or the first time it was seen.
+    pub events: Vec<RecordedEvent>,
+    /// True when the request had been appended before and nothing was written now.
+    pub deduplicated: bool,
+}
+
+impl AppendOutcome {
+    /// The stream version after the request's events.
+    pub fn last_version(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.stream_version)
+    }
+}
+
+/// A stream's current end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHead {
+    pub stream_id: StreamId,
+    pub version: u64,
+    pub hash: Digest,
+}
+
+/// A page of events in commit-safe global order, and where to continue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalPage {
+    pub events: Vec<RecordedEvent>,
+    /// The position of the last event returned, or the one passed in when there was none.
+    pub checkpoint: Position,
+}
+
+/// Largest payload kept inline in an event; bigger content belongs in a blob.
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+/// Most events one request may append.
+pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("stream `{stream_id}` is at version {actual}, not the expected {expected}")]
+    Conflict { stream_id: StreamId, expected: u64, actual: u64 },
+    #[error("request `{request_id}` was already used on stream `{stream_id}` with different content")]
+    RequestMismatch { stream_id: StreamId, request_id: RequestId },
+    #[error("event {index} of the request is invalid: {reason}")]
+    InvalidEvent { index: usize, reason: String },
+    #[error("the request is invalid: {0}")]
+    InvalidRequest(String),
+    #[error("blob {hash} is referenced but neither stored nor sent with the request")]
+    MissingBlob { hash: Digest },
+    #[error("the stored ledger is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl StoreError {
+    /// A stable code for the API error envelope and CLI messages.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Conflict { .. } => "conflict",
+            StoreError::RequestMismatch { .. } => "request_id_reused",
+            StoreError::InvalidEvent { .. } => "invalid_event",
+            StoreError::InvalidRequest(_) => "invalid_request",
+            StoreError::MissingBlob { .. } => "missing_blob",
+            StoreError::Corrupt(_) => "ledger_corrupt",
+            StoreError::Database(_) => "database_error",
+        }
+    }
+}
+
+/// The event store. Implementations keep every guarantee documented here; the conformance
+/// tests in `postgres::tests` state them as code.
+pub trait EventStore: Send + Sync {
+    /// Appends the request's events at the end of `stream` in one transaction.
+    ///
+    /// - `expected` must match the stream's version, else [`StoreError::Conflict`] with the
+    ///   actual version; nothing is written.
+    /// - A request id already used on this stream returns the events it wrote then, writes
+    ///   nothing, and sets `deduplicated`; with different content it is
+    ///   [`StoreError::RequestMismatch`].
+    /// - Each event's hash chains to the previous event of the stream.
+    fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send;
+
+    /// Events of one stream with `from_version <= version`, in order, at most `limit`.
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Events of all streams after `after`, in commit-safe order, at most `limit`.
+    ///
+    /// Only events whose transactions are older than every running transaction are returned,
+    /// so a reader that checkpoints the returned position never skips an event that commits
+    /// later with an earlier position.
+    fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> impl Future<Output = Result<GlobalPage, StoreError>> + Send;
+
+    /// The current end of a stream, if it exists.
+    fn stream_head(
+        &self,
+        stream: &StreamId,
+    ) -> impl Future<Output = Result<Option<StreamHead>, StoreError>> + Send;
+
+    /// Heads of all streams whose id starts with `prefix`, ordered by stream id.
+    fn list_streams(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<StreamHead>, StoreError>> + Send;
+
+    /// Stores a blob (idempotent) and returns its digest.
+    fn put_blob(&self, blob: Blob) -> impl Future<Output = Result<Digest, StoreError>> + Send;
+
+    fn get_blob(
+        &self,
+        hash: &Digest,
+    ) -> impl Future<Output = Result<Option<Blob>, StoreError>> + Send;
+}

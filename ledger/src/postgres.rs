@@ -1,0 +1,735 @@
+//! [`EventStore`] on PostgreSQL.
+//!
+//! An append is one SQL statement (one round trip, one implicit transaction): a data-modifying
+//! CTE moves the stream's head only if it is still at the expected version and hash, and the
+//! event, request and blob inserts run only if it moved. Hashes are computed here, from the head
+//! this process last saw; a stale head simply fails the version check and is re-read. So the
+//! common path costs what a bare INSERT does, plus two small index writes.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use runledger_contracts::canonical;
+use runledger_contracts::digest::Digest;
+use runledger_contracts::envelope::{ChainBody, Position, RecordedEvent};
+use runledger_contracts::ids::{CausationId, CorrelationId, EventId, RequestId, StreamId};
+use runledger_contracts::time::Timestamp;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    AppendOutcome, AppendRequest, Blob, EventStore, ExpectedVersion, GlobalPage, StoreError,
+    StreamHead, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES,
+};
+
+/// Where the ledger lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// A `postgres://` URL. The database is created when missing.
+    pub url: String,
+    /// A schema to keep the ledger's tables in (created when missing); `None` uses `public`.
+    pub schema: Option<String>,
+    pub max_connections: u32,
+}
+
+impl DatabaseConfig {
+    pub const DEFAULT_URL: &'static str = "postgres://postgres@127.0.0.1:5432/runledger";
+
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), schema: None, max_connections: 8 }
+    }
+
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+}
+
+/// Heads cached per stream before the cache is emptied; bounds memory in long-lived servers.
+const HEAD_CACHE_LIMIT: usize = 100_000;
+
+type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+pub struct PgEventStore {
+    pool: PgPool,
+    /// Last head this process wrote or read per stream: lets an append compute hashes without
+    /// reading the head first. Never trusted: the append's WHERE clause checks it.
+    heads: Mutex<HashMap<StreamId, (u64, Digest)>>,
+    clock: Clock,
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn check_schema_name(schema: &str) -> Result<(), StoreError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidRequest(format!(
+            "schema `{schema}` must be 1 to 63 characters of a-z 0-9 _, not starting with a digit"
+        )))
+    }
+}
+
+impl PgEventStore {
+    /// Connects, creating the database and schema when they are missing.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(&config.url).map_err(|e| {
+            StoreError::InvalidRequest(format!("database URL `{}`: {e}", redact(&config.url)))
+        })?;
+        ensure_database(&config.url).await?;
+        let options = match &config.schema {
+            Some(schema) => {
+                check_schema_name(schema)?;
+                let mut conn = options.connect().await.map_err(db_err)?;
+                // The name was checked above: lowercase letters, digits and underscores only.
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(db_err)?;
+                options.options([("search_path", schema.as_str())])
+            }
+            None => options,
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .connect_with(options)
+            .await
+            .map_err(db_err)?;
+        Ok(Self::from_pool(pool))
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool, heads: Mutex::new(HashMap::new()), clock: Arc::new(Timestamp::now) }
+    }
+
+    /// Replaces the clock that stamps `recorded_at` (tests and replays).
+    pub fn with_clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the migrations in `migrations/` that have not run yet. Safe to run concurrently
+    /// and repeatedly. Returns how many were applied now.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let migrator = sqlx::migrate!("../migrations");
+        let before = applied_migrations(&self.pool).await?;
+        migrator.run(&self.pool).await.map_err(|e| StoreError::Database(e.to_string()))?;
+        let after = applied_migrations(&self.pool).await?;
+        Ok(after.saturating_sub(before))
+    }
+
+    /// Migrations applied and still pending.
+    pub async fn migration_status(&self) -> Result<(usize, usize), StoreError> {
+        let known = sqlx::migrate!("../migrations").iter().count();
+        let applied = applied_migrations(&self.pool).await?;
+        Ok((applied, known.saturating_sub(applied)))
+    }
+
+    fn cached_head(&self, stream: &StreamId) -> Option<(u64, Digest)> {
+        self.heads.lock().ok().and_then(|heads| heads.get(stream).copied())
+    }
+
+    fn remember_head(&self, stream: &StreamId, version: u64, hash: Digest) {
+        if let Ok(mut heads) = self.heads.lock() {
+            if heads.len() >= HEAD_CACHE_LIMIT && !heads.contains_key(stream) {
+                heads.clear();
+            }
+            heads.insert(stream.clone(), (version, hash));
+        }
+    }
+
+    fn forget_head(&self, stream: &StreamId) {
+        if let Ok(mut heads) = self.heads.lock() {
+            heads.remove(stream);
+        }
+    }
+
+    async fn read_head(&self, stream: &StreamId) -> Result<(u64, Digest), StoreError> {
+        let head = self.stream_head(stream).await?;
+        let head = head.map_or((0, Digest::GENESIS), |h| (h.version, h.hash));
+        if head.0 > 0 {
+            self.remember_head(stream, head.0, head.1);
+        }
+        Ok(head)
+    }
+
+    /// Checks what can be checked without the database, before anything is sent.
+    fn check_request(request: &AppendRequest) -> Result<(), StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::InvalidRequest("a request must append at least one event".into()));
+        }
+        if request.events.len() > MAX_EVENTS_PER_APPEND {
+            return Err(StoreError::InvalidRequest(format!(
+                "a request may append at most {MAX_EVENTS_PER_APPEND} events, not {}",
+                request.events.len()
+            )));
+        }
+        for (index, event) in request.events.iter().enumerate() {
+            let invalid = |reason: String| StoreError::InvalidEvent { index, reason };
+            if event.event_type.is_empty()
+                || event.event_type.len() > 100
+                || !event.event_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            {
+                return Err(invalid(format!("event_type `{}` must be 1 to 100 characters of A-Z a-z 0-9 _ .", event.event_type)));
+            }
+            if event.schema_version == 0 {
+                return Err(invalid("schema_version must be at least 1".into()));
+            }
+            canonical::check_ijson(&event.payload).map_err(|e| invalid(e.to_string()))?;
+            if let Some(path) = find_nul(&event.payload, "$".into()) {
+                return Err(invalid(format!("{path} contains U+0000, which the ledger cannot store")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Blob refs that are neither in the request nor already stored.
+    async fn check_blob_refs(&self, request: &AppendRequest) -> Result<(), StoreError> {
+        let sent: HashSet<Digest> = request.blobs.iter().map(Blob::hash).collect();
+        let wanted: Vec<Vec<u8>> = request
+            .events
+            .iter()
+            .flat_map(|e| e.blob_refs.iter())
+            .filter(|d| !sent.contains(d))
+            .map(|d| d.as_bytes().to_vec())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let found: Vec<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM blobs WHERE hash = ANY($1)")
+            .bind(&wanted)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let found: HashSet<Vec<u8>> = found.into_iter().collect();
+        match wanted.into_iter().find(|w| !found.contains(w)) {
+            Some(missing) => Err(StoreError::MissingBlob {
+                hash: Digest::from_slice(&missing).unwrap_or(Digest::GENESIS),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The append was not applied: tell a repeated request, a reused request id and a
+    /// concurrency conflict apart.
+    async fn resolve_rejected(
+        &self,
+        stream: &StreamId,
+        request: &AppendRequest,
+        fingerprint: &Digest,
+        expected: u64,
+    ) -> Result<AppendOutcome, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_hash, first_version, last_version FROM requests
+              WHERE stream_id = $1 AND request_id = $2",
+        )
+        .bind(stream.as_str())
+        .bind(request.request_id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        if let Some(row) = row {
+            let stored: Vec<u8> = row.get("request_hash");
+            if stored != fingerprint.as_bytes() {
+                return Err(StoreError::RequestMismatch {
+                    stream_id: stream.clone(),
+                    request_id: request.request_id.clone(),
+                });
+            }
+            let first: i64 = row.get("first_version");
+            let last: i64 = row.get("last_version");
+            let events = self
+                .read_stream(stream, first as u64, (last - first + 1) as usize)
+                .await?;
+            return Ok(AppendOutcome { events, deduplicated: true });
+        }
+        self.forget_head(stream);
+        let (actual, _) = self.read_head(stream).await?;
+        Err(StoreError::Conflict { stream_id: stream.clone(), expected, actual })
+    }
+
+    async fn try_append(
+        &self,
+        stream: &StreamId,
+        expected: u64,
+        prev: Digest,
+        request: &AppendRequest,
+        fingerprint: &Digest,
+    ) -> Result<AppendOutcome, StoreError> {
+        let recorded_at = (self.clock)();
+        let n = request.events.len();
+        let mut event_ids = Vec::with_capacity(n);
+        let mut versions = Vec::with_capacity(n);
+        let mut types = Vec::with_capacity(n);
+        let mut schema_versions = Vec::with_capacity(n);
+        let mut payloads = Vec::with_capacity(n);
+        let mut refs = Vec::with_capacity(n);
+        let mut prev_hashes = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
+        let mut recorded = Vec::with_capacity(n);
+        let mut head = prev;
+        for (i, event) in request.events.iter().enumerate() {
+            let version = expected + 1 + i as u64;
+            let event_id = EventId(Uuid::now_v7());
+            let body = ChainBody {
+                event_id,
+                stream_id: stream,
+                stream_version: version,
+                event_type: &event.event_type,
+                schema_version: event.schema_version,
+                request_id: &request.request_id,
+                correlation_id: &request.correlation_id,
+                causation_id: request.causation_id.as_ref(),
+                recorded_at,
+                payload: &event.payload,
+                blob_refs: &event.blob_refs,
+                prev_hash: head,
+            };
+            let hash = body.hash().map_err(|e| StoreError::InvalidEvent { index: i, reason: e.to_string() })?;
+            let payload_text = String::from_utf8(
+                canonical::to_canonical_vec(&event.payload)
+                    .map_err(|e| StoreError::InvalidEvent { index: i, reason: e.to_string() })?,
+            )
+            .map_err(|e| StoreError::InvalidEvent { index: i, reason: e.to_string() })?;
+            if payload_text.len() > MAX_PAYLOAD_BYTES {
+                return Err(StoreError::InvalidEvent {
+                    index: i,
+                    reason: format!(
+                        "payload is {} bytes, more than {MAX_PAYLOAD_BYTES}; keep large content in a blob",
+                        payload_text.len()
+                    ),
+                });
+            }
+            event_ids.push(event_id.0);
+            versions.push(version as i64);
+            types.push(event.event_type.clone());
+            schema_versions.push(event.schema_version as i32);
+            payloads.push(payload_text);
+            refs.push(
+                serde_json::to_string(&event.blob_refs)
+                    .map_err(|e| StoreError::InvalidEvent { index: i, reason: e.to_string() })?,
+            );
+            prev_hashes.push(head.as_bytes().to_vec());
+            hashes.push(hash.as_bytes().to_vec());
+            recorded.push(RecordedEvent {
+                event_id,
+                stream_id: stream.clone(),
+                stream_version: version,
+                position: Position::START,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                request_id: request.request_id.clone(),
+                correlation_id: request.correlation_id.clone(),
+                causation_id: request.causation_id.clone(),
+                recorded_at,
+                payload: event.payload.clone(),
+                blob_refs: event.blob_refs.clone(),
+                prev_hash: head,
+                hash,
+            });
+            head = hash;
+        }
+        let last = expected + n as u64;
+        let blob_hashes: Vec<Vec<u8>> = request.blobs.iter().map(|b| b.hash().as_bytes().to_vec()).collect();
+        let blob_types: Vec<String> = request.blobs.iter().map(|b| b.media_type.clone()).collect();
+        let blob_data: Vec<Vec<u8>> = request.blobs.iter().map(|b| b.data.clone()).collect();
+
+        let sql = if expected == 0 { APPEND_NEW_STREAM } else { APPEND_EXISTING_STREAM };
+        let result = sqlx::query(sql)
+            .bind(stream.as_str())
+            .bind(expected as i64)
+            .bind(last as i64)
+            .bind(head.as_bytes().as_slice())
+            .bind(prev.as_bytes().as_slice())
+            .bind(request.request_id.as_str())
+            .bind(fingerprint.as_bytes().as_slice())
+            .bind(request.correlation_id.as_str())
+            .bind(request.causation_id.as_ref().map(CausationId::as_str))
+            .bind(recorded_at.as_datetime())
+            .bind(&event_ids)
+            .bind(&versions)
+            .bind(&types)
+            .bind(&schema_versions)
+            .bind(&payloads)
+            .bind(&blob_hashes)
+            .bind(&blob_types)
+            .bind(&blob_data)
+            .bind(&refs)
+            .bind(&prev_hashes)
+            .bind(&hashes)
+            .fetch_all(&self.pool)
+            .await;
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return self.resolve_rejected(stream, request, fingerprint, expected).await;
+            }
+            Err(e) => return Err(db_err(e)),
+        };
+        if rows.len() != n {
+            if !rows.is_empty() {
+                return Err(StoreError::Corrupt(format!(
+                    "append to `{stream}` wrote {} of {n} events",
+                    rows.len()
+                )));
+            }
+            return self.resolve_rejected(stream, request, fingerprint, expected).await;
+        }
+        let mut positions = HashMap::with_capacity(n);
+        for row in rows {
+            let version: i64 = row.get("stream_version");
+            positions.insert(version as u64, position_of(&row)?);
+        }
+        for event in &mut recorded {
+            event.position = positions.get(&event.stream_version).copied().unwrap_or_default();
+        }
+        self.remember_head(stream, last, head);
+        Ok(AppendOutcome { events: recorded, deduplicated: false })
+    }
+}
+
+/// The statement tail shared by both append forms: runs only when `head` moved the stream.
+macro_rules! append_sql {
+    ($head:literal) => {
+        concat!(
+            "WITH head AS (", $head, "),
+            request AS (
+                INSERT INTO requests (stream_id, request_id, request_hash, first_version, last_version)
+                SELECT $1, $6, $7, $2 + 1, $3 FROM head
+            ),
+            blob AS (
+                INSERT INTO blobs (hash, media_type, data)
+                SELECT b.hash, b.media_type, b.data
+                  FROM unnest($16::bytea[], $17::text[], $18::bytea[]) AS b(hash, media_type, data)
+                 WHERE EXISTS (SELECT 1 FROM head)
+                ON CONFLICT (hash) DO NOTHING
+            )
+            INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version,
+                                request_id, correlation_id, causation_id, recorded_at, payload,
+                                blob_refs, prev_hash, hash)
+            SELECT e.event_id, $1, e.stream_version, e.event_type, e.schema_version,
+                   $6, $8, $9, $10, e.payload::jsonb, e.blob_refs::jsonb, e.prev_hash, e.hash
+              FROM unnest($11::uuid[], $12::bigint[], $13::text[], $14::int[], $15::text[],
+                          $19::text[], $20::bytea[], $21::bytea[])
+                   AS e(event_id, stream_version, event_type, schema_version, payload,
+                        blob_refs, prev_hash, hash)
+             WHERE EXISTS (SELECT 1 FROM head)
+            RETURNING global_position, tx_id::text AS tx_id, stream_version"
+        )
+    };
+}
+
+/// Creates the stream; a stream that exists already makes the insert a no-op (a conflict).
+const APPEND_NEW_STREAM: &str = append_sql!(
+    "INSERT INTO streams (stream_id, version, head_hash)
+     SELECT $1, $3, $4 WHERE $2::bigint = 0 AND $5::bytea = $5::bytea
+     ON CONFLICT (stream_id) DO NOTHING
+     RETURNING 1"
+);
+
+/// Moves the head only from the expected version and hash.
+const APPEND_EXISTING_STREAM: &str = append_sql!(
+    "UPDATE streams SET version = $3, head_hash = $4
+      WHERE stream_id = $1 AND version = $2 AND head_hash = $5
+     RETURNING 1"
+);
+
+/// `SELECT <event columns> <rest>`, as a static string.
+macro_rules! select_events {
+    ($rest:literal) => {
+        concat!(
+            "SELECT global_position, tx_id::text AS tx_id, event_id, stream_id, stream_version,
+                    event_type, schema_version, request_id, correlation_id, causation_id,
+                    recorded_at, payload::text AS payload, blob_refs::text AS blob_refs,
+                    prev_hash, hash ",
+            $rest
+        )
+    };
+}
+
+const READ_STREAM: &str = select_events!(
+    "FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
+);
+
+// Below the horizon every transaction has finished, so nothing can still appear before the
+// returned checkpoint.
+const READ_ALL: &str = select_events!(
+    "FROM events
+      WHERE (tx_id, global_position) > ($1::text::xid8, $2)
+        AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+      ORDER BY tx_id, global_position
+      LIMIT $3"
+);
+
+fn position_of(row: &PgRow) -> Result<Position, StoreError> {
+    let tx: String = row.try_get("tx_id").map_err(db_err)?;
+    let global: i64 = row.try_get("global_position").map_err(db_err)?;
+    let commit = tx
+        .parse::<u64>()
+        .map_err(|_| StoreError::Corrupt(format!("transaction id `{tx}` is not a number")))?;
+    Ok(Position { commit, global: global as u64 })
+}
+
+fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let stream_id: String = row.try_get("stream_id").map_err(db_err)?;
+    let version: i64 = row.try_get("stream_version").map_err(db_err)?;
+    let at = || format!("event {stream_id}#{version}");
+    let payload: String = row.try_get("payload").map_err(db_err)?;
+    let refs: String = row.try_get("blob_refs").map_err(db_err)?;
+    let prev: Vec<u8> = row.try_get("prev_hash").map_err(db_err)?;
+    let hash: Vec<u8> = row.try_get("hash").map_err(db_err)?;
+    let recorded_at: OffsetDateTime = row.try_get("recorded_at").map_err(db_err)?;
+    let schema_version: i32 = row.try_get("schema_version").map_err(db_err)?;
+    let causation: Option<String> = row.try_get("causation_id").map_err(db_err)?;
+    Ok(RecordedEvent {
+        event_id: EventId(row.try_get("event_id").map_err(db_err)?),
+        stream_id: StreamId::new(stream_id.clone()).map_err(|e| corrupt(&at(), &e))?,
+        stream_version: version as u64,
+        position: position_of(row)?,
+        event_type: row.try_get("event_type").map_err(db_err)?,
+        schema_version: schema_version as u32,
+        request_id: RequestId::new(row.try_get::<String, _>("request_id").map_err(db_err)?)
+            .map_err(|e| corrupt(&at(), &e))?,
+        correlation_id: CorrelationId::new(row.try_get::<String, _>("correlation_id").map_err(db_err)?)
+            .map_err(|e| corrupt(&at(), &e))?,
+        causation_id: causation
+            .map(CausationId::new)
+            .transpose()
+            .map_err(|e| corrupt(&at(), &e))?,
+        recorded_at: Timestamp::from_datetime(recorded_at),
+        payload: serde_json::from_str(&payload).map_err(|e| corrupt(&at(), &e))?,
+        blob_refs: serde_json::from_str(&refs).map_err(|e| corrupt(&at(), &e))?,
+        prev_hash: Digest::from_slice(&prev).ok_or_else(|| corrupt(&at(), &"prev_hash is not 32 bytes"))?,
+        hash: Digest::from_slice(&hash).ok_or_else(|| corrupt(&at(), &"hash is not 32 bytes"))?,
+    })
+}
+
+impl EventStore for PgEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        Self::check_request(&request)?;
+        self.check_blob_refs(&request).await?;
+        let fingerprint = request
+            .fingerprint()
+            .map_err(|e| StoreError::InvalidRequest(e.to_string()))?;
+        match expected.as_version() {
+            Some(expected) => {
+                let head = match self.cached_head(stream) {
+                    Some(head) if head.0 == expected => head,
+                    _ if expected == 0 => (0, Digest::GENESIS),
+                    _ => self.read_head(stream).await?,
+                };
+                if head.0 != expected {
+                    return self.resolve_rejected(stream, &request, &fingerprint, expected).await;
+                }
+                self.try_append(stream, expected, head.1, &request, &fingerprint).await
+            }
+            None => {
+                // `Any`: retry on a concurrent append; each round re-reads the head.
+                let mut last_error = None;
+                for _ in 0..16 {
+                    let (version, hash) = self.read_head(stream).await?;
+                    match self.try_append(stream, version, hash, &request, &fingerprint).await {
+                        Err(StoreError::Conflict { .. }) => {
+                            last_error = Some(version);
+                        }
+                        other => return other,
+                    }
+                }
+                let (actual, _) = self.read_head(stream).await?;
+                Err(StoreError::Conflict {
+                    stream_id: stream.clone(),
+                    expected: last_error.unwrap_or(actual),
+                    actual,
+                })
+            }
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(READ_STREAM)
+            .bind(stream.as_str())
+            .bind(from_version.min(i64::MAX as u64) as i64)
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> Result<GlobalPage, StoreError> {
+        let rows = sqlx::query(READ_ALL)
+            .bind(after.commit.to_string())
+            .bind(after.global.min(i64::MAX as u64) as i64)
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let events = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
+        let checkpoint = events.last().map_or(after, |e| e.position);
+        Ok(GlobalPage { events, checkpoint })
+    }
+
+    async fn stream_head(&self, stream: &StreamId) -> Result<Option<StreamHead>, StoreError> {
+        let row = sqlx::query("SELECT version, head_hash FROM streams WHERE stream_id = $1")
+            .bind(stream.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(|row| head_from_row(stream.clone(), &row)).transpose()
+    }
+
+    async fn list_streams(&self, prefix: &str) -> Result<Vec<StreamHead>, StoreError> {
+        // Byte order ("C" collation), so exports do not depend on the database's locale.
+        let rows = sqlx::query(
+            "SELECT stream_id, version, head_hash FROM streams
+              WHERE starts_with(stream_id, $1)
+              ORDER BY stream_id COLLATE \"C\"",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("stream_id").map_err(db_err)?;
+                let id = StreamId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                head_from_row(id, row)
+            })
+            .collect()
+    }
+
+    async fn put_blob(&self, blob: Blob) -> Result<Digest, StoreError> {
+        let hash = blob.hash();
+        sqlx::query(
+            "INSERT INTO blobs (hash, media_type, data) VALUES ($1, $2, $3)
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(hash.as_bytes().as_slice())
+        .bind(&blob.media_type)
+        .bind(&blob.data)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(hash)
+    }
+
+    async fn get_blob(&self, hash: &Digest) -> Result<Option<Blob>, StoreError> {
+        let row = sqlx::query("SELECT media_type, data FROM blobs WHERE hash = $1")
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(|row| {
+            Ok(Blob {
+                media_type: row.try_get("media_type").map_err(db_err)?,
+                data: row.try_get("data").map_err(db_err)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+fn head_from_row(stream_id: StreamId, row: &PgRow) -> Result<StreamHead, StoreError> {
+    let version: i64 = row.try_get("version").map_err(db_err)?;
+    let hash: Vec<u8> = row.try_get("head_hash").map_err(db_err)?;
+    let hash = Digest::from_slice(&hash)
+        .ok_or_else(|| StoreError::Corrupt(format!("head hash of `{stream_id}` is not 32 bytes")))?;
+    Ok(StreamHead { stream_id, version: version as u64, hash })
+}
+
+async fn applied_migrations(pool: &PgPool) -> Result<usize, StoreError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .map_err(db_err)?;
+    if !exists {
+        return Ok(0);
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .map_err(db_err)?;
+    Ok(n as usize)
+}
+
+/// Creates the database named in `url` when it does not exist.
+async fn ensure_database(url: &str) -> Result<(), StoreError> {
+    let exists = sqlx::Postgres::database_exists(url).await.map_err(db_err)?;
+    if exists {
+        return Ok(());
+    }
+    match sqlx::Postgres::create_database(url).await {
+        Ok(()) => Ok(()),
+        // Another process created it first (duplicate_database, or the catalog's unique index
+        // when both raced past the existence check).
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(db_err(e)),
+    }
+}
+
+/// The URL with any password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The path of the first string (or key) holding U+0000, which jsonb rejects.
+fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(path),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_nul(v, format!("{path}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(format!("{path} key"))
+            } else {
+                find_nul(v, format!("{path}.{k}"))
+            }
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
