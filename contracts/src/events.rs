@@ -78,7 +78,8 @@ pub struct ConsumedToken {
 #[serde(rename_all = "snake_case")]
 pub enum NodeRunStatus {
     Succeeded,
-    SucceededWithWarning,
+    /// Succeeded, but a required tool failed and the node's fallback was used.
+    SuccessWithWarning,
     Failed,
     TimedOut,
     Skipped,
@@ -292,7 +293,7 @@ pub struct NodeSucceeded {
     pub node_run_id: NodeRunId,
     pub attempt: u32,
     pub output: Value,
-    /// Non-empty for `success_with_warning`.
+    /// Non-empty when the node run ends as `success_with_warning`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Warning>,
     #[serde(default)]

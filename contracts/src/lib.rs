@@ -16,4 +16,5 @@ pub mod error;
 pub mod events;
 pub mod flowchart;
 pub mod ids;
+pub mod schema;
 pub mod time;

@@ -110,14 +110,15 @@ async fn single_bare(pool: &PgPool, ops: u64) -> Stats {
     Stats { ops: ops as usize, events: ops, elapsed: start.elapsed(), latencies }
 }
 
-async fn concurrent(store: &std::sync::Arc<PgEventStore>, pool: &PgPool, bare: bool, tasks: u64, each: u64) -> Stats {
+async fn concurrent(store: &std::sync::Arc<PgEventStore>, pool: &PgPool, phase: &str, bare: bool, tasks: u64, each: u64) -> Stats {
     let start = Instant::now();
     let mut handles = Vec::new();
     for t in 0..tasks {
         let store = store.clone();
         let pool = pool.clone();
+        let phase = phase.to_owned();
         handles.push(tokio::spawn(async move {
-            let stream = format!("bench-conc-{}-{t}", if bare { "bare" } else { "ledger" });
+            let stream = format!("bench-{phase}-{}-{t}", if bare { "bare" } else { "ledger" });
             let id = StreamId::new(stream.clone()).expect("stream");
             let mut latencies = Vec::with_capacity(each as usize);
             for i in 0..each {
@@ -182,8 +183,8 @@ async fn main() {
     let store = std::sync::Arc::new(store);
 
     // Warm up connections and prepared statements on both paths.
-    concurrent(&store, &pool, false, 16, 5).await;
-    concurrent(&store, &pool, true, 16, 5).await;
+    concurrent(&store, &pool, "warm", false, 16, 5).await;
+    concurrent(&store, &pool, "warm", true, 16, 5).await;
 
     println!("| scenario                     |     ops | p50 (µs) | p99 (µs) | mean (µs) |   events/s |");
     println!("|------------------------------|--------:|---------:|---------:|----------:|-----------:|");
@@ -195,8 +196,8 @@ async fn main() {
     let ratio_single = a.mean_us() / b.mean_us();
 
     let each = n(250.0);
-    let mut c = concurrent(&store, &pool, false, 16, each).await;
-    let mut d = concurrent(&store, &pool, true, 16, each).await;
+    let mut c = concurrent(&store, &pool, "conc", false, 16, each).await;
+    let mut d = concurrent(&store, &pool, "conc", true, 16, each).await;
     row("concurrent-16: ledger", &mut c);
     row("concurrent-16: bare", &mut d);
 

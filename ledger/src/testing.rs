@@ -34,6 +34,19 @@ impl TestLedger {
         PgEventStore::connect(&self.config).await
     }
 
+    /// Drops another schema a test created next to this one (e.g. through the CLI).
+    pub async fn drop_other_schema(&self, schema: &str) -> Result<(), StoreError> {
+        if !schema.starts_with(self.schema()) {
+            return Err(StoreError::InvalidRequest(format!("`{schema}` is not this test's schema")));
+        }
+        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(self.store.pool())
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(())
+    }
+
     pub async fn drop_schema(self) -> Result<(), StoreError> {
         let sql = format!("DROP SCHEMA \"{}\" CASCADE", self.schema());
         sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use runledger_contracts::flowchart::{SourceFormat, ValidationError, load};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::Failure;
 
@@ -9,11 +9,7 @@ use crate::Failure;
 pub fn read_flowchart(path: &Path) -> Result<(String, SourceFormat), Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?;
-    let format = match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => SourceFormat::Json,
-        Some("yaml" | "yml") => SourceFormat::Yaml,
-        _ => SourceFormat::Auto,
-    };
+    let format = SourceFormat::from_file_name(&path.to_string_lossy());
     Ok((text, format))
 }
 
@@ -22,7 +18,7 @@ pub fn run(path: &Path, as_json: bool) -> Result<(), Failure> {
     match load(&text, format) {
         Ok(flowchart) => {
             if as_json {
-                println!("{}", json!({"valid": true, "errors": []}));
+                print_json(&ValidateOutput { valid: true, errors: &[] });
             } else {
                 let doc = flowchart.doc();
                 println!(
@@ -37,7 +33,7 @@ pub fn run(path: &Path, as_json: bool) -> Result<(), Failure> {
         }
         Err(errors) => {
             if as_json {
-                println!("{}", json!({"valid": false, "errors": errors}));
+                print_json(&ValidateOutput { valid: false, errors: &errors });
             } else {
                 print_errors(path, &errors);
             }
@@ -52,4 +48,18 @@ fn print_errors(path: &Path, errors: &[ValidationError]) {
         eprintln!("{}: {at}: {} [{}]", path.display(), e.message, e.code.as_str());
     }
     eprintln!("{}: {} problem(s); the flowchart is not valid", path.display(), errors.len());
+}
+
+/// The `--json` shape of FLOWCHART-FORMAT.md, fields in its order.
+#[derive(Serialize)]
+struct ValidateOutput<'a> {
+    valid: bool,
+    errors: &'a [ValidationError],
+}
+
+fn print_json(output: &ValidateOutput<'_>) {
+    match serde_json::to_string(output) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("runledger: error: cannot print JSON: {e}"),
+    }
 }

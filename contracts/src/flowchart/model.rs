@@ -315,7 +315,7 @@ pub struct Node {
     /// Version of the sub-flowchart; absent means the latest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub version: Option<u64>,
+    pub version: Option<u32>,
 }
 
 impl Node {

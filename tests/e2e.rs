@@ -1,0 +1,219 @@
+//! End-to-end tests of the `runledger` binary against real PostgreSQL (and NATS for `status`).
+//! Each test works in its own database schema.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use runledger_contracts::envelope::NewEvent;
+use runledger_contracts::ids::{CorrelationId, RequestId, RunId, StreamId};
+use runledger_ledger::testing::{TestLedger, test_database_url};
+use runledger_ledger::{AppendRequest, EventStore, ExpectedVersion};
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn runledger(args: &[&str], schema: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runledger"));
+    cmd.args(args)
+        .current_dir(root())
+        .env("RUNLEDGER_DATABASE_URL", test_database_url())
+        .env_remove("RUNLEDGER_DATABASE_SCHEMA");
+    if let Some(schema) = schema {
+        cmd.env("RUNLEDGER_DATABASE_SCHEMA", schema);
+    }
+    cmd.output().expect("run the runledger binary")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("runledger-e2e-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn uuid_like() -> String {
+    RunId::new_v7().to_string()
+}
+
+#[test]
+fn every_example_flowchart_validates() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(root().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let out = runledger(&["validate", path.to_str().unwrap()], None);
+        assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+        assert!(stdout(&out).contains("valid flowchart"), "{}", stdout(&out));
+        let out = runledger(&["validate", "--json", path.to_str().unwrap()], None);
+        assert_eq!(stdout(&out).trim(), r#"{"valid":true,"errors":[]}"#, "FLOWCHART-FORMAT.md's shape and order");
+        seen += 1;
+    }
+    assert!(seen >= 3, "examples/ holds the three documented flowcharts");
+}
+
+#[test]
+fn validate_reports_every_problem_with_code_and_path() {
+    let path = temp_path("broken.yaml");
+    std::fs::write(
+        &path,
+        "name: broken\nnodes:\n  - {id: start, type: start}\n  - {id: gate, type: decision, colour: red,\n     conditions: [{connector: nowhere, when: \"score >>= 3\"}]}\n  - {id: done, type: end}\nconnectors:\n  - {id: c1, from: start, to: gate}\n  - {id: c2, from: done, to: gate}\n",
+    )
+    .unwrap();
+    let out = runledger(&["validate", "--json", path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["valid"], json!(false));
+    let codes: Vec<(String, String)> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+            (e["code"].as_str().unwrap().to_owned(), e["path"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    for expected in [
+        ("unknown_key", "nodes[1].colour"),
+        ("end_has_outgoing", "connectors[1].from"),
+        ("condition_unknown_connector", "nodes[1].conditions[0].connector"),
+        ("condition_syntax", "nodes[1].conditions[0].when"),
+    ] {
+        assert!(
+            codes.iter().any(|(c, p)| c == expected.0 && p == expected.1),
+            "{expected:?} not in {codes:?}"
+        );
+    }
+    // Human output: one problem per line, then a summary.
+    let out = runledger(&["validate", path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("nodes[1].colour") && err.contains("[unknown_key]"), "{err}");
+    assert!(err.trim_end().ends_with("the flowchart is not valid"), "{err}");
+}
+
+#[test]
+fn validate_names_a_missing_file_in_one_line() {
+    let out = runledger(&["validate", "no/such/flow.yaml"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("runledger: error: cannot read no/such/flow.yaml"), "{err}");
+}
+
+#[tokio::test]
+async fn migrate_applies_once_then_reports_up_to_date() {
+    let ledger = TestLedger::new().await.unwrap();
+    let schema = format!("{}_m", ledger.schema());
+    let first = runledger(&["migrate"], Some(&schema));
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(stdout(&first).trim(), "applied 1 migration(s)");
+    let second = runledger(&["migrate"], Some(&schema));
+    assert_eq!(stdout(&second).trim(), "ledger schema is up to date");
+    ledger.drop_other_schema(&schema).await.unwrap();
+    ledger.drop_schema().await.unwrap();
+}
+
+async fn seeded_run(ledger: &TestLedger) -> RunId {
+    let run = RunId::new_v7();
+    let stream = StreamId::for_run(run);
+    let events = vec![
+        NewEvent { event_type: "RunStarted".into(), schema_version: 1, payload: json!({"run_id": run, "inputs": {"topic": "audits"}}), blob_refs: vec![] },
+        NewEvent { event_type: "RunCompleted".into(), schema_version: 1, payload: json!({"run_id": run, "node_runs": 0}), blob_refs: vec![] },
+    ];
+    let request = AppendRequest::new(RequestId::new("seed").unwrap(), CorrelationId::new("e2e").unwrap(), events);
+    ledger.store.append(&stream, ExpectedVersion::NoStream, request).await.unwrap();
+    run
+}
+
+#[tokio::test]
+async fn export_is_deterministic_and_verify_catches_tampering() {
+    let ledger = TestLedger::new().await.unwrap();
+    let run = seeded_run(&ledger).await.to_string();
+    let a = temp_path("a.jsonl");
+    let b = temp_path("b.jsonl");
+    for file in [&a, &b] {
+        let out = runledger(&["export", "--run", &run, "-o", file.to_str().unwrap()], Some(ledger.schema()));
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("exported 2 event(s) in 1 stream(s)"), "{}", stderr(&out));
+    }
+    let bytes = std::fs::read(&a).unwrap();
+    assert_eq!(bytes, std::fs::read(&b).unwrap(), "two exports are byte-identical");
+    assert!(!Path::new(&a.with_extension("jsonl.tmp")).exists(), "no temporary file left behind");
+
+    let out = runledger(&["verify", a.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("ok: 2 event(s) in 1 stream(s)"), "{}", stdout(&out));
+    let out = runledger(&["verify", "--json", a.to_str().unwrap()], None);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!((v["valid"].clone(), v["events"].clone()), (json!(true), json!(2)));
+
+    // Change one byte of the last event's payload: verify names that event.
+    let text = String::from_utf8(bytes).unwrap();
+    let tampered = text.replacen("\"node_runs\":0", "\"node_runs\":1", 1);
+    assert_ne!(tampered, text);
+    std::fs::write(&b, tampered).unwrap();
+    let out = runledger(&["verify", b.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("line 3 (run-{run}#2 RunCompleted): hash recomputes to")), "{err}");
+    let out = runledger(&["verify", "--json", b.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["error"]["code"], json!("hash_mismatch"));
+    assert_eq!(v["error"]["line"], json!(3));
+
+    // `--all` to stdout: same event lines, a manifest whose scope says `all`.
+    let out = runledger(&["export", "--all"], Some(ledger.schema()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all = stdout(&out);
+    assert_eq!(all.lines().skip(1).collect::<Vec<_>>(), text.lines().skip(1).collect::<Vec<_>>());
+    assert!(all.lines().next().unwrap().contains("\"scope\":\"all\""));
+    ledger.drop_schema().await.unwrap();
+}
+
+#[test]
+fn export_of_an_unknown_run_fails_in_one_line() {
+    let out = runledger(&["export", "--run", &uuid_like()], Some("public"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    let out = runledger(&["export", "--run", "not-a-uuid"], None);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(stderr(&out).contains("not a valid run id"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unreachable_database_is_one_clear_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_runledger"))
+        .args(["migrate", "--database-url", "postgres://postgres:secret@127.0.0.1:1/x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("runledger: error: cannot open the ledger at postgres://postgres:***@127.0.0.1:1/x"), "{err}");
+    assert!(!err.contains("secret"), "passwords never reach output");
+}
+
+#[test]
+fn status_reports_both_services() {
+    let out = runledger(&["status", "--json"], None);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["database"]["reachable"], json!(true), "{v}");
+    assert_eq!(v["nats"]["reachable"], json!(true), "{v}");
+    assert_eq!(v["nats"]["jetstream"], json!(true), "{v}");
+    assert!(out.status.success());
+    let out = runledger(&["status", "--json", "--nats-url", "nats://127.0.0.1:1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["nats"]["reachable"], json!(false));
+}
