@@ -1,13 +1,5 @@
 -- The run ledger: one append-only table of events, hash-chained per stream.
 
--- One row per stream: its current version and head hash. Appends update it with the expected
--- version in the WHERE clause; that row is the optimistic-concurrency fence.
-CREATE TABLE streams (
-    stream_id  text   PRIMARY KEY,
-    version    bigint NOT NULL CHECK (version > 0),
-    head_hash  bytea  NOT NULL CHECK (length(head_hash) = 32)
-);
-
 CREATE TABLE events (
     global_position bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     -- The writing transaction: catch-up readers order by (tx_id, global_position) and read only
@@ -27,6 +19,7 @@ CREATE TABLE events (
     blob_refs       jsonb       NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(blob_refs) = 'array'),
     prev_hash       bytea       NOT NULL CHECK (length(prev_hash) = 32),
     hash            bytea       NOT NULL CHECK (length(hash) = 32),
+    -- The optimistic-concurrency fence: one writer per stream version.
     UNIQUE (stream_id, stream_version)
 );
 

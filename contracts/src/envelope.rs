@@ -115,6 +115,80 @@ impl ChainBody<'_> {
     pub fn hash(&self) -> Result<Digest, CanonicalError> {
         chain_hash(&self.prev_hash, &self.to_object())
     }
+
+    /// The same hash as [`ChainBody::hash`], given the payload's canonical bytes, without
+    /// canonicalizing the payload again. The append path uses this: it already holds those
+    /// bytes (they are what it stores), and re-canonicalizing every payload per append costs
+    /// more than the rest of the envelope. A test holds the two paths byte-equal.
+    pub fn hash_with_canonical_payload(&self, payload: &[u8]) -> Digest {
+        Digest::chained(&self.prev_hash, &self.canonical_bytes_with(payload))
+    }
+
+    /// RFC 8785 bytes of the body. Keys are written in sorted order (all ASCII, so UTF-16 order
+    /// is byte order) and `payload` is spliced in as given.
+    pub fn canonical_bytes_with(&self, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(payload.len() + 512);
+        out.extend_from_slice(b"{\"blob_refs\":[");
+        for (i, d) in self.blob_refs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(d.to_hex().as_bytes());
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"],\"causation_id\":");
+        match self.causation_id {
+            Some(c) => write_json_string(&mut out, c.as_str()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"correlation_id\":");
+        write_json_string(&mut out, self.correlation_id.as_str());
+        out.extend_from_slice(b",\"event_id\":");
+        write_json_string(&mut out, &self.event_id.to_string());
+        out.extend_from_slice(b",\"event_type\":");
+        write_json_string(&mut out, self.event_type);
+        out.extend_from_slice(b",\"payload\":");
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b",\"prev_hash\":\"");
+        out.extend_from_slice(self.prev_hash.to_hex().as_bytes());
+        out.extend_from_slice(b"\",\"recorded_at\":");
+        write_json_string(&mut out, &self.recorded_at.to_string());
+        out.extend_from_slice(b",\"request_id\":");
+        write_json_string(&mut out, self.request_id.as_str());
+        out.extend_from_slice(b",\"schema_version\":");
+        out.extend_from_slice(self.schema_version.to_string().as_bytes());
+        out.extend_from_slice(b",\"stream_id\":");
+        write_json_string(&mut out, self.stream_id.as_str());
+        out.extend_from_slice(b",\"stream_version\":");
+        out.extend_from_slice(self.stream_version.to_string().as_bytes());
+        out.push(b'}');
+        out
+    }
+}
+
+/// A JSON string as RFC 8785 writes it (ECMAScript `JSON.stringify`): `"` and `\` escaped,
+/// the five short escapes, other control characters as lowercase `\u00xx`, everything else
+/// as UTF-8.
+fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\u{8}' => out.extend_from_slice(b"\\b"),
+            '\u{c}' => out.extend_from_slice(b"\\f"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
 }
 
 /// `blake3(prev || canonical_json(body))`.
@@ -200,6 +274,27 @@ mod tests {
         let mut payload = e.clone();
         payload.payload["b"] = Value::from(2);
         assert_ne!(payload.chain_body().hash().unwrap(), e.hash);
+    }
+
+    #[test]
+    fn spliced_canonical_bytes_equal_the_generic_path() {
+        let mut e = sample();
+        let tricky = ["plain", "quote\"back\\slash", "tab\tnl\ncr\rbs\u{8}ff\u{c}", "ctl\u{1}\u{1f}", "ünï€😀\u{2028}"];
+        for (i, text) in tricky.iter().enumerate() {
+            e.event_type = (*text).to_owned();
+            e.payload = serde_json::json!({"z": text, "a": [1, 2.5, -0.0, 1e21], "m": {"\u{e000}": 1, "\u{1f600}": 2}});
+            e.blob_refs = vec![Digest::of(text.as_bytes()); i % 3];
+            e.causation_id = (i % 2 == 0).then(|| CausationId::new("cause\"x\\").unwrap());
+            e.request_id = RequestId::new(format!("r{i}\"\\")).unwrap();
+            let payload = canonical::to_canonical_vec(&e.payload).unwrap();
+            let generic = canonical::canonicalize(&e.chain_body().to_object()).unwrap();
+            assert_eq!(
+                String::from_utf8(e.chain_body().canonical_bytes_with(&payload)).unwrap(),
+                String::from_utf8(generic).unwrap(),
+                "case {i}"
+            );
+            assert_eq!(e.chain_body().hash_with_canonical_payload(&payload), e.chain_body().hash().unwrap());
+        }
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! table of the same shape, measured in the same run on the same server.
 //!
 //! Scenarios (see docs/benchmarks.md):
-//! - `single`: one event per append, sequential, on one stream (the orchestrator's hot path).
-//! - `concurrent-16`: 16 appenders at once, each on its own stream, one event per append.
-//! - `batch-100`: 100 events per append, sequential.
+//! - `single`: one event per append, sequential, on one stream (the orchestrator's hot path);
+//!   ledger appends and bare inserts interleaved one for one.
+//! - `concurrent-16`: 16 appenders at once, each on its own stream, one event per append; two
+//!   alternating rounds each.
+//! - `batch-100`: 100 events per append, sequential, interleaved like `single`.
 //!
 //! Run: `cargo bench -p runledger-ledger --bench append`. `RUNLEDGER_BENCH_SCALE` (default 1.0)
 //! scales the operation counts. Uses `RUNLEDGER_DATABASE_URL` (default: the local `runledger`
@@ -73,6 +75,12 @@ struct Stats {
 }
 
 impl Stats {
+    /// For sequential runs: elapsed time is the sum of the operations' latencies.
+    fn from_latencies(latencies: Vec<Duration>, events_per_op: u64) -> Self {
+        let elapsed = latencies.iter().sum();
+        Stats { ops: latencies.len(), events: latencies.len() as u64 * events_per_op, elapsed, latencies }
+    }
+
     fn percentile(&mut self, p: f64) -> f64 {
         self.latencies.sort();
         let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
@@ -86,28 +94,20 @@ impl Stats {
     }
 }
 
-async fn single_append(store: &PgEventStore, ops: u64) -> Stats {
+/// Ledger appends and bare inserts, interleaved one for one so both see the same machine.
+async fn single(store: &PgEventStore, pool: &PgPool, ops: u64) -> (Stats, Stats) {
     let stream = StreamId::new("bench-single").expect("stream");
-    let mut latencies = Vec::with_capacity(ops as usize);
-    let start = Instant::now();
+    let (mut ledger, mut bare) = (Vec::with_capacity(ops as usize), Vec::with_capacity(ops as usize));
     for i in 0..ops {
         let expected = if i == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(i) };
         let t = Instant::now();
         store.append(&stream, expected, request("single", i + 1, 1)).await.expect("append");
-        latencies.push(t.elapsed());
-    }
-    Stats { ops: ops as usize, events: ops, elapsed: start.elapsed(), latencies }
-}
-
-async fn single_bare(pool: &PgPool, ops: u64) -> Stats {
-    let mut latencies = Vec::with_capacity(ops as usize);
-    let start = Instant::now();
-    for i in 0..ops {
+        ledger.push(t.elapsed());
         let t = Instant::now();
         bare_insert(pool, "bare-single", i + 1, 1).await;
-        latencies.push(t.elapsed());
+        bare.push(t.elapsed());
     }
-    Stats { ops: ops as usize, events: ops, elapsed: start.elapsed(), latencies }
+    (Stats::from_latencies(ledger, 1), Stats::from_latencies(bare, 1))
 }
 
 async fn concurrent(store: &std::sync::Arc<PgEventStore>, pool: &PgPool, phase: &str, bare: bool, tasks: u64, each: u64) -> Stats {
@@ -141,23 +141,21 @@ async fn concurrent(store: &std::sync::Arc<PgEventStore>, pool: &PgPool, phase: 
     Stats { ops: (tasks * each) as usize, events: tasks * each, elapsed: start.elapsed(), latencies }
 }
 
-async fn batched(store: &PgEventStore, pool: &PgPool, bare: bool, batches: u64, size: u64) -> Stats {
-    let stream = if bare { "bare-batch" } else { "bench-batch" };
-    let id = StreamId::new(stream).expect("stream");
-    let mut latencies = Vec::with_capacity(batches as usize);
-    let start = Instant::now();
+/// Batches of `size` events, ledger and bare interleaved one for one.
+async fn batched(store: &PgEventStore, pool: &PgPool, batches: u64, size: u64) -> (Stats, Stats) {
+    let id = StreamId::new("bench-batch").expect("stream");
+    let (mut ledger, mut bare) = (Vec::with_capacity(batches as usize), Vec::with_capacity(batches as usize));
     for b in 0..batches {
         let first = b * size + 1;
+        let expected = if b == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(b * size) };
         let t = Instant::now();
-        if bare {
-            bare_insert(pool, stream, first, size).await;
-        } else {
-            let expected = if b == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(b * size) };
-            store.append(&id, expected, request("batch", first, size)).await.expect("append");
-        }
-        latencies.push(t.elapsed());
+        store.append(&id, expected, request("batch", first, size)).await.expect("append");
+        ledger.push(t.elapsed());
+        let t = Instant::now();
+        bare_insert(pool, "bare-batch", first, size).await;
+        bare.push(t.elapsed());
     }
-    Stats { ops: batches as usize, events: batches * size, elapsed: start.elapsed(), latencies }
+    (Stats::from_latencies(ledger, size), Stats::from_latencies(bare, size))
 }
 
 fn row(name: &str, s: &mut Stats) {
@@ -189,21 +187,32 @@ async fn main() {
     println!("| scenario                     |     ops | p50 (µs) | p99 (µs) | mean (µs) |   events/s |");
     println!("|------------------------------|--------:|---------:|---------:|----------:|-----------:|");
     let ops = n(2000.0);
-    let mut a = single_append(&store, ops).await;
-    let mut b = single_bare(&pool, ops).await;
+    let (mut a, mut b) = single(&store, &pool, ops).await;
     row("single: ledger append", &mut a);
     row("single: bare INSERT+COMMIT", &mut b);
     let ratio_single = a.mean_us() / b.mean_us();
 
-    let each = n(250.0);
-    let mut c = concurrent(&store, &pool, "conc", false, 16, each).await;
-    let mut d = concurrent(&store, &pool, "conc", true, 16, each).await;
+    // Concurrent runs cannot interleave op by op: alternate ledger and bare rounds instead and
+    // report the sum of both rounds.
+    let each = n(125.0);
+    let mut c1 = concurrent(&store, &pool, "conc1", false, 16, each).await;
+    let mut d1 = concurrent(&store, &pool, "conc1", true, 16, each).await;
+    let c2 = concurrent(&store, &pool, "conc2", false, 16, each).await;
+    let d2 = concurrent(&store, &pool, "conc2", true, 16, each).await;
+    let merge = |a: &mut Stats, b: Stats| {
+        a.ops += b.ops;
+        a.events += b.events;
+        a.elapsed += b.elapsed;
+        a.latencies.extend(b.latencies);
+    };
+    merge(&mut c1, c2);
+    merge(&mut d1, d2);
+    let (mut c, mut d) = (c1, d1);
     row("concurrent-16: ledger", &mut c);
     row("concurrent-16: bare", &mut d);
 
     let batches = n(200.0);
-    let mut e = batched(&store, &pool, false, batches, 100).await;
-    let mut f = batched(&store, &pool, true, batches, 100).await;
+    let (mut e, mut f) = batched(&store, &pool, batches, 100).await;
     row("batch-100: ledger append", &mut e);
     row("batch-100: bare INSERT", &mut f);
 

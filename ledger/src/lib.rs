@@ -12,7 +12,6 @@ pub mod verify;
 
 use std::future::Future;
 
-use runledger_contracts::canonical::CanonicalError;
 use runledger_contracts::digest::Digest;
 use runledger_contracts::envelope::{NewEvent, Position, RecordedEvent};
 use runledger_contracts::ids::{CausationId, CorrelationId, RequestId, StreamId};
@@ -69,28 +68,33 @@ impl AppendRequest {
     }
 
     /// Identifies what was asked, so a reused request id with other content is caught.
-    /// Covers everything but the expected version: a retry may carry a fresher one.
-    pub fn fingerprint(&self) -> Result<Digest, CanonicalError> {
-        let events: Vec<serde_json::Value> = self
-            .events
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "event_type": e.event_type,
-                    "schema_version": e.schema_version,
-                    "payload": e.payload,
-                    "blob_refs": e.blob_refs.iter().map(Digest::to_hex).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        let blobs: Vec<String> = self.blobs.iter().map(|b| b.hash().to_hex()).collect();
-        let body = serde_json::json!({
-            "correlation_id": self.correlation_id,
-            "causation_id": self.causation_id,
-            "events": events,
-            "blobs": blobs,
-        });
-        Ok(Digest::of(&runledger_contracts::canonical::to_canonical_vec(&body)?))
+    /// Covers everything but the expected version (a retry may carry a fresher one).
+    /// `payloads` are the events' canonical payload bytes, in order.
+    pub fn fingerprint(&self, payloads: &[Vec<u8>]) -> Digest {
+        fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+        let mut h = blake3::Hasher::new();
+        field(&mut h, b"runledger.request.v1");
+        field(&mut h, self.correlation_id.as_str().as_bytes());
+        field(&mut h, self.causation_id.as_ref().map_or(&b""[..], |c| c.as_str().as_bytes()));
+        h.update(&(self.events.len() as u64).to_le_bytes());
+        for (event, payload) in self.events.iter().zip(payloads) {
+            field(&mut h, event.event_type.as_bytes());
+            h.update(&event.schema_version.to_le_bytes());
+            field(&mut h, payload);
+            h.update(&(event.blob_refs.len() as u64).to_le_bytes());
+            for r in &event.blob_refs {
+                h.update(r.as_bytes());
+            }
+        }
+        h.update(&(self.blobs.len() as u64).to_le_bytes());
+        for blob in &self.blobs {
+            h.update(blob.hash().as_bytes());
+            field(&mut h, blob.media_type.as_bytes());
+        }
+        Digest::from_bytes(*h.finalize().as_bytes())
     }
 }
 

@@ -1,10 +1,11 @@
 //! [`EventStore`] on PostgreSQL.
 //!
 //! An append is one SQL statement (one round trip, one implicit transaction): a data-modifying
-//! CTE moves the stream's head only if it is still at the expected version and hash, and the
-//! event, request and blob inserts run only if it moved. Hashes are computed here, from the head
-//! this process last saw; a stale head simply fails the version check and is re-read. So the
-//! common path costs what a bare INSERT does, plus two small index writes.
+//! CTE checks that the expected head event is there with the hash the chain continues from, and
+//! inserts the events and the request row; `unique (stream_id, stream_version)` turns a
+//! concurrent writer into a conflict. Hashes are computed here, from the head this process last
+//! saw; a stale head simply fails the check and is re-read. So the common path costs a bare
+//! INSERT plus one index probe and the request row.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -167,8 +168,10 @@ impl PgEventStore {
         Ok(head)
     }
 
-    /// Checks what can be checked without the database, before anything is sent.
-    fn check_request(request: &AppendRequest) -> Result<(), StoreError> {
+    /// Checks what can be checked without the database, before anything is sent, and returns
+    /// each payload's canonical bytes (which also proves it is I-JSON). Those bytes are what is
+    /// stored and what the hash covers; nothing re-canonicalizes them.
+    fn check_request(request: &AppendRequest) -> Result<Vec<Vec<u8>>, StoreError> {
         if request.events.is_empty() {
             return Err(StoreError::InvalidRequest("a request must append at least one event".into()));
         }
@@ -189,12 +192,26 @@ impl PgEventStore {
             if event.schema_version == 0 {
                 return Err(invalid("schema_version must be at least 1".into()));
             }
-            canonical::check_ijson(&event.payload).map_err(|e| invalid(e.to_string()))?;
             if let Some(path) = find_nul(&event.payload, "$".into()) {
                 return Err(invalid(format!("{path} contains U+0000, which the ledger cannot store")));
             }
         }
-        Ok(())
+        let mut payloads = Vec::with_capacity(request.events.len());
+        for (index, event) in request.events.iter().enumerate() {
+            let bytes = canonical::to_canonical_vec(&event.payload)
+                .map_err(|e| StoreError::InvalidEvent { index, reason: e.to_string() })?;
+            if bytes.len() > MAX_PAYLOAD_BYTES {
+                return Err(StoreError::InvalidEvent {
+                    index,
+                    reason: format!(
+                        "payload is {} bytes, more than {MAX_PAYLOAD_BYTES}; keep large content in a blob",
+                        bytes.len()
+                    ),
+                });
+            }
+            payloads.push(bytes);
+        }
+        Ok(payloads)
     }
 
     /// Blob refs that are neither in the request nor already stored.
@@ -264,16 +281,19 @@ impl PgEventStore {
         Err(StoreError::Conflict { stream_id: stream.clone(), expected, actual })
     }
 
+    /// One attempt at the append statement from the given head. On success returns what the
+    /// store assigned to each event; the caller builds the recorded events.
     async fn try_append(
         &self,
         stream: &StreamId,
         expected: u64,
         prev: Digest,
         request: &AppendRequest,
-        fingerprint: &Digest,
-    ) -> Result<AppendOutcome, StoreError> {
+        prepared: &Prepared,
+    ) -> Result<Attempt, StoreError> {
         let recorded_at = (self.clock)();
         let n = request.events.len();
+        let mut assigned = Vec::with_capacity(n);
         let mut event_ids = Vec::with_capacity(n);
         let mut versions = Vec::with_capacity(n);
         let mut types = Vec::with_capacity(n);
@@ -282,12 +302,11 @@ impl PgEventStore {
         let mut refs = Vec::with_capacity(n);
         let mut prev_hashes = Vec::with_capacity(n);
         let mut hashes = Vec::with_capacity(n);
-        let mut recorded = Vec::with_capacity(n);
         let mut head = prev;
-        for (i, event) in request.events.iter().enumerate() {
+        for (i, (event, payload)) in request.events.iter().zip(&prepared.payloads).enumerate() {
             let version = expected + 1 + i as u64;
             let event_id = EventId(Uuid::now_v7());
-            let body = ChainBody {
+            let hash = ChainBody {
                 event_id,
                 stream_id: stream,
                 stream_version: version,
@@ -300,65 +319,33 @@ impl PgEventStore {
                 payload: &event.payload,
                 blob_refs: &event.blob_refs,
                 prev_hash: head,
-            };
-            let hash = body.hash().map_err(|e| StoreError::InvalidEvent { index: i, reason: e.to_string() })?;
-            let payload_text = String::from_utf8(
-                canonical::to_canonical_vec(&event.payload)
-                    .map_err(|e| StoreError::InvalidEvent { index: i, reason: e.to_string() })?,
-            )
-            .map_err(|e| StoreError::InvalidEvent { index: i, reason: e.to_string() })?;
-            if payload_text.len() > MAX_PAYLOAD_BYTES {
-                return Err(StoreError::InvalidEvent {
-                    index: i,
-                    reason: format!(
-                        "payload is {} bytes, more than {MAX_PAYLOAD_BYTES}; keep large content in a blob",
-                        payload_text.len()
-                    ),
-                });
             }
+            .hash_with_canonical_payload(payload);
             event_ids.push(event_id.0);
             versions.push(version as i64);
-            types.push(event.event_type.clone());
+            types.push(event.event_type.as_str());
             schema_versions.push(event.schema_version as i32);
-            payloads.push(payload_text);
-            refs.push(
-                serde_json::to_string(&event.blob_refs)
-                    .map_err(|e| StoreError::InvalidEvent { index: i, reason: e.to_string() })?,
-            );
+            // Canonical JSON is UTF-8 by construction.
+            payloads.push(std::str::from_utf8(payload).map_err(|e| StoreError::InvalidEvent { index: i, reason: e.to_string() })?);
+            refs.push(blob_refs_json(&event.blob_refs));
             prev_hashes.push(head.as_bytes().to_vec());
             hashes.push(hash.as_bytes().to_vec());
-            recorded.push(RecordedEvent {
-                event_id,
-                stream_id: stream.clone(),
-                stream_version: version,
-                position: Position::START,
-                event_type: event.event_type.clone(),
-                schema_version: event.schema_version,
-                request_id: request.request_id.clone(),
-                correlation_id: request.correlation_id.clone(),
-                causation_id: request.causation_id.clone(),
-                recorded_at,
-                payload: event.payload.clone(),
-                blob_refs: event.blob_refs.clone(),
-                prev_hash: head,
-                hash,
-            });
+            assigned.push(Assigned { event_id, prev_hash: head, hash, position: Position::START });
             head = hash;
         }
         let last = expected + n as u64;
         let blob_hashes: Vec<Vec<u8>> = request.blobs.iter().map(|b| b.hash().as_bytes().to_vec()).collect();
-        let blob_types: Vec<String> = request.blobs.iter().map(|b| b.media_type.clone()).collect();
-        let blob_data: Vec<Vec<u8>> = request.blobs.iter().map(|b| b.data.clone()).collect();
+        let blob_types: Vec<&str> = request.blobs.iter().map(|b| b.media_type.as_str()).collect();
+        let blob_data: Vec<&[u8]> = request.blobs.iter().map(|b| b.data.as_slice()).collect();
 
         let sql = if expected == 0 { APPEND_NEW_STREAM } else { APPEND_EXISTING_STREAM };
         let result = sqlx::query(sql)
             .bind(stream.as_str())
             .bind(expected as i64)
             .bind(last as i64)
-            .bind(head.as_bytes().as_slice())
             .bind(prev.as_bytes().as_slice())
             .bind(request.request_id.as_str())
-            .bind(fingerprint.as_bytes().as_slice())
+            .bind(prepared.fingerprint.as_bytes().as_slice())
             .bind(request.correlation_id.as_str())
             .bind(request.causation_id.as_ref().map(CausationId::as_str))
             .bind(recorded_at.as_datetime())
@@ -377,9 +364,7 @@ impl PgEventStore {
             .await;
         let rows = match result {
             Ok(rows) => rows,
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return self.resolve_rejected(stream, request, fingerprint, expected).await;
-            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(Attempt::Rejected),
             Err(e) => return Err(db_err(e)),
         };
         if rows.len() != n {
@@ -389,34 +374,108 @@ impl PgEventStore {
                     rows.len()
                 )));
             }
-            return self.resolve_rejected(stream, request, fingerprint, expected).await;
+            return Ok(Attempt::Rejected);
         }
-        let mut positions = HashMap::with_capacity(n);
         for row in rows {
-            let version: i64 = row.get("stream_version");
-            positions.insert(version as u64, position_of(&row)?);
-        }
-        for event in &mut recorded {
-            event.position = positions.get(&event.stream_version).copied().unwrap_or_default();
+            let version: i64 = row.try_get("stream_version").map_err(db_err)?;
+            let index = (version as u64).checked_sub(expected + 1).map(|i| i as usize);
+            match index.and_then(|i| assigned.get_mut(i)) {
+                Some(a) => a.position = position_of(&row)?,
+                None => return Err(StoreError::Corrupt(format!("append to `{stream}` returned version {version}"))),
+            }
         }
         self.remember_head(stream, last, head);
-        Ok(AppendOutcome { events: recorded, deduplicated: false })
+        Ok(Attempt::Written { recorded_at, first_version: expected + 1, assigned })
     }
 }
 
-/// The statement tail shared by both append forms: runs only when `head` moved the stream.
+/// What an append computed before talking to the database; reused across retries.
+struct Prepared {
+    payloads: Vec<Vec<u8>>,
+    fingerprint: Digest,
+}
+
+/// What the store assigned to one event of a written request.
+struct Assigned {
+    event_id: EventId,
+    prev_hash: Digest,
+    hash: Digest,
+    position: Position,
+}
+
+enum Attempt {
+    Written { recorded_at: Timestamp, first_version: u64, assigned: Vec<Assigned> },
+    /// Nothing was written: a conflict, or the request was seen before.
+    Rejected,
+}
+
+/// Builds the recorded events of a written request, moving the payloads out of it.
+fn recorded_events(
+    stream: &StreamId,
+    request: AppendRequest,
+    recorded_at: Timestamp,
+    first_version: u64,
+    assigned: Vec<Assigned>,
+) -> Vec<RecordedEvent> {
+    let AppendRequest { request_id, correlation_id, causation_id, events, .. } = request;
+    events
+        .into_iter()
+        .zip(assigned)
+        .enumerate()
+        .map(|(i, (event, a))| RecordedEvent {
+            event_id: a.event_id,
+            stream_id: stream.clone(),
+            stream_version: first_version + i as u64,
+            position: a.position,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            request_id: request_id.clone(),
+            correlation_id: correlation_id.clone(),
+            causation_id: causation_id.clone(),
+            recorded_at,
+            payload: event.payload,
+            blob_refs: event.blob_refs,
+            prev_hash: a.prev_hash,
+            hash: a.hash,
+        })
+        .collect()
+}
+
+/// `["<hex>", …]`: the stored form of an event's blob references.
+fn blob_refs_json(refs: &[Digest]) -> String {
+    let mut out = String::with_capacity(2 + refs.len() * 67);
+    out.push('[');
+    for (i, r) in refs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(&r.to_hex());
+        out.push('"');
+    }
+    out.push(']');
+    out
+}
+
+/// The statement tail shared by both append forms: runs only when `head` holds a row.
+///
+/// There is no separate head-row update: `unique (stream_id, stream_version)` is the fence.
+/// Two writers from the same head both try to insert version `expected + 1`; the second waits
+/// for the first and fails with a unique violation, which becomes a `Conflict`. `head` makes
+/// sure the expected version exists with the hash the chain was computed from, so no gap can
+/// be written.
 macro_rules! append_sql {
     ($head:literal) => {
         concat!(
             "WITH head AS (", $head, "),
             request AS (
                 INSERT INTO requests (stream_id, request_id, request_hash, first_version, last_version)
-                SELECT $1, $6, $7, $2 + 1, $3 FROM head
+                SELECT $1, $5, $6, $2 + 1, $3 FROM head
             ),
             blob AS (
                 INSERT INTO blobs (hash, media_type, data)
                 SELECT b.hash, b.media_type, b.data
-                  FROM unnest($16::bytea[], $17::text[], $18::bytea[]) AS b(hash, media_type, data)
+                  FROM unnest($15::bytea[], $16::text[], $17::bytea[]) AS b(hash, media_type, data)
                  WHERE EXISTS (SELECT 1 FROM head)
                 ON CONFLICT (hash) DO NOTHING
             )
@@ -424,9 +483,9 @@ macro_rules! append_sql {
                                 request_id, correlation_id, causation_id, recorded_at, payload,
                                 blob_refs, prev_hash, hash)
             SELECT e.event_id, $1, e.stream_version, e.event_type, e.schema_version,
-                   $6, $8, $9, $10, e.payload::jsonb, e.blob_refs::jsonb, e.prev_hash, e.hash
-              FROM unnest($11::uuid[], $12::bigint[], $13::text[], $14::int[], $15::text[],
-                          $19::text[], $20::bytea[], $21::bytea[])
+                   $5, $7, $8, $9, e.payload::jsonb, e.blob_refs::jsonb, e.prev_hash, e.hash
+              FROM unnest($10::uuid[], $11::bigint[], $12::text[], $13::int[], $14::text[],
+                          $18::text[], $19::bytea[], $20::bytea[])
                    AS e(event_id, stream_version, event_type, schema_version, payload,
                         blob_refs, prev_hash, hash)
              WHERE EXISTS (SELECT 1 FROM head)
@@ -435,19 +494,13 @@ macro_rules! append_sql {
     };
 }
 
-/// Creates the stream; a stream that exists already makes the insert a no-op (a conflict).
-const APPEND_NEW_STREAM: &str = append_sql!(
-    "INSERT INTO streams (stream_id, version, head_hash)
-     SELECT $1, $3, $4 WHERE $2::bigint = 0 AND $5::bytea = $5::bytea
-     ON CONFLICT (stream_id) DO NOTHING
-     RETURNING 1"
-);
+/// A new stream: the unique constraint on version 1 is the whole check.
+const APPEND_NEW_STREAM: &str =
+    append_sql!("SELECT 1 WHERE $2::bigint = 0 AND $4::bytea = '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea");
 
-/// Moves the head only from the expected version and hash.
+/// An existing stream: the expected head event must be there, with the hash chained from.
 const APPEND_EXISTING_STREAM: &str = append_sql!(
-    "UPDATE streams SET version = $3, head_hash = $4
-      WHERE stream_id = $1 AND version = $2 AND head_hash = $5
-     RETURNING 1"
+    "SELECT 1 FROM events WHERE stream_id = $1 AND stream_version = $2 AND hash = $4"
 );
 
 /// `SELECT <event columns> <rest>`, as a static string.
@@ -528,43 +581,40 @@ impl EventStore for PgEventStore {
         expected: ExpectedVersion,
         request: AppendRequest,
     ) -> Result<AppendOutcome, StoreError> {
-        Self::check_request(&request)?;
+        let payloads = Self::check_request(&request)?;
         self.check_blob_refs(&request).await?;
-        let fingerprint = request
-            .fingerprint()
-            .map_err(|e| StoreError::InvalidRequest(e.to_string()))?;
-        match expected.as_version() {
-            Some(expected) => {
-                let head = match self.cached_head(stream) {
-                    Some(head) if head.0 == expected => head,
-                    _ if expected == 0 => (0, Digest::GENESIS),
+        let fingerprint = request.fingerprint(&payloads);
+        let prepared = Prepared { payloads, fingerprint };
+        // `Any` retries on a concurrent append, re-reading the head each round.
+        let rounds = if expected == ExpectedVersion::Any { 16 } else { 1 };
+        for _ in 0..rounds {
+            let head = match expected.as_version() {
+                Some(v) => match self.cached_head(stream) {
+                    Some(head) if head.0 == v => head,
+                    _ if v == 0 => (0, Digest::GENESIS),
                     _ => self.read_head(stream).await?,
-                };
-                if head.0 != expected {
-                    return self.resolve_rejected(stream, &request, &fingerprint, expected).await;
-                }
-                self.try_append(stream, expected, head.1, &request, &fingerprint).await
+                },
+                None => self.read_head(stream).await?,
+            };
+            let want = expected.as_version().unwrap_or(head.0);
+            if head.0 != want {
+                return self.resolve_rejected(stream, &request, &prepared.fingerprint, want).await;
             }
-            None => {
-                // `Any`: retry on a concurrent append; each round re-reads the head.
-                let mut last_error = None;
-                for _ in 0..16 {
-                    let (version, hash) = self.read_head(stream).await?;
-                    match self.try_append(stream, version, hash, &request, &fingerprint).await {
-                        Err(StoreError::Conflict { .. }) => {
-                            last_error = Some(version);
-                        }
+            match self.try_append(stream, head.0, head.1, &request, &prepared).await? {
+                Attempt::Written { recorded_at, first_version, assigned } => {
+                    let events = recorded_events(stream, request, recorded_at, first_version, assigned);
+                    return Ok(AppendOutcome { events, deduplicated: false });
+                }
+                Attempt::Rejected => {
+                    match self.resolve_rejected(stream, &request, &prepared.fingerprint, head.0).await {
+                        Err(StoreError::Conflict { .. }) if expected == ExpectedVersion::Any => continue,
                         other => return other,
                     }
                 }
-                let (actual, _) = self.read_head(stream).await?;
-                Err(StoreError::Conflict {
-                    stream_id: stream.clone(),
-                    expected: last_error.unwrap_or(actual),
-                    actual,
-                })
             }
         }
+        let (actual, _) = self.read_head(stream).await?;
+        Err(StoreError::Conflict { stream_id: stream.clone(), expected: actual, actual })
     }
 
     async fn read_stream(
@@ -597,7 +647,10 @@ impl EventStore for PgEventStore {
     }
 
     async fn stream_head(&self, stream: &StreamId) -> Result<Option<StreamHead>, StoreError> {
-        let row = sqlx::query("SELECT version, head_hash FROM streams WHERE stream_id = $1")
+        let row = sqlx::query(
+            "SELECT stream_version AS version, hash AS head_hash FROM events
+              WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
+        )
             .bind(stream.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -608,9 +661,11 @@ impl EventStore for PgEventStore {
     async fn list_streams(&self, prefix: &str) -> Result<Vec<StreamHead>, StoreError> {
         // Byte order ("C" collation), so exports do not depend on the database's locale.
         let rows = sqlx::query(
-            "SELECT stream_id, version, head_hash FROM streams
+            "SELECT DISTINCT ON (stream_id COLLATE \"C\")
+                    stream_id, stream_version AS version, hash AS head_hash
+               FROM events
               WHERE starts_with(stream_id, $1)
-              ORDER BY stream_id COLLATE \"C\"",
+              ORDER BY stream_id COLLATE \"C\", stream_version DESC",
         )
         .bind(prefix)
         .fetch_all(&self.pool)
