@@ -11,7 +11,15 @@ use runledger_ledger::DatabaseConfig;
 
 /// An event-sourced orchestrator for LLM-agent flowcharts, with an auditable run ledger.
 #[derive(Debug, Parser)]
-#[command(name = "runledger", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "runledger",
+    version,
+    about = "An event-sourced orchestrator for LLM-agent flowcharts, with an auditable run ledger.",
+    propagate_version = true,
+    after_help = "Exit codes: 0 success; 1 the command failed or its answer is no (invalid flowchart, \
+                  export that does not verify, unreachable service); 2 bad arguments.\n\
+                  Logs go to stderr; set RUNLEDGER_LOG=error|warn|info|debug|trace (default warn)."
+)]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -23,13 +31,13 @@ struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// PostgreSQL URL of the ledger; the database is created if missing.
-    #[arg(long, global = true, env = "RUNLEDGER_DATABASE_URL", default_value = DatabaseConfig::DEFAULT_URL, hide_env_values = true)]
+    #[arg(long, global = true, env = "RUNLEDGER_DATABASE_URL", default_value = DatabaseConfig::DEFAULT_URL, hide_env_values = true, help_heading = "Services")]
     pub database_url: String,
     /// Schema that holds the ledger's tables (created if missing).
-    #[arg(long, global = true, env = "RUNLEDGER_DATABASE_SCHEMA", default_value = "public")]
+    #[arg(long, global = true, env = "RUNLEDGER_DATABASE_SCHEMA", default_value = "public", help_heading = "Services")]
     pub database_schema: String,
     /// NATS server with JetStream, for executor dispatch.
-    #[arg(long, global = true, env = "RUNLEDGER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(long, global = true, env = "RUNLEDGER_NATS_URL", default_value = "nats://127.0.0.1:4222", help_heading = "Services")]
     pub nats_url: String,
 }
 

@@ -16,12 +16,19 @@ pub struct TestLedger {
     pub config: DatabaseConfig,
 }
 
+/// Test schemas older than this are left over from failed runs and are dropped.
+const STALE_AFTER_MS: u64 = 60 * 60 * 1000;
+
 impl TestLedger {
     pub async fn new() -> Result<Self, StoreError> {
         let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
         let config = DatabaseConfig::new(test_database_url()).with_schema(schema);
         let store = PgEventStore::connect(&config).await?;
         store.migrate().await?;
+        static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            drop_stale_schemas(&store).await?;
+        }
         Ok(Self { store, config })
     }
 
@@ -56,4 +63,32 @@ impl TestLedger {
         self.store.pool().close().await;
         Ok(())
     }
+}
+
+/// Drops `t_<uuidv7>` schemas created more than an hour ago (the UUIDv7 holds its creation time),
+/// so failed runs do not pile up in the test database.
+async fn drop_stale_schemas(store: &PgEventStore) -> Result<(), StoreError> {
+    let names: Vec<String> = sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 't\\_%'")
+        .fetch_all(store.pool())
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for name in names {
+        let created_ms = name
+            .strip_prefix("t_")
+            .and_then(|hex| uuid::Uuid::try_parse(hex.split('_').next().unwrap_or(hex)).ok())
+            .and_then(|id| id.get_timestamp())
+            .map(|ts| {
+                let (secs, nanos) = ts.to_unix();
+                secs * 1000 + u64::from(nanos) / 1_000_000
+            });
+        if created_ms.is_some_and(|c| now_ms.saturating_sub(c) > STALE_AFTER_MS) {
+            let sql = format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
+            // Best effort: another test process may be dropping it too.
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(store.pool()).await;
+        }
+    }
+    Ok(())
 }
