@@ -34,10 +34,25 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("runledger-e2e-{}", uuid_like()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A temporary directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("runledger-e2e-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn uuid_like() -> String {
@@ -61,7 +76,8 @@ fn every_example_flowchart_validates() {
 
 #[test]
 fn validate_reports_every_problem_with_code_and_path() {
-    let path = temp_path("broken.yaml");
+    let dir = TempDir::new();
+    let path = dir.path("broken.yaml");
     std::fs::write(
         &path,
         "name: broken\nnodes:\n  - {id: start, type: start}\n  - {id: gate, type: decision, colour: red,\n     conditions: [{connector: nowhere, when: \"score >>= 3\"}]}\n  - {id: done, type: end}\nconnectors:\n  - {id: c1, from: start, to: gate}\n  - {id: c2, from: done, to: gate}\n",
@@ -137,8 +153,9 @@ async fn seeded_run(ledger: &TestLedger) -> RunId {
 async fn export_is_deterministic_and_verify_catches_tampering() {
     let ledger = TestLedger::new().await.unwrap();
     let run = seeded_run(&ledger).await.to_string();
-    let a = temp_path("a.jsonl");
-    let b = temp_path("b.jsonl");
+    let dir = TempDir::new();
+    let a = dir.path("a.jsonl");
+    let b = dir.path("b.jsonl");
     for file in [&a, &b] {
         let out = runledger(&["export", "--run", &run, "-o", file.to_str().unwrap()], Some(ledger.schema()));
         assert!(out.status.success(), "{}", stderr(&out));
