@@ -106,7 +106,7 @@ where
         .iter()
         .map(|h| StreamEntry { stream_id: h.stream_id.to_string(), events: h.version, head_hash: h.hash })
         .collect();
-    write_line(out, &Value::Object(manifest(&scope.describe(), &streams, &blobs))).await?;
+    write_line(out, &Value::Object(manifest(&scope.describe(), &streams, &blobs)), || "the manifest".to_owned()).await?;
 
     // Pass 2: the events, then the blobs.
     let mut written = 0u64;
@@ -114,11 +114,8 @@ where
         let mut pages = StreamPages::new(store, head);
         while let Some(page) = pages.next_page().await? {
             for event in &page {
-                let mut bytes = canonical::canonicalize(&event.export_object()).map_err(|e| {
-                    ExportError::Canonical(format!("{}#{}", event.stream_id, event.stream_version), e.to_string())
-                })?;
-                bytes.push(b'\n');
-                out.write_all(&bytes).await?;
+                let label = || format!("{}#{}", event.stream_id, event.stream_version);
+                write_line(out, &Value::Object(event.export_object()), label).await?;
                 written += 1;
             }
             progress(written, total);
@@ -130,7 +127,8 @@ where
             .get_blob(&entry.hash)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("blob {} disappeared during the export", entry.hash)))?;
-        write_line(out, &Value::Object(blob_line(&entry.hash, &blob.media_type, &blob.data))).await?;
+        write_line(out, &Value::Object(blob_line(&entry.hash, &blob.media_type, &blob.data)), || format!("blob {}", entry.hash))
+            .await?;
     }
     out.flush().await?;
     Ok(ExportSummary { streams: heads.len(), events: written, blobs: blobs.len() })
@@ -230,9 +228,13 @@ pub(crate) fn blob_line(hash: &Digest, media_type: &str, data: &[u8]) -> Map<Str
     line
 }
 
-async fn write_line<W: AsyncWrite + Unpin>(out: &mut W, value: &Value) -> Result<(), ExportError> {
-    let mut bytes = canonical::to_canonical_vec(value)
-        .map_err(|e| ExportError::Canonical(String::new(), e.to_string()))?;
+/// One canonical line; `label` names the line in an error.
+async fn write_line<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    value: &Value,
+    label: impl FnOnce() -> String,
+) -> Result<(), ExportError> {
+    let mut bytes = canonical::to_canonical_vec(value).map_err(|e| ExportError::Canonical(label(), e.to_string()))?;
     bytes.push(b'\n');
     out.write_all(&bytes).await?;
     Ok(())

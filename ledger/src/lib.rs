@@ -69,8 +69,9 @@ impl AppendRequest {
 
     /// Identifies what was asked, so a reused request id with other content is caught.
     /// Covers everything but the expected version (a retry may carry a fresher one).
-    /// `payloads` are the events' canonical payload bytes, in order.
-    pub fn fingerprint(&self, payloads: &[Vec<u8>]) -> Digest {
+    /// `payloads` are the events' canonical payload bytes and `blob_hashes` the blobs'
+    /// digests, both in request order.
+    pub fn fingerprint(&self, payloads: &[Vec<u8>], blob_hashes: &[Digest]) -> Digest {
         fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
             h.update(&(bytes.len() as u64).to_le_bytes());
             h.update(bytes);
@@ -90,8 +91,8 @@ impl AppendRequest {
             }
         }
         h.update(&(self.blobs.len() as u64).to_le_bytes());
-        for blob in &self.blobs {
-            h.update(blob.hash().as_bytes());
+        for (blob, hash) in self.blobs.iter().zip(blob_hashes) {
+            h.update(hash.as_bytes());
             field(&mut h, blob.media_type.as_bytes());
         }
         Digest::from_bytes(*h.finalize().as_bytes())

@@ -168,10 +168,11 @@ impl PgEventStore {
         Ok(head)
     }
 
-    /// Checks what can be checked without the database, before anything is sent, and returns
-    /// each payload's canonical bytes (which also proves it is I-JSON). Those bytes are what is
-    /// stored and what the hash covers; nothing re-canonicalizes them.
-    fn check_request(request: &AppendRequest) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// Checks what can be checked without the database, before anything is sent, and computes
+    /// what every retry round reuses: each payload's canonical bytes (which also proves it is
+    /// I-JSON; those bytes are what is stored and hashed), each blob's digest, and the request
+    /// fingerprint.
+    fn prepare(request: &AppendRequest) -> Result<Prepared, StoreError> {
         if request.events.is_empty() {
             return Err(StoreError::InvalidRequest("a request must append at least one event".into()));
         }
@@ -181,6 +182,7 @@ impl PgEventStore {
                 request.events.len()
             )));
         }
+        let mut payloads = Vec::with_capacity(request.events.len());
         for (index, event) in request.events.iter().enumerate() {
             let invalid = |reason: String| StoreError::InvalidEvent { index, reason };
             if event.event_type.is_empty()
@@ -195,28 +197,23 @@ impl PgEventStore {
             if let Some(path) = find_nul(&event.payload, "$".into()) {
                 return Err(invalid(format!("{path} contains U+0000, which the ledger cannot store")));
             }
-        }
-        let mut payloads = Vec::with_capacity(request.events.len());
-        for (index, event) in request.events.iter().enumerate() {
-            let bytes = canonical::to_canonical_vec(&event.payload)
-                .map_err(|e| StoreError::InvalidEvent { index, reason: e.to_string() })?;
+            let bytes = canonical::to_canonical_vec(&event.payload).map_err(|e| invalid(e.to_string()))?;
             if bytes.len() > MAX_PAYLOAD_BYTES {
-                return Err(StoreError::InvalidEvent {
-                    index,
-                    reason: format!(
-                        "payload is {} bytes, more than {MAX_PAYLOAD_BYTES}; keep large content in a blob",
-                        bytes.len()
-                    ),
-                });
+                return Err(invalid(format!(
+                    "payload is {} bytes, more than {MAX_PAYLOAD_BYTES}; keep large content in a blob",
+                    bytes.len()
+                )));
             }
             payloads.push(bytes);
         }
-        Ok(payloads)
+        let blob_hashes: Vec<Digest> = request.blobs.iter().map(Blob::hash).collect();
+        let fingerprint = request.fingerprint(&payloads, &blob_hashes);
+        Ok(Prepared { payloads, blob_hashes, fingerprint })
     }
 
     /// Blob refs that are neither in the request nor already stored.
-    async fn check_blob_refs(&self, request: &AppendRequest) -> Result<(), StoreError> {
-        let sent: HashSet<Digest> = request.blobs.iter().map(Blob::hash).collect();
+    async fn check_blob_refs(&self, request: &AppendRequest, prepared: &Prepared) -> Result<(), StoreError> {
+        let sent: HashSet<&Digest> = prepared.blob_hashes.iter().collect();
         let wanted: Vec<Vec<u8>> = request
             .events
             .iter()
@@ -334,7 +331,7 @@ impl PgEventStore {
             head = hash;
         }
         let last = expected + n as u64;
-        let blob_hashes: Vec<Vec<u8>> = request.blobs.iter().map(|b| b.hash().as_bytes().to_vec()).collect();
+        let blob_hashes: Vec<&[u8]> = prepared.blob_hashes.iter().map(|d| d.as_bytes().as_slice()).collect();
         let blob_types: Vec<&str> = request.blobs.iter().map(|b| b.media_type.as_str()).collect();
         let blob_data: Vec<&[u8]> = request.blobs.iter().map(|b| b.data.as_slice()).collect();
 
@@ -392,6 +389,7 @@ impl PgEventStore {
 /// What an append computed before talking to the database; reused across retries.
 struct Prepared {
     payloads: Vec<Vec<u8>>,
+    blob_hashes: Vec<Digest>,
     fingerprint: Digest,
 }
 
@@ -581,10 +579,8 @@ impl EventStore for PgEventStore {
         expected: ExpectedVersion,
         request: AppendRequest,
     ) -> Result<AppendOutcome, StoreError> {
-        let payloads = Self::check_request(&request)?;
-        self.check_blob_refs(&request).await?;
-        let fingerprint = request.fingerprint(&payloads);
-        let prepared = Prepared { payloads, fingerprint };
+        let prepared = Self::prepare(&request)?;
+        self.check_blob_refs(&request, &prepared).await?;
         // `Any` retries on a concurrent append, re-reading the head each round.
         let rounds = if expected == ExpectedVersion::Any { 16 } else { 1 };
         for _ in 0..rounds {

@@ -46,20 +46,11 @@ impl TestLedger {
         if !schema.starts_with(self.schema()) {
             return Err(StoreError::InvalidRequest(format!("`{schema}` is not this test's schema")));
         }
-        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(self.store.pool())
-            .await
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        Ok(())
+        drop_schema_named(&self.store, schema).await
     }
 
     pub async fn drop_schema(self) -> Result<(), StoreError> {
-        let sql = format!("DROP SCHEMA \"{}\" CASCADE", self.schema());
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(self.store.pool())
-            .await
-            .map_err(|e| StoreError::Database(e.to_string()))?;
+        drop_schema_named(&self.store, self.schema()).await?;
         self.store.pool().close().await;
         Ok(())
     }
@@ -85,10 +76,18 @@ async fn drop_stale_schemas(store: &PgEventStore) -> Result<(), StoreError> {
                 secs * 1000 + u64::from(nanos) / 1_000_000
             });
         if created_ms.is_some_and(|c| now_ms.saturating_sub(c) > STALE_AFTER_MS) {
-            let sql = format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
             // Best effort: another test process may be dropping it too.
-            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(store.pool()).await;
+            let _ = drop_schema_named(store, &name).await;
         }
     }
+    Ok(())
+}
+
+async fn drop_schema_named(store: &PgEventStore, schema: &str) -> Result<(), StoreError> {
+    let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(store.pool())
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))?;
     Ok(())
 }
