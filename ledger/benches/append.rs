@@ -21,6 +21,8 @@ use runledger_ledger::{AppendRequest, DatabaseConfig, EventStore, ExpectedVersio
 use serde_json::json;
 use sqlx::PgPool;
 
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
 const BARE_INSERT: &str = "INSERT INTO bare_events (event_id, stream_id, stream_version, event_type,
         schema_version, request_id, correlation_id, recorded_at, payload, blob_refs, prev_hash, hash)
     SELECT e.event_id, $1, e.stream_version, 'NodeSucceeded', 1, $2, 'bench', now(),
@@ -38,18 +40,14 @@ fn payload(i: u64) -> serde_json::Value {
     })
 }
 
-fn request(tag: &str, first: u64, n: u64) -> AppendRequest {
+fn request(tag: &str, first: u64, n: u64) -> BenchResult<AppendRequest> {
     let events = (first..first + n)
         .map(|i| NewEvent { event_type: "NodeSucceeded".into(), schema_version: 1, payload: payload(i), blob_refs: vec![] })
         .collect();
-    AppendRequest::new(
-        RequestId::new(format!("{tag}-{first}")).expect("request id"),
-        CorrelationId::new("bench").expect("correlation id"),
-        events,
-    )
+    Ok(AppendRequest::new(RequestId::new(format!("{tag}-{first}"))?, CorrelationId::new("bench")?, events))
 }
 
-async fn bare_insert(pool: &PgPool, stream: &str, first: u64, n: u64) {
+async fn bare_insert(pool: &PgPool, stream: &str, first: u64, n: u64) -> BenchResult<()> {
     let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
     let versions: Vec<i64> = (first..first + n).map(|v| v as i64).collect();
     let payloads: Vec<String> = (first..first + n).map(|i| payload(i).to_string()).collect();
@@ -63,8 +61,8 @@ async fn bare_insert(pool: &PgPool, stream: &str, first: u64, n: u64) {
         .bind(&hashes)
         .bind(&hashes)
         .execute(pool)
-        .await
-        .expect("bare insert");
+        .await?;
+    Ok(())
 }
 
 struct Stats {
@@ -95,22 +93,22 @@ impl Stats {
 }
 
 /// Ledger appends and bare inserts, interleaved one for one so both see the same machine.
-async fn single(store: &PgEventStore, pool: &PgPool, ops: u64) -> (Stats, Stats) {
-    let stream = StreamId::new("bench-single").expect("stream");
+async fn single(store: &PgEventStore, pool: &PgPool, ops: u64) -> BenchResult<(Stats, Stats)> {
+    let stream = StreamId::new("bench-single")?;
     let (mut ledger, mut bare) = (Vec::with_capacity(ops as usize), Vec::with_capacity(ops as usize));
     for i in 0..ops {
         let expected = if i == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(i) };
         let t = Instant::now();
-        store.append(&stream, expected, request("single", i + 1, 1)).await.expect("append");
+        store.append(&stream, expected, request("single", i + 1, 1)?).await?;
         ledger.push(t.elapsed());
         let t = Instant::now();
-        bare_insert(pool, "bare-single", i + 1, 1).await;
+        bare_insert(pool, "bare-single", i + 1, 1).await?;
         bare.push(t.elapsed());
     }
-    (Stats::from_latencies(ledger, 1), Stats::from_latencies(bare, 1))
+    Ok((Stats::from_latencies(ledger, 1), Stats::from_latencies(bare, 1)))
 }
 
-async fn concurrent(store: &std::sync::Arc<PgEventStore>, pool: &PgPool, phase: &str, bare: bool, tasks: u64, each: u64) -> Stats {
+async fn concurrent(store: &std::sync::Arc<PgEventStore>, pool: &PgPool, phase: &str, bare: bool, tasks: u64, each: u64) -> BenchResult<Stats> {
     let start = Instant::now();
     let mut handles = Vec::new();
     for t in 0..tasks {
@@ -119,43 +117,43 @@ async fn concurrent(store: &std::sync::Arc<PgEventStore>, pool: &PgPool, phase: 
         let phase = phase.to_owned();
         handles.push(tokio::spawn(async move {
             let stream = format!("bench-{phase}-{}-{t}", if bare { "bare" } else { "ledger" });
-            let id = StreamId::new(stream.clone()).expect("stream");
+            let id = StreamId::new(stream.clone())?;
             let mut latencies = Vec::with_capacity(each as usize);
             for i in 0..each {
                 let s = Instant::now();
                 if bare {
-                    bare_insert(&pool, &stream, i + 1, 1).await;
+                    bare_insert(&pool, &stream, i + 1, 1).await?;
                 } else {
                     let expected = if i == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(i) };
-                    store.append(&id, expected, request(&stream, i + 1, 1)).await.expect("append");
+                    store.append(&id, expected, request(&stream, i + 1, 1)?).await?;
                 }
                 latencies.push(s.elapsed());
             }
-            latencies
+            BenchResult::Ok(latencies)
         }));
     }
     let mut latencies = Vec::new();
     for h in handles {
-        latencies.extend(h.await.expect("task"));
+        latencies.extend(h.await??);
     }
-    Stats { ops: (tasks * each) as usize, events: tasks * each, elapsed: start.elapsed(), latencies }
+    Ok(Stats { ops: (tasks * each) as usize, events: tasks * each, elapsed: start.elapsed(), latencies })
 }
 
 /// Batches of `size` events, ledger and bare interleaved one for one.
-async fn batched(store: &PgEventStore, pool: &PgPool, batches: u64, size: u64) -> (Stats, Stats) {
-    let id = StreamId::new("bench-batch").expect("stream");
+async fn batched(store: &PgEventStore, pool: &PgPool, batches: u64, size: u64) -> BenchResult<(Stats, Stats)> {
+    let id = StreamId::new("bench-batch")?;
     let (mut ledger, mut bare) = (Vec::with_capacity(batches as usize), Vec::with_capacity(batches as usize));
     for b in 0..batches {
         let first = b * size + 1;
         let expected = if b == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(b * size) };
         let t = Instant::now();
-        store.append(&id, expected, request("batch", first, size)).await.expect("append");
+        store.append(&id, expected, request("batch", first, size)?).await?;
         ledger.push(t.elapsed());
         let t = Instant::now();
-        bare_insert(pool, "bare-batch", first, size).await;
+        bare_insert(pool, "bare-batch", first, size).await?;
         bare.push(t.elapsed());
     }
-    (Stats::from_latencies(ledger, size), Stats::from_latencies(bare, size))
+    Ok((Stats::from_latencies(ledger, size), Stats::from_latencies(bare, size)))
 }
 
 fn row(name: &str, s: &mut Stats) {
@@ -164,30 +162,29 @@ fn row(name: &str, s: &mut Stats) {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> BenchResult<()> {
     let scale: f64 = std::env::var("RUNLEDGER_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
     let n = |base: f64| ((base * scale).round() as u64).max(1);
     let url = std::env::var("RUNLEDGER_DATABASE_URL").unwrap_or_else(|_| DatabaseConfig::DEFAULT_URL.to_owned());
     let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
     let mut config = DatabaseConfig::new(url).with_schema(schema.clone());
     config.max_connections = 20;
-    let store = PgEventStore::connect(&config).await.expect("connect");
-    store.migrate().await.expect("migrate");
+    let store = PgEventStore::connect(&config).await?;
+    store.migrate().await?;
     let pool = store.pool().clone();
     sqlx::query("CREATE TABLE bare_events (LIKE events INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS INCLUDING INDEXES)")
         .execute(&pool)
-        .await
-        .expect("bare table");
+        .await?;
     let store = std::sync::Arc::new(store);
 
     // Warm up connections and prepared statements on both paths.
-    concurrent(&store, &pool, "warm", false, 16, 5).await;
-    concurrent(&store, &pool, "warm", true, 16, 5).await;
+    concurrent(&store, &pool, "warm", false, 16, 5).await?;
+    concurrent(&store, &pool, "warm", true, 16, 5).await?;
 
     println!("| scenario                     |     ops | p50 (µs) | p99 (µs) | mean (µs) |   events/s |");
     println!("|------------------------------|--------:|---------:|---------:|----------:|-----------:|");
     let ops = n(2000.0);
-    let (mut a, mut b) = single(&store, &pool, ops).await;
+    let (mut a, mut b) = single(&store, &pool, ops).await?;
     row("single: ledger append", &mut a);
     row("single: bare INSERT+COMMIT", &mut b);
     let ratio_single = a.mean_us() / b.mean_us();
@@ -195,10 +192,10 @@ async fn main() {
     // Concurrent runs cannot interleave op by op: alternate ledger and bare rounds instead and
     // report the sum of both rounds.
     let each = n(125.0);
-    let mut c1 = concurrent(&store, &pool, "conc1", false, 16, each).await;
-    let mut d1 = concurrent(&store, &pool, "conc1", true, 16, each).await;
-    let c2 = concurrent(&store, &pool, "conc2", false, 16, each).await;
-    let d2 = concurrent(&store, &pool, "conc2", true, 16, each).await;
+    let mut c1 = concurrent(&store, &pool, "conc1", false, 16, each).await?;
+    let mut d1 = concurrent(&store, &pool, "conc1", true, 16, each).await?;
+    let c2 = concurrent(&store, &pool, "conc2", false, 16, each).await?;
+    let d2 = concurrent(&store, &pool, "conc2", true, 16, each).await?;
     let merge = |a: &mut Stats, b: Stats| {
         a.ops += b.ops;
         a.events += b.events;
@@ -212,7 +209,7 @@ async fn main() {
     row("concurrent-16: bare", &mut d);
 
     let batches = n(200.0);
-    let (mut e, mut f) = batched(&store, &pool, batches, 100).await;
+    let (mut e, mut f) = batched(&store, &pool, batches, 100).await?;
     row("batch-100: ledger append", &mut e);
     row("batch-100: bare INSERT", &mut f);
 
@@ -223,6 +220,6 @@ async fn main() {
 
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
         .execute(&pool)
-        .await
-        .expect("drop schema");
+        .await?;
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! Conformance tests of the PostgreSQL event store, against a real server.
 
+#![cfg(test)]
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
