@@ -70,6 +70,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a flowchart: validate it, start a run, and with --wait follow it to the end.
+    Run(commands::run::RunArgs),
+    /// Control runs (pause, resume, cancel; retry, skip, rewind a node) and show them.
+    #[command(subcommand)]
+    Runs(commands::runs::RunsCommand),
+    /// Run the engine as a service: resume every unfinished run, pick up new ones.
+    Serve(commands::serve::ServeArgs),
     /// Show configuration and whether PostgreSQL and NATS JetStream are reachable.
     Status {
         /// Print the result as one JSON object.
@@ -119,6 +126,9 @@ fn main() -> ExitCode {
             Command::Validate { flow, json } => commands::validate::run(&flow, json),
             Command::Export(args) => commands::export::run(&cli.global, args).await,
             Command::Verify { file, json } => commands::verify::run(&file, json),
+            Command::Run(args) => commands::run::run(&cli.global, args).await,
+            Command::Runs(command) => commands::runs::run(&cli.global, command).await,
+            Command::Serve(args) => commands::serve::run(&cli.global, args).await,
             Command::Status { json } => commands::status::run(&cli.global, json).await,
         }
     });

@@ -1,1 +1,21 @@
-//! The run engine (see docs/ARCHITECTURE.md). Filled by the run-engine issue; nothing here yet.
+//! The run engine: turns a flowchart and its inputs into the run ledger.
+//!
+//! - [`state`]: `RunState` and `evolve`, the only way run state changes.
+//! - [`decide`]: the pure decider, `decide(state, command) -> events`, with clock and ids
+//!   injected through [`decide::Env`].
+//! - [`executor`] and [`provider`]: where work nodes run (the in-process pool, the `scripted`
+//!   model) behind the `NodeExecutor` and `ModelProvider` traits.
+//! - [`engine`]: the run service that drives runs against an `EventStore`: one append per step,
+//!   durable timers, operator controls, recovery after a crash.
+//!
+//! See docs/engine.md for the rules the decider follows.
+
+pub mod decide;
+pub mod engine;
+pub mod executor;
+pub mod provider;
+pub mod state;
+
+pub use decide::{Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings, StartRun, SystemEnv};
+pub use engine::{Engine, EngineConfig, EngineError, FlowchartSource, RunSummary};
+pub use state::{RunState, RunStatus};

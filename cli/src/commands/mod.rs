@@ -1,5 +1,9 @@
+pub mod engine;
 pub mod export;
 pub mod migrate;
+pub mod run;
+pub mod runs;
+pub mod serve;
 pub mod status;
 pub mod validate;
 pub mod verify;

@@ -55,6 +55,9 @@ pub struct Flowchart {
     /// (from, to) node indices of each connector.
     pub(super) ends: Vec<(usize, usize)>,
     pub(super) solid_cycle: bool,
+    /// Per connector: a solid connector that closes a loop (a back edge of a depth-first walk
+    /// from the start node).
+    pub(super) loop_back: Vec<bool>,
 }
 
 impl Flowchart {
@@ -151,6 +154,13 @@ impl Flowchart {
         self.solid_incoming(node).len()
     }
 
+    /// Whether a solid connector closes a loop (it leads back to a node on the path from the
+    /// start node to its source). With `fan_in: all`, a token on such a connector triggers the
+    /// node on its own: the next round of a loop does not wait for parents outside the loop.
+    pub fn is_loop_back(&self, connector: usize) -> bool {
+        self.loop_back.get(connector).copied().unwrap_or(false)
+    }
+
     /// How many solid parents must deliver before the node runs: `all` = every solid incoming
     /// connector, `any` = 1 (0 for a node without solid parents), `custom N` = N.
     pub fn fan_in_threshold(&self, node: usize) -> Option<usize> {
@@ -217,4 +227,38 @@ impl Serialize for Flowchart {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.doc.serialize(serializer)
     }
+}
+
+/// Marks the back edges of an iterative depth-first walk over solid connectors from `start`.
+pub(super) fn loop_back_connectors(start: usize, facts: &[NodeFacts], ends: &[(usize, usize)]) -> Vec<bool> {
+    let mut back = vec![false; ends.len()];
+    // 0 = new, 1 = on the current path, 2 = done.
+    let mut mark = vec![0u8; facts.len()];
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    if start < facts.len() {
+        mark[start] = 1;
+        stack.push((start, 0));
+    }
+    while let Some(top) = stack.len().checked_sub(1) {
+        let (node, pos) = stack[top];
+        match facts[node].solid_out.get(pos) {
+            Some(&connector) => {
+                stack[top].1 += 1;
+                let Some(&(_, target)) = ends.get(connector) else { continue };
+                match mark[target] {
+                    0 => {
+                        mark[target] = 1;
+                        stack.push((target, 0));
+                    }
+                    1 => back[connector] = true,
+                    _ => {}
+                }
+            }
+            None => {
+                mark[node] = 2;
+                stack.pop();
+            }
+        }
+    }
+    back
 }

@@ -176,7 +176,8 @@ pub fn validate(doc: FlowchartDoc) -> Result<Flowchart, Vec<ValidationError>> {
             conditions,
             no_match,
         })
-        .collect();
+        .collect::<Vec<NodeFacts>>();
+    let loop_back = super::graph::loop_back_connectors(start, &node_facts, &ends);
     Ok(Flowchart {
         doc,
         node_index,
@@ -185,6 +186,7 @@ pub fn validate(doc: FlowchartDoc) -> Result<Flowchart, Vec<ValidationError>> {
         facts: node_facts,
         ends,
         solid_cycle: cycle.is_some(),
+        loop_back,
     })
 }
 

@@ -1,0 +1,213 @@
+//! `runledger run FLOW`: validate, start, and with `--wait` follow the run to its end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+use runledger_contracts::envelope::RecordedEvent;
+use runledger_contracts::events::DomainEvent;
+use runledger_contracts::flowchart::load;
+use runledger_contracts::ids::{CorrelationId, RequestId, RunId};
+use runledger_orchestrator::engine::{RunSummary, status_counts};
+use runledger_orchestrator::{RunStatus, StartRun};
+use serde_json::{Value, json};
+
+use super::engine::ExecArgs;
+use crate::{Failure, GlobalArgs};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Flowchart file (.yaml, .yml or .json).
+    flow: PathBuf,
+    /// The run's inputs, a JSON value (`inputs` in conditions and prompts).
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    input: String,
+    /// Follow the run to its end, printing node transitions; exit 0 only if it completes.
+    #[arg(long)]
+    wait: bool,
+    /// Print one JSON object per line: each transition, then a summary.
+    #[arg(long)]
+    json: bool,
+    /// Run id to use (a UUID); a repeated start with the same id and request id is a no-op.
+    #[arg(long, value_name = "UUID")]
+    run_id: Option<RunId>,
+    /// Request id of the start (idempotency key); generated when absent.
+    #[arg(long, value_name = "ID")]
+    request_id: Option<String>,
+    /// Correlation id written on every event of the run; generated when absent.
+    #[arg(long, value_name = "ID")]
+    correlation_id: Option<String>,
+    /// Who starts the run (recorded on RunStarted).
+    #[arg(long, env = "USER", default_value = "cli", hide_env_values = true)]
+    actor: String,
+    /// Directory of flowcharts that `flowchart` (sub-flow) nodes name; default: FLOW's directory.
+    #[arg(long, value_name = "DIR")]
+    flowcharts: Option<PathBuf>,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
+    let (text, format) = super::validate::read_flowchart(&args.flow)?;
+    let flowchart = load(&text, format).map_err(|errors| {
+        for e in &errors {
+            let at = if e.path.is_empty() { "(document)" } else { e.path.as_str() };
+            eprintln!("{}: {at}: {} [{}]", args.flow.display(), e.message, e.code.as_str());
+        }
+        Failure::new(format!("{}: {} problem(s); the flowchart is not valid", args.flow.display(), errors.len()))
+    })?;
+    let inputs: Value = serde_json::from_str(&args.input).map_err(|e| Failure::new(format!("--input: not JSON: {e}")))?;
+    let request_id = match &args.request_id {
+        Some(id) => RequestId::new(id.clone()).map_err(|e| Failure::new(format!("--request-id: {e}")))?,
+        None => RequestId::generate(),
+    };
+    let correlation_id = match &args.correlation_id {
+        Some(id) => CorrelationId::new(id.clone()).map_err(|e| Failure::new(format!("--correlation-id: {e}")))?,
+        None => CorrelationId::generate(),
+    };
+    let dir = args.flowcharts.clone().or_else(|| args.flow.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() }));
+    let engine = super::engine::build(global, &args.exec, dir).await?;
+    let mut events = engine.subscribe();
+    let run_id = args.run_id.unwrap_or_else(RunId::new_v7);
+    let start = StartRun {
+        run_id,
+        flowchart: Arc::new(flowchart),
+        version: None,
+        inputs,
+        parent: None,
+        actor: args.actor.clone(),
+    };
+    let clock = Instant::now();
+    engine
+        .start(start, request_id, correlation_id)
+        .await
+        .map_err(|e| Failure::new(format!("cannot start the run: {e} [{}]", e.code())))?;
+    if !args.wait {
+        if args.json {
+            println!("{}", json!({ "kind": "started", "run_id": run_id, "status": "running" }));
+        } else {
+            println!("run {run_id} started; `runledger serve` drives it to the end");
+        }
+        return Ok(());
+    }
+    if !args.json {
+        println!("run {run_id} started (flowchart {})", args.flow.display());
+    }
+    let printer = tokio::spawn({
+        let as_json = args.json;
+        async move {
+            let mut last_version = 0;
+            loop {
+                match events.recv().await {
+                    Ok(batch) if batch.run_id == run_id => {
+                        for event in &batch.events {
+                            if event.stream_version > last_version {
+                                last_version = event.stream_version;
+                                print_transition(event, as_json, clock);
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        eprintln!("runledger: warning: {n} event batches were not printed (output too slow)");
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    });
+    let summary = engine.wait(run_id).await.map_err(|e| Failure::new(format!("{e} [{}]", e.code())))?;
+    // Let the printer drain what is already queued before the summary.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    printer.abort();
+    let loaded = runledger_orchestrator::engine::load_run(engine.store(), run_id).await.ok();
+    print_summary(&summary, loaded.as_ref().map(|l| &l.state), args.json, clock);
+    match summary.status {
+        RunStatus::Completed => Ok(()),
+        _ => Err(Failure::silent()),
+    }
+}
+
+/// One transition: which event, which node run, and a short detail.
+fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
+    let Ok(decoded) = event.decode() else { return };
+    let (node_id, node_run_id, attempt, detail): (Option<&str>, Option<String>, Option<u32>, String) = match &decoded {
+        DomainEvent::ToolCalled(_) | DomainEvent::ArtifactPersisted(_) => return,
+        DomainEvent::RunStarted(e) => (None, None, None, format!("flowchart {}", e.flowchart.name)),
+        DomainEvent::RunCompleted(e) => (None, None, None, format!("{} node runs", e.node_runs)),
+        DomainEvent::RunFailed(e) => (e.node_id.as_deref(), e.node_run_id.map(|i| i.to_string()), None, format!("{}: {}", e.error.code, e.error.message)),
+        DomainEvent::RunPaused(e) => (None, None, None, format!("by {}: {}", e.control.actor, e.control.reason)),
+        DomainEvent::RunResumed(e) => (None, None, None, format!("by {}: {}", e.control.actor, e.control.reason)),
+        DomainEvent::RunCancelRequested(e) => (None, None, None, format!("by {} (force: {})", e.control.actor, e.force)),
+        DomainEvent::RunCanceled(e) => (None, None, None, format!("forced: {}", e.forced)),
+        DomainEvent::ChildRunStarted(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), None, format!("child run {}", e.child_run_id)),
+        DomainEvent::NodeScheduled(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), format!("execution {}", e.execution_index)),
+        DomainEvent::NodeDispatched(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), e.executor_class.clone()),
+        DomainEvent::NodeStarted(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), e.executor.clone()),
+        DomainEvent::NodeSucceeded(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), String::new()),
+        DomainEvent::NodeFailed(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), format!("{}: {}", e.error.code, e.error.message)),
+        DomainEvent::NodeTimedOut(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), format!("after {} ms", e.timeout_ms)),
+        DomainEvent::NodeRetryScheduled(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.next_attempt), format!("attempt {} in {} ms", e.next_attempt, e.backoff_ms)),
+        DomainEvent::NodeSkipped(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), None, format!("by {}", e.control.actor)),
+        DomainEvent::NodeCanceled(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), e.reason.clone()),
+        DomainEvent::NodeRewound(e) => (Some(&e.node_id), None, None, format!("{} node runs invalidated", e.invalidated_node_run_ids.len())),
+        DomainEvent::NodeResultIgnored(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), e.reason.clone()),
+        DomainEvent::RoutingDecided(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), None, format!("-> [{}]{}", e.matched_connectors.join(", "), if e.fallback_connector.is_some() { " (fallback)" } else { "" })),
+    };
+    let event_type = event.event_type.as_str();
+    if as_json {
+        let line = json!({
+            "kind": "transition",
+            "event": event_type,
+            "version": event.stream_version,
+            "recorded_at": event.recorded_at,
+            "node_id": node_id,
+            "node_run_id": node_run_id,
+            "attempt": attempt,
+            "detail": detail,
+        });
+        println!("{line}");
+    } else {
+        let at = clock.elapsed().as_secs_f64();
+        let who = match (node_id, attempt) {
+            (Some(node), Some(a)) => format!("{node}#{a} "),
+            (Some(node), None) => format!("{node} "),
+            _ => String::new(),
+        };
+        let detail = if detail.is_empty() { String::new() } else { format!("  {detail}") };
+        println!("  [{at:>8.3}s] {who}{event_type}{detail}");
+    }
+}
+
+fn print_summary(summary: &RunSummary, state: Option<&runledger_orchestrator::RunState>, as_json: bool, clock: Instant) {
+    let counts = state.map(status_counts).unwrap_or_default();
+    let elapsed_ms = clock.elapsed().as_millis() as u64;
+    if as_json {
+        let line = json!({
+            "kind": "summary",
+            "run_id": summary.run_id,
+            "status": summary.status.as_str(),
+            "node_runs": summary.node_runs,
+            "node_run_statuses": counts,
+            "output": summary.output,
+            "error": summary.error,
+            "duration_ms": elapsed_ms,
+        });
+        println!("{line}");
+    } else {
+        let mut counts: Vec<_> = counts.into_iter().map(|(k, v)| format!("{v} {k}")).collect();
+        counts.sort();
+        println!(
+            "run {} {}: {} node runs ({}) in {:.3}s",
+            summary.run_id,
+            summary.status.as_str(),
+            summary.node_runs,
+            counts.join(", "),
+            elapsed_ms as f64 / 1000.0
+        );
+        if let Some(error) = &summary.error {
+            println!("  error: {} [{}]", error.message, error.code);
+        }
+    }
+}

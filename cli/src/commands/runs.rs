@@ -1,0 +1,241 @@
+//! `runledger runs ...`: operator controls and a run's current state, straight on the ledger.
+//! A running engine (`serve`, `run --wait`) picks the controls up on its next poll.
+
+use clap::{Args, Subcommand, ValueEnum};
+use runledger_contracts::events::Control;
+use runledger_contracts::ids::{RequestId, RunId};
+use runledger_orchestrator::ControlAction;
+use runledger_orchestrator::engine::{ControlOutcome, EngineError, apply_control, load_run, status_counts};
+use runledger_orchestrator::state::Phase;
+use serde_json::{Value, json};
+
+use crate::{Failure, GlobalArgs};
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Pause, resume or cancel a run.
+    Control(ControlArgs),
+    /// Retry, skip or rewind one node of a run.
+    Node(NodeArgs),
+    /// Show a run's status and its node runs.
+    Show {
+        /// Run id.
+        run: RunId,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RunAction {
+    /// Nothing new is scheduled; running node runs finish.
+    Pause,
+    Resume,
+    /// Running node runs finish, then the run is canceled (`--force`: cancel them now).
+    Cancel,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NodeAction {
+    /// Re-run a failed or timed-out node with its recorded inputs.
+    Retry,
+    /// End the node's running or failed node run with `--output`; downstream continues.
+    Skip,
+    /// Re-run the node and everything downstream of it; upstream results are kept.
+    Rewind,
+}
+
+/// Who acts, why, and the request id that makes the control idempotent.
+#[derive(Debug, Args)]
+pub struct ControlMeta {
+    /// Why (recorded on the control event).
+    #[arg(long, default_value = "operator request")]
+    reason: String,
+    /// Who (recorded on the control event).
+    #[arg(long, env = "USER", default_value = "cli", hide_env_values = true)]
+    actor: String,
+    /// Idempotency key: the same request id applies the control once. Generated when absent.
+    #[arg(long, value_name = "ID")]
+    request_id: Option<String>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    run: RunId,
+    #[arg(value_enum)]
+    action: RunAction,
+    /// With `cancel`: cancel running node runs now; their late results are recorded as ignored.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    meta: ControlMeta,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    run: RunId,
+    /// Node id in the run's flowchart.
+    node: String,
+    #[arg(value_enum)]
+    action: NodeAction,
+    /// With `skip`: the output (JSON) that downstream nodes see.
+    #[arg(long, value_name = "JSON", required_if_eq("action", "skip"))]
+    output: Option<String>,
+    #[command(flatten)]
+    meta: ControlMeta,
+}
+
+pub async fn run(global: &GlobalArgs, command: RunsCommand) -> Result<(), Failure> {
+    match command {
+        RunsCommand::Control(args) => {
+            if args.force && !matches!(args.action, RunAction::Cancel) {
+                return Err(Failure { message: "--force only goes with `cancel`".into(), code: 2 });
+            }
+            let action = match args.action {
+                RunAction::Pause => ControlAction::Pause,
+                RunAction::Resume => ControlAction::Resume,
+                RunAction::Cancel => ControlAction::Cancel { force: args.force },
+            };
+            control(global, args.run, action, args.meta).await
+        }
+        RunsCommand::Node(args) => {
+            let action = match args.action {
+                NodeAction::Retry => ControlAction::RetryNode { node: args.node },
+                NodeAction::Rewind => ControlAction::RewindNode { node: args.node },
+                NodeAction::Skip => {
+                    let text = args.output.clone().unwrap_or_default();
+                    let output: Value = serde_json::from_str(&text).map_err(|e| Failure::new(format!("--output: not JSON: {e}")))?;
+                    ControlAction::SkipNode { node: args.node, output }
+                }
+            };
+            if args.output.is_some() && !matches!(action, ControlAction::SkipNode { .. }) {
+                return Err(Failure { message: "--output only goes with `skip`".into(), code: 2 });
+            }
+            control(global, args.run, action, args.meta).await
+        }
+        RunsCommand::Show { run, json } => show(global, run, json).await,
+    }
+}
+
+async fn control(global: &GlobalArgs, run_id: RunId, action: ControlAction, meta: ControlMeta) -> Result<(), Failure> {
+    let request_id = match meta.request_id {
+        Some(id) => RequestId::new(id).map_err(|e| Failure::new(format!("--request-id: {e}")))?,
+        None => RequestId::generate(),
+    };
+    let store = super::connect(global).await?;
+    let control = Control { actor: meta.actor, reason: meta.reason };
+    let name = action.name();
+    match apply_control(&store, run_id, action, control, request_id.clone()).await {
+        Ok(outcome) => {
+            print_outcome(run_id, name, &request_id, &outcome, meta.json);
+            Ok(())
+        }
+        Err(e) => {
+            if meta.json {
+                let envelope = runledger_contracts::error::ErrorEnvelope::new(e.code(), e.to_string())
+                    .with_ids(Some(request_id.as_str().to_owned()), None);
+                println!("{}", serde_json::to_string(&envelope).unwrap_or_default());
+                return Err(Failure::silent());
+            }
+            Err(Failure::new(describe(run_id, name, &e)))
+        }
+    }
+}
+
+fn describe(run_id: RunId, name: &str, e: &EngineError) -> String {
+    match e {
+        EngineError::RunNotFound(_) => format!("run {run_id} does not exist [run_not_found]"),
+        other => format!("{name} run {run_id}: {other} [{}]", other.code()),
+    }
+}
+
+fn print_outcome(run_id: RunId, name: &str, request_id: &RequestId, outcome: &ControlOutcome, as_json: bool) {
+    let versions: Vec<u64> = outcome.events.iter().map(|e| e.stream_version).collect();
+    if as_json {
+        let events: Vec<Value> = outcome
+            .events
+            .iter()
+            .map(|e| json!({ "version": e.stream_version, "event_type": e.event_type }))
+            .collect();
+        let line = json!({
+            "ok": true,
+            "run_id": run_id,
+            "action": name,
+            "request_id": request_id,
+            "deduplicated": outcome.deduplicated,
+            "events": events,
+        });
+        println!("{line}");
+    } else if outcome.deduplicated {
+        println!("{name}: request {request_id} was already applied to run {run_id}; nothing written");
+    } else {
+        let types: Vec<&str> = outcome.events.iter().map(|e| e.event_type.as_str()).collect();
+        let range = match (versions.first(), versions.last()) {
+            (Some(a), Some(b)) if a != b => format!("versions {a}-{b}"),
+            (Some(a), _) => format!("version {a}"),
+            _ => "nothing".into(),
+        };
+        println!("{name}: run {run_id}: {} ({range})", types.join(", "));
+    }
+}
+
+async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), Failure> {
+    let store = super::connect(global).await?;
+    let loaded = load_run(&store, run_id).await.map_err(|e| Failure::new(describe(run_id, "show", &e)))?;
+    let state = &loaded.state;
+    let node_runs: Vec<Value> = state
+        .node_runs
+        .iter()
+        .map(|nr| {
+            let status = match nr.phase {
+                Phase::Scheduled => "scheduled".to_owned(),
+                Phase::Running => "running".to_owned(),
+                Phase::Ended(_) => serde_json::to_value(nr.status()).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            };
+            json!({
+                "node_id": state.node_id(nr.node),
+                "node_run_id": nr.id,
+                "attempt": nr.attempt,
+                "execution_index": nr.execution_index,
+                "status": status,
+                "invalidated": nr.invalidated,
+                "error": nr.error,
+                "has_artifact": nr.artifact.is_some(),
+            })
+        })
+        .collect();
+    if as_json {
+        let line = json!({
+            "run_id": run_id,
+            "flowchart": state.flowchart_ref.name,
+            "status": state.status.as_str(),
+            "version": loaded.version,
+            "node_runs": node_runs.len(),
+            "node_run_statuses": status_counts(state),
+            "output": state.output,
+            "error": state.failure,
+            "nodes": node_runs,
+        });
+        println!("{line}");
+    } else {
+        println!("run {run_id}  flowchart {}  {}  (version {})", state.flowchart_ref.name, state.status.as_str(), loaded.version);
+        if let Some(error) = &state.failure {
+            println!("  error: {} [{}]", error.message, error.code);
+        }
+        for nr in &node_runs {
+            println!(
+                "  {:<20} #{:<2} {:<22} {}{}",
+                nr["node_id"].as_str().unwrap_or_default(),
+                nr["attempt"],
+                nr["status"].as_str().unwrap_or_default(),
+                nr["node_run_id"].as_str().unwrap_or_default(),
+                if nr["invalidated"] == json!(true) { "  (invalidated)" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
