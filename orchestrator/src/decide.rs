@@ -365,8 +365,7 @@ impl<E: Env> Step<'_, E> {
 
     /// Whether another node run may start under `limits.max_parallel_nodes`.
     fn has_capacity(&self) -> bool {
-        let limit = self.state.flowchart.doc().limits.as_ref().and_then(|l| l.max_parallel_nodes);
-        limit.is_none_or(|max| (self.state.active.len() as u64) < max)
+        self.state.has_capacity()
     }
 
     /// The tokens `node` would consume if its fan-in is satisfied.

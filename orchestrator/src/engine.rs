@@ -657,12 +657,12 @@ impl<S: EventStore + 'static> Driver<S> {
         Ok(())
     }
 
-    /// The earliest timer still in the future, as a tokio instant.
+    /// When the next timer needs a settle step, as a tokio instant (now, if one is overdue).
     fn next_wake(&self) -> Option<tokio::time::Instant> {
         let now = runledger_contracts::time::Timestamp::now();
-        let timer = self.state.timers.iter().find(|t| t.at > now)?;
-        let ms = u64::try_from(now.millis_until(timer.at)).unwrap_or(0) + 1;
-        Some(tokio::time::Instant::now() + Duration::from_millis(ms))
+        let at = self.state.next_wake(now)?;
+        let ms = u64::try_from(now.millis_until(at)).unwrap_or(0);
+        Some(tokio::time::Instant::now() + Duration::from_millis(ms + 1))
     }
 
     async fn handle(&mut self, msg: Msg) -> Result<(), EngineError> {

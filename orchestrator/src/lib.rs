@@ -19,3 +19,6 @@ pub mod state;
 pub use decide::{Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings, StartRun, SystemEnv};
 pub use engine::{Engine, EngineConfig, EngineError, FlowchartSource, RunSummary};
 pub use state::{RunState, RunStatus};
+
+#[cfg(test)]
+mod tests;

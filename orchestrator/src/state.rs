@@ -274,6 +274,29 @@ impl RunState {
         self.timers.first().copied()
     }
 
+    /// When a settle step has something to do next: the earliest timer that is either in the
+    /// future or due and actionable now. A due retry waits (without waking anyone) while the
+    /// run is paused or at `max_parallel_nodes`; the step that frees it settles anyway.
+    pub fn next_wake(&self, now: Timestamp) -> Option<Timestamp> {
+        if self.status.is_terminal() {
+            return None;
+        }
+        self.timers
+            .iter()
+            .find(|t| {
+                t.at > now
+                    || !matches!(t.kind, TimerKind::Retry(_))
+                    || (self.status == RunStatus::Running && self.has_capacity())
+            })
+            .map(|t| t.at)
+    }
+
+    /// Whether another node run may start under `limits.max_parallel_nodes`.
+    pub fn has_capacity(&self) -> bool {
+        let limit = self.flowchart.doc().limits.as_ref().and_then(|l| l.max_parallel_nodes);
+        limit.is_none_or(|max| (self.active.len() as u64) < max)
+    }
+
     /// The latest node run of a node whose result still counts, if any.
     pub fn latest_run_of(&self, node: usize) -> Option<usize> {
         self.nodes.get(node)?.runs.iter().rev().copied().find(|&i| !self.node_runs[i].invalidated)
