@@ -1,6 +1,8 @@
 //! End-to-end tests of the `runledger` binary against real PostgreSQL (and NATS for `status`).
 //! Each test works in its own database schema.
 
+#[path = "e2e/crash.rs"] mod crash;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -235,4 +237,107 @@ fn status_reports_both_services() {
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["nats"]["reachable"], json!(false));
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+#[tokio::test]
+async fn run_wait_json_prints_transitions_then_a_summary_and_exits_by_status() {
+    let ledger = TestLedger::new().await.unwrap();
+    let schema = Some(ledger.schema());
+    let out = runledger(&["run", "examples/review-loop.yaml", "--input", r#"{"topic":"owls"}"#, "--wait", "--json"], schema);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["kind"], "summary");
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["node_runs"], 9, "start, draft x2, review x3 (one retry), gate x2, done");
+    assert_eq!(summary["output"], json!({ "score": 9, "notes": "good" }));
+    let events: Vec<&str> = lines[..lines.len() - 1].iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(events.first(), Some(&"RunStarted"));
+    assert_eq!(events.last(), Some(&"RunCompleted"));
+    assert!(events.contains(&"NodeRetryScheduled") && events.contains(&"RoutingDecided"));
+    let versions: Vec<u64> = lines[..lines.len() - 1].iter().map(|l| l["version"].as_u64().unwrap()).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "transitions in ledger order: {versions:?}");
+
+    // The run's export verifies offline.
+    let dir = TempDir::new();
+    let file = dir.path("run.jsonl");
+    let run_id = summary["run_id"].as_str().unwrap();
+    let out = runledger(&["export", "--run", run_id, "-o", file.to_str().unwrap()], schema);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(runledger(&["verify", file.to_str().unwrap()], None).status.success());
+
+    // A failing run exits 1 and says why on its summary line.
+    let flow = dir.path("fails.yaml");
+    std::fs::write(&flow, "name: fails\nnodes:\n  - { id: start, type: start }\n  - { id: t, type: task, model: scripted, scripted: [{ error: { code: boom, message: it broke } }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: a, from: start, to: t }\n  - { id: b, from: t, to: end }\n").unwrap();
+    let out = runledger(&["run", flow.to_str().unwrap(), "--wait"], schema);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("failed") && stdout(&out).contains("it broke [boom]"), "{}", stdout(&out));
+    ledger.drop_schema().await.unwrap();
+}
+
+#[tokio::test]
+async fn run_rejects_bad_input_in_one_line_and_writes_nothing() {
+    let ledger = TestLedger::new().await.unwrap();
+    let schema = Some(ledger.schema());
+    let out = runledger(&["run", "examples/fan-in.yaml", "--input", "{not json", "--wait"], schema);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("runledger: error: --input: not JSON"), "{}", stderr(&out));
+    let dir = TempDir::new();
+    let bad = dir.path("bad.yaml");
+    std::fs::write(&bad, "name: bad\nnodes:\n  - { id: start, type: start, colour: red }\n").unwrap();
+    let out = runledger(&["run", bad.to_str().unwrap()], schema);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nodes[0].colour"), "{}", stderr(&out));
+    let script = dir.path("script.yaml");
+    std::fs::write(&script, "draft:\n  - delay_ms: 5\n").unwrap();
+    let out = runledger(&["run", "examples/review-loop.yaml", "--script", script.to_str().unwrap()], schema);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("draft[0]: give exactly one of `output` and `error`"), "{}", stderr(&out));
+    assert!(ledger.store.list_streams("run-").await.unwrap().is_empty(), "nothing written");
+    ledger.drop_schema().await.unwrap();
+}
+
+#[tokio::test]
+async fn operators_control_runs_from_the_cli() {
+    let ledger = TestLedger::new().await.unwrap();
+    let schema = Some(ledger.schema());
+    let dir = TempDir::new();
+    let flow = dir.path("flow.yaml");
+    std::fs::write(&flow, "name: ops\nnodes:\n  - { id: start, type: start }\n  - { id: a, type: task, model: scripted, scripted: [{ output: { v: 1 } }] }\n  - { id: b, type: task, model: scripted, scripted: [{ error: { code: bad, message: broken } }, { output: { v: 2 } }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: a }\n  - { id: c2, from: a, to: b }\n  - { id: c3, from: b, to: end }\n").unwrap();
+    let run_id = RunId::new_v7().to_string();
+    let out = runledger(&["run", flow.to_str().unwrap(), "--run-id", &run_id, "--wait"], schema);
+    assert_eq!(out.status.code(), Some(1), "b fails first: {}", stdout(&out));
+
+    // A control that does not apply: one line with its code, nothing written.
+    let out = runledger(&["runs", "control", &run_id, "resume"], schema);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot resume: the run is failed [run_not_paused]"), "{}", stderr(&out));
+    let out = runledger(&["runs", "control", &run_id, "pause", "--json"], schema);
+    let envelope: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!((envelope["ok"].clone(), envelope["error"]["code"].clone()), (json!(false), json!("run_not_running")));
+    let out = runledger(&["runs", "node", &run_id, "nope", "retry"], schema);
+    assert!(stderr(&out).contains("the flowchart has no node `nope` [unknown_node]"), "{}", stderr(&out));
+    let out = runledger(&["runs", "node", &run_id, "b", "skip"], schema);
+    assert_eq!(out.status.code(), Some(2), "--output is required with skip");
+
+    // Retry b: the control reopens the run; an engine (`run --wait` on the same run) finishes it.
+    let out = runledger(&["runs", "node", &run_id, "b", "retry", "--request-id", "retry-b", "--json"], schema);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let applied: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(applied["deduplicated"], false);
+    let again = runledger(&["runs", "node", &run_id, "b", "retry", "--request-id", "retry-b", "--json"], schema);
+    let again: Value = serde_json::from_str(stdout(&again).trim()).unwrap();
+    assert_eq!(again["deduplicated"], true);
+    let out = runledger(&["run", flow.to_str().unwrap(), "--run-id", &run_id, "--wait"], schema);
+    assert!(out.status.success(), "a repeated start drives the existing run: {}{}", stdout(&out), stderr(&out));
+    let out = runledger(&["runs", "show", &run_id, "--json"], schema);
+    let shown: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(shown["status"], "completed");
+    assert_eq!(shown["output"], json!({ "v": 2 }));
+    assert_eq!(shown["node_run_statuses"]["failed"], 1);
+    ledger.drop_schema().await.unwrap();
 }

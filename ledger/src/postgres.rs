@@ -93,10 +93,16 @@ impl PgEventStore {
                 check_schema_name(schema)?;
                 let mut conn = options.connect().await.map_err(db_err)?;
                 // The name was checked above: lowercase letters, digits and underscores only.
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+                let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
                     .execute(&mut conn)
-                    .await
-                    .map_err(db_err)?;
+                    .await;
+                match created {
+                    Ok(_) => {}
+                    // Two processes creating the schema at once: the loser hits the catalog's
+                    // unique index (or duplicate_schema); the schema exists either way.
+                    Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P06") | Some("23505")) => {}
+                    Err(e) => return Err(db_err(e)),
+                }
                 options.options([("search_path", schema.as_str())])
             }
             None => options,
