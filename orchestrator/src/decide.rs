@@ -828,13 +828,13 @@ impl<E: Env> Step<'_, E> {
                 reason,
             });
         }
+        if result.tool_calls.iter().any(|call| call.node_run_id != result.node_run_id || call.run_id != self.run_id()) {
+            return Err(DecideError::InvalidInput {
+                field: "tool_calls",
+                message: "a tool call belongs to another node run".into(),
+            });
+        }
         for call in result.tool_calls {
-            if call.node_run_id != result.node_run_id {
-                return Err(DecideError::InvalidInput {
-                    field: "tool_calls",
-                    message: "a tool call belongs to another node run".into(),
-                });
-            }
             self.emit(call)?;
         }
         match result.outcome {

@@ -670,7 +670,15 @@ impl<S: EventStore + 'static> Driver<S> {
             Msg::Control { action, control, request_id, reply } => (action, control, request_id, reply),
             Msg::ChildStarted { node_run_id, child } => {
                 let request = request_id(format!("child-{node_run_id}"));
-                self.step(Command::ChildStarted { node_run_id, child_run_id: child }, request).await?;
+                let command = Command::ChildStarted { node_run_id, child_run_id: child };
+                match self.step(command, request).await {
+                    Err(EngineError::Decide(e @ (DecideError::NotApplicable { .. } | DecideError::UnknownNodeRun(_)))) => {
+                        tracing::warn!(run_id = %self.state.run_id, error = %e, "child run not recorded");
+                    }
+                    other => {
+                        other?;
+                    }
+                }
                 return Ok(());
             }
             Msg::Result(result) => return self.record_results(vec![result]).await,
@@ -742,8 +750,12 @@ impl<S: EventStore + 'static> Driver<S> {
             for command in &commands {
                 match decide::decide(&mut self.state, command.clone(), &mut SystemEnv, &cause, &settings) {
                     Ok(more) => events.extend(more),
-                    Err(DecideError::UnknownNodeRun(id)) => {
-                        tracing::warn!(run_id = %self.state.run_id, node_run_id = %id, "result for an unknown node run dropped");
+                    // A malformed result is the executor's fault: drop it (the node run times
+                    // out and its retry policy applies) rather than stop driving the run.
+                    Err(e @ (DecideError::UnknownNodeRun(_) | DecideError::InvalidInput { .. }))
+                        if matches!(command, Command::RecordResult(_)) =>
+                    {
+                        tracing::warn!(run_id = %self.state.run_id, error = %e, "executor result dropped");
                     }
                     Err(e @ DecideError::State(_)) => {
                         self.reload().await?;
@@ -868,12 +880,30 @@ impl<S: EventStore + 'static> Driver<S> {
 
     async fn effects(&mut self, events: &[DomainEvent]) {
         for event in events {
-            if let DomainEvent::NodeStarted(e) = event {
-                if let Some(i) = self.state.node_run_index(&e.node_run_id) {
-                    if self.state.node_runs[i].is_active() {
-                        self.dispatch(i).await;
+            let ended = match event {
+                DomainEvent::NodeStarted(e) => {
+                    if let Some(i) = self.state.node_run_index(&e.node_run_id) {
+                        if self.state.node_runs[i].is_active() {
+                            self.dispatch(i).await;
+                        }
                     }
+                    continue;
                 }
+                DomainEvent::NodeTimedOut(e) => e.node_run_id,
+                DomainEvent::NodeCanceled(e) => e.node_run_id,
+                DomainEvent::NodeSkipped(e) => e.node_run_id,
+                _ => continue,
+            };
+            // A sub-flow node run that ended without its child: the child is canceled too.
+            if let Some(child) = self.state.node_run(&ended).and_then(|nr| nr.child_run) {
+                let engine = self.engine.clone();
+                tokio::spawn(async move {
+                    let control = Control { actor: engine.inner.config.actor.clone(), reason: "its parent node run ended".into() };
+                    let request = request_id(format!("cancel-{child}"));
+                    if let Err(e) = apply_control(&engine.inner.store, child, ControlAction::Cancel { force: true }, control, request).await {
+                        tracing::debug!(%child, error = %e, "child run not canceled");
+                    }
+                });
             }
         }
     }
