@@ -780,10 +780,10 @@ impl<S: EventStore + 'static> Driver<S> {
                     self.last_append = tokio::time::Instant::now();
                     self.done.send_replace(Some(RunSummary::of(&self.state, self.version)));
                     let recorded = outcome.events;
-                    let _ = self.engine.inner.appended.send(Arc::new(AppendedBatch {
-                        run_id: self.state.run_id,
-                        events: recorded.clone(),
-                    }));
+                    if self.engine.inner.appended.receiver_count() > 0 {
+                        let batch = AppendedBatch { run_id: self.state.run_id, events: recorded.clone() };
+                        let _ = self.engine.inner.appended.send(Arc::new(batch));
+                    }
                     self.effects(&events).await;
                     return Ok(Some(recorded));
                 }
@@ -882,10 +882,10 @@ impl<S: EventStore + 'static> Driver<S> {
         for event in events {
             let ended = match event {
                 DomainEvent::NodeStarted(e) => {
-                    if let Some(i) = self.state.node_run_index(&e.node_run_id) {
-                        if self.state.node_runs[i].is_active() {
-                            self.dispatch(i).await;
-                        }
+                    if let Some(i) = self.state.node_run_index(&e.node_run_id)
+                        && self.state.node_runs[i].is_active()
+                    {
+                        self.dispatch(i).await;
                     }
                     continue;
                 }

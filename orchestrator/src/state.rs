@@ -667,10 +667,10 @@ impl RunState {
         let mut stack = vec![node];
         while let Some(n) = stack.pop() {
             for &c in self.flowchart.solid_outgoing(n) {
-                if let Some(t) = self.flowchart.connector_target(c) {
-                    if seen.insert(t) {
-                        stack.push(t);
-                    }
+                if let Some(t) = self.flowchart.connector_target(c)
+                    && seen.insert(t)
+                {
+                    stack.push(t);
                 }
             }
         }

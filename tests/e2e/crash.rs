@@ -389,3 +389,51 @@ async fn two_engines_keep_one_run_linear() {
     drop(serves);
     ledger.drop_schema().await.unwrap();
 }
+
+/// A retry's backoff timer lives in the ledger: an engine killed while the timer runs is
+/// replaced by one that fires it, no earlier than recorded.
+#[tokio::test]
+async fn a_retry_timer_survives_a_restart() {
+    let ledger = TestLedger::new().await.unwrap();
+    let schema = ledger.schema().to_owned();
+    let scratch = Scratch::new();
+    let flow = scratch.path("timer.yaml");
+    std::fs::write(
+        &flow,
+        "name: timer\nnodes:\n  - { id: start, type: start }\n  - id: t\n    type: task\n    model: scripted\n    retry: { max_attempts: 2, backoff_ms: 1500 }\n    scripted: [{ error: { code: flaky, message: once, retryable: true } }, { output: { ok: true } }]\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: t }\n  - { id: c2, from: t, to: end }\n",
+    )
+    .unwrap();
+    let mut serves = Serves::new(&schema, &scratch.0);
+    serves.start();
+    let run = RunId::new_v7();
+    start_run(&schema, &flow, run);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !read_run(&ledger, run).await.iter().any(|e| e.event_type == "NodeRetryScheduled") {
+        assert!(Instant::now() < deadline, "no retry was scheduled:\n{}", serves.all_logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    serves.kill_all();
+    serves.start();
+    wait_completed(&schema, run, Duration::from_secs(30), &serves).await;
+    serves.kill_all();
+    serves.assert_healthy();
+    let recorded = read_run(&ledger, run).await;
+    let decoded: Vec<DomainEvent> = recorded.iter().map(|e| e.decode().unwrap()).collect();
+    let retry_at = decoded
+        .iter()
+        .find_map(|e| match e {
+            DomainEvent::NodeRetryScheduled(r) => Some(r.retry_at),
+            _ => None,
+        })
+        .unwrap();
+    let second = recorded
+        .iter()
+        .zip(&decoded)
+        .find(|(_, e)| matches!(e, DomainEvent::NodeScheduled(s) if s.node_id == "t" && s.attempt == 2))
+        .map(|(r, _)| r.recorded_at)
+        .expect("attempt 2 was scheduled");
+    assert!(second >= retry_at, "attempt 2 at {second}, timer at {retry_at}");
+    assert_eq!(serves.started, 2);
+    drop(serves);
+    ledger.drop_schema().await.unwrap();
+}
