@@ -132,7 +132,7 @@ pub struct GlobalPage {
 }
 
 /// Largest payload kept inline in an event; bigger content belongs in a blob.
-pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+pub const MAX_PAYLOAD_BYTES: usize = 4 << 20;
 /// Most events one request may append.
 pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
 
