@@ -421,38 +421,8 @@ impl<E: Env> Step<'_, E> {
                 return self.fail_run(error, None);
             }
         }
-        let (attempt, execution_index, dotted) = match retry_of.and_then(|p| self.state.node_runs.get(p)) {
-            Some(prev) => (prev.attempt + 1, prev.execution_index, prev.dotted.clone()),
-            None => (1, self.state.nodes[node].executions, self.state.current_dotted(node)),
-        };
-        let context = self.state.build_context(node, execution_index, &consumed, &dotted);
-        let input_context_hash = hash_json(&context)
-            .map_err(|message| StateError { event: "NodeScheduled", message })?;
-        let node_run_id = self.env.node_run_id();
-        let consumed_tokens = consumed
-            .iter()
-            .map(|t| ConsumedToken {
-                connector_id: self
-                    .state
-                    .flowchart
-                    .connector_at(t.connector)
-                    .map(|c| c.id.clone())
-                    .unwrap_or_default(),
-                from_node_run_id: self.state.node_runs[t.from].id,
-            })
-            .collect();
-        self.emit(NodeScheduled {
-            run_id: self.run_id(),
-            node_id: self.node_id(node),
-            node_run_id,
-            node_type,
-            attempt,
-            execution_index,
-            input_context_hash,
-            consumed_tokens,
-            retry_of: retry_of.map(|p| self.state.node_runs[p].id),
-        })?;
-        let i = self.state.node_runs.len() - 1;
+        let (i, context) = self.emit_scheduled(node, node_type, consumed, retry_of)?;
+        let (node_run_id, attempt) = (self.state.node_runs[i].id, self.state.node_runs[i].attempt);
         match node_type {
             NodeType::Start => {
                 let output = self.state.inputs.clone();
@@ -482,6 +452,45 @@ impl<E: Env> Step<'_, E> {
             }
         }
         Ok(())
+    }
+
+    /// Records a new node run: a fresh scheduling (`retry_of: None`, dotted context as it is
+    /// now) or the next attempt of `retry_of` (its recorded inputs). Returns its index and its
+    /// input context.
+    fn emit_scheduled(
+        &mut self,
+        node: usize,
+        node_type: NodeType,
+        consumed: Vec<Token>,
+        retry_of: Option<usize>,
+    ) -> Result<(usize, Value), DecideError> {
+        let (attempt, execution_index, dotted) = match retry_of.and_then(|p| self.state.node_runs.get(p)) {
+            Some(prev) => (prev.attempt + 1, prev.execution_index, prev.dotted.clone()),
+            None => (1, self.state.nodes[node].executions, self.state.current_dotted(node)),
+        };
+        let context = self.state.build_context(node, execution_index, &consumed, &dotted);
+        let input_context_hash = hash_json(&context)
+            .map_err(|message| StateError { event: "NodeScheduled", message })?;
+        let consumed_tokens = consumed
+            .iter()
+            .map(|t| ConsumedToken {
+                connector_id: connector_id(&self.state.flowchart, t.connector),
+                from_node_run_id: self.state.node_runs[t.from].id,
+            })
+            .collect();
+        let node_run_id = self.env.node_run_id();
+        self.emit(NodeScheduled {
+            run_id: self.run_id(),
+            node_id: self.node_id(node),
+            node_run_id,
+            node_type,
+            attempt,
+            execution_index,
+            input_context_hash,
+            consumed_tokens,
+            retry_of: retry_of.map(|p| self.state.node_runs[p].id),
+        })?;
+        Ok((self.state.node_runs.len() - 1, context))
     }
 
     fn retry(&mut self, failed: usize) -> Result<(), DecideError> {
@@ -1011,30 +1020,8 @@ impl<E: Env> Step<'_, E> {
     /// A new node run (the next attempt of `failed`) that the skip then ends.
     fn schedule_for_skip(&mut self, failed: usize) -> Result<usize, DecideError> {
         let prev = &self.state.node_runs[failed];
-        let node = prev.node;
-        let context = self.state.build_context(node, prev.execution_index, &prev.consumed, &prev.dotted);
-        let input_context_hash = hash_json(&context).map_err(|message| StateError { event: "NodeScheduled", message })?;
-        let consumed_tokens = prev
-            .consumed
-            .iter()
-            .map(|t| ConsumedToken {
-                connector_id: connector_id(&self.state.flowchart, t.connector),
-                from_node_run_id: self.state.node_runs[t.from].id,
-            })
-            .collect();
-        let event = NodeScheduled {
-            run_id: self.run_id(),
-            node_id: self.node_id(node),
-            node_run_id: self.env.node_run_id(),
-            node_type: prev.node_type,
-            attempt: prev.attempt + 1,
-            execution_index: prev.execution_index,
-            input_context_hash,
-            consumed_tokens,
-            retry_of: Some(prev.id),
-        };
-        self.emit(event)?;
-        Ok(self.state.node_runs.len() - 1)
+        let (node, node_type, consumed) = (prev.node, prev.node_type, prev.consumed.clone());
+        self.emit_scheduled(node, node_type, consumed, Some(failed)).map(|(i, _)| i)
     }
 
     fn rewind_node(&mut self, id: &str, control: Control) -> Result<(), DecideError> {
