@@ -150,24 +150,38 @@ pub struct LoadedRun {
 
 /// Reads a whole run stream and rebuilds its state.
 pub async fn load_run<S: EventStore>(store: &S, run_id: RunId) -> Result<LoadedRun, EngineError> {
+    load_run_noting(store, run_id, None).await.map(|(loaded, _)| loaded)
+}
+
+/// [`load_run`], also returning the events that `request` wrote (in the same single read), so
+/// an idempotent control can tell whether it was applied before.
+async fn load_run_noting<S: EventStore>(
+    store: &S,
+    run_id: RunId,
+    request: Option<&RequestId>,
+) -> Result<(LoadedRun, Vec<RecordedEvent>), EngineError> {
     let stream = StreamId::for_run(run_id);
     let mut state: Option<RunState> = None;
     let mut version = 0;
     let mut correlation_id = None;
+    let mut noted = Vec::new();
     loop {
         let page = store.read_stream(&stream, version + 1, PAGE).await?;
         let done = page.len() < PAGE;
-        for recorded in &page {
+        for recorded in page {
             correlation_id.get_or_insert_with(|| recorded.correlation_id.clone());
-            apply_recorded(&mut state, recorded, run_id)?;
+            apply_recorded(&mut state, &recorded, run_id)?;
             version = recorded.stream_version;
+            if request.is_some_and(|r| *r == recorded.request_id) {
+                noted.push(recorded);
+            }
         }
         if done {
             break;
         }
     }
     match (state, correlation_id) {
-        (Some(state), Some(correlation_id)) => Ok(LoadedRun { state, version, correlation_id }),
+        (Some(state), Some(correlation_id)) => Ok((LoadedRun { state, version, correlation_id }, noted)),
         _ => Err(EngineError::RunNotFound(run_id)),
     }
 }
@@ -179,20 +193,16 @@ fn evolve_recorded(state: &mut RunState, recorded: &RecordedEvent, run_id: RunId
 }
 
 fn apply_recorded(state: &mut Option<RunState>, recorded: &RecordedEvent, run_id: RunId) -> Result<(), EngineError> {
-    let corrupt = |message: String| EngineError::Corrupt { run_id, version: recorded.stream_version, message };
     if let Some(state) = state {
         return evolve_recorded(state, recorded, run_id);
     }
-    let event = recorded.decode().map_err(|e| corrupt(e.to_string()))?;
-    match state {
-        Some(_) => Ok(()),
-        None => match &event {
-            DomainEvent::RunStarted(started) => {
-                *state = Some(RunState::from_started(started).map_err(|e| corrupt(e.to_string()))?);
-                Ok(())
-            }
-            _ => Err(corrupt("a run stream must begin with RunStarted".into())),
-        },
+    let corrupt = |message: String| EngineError::Corrupt { run_id, version: recorded.stream_version, message };
+    match recorded.decode().map_err(|e| corrupt(e.to_string()))? {
+        DomainEvent::RunStarted(started) => {
+            *state = Some(RunState::from_started(&started).map_err(|e| corrupt(e.to_string()))?);
+            Ok(())
+        }
+        _ => Err(corrupt("a run stream must begin with RunStarted".into())),
     }
 }
 
@@ -208,12 +218,10 @@ pub async fn apply_control<S: EventStore>(
 ) -> Result<ControlOutcome, EngineError> {
     let stream = StreamId::for_run(run_id);
     for _ in 0..MAX_STEP_ATTEMPTS {
-        let earlier = store.read_stream(&stream, 1, usize::MAX).await?;
-        let used: Vec<RecordedEvent> = earlier.iter().filter(|e| e.request_id == request_id).cloned().collect();
+        let (mut loaded, used) = load_run_noting(store, run_id, Some(&request_id)).await?;
         if !used.is_empty() {
             return Ok(ControlOutcome { events: used, deduplicated: true });
         }
-        let mut loaded = load_run(store, run_id).await?;
         let cause = Cause { request_id: request_id.clone(), correlation_id: loaded.correlation_id.clone() };
         let command = Command::Control { action: action.clone(), control: control.clone() };
         let events = decide::decide(&mut loaded.state, command, &mut SystemEnv, &cause, &Settings::default())?;
@@ -265,7 +273,7 @@ enum Msg {
 
 struct DriverHandle {
     tx: mpsc::UnboundedSender<Msg>,
-    done: watch::Receiver<Option<RunSummary>>,
+    done: watch::Receiver<RunSummary>,
 }
 
 struct Inner<S> {
@@ -363,14 +371,7 @@ impl<S: EventStore + 'static> Engine<S> {
         if handle.tx.is_closed() {
             return None;
         }
-        Some(handle.done.borrow().clone().unwrap_or(RunSummary {
-            run_id,
-            status: RunStatus::Running,
-            node_runs: 0,
-            output: None,
-            error: None,
-            version: 0,
-        }))
+        Some(handle.done.borrow().clone())
     }
 
     /// Picks up every run in the ledger that has not ended. Returns how many it now drives.
@@ -417,7 +418,8 @@ impl<S: EventStore + 'static> Engine<S> {
             }
         };
         loop {
-            if let Some(summary) = done.borrow_and_update().clone().filter(|s| s.status.is_terminal()) {
+            let summary = done.borrow_and_update().clone();
+            if summary.status.is_terminal() {
                 return Ok(summary);
             }
             if done.changed().await.is_err() {
@@ -437,7 +439,7 @@ impl<S: EventStore + 'static> Engine<S> {
         control: Control,
         request_id: RequestId,
     ) -> Result<ControlOutcome, EngineError> {
-        let summary = self.ensure_driven(run_id).await?;
+        self.ensure_driven(run_id).await?;
         let tx = {
             let drivers = self.inner.drivers.lock().map_err(|_| EngineError::Shutdown)?;
             drivers.get(&run_id).filter(|h| !h.tx.is_closed()).map(|h| h.tx.clone())
@@ -450,7 +452,6 @@ impl<S: EventStore + 'static> Engine<S> {
             }
             None => {
                 // An ended run: controls that reopen it go to the ledger, then it is driven.
-                let _ = summary;
                 let outcome = apply_control(&self.inner.store, run_id, action, control, request_id).await?;
                 self.ensure_driven(run_id).await?;
                 Ok(outcome)
@@ -509,7 +510,7 @@ impl<S: EventStore + 'static> Engine<S> {
         let run_id = loaded.state.run_id;
         let (tx, rx) = mpsc::unbounded_channel();
         let me = tx.downgrade();
-        let (done_tx, done_rx) = watch::channel(Some(RunSummary::of(&loaded.state, loaded.version)));
+        let (done_tx, done_rx) = watch::channel(RunSummary::of(&loaded.state, loaded.version));
         {
             let mut drivers = self.inner.drivers.lock().map_err(|_| EngineError::Shutdown)?;
             if drivers.get(&run_id).is_some_and(|h| !h.tx.is_closed()) {
@@ -582,7 +583,7 @@ struct Driver<S: EventStore + 'static> {
     rx: mpsc::UnboundedReceiver<Msg>,
     /// This driver's own mailbox, for tasks it spawns.
     me: mpsc::WeakUnboundedSender<Msg>,
-    done: watch::Sender<Option<RunSummary>>,
+    done: watch::Sender<RunSummary>,
     last_append: tokio::time::Instant,
 }
 
@@ -595,7 +596,7 @@ impl<S: EventStore + 'static> Driver<S> {
         if let Err(e) = self.drive().await {
             tracing::error!(%run_id, error = %e, "run driver stopped");
         }
-        self.done.send_replace(Some(RunSummary::of(&self.state, self.version)));
+        self.done.send_replace(RunSummary::of(&self.state, self.version));
         // Unregister before the last messages are lost: later results go to `record_late`.
         self.rx.close();
         let leftovers: Vec<Msg> = std::iter::from_fn(|| self.rx.try_recv().ok()).collect();
@@ -778,7 +779,7 @@ impl<S: EventStore + 'static> Driver<S> {
                 Ok(outcome) if !outcome.deduplicated => {
                     self.version = outcome.last_version();
                     self.last_append = tokio::time::Instant::now();
-                    self.done.send_replace(Some(RunSummary::of(&self.state, self.version)));
+                    self.done.send_replace(RunSummary::of(&self.state, self.version));
                     let recorded = outcome.events;
                     if self.engine.inner.appended.receiver_count() > 0 {
                         let batch = AppendedBatch { run_id: self.state.run_id, events: recorded.clone() };
@@ -815,7 +816,7 @@ impl<S: EventStore + 'static> Driver<S> {
         let loaded = load_run(&self.engine.inner.store, self.state.run_id).await?;
         self.state = loaded.state;
         self.version = loaded.version;
-        self.done.send_replace(Some(RunSummary::of(&self.state, self.version)));
+        self.done.send_replace(RunSummary::of(&self.state, self.version));
         Ok(())
     }
 
@@ -849,7 +850,7 @@ impl<S: EventStore + 'static> Driver<S> {
             self.version = recorded.stream_version;
         }
         self.last_append = tokio::time::Instant::now();
-        self.done.send_replace(Some(RunSummary::of(&self.state, self.version)));
+        self.done.send_replace(RunSummary::of(&self.state, self.version));
         let _ = self.engine.inner.appended.send(Arc::new(AppendedBatch { run_id: self.state.run_id, events: newer }));
         if !self.state.status.is_terminal() {
             self.redispatch().await;
