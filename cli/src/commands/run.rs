@@ -51,11 +51,8 @@ pub struct RunArgs {
 pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     let (text, format) = super::validate::read_flowchart(&args.flow)?;
     let flowchart = load(&text, format).map_err(|errors| {
-        for e in &errors {
-            let at = if e.path.is_empty() { "(document)" } else { e.path.as_str() };
-            eprintln!("{}: {at}: {} [{}]", args.flow.display(), e.message, e.code.as_str());
-        }
-        Failure::new(format!("{}: {} problem(s); the flowchart is not valid", args.flow.display(), errors.len()))
+        super::validate::print_errors(&args.flow, &errors);
+        Failure::silent()
     })?;
     let inputs: Value = serde_json::from_str(&args.input).map_err(|e| Failure::new(format!("--input: not JSON: {e}")))?;
     let request_id = match &args.request_id {

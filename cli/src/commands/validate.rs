@@ -42,7 +42,7 @@ pub fn run(path: &Path, as_json: bool) -> Result<(), Failure> {
     }
 }
 
-fn print_errors(path: &Path, errors: &[ValidationError]) {
+pub fn print_errors(path: &Path, errors: &[ValidationError]) {
     for e in errors {
         let at = if e.path.is_empty() { "(document)" } else { e.path.as_str() };
         eprintln!("{}: {at}: {} [{}]", path.display(), e.message, e.code.as_str());
