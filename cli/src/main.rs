@@ -39,6 +39,10 @@ pub struct GlobalArgs {
     /// NATS server with JetStream, for executor dispatch.
     #[arg(long, global = true, env = "RUNLEDGER_NATS_URL", default_value = "nats://127.0.0.1:4222", help_heading = "Services")]
     pub nats_url: String,
+    /// Prefix of the JetStream streams, subjects and consumers, so deployments can share a
+    /// NATS server (lowercase letters, digits, `_`; empty: `RUNLEDGER_*`, `runledger.*`).
+    #[arg(long, global = true, env = "RUNLEDGER_NATS_NAMESPACE", default_value = "", help_heading = "Services")]
+    pub nats_namespace: String,
 }
 
 impl GlobalArgs {
@@ -77,6 +81,22 @@ enum Command {
     Runs(commands::runs::RunsCommand),
     /// Run the engine as a service: resume every unfinished run, pick up new ones.
     Serve(commands::serve::ServeArgs),
+    /// Run an executor worker: take node work of one class from NATS JetStream, run it,
+    /// publish the results; drains on SIGTERM.
+    Executor(commands::executor::ExecutorArgs),
+    /// Rebuild, catch up or inspect the read models (run detail, artifact history, claim
+    /// evidence).
+    #[command(subcommand)]
+    Projections(commands::projections::ProjectionsCommand),
+    /// Evaluate the claims (contracts/claims/) over the ledger and exit 1 when one at or above
+    /// --fail-on fails: the invariant gate for CI.
+    Check(commands::check::CheckArgs),
+    /// Manage the model registry: the models `task` nodes name, bound to their providers.
+    #[command(subcommand)]
+    Models(commands::models::ModelsCommand),
+    /// `memory`, `plans`, `milestones`: show the tools' state (list, get), replayed from the ledger.
+    #[command(flatten)]
+    Tools(commands::tools::ToolsCommand),
     /// Show configuration and whether PostgreSQL and NATS JetStream are reachable.
     Status {
         /// Print the result as one JSON object.
@@ -129,6 +149,11 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(&cli.global, args).await,
             Command::Runs(command) => commands::runs::run(&cli.global, command).await,
             Command::Serve(args) => commands::serve::run(&cli.global, args).await,
+            Command::Executor(args) => commands::executor::run(&cli.global, args).await,
+            Command::Projections(command) => commands::projections::run(&cli.global, command).await,
+            Command::Check(args) => commands::check::run(&cli.global, args).await,
+            Command::Models(command) => commands::models::run(&cli.global, command).await,
+            Command::Tools(command) => commands::tools::run(&cli.global, command).await,
             Command::Status { json } => commands::status::run(&cli.global, json).await,
         }
     });

@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::digest::Digest;
 use crate::flowchart::NodeType;
 use crate::ids::{ArtifactId, CorrelationId, NodeRunId, RequestId, RunId};
+use crate::model::ModelSpec;
 use crate::time::Timestamp;
 
 /// Who did an operator action, and why. Recorded on every control event.
@@ -450,6 +451,300 @@ pub struct ArtifactPersisted {
     pub correlation_id: CorrelationId,
 }
 
+// ---- API: flowchart registry and idempotent starts -----------------------------------------
+
+/// A new immutable version of a stored flowchart (stream `flowchart-<name>`, one event per
+/// version, so the stream version is the flowchart version). Runs started by name and version
+/// execute exactly this definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowchartVersionCreated {
+    pub name: String,
+    /// 1 for the first version, then +1.
+    pub version: u32,
+    /// The validated flowchart document, as `RunStarted.definition` records it.
+    pub definition: Value,
+    /// blake3 of the canonical JSON of `definition` (equals `RunStarted.flowchart.definition_hash`).
+    pub definition_hash: Digest,
+    pub actor: String,
+}
+
+/// An `Idempotency-Key` of the HTTP API now names a run start (stream
+/// `idempotency-<key_hash>`). A repeated start with the same key and the same request returns
+/// `run_id`; the same key with another request is refused. The key itself is not stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyKeyRecorded {
+    /// What the key was used for: `run_start`.
+    pub scope: String,
+    /// blake3 of the key.
+    pub key_hash: Digest,
+    /// blake3 of the canonical JSON of the request body.
+    pub request_hash: Digest,
+    pub run_id: RunId,
+}
+
+// ---- Model registry (one stream per model, `model-<name>`) ----------------------------------
+
+/// A model was registered (or registered again after `ModelDeleted`). The spec holds the name
+/// of the environment variable with the API key, never the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCreated {
+    pub model: ModelSpec,
+    pub actor: String,
+}
+
+/// A model's spec was replaced as a whole (its name and provider stay).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelUpdated {
+    pub model: ModelSpec,
+    pub actor: String,
+}
+
+/// A model was removed from the registry; nodes that name it fail with `unknown_model`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDeleted {
+    pub name: String,
+    pub actor: String,
+}
+
+// ---- Tools: memory, plans, milestones (event-sourced tool state) ---------------------------
+//
+// Each tool keeps its state in streams of its own: `memory-<scope>`, `plan-<plan_id>`,
+// `milestone-<milestone_id>`. Every event names the node run that caused it and carries the
+// call's idempotency key (`<node_run_id>:<tool>:<operation>`), which is also the request id of
+// the append that wrote it, so an operation is applied once per node run.
+
+/// A memory entry was written for the first time (or again after `MemoryEntryDeleted`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryEntryCreated {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub scope: String,
+    pub key: String,
+    pub value: Value,
+    /// 1 on creation, +1 per update of the entry.
+    pub revision: u64,
+}
+
+/// A memory entry's value was replaced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryEntryUpdated {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub scope: String,
+    pub key: String,
+    pub value: Value,
+    /// The entry's revision after the update.
+    pub revision: u64,
+}
+
+/// A memory entry was removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryEntryDeleted {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub scope: String,
+    pub key: String,
+    /// The revision the entry had when it was deleted.
+    pub revision: u64,
+}
+
+/// Where a plan stage stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StageStatus {
+    Pending,
+    InProgress,
+    Done,
+    Blocked,
+    Skipped,
+}
+
+/// One stage of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanStage {
+    pub id: String,
+    pub title: String,
+    pub status: StageStatus,
+}
+
+/// A plan was created (or created again after `PlanDeleted`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanCreated {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub plan_id: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub stages: Vec<PlanStage>,
+}
+
+/// Some of a plan's fields were replaced; fields left out are unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanUpdated {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub plan_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The whole new list of stages, when it was replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<PlanStage>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanDeleted {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub plan_id: String,
+}
+
+/// A plan's stages were put in a new order (`order` lists every stage id once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanStagesReordered {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub plan_id: String,
+    pub order: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanStageStatusSet {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub plan_id: String,
+    pub stage_id: String,
+    pub status: StageStatus,
+    pub previous: StageStatus,
+}
+
+/// Where a milestone stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MilestoneStatus {
+    Pending,
+    InProgress,
+    Achieved,
+    Missed,
+    Canceled,
+}
+
+/// Something that shows progress toward a milestone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MilestoneEvidence {
+    pub summary: String,
+    /// Where the evidence is: a URL, an artifact or node run id, a path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+/// A milestone was created (status `pending`), or created again after `MilestoneDeleted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MilestoneCreated {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub milestone_id: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Free text, e.g. a date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
+    /// The plan the milestone belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+}
+
+/// Some of a milestone's fields were replaced; fields left out are unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MilestoneUpdated {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub milestone_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MilestoneDeleted {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub milestone_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MilestoneStatusSet {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub milestone_id: String,
+    pub status: MilestoneStatus,
+    pub previous: MilestoneStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MilestoneEvidenceAttached {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub milestone_id: String,
+    pub evidence: MilestoneEvidence,
+}
+
 /// Generates the catalog enum, its type names and current versions from one table.
 macro_rules! catalog {
     ($($name:ident = $version:literal),+ $(,)?) => {
@@ -562,6 +857,24 @@ catalog! {
     RoutingDecided = 1,
     ToolCalled = 1,
     ArtifactPersisted = 1,
+    FlowchartVersionCreated = 1,
+    IdempotencyKeyRecorded = 1,
+    ModelCreated = 1,
+    ModelUpdated = 1,
+    ModelDeleted = 1,
+    MemoryEntryCreated = 1,
+    MemoryEntryUpdated = 1,
+    MemoryEntryDeleted = 1,
+    PlanCreated = 1,
+    PlanUpdated = 1,
+    PlanDeleted = 1,
+    PlanStagesReordered = 1,
+    PlanStageStatusSet = 1,
+    MilestoneCreated = 1,
+    MilestoneUpdated = 1,
+    MilestoneDeleted = 1,
+    MilestoneStatusSet = 1,
+    MilestoneEvidenceAttached = 1,
 }
 
 impl std::fmt::Display for EventType {

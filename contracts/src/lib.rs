@@ -16,5 +16,6 @@ pub mod error;
 pub mod events;
 pub mod flowchart;
 pub mod ids;
+pub mod model;
 pub mod schema;
 pub mod time;

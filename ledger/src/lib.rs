@@ -99,6 +99,20 @@ impl AppendRequest {
     }
 }
 
+/// One stream's part of an [`EventStore::append_many`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub request: AppendRequest,
+}
+
+impl StreamAppend {
+    pub fn new(stream: StreamId, expected: ExpectedVersion, request: AppendRequest) -> Self {
+        Self { stream, expected, request }
+    }
+}
+
 /// The result of an append.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppendOutcome {
@@ -186,6 +200,23 @@ pub trait EventStore: Send + Sync {
         expected: ExpectedVersion,
         request: AppendRequest,
     ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send;
+
+    /// Appends to several streams in one transaction: every item is written, or none is.
+    ///
+    /// Each item keeps the rules of [`EventStore::append`] on its own stream:
+    /// - its expected version: a mismatch on any stream is [`StoreError::Conflict`] naming
+    ///   that stream, and nothing is written on any stream;
+    /// - its idempotency: an item whose request id was already used on its stream with the
+    ///   same content writes nothing and comes back `deduplicated` with the events it wrote
+    ///   then, while the other items are written; with other content the whole call is
+    ///   [`StoreError::RequestMismatch`];
+    /// - its hash chain.
+    ///
+    /// At most one item per stream; outcomes come back in item order.
+    fn append_many(
+        &self,
+        items: Vec<StreamAppend>,
+    ) -> impl Future<Output = Result<Vec<AppendOutcome>, StoreError>> + Send;
 
     /// Events of one stream with `from_version <= version`, in order, at most `limit`.
     fn read_stream(

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::{
     AppendOutcome, AppendRequest, Blob, EventStore, ExpectedVersion, GlobalPage, StoreError,
-    StreamHead, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES,
+    StreamAppend, StreamHead, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES,
 };
 
 /// Where the ledger lives.
@@ -284,10 +284,13 @@ impl PgEventStore {
         Err(StoreError::Conflict { stream_id: stream.clone(), expected, actual })
     }
 
-    /// One attempt at the append statement from the given head. On success returns what the
-    /// store assigned to each event; the caller builds the recorded events.
-    async fn try_append(
+    /// One attempt at the append statement from the given head, on `executor` (the pool, or
+    /// the transaction of an `append_many`). On success returns what the store assigned to
+    /// each event; the caller builds the recorded events and, once the write is committed,
+    /// remembers the new head.
+    async fn try_append<'e>(
         &self,
+        executor: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
         stream: &StreamId,
         expected: u64,
         prev: Digest,
@@ -363,7 +366,7 @@ impl PgEventStore {
             .bind(&refs)
             .bind(&prev_hashes)
             .bind(&hashes)
-            .fetch_all(&self.pool)
+            .fetch_all(executor)
             .await;
         let rows = match result {
             Ok(rows) => rows,
@@ -387,8 +390,124 @@ impl PgEventStore {
                 None => return Err(StoreError::Corrupt(format!("append to `{stream}` returned version {version}"))),
             }
         }
-        self.remember_head(stream, last, head);
         Ok(Attempt::Written { recorded_at, first_version: expected + 1, assigned })
+    }
+}
+
+/// Rounds of an `append_many` before it gives up. A round either commits, or sets aside one
+/// item that turned out to be a repeated request, or (with `ExpectedVersion::Any`) re-reads a
+/// stream that moved.
+const APPEND_MANY_ROUNDS: usize = 16;
+
+impl PgEventStore {
+    /// The head an append to `stream` with `expected` chains from: the cached head when it is
+    /// the expected one, else the stored head (a new stream needs no read).
+    async fn head_for(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<(u64, Digest), StoreError> {
+        match expected.as_version() {
+            Some(v) => match self.cached_head(stream) {
+                Some(head) if head.0 == v => Ok(head),
+                _ if v == 0 => Ok((0, Digest::GENESIS)),
+                _ => self.read_head(stream).await,
+            },
+            None => self.read_head(stream).await,
+        }
+    }
+
+    /// [`EventStore::append_many`]. The items are written inside one transaction with the
+    /// single-append statement, in stream-id order, so two calls that touch the same streams
+    /// take their locks in the same order and cannot deadlock. A rejected item rolls the whole
+    /// transaction back; the rejection is then told apart as in `append`: a repeated request
+    /// is set aside as deduplicated and the others are tried again, a reused request id with
+    /// other content is `RequestMismatch`, anything else a `Conflict` naming the stream.
+    async fn append_items(&self, items: Vec<StreamAppend>) -> Result<Vec<AppendOutcome>, StoreError> {
+        if items.is_empty() {
+            return Err(StoreError::InvalidRequest("append_many needs at least one stream".into()));
+        }
+        let mut streams = HashSet::new();
+        for item in &items {
+            if !streams.insert(&item.stream) {
+                return Err(StoreError::InvalidRequest(format!(
+                    "stream `{}` appears twice in one append_many; give each stream one request",
+                    item.stream
+                )));
+            }
+        }
+        let mut prepared = Vec::with_capacity(items.len());
+        for item in &items {
+            let p = Self::prepare(&item.request)?;
+            self.check_blob_refs(&item.request, &p).await?;
+            prepared.push(p);
+        }
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by(|&a, &b| items[a].stream.as_str().cmp(items[b].stream.as_str()));
+        let mut outcomes: Vec<Option<AppendOutcome>> = vec![None; items.len()];
+        for _ in 0..APPEND_MANY_ROUNDS {
+            let mut heads = Vec::with_capacity(items.len());
+            for &i in &order {
+                if outcomes[i].is_some() {
+                    continue;
+                }
+                let item = &items[i];
+                let head = self.head_for(&item.stream, item.expected).await?;
+                let want = item.expected.as_version().unwrap_or(head.0);
+                if head.0 != want {
+                    // Either this exact request was written before (set it aside) or the
+                    // stream is elsewhere (the error ends the call; nothing was written).
+                    let outcome = self.resolve_rejected(&item.stream, &item.request, &prepared[i].fingerprint, want).await?;
+                    outcomes[i] = Some(outcome);
+                    continue;
+                }
+                heads.push((i, head));
+            }
+            if heads.is_empty() {
+                return Ok(outcomes.into_iter().flatten().collect());
+            }
+            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            let mut written = HashMap::with_capacity(heads.len());
+            let mut rejected = None;
+            for &(i, (version, hash)) in &heads {
+                let item = &items[i];
+                match self.try_append(&mut *tx, &item.stream, version, hash, &item.request, &prepared[i]).await {
+                    Ok(Attempt::Written { recorded_at, first_version, assigned }) => {
+                        written.insert(i, (recorded_at, first_version, assigned));
+                    }
+                    Ok(Attempt::Rejected) => {
+                        rejected = Some((i, version));
+                        break;
+                    }
+                    Err(e) => {
+                        // Dropping an open transaction rolls it back; say so explicitly.
+                        let _ = tx.rollback().await;
+                        return Err(e);
+                    }
+                }
+            }
+            let Some((i, expected)) = rejected else {
+                tx.commit().await.map_err(db_err)?;
+                for (i, item) in items.into_iter().enumerate() {
+                    if let Some((recorded_at, first_version, assigned)) = written.remove(&i) {
+                        if let Some(last) = assigned.last() {
+                            self.remember_head(&item.stream, first_version - 1 + assigned.len() as u64, last.hash);
+                        }
+                        let events = recorded_events(&item.stream, item.request, recorded_at, first_version, assigned);
+                        outcomes[i] = Some(AppendOutcome { events, deduplicated: false });
+                    }
+                }
+                return Ok(outcomes.into_iter().flatten().collect());
+            };
+            tx.rollback().await.map_err(db_err)?;
+            let item = &items[i];
+            match self.resolve_rejected(&item.stream, &item.request, &prepared[i].fingerprint, expected).await {
+                Ok(outcome) => outcomes[i] = Some(outcome),
+                Err(StoreError::Conflict { .. }) if item.expected == ExpectedVersion::Any => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Only streams appended with `Any` that kept moving get here.
+        let pending = order.iter().copied().find(|&i| outcomes[i].is_none()).unwrap_or(0);
+        let stream = &items[pending].stream;
+        let (actual, _) = self.read_head(stream).await?;
+        Err(StoreError::Conflict { stream_id: stream.clone(), expected: actual, actual })
     }
 }
 
@@ -590,20 +709,16 @@ impl EventStore for PgEventStore {
         // `Any` retries on a concurrent append, re-reading the head each round.
         let rounds = if expected == ExpectedVersion::Any { 16 } else { 1 };
         for _ in 0..rounds {
-            let head = match expected.as_version() {
-                Some(v) => match self.cached_head(stream) {
-                    Some(head) if head.0 == v => head,
-                    _ if v == 0 => (0, Digest::GENESIS),
-                    _ => self.read_head(stream).await?,
-                },
-                None => self.read_head(stream).await?,
-            };
+            let head = self.head_for(stream, expected).await?;
             let want = expected.as_version().unwrap_or(head.0);
             if head.0 != want {
                 return self.resolve_rejected(stream, &request, &prepared.fingerprint, want).await;
             }
-            match self.try_append(stream, head.0, head.1, &request, &prepared).await? {
+            match self.try_append(&self.pool, stream, head.0, head.1, &request, &prepared).await? {
                 Attempt::Written { recorded_at, first_version, assigned } => {
+                    if let Some(last) = assigned.last() {
+                        self.remember_head(stream, head.0 + assigned.len() as u64, last.hash);
+                    }
                     let events = recorded_events(stream, request, recorded_at, first_version, assigned);
                     return Ok(AppendOutcome { events, deduplicated: false });
                 }
@@ -617,6 +732,10 @@ impl EventStore for PgEventStore {
         }
         let (actual, _) = self.read_head(stream).await?;
         Err(StoreError::Conflict { stream_id: stream.clone(), expected: actual, actual })
+    }
+
+    async fn append_many(&self, items: Vec<StreamAppend>) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.append_items(items).await
     }
 
     async fn read_stream(

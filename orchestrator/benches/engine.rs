@@ -143,6 +143,21 @@ impl EventStore for Metered {
         outcome
     }
 
+    async fn append_many(&self, items: Vec<runledger_ledger::StreamAppend>) -> Result<Vec<AppendOutcome>, StoreError> {
+        let events: usize = items.iter().map(|i| i.request.events.len()).sum();
+        let start = Instant::now();
+        let outcome = self.inner.append_many(items).await;
+        let took = start.elapsed();
+        let c = &self.counters;
+        c.append_ns.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        c.appends.fetch_add(1, Ordering::Relaxed);
+        c.events.fetch_add(events as u64, Ordering::Relaxed);
+        if let Ok(mut log) = c.log.lock() {
+            log.push((events, took));
+        }
+        outcome
+    }
+
     async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         self.inner.read_stream(stream, from_version, limit).await

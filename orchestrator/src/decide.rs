@@ -23,6 +23,7 @@ use runledger_contracts::events::{
 use runledger_contracts::flowchart::{FanIn, Flowchart, NoMatchRoute, NodeType};
 use runledger_contracts::ids::{ArtifactId, CorrelationId, NodeRunId, RequestId, RunId};
 use runledger_contracts::time::Timestamp;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::state::{Phase, RunState, RunStatus, StateError, TimerKind, Token};
@@ -68,28 +69,53 @@ pub struct Cause {
 pub struct Settings {
     /// Recorded as `NodeStarted.executor` for work nodes (`inprocess` for the in-process pool).
     pub executor: String,
+    /// Set when `task` and `rag` node runs go to remote executors (NATS): they stay scheduled
+    /// until the dispatch is published (`NodeDispatched`, which arms the dispatch timeout) and
+    /// an executor takes them (`NodeStarted`, which arms the execution timeout).
+    pub remote: Option<RemoteDispatch>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteDispatch {
+    /// How long a published dispatch may wait for an executor to take it.
+    pub dispatch_timeout_ms: u64,
+}
+
+impl Settings {
+    /// Whether node runs of this type leave the engine for a remote executor.
+    pub fn dispatches_remotely(&self, node_type: NodeType) -> bool {
+        self.remote.is_some() && crate::executor::remote_work(node_type)
+    }
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { executor: crate::executor::INPROCESS.to_owned() }
+        Self { executor: crate::executor::INPROCESS.to_owned(), remote: None }
     }
 }
 
 /// What happened to a node run, as an executor reports it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeResult {
     pub node_run_id: NodeRunId,
     /// The attempt the executor ran; a result for another attempt is ignored.
     pub attempt: u32,
     pub outcome: NodeOutcome,
     /// Tool and provider calls the node run made, recorded before its end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCalled>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub enum NodeOutcome {
-    Succeeded { output: Value, warnings: Vec<Warning>, fallback_used: bool },
+    Succeeded {
+        output: Value,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<Warning>,
+        #[serde(default)]
+        fallback_used: bool,
+    },
     Failed(ErrorInfo),
 }
 
@@ -128,6 +154,10 @@ pub enum Command {
     RecordResult(NodeResult),
     /// The engine started the child run of a `flowchart` node.
     ChildStarted { node_run_id: NodeRunId, child_run_id: RunId },
+    /// A remote node run's work was published to its executor queue.
+    Dispatched { node_run_id: NodeRunId, attempt: u32, executor_class: String, message_id: String, stream_sequence: Option<u64> },
+    /// A remote executor took a node run.
+    Started { node_run_id: NodeRunId, attempt: u32, executor: String },
     Control { action: ControlAction, control: Control },
 }
 
@@ -230,6 +260,10 @@ pub fn decide(
             step.child_started(node_run_id, child_run_id)?
         }
         Command::Control { action, control } => step.control(action, control)?,
+        Command::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence } => {
+            step.dispatched(node_run_id, attempt, executor_class, message_id, stream_sequence)?
+        }
+        Command::Started { node_run_id, attempt, executor } => step.started(node_run_id, attempt, executor)?,
     }
     Ok(step.events)
 }
@@ -245,6 +279,19 @@ pub fn decide_pure(
     let mut scratch = state.clone();
     decide(&mut scratch, command, env, cause, settings)
 }
+
+/// Whether the node run ended with the result an executor sent (so a second copy of that
+/// result is a redelivery), rather than by a timeout, a cancel or an operator.
+fn ended_by_its_result(nr: &crate::state::NodeRun) -> bool {
+    match nr.status() {
+        Some(NodeRunStatus::Succeeded | NodeRunStatus::SuccessWithWarning) => true,
+        Some(NodeRunStatus::Failed) => nr.error.as_ref().is_some_and(|e| !ENGINE_FAILURE_CODES.contains(&e.code.as_str())),
+        _ => false,
+    }
+}
+
+/// Failure codes the engine itself gives a node run (no executor result involved).
+const ENGINE_FAILURE_CODES: &[&str] = &["dispatch_timeout", "execution_timeout", "subflow_unavailable"];
 
 /// `at` plus `ms` milliseconds (saturating).
 pub fn add_ms(at: Timestamp, ms: u64) -> Timestamp {
@@ -434,9 +481,13 @@ impl<E: Env> Step<'_, E> {
                 self.complete_run(output)?;
             }
             NodeType::Decision => self.route(i, &context)?,
+            // Stays scheduled: the gateway publishes it and reports `Dispatched`, then `Started`.
+            _ if self.settings.dispatches_remotely(node_type) => {}
             _ => {
                 let executor = if node_type == NodeType::Flowchart {
                     crate::executor::SUBFLOW.to_owned()
+                } else if self.settings.remote.is_some() {
+                    crate::executor::INPROCESS.to_owned()
                 } else {
                     self.settings.executor.clone()
                 };
@@ -633,7 +684,9 @@ impl<E: Env> Step<'_, E> {
             fallback_connector,
         };
         let routing_payload = serde_json::to_value(&routing).unwrap_or(Value::Null);
+        let outcome = crate::tools::decision::outcome_call(&routing, upstream_output, failure.as_ref(), self.env.now());
         self.emit(routing)?;
+        self.emit(outcome)?;
         match failure {
             Some(error) => self.fail(i, error, Some(routing_payload)),
             None => {
@@ -697,8 +750,11 @@ impl<E: Env> Step<'_, E> {
         if !nr.is_active() {
             return Ok(());
         }
-        let timeout_ms = self.state.flowchart.effective_timeout_s(nr.node).unwrap_or_default() * 1000;
         let phase = if nr.phase == Phase::Scheduled { TimeoutPhase::Dispatch } else { TimeoutPhase::Execution };
+        let timeout_ms = match (phase, self.settings.remote) {
+            (TimeoutPhase::Dispatch, Some(remote)) => remote.dispatch_timeout_ms,
+            _ => self.state.flowchart.effective_timeout_s(nr.node).unwrap_or_default() * 1000,
+        };
         self.emit(NodeTimedOut {
             run_id: self.run_id(),
             node_id: self.node_id(nr.node),
@@ -819,11 +875,15 @@ impl<E: Env> Step<'_, E> {
             .node_run_index(&result.node_run_id)
             .ok_or(DecideError::UnknownNodeRun(result.node_run_id))?;
         let nr = &self.state.node_runs[i];
+        if !nr.is_active() && (nr.late_result_recorded || ended_by_its_result(nr)) {
+            // A redelivered result: the first copy is in the ledger already; write nothing.
+            return Ok(());
+        }
         let stale = if !nr.is_active() {
             Some(format!("the node run already ended ({})", nr.status().map_or("", status_name)))
         } else if nr.attempt != result.attempt {
             Some(format!("attempt {} was superseded by attempt {}", result.attempt, nr.attempt))
-        } else if nr.phase != Phase::Running {
+        } else if nr.phase != Phase::Running && !nr.dispatched {
             Some("the node run was not started".to_owned())
         } else {
             None
@@ -864,6 +924,56 @@ impl<E: Env> Step<'_, E> {
             NodeOutcome::Failed(error) => self.fail(i, error, None)?,
         }
         self.settle()
+    }
+
+    /// Records the publish of a remote node run's work and arms its dispatch timeout. A report
+    /// for a node run that moved on (ended, started, or dispatched already) changes nothing.
+    fn dispatched(
+        &mut self,
+        node_run_id: NodeRunId,
+        attempt: u32,
+        executor_class: String,
+        message_id: String,
+        stream_sequence: Option<u64>,
+    ) -> Result<(), DecideError> {
+        let i = self.state.node_run_index(&node_run_id).ok_or(DecideError::UnknownNodeRun(node_run_id))?;
+        let nr = &self.state.node_runs[i];
+        if !nr.is_active() || nr.dispatched || nr.attempt != attempt {
+            return Ok(());
+        }
+        // An executor may report that it took the work before the publish ack comes back:
+        // then the execution deadline stands and there is no dispatch deadline to arm.
+        let armed = nr.phase == Phase::Scheduled;
+        let timeout_ms = self.settings.remote.map_or(0, |r| r.dispatch_timeout_ms);
+        self.emit(runledger_contracts::events::NodeDispatched {
+            run_id: self.run_id(),
+            node_id: self.node_id(nr.node),
+            node_run_id,
+            attempt,
+            executor_class,
+            message_id,
+            stream_sequence,
+            dispatch_deadline: armed.then(|| add_ms(self.env.now(), timeout_ms)),
+        })
+    }
+
+    /// A remote executor took the node run: its execution timeout starts now. Executors that
+    /// take it again after a redelivery change nothing; the first start stands.
+    fn started(&mut self, node_run_id: NodeRunId, attempt: u32, executor: String) -> Result<(), DecideError> {
+        let i = self.state.node_run_index(&node_run_id).ok_or(DecideError::UnknownNodeRun(node_run_id))?;
+        let nr = &self.state.node_runs[i];
+        if !nr.is_active() || nr.phase != Phase::Scheduled || nr.attempt != attempt {
+            return Ok(());
+        }
+        let timeout_s = self.state.flowchart.effective_timeout_s(nr.node).unwrap_or_default();
+        self.emit(NodeStarted {
+            run_id: self.run_id(),
+            node_id: self.node_id(nr.node),
+            node_run_id,
+            attempt,
+            executor,
+            deadline: Some(add_ms(self.env.now(), timeout_s.saturating_mul(1000))),
+        })
     }
 
     fn child_started(&mut self, node_run_id: NodeRunId, child_run_id: RunId) -> Result<(), DecideError> {

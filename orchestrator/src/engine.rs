@@ -28,8 +28,11 @@ use crate::decide::{
     self, Cause, Command, ControlAction, DecideError, NodeOutcome, NodeResult, Settings, StartRun,
     SystemEnv,
 };
-use crate::executor::{INPROCESS, NodeExecutor, ResultSender, SUBFLOW};
+use crate::executor::{Delivery, INPROCESS, NodeExecutor, Report, ResultSender, SUBFLOW};
 use crate::state::{Phase, RunState, RunStatus, StateError};
+
+#[path = "tools/driver.rs"]
+mod tool_driver;
 
 /// How many times a step is re-decided after losing a race before it gives up.
 const MAX_STEP_ATTEMPTS: u32 = 8;
@@ -260,7 +263,9 @@ pub fn child_run_id(node_run_id: NodeRunId) -> RunId {
 }
 
 enum Msg {
-    Result(NodeResult),
+    Report(Delivery),
+    /// A `memory`, `plan` or `milestone` node run to execute in the driver (`tools/driver.rs`).
+    ToolNode(NodeRunId),
     /// The child run of a `flowchart` node run exists now.
     ChildStarted { node_run_id: NodeRunId, child: RunId },
     Control {
@@ -300,7 +305,7 @@ impl<S: EventStore + 'static> Clone for Engine<S> {
 impl<S: EventStore + 'static> Engine<S> {
     /// Creates the engine and its result router. Must be called inside a tokio runtime.
     pub fn new(store: S, executor: Arc<dyn NodeExecutor>, flowcharts: Arc<dyn FlowchartSource>, config: EngineConfig) -> Self {
-        let (results, mut results_rx) = mpsc::unbounded_channel::<(RunId, NodeResult)>();
+        let (results, mut results_rx) = mpsc::unbounded_channel::<Delivery>();
         let (appended, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
             store,
@@ -313,9 +318,9 @@ impl<S: EventStore + 'static> Engine<S> {
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
-            while let Some((run_id, result)) = results_rx.recv().await {
+            while let Some(delivery) = results_rx.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
-                Engine { inner }.deliver(run_id, result).await;
+                Engine { inner }.deliver(delivery).await;
             }
         });
         Self { inner }
@@ -323,6 +328,11 @@ impl<S: EventStore + 'static> Engine<S> {
 
     pub fn store(&self) -> &S {
         &self.inner.store
+    }
+
+    /// Where executors that run outside this process (result intake) send their reports.
+    pub fn reports(&self) -> ResultSender {
+        self.inner.results.clone()
     }
 
     /// Appended events of every run this engine drives, as they commit.
@@ -459,51 +469,60 @@ impl<S: EventStore + 'static> Engine<S> {
         }
     }
 
-    async fn deliver(&self, run_id: RunId, result: NodeResult) {
+    /// Hands an executor's report to the run's driver; a run not driven here is loaded, and
+    /// one that has ended records a late result as ignored.
+    pub async fn deliver(&self, delivery: Delivery) {
+        let run_id = delivery.run_id;
         let tx = self
             .inner
             .drivers
             .lock()
             .ok()
             .and_then(|d| d.get(&run_id).filter(|h| !h.tx.is_closed()).map(|h| h.tx.clone()));
-        let result = match tx {
-            Some(tx) => match tx.send(Msg::Result(result)) {
+        let delivery = match tx {
+            Some(tx) => match tx.send(Msg::Report(delivery)) {
                 Ok(()) => return,
-                Err(mpsc::error::SendError(Msg::Result(result))) => result,
+                Err(mpsc::error::SendError(Msg::Report(delivery))) => delivery,
                 Err(_) => return,
             },
-            None => result,
+            None => delivery,
         };
-        // The run is not driven here (it ended): record the late result as ignored.
-        if let Err(e) = self.record_late(run_id, result).await {
-            tracing::warn!(%run_id, error = %e, "could not record a late result");
+        if let Err(e) = self.record_late(delivery).await {
+            tracing::warn!(%run_id, error = %e, "could not record an executor report");
         }
     }
 
-    async fn record_late(&self, run_id: RunId, result: NodeResult) -> Result<(), EngineError> {
+    async fn record_late(&self, delivery: Delivery) -> Result<(), EngineError> {
+        let run_id = delivery.run_id;
         let mut loaded = load_run(&self.inner.store, run_id).await?;
         if !loaded.state.status.is_terminal() {
             self.spawn_driver(loaded)?;
             let tx = self.inner.drivers.lock().ok().and_then(|d| d.get(&run_id).map(|h| h.tx.clone()));
             if let Some(tx) = tx {
-                let _ = tx.send(Msg::Result(result));
+                let _ = tx.send(Msg::Report(delivery));
             }
             return Ok(());
         }
+        let Delivery { report, message_id, recorded, .. } = delivery;
         let cause = Cause {
-            request_id: request_id(format!("result-{}", result.node_run_id)),
+            request_id: report_request_id(&report, message_id.as_deref()),
             correlation_id: loaded.correlation_id.clone(),
         };
-        let events = decide::decide(&mut loaded.state, Command::RecordResult(result), &mut SystemEnv, &cause, &self.inner.config.settings)?;
-        if events.is_empty() {
-            return Ok(());
+        let events = decide::decide(&mut loaded.state, report_command(report), &mut SystemEnv, &cause, &self.inner.config.settings)?;
+        if !events.is_empty() {
+            let request = append_request(&cause, &events)?;
+            let stream = StreamId::for_run(run_id);
+            match self.inner.store.append(&stream, ExpectedVersion::Exact(loaded.version), request).await {
+                Ok(_) | Err(StoreError::RequestMismatch { .. }) => {}
+                // Someone else wrote meanwhile; the report is delivered again by its queue.
+                Err(StoreError::Conflict { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
         }
-        let request = append_request(&cause, &events)?;
-        let stream = StreamId::for_run(run_id);
-        match self.inner.store.append(&stream, ExpectedVersion::Exact(loaded.version), request).await {
-            Ok(_) | Err(StoreError::RequestMismatch { .. }) | Err(StoreError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+        if let Some(recorded) = recorded {
+            let _ = recorded.send(());
         }
+        Ok(())
     }
 
     fn spawn_driver(&self, loaded: LoadedRun) -> Result<(), EngineError> {
@@ -529,6 +548,7 @@ impl<S: EventStore + 'static> Engine<S> {
             me,
             done: done_tx,
             last_append: tokio::time::Instant::now(),
+            tools: Default::default(),
         };
         tokio::spawn(driver.run());
         Ok(())
@@ -585,10 +605,15 @@ struct Driver<S: EventStore + 'static> {
     me: mpsc::WeakUnboundedSender<Msg>,
     done: watch::Sender<RunSummary>,
     last_append: tokio::time::Instant,
+    /// Tool node runs: folded tool streams and the tool events of the step in flight.
+    tools: tool_driver::ToolNodes,
 }
 
 /// Results decided together in one append, at most.
 const RESULT_BATCH: usize = 256;
+
+/// How long a step waits for more reports after a remote `Dispatched` or `Started`.
+const REPORT_LINGER: Duration = Duration::from_millis(2);
 
 impl<S: EventStore + 'static> Driver<S> {
     async fn run(mut self) {
@@ -605,15 +630,15 @@ impl<S: EventStore + 'static> Driver<S> {
         }
         for msg in leftovers {
             match msg {
-                Msg::Result(result) => {
+                Msg::Report(delivery) => {
                     let engine = self.engine.clone();
-                    tokio::spawn(async move { engine.deliver(run_id, result).await });
+                    tokio::spawn(async move { engine.deliver(delivery).await });
                 }
                 Msg::Control { action, control, request_id, reply } => {
                     let store = &self.engine.inner.store;
                     let _ = reply.send(apply_control(store, run_id, action, control, request_id).await);
                 }
-                Msg::ChildStarted { .. } => {}
+                Msg::ChildStarted { .. } | Msg::ToolNode(_) => {}
             }
         }
     }
@@ -627,21 +652,35 @@ impl<S: EventStore + 'static> Driver<S> {
             tokio::select! {
                 msg = self.rx.recv() => match msg {
                     None => return Ok(()),
-                    Some(Msg::Result(first)) => {
-                        let mut results = vec![first];
-                        while results.len() < RESULT_BATCH {
-                            match self.rx.try_recv() {
-                                Ok(Msg::Result(more)) => results.push(more),
-                                Ok(other) => {
-                                    self.record_results(std::mem::take(&mut results)).await?;
+                    Some(Msg::Report(first)) => {
+                        let mut reports = vec![first];
+                        // A remote node run's `Dispatched` and `Started` come a fraction of a
+                        // millisecond apart, and a fast node's result right after: waiting
+                        // briefly for them saves a commit each.
+                        let mut linger = self.engine.inner.config.settings.remote.is_some()
+                            && !matches!(reports[0].report, Report::Finished(_));
+                        let until = tokio::time::Instant::now() + REPORT_LINGER;
+                        while reports.len() < RESULT_BATCH {
+                            let next = match self.rx.try_recv() {
+                                Ok(msg) => Some(msg),
+                                Err(_) if linger => tokio::time::timeout_at(until, self.rx.recv()).await.ok().flatten(),
+                                Err(_) => None,
+                            };
+                            match next {
+                                Some(Msg::Report(more)) => {
+                                    linger &= !matches!(more.report, Report::Finished(_));
+                                    reports.push(more);
+                                }
+                                Some(other) => {
+                                    self.record_reports(std::mem::take(&mut reports)).await?;
                                     self.handle(other).await?;
                                     break;
                                 }
-                                Err(_) => break,
+                                None => break,
                             }
                         }
-                        if !results.is_empty() {
-                            self.record_results(results).await?;
+                        if !reports.is_empty() {
+                            self.record_reports(reports).await?;
                         }
                     }
                     Some(other) => self.handle(other).await?,
@@ -682,7 +721,8 @@ impl<S: EventStore + 'static> Driver<S> {
                 }
                 return Ok(());
             }
-            Msg::Result(result) => return self.record_results(vec![result]).await,
+            Msg::Report(delivery) => return self.record_reports(vec![delivery]).await,
+            Msg::ToolNode(node_run_id) => return self.run_tool_node(node_run_id).await,
         };
         let outcome = self.control(action, control, request_id).await;
         let _ = reply.send(outcome);
@@ -706,23 +746,38 @@ impl<S: EventStore + 'static> Driver<S> {
         }
     }
 
-    async fn record_results(&mut self, results: Vec<NodeResult>) -> Result<(), EngineError> {
-        if results.is_empty() {
+    /// Decides a batch of executor reports as one step; queues hear that their messages are
+    /// recorded only after the append commits.
+    async fn record_reports(&mut self, deliveries: Vec<Delivery>) -> Result<(), EngineError> {
+        if deliveries.is_empty() {
             return Ok(());
         }
-        for result in &results {
-            self.dispatched.remove(&result.node_run_id);
-        }
-        let request = if results.len() == 1 {
-            request_id(format!("result-{}", results[0].node_run_id))
-        } else {
-            let mut hasher = blake3::Hasher::new();
-            for r in &results {
-                hasher.update(r.node_run_id.0.as_bytes());
+        let request = match deliveries.as_slice() {
+            [one] => report_request_id(&one.report, one.message_id.as_deref()),
+            many => {
+                let mut hasher = blake3::Hasher::new();
+                for d in many {
+                    match &d.message_id {
+                        Some(id) => hasher.update(id.as_bytes()),
+                        None => hasher.update(report_request_id(&d.report, None).as_str().as_bytes()),
+                    };
+                }
+                request_id(format!("results-{}-{}", many.len(), &hasher.finalize().to_hex()[..32]))
             }
-            request_id(format!("results-{}-{}", results.len(), &hasher.finalize().to_hex()[..32]))
         };
-        self.step_many(results.into_iter().map(Command::RecordResult).collect(), request).await?;
+        let mut acks = Vec::new();
+        let mut commands = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            if let Report::Finished(result) = &d.report {
+                self.dispatched.remove(&result.node_run_id);
+            }
+            acks.extend(d.recorded);
+            commands.push(report_command(d.report));
+        }
+        self.step_many(commands, request).await?;
+        for ack in acks {
+            let _ = ack.send(());
+        }
         Ok(())
     }
 
@@ -754,7 +809,7 @@ impl<S: EventStore + 'static> Driver<S> {
                     // A malformed result is the executor's fault: drop it (the node run times
                     // out and its retry policy applies) rather than stop driving the run.
                     Err(e @ (DecideError::UnknownNodeRun(_) | DecideError::InvalidInput { .. }))
-                        if matches!(command, Command::RecordResult(_)) =>
+                        if matches!(command, Command::RecordResult(_) | Command::Dispatched { .. } | Command::Started { .. }) =>
                     {
                         tracing::warn!(run_id = %self.state.run_id, error = %e, "executor result dropped");
                     }
@@ -775,7 +830,7 @@ impl<S: EventStore + 'static> Driver<S> {
                 return Ok(Some(Vec::new()));
             }
             let append = append_request(&cause, &events)?;
-            match self.engine.inner.store.append(&self.stream, ExpectedVersion::Exact(self.version), append).await {
+            match self.append_step(append).await {
                 Ok(outcome) if !outcome.deduplicated => {
                     self.version = outcome.last_version();
                     self.last_append = tokio::time::Instant::now();
@@ -871,7 +926,10 @@ impl<S: EventStore + 'static> Driver<S> {
             .copied()
             .filter(|&i| {
                 let nr = &self.state.node_runs[i];
-                nr.phase == Phase::Running && !self.dispatched.contains(&nr.id)
+                let unpublished = nr.phase == Phase::Scheduled
+                    && !nr.dispatched
+                    && self.engine.inner.config.settings.dispatches_remotely(nr.node_type);
+                (nr.phase == Phase::Running || unpublished) && !self.dispatched.contains(&nr.id)
             })
             .collect();
         for i in running {
@@ -882,6 +940,14 @@ impl<S: EventStore + 'static> Driver<S> {
     async fn effects(&mut self, events: &[DomainEvent]) {
         for event in events {
             let ended = match event {
+                DomainEvent::NodeScheduled(e) if self.engine.inner.config.settings.dispatches_remotely(e.node_type) => {
+                    if let Some(i) = self.state.node_run_index(&e.node_run_id)
+                        && self.state.node_runs[i].phase == Phase::Scheduled
+                    {
+                        self.dispatch(i).await;
+                    }
+                    continue;
+                }
                 DomainEvent::NodeStarted(e) => {
                     if let Some(i) = self.state.node_run_index(&e.node_run_id)
                         && self.state.node_runs[i].is_active()
@@ -915,7 +981,17 @@ impl<S: EventStore + 'static> Driver<S> {
         if !self.dispatched.insert(id) {
             return;
         }
+        if crate::tools::runs_in_engine(nr.node_type) && nr.phase == Phase::Running {
+            self.queue_tool_node(id);
+            return;
+        }
+        let remote = nr.phase == Phase::Scheduled && self.engine.inner.config.settings.dispatches_remotely(nr.node_type);
         match nr.executor.as_deref() {
+            None if remote => {
+                if let Some(work) = self.state.work(i) {
+                    self.engine.inner.executor.submit(work, self.engine.inner.results.clone());
+                }
+            }
             Some(SUBFLOW) => self.dispatch_child(i),
             Some(executor) if executor == self.engine.inner.config.settings.executor || executor == INPROCESS => {
                 if let Some(work) = self.state.work(i) {
@@ -942,7 +1018,7 @@ impl<S: EventStore + 'static> Driver<S> {
         };
         let me = self.me.clone();
         tokio::spawn(async move {
-            let report = |outcome| (parent_id, NodeResult { node_run_id, attempt, outcome, tool_calls: Vec::new() });
+            let report = |outcome| Delivery::finished(parent_id, NodeResult { node_run_id, attempt, outcome, tool_calls: Vec::new() });
             let child = match prepared {
                 Err(outcome) => {
                     let _ = engine.inner.results.send(report(outcome));
@@ -965,7 +1041,7 @@ impl<S: EventStore + 'static> Driver<S> {
             // A child that has already ended reports now; a running one reports when it ends.
             match engine.ensure_driven(child).await {
                 Ok(summary) if summary.status.is_terminal() && !engine.is_driven(child) => {
-                    let _ = engine.inner.results.send((parent_id, child_result(&summary, node_run_id, attempt)));
+                    let _ = engine.inner.results.send(Delivery::finished(parent_id, child_result(&summary, node_run_id, attempt)));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -982,7 +1058,30 @@ impl<S: EventStore + 'static> Driver<S> {
         let Some(nr) = parent_state.state.node_run(&parent.node_run_id) else { return };
         let summary = RunSummary::of(&self.state, self.version);
         let result = child_result(&summary, parent.node_run_id, nr.attempt);
-        let _ = self.engine.inner.results.send((parent.run_id, result));
+        let _ = self.engine.inner.results.send(Delivery::finished(parent.run_id, result));
+    }
+}
+
+/// The request id of a step that records one report: the carrying message's id when it has
+/// one, so a redelivered message finds its first append.
+fn report_request_id(report: &Report, message_id: Option<&str>) -> RequestId {
+    if let Some(id) = message_id {
+        return request_id(id.to_owned());
+    }
+    match report {
+        Report::Finished(r) => request_id(format!("result-{}", r.node_run_id)),
+        Report::Dispatched { node_run_id, .. } => request_id(format!("dispatched-{node_run_id}")),
+        Report::Started { node_run_id, .. } => request_id(format!("started-{node_run_id}")),
+    }
+}
+
+fn report_command(report: Report) -> Command {
+    match report {
+        Report::Finished(result) => Command::RecordResult(result),
+        Report::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence } => {
+            Command::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence }
+        }
+        Report::Started { node_run_id, attempt, executor } => Command::Started { node_run_id, attempt, executor },
     }
 }
 

@@ -5,6 +5,8 @@
 //!   injected through [`decide::Env`].
 //! - [`executor`] and [`provider`]: where work nodes run (the in-process pool, the `scripted`
 //!   model) behind the `NodeExecutor` and `ModelProvider` traits.
+//! - [`tools`]: the memory, plan and milestone tools (state event-sourced in their own
+//!   streams), run by the engine in the same transaction as the node's end.
 //! - [`engine`]: the run service that drives runs against an `EventStore`: one append per step,
 //!   durable timers, operator controls, recovery after a crash.
 //!
@@ -15,6 +17,7 @@ pub mod engine;
 pub mod executor;
 pub mod provider;
 pub mod state;
+pub mod tools;
 
 pub use decide::{Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings, StartRun, SystemEnv};
 pub use engine::{Engine, EngineConfig, EngineError, FlowchartSource, RunSummary};

@@ -1,6 +1,11 @@
 //! Model providers: what a `task` node calls. This crate ships the `scripted` provider, which
 //! answers from the flowchart (or a fixture file) so runs are offline and deterministic; HTTP
 //! providers live in the executor gateway behind the same trait.
+//!
+//! A node run's conversation with its model is one prompt, then, when the answer does not
+//! satisfy the node's `output_schema`, one repair turn per rejected answer: the answer and
+//! feedback naming what was wrong ([`RepairTurn`]). Every provider sees the same turns through
+//! [`ModelRequest::messages`] and the same [`ModelRequest::system_instruction`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,9 +15,16 @@ use std::time::Duration;
 use runledger_contracts::events::ErrorInfo;
 use runledger_contracts::flowchart::{Node, ScriptedResponse};
 use runledger_contracts::ids::{NodeRunId, RunId};
-use serde_json::Value;
+use runledger_contracts::time::Timestamp;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Repair calls a node with an `output_schema` gets when it sets no `schema_repair_attempts`.
+pub const DEFAULT_SCHEMA_REPAIR_ATTEMPTS: u32 = 1;
+/// Most schema violations reported per answer (to the model and in error details).
+pub const MAX_REPORTED_VIOLATIONS: usize = 20;
 
 /// One model call of one node run.
 #[derive(Debug, Clone)]
@@ -27,21 +39,217 @@ pub struct ModelRequest<'a> {
     /// How many node runs of this node came before this one in the run.
     pub ordinal: u32,
     pub attempt: u32,
+    /// The answers of this node run rejected so far, each with its feedback; empty on the
+    /// first call, one more on each repair call.
+    pub repairs: &'a [RepairTurn],
+    /// When the node run's execution timeout fires; a provider stops waiting by then.
+    pub deadline: Option<Timestamp>,
+}
+
+/// A rejected answer and what the model is told about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepairTurn {
+    /// The answer as the model gave it (JSON answers re-serialized compactly).
+    pub answer: String,
+    pub feedback: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One turn of the conversation, in provider-neutral form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ModelRequest<'_> {
+    /// The node's `output_schema`, if it has one.
+    pub fn output_schema(&self) -> Option<&Map<String, Value>> {
+        self.node.output_schema.as_ref()
+    }
+
+    /// 0 for the first call of a node run, n for its n-th repair call.
+    pub fn repair(&self) -> u32 {
+        u32::try_from(self.repairs.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The prompt, then for each rejected answer: the answer (assistant) and the feedback (user).
+    pub fn messages(&self) -> Vec<ChatMessage> {
+        let mut out = Vec::with_capacity(1 + 2 * self.repairs.len());
+        out.push(ChatMessage {
+            role: Role::User,
+            content: self.prompt.clone(),
+        });
+        for turn in self.repairs {
+            out.push(ChatMessage {
+                role: Role::Assistant,
+                content: turn.answer.clone(),
+            });
+            out.push(ChatMessage {
+                role: Role::User,
+                content: turn.feedback.clone(),
+            });
+        }
+        out
+    }
+
+    /// What every provider is told besides the prompt: answer with JSON only, and the schema
+    /// the answer must satisfy when the node has one.
+    pub fn system_instruction(&self) -> String {
+        let mut text = String::from(
+            "Answer with exactly one JSON value and nothing else: no prose, no Markdown code fences.",
+        );
+        if let Some(schema) = self.output_schema() {
+            text.push_str(" The value must satisfy this JSON Schema:\n");
+            text.push_str(&Value::Object(schema.clone()).to_string());
+        }
+        text
+    }
+}
+
+/// What the model said: JSON, or text that does not parse as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Json(Value),
+    NotJson {
+        text: String,
+        /// The parse error (line and column).
+        error: String,
+    },
+}
+
+impl Answer {
+    /// Parses a model's text answer. Surrounding whitespace and one Markdown code fence
+    /// (```` ```json ... ``` ````) are tolerated, since models add them even when told not to.
+    pub fn from_text(text: &str) -> Answer {
+        match serde_json::from_str::<Value>(strip_code_fence(text.trim())) {
+            Ok(value) => Answer::Json(value),
+            Err(e) => Answer::NotJson {
+                text: text.to_owned(),
+                error: e.to_string(),
+            },
+        }
+    }
+
+    /// The answer as text, for a repair turn.
+    pub fn text(&self) -> String {
+        match self {
+            Answer::Json(value) => value.to_string(),
+            Answer::NotJson { text, .. } => text.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelResponse {
-    pub output: Value,
+    pub answer: Answer,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+}
+
+impl ModelResponse {
+    pub fn json(output: Value) -> Self {
+        Self {
+            answer: Answer::Json(output),
+            input_tokens: None,
+            output_tokens: None,
+        }
+    }
 }
 
 /// A model provider. Errors carry a stable code (`provider_unavailable`, ...) and whether a
 /// retry may help; they never contain credentials.
 pub trait ModelProvider: Send + Sync {
-    /// The provider's name as recorded on tool-call events (`scripted`, `openai`, ...).
+    /// The provider's name as recorded on tool-call events (`scripted`, `openai_compatible`, ...).
     fn name(&self) -> &str;
-    fn complete<'a>(&'a self, request: ModelRequest<'a>) -> BoxFuture<'a, Result<ModelResponse, ErrorInfo>>;
+    fn complete<'a>(
+        &'a self,
+        request: ModelRequest<'a>,
+    ) -> BoxFuture<'a, Result<ModelResponse, ErrorInfo>>;
+}
+
+/// A node's `output_schema`, compiled once per node run.
+pub struct OutputSchema(jsonschema::Validator);
+
+/// One way an answer fails the schema: where (a JSON Pointer into the answer) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchemaViolation {
+    pub path: String,
+    pub message: String,
+}
+
+impl OutputSchema {
+    /// Compiles the schema. Remote `$ref`s are not fetched (no network from here), so a schema
+    /// that needs one does not compile.
+    pub fn compile(schema: &Map<String, Value>) -> Result<Self, String> {
+        jsonschema::validator_for(&Value::Object(schema.clone()))
+            .map(OutputSchema)
+            .map_err(|e| truncate(&e.to_string(), 300))
+    }
+
+    /// Every violation of `output`, at most [`MAX_REPORTED_VIOLATIONS`]; empty when it is valid.
+    pub fn violations(&self, output: &Value) -> Vec<SchemaViolation> {
+        self.0
+            .iter_errors(output)
+            .take(MAX_REPORTED_VIOLATIONS)
+            .map(|e| SchemaViolation {
+                path: e.instance_path().to_string(),
+                message: truncate(&e.to_string(), 300),
+            })
+            .collect()
+    }
+}
+
+/// What the model is told about a rejected answer.
+pub fn repair_feedback(answer: &Answer, violations: &[SchemaViolation]) -> String {
+    match answer {
+        Answer::NotJson { error, .. } => format!(
+            "Your answer is not valid JSON ({error}). Answer again with only the JSON value."
+        ),
+        Answer::Json(_) => {
+            let mut text = String::from("Your answer does not satisfy the required JSON Schema:\n");
+            for v in violations {
+                let at = if v.path.is_empty() {
+                    "(root)"
+                } else {
+                    v.path.as_str()
+                };
+                text.push_str(&format!("- at {at}: {}\n", v.message));
+            }
+            text.push_str("Answer again with only the corrected JSON value.");
+            text
+        }
+    }
+}
+
+/// ```` ```lang\nBODY\n``` ```` → `BODY`; anything else unchanged.
+fn strip_code_fence(text: &str) -> &str {
+    let Some(inner) = text
+        .strip_prefix("```")
+        .and_then(|rest| rest.strip_suffix("```"))
+    else {
+        return text;
+    };
+    match inner.split_once('\n') {
+        Some((lang, body)) if lang.trim().bytes().all(|b| b.is_ascii_alphanumeric()) => body,
+        _ => inner,
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// Scripted responses per node id, read from a fixture file (YAML or JSON):
@@ -54,7 +262,8 @@ pub trait ModelProvider: Send + Sync {
 pub type Script = HashMap<String, Vec<ScriptedResponse>>;
 
 /// The built-in `scripted` model: node run number `ordinal` of a node gets response number
-/// `ordinal` (the last one repeats), after its `delay_ms`.
+/// `ordinal`, and its n-th schema repair call the response n after that (`ordinal + n`); when
+/// the list runs out the last one repeats. Each answer comes after its `delay_ms`.
 #[derive(Debug, Clone, Default)]
 pub struct ScriptedProvider {
     fixture: Script,
@@ -81,19 +290,22 @@ impl ScriptedProvider {
         for (node, responses) in map {
             if let Value::Array(items) = &responses {
                 for (i, item) in items.iter().enumerate() {
-                    let unknown = item
-                        .as_object()
-                        .and_then(|o| o.keys().find(|k| !matches!(k.as_str(), "output" | "error" | "delay_ms")));
+                    let unknown = item.as_object().and_then(|o| {
+                        o.keys()
+                            .find(|k| !matches!(k.as_str(), "output" | "error" | "delay_ms"))
+                    });
                     if let Some(key) = unknown {
                         return Err(format!("{node}[{i}]: unknown key `{key}`"));
                     }
                 }
             }
-            let list: Vec<ScriptedResponse> = serde_json::from_value(responses)
-                .map_err(|e| format!("{node}: {e}"))?;
+            let list: Vec<ScriptedResponse> =
+                serde_json::from_value(responses).map_err(|e| format!("{node}: {e}"))?;
             for (i, r) in list.iter().enumerate() {
                 if r.output.is_some() == r.error.is_some() {
-                    return Err(format!("{node}[{i}]: give exactly one of `output` and `error`"));
+                    return Err(format!(
+                        "{node}[{i}]: give exactly one of `output` and `error`"
+                    ));
                 }
             }
             if list.is_empty() {
@@ -114,7 +326,10 @@ impl ModelProvider for ScriptedProvider {
         runledger_contracts::flowchart::SCRIPTED_MODEL
     }
 
-    fn complete<'a>(&'a self, request: ModelRequest<'a>) -> BoxFuture<'a, Result<ModelResponse, ErrorInfo>> {
+    fn complete<'a>(
+        &'a self,
+        request: ModelRequest<'a>,
+    ) -> BoxFuture<'a, Result<ModelResponse, ErrorInfo>> {
         Box::pin(async move {
             let responses = self
                 .fixture
@@ -122,7 +337,9 @@ impl ModelProvider for ScriptedProvider {
                 .map(Vec::as_slice)
                 .or(request.node.scripted.as_deref())
                 .unwrap_or_default();
-            let index = usize::try_from(request.ordinal).unwrap_or(usize::MAX).min(responses.len().saturating_sub(1));
+            let index = usize::try_from(request.ordinal.saturating_add(request.repair()))
+                .unwrap_or(usize::MAX)
+                .min(responses.len().saturating_sub(1));
             let Some(response) = responses.get(index) else {
                 return Err(ErrorInfo {
                     code: "script_missing".into(),
@@ -141,11 +358,7 @@ impl ModelProvider for ScriptedProvider {
                     retryable: error.retryable,
                     details: None,
                 }),
-                (None, output) => Ok(ModelResponse {
-                    output: output.clone().unwrap_or(Value::Null),
-                    input_tokens: None,
-                    output_tokens: None,
-                }),
+                (None, output) => Ok(ModelResponse::json(output.clone().unwrap_or(Value::Null))),
             }
         })
     }
@@ -187,19 +400,227 @@ mod tests {
     fn prompt_placeholders_are_filled_from_the_context() {
         let ctx = json!({ "inputs": { "topic": "owls", "n": 3 }, "context": {} });
         assert_eq!(
-            render_prompt("About {{ inputs.topic }} x{{inputs.n}}; {{ context.review.output.notes }}.", &ctx),
+            render_prompt(
+                "About {{ inputs.topic }} x{{inputs.n}}; {{ context.review.output.notes }}.",
+                &ctx
+            ),
             "About owls x3; ."
         );
-        assert_eq!(render_prompt("keep {{ not a path }} and {{ open", &ctx), "keep {{ not a path }} and {{ open");
+        assert_eq!(
+            render_prompt("keep {{ not a path }} and {{ open", &ctx),
+            "keep {{ not a path }} and {{ open"
+        );
+    }
+
+    #[test]
+    fn answers_parse_as_json_with_one_fence_tolerated() {
+        assert_eq!(
+            Answer::from_text(" {\"a\": 1}\n"),
+            Answer::Json(json!({ "a": 1 }))
+        );
+        assert_eq!(
+            Answer::from_text("```json\n{\"a\": 2}\n```"),
+            Answer::Json(json!({ "a": 2 }))
+        );
+        assert_eq!(Answer::from_text("```\n[3]\n```"), Answer::Json(json!([3])));
+        let Answer::NotJson { text, error } = Answer::from_text("Sure: {\"a\": 1}") else {
+            panic!("not JSON")
+        };
+        assert_eq!(text, "Sure: {\"a\": 1}");
+        assert!(error.contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn schema_violations_name_the_path() {
+        let schema = json!({ "type": "object", "required": ["text"], "properties": { "text": { "type": "string" } } });
+        let schema = OutputSchema::compile(schema.as_object().unwrap()).unwrap();
+        assert!(schema.violations(&json!({ "text": "ok" })).is_empty());
+        let v = schema.violations(&json!({ "text": 5 }));
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].path, "/text");
+        let feedback = repair_feedback(&Answer::Json(json!({ "text": 5 })), &v);
+        assert!(
+            feedback.contains("at /text:") && feedback.contains("string"),
+            "{feedback}"
+        );
+        assert!(OutputSchema::compile(json!({ "type": 12 }).as_object().unwrap()).is_err());
+    }
+
+    mod task {
+        use std::sync::Arc;
+
+        use runledger_contracts::events::ToolOutcome;
+        use runledger_contracts::flowchart::{NodeType, ScriptedError};
+
+        use super::*;
+        use crate::decide::{NodeOutcome, NodeResult};
+        use crate::executor::{NodeWork, Providers, run_node};
+
+        fn scripted(outputs: &[Value]) -> Vec<ScriptedResponse> {
+            outputs
+                .iter()
+                .map(|o| ScriptedResponse {
+                    output: Some(o.clone()),
+                    error: None,
+                    delay_ms: None,
+                })
+                .collect()
+        }
+
+        async fn run(
+            schema: Option<Value>,
+            repairs: Option<u32>,
+            responses: Vec<ScriptedResponse>,
+            ordinal: u32,
+        ) -> NodeResult {
+            let mut node = Node::new("draft", NodeType::Task);
+            node.model = Some("scripted".into());
+            node.output_schema = schema.map(|s| s.as_object().cloned().unwrap_or_default());
+            node.schema_repair_attempts = repairs;
+            node.scripted = Some(responses);
+            let work = NodeWork {
+                run_id: RunId::new_v7(),
+                node_run_id: NodeRunId::new_v7(),
+                attempt: 1,
+                ordinal,
+                deadline: None,
+                input_context: json!({}),
+                node: Arc::new(node),
+            };
+            run_node(&Providers::scripted(ScriptedProvider::new()), &work).await
+        }
+
+        fn text_schema() -> Option<Value> {
+            Some(
+                json!({ "type": "object", "required": ["text"], "properties": { "text": { "type": "string" } } }),
+            )
+        }
+
+        #[tokio::test]
+        async fn a_repair_call_takes_the_next_scripted_response() {
+            let responses = scripted(&[
+                json!({ "text": 1 }),
+                json!({ "text": "fixed" }),
+                json!({ "text": "later" }),
+            ]);
+            let result = run(text_schema(), None, responses.clone(), 0).await;
+            assert_eq!(
+                result.outcome,
+                NodeOutcome::Succeeded {
+                    output: json!({ "text": "fixed" }),
+                    warnings: vec![],
+                    fallback_used: false
+                }
+            );
+            let keys: Vec<String> = result
+                .tool_calls
+                .iter()
+                .map(|c| c.idempotency_key.clone())
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    format!("{}:provider:1", result.node_run_id),
+                    format!("{}:provider:2", result.node_run_id)
+                ]
+            );
+            assert_eq!(result.tool_calls[0].outcome, ToolOutcome::Error);
+            assert_eq!(
+                result.tool_calls[0].error.as_ref().unwrap().code,
+                "output_schema_invalid"
+            );
+            assert_eq!(result.tool_calls[1].outcome, ToolOutcome::Ok);
+            // Node run number 1 starts at response 1, which is already valid.
+            let result = run(text_schema(), None, responses, 1).await;
+            assert_eq!(result.tool_calls.len(), 1);
+        }
+
+        #[tokio::test]
+        async fn without_repairs_left_the_node_fails_with_the_violations() {
+            let result = run(
+                text_schema(),
+                Some(0),
+                scripted(&[json!({ "title": "x" }), json!({ "text": "never asked" })]),
+                0,
+            )
+            .await;
+            let NodeOutcome::Failed(e) = &result.outcome else {
+                panic!("{:?}", result.outcome)
+            };
+            assert_eq!(
+                (e.code.as_str(), e.retryable),
+                ("output_schema_invalid", false)
+            );
+            let details = e.details.as_ref().unwrap();
+            assert_eq!(
+                (
+                    details["repair_attempts"].as_u64(),
+                    details["provider_calls"].as_u64()
+                ),
+                (Some(0), Some(1))
+            );
+            assert!(
+                details["violations"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("text"),
+                "{details}"
+            );
+            assert_eq!(result.tool_calls.len(), 1);
+        }
+
+        #[tokio::test]
+        async fn outputs_without_a_schema_and_provider_errors_are_not_repaired() {
+            let result = run(None, Some(3), scripted(&[json!(5)]), 0).await;
+            assert!(matches!(result.outcome, NodeOutcome::Succeeded { .. }));
+            let failing = vec![ScriptedResponse {
+                output: None,
+                error: Some(ScriptedError {
+                    code: "provider_unavailable".into(),
+                    message: "503".into(),
+                    retryable: true,
+                }),
+                delay_ms: None,
+            }];
+            let result = run(text_schema(), Some(3), failing, 0).await;
+            let NodeOutcome::Failed(e) = &result.outcome else {
+                panic!("{:?}", result.outcome)
+            };
+            assert_eq!(
+                (e.code.as_str(), e.retryable),
+                ("provider_unavailable", true)
+            );
+            assert_eq!(result.tool_calls.len(), 1);
+        }
+
+        #[tokio::test]
+        async fn an_unusable_output_schema_fails_before_any_call() {
+            let result = run(
+                Some(json!({ "type": "nonsense" })),
+                None,
+                scripted(&[json!({})]),
+                0,
+            )
+            .await;
+            let NodeOutcome::Failed(e) = &result.outcome else {
+                panic!("{:?}", result.outcome)
+            };
+            assert_eq!(e.code, "invalid_output_schema");
+            assert!(result.tool_calls.is_empty());
+        }
     }
 
     #[test]
     fn fixture_parsing_names_the_bad_entry() {
-        let script = ScriptedProvider::parse_fixture("a:\n  - output: 1\n  - error: { code: x, message: y }\n").unwrap();
+        let script = ScriptedProvider::parse_fixture(
+            "a:\n  - output: 1\n  - error: { code: x, message: y }\n",
+        )
+        .unwrap();
         assert_eq!(script["a"].len(), 2);
         let err = ScriptedProvider::parse_fixture("a:\n  - delay_ms: 5\n").unwrap_err();
         assert!(err.contains("a[0]"), "{err}");
-        let err = ScriptedProvider::parse_fixture("a:\n  - output: 1\n    colour: red\n").unwrap_err();
+        let err =
+            ScriptedProvider::parse_fixture("a:\n  - output: 1\n    colour: red\n").unwrap_err();
         assert!(err.contains("a[0]: unknown key `colour`"), "{err}");
     }
 }

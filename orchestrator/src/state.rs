@@ -85,8 +85,14 @@ pub struct NodeRun {
     /// Latest result of each dotted parent when the node run was scheduled (node-run indices).
     pub dotted: Vec<usize>,
     pub retry_of: Option<usize>,
+    /// The dispatch deadline while a remote node run waits for an executor, then the
+    /// execution deadline once it runs.
     pub deadline: Option<Timestamp>,
     pub executor: Option<String>,
+    /// Its work was published to a remote executor queue (`NodeDispatched`).
+    pub dispatched: bool,
+    /// A result that came after its end was recorded (`NodeResultIgnored`); more copies are not.
+    pub late_result_recorded: bool,
     pub output: Option<Value>,
     pub error: Option<ErrorInfo>,
     /// Connectors a decision fired.
@@ -407,9 +413,18 @@ impl RunState {
                 self.node_runs[i].child_run = Some(e.child_run_id);
             }
             DomainEvent::NodeScheduled(e) => self.scheduled(e)?,
-            DomainEvent::NodeDispatched(_) => {}
+            DomainEvent::NodeDispatched(e) => {
+                let i = self.active_index("NodeDispatched", &e.node_run_id)?;
+                self.node_runs[i].dispatched = true;
+                if let Some(at) = e.dispatch_deadline {
+                    self.set_deadline(i, at);
+                }
+            }
             DomainEvent::NodeStarted(e) => {
                 let i = self.active_index("NodeStarted", &e.node_run_id)?;
+                if let Some(at) = self.node_runs[i].deadline.take() {
+                    self.timers.remove(&Timer { at, kind: TimerKind::NodeDeadline(i) });
+                }
                 let nr = &mut self.node_runs[i];
                 nr.phase = Phase::Running;
                 nr.executor = Some(e.executor.clone());
@@ -439,9 +454,13 @@ impl RunState {
             }
             DomainEvent::NodeTimedOut(e) => {
                 let i = self.end("NodeTimedOut", &e.node_run_id, NodeRunStatus::TimedOut)?;
+                let (code, message) = match e.phase {
+                    events::TimeoutPhase::Dispatch => ("dispatch_timeout", format!("no executor took the work within {} ms", e.timeout_ms)),
+                    events::TimeoutPhase::Execution => ("execution_timeout", format!("no result within {} ms", e.timeout_ms)),
+                };
                 self.node_runs[i].error = Some(ErrorInfo {
-                    code: "timeout".into(),
-                    message: format!("no result within {} ms", e.timeout_ms),
+                    code: code.into(),
+                    message,
                     retryable: true,
                     details: None,
                 });
@@ -461,7 +480,27 @@ impl RunState {
                 self.timers.insert(Timer { at: e.retry_at, kind: TimerKind::Retry(i) });
             }
             DomainEvent::NodeRewound(e) => self.rewound(e)?,
-            DomainEvent::NodeResultIgnored(_) | DomainEvent::ToolCalled(_) => {}
+            DomainEvent::NodeResultIgnored(e) => {
+                let i = self.run_index("NodeResultIgnored", &e.node_run_id)?;
+                self.node_runs[i].late_result_recorded = true;
+            }
+            DomainEvent::ToolCalled(_) => {}
+            // The flowchart registry and the API's idempotency keys have streams of their own.
+            DomainEvent::FlowchartVersionCreated(_) | DomainEvent::IdempotencyKeyRecorded(_) => {
+                return Err(inconsistent(event.event_type().as_str(), "not an event of a run stream"));
+            }
+            // The model registry has a stream per model.
+            DomainEvent::ModelCreated(_) | DomainEvent::ModelUpdated(_) | DomainEvent::ModelDeleted(_) => {
+                return Err(inconsistent(event.event_type().as_str(), "not an event of a run stream"));
+            }
+            // Tool state (memory, plans, milestones) lives in the tools' own streams.
+            DomainEvent::MemoryEntryCreated(_) | DomainEvent::MemoryEntryUpdated(_) | DomainEvent::MemoryEntryDeleted(_)
+            | DomainEvent::PlanCreated(_) | DomainEvent::PlanUpdated(_) | DomainEvent::PlanDeleted(_)
+            | DomainEvent::PlanStagesReordered(_) | DomainEvent::PlanStageStatusSet(_)
+            | DomainEvent::MilestoneCreated(_) | DomainEvent::MilestoneUpdated(_) | DomainEvent::MilestoneDeleted(_)
+            | DomainEvent::MilestoneStatusSet(_) | DomainEvent::MilestoneEvidenceAttached(_) => {
+                return Err(inconsistent(event.event_type().as_str(), "not an event of a run stream"));
+            }
             DomainEvent::RoutingDecided(e) => {
                 let i = self.active_index("RoutingDecided", &e.node_run_id)?;
                 let mut routed = Vec::with_capacity(e.matched_connectors.len());
@@ -553,6 +592,8 @@ impl RunState {
             retry_of,
             deadline: None,
             executor: None,
+            dispatched: false,
+            late_result_recorded: false,
             output: None,
             error: None,
             routed: None,
@@ -588,6 +629,14 @@ impl RunState {
             self.candidates.remove(&node);
         }
         Ok(taken)
+    }
+
+    /// Replaces the node run's deadline timer.
+    fn set_deadline(&mut self, i: usize, at: Timestamp) {
+        if let Some(old) = self.node_runs[i].deadline.replace(at) {
+            self.timers.remove(&Timer { at: old, kind: TimerKind::NodeDeadline(i) });
+        }
+        self.timers.insert(Timer { at, kind: TimerKind::NodeDeadline(i) });
     }
 
     fn end(&mut self, event: &'static str, id: &NodeRunId, status: NodeRunStatus) -> Result<usize, StateError> {

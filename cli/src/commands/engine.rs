@@ -1,5 +1,6 @@
 //! Building the run engine the way `run` and `serve` use it: the PostgreSQL ledger (migrated),
-//! the in-process executor pool with the `scripted` model, and sub-flows from a directory.
+//! the in-process executor pool or the NATS gateway (dispatch and result intake), the models,
+//! and sub-flows from a directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,7 +9,14 @@ use std::time::Duration;
 use runledger_contracts::flowchart::{Flowchart, SourceFormat, load};
 use runledger_ledger::PgEventStore;
 use runledger_orchestrator::engine::{Engine, EngineConfig, FlowchartSource};
-use runledger_orchestrator::executor::{InProcessPool, Providers};
+use runledger_executor_gateway::dispatcher::{NatsDispatcher, class_of_registry};
+use runledger_executor_gateway::intake::run_intake;
+use runledger_executor_gateway::jobs::{fail_started_node_runs, launch_on_dispatch};
+use runledger_executor_gateway::kube::{self, FailureReporter, JobLauncher, JobWatcher, KubeSettings};
+use runledger_executor_gateway::outbox::{Outbox, OutboxConfig};
+use runledger_executor_gateway::topology::Topology;
+use runledger_orchestrator::decide::{RemoteDispatch, Settings};
+use runledger_orchestrator::executor::{InProcessPool, NodeExecutor, Providers};
 use runledger_orchestrator::provider::{Script, ScriptedProvider};
 
 use crate::{Failure, GlobalArgs};
@@ -26,21 +34,169 @@ pub struct ExecArgs {
     /// How often an idle run checks the ledger for controls written by other processes.
     #[arg(long, value_name = "MS", default_value_t = 250)]
     pub poll_ms: u64,
+    /// Where `task` and `rag` node runs execute: in this process, or on `runledger executor`
+    /// workers over NATS JetStream. Default: `inprocess` for `run`; for `serve`, `nats` when
+    /// RUNLEDGER_NATS_URL is set.
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub dispatch: Option<Dispatch>,
+    /// With `--dispatch nats`: how long published work may wait for an executor to take it
+    /// before the node run times out (phase `dispatch`) and its retry policy applies.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub dispatch_timeout_s: u64,
+    /// With `--dispatch nats`: how long JetStream waits for an ack or heartbeat before it
+    /// redelivers a message (used when the consumers are first created).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub ack_wait_s: u64,
+    /// With `--dispatch nats`: run executors as Kubernetes Jobs, launched on a run's first
+    /// dispatch of each class (settings file: docs/kubernetes.md). A failed or evicted Job fails
+    /// the node runs it had started with `infra_error`.
+    #[arg(long, value_name = "FILE", env = "RUNLEDGER_KUBE_SETTINGS")]
+    pub kube_settings: Option<PathBuf>,
 }
 
-/// Connects, applies pending migrations, and builds the engine.
-pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<PathBuf>) -> Result<Engine<PgEventStore>, Failure> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dispatch {
+    Inprocess,
+    Nats,
+}
+
+/// The engine and, with NATS dispatch, the gateway tasks feeding it.
+pub struct Built {
+    pub engine: Engine<PgEventStore>,
+    gateway: Option<Gateway>,
+}
+
+struct Gateway {
+    js: async_nats::jetstream::Context,
+    outbox: OutboxConfig,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Built {
+    /// Starts the catch-up outbox (for `serve`, the long-lived engine).
+    pub async fn spawn_outbox(&mut self) -> Result<(), Failure> {
+        let Some(gateway) = &mut self.gateway else { return Ok(()) };
+        let outbox = Outbox::load(self.engine.clone(), gateway.js.clone(), gateway.outbox.clone())
+            .await
+            .map_err(|e| Failure::new(format!("cannot load the dispatch outbox: {e}")))?;
+        gateway.tasks.push(tokio::spawn(outbox.run(gateway.stop.subscribe())));
+        Ok(())
+    }
+
+    /// Stops the gateway tasks; unacked reports are redelivered to the next engine.
+    pub async fn shutdown(self) {
+        if let Some(gateway) = self.gateway {
+            let _ = gateway.stop.send(true);
+            for task in gateway.tasks {
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// The JetStream topology of `--nats-namespace`, with `--ack-wait-s`.
+pub fn topology(global: &GlobalArgs, ack_wait_s: u64) -> Result<Topology, Failure> {
+    let mut topology = Topology::in_namespace(&global.nats_namespace).map_err(|e| Failure::new(e.to_string()))?;
+    topology.ack_wait = Duration::from_secs(ack_wait_s.max(1));
+    Ok(topology)
+}
+
+/// Connects to NATS JetStream, naming the URL when that fails.
+pub async fn jetstream(global: &GlobalArgs) -> Result<async_nats::jetstream::Context, Failure> {
+    runledger_executor_gateway::connect(&global.nats_url)
+        .await
+        .map_err(|e| Failure::new(format!("{e} (--nats-url {})", global.nats_url)))
+}
+
+/// Connects, applies pending migrations, and builds the engine; with `dispatch` = `nats` it
+/// also creates the JetStream streams and consumers and starts result intake.
+pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<PathBuf>, dispatch: Dispatch) -> Result<Built, Failure> {
     let store = super::connect(global).await?;
     store.migrate().await.map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
-    let script = match &exec.script {
+    let providers = registry_providers(&store, exec.script.as_deref()).await?;
+    let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
+    let source: Arc<dyn FlowchartSource> = Arc::new(DirSource { dir: flowcharts });
+    let mut config = EngineConfig { poll_interval: Duration::from_millis(exec.poll_ms.max(10)), ..EngineConfig::default() };
+    if dispatch == Dispatch::Inprocess {
+        return Ok(Built { engine: Engine::new(store, local, source, config), gateway: None });
+    }
+    let topology = topology(global, exec.ack_wait_s)?;
+    let js = jetstream(global).await?;
+    topology.ensure_all(&js).await.map_err(|e| Failure::new(e.to_string()))?;
+    let dispatch_timeout = Duration::from_secs(exec.dispatch_timeout_s.max(1));
+    let class_of = class_of_registry(&store)
+        .await
+        .map_err(|e| Failure::new(format!("cannot load the model registry: {e} [{}]", e.code())))?;
+    let mut dispatcher = NatsDispatcher::new(js.clone(), topology.clone(), class_of.clone(), dispatch_timeout, local);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut failures = None;
+    if let Some(path) = &exec.kube_settings {
+        let settings = KubeSettings::load(path).map_err(|e| Failure::new(format!("--kube-settings {}: {e}", path.display())))?;
+        let client = kube::connect(&settings).await.map_err(|e| Failure::new(format!("--kube-settings: {e} [{}]", e.code())))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let reporter = FailureReporter::new(tx);
+        let launcher = JobLauncher::new(client.clone(), &settings, reporter.clone());
+        dispatcher = dispatcher.with_on_dispatch(launch_on_dispatch(Arc::new(launcher)));
+        let mut watch_stop = stop.subscribe();
+        let watcher = JobWatcher::new(client, &settings, reporter);
+        tasks.push(tokio::spawn(watcher.run(async move {
+            let _ = watch_stop.changed().await;
+        })));
+        failures = Some(rx);
+    }
+    config.settings = Settings {
+        executor: "nats".to_owned(),
+        remote: Some(RemoteDispatch { dispatch_timeout_ms: exec.dispatch_timeout_s.max(1).saturating_mul(1000) }),
+    };
+    let engine = Engine::new(store, Arc::new(dispatcher), source, config);
+    if let Some(mut failures) = failures {
+        let engine = engine.clone();
+        let mut failures_stop = stop.subscribe();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let failure = tokio::select! {
+                    f = failures.recv() => match f { Some(f) => f, None => return },
+                    _ = failures_stop.changed() => return,
+                };
+                match fail_started_node_runs(&engine, &failure).await {
+                    Ok(n) => tracing::warn!(job = %failure.job_name, reason = %failure.reason, node_runs = n, "executor job failed"),
+                    Err(e) => tracing::error!(job = %failure.job_name, error = %e, "could not fail the node runs of a failed job"),
+                }
+            }
+        }));
+    }
+    let reports = engine.reports();
+    let outbox = OutboxConfig {
+        topology: topology.clone(),
+        class_of,
+        dispatch_timeout,
+        grace: Duration::from_secs(5),
+        interval: Duration::from_secs(1),
+    };
+    let intake = tokio::spawn({
+        let js = js.clone();
+        async move {
+            if let Err(e) = run_intake(js, topology, reports, stopped).await {
+                tracing::error!(error = %e, "result intake stopped");
+            }
+        }
+    });
+    tasks.push(intake);
+    Ok(Built { engine, gateway: Some(Gateway { js, outbox, stop, tasks }) })
+}
+
+/// Every model of the registry (HTTP providers) plus `scripted` (with the `--script` fixture).
+/// Models registered later are seen by the next start.
+pub async fn registry_providers(store: &PgEventStore, script: Option<&Path>) -> Result<Providers, Failure> {
+    let script = match script {
         Some(path) => read_script(path)?,
         None => Script::new(),
     };
-    let providers = Providers::scripted(ScriptedProvider::with_fixture(script));
-    let pool = InProcessPool::new(providers, exec.concurrency);
-    let source: Arc<dyn FlowchartSource> = Arc::new(DirSource { dir: flowcharts });
-    let config = EngineConfig { poll_interval: Duration::from_millis(exec.poll_ms.max(10)), ..EngineConfig::default() };
-    Ok(Engine::new(store, Arc::new(pool), source, config))
+    runledger_executor_gateway::providers::from_registry(store, ScriptedProvider::with_fixture(script))
+        .await
+        .map_err(|e| Failure::new(format!("cannot load the model registry: {e} [{}]", e.code())))
 }
 
 fn read_script(path: &Path) -> Result<Script, Failure> {

@@ -1,10 +1,15 @@
+pub mod check;
 pub mod engine;
+pub mod executor;
 pub mod export;
 pub mod migrate;
+pub mod models;
+pub mod projections;
 pub mod run;
 pub mod runs;
 pub mod serve;
 pub mod status;
+pub mod tools;
 pub mod validate;
 pub mod verify;
 

@@ -64,7 +64,9 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         None => CorrelationId::generate(),
     };
     let dir = args.flowcharts.clone().or_else(|| args.flow.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() }));
-    let engine = super::engine::build(global, &args.exec, dir).await?;
+    let dispatch = args.exec.dispatch.unwrap_or(super::engine::Dispatch::Inprocess);
+    let built = super::engine::build(global, &args.exec, dir, dispatch).await?;
+    let engine = built.engine.clone();
     let mut events = engine.subscribe();
     let run_id = args.run_id.unwrap_or_else(RunId::new_v7);
     let start = StartRun {
@@ -115,6 +117,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         }
     });
     let summary = engine.wait(run_id).await.map_err(|e| Failure::new(format!("{e} [{}]", e.code())))?;
+    built.shutdown().await;
     // Let the printer drain what is already queued before the summary.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     printer.abort();
@@ -131,6 +134,15 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
     let Ok(decoded) = event.decode() else { return };
     let (node_id, node_run_id, attempt, detail): (Option<&str>, Option<String>, Option<u32>, String) = match &decoded {
         DomainEvent::ToolCalled(_) | DomainEvent::ArtifactPersisted(_) => return,
+        // Not events of a run stream (flowchart registry, API idempotency keys).
+        DomainEvent::FlowchartVersionCreated(_) | DomainEvent::IdempotencyKeyRecorded(_) => return,
+        DomainEvent::ModelCreated(_) | DomainEvent::ModelUpdated(_) | DomainEvent::ModelDeleted(_) => return,
+        // Tool state events live in the tools' own streams (memory, plans, milestones).
+        DomainEvent::MemoryEntryCreated(_) | DomainEvent::MemoryEntryUpdated(_) | DomainEvent::MemoryEntryDeleted(_)
+        | DomainEvent::PlanCreated(_) | DomainEvent::PlanUpdated(_) | DomainEvent::PlanDeleted(_)
+        | DomainEvent::PlanStagesReordered(_) | DomainEvent::PlanStageStatusSet(_)
+        | DomainEvent::MilestoneCreated(_) | DomainEvent::MilestoneUpdated(_) | DomainEvent::MilestoneDeleted(_)
+        | DomainEvent::MilestoneStatusSet(_) | DomainEvent::MilestoneEvidenceAttached(_) => return,
         DomainEvent::RunStarted(e) => (None, None, None, format!("flowchart {}", e.flowchart.name)),
         DomainEvent::RunCompleted(e) => (None, None, None, format!("{} node runs", e.node_runs)),
         DomainEvent::RunFailed(e) => (e.node_id.as_deref(), e.node_run_id.map(|i| i.to_string()), None, format!("{}: {}", e.error.code, e.error.message)),

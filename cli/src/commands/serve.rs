@@ -18,12 +18,30 @@ pub struct ServeArgs {
     /// How often to look for runs this engine does not drive yet.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     scan_ms: u64,
+    /// Address of the HTTP API (docs/api.md) [default: 127.0.0.1:8420; when that is taken,
+    /// serve runs without the API and says so]. It has no TLS: keep it on loopback, or put a TLS
+    /// proxy in front and set RUNLEDGER_API_TOKEN (then POST/PUT/PATCH/DELETE need
+    /// `Authorization: Bearer <token>`).
+    #[arg(long, value_name = "ADDR", env = "RUNLEDGER_API_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     exec: ExecArgs,
 }
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
-    let engine = super::engine::build(global, &args.exec, args.flowcharts.clone()).await?;
+    // Production default: with a NATS URL in the environment, work goes to executors.
+    let dispatch = args.exec.dispatch.unwrap_or(if std::env::var_os("RUNLEDGER_NATS_URL").is_some() {
+        super::engine::Dispatch::Nats
+    } else {
+        super::engine::Dispatch::Inprocess
+    });
+    let mut built = super::engine::build(global, &args.exec, args.flowcharts.clone(), dispatch).await?;
+    built.spawn_outbox().await?;
+    let engine = built.engine.clone();
+    // The read models follow the ledger beside the engine (LISTEN/NOTIFY, polling as backstop).
+    let projections = runledger_projections::spawn_live(engine.store().pool().clone());
+    // The HTTP API beside the engine (its projections are the ones spawned above).
+    let api = runledger_api::spawn_for_serve(args.listen, engine.clone(), &global.nats_url).await.map_err(Failure::new)?;
     let resumed = engine.resume_unfinished().await.map_err(|e| Failure::new(format!("cannot resume runs: {e}")))?;
     eprintln!("runledger serve: driving {resumed} unfinished run(s); scanning every {} ms", args.scan_ms);
     let mut scan = tokio::time::interval(Duration::from_millis(args.scan_ms.max(50)));
@@ -33,6 +51,11 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
         tokio::select! {
             _ = &mut shutdown => {
                 eprintln!("runledger serve: stopping; unfinished runs resume on the next start");
+                built.shutdown().await;
+                projections.abort();
+                if let Some(api) = &api {
+                    api.abort();
+                }
                 return Ok(());
             }
             _ = scan.tick() => {
@@ -44,7 +67,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

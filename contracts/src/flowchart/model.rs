@@ -543,6 +543,10 @@ pub struct MemoryConfig {
     /// Whether a failed operation may degrade to a fallback result instead of failing the node.
     #[serde(default)]
     pub allow_fallback: bool,
+    /// The node's output when the fallback is used (with `allow_fallback: true`); absent means
+    /// `{ fallback: true, error: { code, message } }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_output: Option<Value>,
 }
 
 /// Config of a `plan` node.
@@ -554,6 +558,9 @@ pub struct PlanConfig {
     pub args: Map<String, Value>,
     #[serde(default)]
     pub allow_fallback: bool,
+    /// As in [`MemoryConfig::fallback_output`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_output: Option<Value>,
 }
 
 /// Config of a `milestone` node.
@@ -565,6 +572,9 @@ pub struct MilestoneConfig {
     pub args: Map<String, Value>,
     #[serde(default)]
     pub allow_fallback: bool,
+    /// As in [`MemoryConfig::fallback_output`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_output: Option<Value>,
 }
 
 /// Config of a `rag` node.

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::export::{ExportScope, export};
 use crate::testing::TestLedger;
 use crate::verify::verify;
-use crate::{AppendRequest, Blob, EventStore, ExpectedVersion, StoreError};
+use crate::{AppendRequest, Blob, EventStore, ExpectedVersion, StoreError, StreamAppend};
 
 fn event(kind: &str, payload: serde_json::Value) -> NewEvent {
     NewEvent { event_type: kind.into(), schema_version: 1, payload, blob_refs: vec![] }
@@ -453,5 +453,228 @@ async fn exporting_a_missing_stream_is_an_error() {
     let mut out = Vec::new();
     let err = export(&ledger.store, &ExportScope::Stream(stream("run-nope")), &mut out, |_, _| {}).await.unwrap_err();
     assert_eq!(err.to_string(), "stream `run-nope` does not exist");
+    ledger.drop_schema().await.unwrap();
+}
+
+// ---- append_many: several streams, one transaction ------------------------------------------
+
+fn item(s: &StreamId, expected: ExpectedVersion, req: AppendRequest) -> StreamAppend {
+    StreamAppend::new(s.clone(), expected, req)
+}
+
+async fn version_of(store: &impl EventStore, s: &StreamId) -> u64 {
+    store.stream_head(s).await.unwrap().map_or(0, |h| h.version)
+}
+
+#[tokio::test]
+async fn append_many_writes_every_stream_in_one_transaction() {
+    let ledger = TestLedger::new().await.unwrap();
+    let (run, tool) = (stream("run-m1"), stream("memory-m1"));
+    ledger.store.append(&run, ExpectedVersion::NoStream, request("r0", vec![event("RunStarted", json!({}))])).await.unwrap();
+    let outcomes = ledger
+        .store
+        .append_many(vec![
+            item(&run, ExpectedVersion::Exact(1), request("r1", vec![event("NodeSucceeded", json!({"n": 1})), event("ArtifactPersisted", json!({}))])),
+            item(&tool, ExpectedVersion::NoStream, request("nr:memory:create", vec![event("MemoryEntryCreated", json!({"key": "k"}))])),
+        ])
+        .await
+        .unwrap();
+    // Outcomes in item order, each with its stream's versions and chain.
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.iter().all(|o| !o.deduplicated));
+    assert_eq!(outcomes[0].events.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(outcomes[0].events[0].stream_id, run);
+    assert_eq!(outcomes[1].events[0].stream_id, tool);
+    assert_eq!(outcomes[1].events[0].stream_version, 1);
+    assert_eq!(outcomes[1].events[0].prev_hash, Digest::GENESIS);
+    // One transaction: every event of the call has the same commit position.
+    let commits: BTreeSet<u64> = outcomes.iter().flat_map(|o| o.events.iter().map(|e| e.position.commit)).collect();
+    assert_eq!(commits.len(), 1, "one transaction id for both streams");
+    // What append_many returns is what a read returns, and both chains verify.
+    assert_eq!(ledger.store.read_stream(&run, 2, 10).await.unwrap(), outcomes[0].events);
+    assert_eq!(ledger.store.read_stream(&tool, 1, 10).await.unwrap(), outcomes[1].events);
+    assert_eq!(assert_chain(&ledger.store, &run).await, 3);
+    assert_eq!(assert_chain(&ledger.store, &tool).await, 1);
+    // The cached heads are right: a plain append continues both chains.
+    ledger.store.append(&tool, ExpectedVersion::Exact(1), request("r2", vec![event("MemoryEntryUpdated", json!({}))])).await.unwrap();
+    assert_eq!(assert_chain(&ledger.store, &tool).await, 2);
+    ledger.drop_schema().await.unwrap();
+}
+
+#[tokio::test]
+async fn append_many_conflict_on_one_stream_writes_nothing_on_any() {
+    let ledger = TestLedger::new().await.unwrap();
+    let (run, tool) = (stream("run-m2"), stream("memory-m2"));
+    ledger.store.append(&run, ExpectedVersion::NoStream, request("r0", vec![event("RunStarted", json!({}))])).await.unwrap();
+    ledger.store.append(&tool, ExpectedVersion::NoStream, request("t0", vec![event("MemoryEntryCreated", json!({}))])).await.unwrap();
+    // Another writer moved the tool stream on; the run stream is where the caller expects it.
+    let other = ledger.second_store().await.unwrap();
+    other.append(&tool, ExpectedVersion::Exact(1), request("t1", vec![event("MemoryEntryUpdated", json!({}))])).await.unwrap();
+    let before = count_events(&ledger).await;
+    let err = ledger
+        .store
+        .append_many(vec![
+            item(&run, ExpectedVersion::Exact(1), request("r1", vec![event("NodeSucceeded", json!({}))])),
+            item(&tool, ExpectedVersion::Exact(1), request("nr:memory:update", vec![event("MemoryEntryUpdated", json!({"v": 2}))])),
+        ])
+        .await
+        .unwrap_err();
+    match &err {
+        StoreError::Conflict { stream_id, expected, actual } => {
+            assert_eq!((stream_id, *expected, *actual), (&tool, 1, 2), "names the stream that moved");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(count_events(&ledger).await, before, "nothing written on either stream");
+    assert_eq!(version_of(&ledger.store, &run).await, 1);
+    // The same when it is the first stream (in stream-id order) that is ahead: the write on the
+    // other stream, already made inside the transaction, is rolled back.
+    let (a, b) = (stream("a-m2"), stream("z-m2"));
+    ledger.store.append(&b, ExpectedVersion::NoStream, request("b0", vec![event("X", json!({}))])).await.unwrap();
+    let err = ledger
+        .store
+        .append_many(vec![
+            item(&b, ExpectedVersion::NoStream, request("b1", vec![event("X", json!({}))])),
+            item(&a, ExpectedVersion::NoStream, request("a1", vec![event("X", json!({}))])),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { ref stream_id, .. } if *stream_id == b), "{err:?}");
+    assert_eq!(version_of(&ledger.store, &a).await, 0, "the stream that was fine got nothing");
+    // And the request ids were not burnt: the same items succeed once the expectation is right.
+    let ok = ledger
+        .store
+        .append_many(vec![
+            item(&b, ExpectedVersion::Exact(1), request("b1", vec![event("X", json!({}))])),
+            item(&a, ExpectedVersion::NoStream, request("a1", vec![event("X", json!({}))])),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((ok[0].last_version(), ok[1].last_version()), (2, 1));
+    ledger.drop_schema().await.unwrap();
+}
+
+#[tokio::test]
+async fn append_many_is_idempotent_per_stream() {
+    let ledger = TestLedger::new().await.unwrap();
+    let (run, tool) = (stream("run-m3"), stream("plan-m3"));
+    ledger.store.append(&run, ExpectedVersion::NoStream, request("r0", vec![event("RunStarted", json!({}))])).await.unwrap();
+    let items = vec![
+        item(&run, ExpectedVersion::Exact(1), request("result-1", vec![event("NodeSucceeded", json!({}))])),
+        item(&tool, ExpectedVersion::NoStream, request("nr:plan:create", vec![event("PlanCreated", json!({"t": 1}))])),
+    ];
+    let first = ledger.store.append_many(items.clone()).await.unwrap();
+    // The whole call again (its reply was lost): nothing written, the originals returned.
+    let again = ledger.store.append_many(items.clone()).await.unwrap();
+    assert!(again.iter().all(|o| o.deduplicated));
+    assert_eq!(again[0].events, first[0].events);
+    assert_eq!(again[1].events, first[1].events);
+    // From another process with no cached heads, and with fresher expectations.
+    let other = ledger.second_store().await.unwrap();
+    let fresh = vec![
+        item(&run, ExpectedVersion::Exact(2), items[0].request.clone()),
+        item(&tool, ExpectedVersion::Any, items[1].request.clone()),
+    ];
+    let third = other.append_many(fresh).await.unwrap();
+    assert!(third.iter().all(|o| o.deduplicated));
+    assert_eq!(count_events(&ledger).await, 3);
+    // One item repeated, one new: the repeat writes nothing, the new one is written.
+    let mixed = ledger
+        .store
+        .append_many(vec![
+            item(&run, ExpectedVersion::Exact(2), request("result-2", vec![event("NodeSucceeded", json!({"n": 2}))])),
+            item(&tool, ExpectedVersion::NoStream, request("nr:plan:create", vec![event("PlanCreated", json!({"t": 1}))])),
+        ])
+        .await
+        .unwrap();
+    assert!(!mixed[0].deduplicated && mixed[1].deduplicated);
+    assert_eq!(mixed[0].last_version(), 3);
+    assert_eq!(mixed[1].events, first[1].events);
+    assert_eq!(version_of(&ledger.store, &tool).await, 1);
+    // A request id reused with other content fails the whole call.
+    let err = ledger
+        .store
+        .append_many(vec![
+            item(&run, ExpectedVersion::Exact(3), request("result-3", vec![event("NodeSucceeded", json!({}))])),
+            item(&tool, ExpectedVersion::Exact(1), request("nr:plan:create", vec![event("PlanCreated", json!({"t": 2}))])),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::RequestMismatch { ref stream_id, .. } if *stream_id == tool), "{err:?}");
+    assert_eq!(version_of(&ledger.store, &run).await, 3, "nothing written");
+    assert_eq!(assert_chain(&ledger.store, &run).await, 3);
+    ledger.drop_schema().await.unwrap();
+}
+
+#[tokio::test]
+async fn append_many_rejects_bad_requests_before_writing() {
+    let ledger = TestLedger::new().await.unwrap();
+    let s = stream("run-m4");
+    let err = ledger.store.append_many(vec![]).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_request");
+    let twice = vec![
+        item(&s, ExpectedVersion::NoStream, request("a", vec![event("X", json!({}))])),
+        item(&s, ExpectedVersion::Exact(1), request("b", vec![event("X", json!({}))])),
+    ];
+    let err = ledger.store.append_many(twice).await.unwrap_err();
+    assert!(err.to_string().contains("appears twice"), "{err}");
+    let bad = vec![
+        item(&s, ExpectedVersion::NoStream, request("a", vec![event("X", json!({}))])),
+        item(&stream("memory-m4"), ExpectedVersion::NoStream, request("b", vec![event("bad type!", json!({}))])),
+    ];
+    assert_eq!(ledger.store.append_many(bad).await.unwrap_err().code(), "invalid_event");
+    assert_eq!(count_events(&ledger).await, 0);
+    ledger.drop_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_append_many_on_shared_streams_stays_linear_and_never_deadlocks() {
+    const WRITERS: usize = 6;
+    const EACH: usize = 15;
+    let ledger = TestLedger::new().await.unwrap();
+    let (a, b) = (stream("memory-shared"), stream("plan-shared"));
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = Arc::new(ledger.second_store().await.unwrap());
+        let (a, b) = (a.clone(), b.clone());
+        tasks.push(tokio::spawn(async move {
+            let own = stream(&format!("run-w{w}"));
+            let mut written = 0usize;
+            while written < EACH {
+                let va = store.stream_head(&a).await.unwrap().map_or(0, |h| h.version);
+                let vb = store.stream_head(&b).await.unwrap().map_or(0, |h| h.version);
+                let vo = store.stream_head(&own).await.unwrap().map_or(0, |h| h.version);
+                let tag = format!("w{w}-{written}");
+                // Half the writers list the streams in the other order.
+                let mut items = vec![
+                    item(&a, ExpectedVersion::Exact(va), request(&tag, vec![event("Tick", json!({"w": w}))])),
+                    item(&b, ExpectedVersion::Exact(vb), request(&tag, vec![event("Tick", json!({"w": w}))])),
+                    item(&own, ExpectedVersion::Exact(vo), request(&tag, vec![event("Tick", json!({"w": w}))])),
+                ];
+                if w % 2 == 1 {
+                    items.reverse();
+                }
+                match store.append_many(items).await {
+                    Ok(outcomes) => {
+                        assert!(outcomes.iter().all(|o| !o.deduplicated));
+                        written += 1;
+                    }
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => panic!("writer {w}: {e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Every write reached both shared streams together, with no gaps and valid chains.
+    assert_eq!(assert_chain(&ledger.store, &a).await, (WRITERS * EACH) as u64);
+    assert_eq!(assert_chain(&ledger.store, &b).await, (WRITERS * EACH) as u64);
+    let ea = ledger.store.read_stream(&a, 1, 10_000).await.unwrap();
+    let eb = ledger.store.read_stream(&b, 1, 10_000).await.unwrap();
+    let order_a: Vec<&str> = ea.iter().map(|e| e.request_id.as_str()).collect();
+    let order_b: Vec<&str> = eb.iter().map(|e| e.request_id.as_str()).collect();
+    assert_eq!(order_a, order_b, "both streams saw the writes in the same order");
     ledger.drop_schema().await.unwrap();
 }

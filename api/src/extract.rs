@@ -1,0 +1,97 @@
+//! Request extractors whose failures are error envelopes: JSON bodies (malformed, unknown
+//! fields, too large), query strings, and ids in paths.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use runledger_contracts::ids::{NodeRunId, RunId};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::error::ApiError;
+
+/// A JSON body. An empty body reads as `{}` (so bodies whose fields all have defaults may be
+/// left out); anything else must be `application/json`.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let json_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let mime = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than the limit")
+            } else {
+                ApiError::bad_request("unreadable_body", "the request body could not be read")
+            }
+        })?;
+        if bytes.is_empty() {
+            return parse(b"{}").map(ApiJson);
+        }
+        if json_type != Some(true) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json",
+            ));
+        }
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let at = json!({ "line": e.line(), "column": e.column() });
+        match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
+                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")).with_details(at)
+            }
+            serde_json::error::Category::Data if e.to_string().starts_with("unknown field") => {
+                ApiError::bad_request("unknown_field", format!("the body has a field this endpoint does not take: {e}"))
+                    .with_details(at)
+            }
+            serde_json::error::Category::Data => {
+                ApiError::unprocessable("invalid_body", format!("the body does not fit this endpoint: {e}")).with_details(at)
+            }
+        }
+    })
+}
+
+/// A query string; unknown or malformed parameters are `400 invalid_query`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::bad_request("invalid_query", rejection.body_text())),
+        }
+    }
+}
+
+pub fn run_id(text: &str) -> Result<RunId, ApiError> {
+    text.parse().map_err(|e: runledger_contracts::ids::IdError| ApiError::bad_request("invalid_id", e.to_string()))
+}
+
+pub fn node_run_id(text: &str) -> Result<NodeRunId, ApiError> {
+    text.parse().map_err(|e: runledger_contracts::ids::IdError| ApiError::bad_request("invalid_id", e.to_string()))
+}
+
+/// Page sizes: default 50, at most 500.
+pub fn page_limit(limit: Option<u32>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n @ 1..=500) => Ok(n as usize),
+        Some(n) => Err(ApiError::bad_request("invalid_query", format!("limit must be 1 to 500, not {n}"))),
+    }
+}

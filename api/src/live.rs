@@ -1,0 +1,247 @@
+//! `GET /v1/events`: the ledger as it grows, over Server-Sent Events.
+//!
+//! Events are read in the ledger's commit-safe global order (`EventStore::read_all`, which
+//! never returns an event whose transaction could still be overtaken), polled every
+//! `ApiConfig::sse_poll`. Each SSE message's `id` is the read checkpoint after that event
+//! (`<commit>.<global>`), so a client that reconnects with `Last-Event-ID` (browsers do so by
+//! themselves) resumes exactly after the last event it saw: nothing skipped, nothing twice.
+//!
+//! Where a stream starts: after `Last-Event-ID` (or `?after=`); else, with `?run_id=`, at the
+//! run's first event; else at the current end of the ledger (live tail).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use runledger_contracts::envelope::{Position, RecordedEvent};
+use runledger_contracts::ids::StreamId;
+use runledger_ledger::EventStore;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::Row;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, run_id};
+use crate::state::ApiState;
+
+/// Events read per round trip.
+const PAGE: usize = 500;
+
+/// The SSE event name of each event type, in `domain:entity:action` form.
+pub const EVENT_NAMES: &[(&str, &str)] = &[
+    ("RunStarted", "flowchart:run:updated"),
+    ("RunCompleted", "flowchart:run:updated"),
+    ("RunFailed", "flowchart:run:updated"),
+    ("RunPaused", "flowchart:run:updated"),
+    ("RunResumed", "flowchart:run:updated"),
+    ("RunCancelRequested", "flowchart:run:updated"),
+    ("RunCanceled", "flowchart:run:updated"),
+    ("ChildRunStarted", "flowchart:run:updated"),
+    ("NodeScheduled", "flowchart:node:updated"),
+    ("NodeDispatched", "flowchart:node:updated"),
+    ("NodeStarted", "flowchart:node:updated"),
+    ("NodeSucceeded", "flowchart:node:updated"),
+    ("NodeFailed", "flowchart:node:updated"),
+    ("NodeTimedOut", "flowchart:node:updated"),
+    ("NodeRetryScheduled", "flowchart:node:updated"),
+    ("NodeSkipped", "flowchart:node:updated"),
+    ("NodeCanceled", "flowchart:node:updated"),
+    ("NodeRewound", "flowchart:node:updated"),
+    ("NodeResultIgnored", "flowchart:node:updated"),
+    ("RoutingDecided", "flowchart:routing:decided"),
+    ("ToolCalled", "flowchart:tool:called"),
+    ("ArtifactPersisted", "flowchart:node_artifact:persisted"),
+    ("FlowchartVersionCreated", "flowchart:definition:created"),
+    ("IdempotencyKeyRecorded", "api:idempotency_key:recorded"),
+];
+
+/// Event types not in the table (added later, e.g. by other registries).
+pub const FALLBACK_NAME: &str = "ledger:event:appended";
+
+pub fn event_name(event_type: &str) -> &'static str {
+    EVENT_NAMES.iter().find(|(t, _)| *t == event_type).map_or(FALLBACK_NAME, |(_, n)| n)
+}
+
+/// `<commit>.<global>`: the checkpoint after an event.
+pub fn encode_checkpoint(position: Position) -> String {
+    format!("{}.{}", position.commit, position.global)
+}
+
+pub fn decode_checkpoint(text: &str) -> Option<Position> {
+    let (commit, global) = text.trim().split_once('.')?;
+    Some(Position { commit: commit.parse().ok()?, global: global.parse().ok()? })
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LiveQuery {
+    /// Only events of this run.
+    pub run_id: Option<String>,
+    /// Start after this checkpoint (an earlier message's `id`); `Last-Event-ID` wins over it.
+    pub after: Option<String>,
+}
+
+/// The `data` of every SSE message (JSON).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LiveEvent {
+    /// The SSE event name, e.g. `flowchart:node:updated`.
+    pub event: String,
+    /// The ledger's event type, e.g. `NodeSucceeded`.
+    pub event_type: String,
+    pub event_id: String,
+    /// Global position in the ledger (insertion order).
+    pub sequence: u64,
+    /// The writing transaction; `<commit>.<sequence>` is the message id.
+    pub commit: u64,
+    pub stream_id: String,
+    pub stream_version: u64,
+    pub schema_version: u32,
+    pub run_id: Option<String>,
+    pub node_id: Option<String>,
+    pub node_run_id: Option<String>,
+    pub request_id: String,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub recorded_at: String,
+    pub payload: Value,
+}
+
+impl LiveEvent {
+    pub fn of(e: &RecordedEvent) -> Self {
+        let text = |key: &str| e.payload.get(key).and_then(Value::as_str).map(str::to_owned);
+        Self {
+            event: event_name(&e.event_type).to_owned(),
+            event_type: e.event_type.clone(),
+            event_id: e.event_id.to_string(),
+            sequence: e.position.global,
+            commit: e.position.commit,
+            stream_id: e.stream_id.to_string(),
+            stream_version: e.stream_version,
+            schema_version: e.schema_version,
+            run_id: text("run_id"),
+            node_id: text("node_id"),
+            node_run_id: text("node_run_id"),
+            request_id: e.request_id.to_string(),
+            correlation_id: e.correlation_id.to_string(),
+            causation_id: e.causation_id.as_ref().map(|c| c.to_string()),
+            recorded_at: e.recorded_at.to_string(),
+            payload: e.payload.clone(),
+        }
+    }
+}
+
+/// The newest position below the transaction horizon: where a live tail starts.
+async fn ledger_end(state: &ApiState) -> Result<Position, ApiError> {
+    let row = sqlx::query(
+        "SELECT tx_id::text AS tx_id, global_position FROM events
+          WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_optional(state.pool())
+    .await?;
+    let Some(row) = row else { return Ok(Position::START) };
+    let commit: String = row.try_get("tx_id")?;
+    let global: i64 = row.try_get("global_position")?;
+    Ok(Position { commit: commit.parse().unwrap_or(0), global: global.max(0) as u64 })
+}
+
+/// Live events of the ledger over SSE.
+///
+/// Message names are in `domain:entity:action` form (`flowchart:run:updated`,
+/// `flowchart:node:updated`, `flowchart:node_artifact:persisted`, `flowchart:routing:decided`,
+/// `flowchart:tool:called`, ...; see docs/api.md); each message's `id` is the read checkpoint
+/// to resume from with `Last-Event-ID`, and its `data` a [`LiveEvent`].
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(LiveQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this message id")),
+    responses((status = 200, content_type = "text/event-stream", description = "SSE messages whose data is a LiveEvent", body = LiveEvent),
+        (status = "4XX", body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn events(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<LiveQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let run = query.run_id.as_deref().map(run_id).transpose()?;
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(decode_checkpoint)
+                .ok_or_else(|| ApiError::bad_request("invalid_header", "`Last-Event-ID` must be an event id this stream sent"))?,
+        ),
+        None => match &query.after {
+            Some(a) => Some(
+                decode_checkpoint(a).ok_or_else(|| ApiError::bad_request("invalid_query", "`after` must be an event id this stream sent"))?,
+            ),
+            None => None,
+        },
+    };
+    let start = match (resume, run) {
+        (Some(position), _) => position,
+        (None, Some(run)) => {
+            let stream = StreamId::for_run(run);
+            let first = state.store().read_stream(&stream, 1, 1).await?;
+            match first.first() {
+                Some(e) => Position { commit: e.position.commit, global: e.position.global.saturating_sub(1) },
+                None => return Err(ApiError::not_found("run_not_found", format!("run {run} does not exist"))),
+            }
+        }
+        (None, None) => ledger_end(&state).await?,
+    };
+    let follower = Follower {
+        state: state.clone(),
+        position: start,
+        stream: run.map(StreamId::for_run),
+        buffer: VecDeque::new(),
+        poll: state.config().sse_poll,
+    };
+    let stream = futures_util::stream::unfold(follower, |mut f| async move {
+        let event = f.next().await;
+        Some((Ok(event), f))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+struct Follower {
+    state: ApiState,
+    position: Position,
+    stream: Option<StreamId>,
+    buffer: VecDeque<Event>,
+    poll: Duration,
+}
+
+impl Follower {
+    async fn next(&mut self) -> Event {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return event;
+            }
+            match self.state.store().read_all(self.position, PAGE).await {
+                Ok(page) => {
+                    let full = page.events.len() == PAGE;
+                    for e in page.events.iter().filter(|e| self.stream.as_ref().is_none_or(|s| *s == e.stream_id)) {
+                        self.buffer.push_back(message(e));
+                    }
+                    self.position = page.checkpoint;
+                    if self.buffer.is_empty() && !full {
+                        tokio::time::sleep(self.poll).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "live events: reading the ledger failed; retrying");
+                    tokio::time::sleep(self.poll * 5).await;
+                }
+            }
+        }
+    }
+}
+
+fn message(e: &RecordedEvent) -> Event {
+    let data = serde_json::to_string(&LiveEvent::of(e)).unwrap_or_else(|_| "{}".into());
+    Event::default().id(encode_checkpoint(e.position)).event(event_name(&e.event_type)).data(data)
+}

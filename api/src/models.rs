@@ -1,0 +1,200 @@
+//! `/v1/models`: the model registry (`executor-gateway/src/models.rs`, one ledger stream per
+//! model) over HTTP. The request's `X-Request-ID` is the change's idempotency key: repeating it
+//! returns what it wrote the first time (`deduplicated: true`). The registry records the request
+//! id as the correlation id of its events, so the response's `X-Correlation-ID` names it.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use runledger_contracts::model::ModelSpec;
+use runledger_executor_gateway::models::{ChangeOutcome, ChangeRequest, ModelRegistry, RegisteredModel, RegistryError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::context::{CORRELATION_ID, RequestContext};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::ApiState;
+
+/// A model as registered now.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelView {
+    pub name: String,
+    /// The model stream's version: pass it as `expected_version` to change the model safely.
+    pub version: u64,
+    pub updated_at: String,
+    /// The spec (provider, model id, base URL, the *name* of the API-key variable, executor
+    /// class, timeout, settings); never a secret.
+    #[schema(value_type = Object)]
+    pub spec: Value,
+}
+
+impl ModelView {
+    fn of(model: &RegisteredModel) -> Result<Self, ApiError> {
+        Ok(Self {
+            name: model.spec.name.clone(),
+            version: model.version,
+            updated_at: model.updated_at.to_string(),
+            spec: serde_json::to_value(&model.spec).map_err(|e| ApiError::internal("internal_error", e))?,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelList {
+    /// Every live model, by name.
+    pub items: Vec<ModelView>,
+}
+
+/// What a create, update or delete did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelChange {
+    pub name: String,
+    /// The model stream's version after the change.
+    pub version: u64,
+    /// `ModelCreated`, `ModelUpdated` or `ModelDeleted`.
+    pub event_type: String,
+    /// This request id was applied before; nothing new was written.
+    pub deduplicated: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateModelBody {
+    /// The model spec (see docs/models.md).
+    #[schema(value_type = Object)]
+    pub spec: ModelSpec,
+    /// Who registers it; default `api`.
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateModelBody {
+    /// The whole new spec; its name and provider cannot change.
+    #[schema(value_type = Object)]
+    pub spec: ModelSpec,
+    /// The version the caller read; the change is refused (`version_conflict`) if the model
+    /// moved since. Absent: the current version.
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteModelQuery {
+    /// As for updates.
+    pub expected_version: Option<u64>,
+    /// Who deletes it; default `api`.
+    pub actor: Option<String>,
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let field = e.field();
+        let error = match e {
+            RegistryError::Store(store) => return store.into(),
+            e @ (RegistryError::Corrupt { .. } | RegistryError::Provider(_)) => return ApiError::internal(e.code(), &e),
+            e @ RegistryError::Invalid(_) => ApiError::unprocessable(e.code(), e.to_string()),
+            e @ RegistryError::NotFound { .. } => ApiError::not_found(e.code(), e.to_string()),
+            e @ (RegistryError::Exists { .. }
+            | RegistryError::VersionConflict { .. }
+            | RegistryError::ProviderChanged { .. }
+            | RegistryError::RequestReused { .. }) => ApiError::conflict(e.code(), e.to_string()),
+        };
+        match field {
+            Some(field) => error.with_details(json!({ "field": field })),
+            None => error,
+        }
+    }
+}
+
+fn change_response(name: &str, outcome: ChangeOutcome, context: &RequestContext, status: StatusCode) -> Response {
+    let status = if outcome.deduplicated { StatusCode::OK } else { status };
+    let body = ModelChange {
+        name: name.to_owned(),
+        version: outcome.version,
+        event_type: outcome.event_type,
+        deduplicated: outcome.deduplicated,
+    };
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(context.request_id.as_str()) {
+        response.headers_mut().insert(CORRELATION_ID, v);
+    }
+    response
+}
+
+fn actor(state: &ApiState, actor: Option<String>) -> String {
+    actor.unwrap_or_else(|| state.config().default_actor.clone())
+}
+
+/// Every registered model, by name.
+#[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, body = ModelList)))]
+pub async fn list(State(state): State<ApiState>) -> Result<Json<ModelList>, ApiError> {
+    let models = ModelRegistry::new(state.store()).list().await?;
+    let items = models.iter().map(ModelView::of).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(ModelList { items }))
+}
+
+/// One model.
+#[utoipa::path(get, path = "/v1/models/{name}", tag = "models", params(("name" = String, Path, description = "model name")),
+    responses((status = 200, body = ModelView), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn get(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<ModelView>, ApiError> {
+    match ModelRegistry::new(state.store()).get(&name).await? {
+        Some(model) => Ok(Json(ModelView::of(&model)?)),
+        None => Err(ApiError::not_found("model_not_found", format!("model `{name}` does not exist"))),
+    }
+}
+
+/// Register a model (201); a repeat of the same request id answers 200 with `deduplicated`.
+#[utoipa::path(post, path = "/v1/models", tag = "models", request_body = CreateModelBody,
+    responses((status = 201, body = ModelChange), (status = 200, body = ModelChange),
+        (status = 409, description = "`model_exists`, `request_id_reused`", body = crate::openapi::ErrorEnvelopeDoc),
+        (status = 422, description = "the spec is invalid; `details.field` names the field", body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn create(
+    State(state): State<ApiState>,
+    context: RequestContext,
+    ApiJson(body): ApiJson<CreateModelBody>,
+) -> Result<Response, ApiError> {
+    let name = body.spec.name.clone();
+    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor));
+    let outcome = ModelRegistry::new(state.store()).create(body.spec, change).await?;
+    Ok(change_response(&name, outcome, &context, StatusCode::CREATED))
+}
+
+/// Replace a model's spec (name and provider stay).
+#[utoipa::path(put, path = "/v1/models/{name}", tag = "models", request_body = UpdateModelBody, params(("name" = String, Path, description = "model name")),
+    responses((status = 200, body = ModelChange), (status = 404, body = crate::openapi::ErrorEnvelopeDoc),
+        (status = 409, description = "`version_conflict`, `provider_immutable`, `request_id_reused`", body = crate::openapi::ErrorEnvelopeDoc),
+        (status = 422, body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn update(
+    State(state): State<ApiState>,
+    context: RequestContext,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UpdateModelBody>,
+) -> Result<Response, ApiError> {
+    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor));
+    let outcome = ModelRegistry::new(state.store()).update(&name, body.spec, body.expected_version, change).await?;
+    Ok(change_response(&name, outcome, &context, StatusCode::OK))
+}
+
+/// Delete a model.
+#[utoipa::path(delete, path = "/v1/models/{name}", tag = "models", params(("name" = String, Path, description = "model name"), DeleteModelQuery),
+    responses((status = 200, body = ModelChange), (status = 404, body = crate::openapi::ErrorEnvelopeDoc),
+        (status = 409, body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    context: RequestContext,
+    Path(name): Path<String>,
+    ApiQuery(query): ApiQuery<DeleteModelQuery>,
+) -> Result<Response, ApiError> {
+    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, query.actor));
+    let outcome = ModelRegistry::new(state.store()).delete(&name, query.expected_version, change).await?;
+    Ok(change_response(&name, outcome, &context, StatusCode::OK))
+}

@@ -1,0 +1,226 @@
+//! Reads from the projections (crate `runledger-projections`, docs/projections.md): run lists
+//! and details, node runs, artifacts, claims. The bodies are the projections' query results
+//! as they serialize them.
+//!
+//! Projections trail the ledger by a moment. A run the ledger has but `run_detail` does not yet
+//! is waited for (briefly); `?min_version=N` on a run detail waits until the projection has
+//! applied the run's stream up to version N (the `stream_version` a start or control returned),
+//! so a client reads its own writes.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use runledger_contracts::flowchart::NodeType;
+use runledger_contracts::ids::{ArtifactId, RunId, StreamId};
+use runledger_contracts::time::Timestamp;
+use runledger_ledger::EventStore;
+use runledger_projections::QueryError;
+use runledger_projections::query::{self, ArtifactFilter, RunFilter};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::IntoParams;
+
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, node_run_id, run_id};
+use crate::state::ApiState;
+
+/// How long a read waits for the projection to catch up with the ledger.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+const CATCH_UP_POLL: Duration = Duration::from_millis(25);
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match &e {
+            QueryError::InvalidCursor { .. } | QueryError::InvalidLimit { .. } | QueryError::InvalidFilter { .. } => {
+                ApiError::bad_request(e.code(), e.to_string())
+            }
+            QueryError::Database(_) => {
+                tracing::error!(error = %e, "projection query failed");
+                ApiError::unavailable(e.code(), "the database is unavailable")
+            }
+            QueryError::Registry(_) | QueryError::Corrupt(_) => ApiError::internal(e.code(), &e),
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Json<Value>, ApiError> {
+    serde_json::to_value(value).map(Json).map_err(|e| ApiError::internal("internal_error", e))
+}
+
+fn timestamp(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|t| {
+        Timestamp::parse(t).map_err(|_| ApiError::bad_request("invalid_query", format!("{field}: `{t}` is not an RFC 3339 time")))
+    })
+    .transpose()
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RunListQuery {
+    /// `running`, `paused`, `canceling`, `completed`, `failed` or `canceled`.
+    pub status: Option<String>,
+    /// Flowchart name.
+    pub flowchart: Option<String>,
+    /// Runs started at or after this time (RFC 3339).
+    pub started_after: Option<String>,
+    /// Runs started before this time (RFC 3339).
+    pub started_before: Option<String>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// Runs, newest first, with filters and cursor pagination (`run_detail` projection).
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunListQuery),
+    responses((status = 200, description = "`{items: [run summary], next_cursor}` (see docs/api.md)", body = Object),
+        (status = 400, description = "`invalid_query`, `invalid_filter`, `invalid_cursor`, `invalid_limit`", body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn list_runs(State(state): State<ApiState>, ApiQuery(q): ApiQuery<RunListQuery>) -> Result<Json<Value>, ApiError> {
+    let filter = RunFilter {
+        status: q.status,
+        flowchart: q.flowchart,
+        started_after: timestamp("started_after", q.started_after.as_deref())?,
+        started_before: timestamp("started_before", q.started_before.as_deref())?,
+        cursor: q.cursor,
+        limit: q.limit,
+    };
+    to_json(&query::list_runs(state.pool(), &filter).await?)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RunDetailQuery {
+    /// Wait (up to 5 s) until the projection has applied the run's stream up to this version.
+    pub min_version: Option<u64>,
+}
+
+/// Waits until the run's projection has applied `min_version` (or the run at all), while the
+/// ledger says there is something to wait for.
+async fn projected_detail(state: &ApiState, run: RunId, min_version: Option<u64>) -> Result<query::RunDetail, ApiError> {
+    let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+    let mut checked_ledger = false;
+    loop {
+        let detail = query::run_detail(state.pool(), run).await?;
+        match detail {
+            Some(d) if min_version.is_none_or(|v| d.run.last_version >= v) => return Ok(d),
+            Some(_) => {}
+            None if !checked_ledger => {
+                if state.store().stream_head(&StreamId::for_run(run)).await?.is_none() {
+                    return Err(ApiError::not_found("run_not_found", format!("run {run} does not exist")));
+                }
+                checked_ledger = true;
+            }
+            None => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::unavailable(
+                "projection_lagging",
+                format!("the run_detail projection has not caught up with run {run} yet; retry shortly"),
+            ));
+        }
+        tokio::time::sleep(CATCH_UP_POLL).await;
+    }
+}
+
+/// One run: status, flowchart, inputs, timings, counts, warnings, node runs, timeline.
+#[utoipa::path(get, path = "/v1/runs/{run_id}", tag = "runs", params(("run_id" = String, Path, description = "run id (UUID)"), RunDetailQuery),
+    responses((status = 200, description = "the run detail (see docs/api.md)", body = Object),
+        (status = 404, body = crate::openapi::ErrorEnvelopeDoc), (status = 503, description = "`projection_lagging`", body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn run_detail(
+    State(state): State<ApiState>,
+    Path(run): Path<String>,
+    ApiQuery(q): ApiQuery<RunDetailQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let run = run_id(&run)?;
+    let detail = projected_detail(&state, run, q.min_version).await?;
+    to_json(&detail)
+}
+
+/// One node run with its timeline, tool calls and artifacts.
+#[utoipa::path(get, path = "/v1/runs/{run_id}/node-runs/{node_run_id}", tag = "runs",
+    params(("run_id" = String, Path, description = "run id (UUID)"), ("node_run_id" = String, Path, description = "node run id (UUID)")),
+    responses((status = 200, description = "the node run detail (see docs/api.md)", body = Object), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn node_run_detail(State(state): State<ApiState>, Path((run, node_run)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    let run = run_id(&run)?;
+    let node_run = node_run_id(&node_run)?;
+    match query::node_run_detail(state.pool(), run, node_run).await? {
+        Some(detail) => to_json(&detail),
+        None => Err(ApiError::not_found("node_run_not_found", format!("run {run} has no node run {node_run} (yet)"))),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ArtifactListQuery {
+    pub run_id: Option<String>,
+    pub node_run_id: Option<String>,
+    pub node_id: Option<String>,
+    /// `start`, `end`, `task`, `decision`, `memory`, `plan`, `milestone`, `rag`, `flowchart`.
+    pub node_type: Option<String>,
+    /// E.g. `task_output`, `routing`, `failure`.
+    pub artifact_type: Option<String>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// Artifacts, newest first, with filters and cursor pagination (`artifact_history` projection).
+#[utoipa::path(get, path = "/v1/artifacts", tag = "artifacts", params(ArtifactListQuery),
+    responses((status = 200, description = "`{items: [artifact summary], next_cursor}` (see docs/api.md)", body = Object),
+        (status = 400, body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn list_artifacts(State(state): State<ApiState>, ApiQuery(q): ApiQuery<ArtifactListQuery>) -> Result<Json<Value>, ApiError> {
+    let node_type = match q.node_type {
+        Some(t) => Some(serde_json::from_value::<NodeType>(Value::String(t.clone())).map_err(|_| {
+            ApiError::bad_request("invalid_query", format!("node_type: `{}` is not a node type", t.chars().take(40).collect::<String>()))
+        })?),
+        None => None,
+    };
+    let filter = ArtifactFilter {
+        run_id: q.run_id.as_deref().map(run_id).transpose()?,
+        node_run_id: q.node_run_id.as_deref().map(node_run_id).transpose()?,
+        node_id: q.node_id,
+        node_type,
+        artifact_type: q.artifact_type,
+        cursor: q.cursor,
+        limit: q.limit,
+    };
+    to_json(&query::list_artifacts(state.pool(), &filter).await?)
+}
+
+/// One artifact with its payload, contract version, request and correlation ids, idempotency
+/// key and content hash.
+#[utoipa::path(get, path = "/v1/artifacts/{artifact_id}", tag = "artifacts", params(("artifact_id" = String, Path, description = "artifact id (UUID)")),
+    responses((status = 200, description = "the artifact (see docs/api.md)", body = Object), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn artifact_detail(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id: ArtifactId = id.parse().map_err(|e: runledger_contracts::ids::IdError| ApiError::bad_request("invalid_id", e.to_string()))?;
+    match query::artifact(state.pool(), id).await? {
+        Some(a) => to_json(&a),
+        None => Err(ApiError::not_found("artifact_not_found", format!("no artifact {id}"))),
+    }
+}
+
+/// Every registered claim over the whole ledger: status, counts, evidence.
+#[utoipa::path(get, path = "/v1/claims", tag = "claims",
+    responses((status = 200, description = "`{items: [claim]}` (see docs/api.md)", body = Object)))]
+pub async fn claims(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let results = query::claims(state.pool(), None).await?;
+    Ok(Json(serde_json::json!({ "items": serde_json::to_value(&results).map_err(|e| ApiError::internal("internal_error", e))? })))
+}
+
+/// Every registered claim over one run.
+#[utoipa::path(get, path = "/v1/runs/{run_id}/claims", tag = "claims", params(("run_id" = String, Path, description = "run id (UUID)")),
+    responses((status = 200, description = "`{items: [claim]}` (see docs/api.md)", body = Object), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn run_claims(State(state): State<ApiState>, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
+    let run = run_id(&run)?;
+    if state.store().stream_head(&StreamId::for_run(run)).await?.is_none() {
+        return Err(ApiError::not_found("run_not_found", format!("run {run} does not exist")));
+    }
+    let results = query::claims(state.pool(), Some(run)).await?;
+    Ok(Json(serde_json::json!({ "items": serde_json::to_value(&results).map_err(|e| ApiError::internal("internal_error", e))? })))
+}
+

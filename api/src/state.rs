@@ -1,0 +1,123 @@
+//! What every handler shares: the engine (which owns the ledger), the flowchart registry, a
+//! pool for projection queries, and the server's settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runledger_ledger::PgEventStore;
+use runledger_orchestrator::Engine;
+use sqlx::PgPool;
+
+use crate::registry::LedgerFlowcharts;
+
+/// Largest request body accepted, in bytes: room for a flowchart of ~28,000 nodes, the same
+/// bound as the ledger's payload limit.
+pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
+
+/// Settings of the HTTP server.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// When set, every mutating request (POST, PUT, PATCH, DELETE) needs
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// NATS server probed by `/readyz`.
+    pub nats_url: String,
+    pub body_limit: usize,
+    /// How often the live-event stream looks for new events.
+    pub sse_poll: Duration,
+    /// Recorded as the actor when a request names none.
+    pub default_actor: String,
+    /// Run the projectors (run_detail, artifact_history, claim_evidence) live beside the
+    /// server, so the read endpoints follow the ledger.
+    pub run_projections: bool,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("ApiConfig")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("nats_url", &self.nats_url)
+            .field("body_limit", &self.body_limit)
+            .field("sse_poll", &self.sse_poll)
+            .field("default_actor", &self.default_actor)
+            .field("run_projections", &self.run_projections)
+            .finish()
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            sse_poll: Duration::from_millis(200),
+            default_actor: "api".into(),
+            run_projections: true,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// What `runledger serve` uses: the token from the environment, readiness probing
+    /// `nats_url`, and no projectors of its own (serve runs them beside the engine).
+    pub fn for_serve(nats_url: &str) -> Self {
+        Self { nats_url: nats_url.to_owned(), run_projections: false, ..Self::default() }.with_token_from_env()
+    }
+
+    /// Reads `RUNLEDGER_API_TOKEN` (an empty value counts as unset).
+    pub fn with_token_from_env(mut self) -> Self {
+        self.token = std::env::var("RUNLEDGER_API_TOKEN").ok().filter(|t| !t.is_empty());
+        self
+    }
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub engine: Engine<PgEventStore>,
+    pub flowcharts: Arc<LedgerFlowcharts>,
+    pub pool: PgPool,
+    pub config: ApiConfig,
+}
+
+impl ApiState {
+    /// `flowcharts` should be the registry the engine resolves sub-flows with, so both see
+    /// the same cache; [`LedgerFlowcharts::new`] on the engine's pool otherwise.
+    pub fn new(engine: Engine<PgEventStore>, flowcharts: Arc<LedgerFlowcharts>, config: ApiConfig) -> Self {
+        let pool = engine.store().pool().clone();
+        Self { inner: Arc::new(Inner { engine, flowcharts, pool, config }) }
+    }
+
+    /// An API over an engine whose sub-flows come from elsewhere: the registry gets its own
+    /// handle on the engine's pool.
+    pub fn for_engine(engine: Engine<PgEventStore>, config: ApiConfig) -> Self {
+        let flowcharts = Arc::new(LedgerFlowcharts::new(engine.store().pool().clone()));
+        Self::new(engine, flowcharts, config)
+    }
+
+    pub fn engine(&self) -> &Engine<PgEventStore> {
+        &self.inner.engine
+    }
+
+    pub fn store(&self) -> &PgEventStore {
+        self.inner.engine.store()
+    }
+
+    pub fn flowcharts(&self) -> &LedgerFlowcharts {
+        &self.inner.flowcharts
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+}

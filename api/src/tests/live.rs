@@ -1,0 +1,147 @@
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use runledger_contracts::ids::{RunId, StreamId};
+use runledger_ledger::EventStore;
+use serde_json::{Value, json};
+
+use super::{GREET, TestServer};
+use crate::live::event_name;
+
+#[derive(Debug, Clone)]
+struct Message {
+    id: String,
+    event: String,
+    data: Value,
+}
+
+/// Reads SSE messages off a streaming response.
+struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    async fn open(server: &TestServer, path: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = server.client.get(server.url(path));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        Self { response, buffer: String::new() }
+    }
+
+    /// The next message (keep-alive comments skipped), or `None` after `wait`.
+    async fn next(&mut self, wait: Duration) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                return Some(Message { id, event, data: serde_json::from_str(&data).unwrap() });
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await.ok()?.unwrap()?;
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    async fn take(&mut self, n: usize) -> Vec<Message> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match self.next(Duration::from_secs(20)).await {
+                Some(m) => out.push(m),
+                None => panic!("only {} of {n} messages arrived: {out:?}", out.len()),
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_streams_in_ledger_order_with_names_ids_and_resumes_after_last_event_id() {
+    let server = TestServer::start().await;
+    let other = server.start_inline(GREET, json!({})).await;
+    let run = server.start_inline(GREET, json!({ "name": "Ada" })).await;
+    server.wait(other).await;
+    server.wait(run).await;
+    let ledger = server.state.store().read_stream(&StreamId::for_run(run), 1, 1000).await.unwrap();
+
+    let mut reader = SseReader::open(&server, &format!("/v1/events?run_id={run}"), None).await;
+    let all = reader.take(ledger.len()).await;
+    assert!(reader.next(Duration::from_millis(400)).await.is_none(), "only this run's events");
+    for (m, e) in all.iter().zip(&ledger) {
+        assert_eq!(m.event, event_name(&e.event_type));
+        assert_eq!(m.data["event"], json!(m.event));
+        assert_eq!(m.data["event_type"], json!(e.event_type));
+        assert_eq!(m.data["event_id"], json!(e.event_id.to_string()));
+        assert_eq!(m.data["sequence"], json!(e.position.global));
+        assert_eq!(m.data["stream_version"], json!(e.stream_version));
+        assert_eq!(m.data["request_id"], json!(e.request_id.as_str()));
+        assert_eq!(m.data["correlation_id"], json!(e.correlation_id.as_str()));
+        assert_eq!(m.data["run_id"], json!(run.to_string()));
+        assert_eq!(m.id, format!("{}.{}", e.position.commit, e.position.global));
+    }
+    let names: Vec<&str> = all.iter().map(|m| m.event.as_str()).collect();
+    for expected in ["flowchart:run:updated", "flowchart:node:updated", "flowchart:node_artifact:persisted", "flowchart:tool:called"] {
+        assert!(names.contains(&expected), "{expected} in {names:?}");
+    }
+    let artifact = all.iter().find(|m| m.data["event_type"] == json!("ArtifactPersisted")).unwrap();
+    assert!(artifact.data["node_run_id"].is_string() && artifact.data["node_id"].is_string(), "{:?}", artifact.data);
+    drop(reader);
+
+    // Resume after the third message: exactly the rest, nothing twice.
+    let mut resumed = SseReader::open(&server, &format!("/v1/events?run_id={run}"), Some(&all[2].id)).await;
+    let rest = resumed.take(all.len() - 3).await;
+    assert_eq!(rest.iter().map(|m| &m.id).collect::<Vec<_>>(), all[3..].iter().map(|m| &m.id).collect::<Vec<_>>());
+    assert!(resumed.next(Duration::from_millis(400)).await.is_none());
+    // `?after=` does the same for clients that cannot set headers.
+    let mut after = SseReader::open(&server, &format!("/v1/events?run_id={run}&after={}", all[2].id), None).await;
+    assert_eq!(after.take(1).await[0].id, all[3].id);
+
+    // Errors are envelopes.
+    let r = server.client.get(server.url("/v1/events")).header("last-event-id", "nonsense").send().await.unwrap();
+    super::Reply::read(r).await.assert_error(StatusCode::BAD_REQUEST, "invalid_header");
+    server.get(&format!("/v1/events?run_id={}", RunId::new_v7())).await.assert_error(StatusCode::NOT_FOUND, "run_not_found");
+    server.get("/v1/events?run_id=nope").await.assert_error(StatusCode::BAD_REQUEST, "invalid_id");
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_tail_delivers_new_events_as_they_commit() {
+    let server = TestServer::start().await;
+    let earlier = server.start_inline(GREET, json!({})).await;
+    server.wait(earlier).await;
+    // Without run_id or a checkpoint the stream starts at the ledger's end.
+    let mut reader = SseReader::open(&server, "/v1/events", None).await;
+    assert!(reader.next(Duration::from_millis(300)).await.is_none(), "nothing from before the stream opened");
+    let created = server.create_flowchart(GREET).await;
+    assert_eq!(created, 1);
+    let run = server.start_inline(GREET, json!({})).await;
+    server.wait(run).await;
+    let head = server.state.store().stream_head(&StreamId::for_run(run)).await.unwrap().unwrap().version as usize;
+    let messages = reader.take(1 + head).await;
+    assert_eq!(messages[0].event, "flowchart:definition:created");
+    assert_eq!(messages[0].data["stream_id"], json!("flowchart-greet"));
+    assert_eq!(messages[1].data["event_type"], json!("RunStarted"));
+    assert!(messages[1..].iter().all(|m| m.data["run_id"] == json!(run.to_string())));
+    let versions: Vec<u64> = messages[1..].iter().map(|m| m.data["stream_version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, (1..=head as u64).collect::<Vec<_>>());
+    // The sequence grows; ids are the read order.
+    let positions: Vec<u64> = messages.iter().map(|m| m.data["sequence"].as_u64().unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    server.finish().await;
+}

@@ -1,0 +1,71 @@
+//! The committed OpenAPI document equals the generated one, and documents every route.
+
+use std::path::PathBuf;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::TestServer;
+use crate::openapi::document;
+
+fn committed_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json")
+}
+
+#[test]
+fn committed_openapi_matches_the_code() {
+    let generated = document();
+    if std::env::var_os("RUNLEDGER_BLESS").is_some() {
+        std::fs::write(committed_path(), &generated).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(committed_path())
+        .unwrap_or_else(|_| panic!("docs/openapi.json is missing; run RUNLEDGER_BLESS=1 cargo test -p runledger-api openapi"));
+    assert!(
+        committed == generated,
+        "docs/openapi.json drifted from the code; run RUNLEDGER_BLESS=1 cargo test -p runledger-api openapi"
+    );
+}
+
+/// Every route the router serves is in the document, with the same methods, and nothing else is.
+#[test]
+fn the_document_covers_exactly_the_routes() {
+    let doc: Value = serde_json::from_str(&document()).unwrap();
+    let mut documented: Vec<String> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    documented.sort();
+    let source = include_str!("../lib.rs");
+    let mut routed: Vec<String> = Vec::new();
+    for line in source.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
+        let path = line.split('"').nth(1).unwrap();
+        let prefix = if line.contains("(flowcharts::") || line.contains("(runs::") || line.contains("(read::") || line.contains("(control::") || line.contains("(live::") || line.contains("(models::") {
+            "/v1"
+        } else {
+            ""
+        };
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if line.contains(&format!("{method}(")) {
+                routed.push(format!("{} {prefix}{path}", method.to_uppercase()));
+            }
+        }
+    }
+    routed.sort();
+    assert_eq!(routed, documented);
+    // Every error response is the envelope.
+    assert!(doc["components"]["schemas"]["ErrorEnvelope"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_serves_the_document() {
+    let server = TestServer::start().await;
+    let r = server.get("/openapi.json").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc: Value = serde_json::from_str(&document()).unwrap();
+    assert_eq!(r.body, doc);
+    assert!(r.body["openapi"].as_str().unwrap().starts_with("3."));
+    server.finish().await;
+}

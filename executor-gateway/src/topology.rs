@@ -1,0 +1,171 @@
+//! The JetStream topology the gateway and its executors share: a work-queue stream of
+//! dispatches (one subject per executor class) and a work-queue stream of executor reports,
+//! each read through durable pull consumers with explicit acks.
+//!
+//! A namespace keeps deployments (and tests) that share one NATS server apart: it prefixes
+//! every stream, subject and consumer name.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use runledger_contracts::ids::RunId;
+
+use crate::GatewayError;
+
+/// The executor classes: hosted providers over HTTP, and OpenAI-compatible local servers.
+pub const CLASSES: [&str; 2] = ["frontier", "vllm"];
+
+/// Where dispatches and reports live, and how long JetStream waits on an executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Empty for the default deployment; `[a-z0-9_]` otherwise.
+    pub namespace: String,
+    /// How long a taken message may go without an ack or a progress heartbeat before
+    /// JetStream hands it to another executor.
+    pub ack_wait: Duration,
+    /// Messages published twice with one `Nats-Msg-Id` within this window are stored once.
+    pub duplicate_window: Duration,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self { namespace: String::new(), ack_wait: Duration::from_secs(30), duplicate_window: Duration::from_secs(120) }
+    }
+}
+
+impl Topology {
+    /// A topology in `namespace` (validated: lowercase letters, digits and `_`).
+    pub fn in_namespace(namespace: &str) -> Result<Self, GatewayError> {
+        let ok = namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok || namespace.len() > 64 {
+            return Err(GatewayError::Config(format!(
+                "--nats-namespace `{namespace}`: use at most 64 lowercase letters, digits and `_`"
+            )));
+        }
+        Ok(Self { namespace: namespace.to_owned(), ..Self::default() })
+    }
+
+    fn subject_prefix(&self) -> String {
+        if self.namespace.is_empty() { "runledger".to_owned() } else { format!("runledger.{}", self.namespace) }
+    }
+
+    fn name_prefix(&self) -> String {
+        if self.namespace.is_empty() {
+            "RUNLEDGER".to_owned()
+        } else {
+            format!("RUNLEDGER_{}", self.namespace.to_ascii_uppercase())
+        }
+    }
+
+    pub fn dispatch_stream(&self) -> String {
+        format!("{}_DISPATCH", self.name_prefix())
+    }
+
+    pub fn results_stream(&self) -> String {
+        format!("{}_RESULTS", self.name_prefix())
+    }
+
+    /// `runledger.dispatch.<class>`.
+    pub fn dispatch_subject(&self, class: &str) -> String {
+        format!("{}.dispatch.{class}", self.subject_prefix())
+    }
+
+    /// `runledger.results.<run id>`.
+    pub fn results_subject(&self, run_id: RunId) -> String {
+        format!("{}.results.{run_id}", self.subject_prefix())
+    }
+
+    /// The durable consumer every executor of a class pulls from.
+    pub fn executor_consumer(&self, class: &str) -> String {
+        format!("{}_EXECUTOR_{}", self.name_prefix(), class.to_ascii_uppercase())
+    }
+
+    /// The durable consumer result intake pulls from.
+    pub fn intake_consumer(&self) -> String {
+        format!("{}_INTAKE", self.name_prefix())
+    }
+
+    /// Creates the streams if they are missing (idempotent; an existing stream is used as is).
+    pub async fn ensure_streams(&self, js: &jetstream::Context) -> Result<(stream::Stream, stream::Stream), GatewayError> {
+        let dispatch = js
+            .get_or_create_stream(stream::Config {
+                name: self.dispatch_stream(),
+                subjects: vec![format!("{}.dispatch.*", self.subject_prefix())],
+                retention: stream::RetentionPolicy::WorkQueue,
+                duplicate_window: self.duplicate_window,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GatewayError::nats("create the dispatch stream", e))?;
+        let results = js
+            .get_or_create_stream(stream::Config {
+                name: self.results_stream(),
+                subjects: vec![format!("{}.results.*", self.subject_prefix())],
+                retention: stream::RetentionPolicy::WorkQueue,
+                duplicate_window: self.duplicate_window,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GatewayError::nats("create the results stream", e))?;
+        Ok((dispatch, results))
+    }
+
+    /// The durable pull consumer of one executor class (created if missing).
+    pub async fn executor_consumer_of(&self, js: &jetstream::Context, class: &str) -> Result<consumer::PullConsumer, GatewayError> {
+        let (dispatch, _) = self.ensure_streams(js).await?;
+        let name = self.executor_consumer(class);
+        dispatch
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: self.dispatch_subject(class),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: self.ack_wait,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| GatewayError::nats("create the executor consumer", e))
+    }
+
+    /// The durable pull consumer of result intake (created if missing).
+    pub async fn intake_consumer_of(&self, js: &jetstream::Context) -> Result<consumer::PullConsumer, GatewayError> {
+        let (_, results) = self.ensure_streams(js).await?;
+        let name = self.intake_consumer();
+        results
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: self.ack_wait,
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| GatewayError::nats("create the intake consumer", e))
+    }
+
+    /// Creates both streams and every consumer, as the gateway does on start.
+    pub async fn ensure_all(&self, js: &jetstream::Context) -> Result<(), GatewayError> {
+        self.intake_consumer_of(js).await?;
+        for class in CLASSES {
+            self.executor_consumer_of(js, class).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes this namespace's streams (tests and `--reset` only).
+    pub async fn delete_streams(&self, js: &jetstream::Context) -> Result<(), GatewayError> {
+        for name in [self.dispatch_stream(), self.results_stream()] {
+            match js.delete_stream(&name).await {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("not found") => {}
+                Err(e) => return Err(GatewayError::nats("delete a stream", e)),
+            }
+        }
+        Ok(())
+    }
+}

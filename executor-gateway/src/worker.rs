@@ -1,0 +1,222 @@
+//! The executor runtime behind `runledger executor`: pulls work of one class, reports that it
+//! took it, runs it with progress heartbeats, publishes the result, and only then acks.
+//!
+//! Crash safety comes from that order. An executor that dies before its ack leaves the
+//! message to be redelivered after the consumer's ack wait; the next executor runs it again
+//! and publishes a result with the same message id, which the results stream stores once and
+//! the engine records once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use futures_util::StreamExt;
+use runledger_contracts::time::Timestamp;
+use runledger_orchestrator::executor::{Providers, Report, run_node};
+use tokio::sync::{Semaphore, watch};
+
+use crate::GatewayError;
+use crate::messages::{DispatchMessage, ReportMessage, WIRE_VERSION, publish_until_acked, result_message_id, started_message_id};
+use crate::topology::Topology;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub executor_class: String,
+    /// Node runs run at once.
+    pub concurrency: usize,
+    /// Recorded as `NodeStarted.executor`.
+    pub executor_id: String,
+    /// Exit after this long with nothing to do (Kubernetes Jobs); `None`: run until stopped.
+    pub exit_when_idle: Option<Duration>,
+}
+
+/// What a worker did, for its last log line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub ran: u64,
+    /// Dispatches the engine had given up on before they were taken (not run).
+    pub expired: u64,
+    /// Messages that were not dispatches of this wire version (terminated, not run).
+    pub rejected: u64,
+}
+
+/// Runs until `shutdown` turns true (then drains: stops pulling and finishes what it holds)
+/// or until idle for `exit_when_idle`.
+pub async fn run_worker(
+    js: jetstream::Context,
+    topology: Topology,
+    config: WorkerConfig,
+    providers: Arc<Providers>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<WorkerStats, GatewayError> {
+    let concurrency = config.concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let (stats_tx, mut stats_rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+    let mut stats = WorkerStats::default();
+    let mut last_busy = Instant::now();
+    let heartbeat = topology.ack_wait / 3;
+    let mut consumer = None;
+    loop {
+        while let Ok(outcome) = stats_rx.try_recv() {
+            stats.count(outcome);
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        if permits.available_permits() < concurrency {
+            last_busy = Instant::now();
+        }
+        if let Some(idle) = config.exit_when_idle
+            && last_busy.elapsed() >= idle
+        {
+            tracing::info!(idle_s = idle.as_secs(), "idle; exiting");
+            break;
+        }
+        let free = permits.available_permits();
+        if free == 0 {
+            tokio::select! {
+                permit = Arc::clone(&permits).acquire_owned() => drop(permit),
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        if consumer.is_none() {
+            match topology.executor_consumer_of(&js, &config.executor_class).await {
+                Ok(c) => consumer = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for NATS");
+                    pause(&mut shutdown, Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(pull) = consumer.as_ref() else { continue };
+        let batch = pull.batch().max_messages(free).expires(Duration::from_secs(1)).messages().await;
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "pull failed; retrying");
+                consumer = None;
+                pause(&mut shutdown, Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                next = batch.next() => next,
+                _ = shutdown.changed() => break,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    last_busy = Instant::now();
+                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+                    let (js, topology, providers, stats_tx) = (js.clone(), topology.clone(), Arc::clone(&providers), stats_tx.clone());
+                    let executor_id = config.executor_id.clone();
+                    tokio::spawn(async move {
+                        let outcome = handle(&js, &topology, &providers, &executor_id, message, heartbeat).await;
+                        let _ = stats_tx.send(outcome);
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "pull batch ended");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    // Drain: wait for every node run in hand to publish its result and ack.
+    let _all = permits.acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX)).await;
+    while let Ok(outcome) = stats_rx.try_recv() {
+        stats.count(outcome);
+    }
+    Ok(stats)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Ran,
+    Expired,
+    Rejected,
+}
+
+impl WorkerStats {
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Ran => self.ran += 1,
+            Outcome::Expired => self.expired += 1,
+            Outcome::Rejected => self.rejected += 1,
+        }
+    }
+}
+
+async fn handle(
+    js: &jetstream::Context,
+    topology: &Topology,
+    providers: &Providers,
+    executor_id: &str,
+    message: jetstream::Message,
+    heartbeat: Duration,
+) -> Outcome {
+    let dispatch: DispatchMessage = match serde_json::from_slice(&message.payload) {
+        Ok(d) if matches!(&d, DispatchMessage { wire_version: WIRE_VERSION, .. }) => d,
+        Ok(d) => {
+            tracing::error!(wire_version = d.wire_version, "dispatch of an unknown wire version rejected");
+            let _ = message.ack_with(AckKind::Term).await;
+            return Outcome::Rejected;
+        }
+        Err(e) => {
+            tracing::error!(subject = %message.subject, error = %e, "undecodable dispatch rejected");
+            let _ = message.ack_with(AckKind::Term).await;
+            return Outcome::Rejected;
+        }
+    };
+    if dispatch.not_after.is_some_and(|at| at < Timestamp::now()) {
+        let _ = message.ack_with(AckKind::Term).await;
+        return Outcome::Expired;
+    }
+    let work = dispatch.work;
+    let (run_id, node_run_id, attempt) = (work.run_id, work.node_run_id, work.attempt);
+    let subject = topology.results_subject(run_id);
+    let started = ReportMessage {
+        wire_version: WIRE_VERSION,
+        run_id,
+        report: Report::Started { node_run_id, attempt, executor: executor_id.to_owned() },
+    };
+    if let Ok(payload) = serde_json::to_vec(&started) {
+        publish_until_acked(js, subject.clone(), &started_message_id(node_run_id, attempt), payload).await;
+    }
+    let result = {
+        let run = run_node(providers, &work);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = tokio::time::sleep(heartbeat) => {
+                    if let Err(e) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(%node_run_id, error = %e, "heartbeat failed");
+                    }
+                }
+            }
+        }
+    };
+    let finished = ReportMessage { wire_version: WIRE_VERSION, run_id, report: Report::Finished(result) };
+    match serde_json::to_vec(&finished) {
+        Ok(payload) => {
+            publish_until_acked(js, subject, &result_message_id(node_run_id, attempt), payload).await;
+        }
+        Err(e) => tracing::error!(%node_run_id, error = %e, "result not encodable; the node run will time out"),
+    }
+    if let Err(e) = message.ack().await {
+        tracing::debug!(%node_run_id, error = %e, "ack failed; the work will be redelivered and its result found recorded");
+    }
+    Outcome::Ran
+}
+
+async fn pause(shutdown: &mut watch::Receiver<bool>, delay: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown.changed() => {}
+    }
+}

@@ -1,0 +1,762 @@
+//! `run_detail`: one row per run (status, flowchart, inputs, timings, counts per node status,
+//! warnings), one per node run (status, timings, output, error, routing, degraded and fallback
+//! markers, artifacts), the run's timeline of transitions and operator actions, and its tool
+//! calls.
+//!
+//! A batch loads the rows it touches (one query per table), applies its events in memory, and
+//! writes each table back with one statement, so the cost per batch does not grow with the
+//! number of events in it.
+
+pub mod query;
+mod rows;
+
+use std::collections::{HashMap, HashSet};
+
+use runledger_contracts::envelope::RecordedEvent;
+use runledger_contracts::events::{Control, DomainEvent, NodeRunStatus};
+use runledger_contracts::ids::{NodeRunId, RunId};
+use sqlx::{PgConnection, Postgres, Transaction};
+
+pub use rows::{
+    CancelInfo, RetryInfo, Routing, RunWarning, TimelineEntry, TimeoutInfo, ToolCallRow,
+};
+pub(crate) use rows::{NodeRunRow, RunRow};
+
+use crate::error::ApplyError;
+use crate::projector::{
+    ApplyFuture, Projector, decode_all, parse_rows, run_of, status_name, write_rows,
+};
+
+pub struct RunDetailProjector;
+
+const TABLES: &[&str] = &[
+    "run_detail_runs",
+    "run_detail_node_runs",
+    "run_detail_timeline",
+    "run_detail_tool_calls",
+];
+
+impl Projector for RunDetailProjector {
+    fn name(&self) -> &'static str {
+        "run_detail"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        TABLES
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Transaction<'static, Postgres>,
+        events: &'a [RecordedEvent],
+    ) -> ApplyFuture<'a> {
+        Box::pin(apply(tx, events))
+    }
+}
+
+async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ApplyError> {
+    let decoded = decode_all(events)?;
+    let mut run_ids = HashSet::new();
+    let mut node_run_ids = HashSet::new();
+    for event in &decoded {
+        if let Some(run) = run_of(event) {
+            run_ids.insert(run.0);
+        }
+        node_runs_named(event, |id| {
+            node_run_ids.insert(id.0);
+        });
+    }
+    let mut batch = Batch::load(tx, run_ids, node_run_ids).await?;
+    for (index, (event, domain)) in events.iter().zip(&decoded).enumerate() {
+        batch.apply(index, event, domain)?;
+    }
+    batch.write(tx).await
+}
+
+/// Every node run id an event refers to.
+fn node_runs_named(event: &DomainEvent, mut f: impl FnMut(NodeRunId)) {
+    match event {
+        DomainEvent::ChildRunStarted(e) => f(e.node_run_id),
+        DomainEvent::NodeScheduled(e) => f(e.node_run_id),
+        DomainEvent::NodeDispatched(e) => f(e.node_run_id),
+        DomainEvent::NodeStarted(e) => f(e.node_run_id),
+        DomainEvent::NodeSucceeded(e) => f(e.node_run_id),
+        DomainEvent::NodeFailed(e) => f(e.node_run_id),
+        DomainEvent::NodeTimedOut(e) => f(e.node_run_id),
+        DomainEvent::NodeRetryScheduled(e) => f(e.node_run_id),
+        DomainEvent::NodeSkipped(e) => f(e.node_run_id),
+        DomainEvent::NodeCanceled(e) => f(e.node_run_id),
+        DomainEvent::NodeRewound(e) => e.invalidated_node_run_ids.iter().copied().for_each(f),
+        DomainEvent::NodeResultIgnored(e) => f(e.node_run_id),
+        DomainEvent::RoutingDecided(e) => f(e.node_run_id),
+        DomainEvent::ToolCalled(e) => f(e.node_run_id),
+        DomainEvent::ArtifactPersisted(e) => f(e.node_run_id),
+        _ => {}
+    }
+}
+
+struct Entry<T> {
+    row: T,
+    new: bool,
+    dirty: bool,
+}
+
+struct Batch {
+    runs: HashMap<RunId, Entry<RunRow>>,
+    node_runs: HashMap<NodeRunId, Entry<NodeRunRow>>,
+    timeline: Vec<TimelineEntry>,
+    tool_calls: Vec<ToolCallRow>,
+    /// Stream version of the event being applied: what `node()` stamps on the rows it changes.
+    version: u64,
+}
+
+const LOAD_RUNS: &str =
+    "SELECT (to_jsonb(r) - 'inputs')::text FROM run_detail_runs r WHERE r.run_id = ANY($1)";
+const LOAD_NODE_RUNS: &str =
+    "SELECT to_json(n)::text FROM run_detail_node_runs n WHERE n.node_run_id = ANY($1)";
+
+const INSERT_RUNS: &str = "INSERT INTO run_detail_runs SELECT * FROM json_populate_recordset(NULL::run_detail_runs, $1::json)";
+const UPDATE_RUNS: &str = "UPDATE run_detail_runs t
+        SET status = r.status, ended_at = r.ended_at, duration_ms = r.duration_ms, output = r.output,
+            error = r.error, node_runs = r.node_runs, status_counts = r.status_counts,
+            warnings = r.warnings, last_version = r.last_version, updated_at = r.updated_at
+       FROM json_populate_recordset(NULL::run_detail_runs, $1::json) r
+      WHERE t.run_id = r.run_id";
+const INSERT_NODE_RUNS: &str = "INSERT INTO run_detail_node_runs SELECT * FROM json_populate_recordset(NULL::run_detail_node_runs, $1::json)";
+const UPDATE_NODE_RUNS: &str = "UPDATE run_detail_node_runs t
+        SET status = r.status, executor_class = r.executor_class, executor = r.executor,
+            dispatched_at = r.dispatched_at, started_at = r.started_at, finished_at = r.finished_at,
+            duration_ms = r.duration_ms, output = r.output, error = r.error, timeout = r.timeout,
+            warnings = r.warnings, fallback_used = r.fallback_used, routing = r.routing,
+            artifact_ids = r.artifact_ids, tool_calls = r.tool_calls, child_run_id = r.child_run_id,
+            retry = r.retry, skip = r.skip, cancel = r.cancel,
+            invalidated_at_version = r.invalidated_at_version, ignored_results = r.ignored_results,
+            last_version = r.last_version
+       FROM json_populate_recordset(NULL::run_detail_node_runs, $1::json) r
+      WHERE t.node_run_id = r.node_run_id";
+const INSERT_TIMELINE: &str = "INSERT INTO run_detail_timeline SELECT * FROM json_populate_recordset(NULL::run_detail_timeline, $1::json)";
+const INSERT_TOOL_CALLS: &str = "INSERT INTO run_detail_tool_calls SELECT * FROM json_populate_recordset(NULL::run_detail_tool_calls, $1::json)";
+
+impl Batch {
+    async fn load(
+        conn: &mut PgConnection,
+        runs: HashSet<uuid::Uuid>,
+        node_runs: HashSet<uuid::Uuid>,
+    ) -> Result<Self, ApplyError> {
+        let runs: Vec<uuid::Uuid> = runs.into_iter().collect();
+        let node_runs: Vec<uuid::Uuid> = node_runs.into_iter().collect();
+        let run_rows: Vec<RunRow> = parse_rows(
+            sqlx::query_scalar(LOAD_RUNS)
+                .bind(&runs)
+                .fetch_all(&mut *conn)
+                .await?,
+        )?;
+        let node_rows: Vec<NodeRunRow> = parse_rows(
+            sqlx::query_scalar(LOAD_NODE_RUNS)
+                .bind(&node_runs)
+                .fetch_all(&mut *conn)
+                .await?,
+        )?;
+        Ok(Self {
+            runs: run_rows
+                .into_iter()
+                .map(|row| {
+                    (
+                        row.run_id,
+                        Entry {
+                            row,
+                            new: false,
+                            dirty: false,
+                        },
+                    )
+                })
+                .collect(),
+            node_runs: node_rows
+                .into_iter()
+                .map(|row| {
+                    (
+                        row.node_run_id,
+                        Entry {
+                            row,
+                            new: false,
+                            dirty: false,
+                        },
+                    )
+                })
+                .collect(),
+            timeline: Vec::new(),
+            tool_calls: Vec::new(),
+            version: 0,
+        })
+    }
+
+    async fn write(self, conn: &mut PgConnection) -> Result<(), ApplyError> {
+        let (new_runs, old_runs) = split(self.runs);
+        let (new_nodes, old_nodes) = split(self.node_runs);
+        write_rows(&mut *conn, INSERT_RUNS, &new_runs).await?;
+        write_rows(&mut *conn, UPDATE_RUNS, &old_runs).await?;
+        write_rows(&mut *conn, INSERT_NODE_RUNS, &new_nodes).await?;
+        write_rows(&mut *conn, UPDATE_NODE_RUNS, &old_nodes).await?;
+        write_rows(&mut *conn, INSERT_TIMELINE, &self.timeline).await?;
+        write_rows(&mut *conn, INSERT_TOOL_CALLS, &self.tool_calls).await?;
+        Ok(())
+    }
+
+    fn run(&mut self, index: usize, run_id: RunId) -> Result<&mut RunRow, ApplyError> {
+        let entry = self.runs.get_mut(&run_id).ok_or_else(|| {
+            ApplyError::event(
+                index,
+                format!("run {run_id} was never started (no RunStarted before)"),
+            )
+        })?;
+        entry.dirty = true;
+        Ok(&mut entry.row)
+    }
+
+    fn node(
+        &mut self,
+        index: usize,
+        run_id: RunId,
+        node_run_id: NodeRunId,
+    ) -> Result<&mut NodeRunRow, ApplyError> {
+        let entry = self.node_runs.get_mut(&node_run_id).ok_or_else(|| {
+            ApplyError::event(
+                index,
+                format!("node run {node_run_id} was never scheduled (no NodeScheduled before)"),
+            )
+        })?;
+        if entry.row.run_id != run_id {
+            return Err(ApplyError::event(
+                index,
+                format!(
+                    "node run {node_run_id} belongs to run {}, not {run_id}",
+                    entry.row.run_id
+                ),
+            ));
+        }
+        entry.dirty = true;
+        entry.row.last_version = self.version;
+        Ok(&mut entry.row)
+    }
+
+    /// Moves a node run to `status`, keeping its run's counts per status.
+    fn set_status(
+        &mut self,
+        index: usize,
+        run_id: RunId,
+        node_run_id: NodeRunId,
+        status: &str,
+    ) -> Result<(), ApplyError> {
+        let node = self.node(index, run_id, node_run_id)?;
+        let old = std::mem::replace(&mut node.status, status.to_owned());
+        let run = self.run(index, run_id)?;
+        if let Some(n) = run.status_counts.get_mut(&old) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                run.status_counts.remove(&old);
+            }
+        }
+        *run.status_counts.entry(status.to_owned()).or_default() += 1;
+        Ok(())
+    }
+
+    /// A node run ended: its status, finish time and duration.
+    fn end_node(
+        &mut self,
+        index: usize,
+        event: &RecordedEvent,
+        run_id: RunId,
+        node_run_id: NodeRunId,
+        status: NodeRunStatus,
+    ) -> Result<&mut NodeRunRow, ApplyError> {
+        self.set_status(index, run_id, node_run_id, status_name(status))?;
+        let node = self.node(index, run_id, node_run_id)?;
+        let from = node.started_at.unwrap_or(node.scheduled_at);
+        node.finished_at = Some(event.recorded_at);
+        node.duration_ms = Some(from.millis_until(event.recorded_at));
+        Ok(node)
+    }
+
+    /// Ends the run (completed, failed or canceled).
+    fn end_run(
+        &mut self,
+        index: usize,
+        event: &RecordedEvent,
+        run_id: RunId,
+        status: &str,
+    ) -> Result<&mut RunRow, ApplyError> {
+        let run = self.run(index, run_id)?;
+        run.status = status.to_owned();
+        run.ended_at = Some(event.recorded_at);
+        run.duration_ms = Some(run.started_at.millis_until(event.recorded_at));
+        Ok(run)
+    }
+
+    fn apply(
+        &mut self,
+        index: usize,
+        event: &RecordedEvent,
+        domain: &DomainEvent,
+    ) -> Result<(), ApplyError> {
+        let Some(run_id) = run_of(domain) else {
+            return Ok(());
+        };
+        self.version = event.stream_version;
+        let at = event.recorded_at;
+        let line = Line::new(event, run_id);
+        let entry = match domain {
+            DomainEvent::RunStarted(e) => {
+                if self.runs.contains_key(&run_id) {
+                    return Err(ApplyError::event(
+                        index,
+                        format!("run {run_id} was already started"),
+                    ));
+                }
+                let row = RunRow {
+                    run_id,
+                    stream_id: event.stream_id.to_string(),
+                    status: "running".into(),
+                    flowchart_name: e.flowchart.name.clone(),
+                    flowchart_version: e.flowchart.version,
+                    definition_hash: e.flowchart.definition_hash.to_hex(),
+                    inputs: e.inputs.clone(),
+                    actor: e.actor.clone(),
+                    parent_run_id: e.parent.as_ref().map(|p| p.run_id),
+                    parent_node_id: e.parent.as_ref().map(|p| p.node_id.clone()),
+                    parent_node_run_id: e.parent.as_ref().map(|p| p.node_run_id),
+                    deadline: e.deadline,
+                    started_at: at,
+                    ended_at: None,
+                    duration_ms: None,
+                    output: None,
+                    error: None,
+                    node_runs: 0,
+                    status_counts: Default::default(),
+                    warnings: Vec::new(),
+                    last_version: event.stream_version,
+                    updated_at: at,
+                };
+                self.runs.insert(
+                    run_id,
+                    Entry {
+                        row,
+                        new: true,
+                        dirty: true,
+                    },
+                );
+                let version = e
+                    .flowchart
+                    .version
+                    .map_or(String::new(), |v| format!(" v{v}"));
+                line.run(format!("flowchart {}{version}", e.flowchart.name))
+                    .actor(&e.actor)
+            }
+            DomainEvent::RunCompleted(e) => {
+                let run = self.end_run(index, event, run_id, "completed")?;
+                run.output = e.output.clone();
+                run.error = None;
+                line.run(format!("{} node runs", e.node_runs))
+            }
+            DomainEvent::RunFailed(e) => {
+                let run = self.end_run(index, event, run_id, "failed")?;
+                run.error = Some(e.error.clone());
+                let mut line = line.run(format!("{}: {}", e.error.code, e.error.message));
+                line.entry.node_id = e.node_id.clone();
+                line.entry.node_run_id = e.node_run_id;
+                line
+            }
+            DomainEvent::RunPaused(e) => {
+                self.run(index, run_id)?.status = "paused".into();
+                line.operator(&e.control, "paused".into())
+            }
+            DomainEvent::RunResumed(e) => {
+                let run = self.run(index, run_id)?;
+                let reopened = run.status == "failed";
+                run.status = "running".into();
+                run.ended_at = None;
+                run.duration_ms = None;
+                run.error = None;
+                line.operator(
+                    &e.control,
+                    if reopened {
+                        "reopened the failed run".into()
+                    } else {
+                        "resumed".into()
+                    },
+                )
+            }
+            DomainEvent::RunCancelRequested(e) => {
+                self.run(index, run_id)?.status = "canceling".into();
+                line.operator(&e.control, format!("cancel requested (force: {})", e.force))
+            }
+            DomainEvent::RunCanceled(e) => {
+                self.end_run(index, event, run_id, "canceled")?;
+                line.run(format!("canceled (forced: {})", e.forced))
+            }
+            DomainEvent::ChildRunStarted(e) => {
+                self.node(index, run_id, e.node_run_id)?.child_run_id = Some(e.child_run_id);
+                line.node(
+                    &e.node_id,
+                    e.node_run_id,
+                    None,
+                    format!("child run {}", e.child_run_id),
+                )
+            }
+            DomainEvent::NodeScheduled(e) => {
+                if self.node_runs.contains_key(&e.node_run_id) {
+                    return Err(ApplyError::event(
+                        index,
+                        format!("node run {} was already scheduled", e.node_run_id),
+                    ));
+                }
+                let run = self.run(index, run_id)?;
+                run.node_runs += 1;
+                *run.status_counts.entry("scheduled".into()).or_default() += 1;
+                let row = NodeRunRow {
+                    node_run_id: e.node_run_id,
+                    run_id,
+                    ordinal: run.node_runs,
+                    node_id: e.node_id.clone(),
+                    node_type: e.node_type.as_str().to_owned(),
+                    attempt: e.attempt,
+                    execution_index: e.execution_index,
+                    retry_of: e.retry_of,
+                    input_context_hash: e.input_context_hash.to_hex(),
+                    consumed_tokens: e.consumed_tokens.clone(),
+                    status: "scheduled".into(),
+                    executor_class: None,
+                    executor: None,
+                    scheduled_at: at,
+                    dispatched_at: None,
+                    started_at: None,
+                    finished_at: None,
+                    duration_ms: None,
+                    output: None,
+                    error: None,
+                    timeout: None,
+                    warnings: Vec::new(),
+                    fallback_used: false,
+                    routing: None,
+                    artifact_ids: Vec::new(),
+                    tool_calls: 0,
+                    child_run_id: None,
+                    retry: None,
+                    skip: None,
+                    cancel: None,
+                    invalidated_at_version: None,
+                    ignored_results: 0,
+                    last_version: event.stream_version,
+                };
+                self.node_runs.insert(
+                    e.node_run_id,
+                    Entry {
+                        row,
+                        new: true,
+                        dirty: true,
+                    },
+                );
+                let retry = e
+                    .retry_of
+                    .map_or(String::new(), |r| format!(", retry of {r}"));
+                line.node(
+                    &e.node_id,
+                    e.node_run_id,
+                    Some(e.attempt),
+                    format!("execution {}{retry}", e.execution_index),
+                )
+            }
+            DomainEvent::NodeDispatched(e) => {
+                let node = self.node(index, run_id, e.node_run_id)?;
+                node.executor_class = Some(e.executor_class.clone());
+                node.dispatched_at = Some(at);
+                if node.status == "scheduled" {
+                    self.set_status(index, run_id, e.node_run_id, "dispatched")?;
+                }
+                line.node(
+                    &e.node_id,
+                    e.node_run_id,
+                    Some(e.attempt),
+                    format!("to {}", e.executor_class),
+                )
+            }
+            DomainEvent::NodeStarted(e) => {
+                let node = self.node(index, run_id, e.node_run_id)?;
+                node.executor = Some(e.executor.clone());
+                node.started_at = Some(at);
+                if matches!(node.status.as_str(), "scheduled" | "dispatched") {
+                    self.set_status(index, run_id, e.node_run_id, "running")?;
+                }
+                line.node(
+                    &e.node_id,
+                    e.node_run_id,
+                    Some(e.attempt),
+                    format!("on {}", e.executor),
+                )
+            }
+            DomainEvent::NodeSucceeded(e) => {
+                let status = if e.warnings.is_empty() {
+                    NodeRunStatus::Succeeded
+                } else {
+                    NodeRunStatus::SuccessWithWarning
+                };
+                let node = self.end_node(index, event, run_id, e.node_run_id, status)?;
+                node.output = Some(e.output.clone());
+                node.warnings = e.warnings.clone();
+                node.fallback_used = e.fallback_used;
+                if !e.warnings.is_empty() {
+                    let run = self.run(index, run_id)?;
+                    run.warnings.extend(e.warnings.iter().map(|w| RunWarning {
+                        node_id: e.node_id.clone(),
+                        node_run_id: e.node_run_id,
+                        code: w.code.clone(),
+                        message: w.message.clone(),
+                    }));
+                }
+                let mut detail = status_name(status).to_owned();
+                if e.fallback_used {
+                    detail.push_str(" (fallback result)");
+                }
+                line.node(&e.node_id, e.node_run_id, Some(e.attempt), detail)
+            }
+            DomainEvent::NodeFailed(e) => {
+                self.end_node(index, event, run_id, e.node_run_id, NodeRunStatus::Failed)?
+                    .error = Some(e.error.clone());
+                line.node(
+                    &e.node_id,
+                    e.node_run_id,
+                    Some(e.attempt),
+                    format!("{}: {}", e.error.code, e.error.message),
+                )
+            }
+            DomainEvent::NodeTimedOut(e) => {
+                self.end_node(index, event, run_id, e.node_run_id, NodeRunStatus::TimedOut)?
+                    .timeout = Some(TimeoutInfo {
+                    phase: e.phase,
+                    timeout_ms: e.timeout_ms,
+                });
+                let phase = match e.phase {
+                    runledger_contracts::events::TimeoutPhase::Dispatch => "dispatch",
+                    runledger_contracts::events::TimeoutPhase::Execution => "execution",
+                };
+                line.node(
+                    &e.node_id,
+                    e.node_run_id,
+                    Some(e.attempt),
+                    format!("{phase} timeout after {} ms", e.timeout_ms),
+                )
+            }
+            DomainEvent::NodeRetryScheduled(e) => {
+                self.node(index, run_id, e.node_run_id)?.retry = Some(RetryInfo {
+                    next_attempt: e.next_attempt,
+                    retry_at: e.retry_at,
+                    backoff_ms: e.backoff_ms,
+                    control: e.control.clone(),
+                });
+                let detail = format!(
+                    "attempt {} at {} (backoff {} ms)",
+                    e.next_attempt, e.retry_at, e.backoff_ms
+                );
+                let line = match &e.control {
+                    Some(control) => line.operator(control, detail),
+                    None => line.node_line(detail),
+                };
+                line.with_node(&e.node_id, e.node_run_id, Some(e.next_attempt))
+            }
+            DomainEvent::NodeSkipped(e) => {
+                let node =
+                    self.end_node(index, event, run_id, e.node_run_id, NodeRunStatus::Skipped)?;
+                node.output = Some(e.output.clone());
+                node.skip = Some(e.control.clone());
+                line.operator(&e.control, "skipped with an operator's output".into())
+                    .with_node(&e.node_id, e.node_run_id, None)
+            }
+            DomainEvent::NodeCanceled(e) => {
+                self.end_node(index, event, run_id, e.node_run_id, NodeRunStatus::Canceled)?
+                    .cancel = Some(CancelInfo {
+                    reason: e.reason.clone(),
+                    forced: e.forced,
+                });
+                line.node(&e.node_id, e.node_run_id, Some(e.attempt), e.reason.clone())
+            }
+            DomainEvent::NodeRewound(e) => {
+                for id in &e.invalidated_node_run_ids {
+                    self.node(index, run_id, *id)?.invalidated_at_version =
+                        Some(event.stream_version);
+                }
+                let mut line = line.operator(
+                    &e.control,
+                    format!("{} node runs invalidated", e.invalidated_node_run_ids.len()),
+                );
+                line.entry.node_id = Some(e.node_id.clone());
+                line
+            }
+            DomainEvent::NodeResultIgnored(e) => {
+                self.node(index, run_id, e.node_run_id)?.ignored_results += 1;
+                line.node(
+                    &e.node_id,
+                    e.node_run_id,
+                    Some(e.attempt),
+                    format!("result ignored: {}", e.reason),
+                )
+            }
+            DomainEvent::RoutingDecided(e) => {
+                self.node(index, run_id, e.node_run_id)?.routing = Some(Routing {
+                    matched_connectors: e.matched_connectors.clone(),
+                    route_key: e.route_key.clone(),
+                    route_key_matched: e.route_key_matched,
+                    no_match: e.no_match,
+                    fallback_connector: e.fallback_connector.clone(),
+                    evaluations: e.evaluations.clone(),
+                });
+                let fallback = if e.fallback_connector.is_some() {
+                    " (fallback)"
+                } else {
+                    ""
+                };
+                line.node(
+                    &e.node_id,
+                    e.node_run_id,
+                    None,
+                    format!("-> [{}]{fallback}", e.matched_connectors.join(", ")),
+                )
+            }
+            DomainEvent::ToolCalled(e) => {
+                self.node(index, run_id, e.node_run_id)?.tool_calls += 1;
+                self.tool_calls.push(ToolCallRow {
+                    run_id,
+                    stream_version: event.stream_version,
+                    node_run_id: e.node_run_id,
+                    recorded_at: at,
+                    tool: e.tool.clone(),
+                    operation: e.operation.clone(),
+                    outcome: match e.outcome {
+                        runledger_contracts::events::ToolOutcome::Ok => "ok",
+                        runledger_contracts::events::ToolOutcome::Error => "error",
+                        runledger_contracts::events::ToolOutcome::Conflict => "conflict",
+                    }
+                    .into(),
+                    duration_ms: e.duration_ms,
+                    attempts: u32::try_from(e.attempts.len()).unwrap_or(u32::MAX),
+                    provider: e.provider.as_ref().map(|p| p.provider.clone()),
+                    model: e.provider.as_ref().map(|p| p.model.clone()),
+                    latency_ms: e.provider.as_ref().map(|p| p.latency_ms),
+                    input_tokens: e.provider.as_ref().and_then(|p| p.input_tokens),
+                    output_tokens: e.provider.as_ref().and_then(|p| p.output_tokens),
+                    error: e.error.clone(),
+                });
+                return self.finish(index, event, run_id, None);
+            }
+            DomainEvent::ArtifactPersisted(e) => {
+                self.node(index, run_id, e.node_run_id)?
+                    .artifact_ids
+                    .push(e.artifact_id);
+                return self.finish(index, event, run_id, None);
+            }
+            _ => return Ok(()),
+        };
+        self.finish(index, event, run_id, Some(entry))
+    }
+
+    /// Adds the event's timeline entry, if any, and moves the run's version: every event of a
+    /// run does, whatever it changed.
+    fn finish(
+        &mut self,
+        index: usize,
+        event: &RecordedEvent,
+        run_id: RunId,
+        line: Option<Line>,
+    ) -> Result<(), ApplyError> {
+        if let Some(line) = line {
+            self.timeline.push(line.entry);
+        }
+        let run = self.run(index, run_id)?;
+        run.last_version = event.stream_version;
+        run.updated_at = event.recorded_at;
+        Ok(())
+    }
+}
+
+/// Builds one timeline entry.
+struct Line {
+    entry: TimelineEntry,
+}
+
+impl Line {
+    fn new(event: &RecordedEvent, run_id: RunId) -> Self {
+        Self {
+            entry: TimelineEntry {
+                run_id,
+                stream_version: event.stream_version,
+                recorded_at: event.recorded_at,
+                event_type: event.event_type.clone(),
+                category: String::new(),
+                node_id: None,
+                node_run_id: None,
+                attempt: None,
+                actor: None,
+                reason: None,
+                detail: String::new(),
+                request_id: event.request_id.to_string(),
+                correlation_id: event.correlation_id.to_string(),
+            },
+        }
+    }
+
+    fn run(mut self, detail: String) -> Self {
+        self.entry.category = "run".into();
+        self.entry.detail = detail;
+        self
+    }
+
+    fn actor(mut self, actor: &str) -> Self {
+        self.entry.actor = Some(actor.to_owned());
+        self
+    }
+
+    fn node_line(mut self, detail: String) -> Self {
+        self.entry.category = "node".into();
+        self.entry.detail = detail;
+        self
+    }
+
+    fn node(
+        self,
+        node_id: &str,
+        node_run_id: NodeRunId,
+        attempt: Option<u32>,
+        detail: String,
+    ) -> Self {
+        self.node_line(detail)
+            .with_node(node_id, node_run_id, attempt)
+    }
+
+    fn with_node(mut self, node_id: &str, node_run_id: NodeRunId, attempt: Option<u32>) -> Self {
+        self.entry.node_id = Some(node_id.to_owned());
+        self.entry.node_run_id = Some(node_run_id);
+        self.entry.attempt = attempt;
+        self
+    }
+
+    fn operator(mut self, control: &Control, detail: String) -> Self {
+        self.entry.category = "operator".into();
+        self.entry.actor = Some(control.actor.clone());
+        self.entry.reason = Some(control.reason.clone());
+        self.entry.detail = detail;
+        self
+    }
+}
+
+/// New rows and changed existing rows, each in a stable order.
+fn split<K: Ord + Copy, T>(entries: HashMap<K, Entry<T>>) -> (Vec<T>, Vec<T>) {
+    let mut sorted: Vec<(K, Entry<T>)> = entries.into_iter().filter(|(_, e)| e.dirty).collect();
+    sorted.sort_by_key(|(k, _)| *k);
+    let (mut new, mut old) = (Vec::new(), Vec::new());
+    for (_, e) in sorted {
+        if e.new {
+            new.push(e.row)
+        } else {
+            old.push(e.row)
+        }
+    }
+    (new, old)
+}

@@ -1,0 +1,559 @@
+//! Runs projectors over the ledger: one batch at a time, each in one transaction with the
+//! projector's checkpoint; live (woken by LISTEN/NOTIFY, polling as a backstop); catch-up; and
+//! rebuild from position zero.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runledger_contracts::envelope::{Position, RecordedEvent};
+use runledger_ledger::{EventStore, PgEventStore};
+use sqlx::postgres::{PgListener, PgPool};
+
+use crate::error::{ApplyError, EventRef, ProjectionError};
+use crate::projector::{self, Projector};
+
+/// The channel the ledger's `events` trigger notifies after each append (payload: the schema).
+pub const NOTIFY_CHANNEL: &str = "runledger_events";
+
+/// Events read per batch, unless one ledger transaction is bigger.
+pub const DEFAULT_BATCH_SIZE: usize = 2_000;
+
+/// How long a live runner sleeps between polls when no notification arrives.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long a catch-up waits for older transactions to end so it can read to the ledger's end.
+pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How long a live runner waits before retrying a stopped projector.
+const STOPPED_RETRY: Duration = Duration::from_secs(30);
+
+/// The projectors of one database schema and how to drive them.
+#[derive(Clone)]
+pub struct Projections {
+    pool: PgPool,
+    store: Arc<PgEventStore>,
+    projectors: Vec<Arc<dyn Projector>>,
+    batch_size: usize,
+    poll_interval: Duration,
+    patience: Duration,
+}
+
+/// Progress of a catch-up or rebuild, reported after each batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub projector: &'static str,
+    /// Events applied so far by this call.
+    pub applied: u64,
+    /// Events in the ledger when the call began (a rebuild's goal; catch-up may apply more).
+    pub total: u64,
+}
+
+/// What one projector did in a catch-up or rebuild.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub projector: &'static str,
+    pub applied: u64,
+    pub elapsed: Duration,
+    pub checkpoint: Position,
+}
+
+impl Report {
+    pub fn events_per_second(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.applied as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Projections {
+    /// All built-in projectors on the pool's schema (its `search_path`, as the ledger uses).
+    pub fn new(pool: PgPool) -> Self {
+        Self::with_projectors(pool, projector::builtin())
+    }
+
+    pub fn with_projectors(pool: PgPool, projectors: Vec<Arc<dyn Projector>>) -> Self {
+        let store = Arc::new(PgEventStore::from_pool(pool.clone()));
+        Self {
+            pool,
+            store,
+            projectors,
+            batch_size: DEFAULT_BATCH_SIZE,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            patience: DEFAULT_PATIENCE,
+        }
+    }
+
+    /// Only the named built-in projector, or all of them for `None`.
+    pub fn select(pool: PgPool, name: Option<&str>) -> Result<Self, ProjectionError> {
+        let all = projector::builtin();
+        let chosen = match name {
+            None => all,
+            Some(name) => {
+                let one: Vec<_> = all.into_iter().filter(|p| p.name() == name).collect();
+                if one.is_empty() {
+                    return Err(ProjectionError::UnknownProjector {
+                        name: name.to_owned(),
+                        known: projector::PROJECTOR_NAMES.join(", "),
+                    });
+                }
+                one
+            }
+        };
+        Ok(Self::with_projectors(pool, chosen))
+    }
+
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// How long [`Projections::catch_up`] and rebuilds wait for the read horizon.
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.projectors.iter().map(|p| p.name()).collect()
+    }
+
+    /// Applies the next batch of one projector; returns how many events it applied (0 when it
+    /// is caught up with the ledger's horizon).
+    pub async fn step(&self, projector: &dyn Projector) -> Result<usize, ProjectionError> {
+        let name = projector.name();
+        let db = |e: sqlx::Error| ProjectionError::database(name, e);
+        let (after, events, mut tx) = loop {
+            // Read first, holding nothing: a lock held while another connection reads the
+            // ledger would be a wait PostgreSQL cannot see (e.g. behind a DROP SCHEMA).
+            let after = read_checkpoint(&self.pool, name).await.map_err(db)?;
+            let events = self.read_batch(name, after).await?;
+            if events.is_empty() {
+                return Ok(0);
+            }
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            // The row lock serializes runners of the same projector (two `serve`s, `check`
+            // beside `serve`). One that finds the checkpoint moved lets the other's work stand
+            // and reads again from there.
+            if lock_checkpoint(&mut tx, name).await.map_err(db)? == after {
+                break (after, events, tx);
+            }
+            tx.rollback().await.map_err(db)?;
+        };
+        if let Err(e) = projector.apply(&mut tx, &events).await {
+            // Nothing of the batch stays: the checkpoint has not moved.
+            let _ = tx.rollback().await;
+            let (index, reason) = match e {
+                ApplyError::Event { index, reason } => (index.min(events.len() - 1), reason),
+                ApplyError::Database(e) => return Err(db(e)),
+                ApplyError::Encode(message) => {
+                    return Err(ProjectionError::Database {
+                        projector: name,
+                        message,
+                    });
+                }
+            };
+            // Apply the whole transactions before the bad event, so the projector stops right
+            // before it (and lag counts from it).
+            let bad_tx = events[index].position.commit;
+            let prefix = events
+                .iter()
+                .position(|e| e.position.commit == bad_tx)
+                .unwrap_or(0);
+            if prefix > 0 {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                // Another runner may have moved the checkpoint meanwhile; then it owns these.
+                let unchanged = lock_checkpoint(&mut tx, name).await.map_err(db)? == after;
+                if unchanged && projector.apply(&mut tx, &events[..prefix]).await.is_ok() {
+                    move_checkpoint(&mut tx, name, &events[..prefix])
+                        .await
+                        .map_err(db)?;
+                    tx.commit().await.map_err(db)?;
+                }
+            }
+            let error = ProjectionError::Stopped {
+                projector: name,
+                event: EventRef::of(&events[index]),
+                reason,
+            };
+            record_error(&self.pool, name, &error.to_string()).await;
+            return Err(error);
+        }
+        move_checkpoint(&mut tx, name, &events).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(events.len())
+    }
+
+    /// The events after `after`, ending at a ledger transaction boundary so a batch never holds
+    /// half an append (claims judge whole appends: a node run's end and its artifact arrive
+    /// together).
+    async fn read_batch(
+        &self,
+        name: &'static str,
+        after: Position,
+    ) -> Result<Vec<RecordedEvent>, ProjectionError> {
+        let mut limit = self.batch_size;
+        loop {
+            let page = self.store.read_all(after, limit).await.map_err(|source| {
+                ProjectionError::Ledger {
+                    projector: name,
+                    source,
+                }
+            })?;
+            let mut events = page.events;
+            if events.len() < limit {
+                return Ok(events);
+            }
+            let last_tx = events.last().map_or(0, |e| e.position.commit);
+            let cut = events
+                .iter()
+                .position(|e| e.position.commit == last_tx)
+                .unwrap_or(0);
+            if cut > 0 {
+                events.truncate(cut);
+                return Ok(events);
+            }
+            // One transaction fills the whole page: read more of it.
+            limit = limit.saturating_mul(2);
+        }
+    }
+
+    /// Applies batches until the projector has nothing left below the ledger's horizon (what
+    /// a live runner does on each wake-up; see [`Projections::catch_up`] for "up to the end").
+    pub async fn catch_up_available(
+        &self,
+        projector: &dyn Projector,
+        total: u64,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Report, ProjectionError> {
+        self.drive(projector, total, progress, None).await
+    }
+
+    /// Applies batches until the projector has applied every event committed when the call
+    /// began. The read horizon is the oldest transaction still running anywhere on the server,
+    /// so this may wait for other transactions to end; after `patience` it gives up with
+    /// [`ProjectionError::HorizonHeld`] (nothing is skipped either way).
+    pub async fn catch_up_one(
+        &self,
+        projector: &dyn Projector,
+        total: u64,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Report, ProjectionError> {
+        let end = ledger_end(&self.pool).await.map_err(|e| ProjectionError::database(projector.name(), e))?;
+        self.drive(projector, total, progress, end).await
+    }
+
+    async fn drive(
+        &self,
+        projector: &dyn Projector,
+        total: u64,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        until: Option<Position>,
+    ) -> Result<Report, ProjectionError> {
+        let name = projector.name();
+        let db = |e: sqlx::Error| ProjectionError::database(name, e);
+        let started = Instant::now();
+        let mut applied = 0u64;
+        loop {
+            // Idle wake-ups (polls, other schemas' appends) cost one read and no transaction id.
+            if has_pending(&self.pool, name).await.map_err(db)? {
+                loop {
+                    let n = self.step(projector).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    applied += n as u64;
+                    progress(Progress { projector: name, applied, total });
+                }
+            }
+            let checkpoint = read_checkpoint(&self.pool, name).await.map_err(db)?;
+            match until {
+                Some(end) if checkpoint < end => {
+                    if started.elapsed() > self.patience {
+                        let behind = events_after(&self.pool, checkpoint).await.map_err(db)?;
+                        return Err(ProjectionError::HorizonHeld { projector: name, behind, waited: self.patience });
+                    }
+                    // Committed events wait behind an older transaction still running.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => return Ok(Report { projector: name, applied, elapsed: started.elapsed(), checkpoint }),
+            }
+        }
+    }
+
+    /// Brings every projector up to the ledger's end as of the call, one after the other.
+    pub async fn catch_up(&self) -> Result<Vec<Report>, ProjectionError> {
+        let mut reports = Vec::with_capacity(self.projectors.len());
+        for p in &self.projectors {
+            reports.push(self.catch_up_one(p.as_ref(), 0, &mut |_| {}).await?);
+        }
+        Ok(reports)
+    }
+
+    /// Empties each projector's tables and checkpoint in one transaction, then replays the
+    /// ledger from position zero. Readers see the tables fill up again meanwhile.
+    pub async fn rebuild(
+        &self,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Vec<Report>, ProjectionError> {
+        let mut reports = Vec::with_capacity(self.projectors.len());
+        for p in &self.projectors {
+            let name = p.name();
+            let db = |e: sqlx::Error| ProjectionError::database(name, e);
+            let total = ledger_size(&self.pool).await.map_err(db)?;
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            lock_checkpoint(&mut tx, name).await.map_err(db)?;
+            // Table names are the projector's own static identifiers.
+            let truncate = format!("TRUNCATE {}", p.tables().join(", "));
+            sqlx::query(sqlx::AssertSqlSafe(truncate))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            sqlx::query(
+                "UPDATE projection_checkpoints
+                    SET tx_id = '0', global_position = 0, events_applied = 0, updated_at = now(), error = NULL
+                  WHERE name = $1",
+            )
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            reports.push(self.catch_up_one(p.as_ref(), total, progress).await?);
+        }
+        Ok(reports)
+    }
+
+    /// Keeps every projector current until `shutdown` resolves: a batch loop per wake-up,
+    /// woken by the ledger's NOTIFY after each append and by a poll every `poll_interval`. A
+    /// stopped projector is logged and retried every 30 s; the others keep going.
+    pub async fn run_live(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&self.pool)
+            .await
+            .ok();
+        let mut listener = self.listen().await;
+        let mut stopped: HashMap<&'static str, (String, Instant)> = HashMap::new();
+        let mut retry_soon: Option<Duration> = None;
+        loop {
+            let mut lowest: Option<Position> = None;
+            for p in &self.projectors {
+                let name = p.name();
+                if stopped
+                    .get(name)
+                    .is_some_and(|(_, retry_at)| Instant::now() < *retry_at)
+                {
+                    continue;
+                }
+                match self.catch_up_available(p.as_ref(), 0, &mut |_| {}).await {
+                    Ok(report) => {
+                        lowest = Some(lowest.map_or(report.checkpoint, |l| l.min(report.checkpoint)));
+                        if stopped.remove(name).is_some() {
+                            tracing::info!(projector = name, "projector is applying events again");
+                        }
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        let repeated = stopped.get(name).is_some_and(|(m, _)| *m == message);
+                        if !repeated {
+                            tracing::error!(projector = name, code = e.code(), "{message}");
+                        }
+                        stopped.insert(name, (message, Instant::now() + STOPPED_RETRY));
+                    }
+                }
+            }
+            // Committed events still above the read horizon (an older transaction is open):
+            // look again soon, backing off up to the poll interval, rather than wait a poll.
+            let held = match (lowest, ledger_end(&self.pool).await) {
+                (Some(checkpoint), Ok(Some(end))) => checkpoint < end,
+                _ => false,
+            };
+            retry_soon = held.then(|| retry_soon.map_or(Duration::from_millis(10), |d| d * 2).min(self.poll_interval));
+            let poll = tokio::time::sleep(retry_soon.unwrap_or(self.poll_interval));
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = &mut poll => break,
+                    note = recv(&mut listener) => match note {
+                        Some(Ok(payload)) if schema.as_deref().is_none_or(|s| s == payload) => break,
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "LISTEN connection failed; polling until it is back");
+                            listener = None;
+                        }
+                        None => {}
+                    },
+                }
+            }
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = match PgListener::connect_with(&self.pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN for appends; polling only");
+                return None;
+            }
+        };
+        match listener.listen(NOTIFY_CHANNEL).await {
+            Ok(()) => Some(listener),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN for appends; polling only");
+                None
+            }
+        }
+    }
+}
+
+/// The next notification's payload; pends forever without a listener (the poll timer wins).
+async fn recv(listener: &mut Option<PgListener>) -> Option<Result<String, sqlx::Error>> {
+    match listener {
+        Some(l) => Some(l.recv().await.map(|n| n.payload().to_owned())),
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs every built-in projector live on the pool's schema until the task is aborted or the
+/// process ends. `runledger serve` calls this next to the engine.
+pub fn spawn_live(pool: PgPool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        Projections::new(pool)
+            .run_live(std::future::pending())
+            .await
+    })
+}
+
+/// Moves the checkpoint past `events` (in the transaction that applied them).
+async fn move_checkpoint(
+    tx: &mut sqlx::PgConnection,
+    name: &str,
+    events: &[RecordedEvent],
+) -> Result<(), sqlx::Error> {
+    let Some(last) = events.last().map(|e| e.position) else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE projection_checkpoints
+            SET tx_id = $2::text::xid8, global_position = $3, events_applied = events_applied + $4,
+                updated_at = now(), error = NULL
+          WHERE name = $1",
+    )
+    .bind(name)
+    .bind(last.commit.to_string())
+    .bind(last.global as i64)
+    .bind(events.len() as i64)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Creates the checkpoint row when missing and locks it for this transaction; returns it.
+async fn lock_checkpoint(tx: &mut sqlx::PgConnection, name: &str) -> Result<Position, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .execute(&mut *tx)
+    .await?;
+    let (commit, global): (String, i64) = sqlx::query_as(
+        "SELECT tx_id::text, global_position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(Position {
+        commit: parse_xid(&commit)?,
+        global: global as u64,
+    })
+}
+
+/// Whether events past the projector's checkpoint are readable below the horizon.
+async fn has_pending(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM events e
+              WHERE (e.tx_id, e.global_position) >
+                    (COALESCE((SELECT c.tx_id FROM projection_checkpoints c WHERE c.name = $1), '0'::xid8),
+                     COALESCE((SELECT c.global_position FROM projection_checkpoints c WHERE c.name = $1), 0))
+                AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot()))",
+    )
+    .bind(name)
+    .fetch_one(pool)
+    .await
+}
+
+async fn read_checkpoint(pool: &PgPool, name: &str) -> Result<Position, sqlx::Error> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT tx_id::text, global_position FROM projection_checkpoints WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some((commit, global)) => Ok(Position {
+            commit: parse_xid(&commit)?,
+            global: global as u64,
+        }),
+        None => Ok(Position::START),
+    }
+}
+
+pub(crate) fn parse_xid(text: &str) -> Result<u64, sqlx::Error> {
+    text.parse::<u64>()
+        .map_err(|_| sqlx::Error::Decode(format!("transaction id `{text}` is not a number").into()))
+}
+
+/// Best effort: the stop reason is shown by `projections status` and the API's lag; losing it
+/// (the database is down) changes nothing else.
+async fn record_error(pool: &PgPool, name: &str, message: &str) {
+    let _ = sqlx::query("UPDATE projection_checkpoints SET error = $2 WHERE name = $1")
+        .bind(name)
+        .bind(message)
+        .execute(pool)
+        .await;
+}
+
+/// The last committed event in the ledger's commit-safe order, if any.
+async fn ledger_end(pool: &PgPool) -> Result<Option<Position>, sqlx::Error> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT tx_id::text, global_position FROM events ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(commit, global)| Ok(Position { commit: parse_xid(&commit)?, global: global as u64 })).transpose()
+}
+
+async fn events_after(pool: &PgPool, after: Position) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2)")
+        .bind(after.commit.to_string())
+        .bind(after.global as i64)
+        .fetch_one(pool)
+        .await?;
+    Ok(n as u64)
+}
+
+async fn ledger_size(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await?;
+    Ok(n as u64)
+}
