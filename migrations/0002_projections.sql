@@ -16,11 +16,20 @@ CREATE TABLE projection_checkpoints (
     error           text
 );
 
--- Wakes projectors (LISTEN runledger_events) after each append. One notification per append
--- statement, carrying the schema so processes on other schemas of the database ignore it.
+-- Wakes projectors (LISTEN runledger_events) after appends, with the schema as payload so
+-- processes on other schemas of the database ignore it.
+--
+-- A committing transaction that has notified holds a database-wide lock until its commit is
+-- flushed, so notifying on every append serializes concurrent appends (measured: half the
+-- throughput of 16 concurrent appenders). So at most one transaction in flight notifies: the
+-- one that gets the schema's advisory lock; the others rely on its notification, and on the
+-- projectors' polling for one that commits after it. A wake-up may come late; no event is
+-- ever missed (projectors read the ledger, not the notifications).
 CREATE FUNCTION runledger_notify_appended() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('runledger_events', TG_TABLE_SCHEMA);
+    IF pg_try_advisory_xact_lock(hashtext('runledger_events:' || TG_TABLE_SCHEMA)) THEN
+        PERFORM pg_notify('runledger_events', TG_TABLE_SCHEMA);
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -100,8 +109,10 @@ CREATE TABLE run_detail_node_runs (
 
 CREATE UNIQUE INDEX run_detail_node_runs_order ON run_detail_node_runs (run_id, ordinal);
 
--- Run and node transitions and operator actions, in stream order. Tool calls and artifacts are
--- not repeated here: they have their own tables.
+-- Run transitions, operator actions and node runs that did not simply succeed (failures,
+-- timeouts, cancels, retries, skips, rewinds, ignored results, fallbacks, warnings), in stream
+-- order. Routine node transitions are the node runs' timestamps; tool calls and artifacts have
+-- their own tables.
 CREATE TABLE run_detail_timeline (
     run_id         uuid        NOT NULL,
     stream_version bigint      NOT NULL,
@@ -214,7 +225,8 @@ CREATE TABLE claim_tallies (
     checked    bigint NOT NULL,
     violations bigint NOT NULL,
     samples    integer NOT NULL,
-    PRIMARY KEY (checker, run_id)
+    -- run first: a batch loads the tallies of the runs it touches
+    PRIMARY KEY (run_id, checker)
 );
 
 -- Evidence: every violating event, and the first few supporting events per checker and run.

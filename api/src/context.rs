@@ -32,7 +32,10 @@ pub struct RequestContext {
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestContext {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
         parts
             .extensions
             .get::<RequestContext>()
@@ -46,17 +49,27 @@ fn header_token<T>(
     name: &HeaderName,
     parse: impl Fn(String) -> Result<T, runledger_contracts::ids::IdError>,
 ) -> Result<Option<T>, ApiError> {
-    let Some(value) = headers.get(name) else { return Ok(None) };
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
     let text = value.to_str().map_err(|_| invalid_header(name))?;
-    parse(text.to_owned()).map(Some).map_err(|_| invalid_header(name))
+    parse(text.to_owned())
+        .map(Some)
+        .map_err(|_| invalid_header(name))
 }
 
 fn invalid_header(name: &HeaderName) -> ApiError {
-    ApiError::bad_request("invalid_header", format!("header `{name}` must be 1 to 128 visible ASCII characters"))
+    ApiError::bad_request(
+        "invalid_header",
+        format!("header `{name}` must be 1 to 128 visible ASCII characters"),
+    )
 }
 
 fn is_mutating(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
 }
 
 /// Compares the presented bearer token with the configured one in time independent of where
@@ -70,7 +83,11 @@ fn token_matches(headers: &HeaderMap, token: &str) -> bool {
     blake3::hash(presented.as_bytes()) == blake3::hash(token.as_bytes())
 }
 
-pub async fn middleware(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+pub async fn middleware(
+    State(state): State<ApiState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let headers = request.headers();
     let request_id = header_token(headers, &REQUEST_ID, RequestId::new);
     let correlation_id = header_token(headers, &CORRELATION_ID, CorrelationId::new);
@@ -120,7 +137,9 @@ fn finish(mut response: Response, context: &RequestContext) -> Response {
     let pending = response.extensions_mut().remove::<PendingEnvelope>();
     let envelope = match pending {
         Some(PendingEnvelope(envelope)) => envelope,
-        None if (status.is_client_error() || status.is_server_error()) && !is_json(response.headers()) => {
+        None if (status.is_client_error() || status.is_server_error())
+            && !is_json(response.headers()) =>
+        {
             envelope_for_status(status).envelope()
         }
         None => return response,
@@ -134,7 +153,10 @@ fn finish(mut response: Response, context: &RequestContext) -> Response {
     let envelope = envelope.with_ids(Some(context.request_id.to_string()), Some(correlation));
     let body = serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     let (mut parts, _) = response.into_parts();
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }

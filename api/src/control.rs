@@ -71,14 +71,24 @@ pub struct ControlResult {
     pub events: Vec<LedgerEvent>,
 }
 
-fn control_of(state: &ApiState, actor: Option<String>, reason: Option<String>) -> Result<Control, ApiError> {
+fn control_of(
+    state: &ApiState,
+    actor: Option<String>,
+    reason: Option<String>,
+) -> Result<Control, ApiError> {
     let actor = actor.unwrap_or_else(|| state.config().default_actor.clone());
     let reason = reason.unwrap_or_else(|| DEFAULT_REASON.to_owned());
     if actor.trim().is_empty() || actor.len() > 200 {
-        return Err(ApiError::unprocessable("invalid_body", "`actor` must be 1 to 200 characters"));
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "`actor` must be 1 to 200 characters",
+        ));
     }
     if reason.len() > 2000 {
-        return Err(ApiError::unprocessable("invalid_body", "`reason` must be at most 2,000 characters"));
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "`reason` must be at most 2,000 characters",
+        ));
     }
     Ok(Control { actor, reason })
 }
@@ -91,7 +101,10 @@ async fn apply(
     control: Control,
 ) -> Result<Response, ApiError> {
     let name = action.name().to_owned();
-    let outcome = state.engine().control(run, action, control, context.request_id.clone()).await?;
+    let outcome = state
+        .engine()
+        .control(run, action, control, context.request_id.clone())
+        .await?;
     let correlation = outcome.events.first().map(|e| e.correlation_id.clone());
     let result = ControlResult {
         run_id: run.to_string(),
@@ -153,7 +166,14 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
     let control = control_of(&state, body.actor, body.reason)?;
-    apply(&state, &context, run, ControlAction::Cancel { force: body.force }, control).await
+    apply(
+        &state,
+        &context,
+        run,
+        ControlAction::Cancel { force: body.force },
+        control,
+    )
+    .await
 }
 
 /// Re-run a failed or timed-out node with its recorded inputs (reopens a failed run).
@@ -169,7 +189,14 @@ pub async fn retry_node(
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
     let control = control_of(&state, body.actor, body.reason)?;
-    apply(&state, &context, run, ControlAction::RetryNode { node }, control).await
+    apply(
+        &state,
+        &context,
+        run,
+        ControlAction::RetryNode { node },
+        control,
+    )
+    .await
 }
 
 /// End the node's running or failed node run with the given output; downstream continues.
@@ -186,7 +213,17 @@ pub async fn skip_node(
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
     let control = control_of(&state, body.actor, body.reason)?;
-    apply(&state, &context, run, ControlAction::SkipNode { node, output: body.output }, control).await
+    apply(
+        &state,
+        &context,
+        run,
+        ControlAction::SkipNode {
+            node,
+            output: body.output,
+        },
+        control,
+    )
+    .await
 }
 
 /// Re-run the node and everything downstream of it; upstream results are kept.
@@ -202,5 +239,12 @@ pub async fn rewind_node(
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
     let control = control_of(&state, body.actor, body.reason)?;
-    apply(&state, &context, run, ControlAction::RewindNode { node }, control).await
+    apply(
+        &state,
+        &context,
+        run,
+        ControlAction::RewindNode { node },
+        control,
+    )
+    .await
 }

@@ -22,7 +22,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into(), details: Value::Null }
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+            details: Value::Null,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -50,7 +55,11 @@ impl ApiError {
     /// returned without internals.
     pub fn internal(code: &str, message: impl std::fmt::Display) -> Self {
         tracing::error!(code, error = %message, "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, format!("internal error ({code}); see the server log"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code,
+            format!("internal error ({code}); see the server log"),
+        )
     }
 
     pub fn unavailable(code: &str, message: impl Into<String>) -> Self {
@@ -59,13 +68,20 @@ impl ApiError {
 
     /// The envelope without ids; the middleware adds them.
     pub fn envelope(&self) -> ErrorEnvelope {
-        ErrorEnvelope::new(self.code.clone(), self.message.clone()).with_details(self.details.clone())
+        ErrorEnvelope::new(self.code.clone(), self.message.clone())
+            .with_details(self.details.clone())
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -77,9 +93,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.status.into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        response.extensions_mut().insert(PendingEnvelope(self.envelope()));
+        response
+            .extensions_mut()
+            .insert(PendingEnvelope(self.envelope()));
         response
     }
 }
@@ -93,9 +113,9 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Conflict { .. } => ApiError::conflict(e.code(), e.to_string()),
             StoreError::RequestMismatch { .. } => ApiError::conflict(e.code(), e.to_string()),
-            StoreError::InvalidEvent { .. } | StoreError::InvalidRequest(_) | StoreError::MissingBlob { .. } => {
-                ApiError::unprocessable(e.code(), e.to_string())
-            }
+            StoreError::InvalidEvent { .. }
+            | StoreError::InvalidRequest(_)
+            | StoreError::MissingBlob { .. } => ApiError::unprocessable(e.code(), e.to_string()),
             StoreError::Corrupt(_) => ApiError::internal(e.code(), &e),
         }
     }
@@ -106,15 +126,25 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::Store(e) => e.into(),
             EngineError::Decide(DecideError::NotApplicable { code, message }) => {
-                let status = if code == "unknown_node" { StatusCode::NOT_FOUND } else { StatusCode::CONFLICT };
+                let status = if code == "unknown_node" {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::CONFLICT
+                };
                 ApiError::new(status, code, message)
             }
-            EngineError::Decide(e @ DecideError::InvalidInput { .. }) => ApiError::unprocessable(e.code(), e.to_string()),
-            EngineError::Decide(e @ DecideError::UnknownNodeRun(_)) => ApiError::not_found(e.code(), e.to_string()),
+            EngineError::Decide(e @ DecideError::InvalidInput { .. }) => {
+                ApiError::unprocessable(e.code(), e.to_string())
+            }
+            EngineError::Decide(e @ DecideError::UnknownNodeRun(_)) => {
+                ApiError::not_found(e.code(), e.to_string())
+            }
             EngineError::Decide(e @ DecideError::State(_)) => ApiError::internal(e.code(), &e),
             e @ EngineError::RunNotFound(_) => ApiError::not_found(e.code(), e.to_string()),
             e @ EngineError::Corrupt { .. } => ApiError::internal(e.code(), &e),
-            e @ (EngineError::Shutdown | EngineError::Contended(_)) => ApiError::unavailable(e.code(), e.to_string()),
+            e @ (EngineError::Shutdown | EngineError::Contended(_)) => {
+                ApiError::unavailable(e.code(), e.to_string())
+            }
         }
     }
 }
@@ -130,9 +160,17 @@ impl From<sqlx::Error> for ApiError {
 pub fn envelope_for_status(status: StatusCode) -> ApiError {
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("route_not_found", "no such route"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this route does not take that method"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is larger than the limit"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send the body as application/json"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this route does not take that method")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the request body is larger than the limit",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
         StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
         s if s.is_client_error() => ("bad_request", "the request is not valid"),
         _ => ("internal_error", "internal error; see the server log"),

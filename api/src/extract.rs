@@ -23,16 +23,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| {
-                let mime = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+                let mime = v
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
             });
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than the limit")
-            } else {
-                ApiError::bad_request("unreadable_body", "the request body could not be read")
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the request body is larger than the limit",
+                    )
+                } else {
+                    ApiError::bad_request("unreadable_body", "the request body could not be read")
+                }
+            })?;
         if bytes.is_empty() {
             return parse(b"{}").map(ApiJson);
         }
@@ -51,16 +63,24 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         let at = json!({ "line": e.line(), "column": e.column() });
         match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
-                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")).with_details(at)
-            }
-            serde_json::error::Category::Data if e.to_string().starts_with("unknown field") => {
-                ApiError::bad_request("unknown_field", format!("the body has a field this endpoint does not take: {e}"))
+            serde_json::error::Category::Syntax
+            | serde_json::error::Category::Eof
+            | serde_json::error::Category::Io => {
+                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
                     .with_details(at)
             }
-            serde_json::error::Category::Data => {
-                ApiError::unprocessable("invalid_body", format!("the body does not fit this endpoint: {e}")).with_details(at)
+            serde_json::error::Category::Data if e.to_string().starts_with("unknown field") => {
+                ApiError::bad_request(
+                    "unknown_field",
+                    format!("the body has a field this endpoint does not take: {e}"),
+                )
+                .with_details(at)
             }
+            serde_json::error::Category::Data => ApiError::unprocessable(
+                "invalid_body",
+                format!("the body does not fit this endpoint: {e}"),
+            )
+            .with_details(at),
         }
     })
 }
@@ -74,17 +94,26 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuer
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(value)) => Ok(ApiQuery(value)),
-            Err(rejection) => Err(ApiError::bad_request("invalid_query", rejection.body_text())),
+            Err(rejection) => Err(ApiError::bad_request(
+                "invalid_query",
+                rejection.body_text(),
+            )),
         }
     }
 }
 
 pub fn run_id(text: &str) -> Result<RunId, ApiError> {
-    text.parse().map_err(|e: runledger_contracts::ids::IdError| ApiError::bad_request("invalid_id", e.to_string()))
+    text.parse()
+        .map_err(|e: runledger_contracts::ids::IdError| {
+            ApiError::bad_request("invalid_id", e.to_string())
+        })
 }
 
 pub fn node_run_id(text: &str) -> Result<NodeRunId, ApiError> {
-    text.parse().map_err(|e: runledger_contracts::ids::IdError| ApiError::bad_request("invalid_id", e.to_string()))
+    text.parse()
+        .map_err(|e: runledger_contracts::ids::IdError| {
+            ApiError::bad_request("invalid_id", e.to_string())
+        })
 }
 
 /// Page sizes: default 50, at most 500.
@@ -92,6 +121,9 @@ pub fn page_limit(limit: Option<u32>) -> Result<usize, ApiError> {
     match limit {
         None => Ok(50),
         Some(n @ 1..=500) => Ok(n as usize),
-        Some(n) => Err(ApiError::bad_request("invalid_query", format!("limit must be 1 to 500, not {n}"))),
+        Some(n) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1 to 500, not {n}"),
+        )),
     }
 }

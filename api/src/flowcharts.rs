@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use runledger_contracts::flowchart::{Flowchart, SourceFormat, ValidationCode, ValidationError, load};
+use runledger_contracts::flowchart::{
+    Flowchart, SourceFormat, ValidationCode, ValidationError, load,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -133,7 +135,11 @@ pub fn load_definition(definition: &Value) -> Result<Flowchart, Vec<ValidationEr
 fn problems(errors: &[ValidationError]) -> Vec<ValidationProblem> {
     errors
         .iter()
-        .map(|e| ValidationProblem { code: e.code.as_str().to_owned(), path: e.path.clone(), message: e.message.clone() })
+        .map(|e| ValidationProblem {
+            code: e.code.as_str().to_owned(),
+            path: e.path.clone(),
+            message: e.message.clone(),
+        })
         .collect()
 }
 
@@ -141,8 +147,14 @@ fn problems(errors: &[ValidationError]) -> Vec<ValidationProblem> {
 /// problems in `details.errors`.
 pub fn invalid_flowchart(errors: &[ValidationError]) -> ApiError {
     let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
-    ApiError::unprocessable("invalid_flowchart", format!("the flowchart is not valid ({} problem(s)); first: {first}", errors.len()))
-        .with_details(json!({ "errors": problems(errors) }))
+    ApiError::unprocessable(
+        "invalid_flowchart",
+        format!(
+            "the flowchart is not valid ({} problem(s)); first: {first}",
+            errors.len()
+        ),
+    )
+    .with_details(json!({ "errors": problems(errors) }))
 }
 
 impl From<RegistryError> for ApiError {
@@ -168,8 +180,14 @@ impl From<RegistryError> for ApiError {
     responses((status = 200, body = ValidationReport), (status = "4XX", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn validate(ApiJson(body): ApiJson<ValidateBody>) -> Json<ValidationReport> {
     match load_definition(&body.definition) {
-        Ok(_) => Json(ValidationReport { valid: true, errors: Vec::new() }),
-        Err(errors) => Json(ValidationReport { valid: false, errors: problems(&errors) }),
+        Ok(_) => Json(ValidationReport {
+            valid: true,
+            errors: Vec::new(),
+        }),
+        Err(errors) => Json(ValidationReport {
+            valid: false,
+            errors: problems(&errors),
+        }),
     }
 }
 
@@ -186,27 +204,53 @@ pub async fn create(
     context: RequestContext,
     ApiJson(body): ApiJson<CreateFlowchartBody>,
 ) -> Result<Response, ApiError> {
-    let flowchart = load_definition(&body.definition).map_err(|errors| invalid_flowchart(&errors))?;
-    let actor = body.actor.unwrap_or_else(|| state.config().default_actor.clone());
+    let flowchart =
+        load_definition(&body.definition).map_err(|errors| invalid_flowchart(&errors))?;
+    let actor = body
+        .actor
+        .unwrap_or_else(|| state.config().default_actor.clone());
     let created = state
         .flowcharts()
-        .create(flowchart, &actor, context.request_id.clone(), context.correlation_id.clone())
+        .create(
+            flowchart,
+            &actor,
+            context.request_id.clone(),
+            context.correlation_id.clone(),
+        )
         .await?;
     let mut view = FlowchartVersionView::of(&created.stored, true);
     view.created = Some(created.created);
-    let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(view)).into_response())
 }
 
 /// List stored flowcharts (their latest versions), by name.
 #[utoipa::path(get, path = "/v1/flowcharts", tag = "flowcharts", params(FlowchartListQuery),
     responses((status = 200, body = FlowchartPage), (status = "4XX", body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn list(State(state): State<ApiState>, ApiQuery(query): ApiQuery<FlowchartListQuery>) -> Result<Json<FlowchartPage>, ApiError> {
+pub async fn list(
+    State(state): State<ApiState>,
+    ApiQuery(query): ApiQuery<FlowchartListQuery>,
+) -> Result<Json<FlowchartPage>, ApiError> {
     let limit = page_limit(query.limit)?;
-    let found = state.flowcharts().list(query.after.as_deref(), limit + 1).await?;
+    let found = state
+        .flowcharts()
+        .list(query.after.as_deref(), limit + 1)
+        .await?;
     let more = found.len() > limit;
-    let items: Vec<FlowchartVersionView> = found.iter().take(limit).map(|s| FlowchartVersionView::of(s, false)).collect();
-    let next_cursor = if more { items.last().map(|v| v.name.clone()) } else { None };
+    let items: Vec<FlowchartVersionView> = found
+        .iter()
+        .take(limit)
+        .map(|s| FlowchartVersionView::of(s, false))
+        .collect();
+    let next_cursor = if more {
+        items.last().map(|v| v.name.clone())
+    } else {
+        None
+    };
     Ok(Json(FlowchartPage { items, next_cursor }))
 }
 
@@ -214,7 +258,10 @@ pub async fn list(State(state): State<ApiState>, ApiQuery(query): ApiQuery<Flowc
 #[utoipa::path(get, path = "/v1/flowcharts/{name}", tag = "flowcharts",
     params(("name" = String, Path, description = "flowchart name")),
     responses((status = 200, body = FlowchartVersionView), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn latest(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<FlowchartVersionView>, ApiError> {
+pub async fn latest(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<FlowchartVersionView>, ApiError> {
     let stored = state.flowcharts().get(&name, None).await?;
     Ok(Json(FlowchartVersionView::of(&stored, true)))
 }
@@ -223,9 +270,17 @@ pub async fn latest(State(state): State<ApiState>, Path(name): Path<String>) -> 
 #[utoipa::path(get, path = "/v1/flowcharts/{name}/versions", tag = "flowcharts",
     params(("name" = String, Path, description = "flowchart name")),
     responses((status = 200, body = FlowchartVersionList), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn versions(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<FlowchartVersionList>, ApiError> {
+pub async fn versions(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<FlowchartVersionList>, ApiError> {
     let all = state.flowcharts().versions(&name).await?;
-    Ok(Json(FlowchartVersionList { items: all.iter().map(|s| FlowchartVersionView::of(s, false)).collect() }))
+    Ok(Json(FlowchartVersionList {
+        items: all
+            .iter()
+            .map(|s| FlowchartVersionView::of(s, false))
+            .collect(),
+    }))
 }
 
 /// One version of a flowchart, with its definition.
@@ -236,11 +291,12 @@ pub async fn version(
     State(state): State<ApiState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<FlowchartVersionView>, ApiError> {
-    let version: u32 = version
-        .parse()
-        .ok()
-        .filter(|v| *v >= 1)
-        .ok_or_else(|| ApiError::bad_request("invalid_id", format!("`{version}` is not a flowchart version (1, 2, ...)")))?;
+    let version: u32 = version.parse().ok().filter(|v| *v >= 1).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("`{version}` is not a flowchart version (1, 2, ...)"),
+        )
+    })?;
     let stored = state.flowcharts().get(&name, Some(version)).await?;
     Ok(Json(FlowchartVersionView::of(&stored, true)))
 }

@@ -33,11 +33,18 @@ pub enum Claim {
 
 /// The key from the request, if any: 1 to 255 visible ASCII characters.
 pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(HEADER) else { return Ok(None) };
-    let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()));
+    let Some(value) = headers.get(HEADER) else {
+        return Ok(None);
+    };
+    let key = value.to_str().ok().filter(|k| {
+        !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+    });
     match key {
         Some(k) => Ok(Some(k.to_owned())),
-        None => Err(ApiError::bad_request("invalid_header", "header `idempotency-key` must be 1 to 255 visible ASCII characters")),
+        None => Err(ApiError::bad_request(
+            "invalid_header",
+            "header `idempotency-key` must be 1 to 255 visible ASCII characters",
+        )),
     }
 }
 
@@ -45,7 +52,12 @@ pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 pub fn request_hash(body: &Value) -> Result<Digest, ApiError> {
     canonical::to_canonical_vec(body)
         .map(|bytes| Digest::of(&bytes))
-        .map_err(|e| ApiError::unprocessable("invalid_body", format!("the body cannot be canonicalized: {e}")))
+        .map_err(|e| {
+            ApiError::unprocessable(
+                "invalid_body",
+                format!("the body cannot be canonicalized: {e}"),
+            )
+        })
 }
 
 /// Claims `key` for this request, or finds what it was claimed for.
@@ -68,19 +80,29 @@ pub async fn claim(
     });
     let new = NewEvent::from_domain(&event).map_err(|e| ApiError::internal("internal_error", e))?;
     let append = AppendRequest::new(request_id.clone(), correlation_id.clone(), vec![new]);
-    match store.append(&stream, ExpectedVersion::NoStream, append).await {
+    match store
+        .append(&stream, ExpectedVersion::NoStream, append)
+        .await
+    {
         Ok(outcome) if !outcome.deduplicated => return Ok(Claim::Fresh(proposed)),
         Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::RequestMismatch { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     let first = store.read_stream(&stream, 1, 1).await?;
-    let recorded = first
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::internal("ledger_corrupt", format!("{stream} exists but has no first event")))?;
+    let recorded = first.into_iter().next().ok_or_else(|| {
+        ApiError::internal(
+            "ledger_corrupt",
+            format!("{stream} exists but has no first event"),
+        )
+    })?;
     let earlier = match recorded.decode() {
         Ok(DomainEvent::IdempotencyKeyRecorded(e)) => e,
-        Ok(other) => return Err(ApiError::internal("ledger_corrupt", format!("{stream} holds {}", other.event_type()))),
+        Ok(other) => {
+            return Err(ApiError::internal(
+                "ledger_corrupt",
+                format!("{stream} holds {}", other.event_type()),
+            ));
+        }
         Err(e) => return Err(ApiError::internal("ledger_corrupt", e)),
     };
     if earlier.scope == SCOPE_RUN_START && earlier.request_hash == request {
@@ -88,7 +110,10 @@ pub async fn claim(
     } else {
         Err(ApiError::conflict(
             "idempotency_key_reused",
-            format!("this Idempotency-Key already started run {} with a different request body", earlier.run_id),
+            format!(
+                "this Idempotency-Key already started run {} with a different request body",
+                earlier.run_id
+            ),
         )
         .with_details(serde_json::json!({ "run_id": earlier.run_id })))
     }

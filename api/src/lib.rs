@@ -8,6 +8,7 @@
 //! generated, returned, and written on the events a request causes. With
 //! `RUNLEDGER_API_TOKEN` set, mutating requests need it as a bearer token. See docs/api.md.
 
+pub mod cache;
 pub mod context;
 pub mod control;
 pub mod error;
@@ -34,29 +35,50 @@ pub use state::{ApiConfig, ApiState};
 /// Every route of the API, with its middleware.
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
-        .route("/flowcharts", get(flowcharts::list).post(flowcharts::create))
+        .route(
+            "/flowcharts",
+            get(flowcharts::list).post(flowcharts::create),
+        )
         .route("/flowcharts/validate", post(flowcharts::validate))
         .route("/flowcharts/{name}", get(flowcharts::latest))
         .route("/flowcharts/{name}/versions", get(flowcharts::versions))
-        .route("/flowcharts/{name}/versions/{version}", get(flowcharts::version))
+        .route(
+            "/flowcharts/{name}/versions/{version}",
+            get(flowcharts::version),
+        )
         .route("/runs", get(read::list_runs).post(runs::start))
         .route("/runs/{run_id}", get(read::run_detail))
         .route("/runs/{run_id}/events", get(runs::ledger))
         .route("/runs/{run_id}/export", get(runs::export_run))
-        .route("/runs/{run_id}/node-runs/{node_run_id}", get(read::node_run_detail))
+        .route(
+            "/runs/{run_id}/node-runs/{node_run_id}",
+            get(read::node_run_detail),
+        )
         .route("/runs/{run_id}/claims", get(read::run_claims))
         .route("/runs/{run_id}/pause", post(control::pause))
         .route("/runs/{run_id}/resume", post(control::resume))
         .route("/runs/{run_id}/cancel", post(control::cancel))
-        .route("/runs/{run_id}/nodes/{node_id}/retry", post(control::retry_node))
-        .route("/runs/{run_id}/nodes/{node_id}/skip", post(control::skip_node))
-        .route("/runs/{run_id}/nodes/{node_id}/rewind", post(control::rewind_node))
+        .route(
+            "/runs/{run_id}/nodes/{node_id}/retry",
+            post(control::retry_node),
+        )
+        .route(
+            "/runs/{run_id}/nodes/{node_id}/skip",
+            post(control::skip_node),
+        )
+        .route(
+            "/runs/{run_id}/nodes/{node_id}/rewind",
+            post(control::rewind_node),
+        )
         .route("/artifacts", get(read::list_artifacts))
         .route("/artifacts/{artifact_id}", get(read::artifact_detail))
         .route("/claims", get(read::claims))
         .route("/events", get(live::events))
         .route("/models", get(models::list).post(models::create))
-        .route("/models/{name}", get(models::get).put(models::update).delete(models::delete));
+        .route(
+            "/models/{name}",
+            get(models::get).put(models::update).delete(models::delete),
+        );
     let body_limit = state.config().body_limit;
     Router::new()
         .nest("/v1", v1)
@@ -66,7 +88,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), context::middleware))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            context::middleware,
+        ))
         .with_state(state)
 }
 
@@ -78,20 +103,26 @@ async fn not_found() -> ApiError {
 /// `ApiConfig::run_projections`, the projectors run live beside it (several servers on one
 /// database share the work safely).
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
-    let projections = state
+    // Stops the projectors however this future ends (also when its task is aborted).
+    let _projections = state
         .config()
         .run_projections
-        .then(|| runledger_projections::spawn_live(state.pool().clone()));
-    let result = axum::serve(listener, router(state)).await;
-    if let Some(task) = projections {
-        task.abort();
+        .then(|| AbortOnDrop(runledger_projections::spawn_live(state.pool().clone())));
+    axum::serve(listener, router(state)).await
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-    result
 }
 
 /// Where `runledger serve` listens unless told otherwise.
-pub const DEFAULT_LISTEN: std::net::SocketAddr =
-    std::net::SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8420));
+pub const DEFAULT_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8420),
+);
 
 /// Starts the API for `runledger serve`: binds `listen` (a bind failure is an error) or the
 /// default address (when it is taken, e.g. by another `serve` on this host, the engine runs
@@ -111,7 +142,9 @@ pub async fn spawn_for_serve(
         }
         Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
     };
-    let bound = listener.local_addr().map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let state = ApiState::for_engine(engine, ApiConfig::for_serve(nats_url));
     if state.config().token.is_none() && !bound.ip().is_loopback() {
         tracing::warn!(%bound, "the HTTP API listens beyond loopback without RUNLEDGER_API_TOKEN: anyone who reaches it can start and control runs");

@@ -32,6 +32,9 @@ use crate::state::ApiState;
 /// Events read per round trip.
 const PAGE: usize = 500;
 
+/// The channel the ledger's append trigger notifies.
+pub const NOTIFY_CHANNEL: &str = "runledger_events";
+
 /// The SSE event name of each event type, in `domain:entity:action` form.
 pub const EVENT_NAMES: &[(&str, &str)] = &[
     ("RunStarted", "flowchart:run:updated"),
@@ -64,7 +67,10 @@ pub const EVENT_NAMES: &[(&str, &str)] = &[
 pub const FALLBACK_NAME: &str = "ledger:event:appended";
 
 pub fn event_name(event_type: &str) -> &'static str {
-    EVENT_NAMES.iter().find(|(t, _)| *t == event_type).map_or(FALLBACK_NAME, |(_, n)| n)
+    EVENT_NAMES
+        .iter()
+        .find(|(t, _)| *t == event_type)
+        .map_or(FALLBACK_NAME, |(_, n)| n)
 }
 
 /// `<commit>.<global>`: the checkpoint after an event.
@@ -74,7 +80,10 @@ pub fn encode_checkpoint(position: Position) -> String {
 
 pub fn decode_checkpoint(text: &str) -> Option<Position> {
     let (commit, global) = text.trim().split_once('.')?;
-    Some(Position { commit: commit.parse().ok()?, global: global.parse().ok()? })
+    Some(Position {
+        commit: commit.parse().ok()?,
+        global: global.parse().ok()?,
+    })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -114,7 +123,12 @@ pub struct LiveEvent {
 
 impl LiveEvent {
     pub fn of(e: &RecordedEvent) -> Self {
-        let text = |key: &str| e.payload.get(key).and_then(Value::as_str).map(str::to_owned);
+        let text = |key: &str| {
+            e.payload
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         Self {
             event: event_name(&e.event_type).to_owned(),
             event_type: e.event_type.clone(),
@@ -145,10 +159,21 @@ async fn ledger_end(state: &ApiState) -> Result<Position, ApiError> {
     )
     .fetch_optional(state.pool())
     .await?;
-    let Some(row) = row else { return Ok(Position::START) };
+    let Some(row) = row else {
+        return Ok(Position::START);
+    };
     let commit: String = row.try_get("tx_id")?;
     let global: i64 = row.try_get("global_position")?;
-    Ok(Position { commit: commit.parse().unwrap_or(0), global: global.max(0) as u64 })
+    let commit = commit.parse().map_err(|_| {
+        ApiError::internal(
+            "ledger_corrupt",
+            format!("transaction id `{commit}` is not a number"),
+        )
+    })?;
+    Ok(Position {
+        commit,
+        global: global.max(0) as u64,
+    })
 }
 
 /// Live events of the ledger over SSE.
@@ -168,16 +193,19 @@ pub async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let run = query.run_id.as_deref().map(run_id).transpose()?;
     let resume = match headers.get("last-event-id") {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(decode_checkpoint)
-                .ok_or_else(|| ApiError::bad_request("invalid_header", "`Last-Event-ID` must be an event id this stream sent"))?,
-        ),
+        Some(v) => Some(v.to_str().ok().and_then(decode_checkpoint).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_header",
+                "`Last-Event-ID` must be an event id this stream sent",
+            )
+        })?),
         None => match &query.after {
-            Some(a) => Some(
-                decode_checkpoint(a).ok_or_else(|| ApiError::bad_request("invalid_query", "`after` must be an event id this stream sent"))?,
-            ),
+            Some(a) => Some(decode_checkpoint(a).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    "`after` must be an event id this stream sent",
+                )
+            })?),
             None => None,
         },
     };
@@ -187,12 +215,21 @@ pub async fn events(
             let stream = StreamId::for_run(run);
             let first = state.store().read_stream(&stream, 1, 1).await?;
             match first.first() {
-                Some(e) => Position { commit: e.position.commit, global: e.position.global.saturating_sub(1) },
-                None => return Err(ApiError::not_found("run_not_found", format!("run {run} does not exist"))),
+                Some(e) => Position {
+                    commit: e.position.commit,
+                    global: e.position.global.saturating_sub(1),
+                },
+                None => {
+                    return Err(ApiError::not_found(
+                        "run_not_found",
+                        format!("run {run} does not exist"),
+                    ));
+                }
             }
         }
         (None, None) => ledger_end(&state).await?,
     };
+    start_listener(&state);
     let follower = Follower {
         state: state.clone(),
         position: start,
@@ -221,15 +258,29 @@ impl Follower {
             if let Some(event) = self.buffer.pop_front() {
                 return event;
             }
+            // Armed before the read, so an append that commits meanwhile still wakes us.
+            let appended = self.state.inner.appended.clone();
+            let woken = appended.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             match self.state.store().read_all(self.position, PAGE).await {
                 Ok(page) => {
                     let full = page.events.len() == PAGE;
-                    for e in page.events.iter().filter(|e| self.stream.as_ref().is_none_or(|s| *s == e.stream_id)) {
+                    for e in page
+                        .events
+                        .iter()
+                        .filter(|e| self.stream.as_ref().is_none_or(|s| *s == e.stream_id))
+                    {
                         self.buffer.push_back(message(e));
                     }
                     self.position = page.checkpoint;
                     if self.buffer.is_empty() && !full {
-                        tokio::time::sleep(self.poll).await;
+                        // The notification wakes us at once; the poll is the backstop (and
+                        // covers events still above the horizon when it came).
+                        tokio::select! {
+                            _ = &mut woken => {}
+                            _ = tokio::time::sleep(self.poll) => {}
+                        }
                     }
                 }
                 Err(e) => {
@@ -243,5 +294,63 @@ impl Follower {
 
 fn message(e: &RecordedEvent) -> Event {
     let data = serde_json::to_string(&LiveEvent::of(e)).unwrap_or_else(|_| "{}".into());
-    Event::default().id(encode_checkpoint(e.position)).event(event_name(&e.event_type)).data(data)
+    Event::default()
+        .id(encode_checkpoint(e.position))
+        .event(event_name(&e.event_type))
+        .data(data)
+}
+
+/// The ledger's append trigger (`migrations/0002_projections.sql`) notifies channel
+/// `runledger_events` with the schema it wrote to. One LISTEN connection per server wakes every
+/// live stream of this schema; it ends once the server's state is gone.
+fn start_listener(state: &ApiState) {
+    use std::sync::atomic::Ordering;
+    if state.inner.listening.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let pool = state.pool().clone();
+    let appended = std::sync::Arc::downgrade(&state.inner.appended);
+    tokio::spawn(async move {
+        let schema: String = match sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&pool)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "live events: cannot read the schema; polling only");
+                return;
+            }
+        };
+        while appended.strong_count() > 0 {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "live events: cannot LISTEN; polling until it works");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
+                tracing::warn!(error = %e, "live events: cannot LISTEN; polling until it works");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+            loop {
+                match tokio::time::timeout(Duration::from_secs(5), listener.recv()).await {
+                    Ok(Ok(note)) if note.payload() == schema => match appended.upgrade() {
+                        Some(notify) => notify.notify_waiters(),
+                        None => return,
+                    },
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "live events: LISTEN connection lost; reconnecting");
+                        break;
+                    }
+                    // Look whether the server is still there.
+                    Err(_) if appended.strong_count() == 0 => return,
+                    Err(_) => {}
+                }
+            }
+        }
+    });
 }

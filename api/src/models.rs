@@ -8,7 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use runledger_contracts::model::ModelSpec;
-use runledger_executor_gateway::models::{ChangeOutcome, ChangeRequest, ModelRegistry, RegisteredModel, RegistryError};
+use runledger_executor_gateway::models::{
+    ChangeOutcome, ChangeRequest, ModelRegistry, RegisteredModel, RegistryError,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -37,7 +39,8 @@ impl ModelView {
             name: model.spec.name.clone(),
             version: model.version,
             updated_at: model.updated_at.to_string(),
-            spec: serde_json::to_value(&model.spec).map_err(|e| ApiError::internal("internal_error", e))?,
+            spec: serde_json::to_value(&model.spec)
+                .map_err(|e| ApiError::internal("internal_error", e))?,
         })
     }
 }
@@ -63,7 +66,7 @@ pub struct ModelChange {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateModelBody {
-    /// The model spec (see docs/models.md).
+    /// The model spec (see docs/providers.md).
     #[schema(value_type = Object)]
     pub spec: ModelSpec,
     /// Who registers it; default `api`.
@@ -100,7 +103,9 @@ impl From<RegistryError> for ApiError {
         let field = e.field();
         let error = match e {
             RegistryError::Store(store) => return store.into(),
-            e @ (RegistryError::Corrupt { .. } | RegistryError::Provider(_)) => return ApiError::internal(e.code(), &e),
+            e @ (RegistryError::Corrupt { .. } | RegistryError::Provider(_)) => {
+                return ApiError::internal(e.code(), &e);
+            }
             e @ RegistryError::Invalid(_) => ApiError::unprocessable(e.code(), e.to_string()),
             e @ RegistryError::NotFound { .. } => ApiError::not_found(e.code(), e.to_string()),
             e @ (RegistryError::Exists { .. }
@@ -115,8 +120,17 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-fn change_response(name: &str, outcome: ChangeOutcome, context: &RequestContext, status: StatusCode) -> Response {
-    let status = if outcome.deduplicated { StatusCode::OK } else { status };
+fn change_response(
+    name: &str,
+    outcome: ChangeOutcome,
+    context: &RequestContext,
+    status: StatusCode,
+) -> Response {
+    let status = if outcome.deduplicated {
+        StatusCode::OK
+    } else {
+        status
+    };
     let body = ModelChange {
         name: name.to_owned(),
         version: outcome.version,
@@ -138,17 +152,26 @@ fn actor(state: &ApiState, actor: Option<String>) -> String {
 #[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, body = ModelList)))]
 pub async fn list(State(state): State<ApiState>) -> Result<Json<ModelList>, ApiError> {
     let models = ModelRegistry::new(state.store()).list().await?;
-    let items = models.iter().map(ModelView::of).collect::<Result<Vec<_>, _>>()?;
+    let items = models
+        .iter()
+        .map(ModelView::of)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(ModelList { items }))
 }
 
 /// One model.
 #[utoipa::path(get, path = "/v1/models/{name}", tag = "models", params(("name" = String, Path, description = "model name")),
     responses((status = 200, body = ModelView), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn get(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<ModelView>, ApiError> {
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelView>, ApiError> {
     match ModelRegistry::new(state.store()).get(&name).await? {
         Some(model) => Ok(Json(ModelView::of(&model)?)),
-        None => Err(ApiError::not_found("model_not_found", format!("model `{name}` does not exist"))),
+        None => Err(ApiError::not_found(
+            "model_not_found",
+            format!("model `{name}` does not exist"),
+        )),
     }
 }
 
@@ -164,8 +187,15 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let name = body.spec.name.clone();
     let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor));
-    let outcome = ModelRegistry::new(state.store()).create(body.spec, change).await?;
-    Ok(change_response(&name, outcome, &context, StatusCode::CREATED))
+    let outcome = ModelRegistry::new(state.store())
+        .create(body.spec, change)
+        .await?;
+    Ok(change_response(
+        &name,
+        outcome,
+        &context,
+        StatusCode::CREATED,
+    ))
 }
 
 /// Replace a model's spec (name and provider stay).
@@ -180,7 +210,9 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateModelBody>,
 ) -> Result<Response, ApiError> {
     let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor));
-    let outcome = ModelRegistry::new(state.store()).update(&name, body.spec, body.expected_version, change).await?;
+    let outcome = ModelRegistry::new(state.store())
+        .update(&name, body.spec, body.expected_version, change)
+        .await?;
     Ok(change_response(&name, outcome, &context, StatusCode::OK))
 }
 
@@ -195,6 +227,8 @@ pub async fn delete(
     ApiQuery(query): ApiQuery<DeleteModelQuery>,
 ) -> Result<Response, ApiError> {
     let change = ChangeRequest::new(context.request_id.clone(), actor(&state, query.actor));
-    let outcome = ModelRegistry::new(state.store()).delete(&name, query.expected_version, change).await?;
+    let outcome = ModelRegistry::new(state.store())
+        .delete(&name, query.expected_version, change)
+        .await?;
     Ok(change_response(&name, outcome, &context, StatusCode::OK))
 }

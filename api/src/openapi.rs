@@ -106,7 +106,9 @@ pub struct ApiDoc;
 
 /// The document as served: pretty JSON with a final newline, exactly the committed file.
 pub fn document() -> String {
-    let mut text = ApiDoc::openapi().to_pretty_json().unwrap_or_else(|_| "{}".into());
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".into());
     text.push('\n');
     text
 }

@@ -19,7 +19,9 @@ use crate::state::ApiState;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Upper bounds (seconds) of the dispatch-latency histogram buckets.
-pub const DISPATCH_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const DISPATCH_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
@@ -45,7 +47,9 @@ pub struct Readiness {
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// The database and NATS are reachable. 503 (`not_ready`, with both probes in `details`) when
@@ -53,22 +57,38 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Readiness>, ApiError> {
-    let (database, nats) = tokio::join!(database_probe(&state), nats_probe(&state.config().nats_url));
-    let readiness = Readiness { ready: database.reachable && nats.reachable, database, nats };
+    let (database, nats) =
+        tokio::join!(database_probe(&state), nats_probe(&state.config().nats_url));
+    let readiness = Readiness {
+        ready: database.reachable && nats.reachable,
+        database,
+        nats,
+    };
     if readiness.ready {
         Ok(Json(readiness))
     } else {
-        Err(ApiError::unavailable("not_ready", "a dependency is not reachable")
-            .with_details(json!({ "database": readiness.database, "nats": readiness.nats })))
+        Err(
+            ApiError::unavailable("not_ready", "a dependency is not reachable")
+                .with_details(json!({ "database": readiness.database, "nats": readiness.nats })),
+        )
     }
 }
 
 async fn database_probe(state: &ApiState) -> Probe {
     let query = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(state.pool());
     match tokio::time::timeout(PROBE_TIMEOUT, query).await {
-        Ok(Ok(_)) => Probe { reachable: true, error: None },
-        Ok(Err(e)) => Probe { reachable: false, error: Some(format!("database error: {e}")) },
-        Err(_) => Probe { reachable: false, error: Some("timed out".into()) },
+        Ok(Ok(_)) => Probe {
+            reachable: true,
+            error: None,
+        },
+        Ok(Err(e)) => Probe {
+            reachable: false,
+            error: Some(format!("database error: {e}")),
+        },
+        Err(_) => Probe {
+            reachable: false,
+            error: Some("timed out".into()),
+        },
     }
 }
 
@@ -91,10 +111,22 @@ async fn nats_probe(url: &str) -> Probe {
         Ok::<_, std::io::Error>(line)
     };
     match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-        Ok(Ok(line)) if line.starts_with("INFO ") => Probe { reachable: true, error: None },
-        Ok(Ok(_)) => Probe { reachable: false, error: Some(format!("{address} did not answer like a NATS server")) },
-        Ok(Err(e)) => Probe { reachable: false, error: Some(format!("{address}: {e}")) },
-        Err(_) => Probe { reachable: false, error: Some(format!("{address}: timed out")) },
+        Ok(Ok(line)) if line.starts_with("INFO ") => Probe {
+            reachable: true,
+            error: None,
+        },
+        Ok(Ok(_)) => Probe {
+            reachable: false,
+            error: Some(format!("{address} did not answer like a NATS server")),
+        },
+        Ok(Err(e)) => Probe {
+            reachable: false,
+            error: Some(format!("{address}: {e}")),
+        },
+        Err(_) => Probe {
+            reachable: false,
+            error: Some(format!("{address}: timed out")),
+        },
     }
 }
 
@@ -110,9 +142,10 @@ async fn nats_probe(url: &str) -> Probe {
 pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let text = render_metrics(&state).await?;
     let mut response = text.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     Ok(response)
 }
 
@@ -123,45 +156,105 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// A label value as the text format wants it (backslash, quote and newline escaped).
 fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 pub(crate) async fn render_metrics(state: &ApiState) -> Result<String, ApiError> {
     let pool = state.pool();
     let mut out = String::new();
 
-    let runs: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count(*) FROM run_detail_runs GROUP BY status ORDER BY status").fetch_all(pool).await?;
-    family(&mut out, "runledger_runs", "gauge", "Runs by status (run_detail projection).");
+    let runs: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM run_detail_runs GROUP BY status ORDER BY status",
+    )
+    .fetch_all(pool)
+    .await?;
+    family(
+        &mut out,
+        "runledger_runs",
+        "gauge",
+        "Runs by status (run_detail projection).",
+    );
     for (status, n) in &runs {
         let _ = writeln!(out, "runledger_runs{{status=\"{}\"}} {n}", label(status));
     }
 
-    let node_runs: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count(*) FROM run_detail_node_runs GROUP BY status ORDER BY status")
-            .fetch_all(pool)
-            .await?;
-    family(&mut out, "runledger_node_runs", "gauge", "Node runs by status (run_detail projection).");
+    let node_runs: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM run_detail_node_runs GROUP BY status ORDER BY status",
+    )
+    .fetch_all(pool)
+    .await?;
+    family(
+        &mut out,
+        "runledger_node_runs",
+        "gauge",
+        "Node runs by status (run_detail projection).",
+    );
     for (status, n) in &node_runs {
-        let _ = writeln!(out, "runledger_node_runs{{status=\"{}\"}} {n}", label(status));
+        let _ = writeln!(
+            out,
+            "runledger_node_runs{{status=\"{}\"}} {n}",
+            label(status)
+        );
     }
 
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?;
-    family(&mut out, "runledger_ledger_events_total", "counter", "Events appended to the ledger.");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await?;
+    family(
+        &mut out,
+        "runledger_ledger_events_total",
+        "counter",
+        "Events appended to the ledger.",
+    );
     let _ = writeln!(out, "runledger_ledger_events_total {events}");
 
-    let lag = runledger_projections::lag(pool).await.map_err(|e| ApiError::internal("projection_error", e))?;
-    family(&mut out, "runledger_projector_lag_events", "gauge", "Ledger events a projector has not applied yet.");
+    let lag = runledger_projections::lag(pool)
+        .await
+        .map_err(|e| ApiError::internal("projection_error", e))?;
+    family(
+        &mut out,
+        "runledger_projector_lag_events",
+        "gauge",
+        "Ledger events a projector has not applied yet.",
+    );
     for l in &lag {
-        let _ = writeln!(out, "runledger_projector_lag_events{{projector=\"{}\"}} {}", label(&l.name), l.events_behind);
+        let _ = writeln!(
+            out,
+            "runledger_projector_lag_events{{projector=\"{}\"}} {}",
+            label(&l.name),
+            l.events_behind
+        );
     }
-    family(&mut out, "runledger_projector_lag_seconds", "gauge", "Age of the oldest event a projector has not applied yet.");
+    family(
+        &mut out,
+        "runledger_projector_lag_seconds",
+        "gauge",
+        "Age of the oldest event a projector has not applied yet.",
+    );
     for l in &lag {
-        let _ = writeln!(out, "runledger_projector_lag_seconds{{projector=\"{}\"}} {}", label(&l.name), l.seconds_behind);
+        let _ = writeln!(
+            out,
+            "runledger_projector_lag_seconds{{projector=\"{}\"}} {}",
+            label(&l.name),
+            l.seconds_behind
+        );
     }
-    family(&mut out, "runledger_projector_stopped", "gauge", "1 when a projector is stopped at an event it cannot apply.");
+    family(
+        &mut out,
+        "runledger_projector_stopped",
+        "gauge",
+        "1 when a projector is stopped at an event it cannot apply.",
+    );
     for l in &lag {
-        let _ = writeln!(out, "runledger_projector_stopped{{projector=\"{}\"}} {}", label(&l.name), u8::from(l.error.is_some()));
+        let _ = writeln!(
+            out,
+            "runledger_projector_stopped{{projector=\"{}\"}} {}",
+            label(&l.name),
+            u8::from(l.error.is_some())
+        );
     }
 
     // One pass over the node runs that were dispatched: cumulative bucket counts, sum, count.
@@ -184,9 +277,15 @@ pub(crate) async fn render_metrics(state: &ApiState) -> Result<String, ApiError>
         "Time from NodeScheduled to NodeDispatched per node run (run_detail projection).",
     );
     for (bound, n) in bounds.iter().zip(&buckets) {
-        let _ = writeln!(out, "runledger_dispatch_latency_seconds_bucket{{le=\"{bound}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "runledger_dispatch_latency_seconds_bucket{{le=\"{bound}\"}} {n}"
+        );
     }
-    let _ = writeln!(out, "runledger_dispatch_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(
+        out,
+        "runledger_dispatch_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
     let _ = writeln!(out, "runledger_dispatch_latency_seconds_sum {sum}");
     let _ = writeln!(out, "runledger_dispatch_latency_seconds_count {count}");
     Ok(out)

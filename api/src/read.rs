@@ -10,7 +10,10 @@
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use runledger_contracts::flowchart::NodeType;
 use runledger_contracts::ids::{ArtifactId, RunId, StreamId};
 use runledger_contracts::time::Timestamp;
@@ -32,9 +35,9 @@ const CATCH_UP_POLL: Duration = Duration::from_millis(25);
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match &e {
-            QueryError::InvalidCursor { .. } | QueryError::InvalidLimit { .. } | QueryError::InvalidFilter { .. } => {
-                ApiError::bad_request(e.code(), e.to_string())
-            }
+            QueryError::InvalidCursor { .. }
+            | QueryError::InvalidLimit { .. }
+            | QueryError::InvalidFilter { .. } => ApiError::bad_request(e.code(), e.to_string()),
             QueryError::Database(_) => {
                 tracing::error!(error = %e, "projection query failed");
                 ApiError::unavailable(e.code(), "the database is unavailable")
@@ -45,12 +48,19 @@ impl From<QueryError> for ApiError {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Json<Value>, ApiError> {
-    serde_json::to_value(value).map(Json).map_err(|e| ApiError::internal("internal_error", e))
+    serde_json::to_value(value)
+        .map(Json)
+        .map_err(|e| ApiError::internal("internal_error", e))
 }
 
 fn timestamp(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     text.map(|t| {
-        Timestamp::parse(t).map_err(|_| ApiError::bad_request("invalid_query", format!("{field}: `{t}` is not an RFC 3339 time")))
+        Timestamp::parse(t).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("{field}: `{t}` is not an RFC 3339 time"),
+            )
+        })
     })
     .transpose()
 }
@@ -77,7 +87,10 @@ pub struct RunListQuery {
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunListQuery),
     responses((status = 200, description = "`{items: [run summary], next_cursor}` (see docs/api.md)", body = Object),
         (status = 400, description = "`invalid_query`, `invalid_filter`, `invalid_cursor`, `invalid_limit`", body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn list_runs(State(state): State<ApiState>, ApiQuery(q): ApiQuery<RunListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list_runs(
+    State(state): State<ApiState>,
+    ApiQuery(q): ApiQuery<RunListQuery>,
+) -> Result<Json<Value>, ApiError> {
     let filter = RunFilter {
         status: q.status,
         flowchart: q.flowchart,
@@ -97,19 +110,36 @@ pub struct RunDetailQuery {
     pub min_version: Option<u64>,
 }
 
-/// Waits until the run's projection has applied `min_version` (or the run at all), while the
-/// ledger says there is something to wait for.
-async fn projected_detail(state: &ApiState, run: RunId, min_version: Option<u64>) -> Result<query::RunDetail, ApiError> {
+/// The run's version in the projection, once it has applied `min_version` (or the run at
+/// all), while the ledger says there is something to wait for.
+async fn projected_version(
+    state: &ApiState,
+    run: RunId,
+    min_version: Option<u64>,
+) -> Result<u64, ApiError> {
     let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
     let mut checked_ledger = false;
     loop {
-        let detail = query::run_detail(state.pool(), run).await?;
-        match detail {
-            Some(d) if min_version.is_none_or(|v| d.run.last_version >= v) => return Ok(d),
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT last_version FROM run_detail_runs WHERE run_id = $1")
+                .bind(run.0)
+                .fetch_optional(state.pool())
+                .await?;
+        let version = version.map(|v| v.max(0) as u64);
+        match version {
+            Some(v) if min_version.is_none_or(|min| v >= min) => return Ok(v),
             Some(_) => {}
             None if !checked_ledger => {
-                if state.store().stream_head(&StreamId::for_run(run)).await?.is_none() {
-                    return Err(ApiError::not_found("run_not_found", format!("run {run} does not exist")));
+                if state
+                    .store()
+                    .stream_head(&StreamId::for_run(run))
+                    .await?
+                    .is_none()
+                {
+                    return Err(ApiError::not_found(
+                        "run_not_found",
+                        format!("run {run} does not exist"),
+                    ));
                 }
                 checked_ledger = true;
             }
@@ -118,37 +148,92 @@ async fn projected_detail(state: &ApiState, run: RunId, min_version: Option<u64>
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::unavailable(
                 "projection_lagging",
-                format!("the run_detail projection has not caught up with run {run} yet; retry shortly"),
+                format!(
+                    "the run_detail projection has not caught up with run {run} yet; retry shortly"
+                ),
             ));
         }
         tokio::time::sleep(CATCH_UP_POLL).await;
     }
 }
 
+fn etag(run: RunId, version: u64) -> String {
+    format!("\"run-{run}-v{version}\"")
+}
+
 /// One run: status, flowchart, inputs, timings, counts, warnings, node runs, timeline.
-#[utoipa::path(get, path = "/v1/runs/{run_id}", tag = "runs", params(("run_id" = String, Path, description = "run id (UUID)"), RunDetailQuery),
+///
+/// The answer for a given run version never changes: it carries `ETag` (the run and the
+/// projection's version of it), answers `If-None-Match` with 304, and is kept encoded in memory.
+#[utoipa::path(get, path = "/v1/runs/{run_id}", tag = "runs",
+    params(("run_id" = String, Path, description = "run id (UUID)"), RunDetailQuery,
+        ("If-None-Match" = Option<String>, Header, description = "an ETag of an earlier answer")),
     responses((status = 200, description = "the run detail (see docs/api.md)", body = Object),
+        (status = 304, description = "unchanged since the ETag given"),
         (status = 404, body = crate::openapi::ErrorEnvelopeDoc), (status = 503, description = "`projection_lagging`", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn run_detail(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     Path(run): Path<String>,
     ApiQuery(q): ApiQuery<RunDetailQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
-    let detail = projected_detail(&state, run, q.min_version).await?;
-    to_json(&detail)
+    let version = projected_version(&state, run, q.min_version).await?;
+    let presented = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    if presented == Some(etag(run, version).as_str()) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response
+            .headers_mut()
+            .insert(header::ETAG, header_value(&etag(run, version)));
+        return Ok(response);
+    }
+    let (version, body) = match state.inner.details.get(run, version) {
+        Some(body) => (version, body),
+        None => {
+            let detail = query::run_detail(state.pool(), run).await?.ok_or_else(|| {
+                ApiError::not_found("run_not_found", format!("run {run} does not exist"))
+            })?;
+            let version = detail.run.last_version;
+            let body = Bytes::from(
+                serde_json::to_vec(&detail).map_err(|e| ApiError::internal("internal_error", e))?,
+            );
+            state.inner.details.put(run, version, body.clone());
+            (version, body)
+        }
+    };
+    let mut response = Response::new(Body::from(body));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::ETAG, header_value(&etag(run, version)));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
 }
 
 /// One node run with its timeline, tool calls and artifacts.
 #[utoipa::path(get, path = "/v1/runs/{run_id}/node-runs/{node_run_id}", tag = "runs",
     params(("run_id" = String, Path, description = "run id (UUID)"), ("node_run_id" = String, Path, description = "node run id (UUID)")),
     responses((status = 200, description = "the node run detail (see docs/api.md)", body = Object), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn node_run_detail(State(state): State<ApiState>, Path((run, node_run)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn node_run_detail(
+    State(state): State<ApiState>,
+    Path((run, node_run)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let run = run_id(&run)?;
     let node_run = node_run_id(&node_run)?;
     match query::node_run_detail(state.pool(), run, node_run).await? {
         Some(detail) => to_json(&detail),
-        None => Err(ApiError::not_found("node_run_not_found", format!("run {run} has no node run {node_run} (yet)"))),
+        None => Err(ApiError::not_found(
+            "node_run_not_found",
+            format!("run {run} has no node run {node_run} (yet)"),
+        )),
     }
 }
 
@@ -173,11 +258,22 @@ pub struct ArtifactListQuery {
 #[utoipa::path(get, path = "/v1/artifacts", tag = "artifacts", params(ArtifactListQuery),
     responses((status = 200, description = "`{items: [artifact summary], next_cursor}` (see docs/api.md)", body = Object),
         (status = 400, body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn list_artifacts(State(state): State<ApiState>, ApiQuery(q): ApiQuery<ArtifactListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list_artifacts(
+    State(state): State<ApiState>,
+    ApiQuery(q): ApiQuery<ArtifactListQuery>,
+) -> Result<Json<Value>, ApiError> {
     let node_type = match q.node_type {
-        Some(t) => Some(serde_json::from_value::<NodeType>(Value::String(t.clone())).map_err(|_| {
-            ApiError::bad_request("invalid_query", format!("node_type: `{}` is not a node type", t.chars().take(40).collect::<String>()))
-        })?),
+        Some(t) => Some(
+            serde_json::from_value::<NodeType>(Value::String(t.clone())).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "node_type: `{}` is not a node type",
+                        t.chars().take(40).collect::<String>()
+                    ),
+                )
+            })?,
+        ),
         None => None,
     };
     let filter = ArtifactFilter {
@@ -196,11 +292,19 @@ pub async fn list_artifacts(State(state): State<ApiState>, ApiQuery(q): ApiQuery
 /// key and content hash.
 #[utoipa::path(get, path = "/v1/artifacts/{artifact_id}", tag = "artifacts", params(("artifact_id" = String, Path, description = "artifact id (UUID)")),
     responses((status = 200, description = "the artifact (see docs/api.md)", body = Object), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn artifact_detail(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let id: ArtifactId = id.parse().map_err(|e: runledger_contracts::ids::IdError| ApiError::bad_request("invalid_id", e.to_string()))?;
+pub async fn artifact_detail(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: ArtifactId = id.parse().map_err(|e: runledger_contracts::ids::IdError| {
+        ApiError::bad_request("invalid_id", e.to_string())
+    })?;
     match query::artifact(state.pool(), id).await? {
         Some(a) => to_json(&a),
-        None => Err(ApiError::not_found("artifact_not_found", format!("no artifact {id}"))),
+        None => Err(ApiError::not_found(
+            "artifact_not_found",
+            format!("no artifact {id}"),
+        )),
     }
 }
 
@@ -209,18 +313,32 @@ pub async fn artifact_detail(State(state): State<ApiState>, Path(id): Path<Strin
     responses((status = 200, description = "`{items: [claim]}` (see docs/api.md)", body = Object)))]
 pub async fn claims(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let results = query::claims(state.pool(), None).await?;
-    Ok(Json(serde_json::json!({ "items": serde_json::to_value(&results).map_err(|e| ApiError::internal("internal_error", e))? })))
+    Ok(Json(
+        serde_json::json!({ "items": serde_json::to_value(&results).map_err(|e| ApiError::internal("internal_error", e))? }),
+    ))
 }
 
 /// Every registered claim over one run.
 #[utoipa::path(get, path = "/v1/runs/{run_id}/claims", tag = "claims", params(("run_id" = String, Path, description = "run id (UUID)")),
     responses((status = 200, description = "`{items: [claim]}` (see docs/api.md)", body = Object), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn run_claims(State(state): State<ApiState>, Path(run): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn run_claims(
+    State(state): State<ApiState>,
+    Path(run): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let run = run_id(&run)?;
-    if state.store().stream_head(&StreamId::for_run(run)).await?.is_none() {
-        return Err(ApiError::not_found("run_not_found", format!("run {run} does not exist")));
+    if state
+        .store()
+        .stream_head(&StreamId::for_run(run))
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(
+            "run_not_found",
+            format!("run {run} does not exist"),
+        ));
     }
     let results = query::claims(state.pool(), Some(run)).await?;
-    Ok(Json(serde_json::json!({ "items": serde_json::to_value(&results).map_err(|e| ApiError::internal("internal_error", e))? })))
+    Ok(Json(
+        serde_json::json!({ "items": serde_json::to_value(&results).map_err(|e| ApiError::internal("internal_error", e))? }),
+    ))
 }
-

@@ -41,7 +41,11 @@ pub enum RegistryError {
     #[error("request `{0}` already created a different version of this flowchart")]
     RequestReused(String),
     #[error("the stored flowchart `{name}` v{version} cannot be read: {message}")]
-    Corrupt { name: String, version: u64, message: String },
+    Corrupt {
+        name: String,
+        version: u64,
+        message: String,
+    },
     #[error("gave up after {0} attempts: other writers kept adding versions")]
     Contended(usize),
     #[error(transparent)]
@@ -88,11 +92,14 @@ pub struct Created {
 pub fn check_name(name: &str) -> Result<StreamId, RegistryError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if !ok {
         return Err(RegistryError::InvalidName(truncate(name)));
     }
-    StreamId::new(format!("{STREAM_PREFIX}{name}")).map_err(|_| RegistryError::InvalidName(truncate(name)))
+    StreamId::new(format!("{STREAM_PREFIX}{name}"))
+        .map_err(|_| RegistryError::InvalidName(truncate(name)))
 }
 
 fn truncate(s: &str) -> String {
@@ -102,7 +109,9 @@ fn truncate(s: &str) -> String {
 /// The definition of a flowchart as runs record it, and its digest.
 pub fn definition_of(flowchart: &Flowchart) -> Result<(Value, Digest), String> {
     let definition = serde_json::to_value(flowchart.doc()).map_err(|e| e.to_string())?;
-    let hash = canonical::to_canonical_vec(&definition).map(|b| Digest::of(&b)).map_err(|e| e.to_string())?;
+    let hash = canonical::to_canonical_vec(&definition)
+        .map(|b| Digest::of(&b))
+        .map_err(|e| e.to_string())?;
     Ok((definition, hash))
 }
 
@@ -114,11 +123,18 @@ pub struct LedgerFlowcharts {
 
 impl LedgerFlowcharts {
     pub fn new(pool: PgPool) -> Self {
-        Self { store: PgEventStore::from_pool(pool), cache: Mutex::new(HashMap::new()) }
+        Self {
+            store: PgEventStore::from_pool(pool),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     fn cached(&self, name: &str, version: u32) -> Option<StoredFlowchart> {
-        self.cache.lock().ok()?.get(&(name.to_owned(), version)).cloned()
+        self.cache
+            .lock()
+            .ok()?
+            .get(&(name.to_owned(), version))
+            .cloned()
     }
 
     fn remember(&self, stored: &StoredFlowchart) {
@@ -142,7 +158,11 @@ impl LedgerFlowcharts {
         let name = flowchart.name().to_owned();
         let stream = check_name(&name)?;
         let (definition, definition_hash) =
-            definition_of(&flowchart).map_err(|message| RegistryError::Corrupt { name: name.clone(), version: 0, message })?;
+            definition_of(&flowchart).map_err(|message| RegistryError::Corrupt {
+                name: name.clone(),
+                version: 0,
+                message,
+            })?;
         let flowchart = Arc::new(flowchart);
         for _ in 0..MAX_ATTEMPTS {
             let head = self.store.stream_head(&stream).await?;
@@ -150,7 +170,10 @@ impl LedgerFlowcharts {
             if latest > 0 {
                 let current = self.read_version(&name, &stream, latest).await?;
                 if current.definition_hash == definition_hash {
-                    return Ok(Created { stored: current, created: false });
+                    return Ok(Created {
+                        stored: current,
+                        created: false,
+                    });
                 }
             }
             let version = u32::try_from(latest + 1).map_err(|_| RegistryError::Corrupt {
@@ -165,23 +188,37 @@ impl LedgerFlowcharts {
                 definition_hash,
                 actor: actor.to_owned(),
             });
-            let new = NewEvent::from_domain(&event)
-                .map_err(|e| RegistryError::Corrupt { name: name.clone(), version: latest + 1, message: e.to_string() })?;
+            let new = NewEvent::from_domain(&event).map_err(|e| RegistryError::Corrupt {
+                name: name.clone(),
+                version: latest + 1,
+                message: e.to_string(),
+            })?;
             let request = AppendRequest::new(request_id.clone(), correlation_id.clone(), vec![new]);
-            let expected = if latest == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(latest) };
+            let expected = if latest == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(latest)
+            };
             match self.store.append(&stream, expected, request).await {
                 Ok(outcome) => {
-                    let recorded = outcome.events.into_iter().next().ok_or_else(|| RegistryError::Corrupt {
-                        name: name.clone(),
-                        version: latest + 1,
-                        message: "the append returned no event".into(),
+                    let recorded = outcome.events.into_iter().next().ok_or_else(|| {
+                        RegistryError::Corrupt {
+                            name: name.clone(),
+                            version: latest + 1,
+                            message: "the append returned no event".into(),
+                        }
                     })?;
                     let stored = stored_from(&recorded, Some(Arc::clone(&flowchart)))?;
                     self.remember(&stored);
-                    return Ok(Created { stored, created: !outcome.deduplicated });
+                    return Ok(Created {
+                        stored,
+                        created: !outcome.deduplicated,
+                    });
                 }
                 Err(StoreError::Conflict { .. }) => continue,
-                Err(StoreError::RequestMismatch { .. }) => return Err(RegistryError::RequestReused(request_id.to_string())),
+                Err(StoreError::RequestMismatch { .. }) => {
+                    return Err(RegistryError::RequestReused(request_id.to_string()));
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -189,7 +226,11 @@ impl LedgerFlowcharts {
     }
 
     /// A version of `name`, or its latest version.
-    pub async fn get(&self, name: &str, version: Option<u32>) -> Result<StoredFlowchart, RegistryError> {
+    pub async fn get(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<StoredFlowchart, RegistryError> {
         let stream = check_name(name)?;
         let version = match version {
             Some(v) => {
@@ -203,25 +244,45 @@ impl LedgerFlowcharts {
                 None => return Err(RegistryError::NoSuchFlowchart(name.to_owned())),
             },
         };
-        if let Some(hit) = u32::try_from(version).ok().and_then(|v| self.cached(name, v)) {
+        if let Some(hit) = u32::try_from(version)
+            .ok()
+            .and_then(|v| self.cached(name, v))
+        {
             return Ok(hit);
         }
         self.read_version(name, &stream, version).await
     }
 
-    async fn read_version(&self, name: &str, stream: &StreamId, version: u64) -> Result<StoredFlowchart, RegistryError> {
-        if let Some(hit) = u32::try_from(version).ok().and_then(|v| self.cached(name, v)) {
+    async fn read_version(
+        &self,
+        name: &str,
+        stream: &StreamId,
+        version: u64,
+    ) -> Result<StoredFlowchart, RegistryError> {
+        if let Some(hit) = u32::try_from(version)
+            .ok()
+            .and_then(|v| self.cached(name, v))
+        {
             return Ok(hit);
         }
         let page = self.store.read_stream(stream, version, 1).await?;
-        match page.into_iter().next().filter(|e| e.stream_version == version) {
+        match page
+            .into_iter()
+            .next()
+            .filter(|e| e.stream_version == version)
+        {
             Some(recorded) => {
                 let stored = stored_from(&recorded, None)?;
                 self.remember(&stored);
                 Ok(stored)
             }
-            None if self.store.stream_head(stream).await?.is_none() => Err(RegistryError::NoSuchFlowchart(name.to_owned())),
-            None => Err(RegistryError::NoSuchVersion { name: name.to_owned(), version: version.min(u64::from(u32::MAX)) as u32 }),
+            None if self.store.stream_head(stream).await?.is_none() => {
+                Err(RegistryError::NoSuchFlowchart(name.to_owned()))
+            }
+            None => Err(RegistryError::NoSuchVersion {
+                name: name.to_owned(),
+                version: version.min(u64::from(u32::MAX)) as u32,
+            }),
         }
     }
 
@@ -254,15 +315,24 @@ impl LedgerFlowcharts {
 
     /// The latest version of each stored flowchart with a name after `after`, by name, at most
     /// `limit`.
-    pub async fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<StoredFlowchart>, RegistryError> {
+    pub async fn list(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredFlowchart>, RegistryError> {
         let heads = self.store.list_streams(STREAM_PREFIX).await?;
         let mut out = Vec::new();
         for head in heads {
-            let Some(name) = head.stream_id.as_str().strip_prefix(STREAM_PREFIX) else { continue };
+            let Some(name) = head.stream_id.as_str().strip_prefix(STREAM_PREFIX) else {
+                continue;
+            };
             if after.is_some_and(|a| name <= a) {
                 continue;
             }
-            out.push(self.read_version(name, &head.stream_id, head.version).await?);
+            out.push(
+                self.read_version(name, &head.stream_id, head.version)
+                    .await?,
+            );
             if out.len() == limit {
                 break;
             }
@@ -271,23 +341,38 @@ impl LedgerFlowcharts {
     }
 }
 
-fn stored_from(recorded: &RecordedEvent, compiled: Option<Arc<Flowchart>>) -> Result<StoredFlowchart, RegistryError> {
+fn stored_from(
+    recorded: &RecordedEvent,
+    compiled: Option<Arc<Flowchart>>,
+) -> Result<StoredFlowchart, RegistryError> {
     let corrupt = |message: String| RegistryError::Corrupt {
-        name: recorded.stream_id.as_str().trim_start_matches(STREAM_PREFIX).to_owned(),
+        name: recorded
+            .stream_id
+            .as_str()
+            .trim_start_matches(STREAM_PREFIX)
+            .to_owned(),
         version: recorded.stream_version,
         message,
     };
     let created = match recorded.decode().map_err(|e| corrupt(e.to_string()))? {
         DomainEvent::FlowchartVersionCreated(created) => created,
-        other => return Err(corrupt(format!("{} is not a flowchart version", other.event_type()))),
+        other => {
+            return Err(corrupt(format!(
+                "{} is not a flowchart version",
+                other.event_type()
+            )));
+        }
     };
     let flowchart = match compiled {
         Some(f) => f,
         None => {
-            let doc: FlowchartDoc =
-                serde_json::from_value(created.definition.clone()).map_err(|e| corrupt(format!("definition does not parse: {e}")))?;
+            let doc: FlowchartDoc = serde_json::from_value(created.definition.clone())
+                .map_err(|e| corrupt(format!("definition does not parse: {e}")))?;
             let flowchart = validate(doc).map_err(|errors| {
-                corrupt(format!("definition is not valid: {}", errors.first().map(|e| e.to_string()).unwrap_or_default()))
+                corrupt(format!(
+                    "definition is not valid: {}",
+                    errors.first().map(|e| e.to_string()).unwrap_or_default()
+                ))
             })?;
             Arc::new(flowchart)
         }
@@ -310,7 +395,11 @@ impl FlowchartSource for LedgerFlowcharts {
     /// is synchronous, so the read blocks this worker thread (`block_in_place`), which needs
     /// the multi-threaded runtime `runledger serve` runs on; elsewhere only cached pinned
     /// versions resolve.
-    fn resolve(&self, name: &str, version: Option<u32>) -> Result<(Arc<Flowchart>, Option<u32>), String> {
+    fn resolve(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<(Arc<Flowchart>, Option<u32>), String> {
         if let Some(v) = version
             && let Some(hit) = self.cached(name, v)
         {
@@ -319,7 +408,11 @@ impl FlowchartSource for LedgerFlowcharts {
         let handle = tokio::runtime::Handle::try_current()
             .ok()
             .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-            .ok_or_else(|| format!("sub-flow `{name}`: the registry can only be read on the multi-threaded runtime"))?;
+            .ok_or_else(|| {
+                format!(
+                    "sub-flow `{name}`: the registry can only be read on the multi-threaded runtime"
+                )
+            })?;
         let stored = tokio::task::block_in_place(|| handle.block_on(self.get(name, version)))
             .map_err(|e| format!("sub-flow `{name}`: {e}"))?;
         Ok((stored.flowchart, Some(stored.version)))

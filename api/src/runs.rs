@@ -137,7 +137,10 @@ pub struct LedgerQuery {
 }
 
 /// The flowchart a start names, and its stored version.
-async fn resolve(state: &ApiState, body: &StartRunBody) -> Result<(Arc<Flowchart>, Option<u32>), ApiError> {
+async fn resolve(
+    state: &ApiState,
+    body: &StartRunBody,
+) -> Result<(Arc<Flowchart>, Option<u32>), ApiError> {
     match (&body.flowchart, &body.definition) {
         (Some(name), None) => {
             let stored = state.flowcharts().get(name, body.version).await?;
@@ -145,13 +148,23 @@ async fn resolve(state: &ApiState, body: &StartRunBody) -> Result<(Arc<Flowchart
         }
         (None, Some(definition)) => {
             if body.version.is_some() {
-                return Err(ApiError::unprocessable("invalid_body", "`version` goes with `flowchart`, not with `definition`"));
+                return Err(ApiError::unprocessable(
+                    "invalid_body",
+                    "`version` goes with `flowchart`, not with `definition`",
+                ));
             }
-            let flowchart = load_definition(definition).map_err(|errors| invalid_flowchart(&errors))?;
+            let flowchart =
+                load_definition(definition).map_err(|errors| invalid_flowchart(&errors))?;
             Ok((Arc::new(flowchart), None))
         }
-        (Some(_), Some(_)) => Err(ApiError::unprocessable("invalid_body", "give either `flowchart` or `definition`, not both")),
-        (None, None) => Err(ApiError::unprocessable("invalid_body", "give `flowchart` (a stored name) or `definition`")),
+        (Some(_), Some(_)) => Err(ApiError::unprocessable(
+            "invalid_body",
+            "give either `flowchart` or `definition`, not both",
+        )),
+        (None, None) => Err(ApiError::unprocessable(
+            "invalid_body",
+            "give `flowchart` (a stored name) or `definition`",
+        )),
     }
 }
 
@@ -175,15 +188,31 @@ pub async fn start(
 ) -> Result<Response, ApiError> {
     let key = idempotency::key_from(&headers)?;
     let (flowchart, version) = resolve(&state, &body).await?;
-    let inputs = body.inputs.clone().unwrap_or_else(|| Value::Object(Default::default()));
-    canonical::check_ijson(&inputs).map_err(|e| ApiError::unprocessable("invalid_inputs", format!("inputs: {e}")))?;
-    let actor = body.actor.clone().unwrap_or_else(|| state.config().default_actor.clone());
+    let inputs = body
+        .inputs
+        .clone()
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    canonical::check_ijson(&inputs)
+        .map_err(|e| ApiError::unprocessable("invalid_inputs", format!("inputs: {e}")))?;
+    let actor = body
+        .actor
+        .clone()
+        .unwrap_or_else(|| state.config().default_actor.clone());
 
     let claim = match &key {
         Some(key) => {
-            let body_value = serde_json::to_value(&body).map_err(|e| ApiError::internal("internal_error", e))?;
+            let body_value =
+                serde_json::to_value(&body).map_err(|e| ApiError::internal("internal_error", e))?;
             let hash = idempotency::request_hash(&body_value)?;
-            idempotency::claim(state.store(), key, hash, RunId::new_v7(), &context.request_id, &context.correlation_id).await?
+            idempotency::claim(
+                state.store(),
+                key,
+                hash,
+                RunId::new_v7(),
+                &context.request_id,
+                &context.correlation_id,
+            )
+            .await?
         }
         None => Claim::Fresh(RunId::new_v7()),
     };
@@ -194,15 +223,36 @@ pub async fn start(
     let stream = StreamId::for_run(run_id);
     let exists = replayed && state.store().stream_head(&stream).await?.is_some();
     if !exists {
-        let start = StartRun { run_id, flowchart, version, inputs, parent: None, actor };
-        state.engine().start(start, context.request_id.clone(), context.correlation_id.clone()).await?;
+        let start = StartRun {
+            run_id,
+            flowchart,
+            version,
+            inputs,
+            parent: None,
+            actor,
+        };
+        state
+            .engine()
+            .start(
+                start,
+                context.request_id.clone(),
+                context.correlation_id.clone(),
+            )
+            .await?;
     }
     let summary = state.engine().ensure_driven(run_id).await?;
     let first = state.store().read_stream(&stream, 1, 1).await?;
-    let started = first.first().ok_or_else(|| ApiError::internal("ledger_corrupt", format!("{stream} has no first event")))?;
+    let started = first.first().ok_or_else(|| {
+        ApiError::internal("ledger_corrupt", format!("{stream} has no first event"))
+    })?;
     let flowchart_ref = match started.decode() {
         Ok(DomainEvent::RunStarted(e)) => e.flowchart,
-        _ => return Err(ApiError::internal("ledger_corrupt", format!("{stream} does not begin with RunStarted"))),
+        _ => {
+            return Err(ApiError::internal(
+                "ledger_corrupt",
+                format!("{stream} does not begin with RunStarted"),
+            ));
+        }
     };
     let view = StartedRun {
         run_id: run_id.to_string(),
@@ -216,7 +266,11 @@ pub async fn start(
         correlation_id: started.correlation_id.to_string(),
         replayed,
     };
-    let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let mut response = (status, Json(view)).into_response();
     if let Ok(v) = HeaderValue::from_str(started.correlation_id.as_str()) {
         response.headers_mut().insert(CORRELATION_ID, v);
@@ -239,17 +293,24 @@ pub async fn ledger(
     let limit = match query.limit {
         None => 100,
         Some(n @ 1..=1000) => n as usize,
-        Some(n) => return Err(ApiError::bad_request("invalid_query", format!("limit must be 1 to 1000, not {n}"))),
+        Some(n) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be 1 to 1000, not {n}"),
+            ));
+        }
     };
     let from = query.from_version.unwrap_or(1).max(1);
     let stream = StreamId::for_run(run);
-    let head = state
-        .store()
-        .stream_head(&stream)
-        .await?
-        .ok_or_else(|| ApiError::not_found("run_not_found", format!("run {run} does not exist")))?;
+    let head =
+        state.store().stream_head(&stream).await?.ok_or_else(|| {
+            ApiError::not_found("run_not_found", format!("run {run} does not exist"))
+        })?;
     let events = state.store().read_stream(&stream, from, limit).await?;
-    let next_from_version = events.last().map(|e| e.stream_version + 1).filter(|next| *next <= head.version);
+    let next_from_version = events
+        .last()
+        .map(|e| e.stream_version + 1)
+        .filter(|next| *next <= head.version);
     Ok(Json(LedgerPage {
         run_id: run.to_string(),
         stream_id: stream.to_string(),
@@ -263,20 +324,31 @@ pub async fn ledger(
 /// `runledger export --run` writes; `runledger verify` checks it offline.
 #[utoipa::path(get, path = "/v1/runs/{run_id}/export", tag = "runs", params(("run_id" = String, Path, description = "run id (UUID)")),
     responses((status = 200, content_type = "application/x-ndjson", body = String), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn export_run(State(state): State<ApiState>, Path(run): Path<String>) -> Result<Response, ApiError> {
+pub async fn export_run(
+    State(state): State<ApiState>,
+    Path(run): Path<String>,
+) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
     let mut out: Vec<u8> = Vec::new();
     let scope = ExportScope::Stream(StreamId::for_run(run));
     match export(state.store(), &scope, &mut out, |_, _| {}).await {
         Ok(_) => {}
-        Err(ExportError::NoSuchStream(_)) => return Err(ApiError::not_found("run_not_found", format!("run {run} does not exist"))),
+        Err(ExportError::NoSuchStream(_)) => {
+            return Err(ApiError::not_found(
+                "run_not_found",
+                format!("run {run} does not exist"),
+            ));
+        }
         Err(ExportError::Store(e)) => return Err(e.into()),
         Err(e) => return Err(ApiError::internal("export_failed", e)),
     }
     let disposition = format!("attachment; filename=\"run-{run}.jsonl\"");
     let mut response = Response::new(Body::from(out));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }

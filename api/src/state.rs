@@ -30,6 +30,8 @@ pub struct ApiConfig {
     /// Run the projectors (run_detail, artifact_history, claim_evidence) live beside the
     /// server, so the read endpoints follow the ledger.
     pub run_projections: bool,
+    /// Bytes of encoded run details kept in memory (0: none).
+    pub detail_cache_bytes: usize,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -42,6 +44,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("sse_poll", &self.sse_poll)
             .field("default_actor", &self.default_actor)
             .field("run_projections", &self.run_projections)
+            .field("detail_cache_bytes", &self.detail_cache_bytes)
             .finish()
     }
 }
@@ -55,6 +58,7 @@ impl Default for ApiConfig {
             sse_poll: Duration::from_millis(200),
             default_actor: "api".into(),
             run_projections: true,
+            detail_cache_bytes: crate::cache::DEFAULT_BUDGET,
         }
     }
 }
@@ -63,12 +67,19 @@ impl ApiConfig {
     /// What `runledger serve` uses: the token from the environment, readiness probing
     /// `nats_url`, and no projectors of its own (serve runs them beside the engine).
     pub fn for_serve(nats_url: &str) -> Self {
-        Self { nats_url: nats_url.to_owned(), run_projections: false, ..Self::default() }.with_token_from_env()
+        Self {
+            nats_url: nats_url.to_owned(),
+            run_projections: false,
+            ..Self::default()
+        }
+        .with_token_from_env()
     }
 
     /// Reads `RUNLEDGER_API_TOKEN` (an empty value counts as unset).
     pub fn with_token_from_env(mut self) -> Self {
-        self.token = std::env::var("RUNLEDGER_API_TOKEN").ok().filter(|t| !t.is_empty());
+        self.token = std::env::var("RUNLEDGER_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
         self
     }
 }
@@ -84,14 +95,34 @@ pub(crate) struct Inner {
     pub flowcharts: Arc<LedgerFlowcharts>,
     pub pool: PgPool,
     pub config: ApiConfig,
+    /// Woken when the ledger's append trigger notifies (see `live.rs`).
+    pub appended: Arc<tokio::sync::Notify>,
+    pub listening: std::sync::atomic::AtomicBool,
+    /// Encoded run details by run and version (see `cache.rs`).
+    pub details: crate::cache::DetailCache,
 }
 
 impl ApiState {
     /// `flowcharts` should be the registry the engine resolves sub-flows with, so both see
     /// the same cache; [`LedgerFlowcharts::new`] on the engine's pool otherwise.
-    pub fn new(engine: Engine<PgEventStore>, flowcharts: Arc<LedgerFlowcharts>, config: ApiConfig) -> Self {
+    pub fn new(
+        engine: Engine<PgEventStore>,
+        flowcharts: Arc<LedgerFlowcharts>,
+        config: ApiConfig,
+    ) -> Self {
         let pool = engine.store().pool().clone();
-        Self { inner: Arc::new(Inner { engine, flowcharts, pool, config }) }
+        let details = crate::cache::DetailCache::new(config.detail_cache_bytes);
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                flowcharts,
+                pool,
+                config,
+                appended: Arc::new(tokio::sync::Notify::new()),
+                listening: std::sync::atomic::AtomicBool::new(false),
+                details,
+            }),
+        }
     }
 
     /// An API over an engine whose sub-flows come from elsewhere: the registry gets its own

@@ -125,6 +125,24 @@ impl Harness {
         panic!("condition not reached: {:#?}", self.events(run).await);
     }
 
+    /// Plays an executor by hand: takes the next `frontier` dispatch (waiting for it) and
+    /// reports it started as `executor`. Returns the message (unacked) and its work's ids.
+    async fn take_and_start(&self, run: RunId, executor: &str) -> (jetstream::Message, runledger_contracts::ids::NodeRunId, u32) {
+        let consumer = self.topology.executor_consumer_of(&self.js, "frontier").await.unwrap();
+        let message = loop {
+            let mut batch = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
+            if let Some(m) = batch.next().await {
+                break m.unwrap();
+            }
+        };
+        let dispatch: DispatchMessage = serde_json::from_slice(&message.payload).unwrap();
+        let (nr, attempt) = (dispatch.work.node_run_id, dispatch.work.attempt);
+        let started = ReportMessage { wire_version: WIRE_VERSION, run_id: run, report: Report::Started { node_run_id: nr, attempt, executor: executor.into() } };
+        let subject = self.topology.results_subject(run);
+        publish(&self.js, subject, &started_message_id(nr, attempt), serde_json::to_vec(&started).unwrap()).await.unwrap();
+        (message, nr, attempt)
+    }
+
     async fn finish(self) {
         let _ = self.stop.send(true);
         self.topology.delete_streams(&self.js).await.unwrap();
@@ -233,19 +251,8 @@ async fn a_result_published_many_times_is_recorded_once() {
     // Play the executor by hand: take the dispatch, report it started, then publish its result
     // three times with one message id and twice more with other ids (a redelivery after the
     // duplicate window).
-    let consumer = h.topology.executor_consumer_of(&h.js, "frontier").await.unwrap();
-    let mut batch = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
-    let message = loop {
-        if let Some(m) = batch.next().await {
-            break m.unwrap();
-        }
-        batch = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
-    };
-    let dispatch: DispatchMessage = serde_json::from_slice(&message.payload).unwrap();
-    let (nr, attempt) = (dispatch.work.node_run_id, dispatch.work.attempt);
+    let (message, nr, attempt) = h.take_and_start(run, "hand").await;
     let subject = h.topology.results_subject(run);
-    let started = ReportMessage { wire_version: WIRE_VERSION, run_id: run, report: Report::Started { node_run_id: nr, attempt, executor: "hand".into() } };
-    publish(&h.js, subject.clone(), &started_message_id(nr, attempt), serde_json::to_vec(&started).unwrap()).await.unwrap();
     let result = NodeResult {
         node_run_id: nr,
         attempt,
@@ -320,13 +327,7 @@ async fn an_executor_lost_mid_node_is_replaced_after_the_ack_wait() {
     );
     let run = h.start(flow, json!({})).await;
     // The first "executor" takes the work, says so, and dies without a result or an ack.
-    let consumer = h.topology.executor_consumer_of(&h.js, "frontier").await.unwrap();
-    let mut batch = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
-    let taken = batch.next().await.unwrap().unwrap();
-    let dispatch: DispatchMessage = serde_json::from_slice(&taken.payload).unwrap();
-    let (nr, attempt) = (dispatch.work.node_run_id, dispatch.work.attempt);
-    let started = ReportMessage { wire_version: WIRE_VERSION, run_id: run, report: Report::Started { node_run_id: nr, attempt, executor: "doomed".into() } };
-    publish(&h.js, h.topology.results_subject(run), &started_message_id(nr, attempt), serde_json::to_vec(&started).unwrap()).await.unwrap();
+    let (taken, nr, _) = h.take_and_start(run, "doomed").await;
     drop(taken);
     h.until(run, |e| e.iter().any(|x| matches!(x, DomainEvent::NodeStarted(s) if s.executor == "doomed"))).await;
     // A healthy worker gets the message once the ack wait (2 s) has passed.
@@ -418,14 +419,8 @@ async fn a_failed_executor_job_fails_its_node_runs_with_infra_error_and_the_retr
     );
     let run = h.start(flow, json!({})).await;
     // The Job's executor takes the work and its pod is evicted before it answers.
-    let consumer = h.topology.executor_consumer_of(&h.js, "frontier").await.unwrap();
-    let mut batch = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
-    let taken = batch.next().await.unwrap().unwrap();
-    let dispatch: DispatchMessage = serde_json::from_slice(&taken.payload).unwrap();
-    let (nr, attempt) = (dispatch.work.node_run_id, dispatch.work.attempt);
     let pod = "rl-frontier-0123456789ab-x7k2p";
-    let started = ReportMessage { wire_version: WIRE_VERSION, run_id: run, report: Report::Started { node_run_id: nr, attempt, executor: pod.into() } };
-    publish(&h.js, h.topology.results_subject(run), &started_message_id(nr, attempt), serde_json::to_vec(&started).unwrap()).await.unwrap();
+    let (taken, nr, _) = h.take_and_start(run, pod).await;
     taken.ack().await.unwrap();
     h.until(run, |e| e.iter().any(|x| matches!(x, DomainEvent::NodeStarted(s) if s.executor == pod))).await;
     let failure = crate::kube::InfraFailure {

@@ -645,11 +645,13 @@ const READ_STREAM: &str = select_events!(
 
 // Below the horizon every transaction has finished, so nothing can still appear before the
 // returned checkpoint.
+// ORDER BY names the table's columns: a bare `tx_id` would mean the `tx_id::text` output
+// column, sorting ids as text ("10000" before "9999") and missing the index.
 const READ_ALL: &str = select_events!(
     "FROM events
       WHERE (tx_id, global_position) > ($1::text::xid8, $2)
         AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-      ORDER BY tx_id, global_position
+      ORDER BY events.tx_id, events.global_position
       LIMIT $3"
 );
 

@@ -26,9 +26,9 @@ use runledger_contracts::canonical;
 use runledger_contracts::digest::Digest;
 use runledger_contracts::envelope::NewEvent;
 use runledger_contracts::events::{
-    ArtifactPersisted, ConditionEvaluation, ConditionOutcome, ConsumedToken, DomainEvent, FlowchartRef,
-    NodeRunStatus, NodeScheduled, NodeStarted, NodeSucceeded, ProviderCall, RoutingDecided, RunCompleted,
-    RunStarted, ToolAttempt, ToolCalled, ToolOutcome,
+    ArtifactPersisted, ConditionEvaluation, ConditionOutcome, ConsumedToken, DomainEvent,
+    FlowchartRef, NodeRunStatus, NodeScheduled, NodeStarted, NodeSucceeded, ProviderCall,
+    RoutingDecided, RunCompleted, RunStarted, ToolAttempt, ToolCalled, ToolOutcome,
 };
 use runledger_contracts::flowchart::{Flowchart, NodeType, SourceFormat, load};
 use runledger_contracts::ids::{ArtifactId, CorrelationId, NodeRunId, RequestId, RunId, StreamId};
@@ -47,7 +47,10 @@ use serde_json::{Value, json};
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn scale() -> f64 {
-    std::env::var("RUNLEDGER_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)
+    std::env::var("RUNLEDGER_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
 }
 
 fn scaled(n: f64) -> usize {
@@ -65,7 +68,9 @@ fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64, f64) {
 }
 
 fn main() -> BenchResult<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         println!("# projections benchmark (scale {})", scale());
         run_detail_1000().await?;
@@ -78,9 +83,13 @@ fn main() -> BenchResult<()> {
 // ---- run-detail-1000 -----------------------------------------------------------------------
 
 fn linear(tasks: usize) -> BenchResult<Arc<Flowchart>> {
-    let mut text = format!("name: bench-linear-{tasks}\nnodes:\n  - {{ id: start, type: start }}\n");
+    let mut text =
+        format!("name: bench-linear-{tasks}\nnodes:\n  - {{ id: start, type: start }}\n");
     for i in 1..=tasks {
-        writeln!(text, "  - {{ id: t{i}, type: task, model: scripted, scripted: [{{ output: {{ ok: true, i: {i} }} }}] }}")?;
+        writeln!(
+            text,
+            "  - {{ id: t{i}, type: task, model: scripted, scripted: [{{ output: {{ ok: true, i: {i} }} }}] }}"
+        )?;
     }
     text.push_str("  - { id: end, type: end }\nconnectors:\n");
     let mut from = "start".to_owned();
@@ -89,17 +98,33 @@ fn linear(tasks: usize) -> BenchResult<Arc<Flowchart>> {
         from = format!("t{i}");
     }
     writeln!(text, "  - {{ id: c_end, from: {from}, to: end }}")?;
-    load(&text, SourceFormat::Yaml).map(Arc::new).map_err(|e| format!("bench flowchart: {e:?}").into())
+    load(&text, SourceFormat::Yaml)
+        .map(Arc::new)
+        .map_err(|e| format!("bench flowchart: {e:?}").into())
 }
 
 async fn run_detail_1000() -> BenchResult<()> {
     let ledger = TestLedger::new().await?;
     let store = ledger.second_store().await?;
     let executor = InProcessPool::new(Providers::scripted(ScriptedProvider::new()), 256);
-    let engine = Engine::new(store, Arc::new(executor), Arc::new(NoFlowcharts), EngineConfig::default());
+    let engine = Engine::new(
+        store,
+        Arc::new(executor),
+        Arc::new(NoFlowcharts),
+        EngineConfig::default(),
+    );
     let started = Instant::now();
-    let start = StartRun { run_id: RunId::new_v7(), flowchart: linear(998)?, version: None, inputs: json!({}), parent: None, actor: "bench".into() };
-    let run = engine.start(start, RequestId::generate(), CorrelationId::generate()).await?;
+    let start = StartRun {
+        run_id: RunId::new_v7(),
+        flowchart: linear(998)?,
+        version: None,
+        inputs: json!({}),
+        parent: None,
+        actor: "bench".into(),
+    };
+    let run = engine
+        .start(start, RequestId::generate(), CorrelationId::generate())
+        .await?;
     let summary = engine.wait(run).await?;
     let engine_ms = started.elapsed().as_secs_f64() * 1000.0;
     let pool = ledger.store.pool().clone();
@@ -107,7 +132,9 @@ async fn run_detail_1000() -> BenchResult<()> {
     let started = Instant::now();
     let reports = projections.catch_up().await?;
     let catch_up = started.elapsed();
-    let detail = run_detail(&pool, run).await?.ok_or("the run is not projected")?;
+    let detail = run_detail(&pool, run)
+        .await?
+        .ok_or("the run is not projected")?;
     let body = serde_json::to_vec(&detail)?;
     println!(
         "\n## run-detail-1000\nrun {}: {} node runs, {} timeline entries, JSON body {} bytes; engine {:.0} ms; catch-up of {} events x 3 projectors {:.0} ms",
@@ -133,7 +160,10 @@ async fn run_detail_1000() -> BenchResult<()> {
         with_body.push(t.elapsed());
         std::hint::black_box(bytes);
     }
-    for (what, samples) in [("run_detail", &mut query_only), ("run_detail + JSON body", &mut with_body)] {
+    for (what, samples) in [
+        ("run_detail", &mut query_only),
+        ("run_detail + JSON body", &mut with_body),
+    ] {
         let (p50, p95, p99, max) = percentiles(samples);
         println!("| {what} | 500 | {p50:.2} | {p95:.2} | {p99:.2} | {max:.2} |");
     }
@@ -157,7 +187,10 @@ fn digest(value: &Value) -> BenchResult<Digest> {
 fn chain_flowchart(tasks: usize) -> BenchResult<Arc<Flowchart>> {
     let mut text = format!("name: bench-chain-{tasks}\nnodes:\n  - {{ id: start, type: start }}\n");
     for i in 1..=tasks {
-        writeln!(text, "  - {{ id: t{i}, type: task, model: scripted, scripted: [{{ output: {{ score: 9 }} }}] }}")?;
+        writeln!(
+            text,
+            "  - {{ id: t{i}, type: task, model: scripted, scripted: [{{ output: {{ score: 9 }} }}] }}"
+        )?;
     }
     text.push_str("  - id: gate\n    type: decision\n    conditions: [{ connector: approve, when: 'latest_upstream.output.score >= 8' }]\n");
     text.push_str("  - { id: end, type: end }\nconnectors:\n");
@@ -166,17 +199,31 @@ fn chain_flowchart(tasks: usize) -> BenchResult<Arc<Flowchart>> {
         writeln!(text, "  - {{ id: c{i}, from: {from}, to: t{i} }}")?;
         from = format!("t{i}");
     }
-    writeln!(text, "  - {{ id: c_gate, from: {from}, to: gate }}\n  - {{ id: approve, from: gate, to: end }}")?;
-    load(&text, SourceFormat::Yaml).map(Arc::new).map_err(|e| format!("bench flowchart: {e:?}").into())
+    writeln!(
+        text,
+        "  - {{ id: c_gate, from: {from}, to: gate }}\n  - {{ id: approve, from: gate, to: end }}"
+    )?;
+    load(&text, SourceFormat::Yaml)
+        .map(Arc::new)
+        .map_err(|e| format!("bench flowchart: {e:?}").into())
 }
 
-fn synthetic_run(flowchart: &Flowchart, tasks: usize, request: &RequestId, correlation: &CorrelationId) -> BenchResult<Synthetic> {
+fn synthetic_run(
+    flowchart: &Flowchart,
+    tasks: usize,
+    request: &RequestId,
+    correlation: &CorrelationId,
+) -> BenchResult<Synthetic> {
     let run = RunId::new_v7();
     let definition = serde_json::to_value(flowchart.doc())?;
     let mut events: Vec<DomainEvent> = vec![
         RunStarted {
             run_id: run,
-            flowchart: FlowchartRef { name: flowchart.name().to_owned(), version: Some(1), definition_hash: digest(&definition)? },
+            flowchart: FlowchartRef {
+                name: flowchart.name().to_owned(),
+                version: Some(1),
+                definition_hash: digest(&definition)?,
+            },
             definition,
             inputs: json!({ "topic": "bench" }),
             parent: None,
@@ -205,7 +252,12 @@ fn synthetic_run(flowchart: &Flowchart, tasks: usize, request: &RequestId, corre
         };
         let consumed_tokens = previous
             .as_ref()
-            .map(|(_, from)| vec![ConsumedToken { connector_id: connector, from_node_run_id: *from }])
+            .map(|(_, from)| {
+                vec![ConsumedToken {
+                    connector_id: connector,
+                    from_node_run_id: *from,
+                }]
+            })
             .unwrap_or_default();
         events.push(
             NodeScheduled {
@@ -247,7 +299,17 @@ fn synthetic_run(flowchart: &Flowchart, tasks: usize, request: &RequestId, corre
             ("routing", payload)
         } else {
             if node_type == NodeType::Task {
-                events.push(NodeStarted { run_id: run, node_id: node.clone(), node_run_id: id, attempt: 1, executor: "inprocess".into(), deadline: None }.into());
+                events.push(
+                    NodeStarted {
+                        run_id: run,
+                        node_id: node.clone(),
+                        node_run_id: id,
+                        attempt: 1,
+                        executor: "inprocess".into(),
+                        deadline: None,
+                    }
+                    .into(),
+                );
                 events.push(
                     ToolCalled {
                         run_id: run,
@@ -258,9 +320,20 @@ fn synthetic_run(flowchart: &Flowchart, tasks: usize, request: &RequestId, corre
                         idempotency_key: format!("{id}:provider:1"),
                         input_hash: Digest::of(node.as_bytes()),
                         outcome: ToolOutcome::Ok,
-                        attempts: vec![ToolAttempt { attempt: 1, started_at: Timestamp::now(), duration_ms: 3, error: None }],
+                        attempts: vec![ToolAttempt {
+                            attempt: 1,
+                            started_at: Timestamp::now(),
+                            duration_ms: 3,
+                            error: None,
+                        }],
                         duration_ms: 3,
-                        provider: Some(ProviderCall { provider: "scripted".into(), model: "scripted".into(), latency_ms: 3, input_tokens: Some(120), output_tokens: Some(40) }),
+                        provider: Some(ProviderCall {
+                            provider: "scripted".into(),
+                            model: "scripted".into(),
+                            latency_ms: 3,
+                            input_tokens: Some(120),
+                            output_tokens: Some(40),
+                        }),
                         output: Some(output.clone()),
                         error: None,
                     }
@@ -272,9 +345,23 @@ fn synthetic_run(flowchart: &Flowchart, tasks: usize, request: &RequestId, corre
                 NodeType::End => "run_output",
                 _ => "task_output",
             };
-            (kind, json!({ "output": output, "warnings": [], "fallback_used": false }))
+            (
+                kind,
+                json!({ "output": output, "warnings": [], "fallback_used": false }),
+            )
         };
-        events.push(NodeSucceeded { run_id: run, node_id: node.clone(), node_run_id: id, attempt: 1, output, warnings: vec![], fallback_used: false }.into());
+        events.push(
+            NodeSucceeded {
+                run_id: run,
+                node_id: node.clone(),
+                node_run_id: id,
+                attempt: 1,
+                output,
+                warnings: vec![],
+                fallback_used: false,
+            }
+            .into(),
+        );
         events.push(
             ArtifactPersisted {
                 run_id: run,
@@ -296,13 +383,24 @@ fn synthetic_run(flowchart: &Flowchart, tasks: usize, request: &RequestId, corre
         );
         previous = Some((node.clone(), id));
     }
-    events.push(RunCompleted { run_id: run, node_runs: ids.len() as u32, output: Some(json!({ "score": 9 })) }.into());
+    events.push(
+        RunCompleted {
+            run_id: run,
+            node_runs: ids.len() as u32,
+            output: Some(json!({ "score": 9 })),
+        }
+        .into(),
+    );
     Ok(Synthetic { run, events })
 }
 
 /// Appends a synthetic run node by node, one append per node run (as the engine's steps do;
 /// an artifact always travels with its node run's end), all under one request id per append.
-async fn write_run(store: &PgEventStore, flowchart: &Flowchart, tasks: usize) -> BenchResult<usize> {
+async fn write_run(
+    store: &PgEventStore,
+    flowchart: &Flowchart,
+    tasks: usize,
+) -> BenchResult<usize> {
     let stream_request = RequestId::generate();
     let correlation = CorrelationId::generate();
     let synthetic = synthetic_run(flowchart, tasks, &stream_request, &correlation)?;
@@ -310,11 +408,16 @@ async fn write_run(store: &PgEventStore, flowchart: &Flowchart, tasks: usize) ->
     let total = synthetic.events.len();
     let mut version = 0u64;
     let mut chunk: Vec<NewEvent> = Vec::new();
-    let flush = |chunk: &mut Vec<NewEvent>| -> Option<Vec<NewEvent>> { (!chunk.is_empty()).then(|| std::mem::take(chunk)) };
+    let flush = |chunk: &mut Vec<NewEvent>| -> Option<Vec<NewEvent>> {
+        (!chunk.is_empty()).then(|| std::mem::take(chunk))
+    };
     let mut appends: Vec<Vec<NewEvent>> = Vec::new();
     for event in &synthetic.events {
         chunk.push(NewEvent::from_domain(event)?);
-        if matches!(event, DomainEvent::ArtifactPersisted(_) | DomainEvent::RunStarted(_)) {
+        if matches!(
+            event,
+            DomainEvent::ArtifactPersisted(_) | DomainEvent::RunStarted(_)
+        ) {
             appends.extend(flush(&mut chunk));
         }
     }
@@ -329,9 +432,15 @@ async fn write_run(store: &PgEventStore, flowchart: &Flowchart, tasks: usize) ->
             RequestId::new(format!("{}-s{i}", stream_request))?
         };
         let n = events.len() as u64;
-        let events = if has_artifact { retarget_artifacts(events, &request)? } else { events };
+        let events = if has_artifact {
+            retarget_artifacts(events, &request)?
+        } else {
+            events
+        };
         let append = AppendRequest::new(request, correlation.clone(), events);
-        store.append(&stream, ExpectedVersion::Exact(version), append).await?;
+        store
+            .append(&stream, ExpectedVersion::Exact(version), append)
+            .await?;
         version += n;
     }
     Ok(total)
@@ -368,13 +477,17 @@ async fn catch_up_and_rebuild() -> BenchResult<()> {
         handles.push(tokio::spawn(async move {
             let mut n = 0;
             for _ in 0..mine {
-                n += write_run(&store, &flowchart, tasks).await.map_err(|e| e.to_string())?;
+                n += write_run(&store, &flowchart, tasks)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             Ok::<usize, String>(n)
         }));
     }
     for h in handles {
-        written += h.await?.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })?;
+        written += h
+            .await?
+            .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })?;
     }
     println!(
         "\n## catch-up / rebuild\nledger: {runs} runs x {} node runs = {written} events, written in {:.1} s",
@@ -395,7 +508,13 @@ async fn catch_up_and_rebuild() -> BenchResult<()> {
             };
             for r in reports {
                 total += r.elapsed;
-                println!("| {} | {pass} | {} | {:.2} | {:.0} |", r.projector, r.applied, r.elapsed.as_secs_f64(), r.events_per_second());
+                println!(
+                    "| {} | {pass} | {} | {:.2} | {:.0} |",
+                    r.projector,
+                    r.applied,
+                    r.elapsed.as_secs_f64(),
+                    r.events_per_second()
+                );
             }
         }
         println!(
@@ -406,8 +525,15 @@ async fn catch_up_and_rebuild() -> BenchResult<()> {
         );
     }
     let results = claims(&pool, None).await?;
-    let failing: Vec<&str> = results.iter().filter(|c| c.status == ClaimStatus::Fail).map(|c| c.id.as_str()).collect();
-    println!("claims over the synthetic ledger: {} fail {failing:?}", failing.len());
+    let failing: Vec<&str> = results
+        .iter()
+        .filter(|c| c.status == ClaimStatus::Fail)
+        .map(|c| c.id.as_str())
+        .collect();
+    println!(
+        "claims over the synthetic ledger: {} fail {failing:?}",
+        failing.len()
+    );
     ledger.drop_schema().await?;
     Ok(())
 }
@@ -447,19 +573,38 @@ async fn artifacts_1m() -> BenchResult<()> {
     let started = Instant::now();
     let mut runs = Vec::with_capacity(runs_total);
     for chunk in 0..runs_total.div_ceil(10) {
-        let ids: Vec<uuid::Uuid> = (0..10.min(runs_total - chunk * 10)).map(|_| uuid::Uuid::now_v7()).collect();
-        sqlx::query(BULK_ARTIFACTS).bind(&ids).bind(per_run as i32).execute(&pool).await?;
+        let ids: Vec<uuid::Uuid> = (0..10.min(runs_total - chunk * 10))
+            .map(|_| uuid::Uuid::now_v7())
+            .collect();
+        sqlx::query(BULK_ARTIFACTS)
+            .bind(&ids)
+            .bind(per_run as i32)
+            .execute(&pool)
+            .await?;
         runs.extend(ids);
     }
     let total = runs.len() * per_run;
-    println!("\n## artifacts-1m\n{total} ArtifactPersisted events bulk-inserted in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "\n## artifacts-1m\n{total} ArtifactPersisted events bulk-inserted in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let projections = Projections::select(pool.clone(), Some("artifact_history"))?;
     let reports = projections.catch_up().await?;
     for r in &reports {
-        println!("artifact_history catch-up: {} events in {:.1} s = {:.0} events/s", r.applied, r.elapsed.as_secs_f64(), r.events_per_second());
+        println!(
+            "artifact_history catch-up: {} events in {:.1} s = {:.0} events/s",
+            r.applied,
+            r.elapsed.as_secs_f64(),
+            r.events_per_second()
+        );
     }
-    sqlx::query("ANALYZE artifact_history").execute(&pool).await?;
-    let size: String = sqlx::query_scalar("SELECT pg_size_pretty(pg_total_relation_size('artifact_history'))").fetch_one(&pool).await?;
+    sqlx::query("ANALYZE artifact_history")
+        .execute(&pool)
+        .await?;
+    let size: String =
+        sqlx::query_scalar("SELECT pg_size_pretty(pg_total_relation_size('artifact_history'))")
+            .fetch_one(&pool)
+            .await?;
     println!("artifact_history: {size} with indexes");
 
     let runs = Arc::new(runs);
@@ -467,30 +612,97 @@ async fn artifacts_1m() -> BenchResult<()> {
         let runs = runs.clone();
         move |i: usize| runs[(i * 7919) % runs.len()]
     };
-    let types = ["task_output", "failure", "routing", "run_input", "run_output"];
-    let node_types = [NodeType::Task, NodeType::Decision, NodeType::Start, NodeType::End];
+    let types = [
+        "task_output",
+        "failure",
+        "routing",
+        "run_input",
+        "run_output",
+    ];
+    let node_types = [
+        NodeType::Task,
+        NodeType::Decision,
+        NodeType::Start,
+        NodeType::End,
+    ];
     let mut sample_node_runs = Vec::new();
     for i in 0..50 {
-        let id: uuid::Uuid = sqlx::query_scalar("SELECT node_run_id FROM artifact_history WHERE run_id = $1 LIMIT 1")
-            .bind(pick(i))
-            .fetch_one(&pool)
-            .await?;
+        let id: uuid::Uuid = sqlx::query_scalar(
+            "SELECT node_run_id FROM artifact_history WHERE run_id = $1 LIMIT 1",
+        )
+        .bind(pick(i))
+        .fetch_one(&pool)
+        .await?;
         sample_node_runs.push(runledger_contracts::ids::NodeRunId(id));
     }
     let pick2 = pick.clone();
     type Filter = Box<dyn Fn(usize) -> ArtifactFilter>;
     let filters: Vec<(&str, Filter)> = vec![
         ("no filter", Box::new(|_| ArtifactFilter::default())),
-        ("run", Box::new(move |i| ArtifactFilter { run_id: Some(RunId(pick(i))), ..ArtifactFilter::default() })),
-        ("node run", Box::new(move |i| ArtifactFilter { node_run_id: Some(sample_node_runs[i % 50]), ..ArtifactFilter::default() })),
-        ("node id", Box::new(|i| ArtifactFilter { node_id: Some(format!("n{}", i % 50)), ..ArtifactFilter::default() })),
-        ("node type", Box::new(move |i| ArtifactFilter { node_type: Some(node_types[i % 4]), ..ArtifactFilter::default() })),
-        ("artifact type", Box::new(move |i| ArtifactFilter { artifact_type: Some(types[i % 5].into()), ..ArtifactFilter::default() })),
-        ("run + artifact type", Box::new(move |i| ArtifactFilter { run_id: Some(RunId(pick2(i))), artifact_type: Some(types[i % 5].into()), ..ArtifactFilter::default() })),
-        ("node type + artifact type", Box::new(move |i| ArtifactFilter { node_type: Some(NodeType::Task), artifact_type: Some(["task_output", "failure"][i % 2].into()), ..ArtifactFilter::default() })),
-        ("node id + node type + artifact type", Box::new(move |i| ArtifactFilter { node_id: Some(format!("n{}", i % 50)), node_type: Some(NodeType::Task), artifact_type: Some("task_output".into()), ..ArtifactFilter::default() })),
+        (
+            "run",
+            Box::new(move |i| ArtifactFilter {
+                run_id: Some(RunId(pick(i))),
+                ..ArtifactFilter::default()
+            }),
+        ),
+        (
+            "node run",
+            Box::new(move |i| ArtifactFilter {
+                node_run_id: Some(sample_node_runs[i % 50]),
+                ..ArtifactFilter::default()
+            }),
+        ),
+        (
+            "node id",
+            Box::new(|i| ArtifactFilter {
+                node_id: Some(format!("n{}", i % 50)),
+                ..ArtifactFilter::default()
+            }),
+        ),
+        (
+            "node type",
+            Box::new(move |i| ArtifactFilter {
+                node_type: Some(node_types[i % 4]),
+                ..ArtifactFilter::default()
+            }),
+        ),
+        (
+            "artifact type",
+            Box::new(move |i| ArtifactFilter {
+                artifact_type: Some(types[i % 5].into()),
+                ..ArtifactFilter::default()
+            }),
+        ),
+        (
+            "run + artifact type",
+            Box::new(move |i| ArtifactFilter {
+                run_id: Some(RunId(pick2(i))),
+                artifact_type: Some(types[i % 5].into()),
+                ..ArtifactFilter::default()
+            }),
+        ),
+        (
+            "node type + artifact type",
+            Box::new(move |i| ArtifactFilter {
+                node_type: Some(NodeType::Task),
+                artifact_type: Some(["task_output", "failure"][i % 2].into()),
+                ..ArtifactFilter::default()
+            }),
+        ),
+        (
+            "node id + node type + artifact type",
+            Box::new(move |i| ArtifactFilter {
+                node_id: Some(format!("n{}", i % 50)),
+                node_type: Some(NodeType::Task),
+                artifact_type: Some("task_output".into()),
+                ..ArtifactFilter::default()
+            }),
+        ),
     ];
-    println!("| filter | page | queries | p50 ms | p95 ms | p99 ms | max ms |\n|---|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| filter | page | queries | p50 ms | p95 ms | p99 ms | max ms |\n|---|---|---:|---:|---:|---:|---:|"
+    );
     let mut all = Vec::new();
     for (name, filter) in &filters {
         for _ in 0..10 {

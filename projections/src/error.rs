@@ -88,7 +88,11 @@ pub enum ProjectionError {
         "projector `{projector}` is still {behind} event(s) behind after {}s: a long-running transaction on the server holds back the ledger's read horizon",
         waited.as_secs()
     )]
-    HorizonHeld { projector: &'static str, behind: u64, waited: std::time::Duration },
+    HorizonHeld {
+        projector: &'static str,
+        behind: u64,
+        waited: std::time::Duration,
+    },
 }
 
 impl ProjectionError {

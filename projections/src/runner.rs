@@ -40,6 +40,12 @@ pub struct Projections {
     patience: Duration,
 }
 
+/// A batch read ahead, and the checkpoint it starts after.
+struct Ahead {
+    after: Position,
+    events: Vec<RecordedEvent>,
+}
+
 /// Progress of a catch-up or rebuild, reported after each batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -134,15 +140,34 @@ impl Projections {
     /// Applies the next batch of one projector; returns how many events it applied (0 when it
     /// is caught up with the ledger's horizon).
     pub async fn step(&self, projector: &dyn Projector) -> Result<usize, ProjectionError> {
+        self.step_ahead(projector, None, false)
+            .await
+            .map(|(n, _)| n)
+    }
+
+    /// [`Projections::step`], starting from a batch read ahead (when it still starts at the
+    /// checkpoint) and, with `read_ahead`, reading the next batch while this one is applied:
+    /// the ledger read (mostly this process's CPU) overlaps the apply (mostly the database's).
+    async fn step_ahead(
+        &self,
+        projector: &dyn Projector,
+        mut ahead: Option<Ahead>,
+        read_ahead: bool,
+    ) -> Result<(usize, Option<Ahead>), ProjectionError> {
         let name = projector.name();
         let db = |e: sqlx::Error| ProjectionError::database(name, e);
         let (after, events, mut tx) = loop {
             // Read first, holding nothing: a lock held while another connection reads the
             // ledger would be a wait PostgreSQL cannot see (e.g. behind a DROP SCHEMA).
-            let after = read_checkpoint(&self.pool, name).await.map_err(db)?;
-            let events = self.read_batch(name, after).await?;
+            let (after, events) = match ahead.take() {
+                Some(a) if !a.events.is_empty() => (a.after, a.events),
+                _ => {
+                    let after = read_checkpoint(&self.pool, name).await.map_err(db)?;
+                    (after, self.read_batch(name, after).await?)
+                }
+            };
             if events.is_empty() {
-                return Ok(0);
+                return Ok((0, None));
             }
             let mut tx = self.pool.begin().await.map_err(db)?;
             // The row lock serializes runners of the same projector (two `serve`s, `check`
@@ -153,7 +178,15 @@ impl Projections {
             }
             tx.rollback().await.map_err(db)?;
         };
-        if let Err(e) = projector.apply(&mut tx, &events).await {
+        let next_after = events.last().map_or(after, |e| e.position);
+        // The read ahead runs on its own task: the commit below never waits for it (a
+        // transaction waiting on another connection is a wait PostgreSQL cannot see).
+        let next = read_ahead.then(|| {
+            let (store, limit) = (self.store.clone(), self.batch_size);
+            tokio::spawn(async move { read_batch(&store, limit, name, next_after).await })
+        });
+        let applied = projector.apply(&mut tx, &events).await;
+        if let Err(e) = applied {
             // Nothing of the batch stays: the checkpoint has not moved.
             let _ = tx.rollback().await;
             let (index, reason) = match e {
@@ -194,41 +227,23 @@ impl Projections {
         }
         move_checkpoint(&mut tx, name, &events).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(events.len())
+        // A failed read ahead is simply read again.
+        let next = match next {
+            Some(task) => task.await.ok().and_then(Result::ok).map(|events| Ahead {
+                after: next_after,
+                events,
+            }),
+            None => None,
+        };
+        Ok((events.len(), next))
     }
 
-    /// The events after `after`, ending at a ledger transaction boundary so a batch never holds
-    /// half an append (claims judge whole appends: a node run's end and its artifact arrive
-    /// together).
     async fn read_batch(
         &self,
         name: &'static str,
         after: Position,
     ) -> Result<Vec<RecordedEvent>, ProjectionError> {
-        let mut limit = self.batch_size;
-        loop {
-            let page = self.store.read_all(after, limit).await.map_err(|source| {
-                ProjectionError::Ledger {
-                    projector: name,
-                    source,
-                }
-            })?;
-            let mut events = page.events;
-            if events.len() < limit {
-                return Ok(events);
-            }
-            let last_tx = events.last().map_or(0, |e| e.position.commit);
-            let cut = events
-                .iter()
-                .position(|e| e.position.commit == last_tx)
-                .unwrap_or(0);
-            if cut > 0 {
-                events.truncate(cut);
-                return Ok(events);
-            }
-            // One transaction fills the whole page: read more of it.
-            limit = limit.saturating_mul(2);
-        }
+        read_batch(&self.store, self.batch_size, name, after).await
     }
 
     /// Applies batches until the projector has nothing left below the ledger's horizon (what
@@ -252,7 +267,9 @@ impl Projections {
         total: u64,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Report, ProjectionError> {
-        let end = ledger_end(&self.pool).await.map_err(|e| ProjectionError::database(projector.name(), e))?;
+        let end = ledger_end(&self.pool)
+            .await
+            .map_err(|e| ProjectionError::database(projector.name(), e))?;
         self.drive(projector, total, progress, end).await
     }
 
@@ -270,13 +287,19 @@ impl Projections {
         loop {
             // Idle wake-ups (polls, other schemas' appends) cost one read and no transaction id.
             if has_pending(&self.pool, name).await.map_err(db)? {
+                let mut ahead = None;
                 loop {
-                    let n = self.step(projector).await?;
+                    let (n, next) = self.step_ahead(projector, ahead.take(), true).await?;
+                    ahead = next;
                     if n == 0 {
                         break;
                     }
                     applied += n as u64;
-                    progress(Progress { projector: name, applied, total });
+                    progress(Progress {
+                        projector: name,
+                        applied,
+                        total,
+                    });
                 }
             }
             let checkpoint = read_checkpoint(&self.pool, name).await.map_err(db)?;
@@ -284,12 +307,23 @@ impl Projections {
                 Some(end) if checkpoint < end => {
                     if started.elapsed() > self.patience {
                         let behind = events_after(&self.pool, checkpoint).await.map_err(db)?;
-                        return Err(ProjectionError::HorizonHeld { projector: name, behind, waited: self.patience });
+                        return Err(ProjectionError::HorizonHeld {
+                            projector: name,
+                            behind,
+                            waited: self.patience,
+                        });
                     }
                     // Committed events wait behind an older transaction still running.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                _ => return Ok(Report { projector: name, applied, elapsed: started.elapsed(), checkpoint }),
+                _ => {
+                    return Ok(Report {
+                        projector: name,
+                        applied,
+                        elapsed: started.elapsed(),
+                        checkpoint,
+                    });
+                }
             }
         }
     }
@@ -361,7 +395,8 @@ impl Projections {
                 }
                 match self.catch_up_available(p.as_ref(), 0, &mut |_| {}).await {
                     Ok(report) => {
-                        lowest = Some(lowest.map_or(report.checkpoint, |l| l.min(report.checkpoint)));
+                        lowest =
+                            Some(lowest.map_or(report.checkpoint, |l| l.min(report.checkpoint)));
                         if stopped.remove(name).is_some() {
                             tracing::info!(projector = name, "projector is applying events again");
                         }
@@ -382,7 +417,11 @@ impl Projections {
                 (Some(checkpoint), Ok(Some(end))) => checkpoint < end,
                 _ => false,
             };
-            retry_soon = held.then(|| retry_soon.map_or(Duration::from_millis(10), |d| d * 2).min(self.poll_interval));
+            retry_soon = held.then(|| {
+                retry_soon
+                    .map_or(Duration::from_millis(10), |d| d * 2)
+                    .min(self.poll_interval)
+            });
             let poll = tokio::time::sleep(retry_soon.unwrap_or(self.poll_interval));
             tokio::pin!(poll);
             loop {
@@ -539,15 +578,23 @@ async fn ledger_end(pool: &PgPool) -> Result<Option<Position>, sqlx::Error> {
     )
     .fetch_optional(pool)
     .await?;
-    row.map(|(commit, global)| Ok(Position { commit: parse_xid(&commit)?, global: global as u64 })).transpose()
+    row.map(|(commit, global)| {
+        Ok(Position {
+            commit: parse_xid(&commit)?,
+            global: global as u64,
+        })
+    })
+    .transpose()
 }
 
 async fn events_after(pool: &PgPool, after: Position) -> Result<u64, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2)")
-        .bind(after.commit.to_string())
-        .bind(after.global as i64)
-        .fetch_one(pool)
-        .await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2)",
+    )
+    .bind(after.commit.to_string())
+    .bind(after.global as i64)
+    .fetch_one(pool)
+    .await?;
     Ok(n as u64)
 }
 
@@ -556,4 +603,43 @@ async fn ledger_size(pool: &PgPool) -> Result<u64, sqlx::Error> {
         .fetch_one(pool)
         .await?;
     Ok(n as u64)
+}
+
+/// The events after `after`, ending at a ledger transaction boundary so a batch never holds
+/// half an append (claims judge whole appends: a node run's end and its artifact arrive
+/// together).
+async fn read_batch(
+    store: &PgEventStore,
+    limit: usize,
+    name: &'static str,
+    after: Position,
+) -> Result<Vec<RecordedEvent>, ProjectionError> {
+    let mut events: Vec<RecordedEvent> = Vec::new();
+    let mut cursor = after;
+    loop {
+        let page =
+            store
+                .read_all(cursor, limit)
+                .await
+                .map_err(|source| ProjectionError::Ledger {
+                    projector: name,
+                    source,
+                })?;
+        let full = page.events.len() == limit;
+        events.extend(page.events);
+        if !full {
+            return Ok(events);
+        }
+        let last_tx = events.last().map_or(0, |e| e.position.commit);
+        let cut = events
+            .iter()
+            .position(|e| e.position.commit == last_tx)
+            .unwrap_or(0);
+        if cut > 0 {
+            events.truncate(cut);
+            return Ok(events);
+        }
+        // One transaction fills everything read so far: read on to its end.
+        cursor = page.checkpoint;
+    }
 }

@@ -29,8 +29,16 @@ impl SseReader {
         }
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-        Self { response, buffer: String::new() }
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        Self {
+            response,
+            buffer: String::new(),
+        }
     }
 
     /// The next message (keep-alive comments skipped), or `None` after `wait`.
@@ -52,9 +60,16 @@ impl SseReader {
                 if data.is_empty() {
                     continue;
                 }
-                return Some(Message { id, event, data: serde_json::from_str(&data).unwrap() });
+                return Some(Message {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).unwrap(),
+                });
             }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await.ok()?.unwrap()?;
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .ok()?
+                .unwrap()?;
             self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
         }
     }
@@ -78,11 +93,19 @@ async fn a_run_streams_in_ledger_order_with_names_ids_and_resumes_after_last_eve
     let run = server.start_inline(GREET, json!({ "name": "Ada" })).await;
     server.wait(other).await;
     server.wait(run).await;
-    let ledger = server.state.store().read_stream(&StreamId::for_run(run), 1, 1000).await.unwrap();
+    let ledger = server
+        .state
+        .store()
+        .read_stream(&StreamId::for_run(run), 1, 1000)
+        .await
+        .unwrap();
 
     let mut reader = SseReader::open(&server, &format!("/v1/events?run_id={run}"), None).await;
     let all = reader.take(ledger.len()).await;
-    assert!(reader.next(Duration::from_millis(400)).await.is_none(), "only this run's events");
+    assert!(
+        reader.next(Duration::from_millis(400)).await.is_none(),
+        "only this run's events"
+    );
     for (m, e) in all.iter().zip(&ledger) {
         assert_eq!(m.event, event_name(&e.event_type));
         assert_eq!(m.data["event"], json!(m.event));
@@ -96,27 +119,66 @@ async fn a_run_streams_in_ledger_order_with_names_ids_and_resumes_after_last_eve
         assert_eq!(m.id, format!("{}.{}", e.position.commit, e.position.global));
     }
     let names: Vec<&str> = all.iter().map(|m| m.event.as_str()).collect();
-    for expected in ["flowchart:run:updated", "flowchart:node:updated", "flowchart:node_artifact:persisted", "flowchart:tool:called"] {
+    for expected in [
+        "flowchart:run:updated",
+        "flowchart:node:updated",
+        "flowchart:node_artifact:persisted",
+        "flowchart:tool:called",
+    ] {
         assert!(names.contains(&expected), "{expected} in {names:?}");
     }
-    let artifact = all.iter().find(|m| m.data["event_type"] == json!("ArtifactPersisted")).unwrap();
-    assert!(artifact.data["node_run_id"].is_string() && artifact.data["node_id"].is_string(), "{:?}", artifact.data);
+    let artifact = all
+        .iter()
+        .find(|m| m.data["event_type"] == json!("ArtifactPersisted"))
+        .unwrap();
+    assert!(
+        artifact.data["node_run_id"].is_string() && artifact.data["node_id"].is_string(),
+        "{:?}",
+        artifact.data
+    );
     drop(reader);
 
     // Resume after the third message: exactly the rest, nothing twice.
-    let mut resumed = SseReader::open(&server, &format!("/v1/events?run_id={run}"), Some(&all[2].id)).await;
+    let mut resumed = SseReader::open(
+        &server,
+        &format!("/v1/events?run_id={run}"),
+        Some(&all[2].id),
+    )
+    .await;
     let rest = resumed.take(all.len() - 3).await;
-    assert_eq!(rest.iter().map(|m| &m.id).collect::<Vec<_>>(), all[3..].iter().map(|m| &m.id).collect::<Vec<_>>());
+    assert_eq!(
+        rest.iter().map(|m| &m.id).collect::<Vec<_>>(),
+        all[3..].iter().map(|m| &m.id).collect::<Vec<_>>()
+    );
     assert!(resumed.next(Duration::from_millis(400)).await.is_none());
     // `?after=` does the same for clients that cannot set headers.
-    let mut after = SseReader::open(&server, &format!("/v1/events?run_id={run}&after={}", all[2].id), None).await;
+    let mut after = SseReader::open(
+        &server,
+        &format!("/v1/events?run_id={run}&after={}", all[2].id),
+        None,
+    )
+    .await;
     assert_eq!(after.take(1).await[0].id, all[3].id);
 
     // Errors are envelopes.
-    let r = server.client.get(server.url("/v1/events")).header("last-event-id", "nonsense").send().await.unwrap();
-    super::Reply::read(r).await.assert_error(StatusCode::BAD_REQUEST, "invalid_header");
-    server.get(&format!("/v1/events?run_id={}", RunId::new_v7())).await.assert_error(StatusCode::NOT_FOUND, "run_not_found");
-    server.get("/v1/events?run_id=nope").await.assert_error(StatusCode::BAD_REQUEST, "invalid_id");
+    let r = server
+        .client
+        .get(server.url("/v1/events"))
+        .header("last-event-id", "nonsense")
+        .send()
+        .await
+        .unwrap();
+    super::Reply::read(r)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_header");
+    server
+        .get(&format!("/v1/events?run_id={}", RunId::new_v7()))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "run_not_found");
+    server
+        .get("/v1/events?run_id=nope")
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_id");
     server.finish().await;
 }
 
@@ -125,23 +187,91 @@ async fn the_live_tail_delivers_new_events_as_they_commit() {
     let server = TestServer::start().await;
     let earlier = server.start_inline(GREET, json!({})).await;
     server.wait(earlier).await;
-    // Without run_id or a checkpoint the stream starts at the ledger's end.
+    // Without run_id or a checkpoint the stream starts at the ledger's commit-safe end: events
+    // of `earlier` still above the read horizon then (another transaction of the database
+    // running) may come first; nothing else from before.
     let mut reader = SseReader::open(&server, "/v1/events", None).await;
-    assert!(reader.next(Duration::from_millis(300)).await.is_none(), "nothing from before the stream opened");
     let created = server.create_flowchart(GREET).await;
     assert_eq!(created, 1);
     let run = server.start_inline(GREET, json!({})).await;
     server.wait(run).await;
-    let head = server.state.store().stream_head(&StreamId::for_run(run)).await.unwrap().unwrap().version as usize;
-    let messages = reader.take(1 + head).await;
+    let head = server
+        .state
+        .store()
+        .stream_head(&StreamId::for_run(run))
+        .await
+        .unwrap()
+        .unwrap()
+        .version as usize;
+    let mut messages = Vec::new();
+    while messages.len() < 1 + head {
+        let m = reader
+            .next(Duration::from_secs(20))
+            .await
+            .expect("every new event arrives");
+        if m.data["run_id"] == json!(earlier.to_string()) {
+            assert!(
+                messages.is_empty(),
+                "an earlier event after new ones: {m:?}"
+            );
+            continue;
+        }
+        messages.push(m);
+    }
     assert_eq!(messages[0].event, "flowchart:definition:created");
     assert_eq!(messages[0].data["stream_id"], json!("flowchart-greet"));
     assert_eq!(messages[1].data["event_type"], json!("RunStarted"));
-    assert!(messages[1..].iter().all(|m| m.data["run_id"] == json!(run.to_string())));
-    let versions: Vec<u64> = messages[1..].iter().map(|m| m.data["stream_version"].as_u64().unwrap()).collect();
+    assert!(
+        messages[1..]
+            .iter()
+            .all(|m| m.data["run_id"] == json!(run.to_string()))
+    );
+    let versions: Vec<u64> = messages[1..]
+        .iter()
+        .map(|m| m.data["stream_version"].as_u64().unwrap())
+        .collect();
     assert_eq!(versions, (1..=head as u64).collect::<Vec<_>>());
-    // The sequence grows; ids are the read order.
-    let positions: Vec<u64> = messages.iter().map(|m| m.data["sequence"].as_u64().unwrap()).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    // Message ids are the read order: (commit, sequence) grows.
+    let order: Vec<(u64, u64)> = messages
+        .iter()
+        .map(|m| {
+            let (c, g) = m.id.split_once('.').unwrap();
+            (c.parse().unwrap(), g.parse().unwrap())
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    server.finish().await;
+}
+
+/// With the poll set to a minute, only the ledger's NOTIFY can deliver in time.
+#[tokio::test(flavor = "multi_thread")]
+async fn appends_wake_the_stream_through_listen_notify() {
+    let config = crate::ApiConfig {
+        sse_poll: Duration::from_secs(60),
+        ..crate::ApiConfig::default()
+    };
+    let server = TestServer::with_config(config).await;
+    let mut reader = SseReader::open(&server, "/v1/events", None).await;
+    // Append until a message arrives: each append notifies, and one of them comes when no
+    // other transaction of the database holds the read horizon back.
+    let began = std::time::Instant::now();
+    let mut version = 0;
+    let first = loop {
+        version += 1;
+        let text = GREET.replace("Say hello.", &format!("version {version}"));
+        assert_eq!(server.create_flowchart(&text).await, version);
+        if let Some(m) = reader.next(Duration::from_millis(250)).await {
+            break m;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "no message in 20 s: NOTIFY did not wake the stream"
+        );
+    };
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "well before the 60 s poll"
+    );
+    assert_eq!(first.data["event_type"], json!("FlowchartVersionCreated"));
     server.finish().await;
 }

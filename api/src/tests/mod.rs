@@ -7,8 +7,8 @@ mod errors;
 mod flowcharts;
 mod live;
 mod models;
-mod ops;
 mod openapi;
+mod ops;
 mod read;
 mod runs;
 
@@ -93,8 +93,13 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// The default configuration, with a short live-event poll.
     pub async fn start() -> Self {
-        Self::with_config(ApiConfig::default()).await
+        Self::with_config(ApiConfig {
+            sse_poll: Duration::from_millis(50),
+            ..ApiConfig::default()
+        })
+        .await
     }
 
     pub async fn with_config(config: ApiConfig) -> Self {
@@ -103,11 +108,15 @@ impl TestServer {
         let registry = Arc::new(LedgerFlowcharts::new(store.pool().clone()));
         let providers = Providers::scripted(ScriptedProvider::with_fixture(Script::new()));
         let executor = InProcessPool::new(providers, 64);
-        let engine_config = EngineConfig { poll_interval: Duration::from_millis(50), ..EngineConfig::default() };
+        let engine_config = EngineConfig {
+            poll_interval: Duration::from_millis(50),
+            ..EngineConfig::default()
+        };
         let engine = Engine::new(store, Arc::new(executor), registry.clone(), engine_config);
-        let config = ApiConfig { sse_poll: Duration::from_millis(50), ..config };
         let state = ApiState::new(engine, registry, config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("address");
         let served = state.clone();
         let server = tokio::spawn(async move {
@@ -115,7 +124,13 @@ impl TestServer {
         });
         // reqwest is built with rustls but no default provider (the executor gateway's choice).
         runledger_executor_gateway::providers::install_crypto_provider();
-        Self { base: format!("http://{addr}"), client: reqwest::Client::new(), ledger, state, server }
+        Self {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            ledger,
+            state,
+            server,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -124,7 +139,13 @@ impl TestServer {
 
     /// Sends a request; returns status, headers and the body as JSON (`Null` when empty or not
     /// JSON).
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut request = self.client.request(method, self.url(path));
         for (k, v) in headers {
             request = request.header(*k, *v);
@@ -146,16 +167,24 @@ impl TestServer {
 
     /// Stores a flowchart; returns its version.
     pub async fn create_flowchart(&self, yaml: &str) -> u64 {
-        let r = self.post("/v1/flowcharts", json!({ "definition": yaml })).await;
+        let r = self
+            .post("/v1/flowcharts", json!({ "definition": yaml }))
+            .await;
         assert!(r.status.is_success(), "{r:?}");
         r.body["version"].as_u64().expect("version")
     }
 
     /// Starts a run of an inline flowchart; returns its id.
     pub async fn start_inline(&self, yaml: &str, inputs: Value) -> RunId {
-        let r = self.post("/v1/runs", json!({ "definition": yaml, "inputs": inputs })).await;
+        let r = self
+            .post("/v1/runs", json!({ "definition": yaml, "inputs": inputs }))
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
-        r.body["run_id"].as_str().expect("run id").parse().expect("uuid")
+        r.body["run_id"]
+            .as_str()
+            .expect("run id")
+            .parse()
+            .expect("uuid")
     }
 
     /// Waits until the run has ended (through the engine) and returns its status.
@@ -169,8 +198,17 @@ impl TestServer {
 
     /// Waits until the run_detail projection shows the run at the ledger's head.
     pub async fn projected(&self, run: RunId) -> Value {
-        let head = self.state.store().stream_head(&StreamId::for_run(run)).await.unwrap().unwrap().version;
-        let r = self.get(&format!("/v1/runs/{run}?min_version={head}")).await;
+        let head = self
+            .state
+            .store()
+            .stream_head(&StreamId::for_run(run))
+            .await
+            .unwrap()
+            .unwrap()
+            .version;
+        let r = self
+            .get(&format!("/v1/runs/{run}?min_version={head}"))
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
         r.body
     }
@@ -178,7 +216,9 @@ impl TestServer {
     /// Waits until every projector has applied every event of the ledger.
     pub async fn caught_up(&self) {
         for _ in 0..400 {
-            let lag = runledger_projections::lag(self.state.pool()).await.expect("lag");
+            let lag = runledger_projections::lag(self.state.pool())
+                .await
+                .expect("lag");
             if lag.iter().all(|l| l.events_behind == 0) {
                 return;
             }
@@ -189,12 +229,18 @@ impl TestServer {
 
     /// Every event in the test's schema (all streams).
     pub async fn event_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(self.ledger.store.pool()).await.unwrap()
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(self.ledger.store.pool())
+            .await
+            .unwrap()
     }
 
     pub async fn finish(self) {
         self.server.abort();
         let _ = self.server.await;
+        // Nothing of this server may hold locks while the schema is dropped: close its pool
+        // (waits for connections in use, e.g. an aborted projector's transaction).
+        self.state.pool().close().await;
         self.ledger.drop_schema().await.expect("drop schema");
     }
 }
@@ -213,7 +259,12 @@ impl Reply {
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Self { status, headers, body, text }
+        Self {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -226,9 +277,26 @@ impl Reply {
         assert_eq!(self.status, status, "{self:?}");
         assert_eq!(self.body["ok"], json!(false), "{self:?}");
         assert_eq!(self.body["error"]["code"], json!(code), "{self:?}");
-        assert!(self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{self:?}");
-        assert_eq!(self.body["error"]["request_id"].as_str(), self.header("x-request-id"), "{self:?}");
-        assert_eq!(self.body["correlation_id"].as_str(), self.header("x-correlation-id"), "{self:?}");
-        assert!(self.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{self:?}");
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{self:?}"
+        );
+        assert_eq!(
+            self.body["error"]["request_id"].as_str(),
+            self.header("x-request-id"),
+            "{self:?}"
+        );
+        assert_eq!(
+            self.body["correlation_id"].as_str(),
+            self.header("x-correlation-id"),
+            "{self:?}"
+        );
+        assert!(
+            self.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{self:?}"
+        );
     }
 }

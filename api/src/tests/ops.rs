@@ -8,18 +8,35 @@ use crate::ApiConfig;
 async fn health_readiness_and_metrics() {
     let server = TestServer::start().await;
     let health = server.get("/healthz").await;
-    assert_eq!((health.status, health.body.clone()), (StatusCode::OK, json!({ "status": "ok" })));
+    assert_eq!(
+        (health.status, health.body.clone()),
+        (StatusCode::OK, json!({ "status": "ok" }))
+    );
     let ready = server.get("/readyz").await;
     assert_eq!(ready.status, StatusCode::OK, "{ready:?}");
     assert_eq!(ready.body["database"]["reachable"], json!(true));
-    assert_eq!(ready.body["nats"]["reachable"], json!(true), "NATS runs on 127.0.0.1:4222 for the tests");
+    assert_eq!(
+        ready.body["nats"]["reachable"],
+        json!(true),
+        "NATS runs on 127.0.0.1:4222 for the tests"
+    );
 
     let run = server.start_inline(GREET, json!({})).await;
     server.wait(run).await;
     server.projected(run).await;
-    let r = server.client.get(server.url("/metrics")).send().await.unwrap();
+    let r = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = r.text().await.unwrap();
     let value = |line_start: &str| -> f64 {
         text.lines()
@@ -33,28 +50,59 @@ async fn health_readiness_and_metrics() {
     };
     assert_eq!(value("runledger_runs{status=\"completed\"}"), 1.0);
     assert_eq!(value("runledger_node_runs{status=\"succeeded\"}"), 3.0);
-    assert_eq!(value("runledger_ledger_events_total "), server.event_count().await as f64);
-    assert_eq!(value("runledger_projector_lag_events{projector=\"run_detail\"}"), 0.0);
-    assert!(text.contains("# TYPE runledger_dispatch_latency_seconds histogram"), "{text}");
+    assert_eq!(
+        value("runledger_ledger_events_total "),
+        server.event_count().await as f64
+    );
+    assert_eq!(
+        value("runledger_projector_lag_events{projector=\"run_detail\"}"),
+        0.0
+    );
+    assert!(
+        text.contains("# TYPE runledger_dispatch_latency_seconds histogram"),
+        "{text}"
+    );
     assert!(value("runledger_dispatch_latency_seconds_count") >= 0.0);
     let inf = value("runledger_dispatch_latency_seconds_bucket{le=\"+Inf\"}");
     assert_eq!(inf, value("runledger_dispatch_latency_seconds_count"));
     // Every sample line belongs to a declared family.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap();
-        let family = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
-        assert!(text.contains(&format!("# TYPE {family} ")) || text.contains(&format!("# TYPE {name} ")), "{line}");
+        let family = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            text.contains(&format!("# TYPE {family} "))
+                || text.contains(&format!("# TYPE {name} ")),
+            "{line}"
+        );
     }
     server.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_fails_when_nats_is_unreachable() {
-    let server = TestServer::with_config(ApiConfig { nats_url: "nats://127.0.0.1:1".into(), ..ApiConfig::default() }).await;
+    let server = TestServer::with_config(ApiConfig {
+        nats_url: "nats://127.0.0.1:1".into(),
+        ..ApiConfig::default()
+    })
+    .await;
     let r = server.get("/readyz").await;
     r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
-    assert_eq!(r.body["error"]["details"]["database"]["reachable"], json!(true));
-    assert_eq!(r.body["error"]["details"]["nats"]["reachable"], json!(false));
-    assert!(r.body["error"]["details"]["nats"]["error"].as_str().unwrap().contains("127.0.0.1:1"));
+    assert_eq!(
+        r.body["error"]["details"]["database"]["reachable"],
+        json!(true)
+    );
+    assert_eq!(
+        r.body["error"]["details"]["nats"]["reachable"],
+        json!(false)
+    );
+    assert!(
+        r.body["error"]["details"]["nats"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1:1")
+    );
     server.finish().await;
 }

@@ -116,7 +116,8 @@ pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<Path
     store.migrate().await.map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
     let providers = registry_providers(&store, exec.script.as_deref()).await?;
     let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
-    let source: Arc<dyn FlowchartSource> = Arc::new(DirSource { dir: flowcharts });
+    let registry = runledger_api::registry::LedgerFlowcharts::new(store.pool().clone());
+    let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource { dir: DirSource { dir: flowcharts }, registry });
     let mut config = EngineConfig { poll_interval: Duration::from_millis(exec.poll_ms.max(10)), ..EngineConfig::default() };
     if dispatch == Dispatch::Inprocess {
         return Ok(Built { engine: Engine::new(store, local, source, config), gateway: None });
@@ -202,6 +203,24 @@ pub async fn registry_providers(store: &PgEventStore, script: Option<&Path>) -> 
 fn read_script(path: &Path) -> Result<Script, Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?;
     ScriptedProvider::parse_fixture(&text).map_err(|e| Failure::new(format!("{}: {e}", path.display())))
+}
+
+/// Sub-flows come from the flowchart directory when it has the file, else from the flowchart
+/// registry in the ledger (`POST /v1/flowcharts`), which also serves pinned versions.
+struct SubflowSource {
+    dir: DirSource,
+    registry: runledger_api::registry::LedgerFlowcharts,
+}
+
+impl FlowchartSource for SubflowSource {
+    fn resolve(&self, name: &str, version: Option<u32>) -> Result<(Arc<Flowchart>, Option<u32>), String> {
+        if version.is_some() || self.dir.dir.is_none() {
+            return self.registry.resolve(name, version);
+        }
+        self.dir.resolve(name, version).or_else(|from_dir| {
+            self.registry.resolve(name, version).map_err(|from_registry| format!("{from_dir}; registry: {from_registry}"))
+        })
+    }
 }
 
 /// Sub-flow `flowchart: NAME` nodes load `NAME.yaml`, `NAME.yml` or `NAME.json` from a directory.

@@ -159,19 +159,26 @@ struct Entry<T> {
     dirty: bool,
 }
 
-const LOAD_RUNS: &str = "SELECT to_json(r)::text FROM claim_runs r WHERE r.run_id = ANY($1)";
-const LOAD_NODE_RUNS: &str = "SELECT to_json(n)::text FROM claim_node_runs n
-     WHERE n.node_run_id = ANY($1) OR (n.run_id = ANY($2) AND n.ended_status IS NULL)";
-const LOAD_TALLIES: &str = "SELECT to_json(t)::text FROM claim_tallies t WHERE t.run_id = ANY($1)";
+// Joined with unnest rather than `= ANY($1)`: index probes per key, whatever the planner thinks
+// of the table's size.
+const LOAD_RUNS: &str = "SELECT to_json(r)::text
+     FROM unnest($1::uuid[]) AS k(id) JOIN claim_runs r ON r.run_id = k.id";
+const LOAD_NODE_RUNS: &str = "SELECT to_json(n)::text
+     FROM unnest($1::uuid[]) AS k(id) JOIN claim_node_runs n ON n.node_run_id = k.id
+     UNION
+     SELECT to_json(n)::text
+     FROM unnest($2::uuid[]) AS k(id) JOIN claim_node_runs n ON n.run_id = k.id AND n.ended_status IS NULL";
+const LOAD_TALLIES: &str = "SELECT to_json(t)::text
+     FROM unnest($1::uuid[]) AS k(id) JOIN claim_tallies t ON t.run_id = k.id";
 const LOAD_DEFINITIONS: &str = "SELECT event_type, schema_version, payload::text FROM events
      WHERE stream_id = ANY($1) AND stream_version = 1";
 
 const UPSERT_RUNS: &str = "INSERT INTO claim_runs
-     SELECT * FROM json_populate_recordset(NULL::claim_runs, $1::json)
+     SELECT * FROM jsonb_populate_recordset(NULL::claim_runs, $1::jsonb)
      ON CONFLICT (run_id) DO UPDATE
         SET terminal_event = EXCLUDED.terminal_event, terminal_version = EXCLUDED.terminal_version";
 const UPSERT_NODE_RUNS: &str = "INSERT INTO claim_node_runs
-     SELECT * FROM json_populate_recordset(NULL::claim_node_runs, $1::json)
+     SELECT * FROM jsonb_populate_recordset(NULL::claim_node_runs, $1::jsonb)
      ON CONFLICT (node_run_id) DO UPDATE
         SET node_id = EXCLUDED.node_id, scheduled_version = EXCLUDED.scheduled_version,
             scheduled_position = EXCLUDED.scheduled_position, ended_status = EXCLUDED.ended_status,
@@ -180,11 +187,11 @@ const UPSERT_NODE_RUNS: &str = "INSERT INTO claim_node_runs
             frontier = EXCLUDED.frontier, http_provider_calls = EXCLUDED.http_provider_calls,
             scripted_provider_calls = EXCLUDED.scripted_provider_calls";
 const UPSERT_TALLIES: &str = "INSERT INTO claim_tallies
-     SELECT * FROM json_populate_recordset(NULL::claim_tallies, $1::json)
+     SELECT * FROM jsonb_populate_recordset(NULL::claim_tallies, $1::jsonb)
      ON CONFLICT (checker, run_id) DO UPDATE
         SET checked = EXCLUDED.checked, violations = EXCLUDED.violations, samples = EXCLUDED.samples";
 const INSERT_EVIDENCE: &str = "INSERT INTO claim_evidence
-     SELECT * FROM json_populate_recordset(NULL::claim_evidence, $1::json)
+     SELECT * FROM jsonb_populate_recordset(NULL::claim_evidence, $1::jsonb)
      ON CONFLICT DO NOTHING";
 
 impl ClaimEvidenceProjector {
@@ -198,6 +205,7 @@ impl ClaimEvidenceProjector {
         let mut node_runs = HashSet::new();
         let mut ending_runs = HashSet::new();
         let mut started_here = HashSet::new();
+        let mut scheduled_here = HashSet::new();
         let mut need_flowchart = HashSet::new();
         for (event, domain) in events.iter().zip(&decoded) {
             let run = run_of(domain).unwrap_or(NO_RUN);
@@ -212,6 +220,7 @@ impl ClaimEvidenceProjector {
                     ending_runs.insert(run.0);
                 }
                 DomainEvent::NodeScheduled(e) => {
+                    scheduled_here.insert(e.node_run_id.0);
                     node_runs.insert(e.node_run_id.0);
                     node_runs.extend(e.consumed_tokens.iter().map(|t| t.from_node_run_id.0));
                     need_flowchart.insert((run, event.stream_id.to_string()));
@@ -232,8 +241,17 @@ impl ClaimEvidenceProjector {
                 _ => {}
             }
         }
-        let runs: Vec<Uuid> = runs.into_iter().collect();
-        let node_runs: Vec<Uuid> = node_runs.into_iter().collect();
+        // Tallies are loaded for every run; runs and node runs only when this batch did not
+        // create them (a rebuild creates most).
+        let tally_runs: Vec<Uuid> = runs.iter().copied().collect();
+        let runs: Vec<Uuid> = runs
+            .into_iter()
+            .filter(|r| !started_here.contains(&RunId(*r)))
+            .collect();
+        let node_runs: Vec<Uuid> = node_runs
+            .into_iter()
+            .filter(|n| !scheduled_here.contains(n))
+            .collect();
         let ending_runs: Vec<Uuid> = ending_runs.into_iter().collect();
         let run_rows: Vec<RunRow> = parse_rows(
             sqlx::query_scalar(LOAD_RUNS)
@@ -250,7 +268,7 @@ impl ClaimEvidenceProjector {
         )?;
         let tallies: Vec<TallyRow> = parse_rows(
             sqlx::query_scalar(LOAD_TALLIES)
-                .bind(&runs)
+                .bind(&tally_runs)
                 .fetch_all(&mut *tx)
                 .await?,
         )?;

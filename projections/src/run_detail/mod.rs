@@ -56,14 +56,30 @@ impl Projector for RunDetailProjector {
 
 async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ApplyError> {
     let decoded = decode_all(events)?;
+    // Rows to load: those the batch touches but does not create (a rebuild creates most).
     let mut run_ids = HashSet::new();
     let mut node_run_ids = HashSet::new();
+    let mut started = HashSet::new();
+    let mut scheduled = HashSet::new();
     for event in &decoded {
-        if let Some(run) = run_of(event) {
+        match event {
+            DomainEvent::RunStarted(e) => {
+                started.insert(e.run_id.0);
+            }
+            DomainEvent::NodeScheduled(e) => {
+                scheduled.insert(e.node_run_id.0);
+            }
+            _ => {}
+        }
+        if let Some(run) = run_of(event)
+            && !started.contains(&run.0)
+        {
             run_ids.insert(run.0);
         }
         node_runs_named(event, |id| {
-            node_run_ids.insert(id.0);
+            if !scheduled.contains(&id.0) {
+                node_run_ids.insert(id.0);
+            }
         });
     }
     let mut batch = Batch::load(tx, run_ids, node_run_ids).await?;
@@ -110,19 +126,21 @@ struct Batch {
     version: u64,
 }
 
-const LOAD_RUNS: &str =
-    "SELECT (to_jsonb(r) - 'inputs')::text FROM run_detail_runs r WHERE r.run_id = ANY($1)";
-const LOAD_NODE_RUNS: &str =
-    "SELECT to_json(n)::text FROM run_detail_node_runs n WHERE n.node_run_id = ANY($1)";
+// Joined with unnest rather than `= ANY($1)`: one primary key probe per id, whatever the
+// planner thinks of the table's size (a growing table read by a stale estimate was scanned).
+const LOAD_RUNS: &str = "SELECT (to_jsonb(r) - 'inputs')::text
+     FROM unnest($1::uuid[]) AS k(id) JOIN run_detail_runs r ON r.run_id = k.id";
+const LOAD_NODE_RUNS: &str = "SELECT to_json(n)::text
+     FROM unnest($1::uuid[]) AS k(id) JOIN run_detail_node_runs n ON n.node_run_id = k.id";
 
-const INSERT_RUNS: &str = "INSERT INTO run_detail_runs SELECT * FROM json_populate_recordset(NULL::run_detail_runs, $1::json)";
+const INSERT_RUNS: &str = "INSERT INTO run_detail_runs SELECT * FROM jsonb_populate_recordset(NULL::run_detail_runs, $1::jsonb)";
 const UPDATE_RUNS: &str = "UPDATE run_detail_runs t
         SET status = r.status, ended_at = r.ended_at, duration_ms = r.duration_ms, output = r.output,
             error = r.error, node_runs = r.node_runs, status_counts = r.status_counts,
             warnings = r.warnings, last_version = r.last_version, updated_at = r.updated_at
-       FROM json_populate_recordset(NULL::run_detail_runs, $1::json) r
+       FROM jsonb_populate_recordset(NULL::run_detail_runs, $1::jsonb) r
       WHERE t.run_id = r.run_id";
-const INSERT_NODE_RUNS: &str = "INSERT INTO run_detail_node_runs SELECT * FROM json_populate_recordset(NULL::run_detail_node_runs, $1::json)";
+const INSERT_NODE_RUNS: &str = "INSERT INTO run_detail_node_runs SELECT * FROM jsonb_populate_recordset(NULL::run_detail_node_runs, $1::jsonb)";
 const UPDATE_NODE_RUNS: &str = "UPDATE run_detail_node_runs t
         SET status = r.status, executor_class = r.executor_class, executor = r.executor,
             dispatched_at = r.dispatched_at, started_at = r.started_at, finished_at = r.finished_at,
@@ -132,10 +150,10 @@ const UPDATE_NODE_RUNS: &str = "UPDATE run_detail_node_runs t
             retry = r.retry, skip = r.skip, cancel = r.cancel,
             invalidated_at_version = r.invalidated_at_version, ignored_results = r.ignored_results,
             last_version = r.last_version
-       FROM json_populate_recordset(NULL::run_detail_node_runs, $1::json) r
+       FROM jsonb_populate_recordset(NULL::run_detail_node_runs, $1::jsonb) r
       WHERE t.node_run_id = r.node_run_id";
-const INSERT_TIMELINE: &str = "INSERT INTO run_detail_timeline SELECT * FROM json_populate_recordset(NULL::run_detail_timeline, $1::json)";
-const INSERT_TOOL_CALLS: &str = "INSERT INTO run_detail_tool_calls SELECT * FROM json_populate_recordset(NULL::run_detail_tool_calls, $1::json)";
+const INSERT_TIMELINE: &str = "INSERT INTO run_detail_timeline SELECT * FROM jsonb_populate_recordset(NULL::run_detail_timeline, $1::jsonb)";
+const INSERT_TOOL_CALLS: &str = "INSERT INTO run_detail_tool_calls SELECT * FROM jsonb_populate_recordset(NULL::run_detail_tool_calls, $1::jsonb)";
 
 impl Batch {
     async fn load(
@@ -455,15 +473,8 @@ impl Batch {
                         dirty: true,
                     },
                 );
-                let retry = e
-                    .retry_of
-                    .map_or(String::new(), |r| format!(", retry of {r}"));
-                line.node(
-                    &e.node_id,
-                    e.node_run_id,
-                    Some(e.attempt),
-                    format!("execution {}{retry}", e.execution_index),
-                )
+                // Routine transitions are the node run's timestamps, not timeline entries.
+                return self.finish(index, event, run_id, None);
             }
             DomainEvent::NodeDispatched(e) => {
                 let node = self.node(index, run_id, e.node_run_id)?;
@@ -472,12 +483,7 @@ impl Batch {
                 if node.status == "scheduled" {
                     self.set_status(index, run_id, e.node_run_id, "dispatched")?;
                 }
-                line.node(
-                    &e.node_id,
-                    e.node_run_id,
-                    Some(e.attempt),
-                    format!("to {}", e.executor_class),
-                )
+                return self.finish(index, event, run_id, None);
             }
             DomainEvent::NodeStarted(e) => {
                 let node = self.node(index, run_id, e.node_run_id)?;
@@ -486,12 +492,7 @@ impl Batch {
                 if matches!(node.status.as_str(), "scheduled" | "dispatched") {
                     self.set_status(index, run_id, e.node_run_id, "running")?;
                 }
-                line.node(
-                    &e.node_id,
-                    e.node_run_id,
-                    Some(e.attempt),
-                    format!("on {}", e.executor),
-                )
+                return self.finish(index, event, run_id, None);
             }
             DomainEvent::NodeSucceeded(e) => {
                 let status = if e.warnings.is_empty() {
@@ -512,9 +513,16 @@ impl Batch {
                         message: w.message.clone(),
                     }));
                 }
+                // A plain success is routine; a degraded one is worth a line.
+                if e.warnings.is_empty() && !e.fallback_used {
+                    return self.finish(index, event, run_id, None);
+                }
                 let mut detail = status_name(status).to_owned();
                 if e.fallback_used {
                     detail.push_str(" (fallback result)");
+                }
+                if !e.warnings.is_empty() {
+                    detail.push_str(&format!(" ({} warning(s))", e.warnings.len()));
                 }
                 line.node(&e.node_id, e.node_run_id, Some(e.attempt), detail)
             }
@@ -608,17 +616,16 @@ impl Batch {
                     fallback_connector: e.fallback_connector.clone(),
                     evaluations: e.evaluations.clone(),
                 });
-                let fallback = if e.fallback_connector.is_some() {
-                    " (fallback)"
-                } else {
-                    ""
-                };
-                line.node(
-                    &e.node_id,
-                    e.node_run_id,
-                    None,
-                    format!("-> [{}]{fallback}", e.matched_connectors.join(", ")),
-                )
+                // The decision is on the node run; a fallback route is worth a line.
+                match &e.fallback_connector {
+                    Some(fallback) => line.node(
+                        &e.node_id,
+                        e.node_run_id,
+                        None,
+                        format!("nothing matched: fallback connector `{fallback}`"),
+                    ),
+                    None => return self.finish(index, event, run_id, None),
+                }
             }
             DomainEvent::ToolCalled(e) => {
                 self.node(index, run_id, e.node_run_id)?.tool_calls += 1;

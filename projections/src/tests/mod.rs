@@ -112,6 +112,21 @@ impl Harness {
             .collect()
     }
 
+    /// Waits until a late result of the run was recorded as ignored (the engine is done with it).
+    pub async fn until_result_ignored(&self, run: RunId) {
+        for _ in 0..500 {
+            let events = self.events(run).await;
+            if events
+                .iter()
+                .any(|(_, d)| matches!(d, DomainEvent::NodeResultIgnored(_)))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no NodeResultIgnored in run {run}");
+    }
+
     pub async fn catch_up(&self) {
         self.projections().catch_up().await.unwrap();
     }

@@ -121,20 +121,25 @@ async fn review_loop_detail_has_status_node_runs_routing_retries_and_timeline() 
         assert_eq!(n.artifact_ids.len(), 1);
     }
 
-    // Timeline: every transition but tool calls and artifacts, in stream order.
-    let expected: Vec<u64> = events
+    // Timeline: run transitions, operator actions and node runs that did not simply succeed,
+    // in stream order; routine node transitions are the node runs' timestamps.
+    let timeline: Vec<(u64, &str)> = detail
+        .timeline
         .iter()
-        .filter(|(e, _)| e.event_type != "ToolCalled" && e.event_type != "ArtifactPersisted")
-        .map(|(e, _)| e.stream_version)
+        .map(|t| (t.stream_version, t.event_type.as_str()))
         .collect();
-    assert_eq!(
-        detail
-            .timeline
-            .iter()
-            .map(|t| t.stream_version)
-            .collect::<Vec<_>>(),
-        expected
-    );
+    let expected: Vec<(u64, &str)> = events
+        .iter()
+        .filter(|(e, _)| {
+            matches!(
+                e.event_type.as_str(),
+                "RunStarted" | "RunCompleted" | "NodeFailed" | "NodeRetryScheduled"
+            )
+        })
+        .map(|(e, _)| (e.stream_version, e.event_type.as_str()))
+        .collect();
+    assert_eq!(timeline, expected);
+    assert_eq!(timeline.len(), 4);
     assert_eq!(
         detail.timeline.first().map(|t| t.event_type.as_str()),
         Some("RunStarted")
@@ -201,6 +206,18 @@ async fn fallback_routing_marks_the_decision_degraded() {
             .iter()
             .filter(|n| n.node_id != "route")
             .all(|n| !n.degraded)
+    );
+    let fallback: Vec<_> = detail
+        .timeline
+        .iter()
+        .filter(|t| t.event_type == "RoutingDecided")
+        .collect();
+    assert_eq!(fallback.len(), 1, "a fallback route is on the timeline");
+    assert_eq!(fallback[0].node_run_id, Some(route.node_run_id));
+    assert!(
+        fallback[0].detail.contains("`to_triage`"),
+        "{}",
+        fallback[0].detail
     );
     h.finish().await;
 }
