@@ -19,6 +19,10 @@
 //! JetStream namespace (both deleted afterwards), its own executor processes (stopped
 //! afterwards, killed if anything fails) and one unmeasured warm-up.
 //!
+//! Baseline: each main scenario also runs in-process (the engine bench's `InProcessPool`)
+//! right before its NATS pass, and the main scenarios run in several rounds, so that on a
+//! shared machine NATS and in-process are compared under the same conditions.
+//!
 //! What is measured besides wall time, to split it into commit, NATS round trip and engine:
 //! - the engine's store is the ledger behind a wrapper that logs when each append starts and
 //!   how long it takes;
@@ -26,15 +30,16 @@
 //!   run is submitted, and every report (the dispatcher's `Dispatched`, intake's `Started` and
 //!   `Finished`) passes through a tap that notes when it arrives before forwarding it to the
 //!   engine (one extra channel hop per report);
-//! - before each scenario: 200 one-event appends (the commit floor of the moment) and 200
+//! - before each measured pass: 200 one-event appends (the commit floor of the moment) and 200
 //!   sequential pings straight through the scenario's streams and executor processes (publish a
 //!   dispatch, wait for the executor's `Finished` report on the results stream): the NATS
 //!   round-trip floor of the moment, with no engine and no ledger;
-//! - CPU time of this process, the executor processes, `nats-server` and the whole machine,
-//!   from `/proc`.
+//! - CPU time of this process, the executor processes, `nats-server`, every `postgres`
+//!   process and the whole machine, from `/proc`.
 //!
 //! Run: `cargo bench -p runledger-executor-gateway --bench gateway`. `RUNLEDGER_BENCH_SCALE`
-//! (default 1.0) scales node and run counts. Uses `RUNLEDGER_TEST_DATABASE_URL` (default: the
+//! (default 1.0) scales node and run counts; `RUNLEDGER_BENCH_ROUNDS` (default 3) sets the
+//! rounds of the main scenarios. Uses `RUNLEDGER_TEST_DATABASE_URL` (default: the
 //! local `runledger_test` database) and `RUNLEDGER_NATS_URL` (default `nats://127.0.0.1:4222`).
 
 use std::collections::HashMap;
@@ -440,6 +445,10 @@ async fn tap(
             Report::Dispatched { .. } => m.dispatched = Some(now),
             Report::Started { .. } => m.started = Some(now),
             Report::Finished(_) => m.finished = Some(now),
+            Report::Ran { .. } => {
+                m.started = Some(now);
+                m.finished = Some(now);
+            }
         });
         if engine.send(delivery).is_err() {
             return;

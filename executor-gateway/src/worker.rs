@@ -134,6 +134,9 @@ pub async fn run_worker(
     Ok(stats)
 }
 
+/// A node that ends within this is reported with one message (`Ran`) instead of two.
+const QUICK_NODE: Duration = Duration::from_millis(20);
+
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
     Ran,
@@ -179,29 +182,35 @@ async fn handle(
     let work = dispatch.work;
     let (run_id, node_run_id, attempt) = (work.run_id, work.node_run_id, work.attempt);
     let subject = topology.results_subject(run_id);
-    let started = ReportMessage {
-        wire_version: WIRE_VERSION,
-        run_id,
-        report: Report::Started { node_run_id, attempt, executor: executor_id.to_owned() },
-    };
-    if let Ok(payload) = serde_json::to_vec(&started) {
-        publish_until_acked(js, subject.clone(), &started_message_id(node_run_id, attempt), payload).await;
-    }
-    let result = {
-        let run = run_node(providers, &work);
-        tokio::pin!(run);
-        loop {
-            tokio::select! {
-                result = &mut run => break result,
-                _ = tokio::time::sleep(heartbeat) => {
-                    if let Err(e) = message.ack_with(AckKind::Progress).await {
-                        tracing::debug!(%node_run_id, error = %e, "heartbeat failed");
+    let run = run_node(providers, &work);
+    tokio::pin!(run);
+    // A node that finishes at once is reported in one message (`Ran`); a slower one says it
+    // started first, so the engine arms its execution deadline, then heartbeats until done.
+    let report = match tokio::time::timeout(QUICK_NODE, &mut run).await {
+        Ok(result) => Report::Ran { executor: executor_id.to_owned(), result },
+        Err(_) => {
+            let started = ReportMessage {
+                wire_version: WIRE_VERSION,
+                run_id,
+                report: Report::Started { node_run_id, attempt, executor: executor_id.to_owned() },
+            };
+            if let Ok(payload) = serde_json::to_vec(&started) {
+                publish_until_acked(js, subject.clone(), &started_message_id(node_run_id, attempt), payload).await;
+            }
+            let result = loop {
+                tokio::select! {
+                    result = &mut run => break result,
+                    _ = tokio::time::sleep(heartbeat) => {
+                        if let Err(e) = message.ack_with(AckKind::Progress).await {
+                            tracing::debug!(%node_run_id, error = %e, "heartbeat failed");
+                        }
                     }
                 }
-            }
+            };
+            Report::Finished(result)
         }
     };
-    let finished = ReportMessage { wire_version: WIRE_VERSION, run_id, report: Report::Finished(result) };
+    let finished = ReportMessage { wire_version: WIRE_VERSION, run_id, report };
     match serde_json::to_vec(&finished) {
         Ok(payload) => {
             publish_until_acked(js, subject, &result_message_id(node_run_id, attempt), payload).await;

@@ -938,11 +938,11 @@ impl<E: Env> Step<'_, E> {
     ) -> Result<(), DecideError> {
         let i = self.state.node_run_index(&node_run_id).ok_or(DecideError::UnknownNodeRun(node_run_id))?;
         let nr = &self.state.node_runs[i];
-        if !nr.is_active() || nr.dispatched || nr.attempt != attempt {
+        if nr.dispatched || nr.attempt != attempt || self.state.status.is_terminal() {
             return Ok(());
         }
-        // An executor may report that it took the work before the publish ack comes back:
-        // then the execution deadline stands and there is no dispatch deadline to arm.
+        // An executor may report that it took (or even finished) the work before the publish
+        // ack comes back: then there is no dispatch deadline to arm, only the sequence to record.
         let armed = nr.phase == Phase::Scheduled;
         let timeout_ms = self.settings.remote.map_or(0, |r| r.dispatch_timeout_ms);
         self.emit(runledger_contracts::events::NodeDispatched {

@@ -508,7 +508,10 @@ impl<S: EventStore + 'static> Engine<S> {
             request_id: report_request_id(&report, message_id.as_deref()),
             correlation_id: loaded.correlation_id.clone(),
         };
-        let events = decide::decide(&mut loaded.state, report_command(report), &mut SystemEnv, &cause, &self.inner.config.settings)?;
+        let mut events = Vec::new();
+        for command in report_commands(report) {
+            events.extend(decide::decide(&mut loaded.state, command, &mut SystemEnv, &cause, &self.inner.config.settings)?);
+        }
         if !events.is_empty() {
             let request = append_request(&cause, &events)?;
             let stream = StreamId::for_run(run_id);
@@ -658,7 +661,7 @@ impl<S: EventStore + 'static> Driver<S> {
                         // millisecond apart, and a fast node's result right after: waiting
                         // briefly for them saves a commit each.
                         let mut linger = self.engine.inner.config.settings.remote.is_some()
-                            && !matches!(reports[0].report, Report::Finished(_));
+                            && !matches!(reports[0].report, Report::Finished(_) | Report::Ran { .. });
                         let until = tokio::time::Instant::now() + REPORT_LINGER;
                         while reports.len() < RESULT_BATCH {
                             let next = match self.rx.try_recv() {
@@ -668,7 +671,7 @@ impl<S: EventStore + 'static> Driver<S> {
                             };
                             match next {
                                 Some(Msg::Report(more)) => {
-                                    linger &= !matches!(more.report, Report::Finished(_));
+                                    linger &= !matches!(more.report, Report::Finished(_) | Report::Ran { .. });
                                     reports.push(more);
                                 }
                                 Some(other) => {
@@ -768,11 +771,11 @@ impl<S: EventStore + 'static> Driver<S> {
         let mut acks = Vec::new();
         let mut commands = Vec::with_capacity(deliveries.len());
         for d in deliveries {
-            if let Report::Finished(result) = &d.report {
+            if let Report::Finished(result) | Report::Ran { result, .. } = &d.report {
                 self.dispatched.remove(&result.node_run_id);
             }
             acks.extend(d.recorded);
-            commands.push(report_command(d.report));
+            commands.extend(report_commands(d.report));
         }
         self.step_many(commands, request).await?;
         for ack in acks {
@@ -1069,19 +1072,23 @@ fn report_request_id(report: &Report, message_id: Option<&str>) -> RequestId {
         return request_id(id.to_owned());
     }
     match report {
-        Report::Finished(r) => request_id(format!("result-{}", r.node_run_id)),
+        Report::Finished(r) | Report::Ran { result: r, .. } => request_id(format!("result-{}", r.node_run_id)),
         Report::Dispatched { node_run_id, .. } => request_id(format!("dispatched-{node_run_id}")),
         Report::Started { node_run_id, .. } => request_id(format!("started-{node_run_id}")),
     }
 }
 
-fn report_command(report: Report) -> Command {
+fn report_commands(report: Report) -> Vec<Command> {
     match report {
-        Report::Finished(result) => Command::RecordResult(result),
+        Report::Finished(result) => vec![Command::RecordResult(result)],
         Report::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence } => {
-            Command::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence }
+            vec![Command::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence }]
         }
-        Report::Started { node_run_id, attempt, executor } => Command::Started { node_run_id, attempt, executor },
+        Report::Started { node_run_id, attempt, executor } => vec![Command::Started { node_run_id, attempt, executor }],
+        Report::Ran { executor, result } => vec![
+            Command::Started { node_run_id: result.node_run_id, attempt: result.attempt, executor },
+            Command::RecordResult(result),
+        ],
     }
 }
 

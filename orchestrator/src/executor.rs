@@ -90,13 +90,16 @@ pub enum Report {
     Started { node_run_id: NodeRunId, attempt: u32, executor: String },
     /// The node run's result.
     Finished(NodeResult),
+    /// An executor took the work and finished it before it had said so: `Started` and
+    /// `Finished` in one message, so a fast node costs one report, not two.
+    Ran { executor: String, result: NodeResult },
 }
 
 impl Report {
     pub fn node_run_id(&self) -> NodeRunId {
         match self {
             Report::Dispatched { node_run_id, .. } | Report::Started { node_run_id, .. } => *node_run_id,
-            Report::Finished(result) => result.node_run_id,
+            Report::Finished(result) | Report::Ran { result, .. } => result.node_run_id,
         }
     }
 }

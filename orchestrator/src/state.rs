@@ -414,9 +414,13 @@ impl RunState {
             }
             DomainEvent::NodeScheduled(e) => self.scheduled(e)?,
             DomainEvent::NodeDispatched(e) => {
-                let i = self.active_index("NodeDispatched", &e.node_run_id)?;
+                // The publish ack may come back after a fast executor's result: then it is
+                // recorded after the end, for its stream sequence, and arms nothing.
+                let i = self.run_index("NodeDispatched", &e.node_run_id)?;
                 self.node_runs[i].dispatched = true;
-                if let Some(at) = e.dispatch_deadline {
+                if let Some(at) = e.dispatch_deadline
+                    && self.node_runs[i].is_active()
+                {
                     self.set_deadline(i, at);
                 }
             }
