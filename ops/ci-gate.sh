@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The invariant gate CI runs after the tests: the example flowcharts run end to end into a fresh
-# ledger schema (in-process, and over NATS with two `runledger executor` processes), then
-# `runledger check` evaluates every claim over that ledger and fails the build when a critical
-# or high claim fails. The schema and the JetStream streams are removed afterwards.
+# The invariant gate CI runs after the tests, over a fresh ledger schema of real runs:
+# - every example flowchart in-process (the offline `scripted` model);
+# - a flowchart whose task node uses a registered model over HTTP (ops/ci-gate/openai_stub.py, a
+#   local OpenAI-compatible server), dispatched over NATS to two `runledger executor` processes;
+# then `runledger check` evaluates every claim and fails the build when a critical or high claim
+# fails. Scripted runs are not dispatched over NATS here: the claim
+# `frontier-runs-use-http-provider` rightly fails a frontier node run answered by `scripted`.
+# The schema is dropped afterwards; processes are stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,31 +15,43 @@ bin="${CARGO_TARGET_DIR:-target}/debug/runledger"
 export RUNLEDGER_DATABASE_URL="${RUNLEDGER_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/runledger_test}"
 export RUNLEDGER_DATABASE_SCHEMA="ci_gate_$(date +%s)_$$"
 export RUNLEDGER_NATS_NAMESPACE="ci_gate_$$"
+export CI_GATE_KEY="ci-gate-key-$$"
 unset RUNLEDGER_NATS_URL RUNLEDGER_LOG
 
-executors=()
+children=()
+stub_out="$(mktemp)"
 cleanup() {
-    for pid in "${executors[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    rm -f "$stub_out"
     psql "$RUNLEDGER_DATABASE_URL" -q -c "DROP SCHEMA IF EXISTS \"$RUNLEDGER_DATABASE_SCHEMA\" CASCADE" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
+python3 ops/ci-gate/openai_stub.py "$CI_GATE_KEY" >"$stub_out" &
+children+=("$!")
+for _ in $(seq 1 50); do [ -s "$stub_out" ] && break; sleep 0.1; done
+port="$(head -n 1 "$stub_out")"
+
 "$bin" migrate >/dev/null
+"$bin" models create ci-gate-gpt --provider openai_compatible --model-id stub-model \
+    --base-url "http://127.0.0.1:$port/v1" --api-key-env CI_GATE_KEY >/dev/null
 for n in 1 2; do
     "$bin" executor --class frontier --executor-id "ci-gate-$n" 2>/dev/null &
-    executors+=("$!")
+    children+=("$!")
 done
 
 for flow in examples/*.yaml; do
-    for dispatch in inprocess nats; do
-        # Tool state is shared by name: each run keeps its own project.
-        input="{\"topic\":\"owls\",\"project\":\"owls-$dispatch\"}"
-        if ! "$bin" run "$flow" --input "$input" --wait --json --dispatch "$dispatch" >/dev/null; then
-            echo "ci-gate: $flow (--dispatch $dispatch) did not complete" >&2
-            exit 1
-        fi
-    done
+    if ! "$bin" run "$flow" --input '{"topic":"owls","project":"owls"}' --wait --json >/dev/null; then
+        echo "ci-gate: $flow did not complete" >&2
+        exit 1
+    fi
 done
-echo "ci-gate: every example completed in-process and over NATS; checking claims"
+for n in 1 2 3; do
+    if ! "$bin" run ops/ci-gate/http-model.yaml --input "{\"topic\":\"owls $n\"}" --wait --json --dispatch nats >/dev/null; then
+        echo "ci-gate: ops/ci-gate/http-model.yaml (--dispatch nats) did not complete" >&2
+        exit 1
+    fi
+done
+echo "ci-gate: examples completed in-process, HTTP-model runs over NATS; checking claims"
 "$bin" check --fail-on critical,high
