@@ -14,7 +14,8 @@
 //!   pages, timed.
 //!
 //! Run: `cargo bench -p runledger-projections --bench projections`. `RUNLEDGER_BENCH_SCALE`
-//! (default 1.0) scales the synthetic ledger and the artifact count. Uses
+//! (default 1.0) scales the synthetic ledger and the artifact count; `RUNLEDGER_BENCH_ONLY`
+//! (`run-detail`, `catch-up` or `artifacts`) runs one scenario. Uses
 //! `RUNLEDGER_TEST_DATABASE_URL` (default: the local `runledger_test` database), one schema per
 //! scenario, dropped afterwards.
 
@@ -73,9 +74,17 @@ fn main() -> BenchResult<()> {
         .build()?;
     runtime.block_on(async {
         println!("# projections benchmark (scale {})", scale());
-        run_detail_1000().await?;
-        catch_up_and_rebuild().await?;
-        artifacts_1m().await?;
+        let only = std::env::var("RUNLEDGER_BENCH_ONLY").ok();
+        let runs = |name: &str| only.as_deref().is_none_or(|o| o == name);
+        if runs("run-detail") {
+            run_detail_1000().await?;
+        }
+        if runs("catch-up") {
+            catch_up_and_rebuild().await?;
+        }
+        if runs("artifacts") {
+            artifacts_1m().await?;
+        }
         Ok(())
     })
 }
@@ -542,16 +551,18 @@ async fn catch_up_and_rebuild() -> BenchResult<()> {
 
 /// 10 runs x `per_run` artifacts per statement. The mix: every 20th a decision's `routing`,
 /// every 20th (+1) a task's `failure`, one `run_input` and one `run_output` per 20, the rest
-/// `task_output`; node ids `n0`..`n49`.
+/// `task_output`; node ids `n0`..`n49`. Artifact and node run ids are time-ordered like the
+/// engine's UUIDv7 (a sequence in the first 48 bits), so index inserts land where real ones do.
 const BULK_ARTIFACTS: &str = "
 INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, request_id,
                     correlation_id, recorded_at, payload, prev_hash, hash)
 SELECT gen_random_uuid(), 'run-' || r.run_id, g.v, 'ArtifactPersisted', 1, 'bench-' || r.run_id, 'bench',
        now(),
        jsonb_build_object(
-           'run_id', r.run_id, 'node_id', 'n' || (g.v % 50), 'node_run_id', gen_random_uuid(),
+           'run_id', r.run_id, 'node_id', 'n' || (g.v % 50),
+           'node_run_id', (lpad(to_hex($3::bigint + r.i * $2 + g.v), 12, '0') || substr(md5('nr' || r.run_id || g.v), 1, 20))::uuid,
            'node_type', CASE g.v % 20 WHEN 0 THEN 'decision' WHEN 2 THEN 'start' WHEN 3 THEN 'end' ELSE 'task' END,
-           'artifact_id', gen_random_uuid(),
+           'artifact_id', (lpad(to_hex($3::bigint + r.i * $2 + g.v), 12, '0') || substr(md5('a' || r.run_id || g.v), 1, 20))::uuid,
            'artifact_type', CASE g.v % 20 WHEN 0 THEN 'routing' WHEN 1 THEN 'failure' WHEN 2 THEN 'run_input'
                                           WHEN 3 THEN 'run_output' ELSE 'task_output' END,
            'contract_version', 1,
@@ -563,7 +574,7 @@ SELECT gen_random_uuid(), 'run-' || r.run_id, g.v, 'ArtifactPersisted', 1, 'benc
            'request_id', 'bench-' || r.run_id, 'correlation_id', 'bench'),
        '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea,
        sha256((r.run_id::text || g.v)::bytea)
-  FROM unnest($1::uuid[]) AS r(run_id), generate_series(1, $2::int) AS g(v)";
+  FROM unnest($1::uuid[]) WITH ORDINALITY AS r(run_id, i), generate_series(1, $2::int) AS g(v)";
 
 async fn artifacts_1m() -> BenchResult<()> {
     let ledger = TestLedger::new().await?;
@@ -576,9 +587,11 @@ async fn artifacts_1m() -> BenchResult<()> {
         let ids: Vec<uuid::Uuid> = (0..10.min(runs_total - chunk * 10))
             .map(|_| uuid::Uuid::now_v7())
             .collect();
+        let offset = (chunk * 10 * per_run) as i64;
         sqlx::query(BULK_ARTIFACTS)
             .bind(&ids)
             .bind(per_run as i32)
+            .bind(offset)
             .execute(&pool)
             .await?;
         runs.extend(ids);

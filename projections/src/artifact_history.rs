@@ -98,7 +98,7 @@ pub struct ArtifactFilter {
 }
 
 const INSERT: &str = "INSERT INTO artifact_history
-     SELECT * FROM jsonb_populate_recordset(NULL::artifact_history, $1::jsonb)
+     SELECT * FROM json_populate_recordset(NULL::artifact_history, $1::json)
      ON CONFLICT (artifact_id) DO NOTHING
      RETURNING artifact_id";
 

@@ -174,11 +174,11 @@ const LOAD_DEFINITIONS: &str = "SELECT event_type, schema_version, payload::text
      WHERE stream_id = ANY($1) AND stream_version = 1";
 
 const UPSERT_RUNS: &str = "INSERT INTO claim_runs
-     SELECT * FROM jsonb_populate_recordset(NULL::claim_runs, $1::jsonb)
+     SELECT * FROM json_populate_recordset(NULL::claim_runs, $1::json)
      ON CONFLICT (run_id) DO UPDATE
         SET terminal_event = EXCLUDED.terminal_event, terminal_version = EXCLUDED.terminal_version";
 const UPSERT_NODE_RUNS: &str = "INSERT INTO claim_node_runs
-     SELECT * FROM jsonb_populate_recordset(NULL::claim_node_runs, $1::jsonb)
+     SELECT * FROM json_populate_recordset(NULL::claim_node_runs, $1::json)
      ON CONFLICT (node_run_id) DO UPDATE
         SET node_id = EXCLUDED.node_id, scheduled_version = EXCLUDED.scheduled_version,
             scheduled_position = EXCLUDED.scheduled_position, ended_status = EXCLUDED.ended_status,
@@ -187,11 +187,11 @@ const UPSERT_NODE_RUNS: &str = "INSERT INTO claim_node_runs
             frontier = EXCLUDED.frontier, http_provider_calls = EXCLUDED.http_provider_calls,
             scripted_provider_calls = EXCLUDED.scripted_provider_calls";
 const UPSERT_TALLIES: &str = "INSERT INTO claim_tallies
-     SELECT * FROM jsonb_populate_recordset(NULL::claim_tallies, $1::jsonb)
+     SELECT * FROM json_populate_recordset(NULL::claim_tallies, $1::json)
      ON CONFLICT (checker, run_id) DO UPDATE
         SET checked = EXCLUDED.checked, violations = EXCLUDED.violations, samples = EXCLUDED.samples";
 const INSERT_EVIDENCE: &str = "INSERT INTO claim_evidence
-     SELECT * FROM jsonb_populate_recordset(NULL::claim_evidence, $1::jsonb)
+     SELECT * FROM json_populate_recordset(NULL::claim_evidence, $1::json)
      ON CONFLICT DO NOTHING";
 
 impl ClaimEvidenceProjector {

@@ -133,14 +133,14 @@ const LOAD_RUNS: &str = "SELECT (to_jsonb(r) - 'inputs')::text
 const LOAD_NODE_RUNS: &str = "SELECT to_json(n)::text
      FROM unnest($1::uuid[]) AS k(id) JOIN run_detail_node_runs n ON n.node_run_id = k.id";
 
-const INSERT_RUNS: &str = "INSERT INTO run_detail_runs SELECT * FROM jsonb_populate_recordset(NULL::run_detail_runs, $1::jsonb)";
+const INSERT_RUNS: &str = "INSERT INTO run_detail_runs SELECT * FROM json_populate_recordset(NULL::run_detail_runs, $1::json)";
 const UPDATE_RUNS: &str = "UPDATE run_detail_runs t
         SET status = r.status, ended_at = r.ended_at, duration_ms = r.duration_ms, output = r.output,
             error = r.error, node_runs = r.node_runs, status_counts = r.status_counts,
             warnings = r.warnings, last_version = r.last_version, updated_at = r.updated_at
-       FROM jsonb_populate_recordset(NULL::run_detail_runs, $1::jsonb) r
+       FROM json_populate_recordset(NULL::run_detail_runs, $1::json) r
       WHERE t.run_id = r.run_id";
-const INSERT_NODE_RUNS: &str = "INSERT INTO run_detail_node_runs SELECT * FROM jsonb_populate_recordset(NULL::run_detail_node_runs, $1::jsonb)";
+const INSERT_NODE_RUNS: &str = "INSERT INTO run_detail_node_runs SELECT * FROM json_populate_recordset(NULL::run_detail_node_runs, $1::json)";
 const UPDATE_NODE_RUNS: &str = "UPDATE run_detail_node_runs t
         SET status = r.status, executor_class = r.executor_class, executor = r.executor,
             dispatched_at = r.dispatched_at, started_at = r.started_at, finished_at = r.finished_at,
@@ -150,10 +150,10 @@ const UPDATE_NODE_RUNS: &str = "UPDATE run_detail_node_runs t
             retry = r.retry, skip = r.skip, cancel = r.cancel,
             invalidated_at_version = r.invalidated_at_version, ignored_results = r.ignored_results,
             last_version = r.last_version
-       FROM jsonb_populate_recordset(NULL::run_detail_node_runs, $1::jsonb) r
+       FROM json_populate_recordset(NULL::run_detail_node_runs, $1::json) r
       WHERE t.node_run_id = r.node_run_id";
-const INSERT_TIMELINE: &str = "INSERT INTO run_detail_timeline SELECT * FROM jsonb_populate_recordset(NULL::run_detail_timeline, $1::jsonb)";
-const INSERT_TOOL_CALLS: &str = "INSERT INTO run_detail_tool_calls SELECT * FROM jsonb_populate_recordset(NULL::run_detail_tool_calls, $1::jsonb)";
+const INSERT_TIMELINE: &str = "INSERT INTO run_detail_timeline SELECT * FROM json_populate_recordset(NULL::run_detail_timeline, $1::json)";
+const INSERT_TOOL_CALLS: &str = "INSERT INTO run_detail_tool_calls SELECT * FROM json_populate_recordset(NULL::run_detail_tool_calls, $1::json)";
 
 impl Batch {
     async fn load(
