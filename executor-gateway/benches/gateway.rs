@@ -672,7 +672,7 @@ fn split(
 // ---- the NATS floor --------------------------------------------------------------------------
 
 struct Pings {
-    /// Publish until the executor's `Finished` report is read back, per ping.
+    /// Publish until the executor's result (`Finished` or `Ran`) is read back, per ping.
     round_trip: Vec<Duration>,
     /// Publish until the stream acked the dispatch.
     acked: Vec<Duration>,
@@ -750,7 +750,7 @@ async fn nats_pings(
                 .ack()
                 .await
                 .map_err(|e| format!("ping: ack failed: {e}"))?;
-            if let Report::Finished(result) = report.report
+            if let Report::Finished(result) | Report::Ran { result, .. } = report.report
                 && result.node_run_id == node_run_id
             {
                 break at;
