@@ -12,7 +12,7 @@ use runledger_contracts::flowchart::{Flowchart, SourceFormat, load};
 use runledger_contracts::ids::{CorrelationId, RequestId, RunId, StreamId};
 use runledger_ledger::testing::TestLedger;
 use runledger_ledger::{EventStore, PgEventStore};
-use runledger_orchestrator::decide::{NodeOutcome, NodeResult, RemoteDispatch, Settings};
+use runledger_orchestrator::decide::{ControlAction, NodeOutcome, NodeResult, RemoteDispatch, Settings};
 use runledger_orchestrator::engine::{Engine, EngineConfig, NoFlowcharts, RunSummary};
 use runledger_orchestrator::executor::{InProcessPool, Providers, Report};
 use runledger_orchestrator::provider::ScriptedProvider;
@@ -498,6 +498,11 @@ async fn the_dispatch_hook_sees_each_remote_dispatch_with_its_class() {
     let message = batch.next().await.unwrap().unwrap();
     let dispatch: DispatchMessage = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!((dispatch.executor_class.as_str(), dispatch.work.node.id.as_str()), ("vllm", "v1"));
+    // No executor runs here: end the run so its driver stops before the schema goes.
+    let stop = runledger_contracts::events::Control { actor: "test".into(), reason: "done".into() };
+    engine.control(run, ControlAction::Cancel { force: true }, stop, RequestId::generate()).await.unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(30), engine.wait(run)).await.unwrap().unwrap();
+    assert_eq!(summary.status, RunStatus::Canceled);
     topology.delete_streams(&js).await.unwrap();
     ledger.drop_schema().await.unwrap();
 }
