@@ -10,7 +10,6 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::io::AsyncBufReadExt;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -94,39 +93,9 @@ async fn database_probe(state: &ApiState) -> Probe {
 
 /// A TCP connect and the `INFO` line a NATS server sends first.
 async fn nats_probe(url: &str) -> Probe {
-    let address = url
-        .split(',')
-        .next()
-        .unwrap_or(url)
-        .trim_start_matches("nats://")
-        .rsplit('@')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let probe = async {
-        let stream = tokio::net::TcpStream::connect(&address).await?;
-        let mut reader = tokio::io::BufReader::new(stream);
-        let mut line = String::new();
-        reader.read_line(&mut line).await?;
-        Ok::<_, std::io::Error>(line)
-    };
-    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-        Ok(Ok(line)) if line.starts_with("INFO ") => Probe {
-            reachable: true,
-            error: None,
-        },
-        Ok(Ok(_)) => Probe {
-            reachable: false,
-            error: Some(format!("{address} did not answer like a NATS server")),
-        },
-        Ok(Err(e)) => Probe {
-            reachable: false,
-            error: Some(format!("{address}: {e}")),
-        },
-        Err(_) => Probe {
-            reachable: false,
-            error: Some(format!("{address}: timed out")),
-        },
+    match runledger_executor_gateway::server_info(url, PROBE_TIMEOUT).await {
+        Ok(_) => Probe { reachable: true, error: None },
+        Err(error) => Probe { reachable: false, error: Some(error) },
     }
 }
 

@@ -63,3 +63,34 @@ pub async fn connect(url: &str) -> Result<async_nats::jetstream::Context, Gatewa
 }
 
 pub mod kube;
+
+/// Reads the `INFO` line a NATS server sends first on a plain TCP connect: the cheapest proof
+/// that a server is there (health checks, `runledger status`), without a client connection.
+/// Returns the INFO object (`version`, `jetstream`, ...) or a one-line reason naming the address.
+pub async fn server_info(url: &str, timeout: std::time::Duration) -> Result<serde_json::Value, String> {
+    use tokio::io::AsyncBufReadExt;
+    let address = url
+        .split(',')
+        .next()
+        .unwrap_or(url)
+        .trim_start_matches("nats://")
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let probe = async {
+        let stream = tokio::net::TcpStream::connect(&address).await?;
+        let mut reader = tokio::io::BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).await?;
+        Ok::<_, std::io::Error>(line)
+    };
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(Ok(line)) => line
+            .strip_prefix("INFO ")
+            .and_then(|info| serde_json::from_str(info.trim()).ok())
+            .ok_or_else(|| format!("{address} did not answer like a NATS server")),
+        Ok(Err(e)) => Err(format!("{address}: {e}")),
+        Err(_) => Err(format!("{address}: timed out")),
+    }
+}

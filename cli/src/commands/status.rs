@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use runledger_ledger::postgres::redact;
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
 
 use crate::{Failure, GlobalArgs};
 
@@ -53,32 +52,12 @@ async fn database_status(global: &GlobalArgs) -> Value {
 
 /// Reads the INFO line a NATS server sends on connect; it names the version and JetStream.
 async fn nats_status(url: &str) -> Value {
-    let address = url
-        .split(',')
-        .next()
-        .unwrap_or(url)
-        .trim_start_matches("nats://")
-        .rsplit('@')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let probe = async {
-        let stream = tokio::net::TcpStream::connect(&address).await?;
-        let mut reader = tokio::io::BufReader::new(stream);
-        let mut line = String::new();
-        reader.read_line(&mut line).await?;
-        Ok::<_, std::io::Error>(line)
-    };
-    match tokio::time::timeout(TIMEOUT, probe).await {
-        Ok(Ok(line)) => match line.strip_prefix("INFO ").map(|info| serde_json::from_str::<Value>(info.trim())) {
-            Some(Ok(info)) => json!({
-                "reachable": true,
-                "server_version": info["version"],
-                "jetstream": info["jetstream"] == json!(true),
-            }),
-            _ => json!({"reachable": false, "error": format!("{address} did not answer like a NATS server")}),
-        },
-        Ok(Err(e)) => json!({"reachable": false, "error": format!("{address}: {e}")}),
-        Err(_) => json!({"reachable": false, "error": format!("{address}: timed out")}),
+    match runledger_executor_gateway::server_info(url, TIMEOUT).await {
+        Ok(info) => json!({
+            "reachable": true,
+            "server_version": info["version"],
+            "jetstream": info["jetstream"] == json!(true),
+        }),
+        Err(error) => json!({"reachable": false, "error": error}),
     }
 }
