@@ -132,7 +132,12 @@ impl Outbox {
     }
 
     fn observe(&mut self, event: &runledger_contracts::envelope::RecordedEvent) {
-        if !event.stream_id.as_str().starts_with("run-") {
+        // Only these types can change what is pending; skip decoding every other payload.
+        const RELEVANT: &[&str] = &[
+            "NodeScheduled", "NodeDispatched", "NodeStarted", "NodeSucceeded", "NodeFailed",
+            "NodeTimedOut", "NodeCanceled", "NodeSkipped",
+        ];
+        if !event.stream_id.as_str().starts_with("run-") || !RELEVANT.contains(&event.event_type.as_str()) {
             return;
         }
         let Ok(decoded) = event.decode() else { return };
