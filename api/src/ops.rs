@@ -94,8 +94,14 @@ async fn database_probe(state: &ApiState) -> Probe {
 /// A TCP connect and the `INFO` line a NATS server sends first.
 async fn nats_probe(url: &str) -> Probe {
     match runledger_executor_gateway::server_info(url, PROBE_TIMEOUT).await {
-        Ok(_) => Probe { reachable: true, error: None },
-        Err(error) => Probe { reachable: false, error: Some(error) },
+        Ok(_) => Probe {
+            reachable: true,
+            error: None,
+        },
+        Err(error) => Probe {
+            reachable: false,
+            error: Some(error),
+        },
     }
 }
 

@@ -34,21 +34,43 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "RUNLEDGER_DATABASE_URL", default_value = DatabaseConfig::DEFAULT_URL, hide_env_values = true, help_heading = "Services")]
     pub database_url: String,
     /// Schema that holds the ledger's tables (created if missing).
-    #[arg(long, global = true, env = "RUNLEDGER_DATABASE_SCHEMA", default_value = "public", help_heading = "Services")]
+    #[arg(
+        long,
+        global = true,
+        env = "RUNLEDGER_DATABASE_SCHEMA",
+        default_value = "public",
+        help_heading = "Services"
+    )]
     pub database_schema: String,
     /// NATS server with JetStream, for executor dispatch.
-    #[arg(long, global = true, env = "RUNLEDGER_NATS_URL", default_value = "nats://127.0.0.1:4222", help_heading = "Services")]
+    #[arg(
+        long,
+        global = true,
+        env = "RUNLEDGER_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        help_heading = "Services"
+    )]
     pub nats_url: String,
     /// Prefix of the JetStream streams, subjects and consumers, so deployments can share a
     /// NATS server (lowercase letters, digits, `_`; empty: `RUNLEDGER_*`, `runledger.*`).
-    #[arg(long, global = true, env = "RUNLEDGER_NATS_NAMESPACE", default_value = "", help_heading = "Services")]
+    #[arg(
+        long,
+        global = true,
+        env = "RUNLEDGER_NATS_NAMESPACE",
+        default_value = "",
+        help_heading = "Services"
+    )]
     pub nats_namespace: String,
 }
 
 impl GlobalArgs {
     pub fn database(&self) -> DatabaseConfig {
         let config = DatabaseConfig::new(&self.database_url);
-        if self.database_schema == "public" { config } else { config.with_schema(&self.database_schema) }
+        if self.database_schema == "public" {
+            config
+        } else {
+            config.with_schema(&self.database_schema)
+        }
     }
 }
 
@@ -114,13 +136,19 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), code: 1 }
+        Self {
+            message: message.into(),
+            code: 1,
+        }
     }
 
     /// The command ran and the answer is "no" (invalid flowchart, bad export): output already
     /// said why, so nothing more is printed.
     pub fn silent() -> Self {
-        Self { message: String::new(), code: 1 }
+        Self {
+            message: String::new(),
+            code: 1,
+        }
     }
 }
 
@@ -133,7 +161,10 @@ impl<E: std::fmt::Display> From<E> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runledger: error: cannot start the async runtime: {e}");

@@ -39,11 +39,15 @@ impl Digest {
 
     pub fn parse_hex(text: &str) -> Result<Self, DigestError> {
         if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(DigestError { value: text.chars().take(80).collect() });
+            return Err(DigestError {
+                value: text.chars().take(80).collect(),
+            });
         }
         blake3::Hash::from_hex(text)
             .map(|h| Self(*h.as_bytes()))
-            .map_err(|_| DigestError { value: text.to_owned() })
+            .map_err(|_| DigestError {
+                value: text.to_owned(),
+            })
     }
 
     pub fn to_hex(&self) -> String {

@@ -19,7 +19,9 @@ use crate::time::Timestamp;
 /// `commit` orders by the writing transaction (PostgreSQL's `xid8`) and `global` by insertion;
 /// catch-up readers order and checkpoint by both, so an event whose transaction commits late is
 /// never skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Position {
     pub commit: u64,
     pub global: u64,
@@ -27,7 +29,10 @@ pub struct Position {
 
 impl Position {
     /// Before the first event.
-    pub const START: Position = Position { commit: 0, global: 0 };
+    pub const START: Position = Position {
+        commit: 0,
+        global: 0,
+    };
 }
 
 /// An event to append. The store adds ids, versions, timestamps and hashes.
@@ -92,21 +97,42 @@ impl ChainBody<'_> {
     pub fn to_object(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("event_id".into(), Value::String(self.event_id.to_string()));
-        m.insert("stream_id".into(), Value::String(self.stream_id.to_string()));
+        m.insert(
+            "stream_id".into(),
+            Value::String(self.stream_id.to_string()),
+        );
         m.insert("stream_version".into(), Value::from(self.stream_version));
-        m.insert("event_type".into(), Value::String(self.event_type.to_owned()));
+        m.insert(
+            "event_type".into(),
+            Value::String(self.event_type.to_owned()),
+        );
         m.insert("schema_version".into(), Value::from(self.schema_version));
-        m.insert("request_id".into(), Value::String(self.request_id.to_string()));
-        m.insert("correlation_id".into(), Value::String(self.correlation_id.to_string()));
+        m.insert(
+            "request_id".into(),
+            Value::String(self.request_id.to_string()),
+        );
+        m.insert(
+            "correlation_id".into(),
+            Value::String(self.correlation_id.to_string()),
+        );
         m.insert(
             "causation_id".into(),
-            self.causation_id.map_or(Value::Null, |c| Value::String(c.to_string())),
+            self.causation_id
+                .map_or(Value::Null, |c| Value::String(c.to_string())),
         );
-        m.insert("recorded_at".into(), Value::String(self.recorded_at.to_string()));
+        m.insert(
+            "recorded_at".into(),
+            Value::String(self.recorded_at.to_string()),
+        );
         m.insert("payload".into(), self.payload.clone());
         m.insert(
             "blob_refs".into(),
-            Value::Array(self.blob_refs.iter().map(|d| Value::String(d.to_hex())).collect()),
+            Value::Array(
+                self.blob_refs
+                    .iter()
+                    .map(|d| Value::String(d.to_hex()))
+                    .collect(),
+            ),
         );
         m.insert("prev_hash".into(), Value::String(self.prev_hash.to_hex()));
         m
@@ -181,7 +207,9 @@ fn write_json_string(out: &mut Vec<u8>, s: &str) {
             '\n' => out.extend_from_slice(b"\\n"),
             '\r' => out.extend_from_slice(b"\\r"),
             '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
             c => {
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -238,7 +266,10 @@ mod tests {
             event_id: EventId::new_v7(),
             stream_id: StreamId::new("run-x").unwrap(),
             stream_version: 1,
-            position: Position { commit: 7, global: 3 },
+            position: Position {
+                commit: 7,
+                global: 3,
+            },
             event_type: "RunCanceled".into(),
             schema_version: 1,
             request_id: RequestId::new("r1").unwrap(),
@@ -258,7 +289,10 @@ mod tests {
     fn hash_covers_every_exported_field_but_not_position() {
         let e = sample();
         let mut moved = e.clone();
-        moved.position = Position { commit: 99, global: 99 };
+        moved.position = Position {
+            commit: 99,
+            global: 99,
+        };
         assert_eq!(moved.chain_body().hash().unwrap(), e.hash);
 
         let mut line = e.export_object();
@@ -269,7 +303,11 @@ mod tests {
         for field in ["event_type", "request_id", "correlation_id", "recorded_at"] {
             let mut changed = line.clone();
             changed.insert(field.into(), Value::String("other".into()));
-            assert_ne!(chain_hash(&e.prev_hash, &changed).unwrap(), e.hash, "{field}");
+            assert_ne!(
+                chain_hash(&e.prev_hash, &changed).unwrap(),
+                e.hash,
+                "{field}"
+            );
         }
         let mut payload = e.clone();
         payload.payload["b"] = Value::from(2);
@@ -279,7 +317,13 @@ mod tests {
     #[test]
     fn spliced_canonical_bytes_equal_the_generic_path() {
         let mut e = sample();
-        let tricky = ["plain", "quote\"back\\slash", "tab\tnl\ncr\rbs\u{8}ff\u{c}", "ctl\u{1}\u{1f}", "ünï€😀\u{2028}"];
+        let tricky = [
+            "plain",
+            "quote\"back\\slash",
+            "tab\tnl\ncr\rbs\u{8}ff\u{c}",
+            "ctl\u{1}\u{1f}",
+            "ünï€😀\u{2028}",
+        ];
         for (i, text) in tricky.iter().enumerate() {
             e.event_type = (*text).to_owned();
             e.payload = serde_json::json!({"z": text, "a": [1, 2.5, -0.0, 1e21], "m": {"\u{e000}": 1, "\u{1f600}": 2}});
@@ -293,7 +337,10 @@ mod tests {
                 String::from_utf8(generic).unwrap(),
                 "case {i}"
             );
-            assert_eq!(e.chain_body().hash_with_canonical_payload(&payload), e.chain_body().hash().unwrap());
+            assert_eq!(
+                e.chain_body().hash_with_canonical_payload(&payload),
+                e.chain_body().hash().unwrap()
+            );
         }
     }
 

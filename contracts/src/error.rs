@@ -20,7 +20,9 @@ impl<'de> Deserialize<'de> for False {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match bool::deserialize(d)? {
             false => Ok(False),
-            true => Err(serde::de::Error::custom("an error envelope has `ok: false`")),
+            true => Err(serde::de::Error::custom(
+                "an error envelope has `ok: false`",
+            )),
         }
     }
 }

@@ -904,10 +904,20 @@ pub fn upcast(kind: EventType, from_version: u32, payload: Value) -> Result<Valu
 pub enum DecodeError {
     #[error("unknown event type `{event_type}`")]
     UnknownType { event_type: String },
-    #[error("{event_type} has no schema version {schema_version} (current is {current}); was this ledger written by a newer runledger?")]
-    UnknownVersion { event_type: &'static str, schema_version: u32, current: u32 },
+    #[error(
+        "{event_type} has no schema version {schema_version} (current is {current}); was this ledger written by a newer runledger?"
+    )]
+    UnknownVersion {
+        event_type: &'static str,
+        schema_version: u32,
+        current: u32,
+    },
     #[error("{event_type} v{schema_version} payload does not match its schema: {message}")]
-    Payload { event_type: &'static str, schema_version: u32, message: String },
+    Payload {
+        event_type: &'static str,
+        schema_version: u32,
+        message: String,
+    },
 }
 
 #[cfg(test)]
@@ -933,10 +943,26 @@ mod tests {
     fn names_match_the_user_facing_catalog() {
         // FLOWCHART-FORMAT.md fixes these names; scripts depend on them.
         for name in [
-            "RunStarted", "RunCompleted", "RunFailed", "RunPaused", "RunResumed",
-            "RunCancelRequested", "RunCanceled", "NodeScheduled", "NodeDispatched", "NodeStarted",
-            "NodeSucceeded", "NodeFailed", "NodeTimedOut", "NodeRetryScheduled", "NodeSkipped",
-            "NodeCanceled", "NodeRewound", "RoutingDecided", "ToolCalled", "ArtifactPersisted",
+            "RunStarted",
+            "RunCompleted",
+            "RunFailed",
+            "RunPaused",
+            "RunResumed",
+            "RunCancelRequested",
+            "RunCanceled",
+            "NodeScheduled",
+            "NodeDispatched",
+            "NodeStarted",
+            "NodeSucceeded",
+            "NodeFailed",
+            "NodeTimedOut",
+            "NodeRetryScheduled",
+            "NodeSkipped",
+            "NodeCanceled",
+            "NodeRewound",
+            "RoutingDecided",
+            "ToolCalled",
+            "ArtifactPersisted",
         ] {
             let kind = EventType::parse(name).unwrap_or_else(|| panic!("{name} missing"));
             assert_eq!(kind.as_str(), name);

@@ -57,7 +57,9 @@ uuid_id!(
 
 /// A stream of the ledger: the unit of ordering, optimistic concurrency and hash chaining.
 /// Run streams are `run-<uuid>`; other aggregates use their own prefix.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct StreamId(String);
 
@@ -75,7 +77,9 @@ impl StreamId {
         if ok {
             Ok(Self(value))
         } else {
-            Err(IdError::BadStreamId { value: truncate(&value) })
+            Err(IdError::BadStreamId {
+                value: truncate(&value),
+            })
         }
     }
 
@@ -180,7 +184,9 @@ token_id!(
 pub enum IdError {
     #[error("`{value}` is not a valid {kind}: expected a UUID")]
     NotUuid { kind: &'static str, value: String },
-    #[error("`{value}` is not a valid stream id: expected 1 to 200 characters of A-Z a-z 0-9 - _ . :")]
+    #[error(
+        "`{value}` is not a valid stream id: expected 1 to 200 characters of A-Z a-z 0-9 - _ . :"
+    )]
     BadStreamId { value: String },
     #[error("`{value}` is not a valid {kind}: expected 1 to 128 visible ASCII characters")]
     BadToken { kind: &'static str, value: String },
@@ -225,7 +231,10 @@ mod tests {
     #[test]
     fn uuid_ids_parse_and_name_their_kind() {
         let err = "nope".parse::<RunId>().unwrap_err();
-        assert_eq!(err.to_string(), "`nope` is not a valid run id: expected a UUID");
+        assert_eq!(
+            err.to_string(),
+            "`nope` is not a valid run id: expected a UUID"
+        );
         let id = RunId::new_v7();
         assert_eq!(id.to_string().parse::<RunId>().unwrap(), id);
         assert!(StreamId::for_run(id).as_str().starts_with("run-"));

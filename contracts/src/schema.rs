@@ -13,16 +13,35 @@ use crate::flowchart::FlowchartDoc;
 /// Every published schema: its path under `contracts/schemas/` and its content.
 pub fn all() -> Vec<(String, Value)> {
     let mut out = vec![
-        ("flowchart.schema.json".to_owned(), FlowchartDoc::json_schema().to_value()),
-        ("error-envelope.schema.json".to_owned(), schemars::schema_for!(ErrorEnvelope).to_value()),
+        (
+            "flowchart.schema.json".to_owned(),
+            FlowchartDoc::json_schema().to_value(),
+        ),
+        (
+            "error-envelope.schema.json".to_owned(),
+            schemars::schema_for!(ErrorEnvelope).to_value(),
+        ),
     ];
     for kind in EventType::ALL {
         let mut schema = kind.payload_schema().to_value();
         if let Value::Object(map) = &mut schema {
-            map.insert("x-event-type".into(), Value::String(kind.as_str().to_owned()));
-            map.insert("x-schema-version".into(), Value::from(kind.schema_version()));
+            map.insert(
+                "x-event-type".into(),
+                Value::String(kind.as_str().to_owned()),
+            );
+            map.insert(
+                "x-schema-version".into(),
+                Value::from(kind.schema_version()),
+            );
         }
-        out.push((format!("events/{}.v{}.schema.json", kind.as_str(), kind.schema_version()), schema));
+        out.push((
+            format!(
+                "events/{}.v{}.schema.json",
+                kind.as_str(),
+                kind.schema_version()
+            ),
+            schema,
+        ));
     }
     out
 }
@@ -73,21 +92,34 @@ mod tests {
                 let entry = entry.unwrap();
                 if entry.file_type().unwrap().is_file() {
                     let name = entry.file_name().into_string().unwrap();
-                    found.insert(if sub.is_empty() { name } else { format!("{sub}/{name}") });
+                    found.insert(if sub.is_empty() {
+                        name
+                    } else {
+                        format!("{sub}/{name}")
+                    });
                 }
             }
         }
         if !bless {
-            assert_eq!(found, expected, "contracts/schemas/ holds files the code does not generate");
+            assert_eq!(
+                found, expected,
+                "contracts/schemas/ holds files the code does not generate"
+            );
         }
     }
 
     #[test]
     fn the_event_catalog_doc_has_a_section_per_event_type() {
-        let doc = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/events.md")).unwrap();
+        let doc = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/events.md"),
+        )
+        .unwrap();
         for kind in EventType::ALL {
             let heading = format!("### {} (v{})", kind.as_str(), kind.schema_version());
-            assert!(doc.lines().any(|l| l.trim_end() == heading), "docs/events.md lacks `{heading}`");
+            assert!(
+                doc.lines().any(|l| l.trim_end() == heading),
+                "docs/events.md lacks `{heading}`"
+            );
         }
     }
 

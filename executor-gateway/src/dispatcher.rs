@@ -9,7 +9,9 @@ use async_nats::jetstream;
 use runledger_contracts::flowchart::Node;
 use runledger_contracts::time::Timestamp;
 use runledger_orchestrator::decide::add_ms;
-use runledger_orchestrator::executor::{Delivery, NodeExecutor, NodeWork, Report, ResultSender, remote_work};
+use runledger_orchestrator::executor::{
+    Delivery, NodeExecutor, NodeWork, Report, ResultSender, remote_work,
+};
 
 use crate::messages::{DispatchMessage, WIRE_VERSION, dispatch_message_id, publish_until_acked};
 use crate::topology::Topology;
@@ -43,7 +45,14 @@ impl NatsDispatcher {
         dispatch_timeout: Duration,
         local: Arc<dyn NodeExecutor>,
     ) -> Self {
-        Self { js, topology, class_of, dispatch_timeout, local, on_dispatch: None }
+        Self {
+            js,
+            topology,
+            class_of,
+            dispatch_timeout,
+            local,
+            on_dispatch: None,
+        }
     }
 
     /// Calls `hook` with the run and class of every remote dispatch, before it is published.
@@ -91,7 +100,12 @@ impl NodeExecutor for NatsDispatcher {
                 message_id,
                 stream_sequence: Some(sequence),
             };
-            let _ = results.send(Delivery { run_id, report, message_id: None, recorded: None });
+            let _ = results.send(Delivery {
+                run_id,
+                report,
+                message_id: None,
+                recorded: None,
+            });
         });
     }
 }
@@ -99,13 +113,24 @@ impl NodeExecutor for NatsDispatcher {
 /// The class of each registered model (`ModelSpec::effective_executor_class`); nodes without a
 /// registered model (`scripted`, `rag`) go to `frontier`. Models registered later are seen by
 /// the next start.
-pub async fn class_of_registry<S: runledger_ledger::EventStore>(store: &S) -> Result<ClassOf, crate::models::RegistryError> {
+pub async fn class_of_registry<S: runledger_ledger::EventStore>(
+    store: &S,
+) -> Result<ClassOf, crate::models::RegistryError> {
     let models = crate::models::ModelRegistry::new(store).list().await?;
     let classes: std::collections::HashMap<String, String> = models
         .into_iter()
-        .map(|m| (m.spec.name.clone(), m.spec.effective_executor_class().as_str().to_owned()))
+        .map(|m| {
+            (
+                m.spec.name.clone(),
+                m.spec.effective_executor_class().as_str().to_owned(),
+            )
+        })
         .collect();
     Ok(Arc::new(move |node: &Node| {
-        node.model.as_deref().and_then(|m| classes.get(m)).cloned().unwrap_or_else(|| "frontier".to_owned())
+        node.model
+            .as_deref()
+            .and_then(|m| classes.get(m))
+            .cloned()
+            .unwrap_or_else(|| "frontier".to_owned())
     }))
 }

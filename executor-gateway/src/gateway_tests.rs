@@ -12,7 +12,9 @@ use runledger_contracts::flowchart::{Flowchart, SourceFormat, load};
 use runledger_contracts::ids::{CorrelationId, RequestId, RunId, StreamId};
 use runledger_ledger::testing::TestLedger;
 use runledger_ledger::{EventStore, PgEventStore};
-use runledger_orchestrator::decide::{ControlAction, NodeOutcome, NodeResult, RemoteDispatch, Settings};
+use runledger_orchestrator::decide::{
+    ControlAction, NodeOutcome, NodeResult, RemoteDispatch, Settings,
+};
 use runledger_orchestrator::engine::{Engine, EngineConfig, NoFlowcharts, RunSummary};
 use runledger_orchestrator::executor::{InProcessPool, Providers, Report};
 use runledger_orchestrator::provider::ScriptedProvider;
@@ -22,7 +24,9 @@ use tokio::sync::watch;
 
 use crate::dispatcher::{NatsDispatcher, frontier_for_all};
 use crate::intake::run_intake;
-use crate::messages::{DispatchMessage, ReportMessage, WIRE_VERSION, publish, result_message_id, started_message_id};
+use crate::messages::{
+    DispatchMessage, ReportMessage, WIRE_VERSION, publish, result_message_id, started_message_id,
+};
 use crate::topology::Topology;
 use crate::worker::{WorkerConfig, WorkerStats, run_worker};
 
@@ -53,13 +57,34 @@ async fn harness(dispatch_timeout_ms: u64) -> Harness {
     );
     let config = EngineConfig {
         poll_interval: Duration::from_millis(50),
-        settings: Settings { executor: "nats".into(), remote: Some(RemoteDispatch { dispatch_timeout_ms }) },
+        settings: Settings {
+            executor: "nats".into(),
+            remote: Some(RemoteDispatch {
+                dispatch_timeout_ms,
+            }),
+        },
         ..EngineConfig::default()
     };
-    let engine = Engine::new(ledger.second_store().await.unwrap(), Arc::new(dispatcher), Arc::new(NoFlowcharts), config);
+    let engine = Engine::new(
+        ledger.second_store().await.unwrap(),
+        Arc::new(dispatcher),
+        Arc::new(NoFlowcharts),
+        config,
+    );
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(run_intake(js.clone(), topology.clone(), engine.reports(), stopped));
-    Harness { ledger, engine, js, topology, stop }
+    tokio::spawn(run_intake(
+        js.clone(),
+        topology.clone(),
+        engine.reports(),
+        stopped,
+    ));
+    Harness {
+        ledger,
+        engine,
+        js,
+        topology,
+        stop,
+    }
 }
 
 fn providers() -> Providers {
@@ -77,17 +102,25 @@ fn example(name: &str) -> Arc<Flowchart> {
 
 /// `task` nodes `t1..tn` between start and end, in parallel.
 fn fanout(n: usize) -> Arc<Flowchart> {
-    let mut yaml = String::from("name: fanout\nnodes:\n  - { id: start, type: start }\n  - { id: done, type: end }\n");
+    let mut yaml = String::from(
+        "name: fanout\nnodes:\n  - { id: start, type: start }\n  - { id: done, type: end }\n",
+    );
     let mut connectors = String::from("connectors:\n");
     for i in 1..=n {
         yaml.push_str(&format!("  - {{ id: t{i}, type: task, model: scripted, scripted: [{{ output: {{ n: {i} }} }}] }}\n"));
-        connectors.push_str(&format!("  - {{ id: a{i}, from: start, to: t{i} }}\n  - {{ id: b{i}, from: t{i}, to: done }}\n"));
+        connectors.push_str(&format!(
+            "  - {{ id: a{i}, from: start, to: t{i} }}\n  - {{ id: b{i}, from: t{i}, to: done }}\n"
+        ));
     }
     flowchart(&(yaml + &connectors))
 }
 
 impl Harness {
-    fn worker(&self, concurrency: usize, id: &str) -> (watch::Sender<bool>, tokio::task::JoinHandle<WorkerStats>) {
+    fn worker(
+        &self,
+        concurrency: usize,
+        id: &str,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<WorkerStats>) {
         let (stop, stopped) = watch::channel(false);
         let config = WorkerConfig {
             executor_class: "frontier".into(),
@@ -95,22 +128,49 @@ impl Harness {
             executor_id: id.into(),
             exit_when_idle: None,
         };
-        let task = tokio::spawn(run_worker(self.js.clone(), self.topology.clone(), config, Arc::new(providers()), stopped));
-        (stop, tokio::spawn(async move { task.await.unwrap().unwrap() }))
+        let task = tokio::spawn(run_worker(
+            self.js.clone(),
+            self.topology.clone(),
+            config,
+            Arc::new(providers()),
+            stopped,
+        ));
+        (
+            stop,
+            tokio::spawn(async move { task.await.unwrap().unwrap() }),
+        )
     }
 
     async fn start(&self, flowchart: Arc<Flowchart>, inputs: Value) -> RunId {
-        let start = StartRun { run_id: RunId::new_v7(), flowchart, version: None, inputs, parent: None, actor: "test".into() };
-        self.engine.start(start, RequestId::generate(), CorrelationId::generate()).await.unwrap()
+        let start = StartRun {
+            run_id: RunId::new_v7(),
+            flowchart,
+            version: None,
+            inputs,
+            parent: None,
+            actor: "test".into(),
+        };
+        self.engine
+            .start(start, RequestId::generate(), CorrelationId::generate())
+            .await
+            .unwrap()
     }
 
     async fn wait(&self, run: RunId) -> (RunSummary, Vec<DomainEvent>) {
-        let summary = tokio::time::timeout(Duration::from_secs(60), self.engine.wait(run)).await.unwrap().unwrap();
+        let summary = tokio::time::timeout(Duration::from_secs(60), self.engine.wait(run))
+            .await
+            .unwrap()
+            .unwrap();
         (summary, self.events(run).await)
     }
 
     async fn events(&self, run: RunId) -> Vec<DomainEvent> {
-        let recorded = self.ledger.store.read_stream(&StreamId::for_run(run), 1, usize::MAX).await.unwrap();
+        let recorded = self
+            .ledger
+            .store
+            .read_stream(&StreamId::for_run(run), 1, usize::MAX)
+            .await
+            .unwrap();
         recorded.iter().map(|e| e.decode().unwrap()).collect()
     }
 
@@ -127,19 +187,48 @@ impl Harness {
 
     /// Plays an executor by hand: takes the next `frontier` dispatch (waiting for it) and
     /// reports it started as `executor`. Returns the message (unacked) and its work's ids.
-    async fn take_and_start(&self, run: RunId, executor: &str) -> (jetstream::Message, runledger_contracts::ids::NodeRunId, u32) {
-        let consumer = self.topology.executor_consumer_of(&self.js, "frontier").await.unwrap();
+    async fn take_and_start(
+        &self,
+        run: RunId,
+        executor: &str,
+    ) -> (jetstream::Message, runledger_contracts::ids::NodeRunId, u32) {
+        let consumer = self
+            .topology
+            .executor_consumer_of(&self.js, "frontier")
+            .await
+            .unwrap();
         let message = loop {
-            let mut batch = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_secs(5))
+                .messages()
+                .await
+                .unwrap();
             if let Some(m) = batch.next().await {
                 break m.unwrap();
             }
         };
         let dispatch: DispatchMessage = serde_json::from_slice(&message.payload).unwrap();
         let (nr, attempt) = (dispatch.work.node_run_id, dispatch.work.attempt);
-        let started = ReportMessage { wire_version: WIRE_VERSION, run_id: run, report: Report::Started { node_run_id: nr, attempt, executor: executor.into() } };
+        let started = ReportMessage {
+            wire_version: WIRE_VERSION,
+            run_id: run,
+            report: Report::Started {
+                node_run_id: nr,
+                attempt,
+                executor: executor.into(),
+            },
+        };
         let subject = self.topology.results_subject(run);
-        publish(&self.js, subject, &started_message_id(nr, attempt), serde_json::to_vec(&started).unwrap()).await.unwrap();
+        publish(
+            &self.js,
+            subject,
+            &started_message_id(nr, attempt),
+            serde_json::to_vec(&started).unwrap(),
+        )
+        .await
+        .unwrap();
         (message, nr, attempt)
     }
 
@@ -162,20 +251,33 @@ fn check(events: &[DomainEvent]) -> HashMap<String, Vec<NodeRunStatus>> {
             }
             DomainEvent::NodeSucceeded(s) => {
                 *ends.get_mut(&s.node_run_id).unwrap() += 1;
-                let status = if s.warnings.is_empty() && !s.fallback_used { NodeRunStatus::Succeeded } else { NodeRunStatus::SuccessWithWarning };
+                let status = if s.warnings.is_empty() && !s.fallback_used {
+                    NodeRunStatus::Succeeded
+                } else {
+                    NodeRunStatus::SuccessWithWarning
+                };
                 by_node.entry(s.node_id.clone()).or_default().push(status);
             }
             DomainEvent::NodeFailed(s) => {
                 *ends.get_mut(&s.node_run_id).unwrap() += 1;
-                by_node.entry(s.node_id.clone()).or_default().push(NodeRunStatus::Failed);
+                by_node
+                    .entry(s.node_id.clone())
+                    .or_default()
+                    .push(NodeRunStatus::Failed);
             }
             DomainEvent::NodeTimedOut(s) => {
                 *ends.get_mut(&s.node_run_id).unwrap() += 1;
-                by_node.entry(s.node_id.clone()).or_default().push(NodeRunStatus::TimedOut);
+                by_node
+                    .entry(s.node_id.clone())
+                    .or_default()
+                    .push(NodeRunStatus::TimedOut);
             }
             DomainEvent::NodeCanceled(s) => {
                 *ends.get_mut(&s.node_run_id).unwrap() += 1;
-                by_node.entry(s.node_id.clone()).or_default().push(NodeRunStatus::Canceled);
+                by_node
+                    .entry(s.node_id.clone())
+                    .or_default()
+                    .push(NodeRunStatus::Canceled);
             }
             DomainEvent::ArtifactPersisted(a) => *artifacts.entry(a.node_run_id).or_default() += 1,
             _ => {}
@@ -183,7 +285,11 @@ fn check(events: &[DomainEvent]) -> HashMap<String, Vec<NodeRunStatus>> {
     }
     for (id, n) in &ends {
         assert_eq!(*n, 1, "node run {id} ends once");
-        assert_eq!(artifacts.get(id), Some(&1), "node run {id} has one artifact");
+        assert_eq!(
+            artifacts.get(id),
+            Some(&1),
+            "node run {id} has one artifact"
+        );
     }
     by_node
 }
@@ -206,12 +312,18 @@ async fn examples_complete_through_nats_with_two_workers() {
                     DomainEvent::NodeDispatched(d) if d.node_run_id == s.node_run_id => Some(d),
                     _ => None,
                 });
-                let d = dispatched.unwrap_or_else(|| panic!("{name}: {} not dispatched", s.node_id));
+                let d =
+                    dispatched.unwrap_or_else(|| panic!("{name}: {} not dispatched", s.node_id));
                 assert!(d.stream_sequence.is_some_and(|q| q > 0));
                 assert_eq!(d.executor_class, "frontier");
-                assert_eq!(d.message_id, format!("{run}:{}:{}", s.node_run_id, s.attempt));
+                assert_eq!(
+                    d.message_id,
+                    format!("{run}:{}:{}", s.node_run_id, s.attempt)
+                );
                 // A node run the run's end canceled may never have reached a worker.
-                let canceled = events.iter().any(|x| matches!(x, DomainEvent::NodeCanceled(c) if c.node_run_id == s.node_run_id));
+                let canceled = events.iter().any(
+                    |x| matches!(x, DomainEvent::NodeCanceled(c) if c.node_run_id == s.node_run_id),
+                );
                 assert!(
                     canceled || events.iter().any(|x| matches!(x, DomainEvent::NodeStarted(st)
                         if st.node_run_id == s.node_run_id && (st.executor == "w1" || st.executor == "w2"))),
@@ -238,7 +350,11 @@ async fn fanout_100_through_two_workers_runs_each_node_once() {
     assert_eq!(summary.status, RunStatus::Completed);
     let by_node = check(&events);
     for i in 1..=100 {
-        assert_eq!(by_node[&format!("t{i}")], vec![NodeRunStatus::Succeeded], "t{i}");
+        assert_eq!(
+            by_node[&format!("t{i}")],
+            vec![NodeRunStatus::Succeeded],
+            "t{i}"
+        );
     }
     stop1.send(true).unwrap();
     stop2.send(true).unwrap();
@@ -262,29 +378,83 @@ async fn a_result_published_many_times_is_recorded_once() {
     let result = NodeResult {
         node_run_id: nr,
         attempt,
-        outcome: NodeOutcome::Succeeded { output: json!({"ok": true}), warnings: Vec::new(), fallback_used: false },
+        outcome: NodeOutcome::Succeeded {
+            output: json!({"ok": true}),
+            warnings: Vec::new(),
+            fallback_used: false,
+        },
         tool_calls: Vec::new(),
     };
-    let finished = serde_json::to_vec(&ReportMessage { wire_version: WIRE_VERSION, run_id: run, report: Report::Finished(result) }).unwrap();
-    let first = publish(&h.js, subject.clone(), &result_message_id(nr, attempt), finished.clone()).await.unwrap();
+    let finished = serde_json::to_vec(&ReportMessage {
+        wire_version: WIRE_VERSION,
+        run_id: run,
+        report: Report::Finished(result),
+    })
+    .unwrap();
+    let first = publish(
+        &h.js,
+        subject.clone(),
+        &result_message_id(nr, attempt),
+        finished.clone(),
+    )
+    .await
+    .unwrap();
     for _ in 0..2 {
-        let again = publish(&h.js, subject.clone(), &result_message_id(nr, attempt), finished.clone()).await.unwrap();
+        let again = publish(
+            &h.js,
+            subject.clone(),
+            &result_message_id(nr, attempt),
+            finished.clone(),
+        )
+        .await
+        .unwrap();
         assert_eq!(again, first, "the stream stores one copy");
     }
     let (summary, _) = h.wait(run).await;
     assert_eq!(summary.status, RunStatus::Completed);
-    let version = h.ledger.store.stream_head(&StreamId::for_run(run)).await.unwrap().unwrap().version;
+    let version = h
+        .ledger
+        .store
+        .stream_head(&StreamId::for_run(run))
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
     for n in 0..2 {
-        publish(&h.js, subject.clone(), &format!("redelivered-{n}"), finished.clone()).await.unwrap();
+        publish(
+            &h.js,
+            subject.clone(),
+            &format!("redelivered-{n}"),
+            finished.clone(),
+        )
+        .await
+        .unwrap();
     }
     message.ack().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let events = h.events(run).await;
-    let after = h.ledger.store.stream_head(&StreamId::for_run(run)).await.unwrap().unwrap().version;
-    assert_eq!(after, version, "redelivered results write nothing: {events:#?}");
-    let succeeded = events.iter().filter(|e| matches!(e, DomainEvent::NodeSucceeded(s) if s.node_run_id == nr)).count();
+    let after = h
+        .ledger
+        .store
+        .stream_head(&StreamId::for_run(run))
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+    assert_eq!(
+        after, version,
+        "redelivered results write nothing: {events:#?}"
+    );
+    let succeeded = events
+        .iter()
+        .filter(|e| matches!(e, DomainEvent::NodeSucceeded(s) if s.node_run_id == nr))
+        .count();
     assert_eq!(succeeded, 1);
-    assert!(!events.iter().any(|e| matches!(e, DomainEvent::NodeResultIgnored(_))));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, DomainEvent::NodeResultIgnored(_)))
+    );
     check(&events);
     h.finish().await;
 }
@@ -299,14 +469,31 @@ async fn no_executor_means_dispatch_timeout_then_the_retry_policy() {
     let (summary, events) = h.wait(run).await;
     assert_eq!(summary.status, RunStatus::Failed);
     let by_node = check(&events);
-    assert_eq!(by_node["t"], vec![NodeRunStatus::TimedOut, NodeRunStatus::TimedOut], "two attempts, both undispatched");
-    let phases: Vec<_> = events.iter().filter_map(|e| match e {
-        DomainEvent::NodeTimedOut(t) => Some((t.phase, t.timeout_ms)),
-        _ => None,
-    }).collect();
-    assert_eq!(phases, vec![(TimeoutPhase::Dispatch, 300), (TimeoutPhase::Dispatch, 300)]);
-    assert!(events.iter().any(|e| matches!(e, DomainEvent::NodeRetryScheduled(r) if r.next_attempt == 2)));
-    assert_eq!(summary.error.as_ref().map(|e| e.code.as_str()), Some("dispatch_timeout"));
+    assert_eq!(
+        by_node["t"],
+        vec![NodeRunStatus::TimedOut, NodeRunStatus::TimedOut],
+        "two attempts, both undispatched"
+    );
+    let phases: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            DomainEvent::NodeTimedOut(t) => Some((t.phase, t.timeout_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        vec![(TimeoutPhase::Dispatch, 300), (TimeoutPhase::Dispatch, 300)]
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, DomainEvent::NodeRetryScheduled(r) if r.next_attempt == 2))
+    );
+    assert_eq!(
+        summary.error.as_ref().map(|e| e.code.as_str()),
+        Some("dispatch_timeout")
+    );
 
     // A worker that comes late finds both dispatches expired and runs neither.
     let (stop, worker) = h.worker(4, "late");
@@ -335,14 +522,25 @@ async fn an_executor_lost_mid_node_is_replaced_after_the_ack_wait() {
     // The first "executor" takes the work, says so, and dies without a result or an ack.
     let (taken, nr, _) = h.take_and_start(run, "doomed").await;
     drop(taken);
-    h.until(run, |e| e.iter().any(|x| matches!(x, DomainEvent::NodeStarted(s) if s.executor == "doomed"))).await;
+    h.until(run, |e| {
+        e.iter()
+            .any(|x| matches!(x, DomainEvent::NodeStarted(s) if s.executor == "doomed"))
+    })
+    .await;
     // A healthy worker gets the message once the ack wait (2 s) has passed.
     let (stop, worker) = h.worker(4, "healthy");
     let (summary, events) = h.wait(run).await;
     assert_eq!(summary.status, RunStatus::Completed);
     check(&events);
-    let started: Vec<_> = events.iter().filter(|e| matches!(e, DomainEvent::NodeStarted(s) if s.node_run_id == nr)).collect();
-    assert_eq!(started.len(), 1, "the first start stands; the redelivery adds none");
+    let started: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, DomainEvent::NodeStarted(s) if s.node_run_id == nr))
+        .collect();
+    assert_eq!(
+        started.len(),
+        1,
+        "the first start stands; the redelivery adds none"
+    );
     stop.send(true).unwrap();
     assert_eq!(worker.await.unwrap().ran, 1);
     h.finish().await;
@@ -352,7 +550,12 @@ async fn an_executor_lost_mid_node_is_replaced_after_the_ack_wait() {
 struct LosesDispatches;
 
 impl runledger_orchestrator::executor::NodeExecutor for LosesDispatches {
-    fn submit(&self, _work: runledger_orchestrator::executor::NodeWork, _results: runledger_orchestrator::executor::ResultSender) {}
+    fn submit(
+        &self,
+        _work: runledger_orchestrator::executor::NodeWork,
+        _results: runledger_orchestrator::executor::ResultSender,
+    ) {
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,14 +568,40 @@ async fn the_outbox_republishes_what_a_crash_left_unpublished() {
         Arc::new(NoFlowcharts),
         EngineConfig {
             poll_interval: Duration::from_millis(50),
-            settings: Settings { executor: "nats".into(), remote: Some(RemoteDispatch { dispatch_timeout_ms: 30_000 }) },
+            settings: Settings {
+                executor: "nats".into(),
+                remote: Some(RemoteDispatch {
+                    dispatch_timeout_ms: 30_000,
+                }),
+            },
             ..EngineConfig::default()
         },
     );
-    let start = StartRun { run_id: RunId::new_v7(), flowchart: fanout(3), version: None, inputs: json!({}), parent: None, actor: "test".into() };
-    let run = lossy.start(start, RequestId::generate(), CorrelationId::generate()).await.unwrap();
-    let scheduled = h.until(run, |e| e.iter().filter(|x| matches!(x, DomainEvent::NodeScheduled(_))).count() == 4).await;
-    assert!(!scheduled.iter().any(|e| matches!(e, DomainEvent::NodeDispatched(_))));
+    let start = StartRun {
+        run_id: RunId::new_v7(),
+        flowchart: fanout(3),
+        version: None,
+        inputs: json!({}),
+        parent: None,
+        actor: "test".into(),
+    };
+    let run = lossy
+        .start(start, RequestId::generate(), CorrelationId::generate())
+        .await
+        .unwrap();
+    let scheduled = h
+        .until(run, |e| {
+            e.iter()
+                .filter(|x| matches!(x, DomainEvent::NodeScheduled(_)))
+                .count()
+                == 4
+        })
+        .await;
+    assert!(
+        !scheduled
+            .iter()
+            .any(|e| matches!(e, DomainEvent::NodeDispatched(_)))
+    );
     let (stop, worker) = h.worker(4, "w");
     let config = crate::outbox::OutboxConfig {
         topology: h.topology.clone(),
@@ -383,7 +612,9 @@ async fn the_outbox_republishes_what_a_crash_left_unpublished() {
     };
     // Inside the grace period the outbox only notes them. Reads stop at the commit horizon,
     // which other tests' transactions may hold back for a moment: pass until they are seen.
-    let mut outbox = crate::outbox::Outbox::load(h.engine.clone(), h.js.clone(), config.clone()).await.unwrap();
+    let mut outbox = crate::outbox::Outbox::load(h.engine.clone(), h.js.clone(), config.clone())
+        .await
+        .unwrap();
     let mut noted = outbox.pass().await.unwrap();
     for _ in 0..500 {
         if noted.pending == 3 {
@@ -394,8 +625,13 @@ async fn the_outbox_republishes_what_a_crash_left_unpublished() {
     }
     assert_eq!((noted.republished, noted.pending), (0, 3), "{noted:?}");
     // A restarted outbox resumes with the saved pending set and, past the grace, republishes.
-    let config = crate::outbox::OutboxConfig { grace: Duration::ZERO, ..config };
-    let mut outbox = crate::outbox::Outbox::load(h.engine.clone(), h.js.clone(), config).await.unwrap();
+    let config = crate::outbox::OutboxConfig {
+        grace: Duration::ZERO,
+        ..config
+    };
+    let mut outbox = crate::outbox::Outbox::load(h.engine.clone(), h.js.clone(), config)
+        .await
+        .unwrap();
     // The first republish hands its report to an engine that then drives the run, and its
     // driver publishes the other two when it loads the run: either way each goes out.
     let second = outbox.pass().await.unwrap();
@@ -403,7 +639,13 @@ async fn the_outbox_republishes_what_a_crash_left_unpublished() {
     let (summary, events) = h.wait(run).await;
     assert_eq!(summary.status, RunStatus::Completed);
     check(&events);
-    assert_eq!(events.iter().filter(|e| matches!(e, DomainEvent::NodeDispatched(_))).count(), 3);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, DomainEvent::NodeDispatched(_)))
+            .count(),
+        3
+    );
     let mut third = outbox.pass().await.unwrap();
     for _ in 0..500 {
         if third.events_read > 0 {
@@ -412,7 +654,11 @@ async fn the_outbox_republishes_what_a_crash_left_unpublished() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         third = outbox.pass().await.unwrap();
     }
-    assert_eq!((third.republished, third.pending), (0, 0), "dispatched node runs are not republished: {third:?}");
+    assert_eq!(
+        (third.republished, third.pending),
+        (0, 0),
+        "dispatched node runs are not republished: {third:?}"
+    );
     stop.send(true).unwrap();
     worker.await.unwrap();
     drop(lossy);
@@ -430,7 +676,11 @@ async fn a_failed_executor_job_fails_its_node_runs_with_infra_error_and_the_retr
     let pod = "rl-frontier-0123456789ab-x7k2p";
     let (taken, nr, _) = h.take_and_start(run, pod).await;
     taken.ack().await.unwrap();
-    h.until(run, |e| e.iter().any(|x| matches!(x, DomainEvent::NodeStarted(s) if s.executor == pod))).await;
+    h.until(run, |e| {
+        e.iter()
+            .any(|x| matches!(x, DomainEvent::NodeStarted(s) if s.executor == pod))
+    })
+    .await;
     let failure = crate::kube::InfraFailure {
         run_id: run,
         executor_class: crate::kube::ExecutorClass::Frontier,
@@ -440,7 +690,12 @@ async fn a_failed_executor_job_fails_its_node_runs_with_infra_error_and_the_retr
         reason: "Evicted".into(),
         message: "the node was low on memory".into(),
     };
-    assert_eq!(crate::jobs::fail_started_node_runs(&h.engine, &failure).await.unwrap(), 1);
+    assert_eq!(
+        crate::jobs::fail_started_node_runs(&h.engine, &failure)
+            .await
+            .unwrap(),
+        1
+    );
     let (stop, worker) = h.worker(2, "w");
     let (summary, events) = h.wait(run).await;
     assert_eq!(summary.status, RunStatus::Completed);
@@ -449,11 +704,22 @@ async fn a_failed_executor_job_fails_its_node_runs_with_infra_error_and_the_retr
         _ => None,
     });
     let failed = failed.expect("the evicted executor's node run failed");
-    assert_eq!((failed.code.as_str(), failed.retryable), ("infra_error", true));
+    assert_eq!(
+        (failed.code.as_str(), failed.retryable),
+        ("infra_error", true)
+    );
     assert!(failed.message.contains("Evicted"), "{failed:?}");
-    assert_eq!(check(&events)["t"], vec![NodeRunStatus::Failed, NodeRunStatus::Succeeded]);
+    assert_eq!(
+        check(&events)["t"],
+        vec![NodeRunStatus::Failed, NodeRunStatus::Succeeded]
+    );
     // Reported again (a restarted watcher): the node run has ended, nothing more is written.
-    assert_eq!(crate::jobs::fail_started_node_runs(&h.engine, &failure).await.unwrap(), 0);
+    assert_eq!(
+        crate::jobs::fail_started_node_runs(&h.engine, &failure)
+            .await
+            .unwrap(),
+        0
+    );
     stop.send(true).unwrap();
     worker.await.unwrap();
     h.finish().await;
@@ -462,7 +728,11 @@ async fn a_failed_executor_job_fails_its_node_runs_with_infra_error_and_the_retr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dispatch_hook_sees_each_remote_dispatch_with_its_class() {
     let ledger = TestLedger::new().await.unwrap();
-    let mut topology = Topology::in_namespace(&format!("t{}", RunId::new_v7().to_string().replace('-', ""))).unwrap();
+    let mut topology = Topology::in_namespace(&format!(
+        "t{}",
+        RunId::new_v7().to_string().replace('-', "")
+    ))
+    .unwrap();
     topology.ack_wait = Duration::from_secs(2);
     let js = crate::connect(NATS).await.unwrap();
     topology.ensure_all(&js).await.unwrap();
@@ -471,19 +741,51 @@ async fn the_dispatch_hook_sees_each_remote_dispatch_with_its_class() {
         let seen = Arc::clone(&seen);
         Arc::new(move |run, class: &str| seen.lock().unwrap().push((run, class.to_owned())))
     };
-    let class_of: crate::dispatcher::ClassOf = Arc::new(|node| if node.id.starts_with('v') { "vllm".into() } else { "frontier".into() });
-    let dispatcher = NatsDispatcher::new(js.clone(), topology.clone(), class_of, Duration::from_secs(30), Arc::new(InProcessPool::new(providers(), 4)))
-        .with_on_dispatch(hook);
+    let class_of: crate::dispatcher::ClassOf = Arc::new(|node| {
+        if node.id.starts_with('v') {
+            "vllm".into()
+        } else {
+            "frontier".into()
+        }
+    });
+    let dispatcher = NatsDispatcher::new(
+        js.clone(),
+        topology.clone(),
+        class_of,
+        Duration::from_secs(30),
+        Arc::new(InProcessPool::new(providers(), 4)),
+    )
+    .with_on_dispatch(hook);
     let config = EngineConfig {
-        settings: Settings { executor: "nats".into(), remote: Some(RemoteDispatch { dispatch_timeout_ms: 30_000 }) },
+        settings: Settings {
+            executor: "nats".into(),
+            remote: Some(RemoteDispatch {
+                dispatch_timeout_ms: 30_000,
+            }),
+        },
         ..EngineConfig::default()
     };
-    let engine = Engine::new(ledger.second_store().await.unwrap(), Arc::new(dispatcher), Arc::new(NoFlowcharts), config);
+    let engine = Engine::new(
+        ledger.second_store().await.unwrap(),
+        Arc::new(dispatcher),
+        Arc::new(NoFlowcharts),
+        config,
+    );
     let flow = flowchart(
         "name: classes\nnodes:\n  - { id: start, type: start }\n  - { id: f1, type: task, model: scripted, scripted: [{ output: {} }] }\n  - { id: v1, type: task, model: scripted, scripted: [{ output: {} }] }\n  - { id: done, type: end }\nconnectors:\n  - { id: a, from: start, to: f1 }\n  - { id: b, from: start, to: v1 }\n  - { id: c, from: f1, to: done }\n  - { id: d, from: v1, to: done }\n",
     );
-    let start = StartRun { run_id: RunId::new_v7(), flowchart: flow, version: None, inputs: json!({}), parent: None, actor: "test".into() };
-    let run = engine.start(start, RequestId::generate(), CorrelationId::generate()).await.unwrap();
+    let start = StartRun {
+        run_id: RunId::new_v7(),
+        flowchart: flow,
+        version: None,
+        inputs: json!({}),
+        parent: None,
+        actor: "test".into(),
+    };
+    let run = engine
+        .start(start, RequestId::generate(), CorrelationId::generate())
+        .await
+        .unwrap();
     for _ in 0..200 {
         if seen.lock().unwrap().len() == 2 {
             break;
@@ -492,16 +794,45 @@ async fn the_dispatch_hook_sees_each_remote_dispatch_with_its_class() {
     }
     let mut seen = seen.lock().unwrap().clone();
     seen.sort_by(|a, b| a.1.cmp(&b.1));
-    assert_eq!(seen, vec![(run, "frontier".to_owned()), (run, "vllm".to_owned())]);
+    assert_eq!(
+        seen,
+        vec![(run, "frontier".to_owned()), (run, "vllm".to_owned())]
+    );
     let vllm = topology.executor_consumer_of(&js, "vllm").await.unwrap();
-    let mut batch = vllm.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
+    let mut batch = vllm
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .unwrap();
     let message = batch.next().await.unwrap().unwrap();
     let dispatch: DispatchMessage = serde_json::from_slice(&message.payload).unwrap();
-    assert_eq!((dispatch.executor_class.as_str(), dispatch.work.node.id.as_str()), ("vllm", "v1"));
+    assert_eq!(
+        (
+            dispatch.executor_class.as_str(),
+            dispatch.work.node.id.as_str()
+        ),
+        ("vllm", "v1")
+    );
     // No executor runs here: end the run so its driver stops before the schema goes.
-    let stop = runledger_contracts::events::Control { actor: "test".into(), reason: "done".into() };
-    engine.control(run, ControlAction::Cancel { force: true }, stop, RequestId::generate()).await.unwrap();
-    let summary = tokio::time::timeout(Duration::from_secs(30), engine.wait(run)).await.unwrap().unwrap();
+    let stop = runledger_contracts::events::Control {
+        actor: "test".into(),
+        reason: "done".into(),
+    };
+    engine
+        .control(
+            run,
+            ControlAction::Cancel { force: true },
+            stop,
+            RequestId::generate(),
+        )
+        .await
+        .unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(30), engine.wait(run))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(summary.status, RunStatus::Canceled);
     topology.delete_streams(&js).await.unwrap();
     ledger.drop_schema().await.unwrap();

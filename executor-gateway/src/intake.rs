@@ -80,7 +80,12 @@ fn take(message: jetstream::Message, engine: &ResultSender, record_wait: Duratio
         .and_then(|h| h.get(MSG_ID_HEADER))
         .map(|v| v.as_str().to_owned());
     let (recorded, done) = oneshot::channel();
-    let delivery = Delivery { run_id: report.run_id, report: report.report, message_id, recorded: Some(recorded) };
+    let delivery = Delivery {
+        run_id: report.run_id,
+        report: report.report,
+        message_id,
+        recorded: Some(recorded),
+    };
     if engine.send(delivery).is_err() {
         // The engine is shutting down; JetStream redelivers to whoever runs next.
         return;

@@ -24,8 +24,13 @@ use crate::kube::{ExecutorClass, InfraFailure, JobLauncher};
 pub fn launch_on_dispatch(launcher: Arc<JobLauncher>) -> OnDispatch {
     let launched: Arc<Mutex<HashSet<(RunId, ExecutorClass)>>> = Arc::default();
     Arc::new(move |run_id: RunId, class: &str| {
-        let Ok(class) = ExecutorClass::from_str(class) else { return };
-        let first = launched.lock().map(|mut l| l.insert((run_id, class))).unwrap_or(false);
+        let Ok(class) = ExecutorClass::from_str(class) else {
+            return;
+        };
+        let first = launched
+            .lock()
+            .map(|mut l| l.insert((run_id, class)))
+            .unwrap_or(false);
         if !first {
             return;
         }
@@ -44,7 +49,10 @@ pub fn launch_on_dispatch(launcher: Arc<JobLauncher>) -> OnDispatch {
 /// Fails every unfinished node run that one of the failed Job's executors had started, with a
 /// retryable `infra_error`. The report's message id is derived from the Job's uid, so a
 /// failure reported again (after a restart) writes nothing. Returns how many it failed.
-pub async fn fail_started_node_runs(engine: &Engine<PgEventStore>, failure: &InfraFailure) -> Result<usize, String> {
+pub async fn fail_started_node_runs(
+    engine: &Engine<PgEventStore>,
+    failure: &InfraFailure,
+) -> Result<usize, String> {
     if failure.executor_ids.is_empty() {
         return Ok(0);
     }
@@ -63,12 +71,16 @@ pub async fn fail_started_node_runs(engine: &Engine<PgEventStore>, failure: &Inf
         let node_run: String = row.try_get("node_run_id").map_err(|e| e.to_string())?;
         let attempt: i64 = row.try_get("attempt").map_err(|e| e.to_string())?;
         let (Some(run_id), Ok(node_run_id)) = (
-            stream.strip_prefix("run-").and_then(|id| RunId::from_str(id).ok()),
+            stream
+                .strip_prefix("run-")
+                .and_then(|id| RunId::from_str(id).ok()),
             NodeRunId::from_str(&node_run),
         ) else {
             continue;
         };
-        let Ok(loaded) = load_run(engine.store(), run_id).await else { continue };
+        let Ok(loaded) = load_run(engine.store(), run_id).await else {
+            continue;
+        };
         let still_running = loaded
             .state
             .node_run(&node_run_id)
@@ -78,7 +90,10 @@ pub async fn fail_started_node_runs(engine: &Engine<PgEventStore>, failure: &Inf
         }
         let error = ErrorInfo {
             code: "infra_error".into(),
-            message: format!("executor job {} failed ({}): {}", failure.job_name, failure.reason, failure.message),
+            message: format!(
+                "executor job {} failed ({}): {}",
+                failure.job_name, failure.reason, failure.message
+            ),
             retryable: true,
             details: None,
         };
@@ -89,7 +104,14 @@ pub async fn fail_started_node_runs(engine: &Engine<PgEventStore>, failure: &Inf
             tool_calls: Vec::new(),
         };
         let message_id = Some(format!("infra:{}:{node_run_id}", failure.job_uid));
-        engine.deliver(Delivery { run_id, report: Report::Finished(result), message_id, recorded: None }).await;
+        engine
+            .deliver(Delivery {
+                run_id,
+                report: Report::Finished(result),
+                message_id,
+                recorded: None,
+            })
+            .await;
         failed += 1;
     }
     Ok(failed)

@@ -20,8 +20,8 @@ pub mod dispatcher;
 pub mod intake;
 pub mod jobs;
 pub mod messages;
-pub mod outbox;
 pub mod models;
+pub mod outbox;
 pub mod providers;
 pub mod topology;
 pub mod worker;
@@ -40,7 +40,10 @@ pub enum GatewayError {
 
 impl GatewayError {
     pub fn nats(what: &'static str, e: impl std::fmt::Display) -> Self {
-        GatewayError::Nats { what, message: e.to_string() }
+        GatewayError::Nats {
+            what,
+            message: e.to_string(),
+        }
     }
 
     pub fn code(&self) -> &'static str {
@@ -67,7 +70,10 @@ pub mod kube;
 /// Reads the `INFO` line a NATS server sends first on a plain TCP connect: the cheapest proof
 /// that a server is there (health checks, `runledger status`), without a client connection.
 /// Returns the INFO object (`version`, `jetstream`, ...) or a one-line reason naming the address.
-pub async fn server_info(url: &str, timeout: std::time::Duration) -> Result<serde_json::Value, String> {
+pub async fn server_info(
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, String> {
     use tokio::io::AsyncBufReadExt;
     let address = url
         .split(',')

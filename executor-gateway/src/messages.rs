@@ -68,7 +68,12 @@ pub async fn publish(
 
 /// Publishes until the stream acks: a report must not be lost to a NATS restart. Waits grow
 /// from 50 ms to 5 s.
-pub async fn publish_until_acked(js: &async_nats::jetstream::Context, subject: String, message_id: &str, payload: Vec<u8>) -> u64 {
+pub async fn publish_until_acked(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    message_id: &str,
+    payload: Vec<u8>,
+) -> u64 {
     let mut delay = std::time::Duration::from_millis(50);
     loop {
         match publish(js, subject.clone(), message_id, payload.clone()).await {

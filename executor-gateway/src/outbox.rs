@@ -70,7 +70,11 @@ pub struct Outbox {
 
 impl Outbox {
     /// Loads the checkpoint and pending set (a fresh ledger starts at its beginning).
-    pub async fn load(engine: Engine<PgEventStore>, js: jetstream::Context, config: OutboxConfig) -> Result<Self, sqlx::Error> {
+    pub async fn load(
+        engine: Engine<PgEventStore>,
+        js: jetstream::Context,
+        config: OutboxConfig,
+    ) -> Result<Self, sqlx::Error> {
         let row = sqlx::query("SELECT tx_id::text AS tx, global_position, pending::text AS pending FROM dispatch_outbox WHERE name = $1")
             .bind(NAME)
             .fetch_optional(engine.store().pool())
@@ -81,12 +85,24 @@ impl Outbox {
                 let global: i64 = row.try_get("global_position")?;
                 let pending: String = row.try_get("pending")?;
                 let list: Vec<Pending> = serde_json::from_str(&pending).unwrap_or_default();
-                let position = Position { commit: tx.parse().unwrap_or(0), global: u64::try_from(global).unwrap_or(0) };
-                (position, list.into_iter().map(|p| (p.node_run_id, p)).collect())
+                let position = Position {
+                    commit: tx.parse().unwrap_or(0),
+                    global: u64::try_from(global).unwrap_or(0),
+                };
+                (
+                    position,
+                    list.into_iter().map(|p| (p.node_run_id, p)).collect(),
+                )
             }
             None => (Position::START, BTreeMap::new()),
         };
-        Ok(Self { engine, js, config, position, pending })
+        Ok(Self {
+            engine,
+            js,
+            config,
+            position,
+            pending,
+        })
     }
 
     /// Passes until `shutdown` turns true.
@@ -107,7 +123,12 @@ impl Outbox {
     pub async fn pass(&mut self) -> Result<PassStats, String> {
         let mut stats = PassStats::default();
         loop {
-            let page = self.engine.store().read_all(self.position, PAGE).await.map_err(|e| e.to_string())?;
+            let page = self
+                .engine
+                .store()
+                .read_all(self.position, PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
             stats.events_read += page.events.len();
             for event in &page.events {
                 self.observe(event);
@@ -117,9 +138,15 @@ impl Outbox {
                 break;
             }
         }
-        let overdue_before = Timestamp::now().unix_micros().saturating_sub(i64::try_from(self.config.grace.as_micros()).unwrap_or(i64::MAX));
-        let overdue: Vec<Pending> =
-            self.pending.values().filter(|p| p.scheduled_at.unix_micros() <= overdue_before).cloned().collect();
+        let overdue_before = Timestamp::now()
+            .unix_micros()
+            .saturating_sub(i64::try_from(self.config.grace.as_micros()).unwrap_or(i64::MAX));
+        let overdue: Vec<Pending> = self
+            .pending
+            .values()
+            .filter(|p| p.scheduled_at.unix_micros() <= overdue_before)
+            .cloned()
+            .collect();
         for p in overdue {
             if self.republish(&p).await? {
                 stats.republished += 1;
@@ -134,10 +161,18 @@ impl Outbox {
     fn observe(&mut self, event: &runledger_contracts::envelope::RecordedEvent) {
         // Only these types can change what is pending; skip decoding every other payload.
         const RELEVANT: &[&str] = &[
-            "NodeScheduled", "NodeDispatched", "NodeStarted", "NodeSucceeded", "NodeFailed",
-            "NodeTimedOut", "NodeCanceled", "NodeSkipped",
+            "NodeScheduled",
+            "NodeDispatched",
+            "NodeStarted",
+            "NodeSucceeded",
+            "NodeFailed",
+            "NodeTimedOut",
+            "NodeCanceled",
+            "NodeSkipped",
         ];
-        if !event.stream_id.as_str().starts_with("run-") || !RELEVANT.contains(&event.event_type.as_str()) {
+        if !event.stream_id.as_str().starts_with("run-")
+            || !RELEVANT.contains(&event.event_type.as_str())
+        {
             return;
         }
         let Ok(decoded) = event.decode() else { return };
@@ -145,7 +180,11 @@ impl Outbox {
             DomainEvent::NodeScheduled(e) if remote_work(e.node_type) => {
                 self.pending.insert(
                     e.node_run_id,
-                    Pending { run_id: e.run_id, node_run_id: e.node_run_id, scheduled_at: event.recorded_at },
+                    Pending {
+                        run_id: e.run_id,
+                        node_run_id: e.node_run_id,
+                        scheduled_at: event.recorded_at,
+                    },
                 );
             }
             DomainEvent::NodeDispatched(e) => drop(self.pending.remove(&e.node_run_id)),
@@ -169,16 +208,21 @@ impl Outbox {
             }
         };
         let state = &loaded.state;
-        let Some(i) = state.node_run_index(&p.node_run_id) else { return Ok(false) };
+        let Some(i) = state.node_run_index(&p.node_run_id) else {
+            return Ok(false);
+        };
         let nr = &state.node_runs[i];
         if state.status.is_terminal() || nr.phase != Phase::Scheduled || nr.dispatched {
             return Ok(false);
         }
-        let Some(work) = state.work(i) else { return Ok(false) };
+        let Some(work) = state.work(i) else {
+            return Ok(false);
+        };
         let class = (self.config.class_of)(&work.node);
         let message_id = dispatch_message_id(work.run_id, work.node_run_id, work.attempt);
         let attempt = work.attempt;
-        let timeout_ms = u64::try_from(self.config.dispatch_timeout.as_millis()).unwrap_or(u64::MAX);
+        let timeout_ms =
+            u64::try_from(self.config.dispatch_timeout.as_millis()).unwrap_or(u64::MAX);
         let message = DispatchMessage {
             wire_version: WIRE_VERSION,
             executor_class: class.clone(),
@@ -187,7 +231,9 @@ impl Outbox {
         };
         let payload = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
         let subject = self.config.topology.dispatch_subject(&class);
-        let sequence = publish(&self.js, subject, &message_id, payload).await.map_err(|e| e.to_string())?;
+        let sequence = publish(&self.js, subject, &message_id, payload)
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!(run_id = %p.run_id, node_run_id = %p.node_run_id, "outbox republished an unpublished dispatch");
         let report = Report::Dispatched {
             node_run_id: p.node_run_id,
@@ -196,7 +242,14 @@ impl Outbox {
             message_id,
             stream_sequence: Some(sequence),
         };
-        self.engine.deliver(Delivery { run_id: p.run_id, report, message_id: None, recorded: None }).await;
+        self.engine
+            .deliver(Delivery {
+                run_id: p.run_id,
+                report,
+                message_id: None,
+                recorded: None,
+            })
+            .await;
         Ok(true)
     }
 

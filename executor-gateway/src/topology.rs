@@ -29,24 +29,37 @@ pub struct Topology {
 
 impl Default for Topology {
     fn default() -> Self {
-        Self { namespace: String::new(), ack_wait: Duration::from_secs(30), duplicate_window: Duration::from_secs(120) }
+        Self {
+            namespace: String::new(),
+            ack_wait: Duration::from_secs(30),
+            duplicate_window: Duration::from_secs(120),
+        }
     }
 }
 
 impl Topology {
     /// A topology in `namespace` (validated: lowercase letters, digits and `_`).
     pub fn in_namespace(namespace: &str) -> Result<Self, GatewayError> {
-        let ok = namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let ok = namespace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !ok || namespace.len() > 64 {
             return Err(GatewayError::Config(format!(
                 "--nats-namespace `{namespace}`: use at most 64 lowercase letters, digits and `_`"
             )));
         }
-        Ok(Self { namespace: namespace.to_owned(), ..Self::default() })
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            ..Self::default()
+        })
     }
 
     fn subject_prefix(&self) -> String {
-        if self.namespace.is_empty() { "runledger".to_owned() } else { format!("runledger.{}", self.namespace) }
+        if self.namespace.is_empty() {
+            "runledger".to_owned()
+        } else {
+            format!("runledger.{}", self.namespace)
+        }
     }
 
     fn name_prefix(&self) -> String {
@@ -77,7 +90,11 @@ impl Topology {
 
     /// The durable consumer every executor of a class pulls from.
     pub fn executor_consumer(&self, class: &str) -> String {
-        format!("{}_EXECUTOR_{}", self.name_prefix(), class.to_ascii_uppercase())
+        format!(
+            "{}_EXECUTOR_{}",
+            self.name_prefix(),
+            class.to_ascii_uppercase()
+        )
     }
 
     /// The durable consumer result intake pulls from.
@@ -86,7 +103,10 @@ impl Topology {
     }
 
     /// Creates the streams if they are missing (idempotent; an existing stream is used as is).
-    pub async fn ensure_streams(&self, js: &jetstream::Context) -> Result<(stream::Stream, stream::Stream), GatewayError> {
+    pub async fn ensure_streams(
+        &self,
+        js: &jetstream::Context,
+    ) -> Result<(stream::Stream, stream::Stream), GatewayError> {
         let dispatch = js
             .get_or_create_stream(stream::Config {
                 name: self.dispatch_stream(),
@@ -111,7 +131,11 @@ impl Topology {
     }
 
     /// The durable pull consumer of one executor class (created if missing).
-    pub async fn executor_consumer_of(&self, js: &jetstream::Context, class: &str) -> Result<consumer::PullConsumer, GatewayError> {
+    pub async fn executor_consumer_of(
+        &self,
+        js: &jetstream::Context,
+        class: &str,
+    ) -> Result<consumer::PullConsumer, GatewayError> {
         let (dispatch, _) = self.ensure_streams(js).await?;
         let name = self.executor_consumer(class);
         dispatch
@@ -130,7 +154,10 @@ impl Topology {
     }
 
     /// The durable pull consumer of result intake (created if missing).
-    pub async fn intake_consumer_of(&self, js: &jetstream::Context) -> Result<consumer::PullConsumer, GatewayError> {
+    pub async fn intake_consumer_of(
+        &self,
+        js: &jetstream::Context,
+    ) -> Result<consumer::PullConsumer, GatewayError> {
         let (_, results) = self.ensure_streams(js).await?;
         let name = self.intake_consumer();
         results

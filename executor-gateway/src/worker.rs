@@ -16,7 +16,10 @@ use runledger_orchestrator::executor::{Providers, Report, run_node};
 use tokio::sync::{Semaphore, watch};
 
 use crate::GatewayError;
-use crate::messages::{DispatchMessage, ReportMessage, WIRE_VERSION, publish_until_acked, result_message_id, started_message_id};
+use crate::messages::{
+    DispatchMessage, ReportMessage, WIRE_VERSION, publish_until_acked, result_message_id,
+    started_message_id,
+};
 use crate::topology::Topology;
 
 #[derive(Debug, Clone)]
@@ -81,7 +84,10 @@ pub async fn run_worker(
             continue;
         }
         if consumer.is_none() {
-            match topology.executor_consumer_of(&js, &config.executor_class).await {
+            match topology
+                .executor_consumer_of(&js, &config.executor_class)
+                .await
+            {
                 Ok(c) => consumer = Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "waiting for NATS");
@@ -90,8 +96,15 @@ pub async fn run_worker(
                 }
             }
         }
-        let Some(pull) = consumer.as_ref() else { continue };
-        let batch = pull.batch().max_messages(free).expires(Duration::from_secs(1)).messages().await;
+        let Some(pull) = consumer.as_ref() else {
+            continue;
+        };
+        let batch = pull
+            .batch()
+            .max_messages(free)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await;
         let mut batch = match batch {
             Ok(batch) => batch,
             Err(e) => {
@@ -109,11 +122,20 @@ pub async fn run_worker(
             match next {
                 Some(Ok(message)) => {
                     last_busy = Instant::now();
-                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
-                    let (js, topology, providers, stats_tx) = (js.clone(), topology.clone(), Arc::clone(&providers), stats_tx.clone());
+                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                        break;
+                    };
+                    let (js, topology, providers, stats_tx) = (
+                        js.clone(),
+                        topology.clone(),
+                        Arc::clone(&providers),
+                        stats_tx.clone(),
+                    );
                     let executor_id = config.executor_id.clone();
                     tokio::spawn(async move {
-                        let outcome = handle(&js, &topology, &providers, &executor_id, message, heartbeat).await;
+                        let outcome =
+                            handle(&js, &topology, &providers, &executor_id, message, heartbeat)
+                                .await;
                         let _ = stats_tx.send(outcome);
                         drop(permit);
                     });
@@ -127,7 +149,9 @@ pub async fn run_worker(
         }
     }
     // Drain: wait for every node run in hand to publish its result and ack.
-    let _all = permits.acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX)).await;
+    let _all = permits
+        .acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX))
+        .await;
     while let Ok(outcome) = stats_rx.try_recv() {
         stats.count(outcome);
     }
@@ -163,9 +187,22 @@ async fn handle(
     heartbeat: Duration,
 ) -> Outcome {
     let dispatch: DispatchMessage = match serde_json::from_slice(&message.payload) {
-        Ok(d) if matches!(&d, DispatchMessage { wire_version: WIRE_VERSION, .. }) => d,
+        Ok(d)
+            if matches!(
+                &d,
+                DispatchMessage {
+                    wire_version: WIRE_VERSION,
+                    ..
+                }
+            ) =>
+        {
+            d
+        }
         Ok(d) => {
-            tracing::error!(wire_version = d.wire_version, "dispatch of an unknown wire version rejected");
+            tracing::error!(
+                wire_version = d.wire_version,
+                "dispatch of an unknown wire version rejected"
+            );
             let _ = message.ack_with(AckKind::Term).await;
             return Outcome::Rejected;
         }
@@ -187,15 +224,28 @@ async fn handle(
     // A node that finishes at once is reported in one message (`Ran`); a slower one says it
     // started first, so the engine arms its execution deadline, then heartbeats until done.
     let report = match tokio::time::timeout(QUICK_NODE, &mut run).await {
-        Ok(result) => Report::Ran { executor: executor_id.to_owned(), result },
+        Ok(result) => Report::Ran {
+            executor: executor_id.to_owned(),
+            result,
+        },
         Err(_) => {
             let started = ReportMessage {
                 wire_version: WIRE_VERSION,
                 run_id,
-                report: Report::Started { node_run_id, attempt, executor: executor_id.to_owned() },
+                report: Report::Started {
+                    node_run_id,
+                    attempt,
+                    executor: executor_id.to_owned(),
+                },
             };
             if let Ok(payload) = serde_json::to_vec(&started) {
-                publish_until_acked(js, subject.clone(), &started_message_id(node_run_id, attempt), payload).await;
+                publish_until_acked(
+                    js,
+                    subject.clone(),
+                    &started_message_id(node_run_id, attempt),
+                    payload,
+                )
+                .await;
             }
             let result = loop {
                 tokio::select! {
@@ -210,12 +260,24 @@ async fn handle(
             Report::Finished(result)
         }
     };
-    let finished = ReportMessage { wire_version: WIRE_VERSION, run_id, report };
+    let finished = ReportMessage {
+        wire_version: WIRE_VERSION,
+        run_id,
+        report,
+    };
     match serde_json::to_vec(&finished) {
         Ok(payload) => {
-            publish_until_acked(js, subject, &result_message_id(node_run_id, attempt), payload).await;
+            publish_until_acked(
+                js,
+                subject,
+                &result_message_id(node_run_id, attempt),
+                payload,
+            )
+            .await;
         }
-        Err(e) => tracing::error!(%node_run_id, error = %e, "result not encodable; the node run will time out"),
+        Err(e) => {
+            tracing::error!(%node_run_id, error = %e, "result not encodable; the node run will time out")
+        }
     }
     if let Err(e) = message.ack().await {
         tracing::debug!(%node_run_id, error = %e, "ack failed; the work will be redelivered and its result found recorded");

@@ -42,16 +42,27 @@ fn payload(i: u64) -> serde_json::Value {
 
 fn request(tag: &str, first: u64, n: u64) -> BenchResult<AppendRequest> {
     let events = (first..first + n)
-        .map(|i| NewEvent { event_type: "NodeSucceeded".into(), schema_version: 1, payload: payload(i), blob_refs: vec![] })
+        .map(|i| NewEvent {
+            event_type: "NodeSucceeded".into(),
+            schema_version: 1,
+            payload: payload(i),
+            blob_refs: vec![],
+        })
         .collect();
-    Ok(AppendRequest::new(RequestId::new(format!("{tag}-{first}"))?, CorrelationId::new("bench")?, events))
+    Ok(AppendRequest::new(
+        RequestId::new(format!("{tag}-{first}"))?,
+        CorrelationId::new("bench")?,
+        events,
+    ))
 }
 
 async fn bare_insert(pool: &PgPool, stream: &str, first: u64, n: u64) -> BenchResult<()> {
     let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
     let versions: Vec<i64> = (first..first + n).map(|v| v as i64).collect();
     let payloads: Vec<String> = (first..first + n).map(|i| payload(i).to_string()).collect();
-    let hashes: Vec<Vec<u8>> = (first..first + n).map(|i| Digest::of(&i.to_le_bytes()).as_bytes().to_vec()).collect();
+    let hashes: Vec<Vec<u8>> = (first..first + n)
+        .map(|i| Digest::of(&i.to_le_bytes()).as_bytes().to_vec())
+        .collect();
     sqlx::query(BARE_INSERT)
         .bind(stream)
         .bind(format!("{stream}-{first}"))
@@ -76,7 +87,12 @@ impl Stats {
     /// For sequential runs: elapsed time is the sum of the operations' latencies.
     fn from_latencies(latencies: Vec<Duration>, events_per_op: u64) -> Self {
         let elapsed = latencies.iter().sum();
-        Stats { ops: latencies.len(), events: latencies.len() as u64 * events_per_op, elapsed, latencies }
+        Stats {
+            ops: latencies.len(),
+            events: latencies.len() as u64 * events_per_op,
+            elapsed,
+            latencies,
+        }
     }
 
     fn percentile(&mut self, p: f64) -> f64 {
@@ -95,20 +111,39 @@ impl Stats {
 /// Ledger appends and bare inserts, interleaved one for one so both see the same machine.
 async fn single(store: &PgEventStore, pool: &PgPool, ops: u64) -> BenchResult<(Stats, Stats)> {
     let stream = StreamId::new("bench-single")?;
-    let (mut ledger, mut bare) = (Vec::with_capacity(ops as usize), Vec::with_capacity(ops as usize));
+    let (mut ledger, mut bare) = (
+        Vec::with_capacity(ops as usize),
+        Vec::with_capacity(ops as usize),
+    );
     for i in 0..ops {
-        let expected = if i == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(i) };
+        let expected = if i == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(i)
+        };
         let t = Instant::now();
-        store.append(&stream, expected, request("single", i + 1, 1)?).await?;
+        store
+            .append(&stream, expected, request("single", i + 1, 1)?)
+            .await?;
         ledger.push(t.elapsed());
         let t = Instant::now();
         bare_insert(pool, "bare-single", i + 1, 1).await?;
         bare.push(t.elapsed());
     }
-    Ok((Stats::from_latencies(ledger, 1), Stats::from_latencies(bare, 1)))
+    Ok((
+        Stats::from_latencies(ledger, 1),
+        Stats::from_latencies(bare, 1),
+    ))
 }
 
-async fn concurrent(store: &std::sync::Arc<PgEventStore>, pool: &PgPool, phase: &str, bare: bool, tasks: u64, each: u64) -> BenchResult<Stats> {
+async fn concurrent(
+    store: &std::sync::Arc<PgEventStore>,
+    pool: &PgPool,
+    phase: &str,
+    bare: bool,
+    tasks: u64,
+    each: u64,
+) -> BenchResult<Stats> {
     let start = Instant::now();
     let mut handles = Vec::new();
     for t in 0..tasks {
@@ -124,8 +159,14 @@ async fn concurrent(store: &std::sync::Arc<PgEventStore>, pool: &PgPool, phase: 
                 if bare {
                     bare_insert(&pool, &stream, i + 1, 1).await?;
                 } else {
-                    let expected = if i == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(i) };
-                    store.append(&id, expected, request(&stream, i + 1, 1)?).await?;
+                    let expected = if i == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(i)
+                    };
+                    store
+                        .append(&id, expected, request(&stream, i + 1, 1)?)
+                        .await?;
                 }
                 latencies.push(s.elapsed());
             }
@@ -136,36 +177,70 @@ async fn concurrent(store: &std::sync::Arc<PgEventStore>, pool: &PgPool, phase: 
     for h in handles {
         latencies.extend(h.await??);
     }
-    Ok(Stats { ops: (tasks * each) as usize, events: tasks * each, elapsed: start.elapsed(), latencies })
+    Ok(Stats {
+        ops: (tasks * each) as usize,
+        events: tasks * each,
+        elapsed: start.elapsed(),
+        latencies,
+    })
 }
 
 /// Batches of `size` events, ledger and bare interleaved one for one.
-async fn batched(store: &PgEventStore, pool: &PgPool, batches: u64, size: u64) -> BenchResult<(Stats, Stats)> {
+async fn batched(
+    store: &PgEventStore,
+    pool: &PgPool,
+    batches: u64,
+    size: u64,
+) -> BenchResult<(Stats, Stats)> {
     let id = StreamId::new("bench-batch")?;
-    let (mut ledger, mut bare) = (Vec::with_capacity(batches as usize), Vec::with_capacity(batches as usize));
+    let (mut ledger, mut bare) = (
+        Vec::with_capacity(batches as usize),
+        Vec::with_capacity(batches as usize),
+    );
     for b in 0..batches {
         let first = b * size + 1;
-        let expected = if b == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(b * size) };
+        let expected = if b == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(b * size)
+        };
         let t = Instant::now();
-        store.append(&id, expected, request("batch", first, size)?).await?;
+        store
+            .append(&id, expected, request("batch", first, size)?)
+            .await?;
         ledger.push(t.elapsed());
         let t = Instant::now();
         bare_insert(pool, "bare-batch", first, size).await?;
         bare.push(t.elapsed());
     }
-    Ok((Stats::from_latencies(ledger, size), Stats::from_latencies(bare, size)))
+    Ok((
+        Stats::from_latencies(ledger, size),
+        Stats::from_latencies(bare, size),
+    ))
 }
 
 fn row(name: &str, s: &mut Stats) {
-    let (p50, p99, mean, eps) = (s.percentile(0.50), s.percentile(0.99), s.mean_us(), s.events_per_s());
-    println!("| {name:<28} | {:>7} | {p50:>9.0} | {p99:>9.0} | {mean:>9.0} | {eps:>10.0} |", s.ops);
+    let (p50, p99, mean, eps) = (
+        s.percentile(0.50),
+        s.percentile(0.99),
+        s.mean_us(),
+        s.events_per_s(),
+    );
+    println!(
+        "| {name:<28} | {:>7} | {p50:>9.0} | {p99:>9.0} | {mean:>9.0} | {eps:>10.0} |",
+        s.ops
+    );
 }
 
 #[tokio::main]
 async fn main() -> BenchResult<()> {
-    let scale: f64 = std::env::var("RUNLEDGER_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scale: f64 = std::env::var("RUNLEDGER_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     let n = |base: f64| ((base * scale).round() as u64).max(1);
-    let url = std::env::var("RUNLEDGER_DATABASE_URL").unwrap_or_else(|_| DatabaseConfig::DEFAULT_URL.to_owned());
+    let url = std::env::var("RUNLEDGER_DATABASE_URL")
+        .unwrap_or_else(|_| DatabaseConfig::DEFAULT_URL.to_owned());
     let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
     let mut config = DatabaseConfig::new(url).with_schema(schema.clone());
     config.max_connections = 20;
@@ -181,8 +256,12 @@ async fn main() -> BenchResult<()> {
     concurrent(&store, &pool, "warm", false, 16, 5).await?;
     concurrent(&store, &pool, "warm", true, 16, 5).await?;
 
-    println!("| scenario                     |     ops | p50 (µs) | p99 (µs) | mean (µs) |   events/s |");
-    println!("|------------------------------|--------:|---------:|---------:|----------:|-----------:|");
+    println!(
+        "| scenario                     |     ops | p50 (µs) | p99 (µs) | mean (µs) |   events/s |"
+    );
+    println!(
+        "|------------------------------|--------:|---------:|---------:|----------:|-----------:|"
+    );
     let ops = n(2000.0);
     let (mut a, mut b) = single(&store, &pool, ops).await?;
     row("single: ledger append", &mut a);
@@ -215,11 +294,19 @@ async fn main() -> BenchResult<()> {
 
     println!();
     println!("single append / bare insert (mean): {ratio_single:.2}x (target <= 1.30x)");
-    println!("concurrent-16 ledger / bare throughput: {:.2}", c.events_per_s() / d.events_per_s());
-    println!("batch-100 ledger: {:.0} events/s (target >= 20000)", e.events_per_s());
+    println!(
+        "concurrent-16 ledger / bare throughput: {:.2}",
+        c.events_per_s() / d.events_per_s()
+    );
+    println!(
+        "batch-100 ledger: {:.0} events/s (target >= 20000)",
+        e.events_per_s()
+    );
 
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
-        .execute(&pool)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE"
+    )))
+    .execute(&pool)
+    .await?;
     Ok(())
 }

@@ -96,17 +96,29 @@ where
     }
     let mut blobs = Vec::with_capacity(blob_refs.len());
     for hash in &blob_refs {
-        let blob = store
-            .get_blob(hash)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("blob {hash} is referenced but not stored")))?;
-        blobs.push(BlobEntry { hash: *hash, media_type: blob.media_type, size: blob.data.len() as u64 });
+        let blob = store.get_blob(hash).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("blob {hash} is referenced but not stored"))
+        })?;
+        blobs.push(BlobEntry {
+            hash: *hash,
+            media_type: blob.media_type,
+            size: blob.data.len() as u64,
+        });
     }
     let streams: Vec<StreamEntry> = heads
         .iter()
-        .map(|h| StreamEntry { stream_id: h.stream_id.to_string(), events: h.version, head_hash: h.hash })
+        .map(|h| StreamEntry {
+            stream_id: h.stream_id.to_string(),
+            events: h.version,
+            head_hash: h.hash,
+        })
         .collect();
-    write_line(out, &Value::Object(manifest(&scope.describe(), &streams, &blobs)), || "the manifest".to_owned()).await?;
+    write_line(
+        out,
+        &Value::Object(manifest(&scope.describe(), &streams, &blobs)),
+        || "the manifest".to_owned(),
+    )
+    .await?;
 
     // Pass 2: the events, then the blobs.
     let mut written = 0u64;
@@ -123,15 +135,22 @@ where
     }
     progress(written, total);
     for entry in &blobs {
-        let blob = store
-            .get_blob(&entry.hash)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("blob {} disappeared during the export", entry.hash)))?;
-        write_line(out, &Value::Object(blob_line(&entry.hash, &blob.media_type, &blob.data)), || format!("blob {}", entry.hash))
-            .await?;
+        let blob = store.get_blob(&entry.hash).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("blob {} disappeared during the export", entry.hash))
+        })?;
+        write_line(
+            out,
+            &Value::Object(blob_line(&entry.hash, &blob.media_type, &blob.data)),
+            || format!("blob {}", entry.hash),
+        )
+        .await?;
     }
     out.flush().await?;
-    Ok(ExportSummary { streams: heads.len(), events: written, blobs: blobs.len() })
+    Ok(ExportSummary {
+        streams: heads.len(),
+        events: written,
+        blobs: blobs.len(),
+    })
 }
 
 /// Reads one stream up to its head, page by page, checking versions are contiguous.
@@ -143,7 +162,11 @@ struct StreamPages<'a, S> {
 
 impl<'a, S: EventStore> StreamPages<'a, S> {
     fn new(store: &'a S, head: &'a StreamHead) -> Self {
-        Self { store, head, next: 1 }
+        Self {
+            store,
+            head,
+            next: 1,
+        }
     }
 
     async fn next_page(&mut self) -> Result<Option<Vec<RecordedEvent>>, ExportError> {
@@ -151,7 +174,10 @@ impl<'a, S: EventStore> StreamPages<'a, S> {
             return Ok(None);
         }
         let want = PAGE.min((self.head.version - self.next + 1) as usize);
-        let page = self.store.read_stream(&self.head.stream_id, self.next, want).await?;
+        let page = self
+            .store
+            .read_stream(&self.head.stream_id, self.next, want)
+            .await?;
         if page.is_empty() {
             return Err(StoreError::Corrupt(format!(
                 "stream `{}` ends before version {} of {}",
@@ -191,7 +217,11 @@ pub(crate) struct BlobEntry {
 
 /// The manifest line. `verify` rebuilds it from what it checked and requires equality, so
 /// every field of it is covered.
-pub(crate) fn manifest(scope: &str, streams: &[StreamEntry], blobs: &[BlobEntry]) -> Map<String, Value> {
+pub(crate) fn manifest(
+    scope: &str,
+    streams: &[StreamEntry],
+    blobs: &[BlobEntry],
+) -> Map<String, Value> {
     let events: u64 = streams.iter().map(|s| s.events).sum();
     let value = json!({
         "kind": "manifest",
@@ -234,7 +264,8 @@ async fn write_line<W: AsyncWrite + Unpin>(
     value: &Value,
     label: impl FnOnce() -> String,
 ) -> Result<(), ExportError> {
-    let mut bytes = canonical::to_canonical_vec(value).map_err(|e| ExportError::Canonical(label(), e.to_string()))?;
+    let mut bytes = canonical::to_canonical_vec(value)
+        .map_err(|e| ExportError::Canonical(label(), e.to_string()))?;
     bytes.push(b'\n');
     out.write_all(&bytes).await?;
     Ok(())

@@ -63,8 +63,18 @@ pub struct AppendRequest {
 }
 
 impl AppendRequest {
-    pub fn new(request_id: RequestId, correlation_id: CorrelationId, events: Vec<NewEvent>) -> Self {
-        Self { request_id, correlation_id, causation_id: None, events, blobs: Vec::new() }
+    pub fn new(
+        request_id: RequestId,
+        correlation_id: CorrelationId,
+        events: Vec<NewEvent>,
+    ) -> Self {
+        Self {
+            request_id,
+            correlation_id,
+            causation_id: None,
+            events,
+            blobs: Vec::new(),
+        }
     }
 
     /// Identifies what was asked, so a reused request id with other content is caught.
@@ -79,7 +89,12 @@ impl AppendRequest {
         let mut h = blake3::Hasher::new();
         field(&mut h, b"runledger.request.v1");
         field(&mut h, self.correlation_id.as_str().as_bytes());
-        field(&mut h, self.causation_id.as_ref().map_or(&b""[..], |c| c.as_str().as_bytes()));
+        field(
+            &mut h,
+            self.causation_id
+                .as_ref()
+                .map_or(&b""[..], |c| c.as_str().as_bytes()),
+        );
         h.update(&(self.events.len() as u64).to_le_bytes());
         for (event, payload) in self.events.iter().zip(payloads) {
             field(&mut h, event.event_type.as_bytes());
@@ -109,7 +124,11 @@ pub struct StreamAppend {
 
 impl StreamAppend {
     pub fn new(stream: StreamId, expected: ExpectedVersion, request: AppendRequest) -> Self {
-        Self { stream, expected, request }
+        Self {
+            stream,
+            expected,
+            request,
+        }
     }
 }
 
@@ -153,9 +172,18 @@ pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("stream `{stream_id}` is at version {actual}, not the expected {expected}")]
-    Conflict { stream_id: StreamId, expected: u64, actual: u64 },
-    #[error("request `{request_id}` was already used on stream `{stream_id}` with different content")]
-    RequestMismatch { stream_id: StreamId, request_id: RequestId },
+    Conflict {
+        stream_id: StreamId,
+        expected: u64,
+        actual: u64,
+    },
+    #[error(
+        "request `{request_id}` was already used on stream `{stream_id}` with different content"
+    )]
+    RequestMismatch {
+        stream_id: StreamId,
+        request_id: RequestId,
+    },
     #[error("event {index} of the request is invalid: {reason}")]
     InvalidEvent { index: usize, reason: String },
     #[error("the request is invalid: {0}")]

@@ -23,8 +23,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    AppendOutcome, AppendRequest, Blob, EventStore, ExpectedVersion, GlobalPage, StoreError,
-    StreamAppend, StreamHead, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES,
+    AppendOutcome, AppendRequest, Blob, EventStore, ExpectedVersion, GlobalPage,
+    MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES, StoreError, StreamAppend, StreamHead,
 };
 
 /// Where the ledger lives.
@@ -41,7 +41,11 @@ impl DatabaseConfig {
     pub const DEFAULT_URL: &'static str = "postgres://postgres@127.0.0.1:5432/runledger";
 
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), schema: None, max_connections: 8 }
+        Self {
+            url: url.into(),
+            schema: None,
+            max_connections: 8,
+        }
     }
 
     pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
@@ -71,7 +75,9 @@ fn check_schema_name(schema: &str) -> Result<(), StoreError> {
     let ok = !schema.is_empty()
         && schema.len() <= 63
         && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else {
@@ -93,14 +99,17 @@ impl PgEventStore {
                 check_schema_name(schema)?;
                 let mut conn = options.connect().await.map_err(db_err)?;
                 // The name was checked above: lowercase letters, digits and underscores only.
-                let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
-                    .execute(&mut conn)
-                    .await;
+                let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+                )))
+                .execute(&mut conn)
+                .await;
                 match created {
                     Ok(_) => {}
                     // Two processes creating the schema at once: the loser hits the catalog's
                     // unique index (or duplicate_schema); the schema exists either way.
-                    Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P06") | Some("23505")) => {}
+                    Err(sqlx::Error::Database(e))
+                        if matches!(e.code().as_deref(), Some("42P06") | Some("23505")) => {}
                     Err(e) => return Err(db_err(e)),
                 }
                 options.options([("search_path", schema.as_str())])
@@ -116,7 +125,11 @@ impl PgEventStore {
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool, heads: Mutex::new(HashMap::new()), clock: Arc::new(Timestamp::now) }
+        Self {
+            pool,
+            heads: Mutex::new(HashMap::new()),
+            clock: Arc::new(Timestamp::now),
+        }
     }
 
     /// Replaces the clock that stamps `recorded_at` (tests and replays).
@@ -134,7 +147,10 @@ impl PgEventStore {
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         let migrator = sqlx::migrate!("../migrations");
         let before = applied_migrations(&self.pool).await?;
-        migrator.run(&self.pool).await.map_err(|e| StoreError::Database(e.to_string()))?;
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?;
         let after = applied_migrations(&self.pool).await?;
         Ok(after.saturating_sub(before))
     }
@@ -147,7 +163,10 @@ impl PgEventStore {
     }
 
     fn cached_head(&self, stream: &StreamId) -> Option<(u64, Digest)> {
-        self.heads.lock().ok().and_then(|heads| heads.get(stream).copied())
+        self.heads
+            .lock()
+            .ok()
+            .and_then(|heads| heads.get(stream).copied())
     }
 
     fn remember_head(&self, stream: &StreamId, version: u64, hash: Digest) {
@@ -180,7 +199,9 @@ impl PgEventStore {
     /// fingerprint.
     fn prepare(request: &AppendRequest) -> Result<Prepared, StoreError> {
         if request.events.is_empty() {
-            return Err(StoreError::InvalidRequest("a request must append at least one event".into()));
+            return Err(StoreError::InvalidRequest(
+                "a request must append at least one event".into(),
+            ));
         }
         if request.events.len() > MAX_EVENTS_PER_APPEND {
             return Err(StoreError::InvalidRequest(format!(
@@ -193,17 +214,26 @@ impl PgEventStore {
             let invalid = |reason: String| StoreError::InvalidEvent { index, reason };
             if event.event_type.is_empty()
                 || event.event_type.len() > 100
-                || !event.event_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                || !event
+                    .event_type
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
             {
-                return Err(invalid(format!("event_type `{}` must be 1 to 100 characters of A-Z a-z 0-9 _ .", event.event_type)));
+                return Err(invalid(format!(
+                    "event_type `{}` must be 1 to 100 characters of A-Z a-z 0-9 _ .",
+                    event.event_type
+                )));
             }
             if event.schema_version == 0 {
                 return Err(invalid("schema_version must be at least 1".into()));
             }
             if let Some(path) = find_nul(&event.payload, "$".into()) {
-                return Err(invalid(format!("{path} contains U+0000, which the ledger cannot store")));
+                return Err(invalid(format!(
+                    "{path} contains U+0000, which the ledger cannot store"
+                )));
             }
-            let bytes = canonical::to_canonical_vec(&event.payload).map_err(|e| invalid(e.to_string()))?;
+            let bytes =
+                canonical::to_canonical_vec(&event.payload).map_err(|e| invalid(e.to_string()))?;
             if bytes.len() > MAX_PAYLOAD_BYTES {
                 return Err(invalid(format!(
                     "payload is {} bytes, more than {MAX_PAYLOAD_BYTES}; keep large content in a blob",
@@ -214,11 +244,19 @@ impl PgEventStore {
         }
         let blob_hashes: Vec<Digest> = request.blobs.iter().map(Blob::hash).collect();
         let fingerprint = request.fingerprint(&payloads, &blob_hashes);
-        Ok(Prepared { payloads, blob_hashes, fingerprint })
+        Ok(Prepared {
+            payloads,
+            blob_hashes,
+            fingerprint,
+        })
     }
 
     /// Blob refs that are neither in the request nor already stored.
-    async fn check_blob_refs(&self, request: &AppendRequest, prepared: &Prepared) -> Result<(), StoreError> {
+    async fn check_blob_refs(
+        &self,
+        request: &AppendRequest,
+        prepared: &Prepared,
+    ) -> Result<(), StoreError> {
         let sent: HashSet<&Digest> = prepared.blob_hashes.iter().collect();
         let wanted: Vec<Vec<u8>> = request
             .events
@@ -277,11 +315,18 @@ impl PgEventStore {
             let events = self
                 .read_stream(stream, first as u64, (last - first + 1) as usize)
                 .await?;
-            return Ok(AppendOutcome { events, deduplicated: true });
+            return Ok(AppendOutcome {
+                events,
+                deduplicated: true,
+            });
         }
         self.forget_head(stream);
         let (actual, _) = self.read_head(stream).await?;
-        Err(StoreError::Conflict { stream_id: stream.clone(), expected, actual })
+        Err(StoreError::Conflict {
+            stream_id: stream.clone(),
+            expected,
+            actual,
+        })
     }
 
     /// One attempt at the append statement from the given head, on `executor` (the pool, or
@@ -332,19 +377,41 @@ impl PgEventStore {
             types.push(event.event_type.as_str());
             schema_versions.push(event.schema_version as i32);
             // Canonical JSON is UTF-8 by construction.
-            payloads.push(std::str::from_utf8(payload).map_err(|e| StoreError::InvalidEvent { index: i, reason: e.to_string() })?);
+            payloads.push(
+                std::str::from_utf8(payload).map_err(|e| StoreError::InvalidEvent {
+                    index: i,
+                    reason: e.to_string(),
+                })?,
+            );
             refs.push(blob_refs_json(&event.blob_refs));
             prev_hashes.push(head.as_bytes().to_vec());
             hashes.push(hash.as_bytes().to_vec());
-            assigned.push(Assigned { event_id, prev_hash: head, hash, position: Position::START });
+            assigned.push(Assigned {
+                event_id,
+                prev_hash: head,
+                hash,
+                position: Position::START,
+            });
             head = hash;
         }
         let last = expected + n as u64;
-        let blob_hashes: Vec<&[u8]> = prepared.blob_hashes.iter().map(|d| d.as_bytes().as_slice()).collect();
-        let blob_types: Vec<&str> = request.blobs.iter().map(|b| b.media_type.as_str()).collect();
+        let blob_hashes: Vec<&[u8]> = prepared
+            .blob_hashes
+            .iter()
+            .map(|d| d.as_bytes().as_slice())
+            .collect();
+        let blob_types: Vec<&str> = request
+            .blobs
+            .iter()
+            .map(|b| b.media_type.as_str())
+            .collect();
         let blob_data: Vec<&[u8]> = request.blobs.iter().map(|b| b.data.as_slice()).collect();
 
-        let sql = if expected == 0 { APPEND_NEW_STREAM } else { APPEND_EXISTING_STREAM };
+        let sql = if expected == 0 {
+            APPEND_NEW_STREAM
+        } else {
+            APPEND_EXISTING_STREAM
+        };
         let result = sqlx::query(sql)
             .bind(stream.as_str())
             .bind(expected as i64)
@@ -370,7 +437,9 @@ impl PgEventStore {
             .await;
         let rows = match result {
             Ok(rows) => rows,
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(Attempt::Rejected),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Ok(Attempt::Rejected);
+            }
             Err(e) => return Err(db_err(e)),
         };
         if rows.len() != n {
@@ -384,13 +453,23 @@ impl PgEventStore {
         }
         for row in rows {
             let version: i64 = row.try_get("stream_version").map_err(db_err)?;
-            let index = (version as u64).checked_sub(expected + 1).map(|i| i as usize);
+            let index = (version as u64)
+                .checked_sub(expected + 1)
+                .map(|i| i as usize);
             match index.and_then(|i| assigned.get_mut(i)) {
                 Some(a) => a.position = position_of(&row)?,
-                None => return Err(StoreError::Corrupt(format!("append to `{stream}` returned version {version}"))),
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "append to `{stream}` returned version {version}"
+                    )));
+                }
             }
         }
-        Ok(Attempt::Written { recorded_at, first_version: expected + 1, assigned })
+        Ok(Attempt::Written {
+            recorded_at,
+            first_version: expected + 1,
+            assigned,
+        })
     }
 }
 
@@ -402,7 +481,11 @@ const APPEND_MANY_ROUNDS: usize = 16;
 impl PgEventStore {
     /// The head an append to `stream` with `expected` chains from: the cached head when it is
     /// the expected one, else the stored head (a new stream needs no read).
-    async fn head_for(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<(u64, Digest), StoreError> {
+    async fn head_for(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(u64, Digest), StoreError> {
         match expected.as_version() {
             Some(v) => match self.cached_head(stream) {
                 Some(head) if head.0 == v => Ok(head),
@@ -419,9 +502,14 @@ impl PgEventStore {
     /// transaction back; the rejection is then told apart as in `append`: a repeated request
     /// is set aside as deduplicated and the others are tried again, a reused request id with
     /// other content is `RequestMismatch`, anything else a `Conflict` naming the stream.
-    async fn append_items(&self, items: Vec<StreamAppend>) -> Result<Vec<AppendOutcome>, StoreError> {
+    async fn append_items(
+        &self,
+        items: Vec<StreamAppend>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
         if items.is_empty() {
-            return Err(StoreError::InvalidRequest("append_many needs at least one stream".into()));
+            return Err(StoreError::InvalidRequest(
+                "append_many needs at least one stream".into(),
+            ));
         }
         let mut streams = HashSet::new();
         for item in &items {
@@ -453,7 +541,14 @@ impl PgEventStore {
                 if head.0 != want {
                     // Either this exact request was written before (set it aside) or the
                     // stream is elsewhere (the error ends the call; nothing was written).
-                    let outcome = self.resolve_rejected(&item.stream, &item.request, &prepared[i].fingerprint, want).await?;
+                    let outcome = self
+                        .resolve_rejected(
+                            &item.stream,
+                            &item.request,
+                            &prepared[i].fingerprint,
+                            want,
+                        )
+                        .await?;
                     outcomes[i] = Some(outcome);
                     continue;
                 }
@@ -467,8 +562,22 @@ impl PgEventStore {
             let mut rejected = None;
             for &(i, (version, hash)) in &heads {
                 let item = &items[i];
-                match self.try_append(&mut *tx, &item.stream, version, hash, &item.request, &prepared[i]).await {
-                    Ok(Attempt::Written { recorded_at, first_version, assigned }) => {
+                match self
+                    .try_append(
+                        &mut *tx,
+                        &item.stream,
+                        version,
+                        hash,
+                        &item.request,
+                        &prepared[i],
+                    )
+                    .await
+                {
+                    Ok(Attempt::Written {
+                        recorded_at,
+                        first_version,
+                        assigned,
+                    }) => {
                         written.insert(i, (recorded_at, first_version, assigned));
                     }
                     Ok(Attempt::Rejected) => {
@@ -487,27 +596,56 @@ impl PgEventStore {
                 for (i, item) in items.into_iter().enumerate() {
                     if let Some((recorded_at, first_version, assigned)) = written.remove(&i) {
                         if let Some(last) = assigned.last() {
-                            self.remember_head(&item.stream, first_version - 1 + assigned.len() as u64, last.hash);
+                            self.remember_head(
+                                &item.stream,
+                                first_version - 1 + assigned.len() as u64,
+                                last.hash,
+                            );
                         }
-                        let events = recorded_events(&item.stream, item.request, recorded_at, first_version, assigned);
-                        outcomes[i] = Some(AppendOutcome { events, deduplicated: false });
+                        let events = recorded_events(
+                            &item.stream,
+                            item.request,
+                            recorded_at,
+                            first_version,
+                            assigned,
+                        );
+                        outcomes[i] = Some(AppendOutcome {
+                            events,
+                            deduplicated: false,
+                        });
                     }
                 }
                 return Ok(outcomes.into_iter().flatten().collect());
             };
             tx.rollback().await.map_err(db_err)?;
             let item = &items[i];
-            match self.resolve_rejected(&item.stream, &item.request, &prepared[i].fingerprint, expected).await {
+            match self
+                .resolve_rejected(
+                    &item.stream,
+                    &item.request,
+                    &prepared[i].fingerprint,
+                    expected,
+                )
+                .await
+            {
                 Ok(outcome) => outcomes[i] = Some(outcome),
                 Err(StoreError::Conflict { .. }) if item.expected == ExpectedVersion::Any => {}
                 Err(e) => return Err(e),
             }
         }
         // Only streams appended with `Any` that kept moving get here.
-        let pending = order.iter().copied().find(|&i| outcomes[i].is_none()).unwrap_or(0);
+        let pending = order
+            .iter()
+            .copied()
+            .find(|&i| outcomes[i].is_none())
+            .unwrap_or(0);
         let stream = &items[pending].stream;
         let (actual, _) = self.read_head(stream).await?;
-        Err(StoreError::Conflict { stream_id: stream.clone(), expected: actual, actual })
+        Err(StoreError::Conflict {
+            stream_id: stream.clone(),
+            expected: actual,
+            actual,
+        })
     }
 }
 
@@ -527,7 +665,11 @@ struct Assigned {
 }
 
 enum Attempt {
-    Written { recorded_at: Timestamp, first_version: u64, assigned: Vec<Assigned> },
+    Written {
+        recorded_at: Timestamp,
+        first_version: u64,
+        assigned: Vec<Assigned>,
+    },
     /// Nothing was written: a conflict, or the request was seen before.
     Rejected,
 }
@@ -540,7 +682,13 @@ fn recorded_events(
     first_version: u64,
     assigned: Vec<Assigned>,
 ) -> Vec<RecordedEvent> {
-    let AppendRequest { request_id, correlation_id, causation_id, events, .. } = request;
+    let AppendRequest {
+        request_id,
+        correlation_id,
+        causation_id,
+        events,
+        ..
+    } = request;
     events
         .into_iter()
         .zip(assigned)
@@ -618,13 +766,13 @@ macro_rules! append_sql {
 }
 
 /// A new stream: the unique constraint on version 1 is the whole check.
-const APPEND_NEW_STREAM: &str =
-    append_sql!("SELECT 1 WHERE $2::bigint = 0 AND $4::bytea = '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea");
+const APPEND_NEW_STREAM: &str = append_sql!(
+    "SELECT 1 WHERE $2::bigint = 0 AND $4::bytea = '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea"
+);
 
 /// An existing stream: the expected head event must be there, with the hash chained from.
-const APPEND_EXISTING_STREAM: &str = append_sql!(
-    "SELECT 1 FROM events WHERE stream_id = $1 AND stream_version = $2 AND hash = $4"
-);
+const APPEND_EXISTING_STREAM: &str =
+    append_sql!("SELECT 1 FROM events WHERE stream_id = $1 AND stream_version = $2 AND hash = $4");
 
 /// `SELECT <event columns> <rest>`, as a static string.
 macro_rules! select_events {
@@ -661,11 +809,15 @@ fn position_of(row: &PgRow) -> Result<Position, StoreError> {
     let commit = tx
         .parse::<u64>()
         .map_err(|_| StoreError::Corrupt(format!("transaction id `{tx}` is not a number")))?;
-    Ok(Position { commit, global: global as u64 })
+    Ok(Position {
+        commit,
+        global: global as u64,
+    })
 }
 
 fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
     let stream_id: String = row.try_get("stream_id").map_err(db_err)?;
     let version: i64 = row.try_get("stream_version").map_err(db_err)?;
     let at = || format!("event {stream_id}#{version}");
@@ -685,8 +837,10 @@ fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         schema_version: schema_version as u32,
         request_id: RequestId::new(row.try_get::<String, _>("request_id").map_err(db_err)?)
             .map_err(|e| corrupt(&at(), &e))?,
-        correlation_id: CorrelationId::new(row.try_get::<String, _>("correlation_id").map_err(db_err)?)
-            .map_err(|e| corrupt(&at(), &e))?,
+        correlation_id: CorrelationId::new(
+            row.try_get::<String, _>("correlation_id").map_err(db_err)?,
+        )
+        .map_err(|e| corrupt(&at(), &e))?,
         causation_id: causation
             .map(CausationId::new)
             .transpose()
@@ -694,7 +848,8 @@ fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         recorded_at: Timestamp::from_datetime(recorded_at),
         payload: serde_json::from_str(&payload).map_err(|e| corrupt(&at(), &e))?,
         blob_refs: serde_json::from_str(&refs).map_err(|e| corrupt(&at(), &e))?,
-        prev_hash: Digest::from_slice(&prev).ok_or_else(|| corrupt(&at(), &"prev_hash is not 32 bytes"))?,
+        prev_hash: Digest::from_slice(&prev)
+            .ok_or_else(|| corrupt(&at(), &"prev_hash is not 32 bytes"))?,
         hash: Digest::from_slice(&hash).ok_or_else(|| corrupt(&at(), &"hash is not 32 bytes"))?,
     })
 }
@@ -709,34 +864,63 @@ impl EventStore for PgEventStore {
         let prepared = Self::prepare(&request)?;
         self.check_blob_refs(&request, &prepared).await?;
         // `Any` retries on a concurrent append, re-reading the head each round.
-        let rounds = if expected == ExpectedVersion::Any { 16 } else { 1 };
+        let rounds = if expected == ExpectedVersion::Any {
+            16
+        } else {
+            1
+        };
         for _ in 0..rounds {
             let head = self.head_for(stream, expected).await?;
             let want = expected.as_version().unwrap_or(head.0);
             if head.0 != want {
-                return self.resolve_rejected(stream, &request, &prepared.fingerprint, want).await;
+                return self
+                    .resolve_rejected(stream, &request, &prepared.fingerprint, want)
+                    .await;
             }
-            match self.try_append(&self.pool, stream, head.0, head.1, &request, &prepared).await? {
-                Attempt::Written { recorded_at, first_version, assigned } => {
+            match self
+                .try_append(&self.pool, stream, head.0, head.1, &request, &prepared)
+                .await?
+            {
+                Attempt::Written {
+                    recorded_at,
+                    first_version,
+                    assigned,
+                } => {
                     if let Some(last) = assigned.last() {
                         self.remember_head(stream, head.0 + assigned.len() as u64, last.hash);
                     }
-                    let events = recorded_events(stream, request, recorded_at, first_version, assigned);
-                    return Ok(AppendOutcome { events, deduplicated: false });
+                    let events =
+                        recorded_events(stream, request, recorded_at, first_version, assigned);
+                    return Ok(AppendOutcome {
+                        events,
+                        deduplicated: false,
+                    });
                 }
                 Attempt::Rejected => {
-                    match self.resolve_rejected(stream, &request, &prepared.fingerprint, head.0).await {
-                        Err(StoreError::Conflict { .. }) if expected == ExpectedVersion::Any => continue,
+                    match self
+                        .resolve_rejected(stream, &request, &prepared.fingerprint, head.0)
+                        .await
+                    {
+                        Err(StoreError::Conflict { .. }) if expected == ExpectedVersion::Any => {
+                            continue;
+                        }
                         other => return other,
                     }
                 }
             }
         }
         let (actual, _) = self.read_head(stream).await?;
-        Err(StoreError::Conflict { stream_id: stream.clone(), expected: actual, actual })
+        Err(StoreError::Conflict {
+            stream_id: stream.clone(),
+            expected: actual,
+            actual,
+        })
     }
 
-    async fn append_many(&self, items: Vec<StreamAppend>) -> Result<Vec<AppendOutcome>, StoreError> {
+    async fn append_many(
+        &self,
+        items: Vec<StreamAppend>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
         self.append_items(items).await
     }
 
@@ -764,7 +948,10 @@ impl EventStore for PgEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        let events = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
+        let events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let checkpoint = events.last().map_or(after, |e| e.position);
         Ok(GlobalPage { events, checkpoint })
     }
@@ -774,11 +961,12 @@ impl EventStore for PgEventStore {
             "SELECT stream_version AS version, hash AS head_hash FROM events
               WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
         )
-            .bind(stream.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        row.map(|row| head_from_row(stream.clone(), &row)).transpose()
+        .bind(stream.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(|row| head_from_row(stream.clone(), &row))
+            .transpose()
     }
 
     async fn list_streams(&self, prefix: &str) -> Result<Vec<StreamHead>, StoreError> {
@@ -837,9 +1025,14 @@ impl EventStore for PgEventStore {
 fn head_from_row(stream_id: StreamId, row: &PgRow) -> Result<StreamHead, StoreError> {
     let version: i64 = row.try_get("version").map_err(db_err)?;
     let hash: Vec<u8> = row.try_get("head_hash").map_err(db_err)?;
-    let hash = Digest::from_slice(&hash)
-        .ok_or_else(|| StoreError::Corrupt(format!("head hash of `{stream_id}` is not 32 bytes")))?;
-    Ok(StreamHead { stream_id, version: version as u64, hash })
+    let hash = Digest::from_slice(&hash).ok_or_else(|| {
+        StoreError::Corrupt(format!("head hash of `{stream_id}` is not 32 bytes"))
+    })?;
+    Ok(StreamHead {
+        stream_id,
+        version: version as u64,
+        hash,
+    })
 }
 
 async fn applied_migrations(pool: &PgPool) -> Result<usize, StoreError> {
@@ -882,7 +1075,12 @@ pub fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }

@@ -44,7 +44,9 @@ impl TestLedger {
     /// Drops another schema a test created next to this one (e.g. through the CLI).
     pub async fn drop_other_schema(&self, schema: &str) -> Result<(), StoreError> {
         if !schema.starts_with(self.schema()) {
-            return Err(StoreError::InvalidRequest(format!("`{schema}` is not this test's schema")));
+            return Err(StoreError::InvalidRequest(format!(
+                "`{schema}` is not this test's schema"
+            )));
         }
         drop_schema_named(&self.store, schema).await
     }
@@ -59,10 +61,11 @@ impl TestLedger {
 /// Drops `t_<uuidv7>` schemas created more than an hour ago (the UUIDv7 holds its creation time),
 /// so failed runs do not pile up in the test database.
 async fn drop_stale_schemas(store: &PgEventStore) -> Result<(), StoreError> {
-    let names: Vec<String> = sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 't\\_%'")
-        .fetch_all(store.pool())
-        .await
-        .map_err(|e| StoreError::Database(e.to_string()))?;
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 't\\_%'")
+            .fetch_all(store.pool())
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

@@ -15,7 +15,9 @@ use runledger_contracts::envelope::chain_hash;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::export::{BlobEntry, FORMAT_VERSION, StreamEntry, base64_decode, manifest as build_manifest};
+use crate::export::{
+    BlobEntry, FORMAT_VERSION, StreamEntry, base64_decode, manifest as build_manifest,
+};
 
 /// A verified export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,8 +43,18 @@ pub struct VerifyError {
     pub message: String,
 }
 
-fn fail(line: u64, event: Option<String>, code: &'static str, message: impl Into<String>) -> VerifyError {
-    VerifyError { line, event, code, message: message.into() }
+fn fail(
+    line: u64,
+    event: Option<String>,
+    code: &'static str,
+    message: impl Into<String>,
+) -> VerifyError {
+    VerifyError {
+        line,
+        event,
+        code,
+        message: message.into(),
+    }
 }
 
 struct StreamState {
@@ -71,65 +83,141 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| fail(line_no, None, "not_json", format!("not valid JSON: {e}")))?;
         let Value::Object(mut object) = value else {
-            return Err(fail(line_no, None, "not_json", "a line must be a JSON object"));
+            return Err(fail(
+                line_no,
+                None,
+                "not_json",
+                "a line must be a JSON object",
+            ));
         };
         let canonical = canonical::canonicalize(&object)
             .map_err(|e| fail(line_no, None, "not_canonical", e.to_string()))?;
         if canonical != bytes {
-            return Err(fail(line_no, describe(&object), "not_canonical", "line is not in RFC 8785 canonical form"));
+            return Err(fail(
+                line_no,
+                describe(&object),
+                "not_canonical",
+                "line is not in RFC 8785 canonical form",
+            ));
         }
-        let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         match (kind.as_str(), manifest.is_some()) {
             ("manifest", false) if line_no == 1 => {
                 let version = object.get("format_version").and_then(Value::as_u64);
                 if version != Some(FORMAT_VERSION) {
-                    return Err(fail(line_no, None, "manifest", format!(
-                        "format_version {} is not supported (this build reads {FORMAT_VERSION})",
-                        version.map_or("missing".to_owned(), |v| v.to_string())
-                    )));
+                    return Err(fail(
+                        line_no,
+                        None,
+                        "manifest",
+                        format!(
+                            "format_version {} is not supported (this build reads {FORMAT_VERSION})",
+                            version.map_or("missing".to_owned(), |v| v.to_string())
+                        ),
+                    ));
                 }
                 manifest = Some(object);
             }
-            (_, false) => return Err(fail(line_no, None, "manifest", "the first line must be the manifest")),
+            (_, false) => {
+                return Err(fail(
+                    line_no,
+                    None,
+                    "manifest",
+                    "the first line must be the manifest",
+                ));
+            }
             ("manifest", true) => return Err(fail(line_no, None, "manifest", "a second manifest")),
             ("event", true) => {
                 let label = describe(&object);
                 if seen_blob {
-                    return Err(fail(line_no, label, "sequence", "event after the blob section"));
+                    return Err(fail(
+                        line_no,
+                        label,
+                        "sequence",
+                        "event after the blob section",
+                    ));
                 }
-                let stream_id = object.get("stream_id").and_then(Value::as_str).map(str::to_owned);
+                let stream_id = object
+                    .get("stream_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
                 let version = object.get("stream_version").and_then(Value::as_u64);
                 let (Some(stream_id), Some(version)) = (stream_id, version) else {
-                    return Err(fail(line_no, label, "not_json", "event without stream_id or stream_version"));
+                    return Err(fail(
+                        line_no,
+                        label,
+                        "not_json",
+                        "event without stream_id or stream_version",
+                    ));
                 };
                 let recorded = object
                     .remove("hash")
                     .and_then(|h| h.as_str().and_then(|h| Digest::parse_hex(h).ok()))
-                    .ok_or_else(|| fail(line_no, label.clone(), "hash_mismatch", "missing or malformed hash"))?;
+                    .ok_or_else(|| {
+                        fail(
+                            line_no,
+                            label.clone(),
+                            "hash_mismatch",
+                            "missing or malformed hash",
+                        )
+                    })?;
                 let prev = object
                     .get("prev_hash")
                     .and_then(Value::as_str)
                     .and_then(|h| Digest::parse_hex(h).ok())
-                    .ok_or_else(|| fail(line_no, label.clone(), "prev_hash", "missing or malformed prev_hash"))?;
+                    .ok_or_else(|| {
+                        fail(
+                            line_no,
+                            label.clone(),
+                            "prev_hash",
+                            "missing or malformed prev_hash",
+                        )
+                    })?;
                 let state = streams.entry(stream_id.clone()).or_insert_with(|| {
                     stream_order.push(stream_id.clone());
-                    StreamState { version: 0, head: Digest::GENESIS }
+                    StreamState {
+                        version: 0,
+                        head: Digest::GENESIS,
+                    }
                 });
                 if version != state.version + 1 {
-                    return Err(fail(line_no, label, "sequence", format!(
-                        "version {version} follows version {} of the same stream", state.version
-                    )));
+                    return Err(fail(
+                        line_no,
+                        label,
+                        "sequence",
+                        format!(
+                            "version {version} follows version {} of the same stream",
+                            state.version
+                        ),
+                    ));
                 }
                 if prev != state.head {
-                    return Err(fail(line_no, label, "prev_hash", format!(
-                        "prev_hash {prev} is not the hash of the event before it ({})", state.head
-                    )));
+                    return Err(fail(
+                        line_no,
+                        label,
+                        "prev_hash",
+                        format!(
+                            "prev_hash {prev} is not the hash of the event before it ({})",
+                            state.head
+                        ),
+                    ));
                 }
                 if let Some(refs) = object.get("blob_refs").and_then(Value::as_array) {
                     for r in refs {
-                        let digest = r.as_str().and_then(|h| Digest::parse_hex(h).ok()).ok_or_else(|| {
-                            fail(line_no, label.clone(), "not_json", "malformed blob reference")
-                        })?;
+                        let digest = r
+                            .as_str()
+                            .and_then(|h| Digest::parse_hex(h).ok())
+                            .ok_or_else(|| {
+                                fail(
+                                    line_no,
+                                    label.clone(),
+                                    "not_json",
+                                    "malformed blob reference",
+                                )
+                            })?;
                         referenced.insert(digest);
                     }
                 }
@@ -137,9 +225,12 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
                 let computed = chain_hash(&prev, &object)
                     .map_err(|e| fail(line_no, label.clone(), "not_canonical", e.to_string()))?;
                 if computed != recorded {
-                    return Err(fail(line_no, label, "hash_mismatch", format!(
-                        "hash recomputes to {computed}, the file says {recorded}"
-                    )));
+                    return Err(fail(
+                        line_no,
+                        label,
+                        "hash_mismatch",
+                        format!("hash recomputes to {computed}, the file says {recorded}"),
+                    ));
                 }
                 state.version = version;
                 state.head = computed;
@@ -149,32 +240,73 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
                 seen_blob = true;
                 let keys: BTreeSet<&str> = object.keys().map(String::as_str).collect();
                 if keys != BTreeSet::from(["data", "encoding", "hash", "kind", "media_type"]) {
-                    return Err(fail(line_no, None, "blob_mismatch", "a blob line has exactly kind, hash, media_type, encoding and data"));
+                    return Err(fail(
+                        line_no,
+                        None,
+                        "blob_mismatch",
+                        "a blob line has exactly kind, hash, media_type, encoding and data",
+                    ));
                 }
                 let hash = object
                     .get("hash")
                     .and_then(Value::as_str)
                     .and_then(|h| Digest::parse_hex(h).ok())
-                    .ok_or_else(|| fail(line_no, None, "blob_mismatch", "blob without a valid hash"))?;
+                    .ok_or_else(|| {
+                        fail(line_no, None, "blob_mismatch", "blob without a valid hash")
+                    })?;
                 if object.get("encoding").and_then(Value::as_str) != Some("base64") {
-                    return Err(fail(line_no, None, "blob_mismatch", format!("blob {hash}: encoding must be base64")));
+                    return Err(fail(
+                        line_no,
+                        None,
+                        "blob_mismatch",
+                        format!("blob {hash}: encoding must be base64"),
+                    ));
                 }
-                let media_type = object.get("media_type").and_then(Value::as_str).unwrap_or_default();
+                let media_type = object
+                    .get("media_type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let data = object
                     .get("data")
                     .and_then(Value::as_str)
                     .and_then(base64_decode)
-                    .ok_or_else(|| fail(line_no, None, "blob_mismatch", format!("blob {hash}: data is not base64")))?;
+                    .ok_or_else(|| {
+                        fail(
+                            line_no,
+                            None,
+                            "blob_mismatch",
+                            format!("blob {hash}: data is not base64"),
+                        )
+                    })?;
                 if Digest::of(&data) != hash {
-                    return Err(fail(line_no, None, "blob_mismatch", format!("blob {hash}: data does not hash to its digest")));
+                    return Err(fail(
+                        line_no,
+                        None,
+                        "blob_mismatch",
+                        format!("blob {hash}: data does not hash to its digest"),
+                    ));
                 }
                 if blob_index.insert(hash, blobs.len()).is_some() {
-                    return Err(fail(line_no, None, "blob_mismatch", format!("blob {hash} appears twice")));
+                    return Err(fail(
+                        line_no,
+                        None,
+                        "blob_mismatch",
+                        format!("blob {hash} appears twice"),
+                    ));
                 }
-                blobs.push(BlobEntry { hash, media_type: media_type.to_owned(), size: data.len() as u64 });
+                blobs.push(BlobEntry {
+                    hash,
+                    media_type: media_type.to_owned(),
+                    size: data.len() as u64,
+                });
             }
             (other, true) => {
-                return Err(fail(line_no, None, "not_json", format!("unknown line kind `{other}`")));
+                return Err(fail(
+                    line_no,
+                    None,
+                    "not_json",
+                    format!("unknown line kind `{other}`"),
+                ));
             }
         }
     }
@@ -183,12 +315,21 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
         return Err(fail(0, None, "manifest", "the file is empty"));
     };
     if let Some(missing) = referenced.iter().find(|d| !blob_index.contains_key(d)) {
-        return Err(fail(0, None, "missing_blob", format!("blob {missing} is referenced but not in the file")));
+        return Err(fail(
+            0,
+            None,
+            "missing_blob",
+            format!("blob {missing} is referenced but not in the file"),
+        ));
     }
     let entries: Vec<StreamEntry> = stream_order
         .iter()
         .filter_map(|id| {
-            streams.get(id).map(|s| StreamEntry { stream_id: id.clone(), events: s.version, head_hash: s.head })
+            streams.get(id).map(|s| StreamEntry {
+                stream_id: id.clone(),
+                events: s.version,
+                head_hash: s.head,
+            })
         })
         .collect();
     check_manifest(&manifest, &entries, &blobs)?;
@@ -196,7 +337,10 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
         streams: streams.len(),
         events,
         blobs: blobs.len(),
-        heads: streams.into_iter().map(|(id, s)| (id, s.head.to_hex())).collect(),
+        heads: streams
+            .into_iter()
+            .map(|(id, s)| (id, s.head.to_hex()))
+            .collect(),
     })
 }
 
@@ -206,13 +350,21 @@ fn check_manifest(
     streams: &[StreamEntry],
     blobs: &[BlobEntry],
 ) -> Result<(), VerifyError> {
-    let scope = manifest.get("scope").and_then(Value::as_str).unwrap_or_default();
+    let scope = manifest
+        .get("scope")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let scope_ok = match scope.strip_prefix("stream:") {
         Some(id) => streams.len() == 1 && streams[0].stream_id == id,
         None => scope == "all",
     };
     if !scope_ok {
-        return Err(fail(1, None, "manifest", format!("scope `{scope}` does not match the streams in the file")));
+        return Err(fail(
+            1,
+            None,
+            "manifest",
+            format!("scope `{scope}` does not match the streams in the file"),
+        ));
     }
     let expected = build_manifest(scope, streams, blobs);
     if &expected == manifest {
@@ -223,18 +375,35 @@ fn check_manifest(
         .iter()
         .find(|(k, v)| manifest.get(*k) != Some(*v))
         .map(|(k, _)| k.clone())
-        .or_else(|| manifest.keys().find(|k| !expected.contains_key(*k)).cloned())
+        .or_else(|| {
+            manifest
+                .keys()
+                .find(|k| !expected.contains_key(*k))
+                .cloned()
+        })
         .unwrap_or_default();
-    Err(fail(1, None, "counts", format!(
-        "the manifest's `{field}` does not match the file: expected {}, found {}",
-        expected.get(&field).map_or("nothing".to_owned(), Value::to_string),
-        manifest.get(&field).map_or("nothing".to_owned(), Value::to_string),
-    )))
+    Err(fail(
+        1,
+        None,
+        "counts",
+        format!(
+            "the manifest's `{field}` does not match the file: expected {}, found {}",
+            expected
+                .get(&field)
+                .map_or("nothing".to_owned(), Value::to_string),
+            manifest
+                .get(&field)
+                .map_or("nothing".to_owned(), Value::to_string),
+        ),
+    ))
 }
 
 fn describe(object: &Map<String, Value>) -> Option<String> {
     let stream = object.get("stream_id")?.as_str()?;
     let version = object.get("stream_version")?.as_u64()?;
-    let kind = object.get("event_type").and_then(Value::as_str).unwrap_or("?");
+    let kind = object
+        .get("event_type")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
     Some(format!("{stream}#{version} {kind}"))
 }

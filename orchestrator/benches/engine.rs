@@ -37,8 +37,8 @@ use runledger_contracts::flowchart::{Flowchart, SourceFormat, load};
 use runledger_contracts::ids::{CorrelationId, RequestId, RunId, StreamId};
 use runledger_ledger::testing::TestLedger;
 use runledger_ledger::{
-    AppendOutcome, AppendRequest, Blob, DatabaseConfig, EventStore, ExpectedVersion, GlobalPage, PgEventStore,
-    StoreError, StreamHead,
+    AppendOutcome, AppendRequest, Blob, DatabaseConfig, EventStore, ExpectedVersion, GlobalPage,
+    PgEventStore, StoreError, StreamHead,
 };
 use runledger_orchestrator::decide::{self, Cause, Command, Settings, StartRun, SystemEnv};
 use runledger_orchestrator::engine::{Engine, EngineConfig, EngineError, NoFlowcharts};
@@ -61,10 +61,19 @@ const FLOOR_APPENDS: u64 = 200;
 const TASK: &str = "    type: task\n    model: scripted\n    scripted: [{output: {ok: true}}]\n";
 
 fn parse(text: &str) -> BenchResult<Arc<Flowchart>> {
-    load(text, SourceFormat::Yaml).map(Arc::new).map_err(|errors| {
-        let first = errors.first().map(|e| format!("{}: {}", e.path, e.message)).unwrap_or_default();
-        format!("bench flowchart is invalid ({} errors; first: {first})", errors.len()).into()
-    })
+    load(text, SourceFormat::Yaml)
+        .map(Arc::new)
+        .map_err(|errors| {
+            let first = errors
+                .first()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .unwrap_or_default();
+            format!(
+                "bench flowchart is invalid ({} errors; first: {first})",
+                errors.len()
+            )
+            .into()
+        })
 }
 
 /// start -> t1 -> ... -> tN -> end.
@@ -89,7 +98,10 @@ fn fanout(n: usize) -> BenchResult<Arc<Flowchart>> {
     for i in 1..=n {
         write!(text, "  - id: p{i}\n{TASK}")?;
     }
-    write!(text, "  - id: join\n{TASK}  - id: end\n    type: end\nconnectors:\n")?;
+    write!(
+        text,
+        "  - id: join\n{TASK}  - id: end\n    type: end\nconnectors:\n"
+    )?;
     for i in 1..=n {
         writeln!(text, "  - {{ id: out{i}, from: start, to: p{i} }}")?;
         writeln!(text, "  - {{ id: in{i}, from: p{i}, to: join }}")?;
@@ -128,13 +140,21 @@ struct Metered {
 }
 
 impl EventStore for Metered {
-    async fn append(&self, stream: &StreamId, expected: ExpectedVersion, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
         let events = request.events.len();
         let start = Instant::now();
         let outcome = self.inner.append(stream, expected, request).await;
         let took = start.elapsed();
         let c = &self.counters;
-        c.append_ns.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        c.append_ns.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         c.appends.fetch_add(1, Ordering::Relaxed);
         c.events.fetch_add(events as u64, Ordering::Relaxed);
         if let Ok(mut log) = c.log.lock() {
@@ -143,13 +163,19 @@ impl EventStore for Metered {
         outcome
     }
 
-    async fn append_many(&self, items: Vec<runledger_ledger::StreamAppend>) -> Result<Vec<AppendOutcome>, StoreError> {
+    async fn append_many(
+        &self,
+        items: Vec<runledger_ledger::StreamAppend>,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
         let events: usize = items.iter().map(|i| i.request.events.len()).sum();
         let start = Instant::now();
         let outcome = self.inner.append_many(items).await;
         let took = start.elapsed();
         let c = &self.counters;
-        c.append_ns.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        c.append_ns.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         c.appends.fetch_add(1, Ordering::Relaxed);
         c.events.fetch_add(events as u64, Ordering::Relaxed);
         if let Ok(mut log) = c.log.lock() {
@@ -158,7 +184,12 @@ impl EventStore for Metered {
         outcome
     }
 
-    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         self.inner.read_stream(stream, from_version, limit).await
     }
@@ -203,7 +234,10 @@ fn process_ticks() -> Option<u64> {
 fn machine_ticks() -> Option<(u64, u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let v: Vec<u64> = line.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
     let (idle, iowait) = (*v.get(3)?, *v.get(4)?);
     let total: u64 = v.iter().take(8).sum();
     Some((total - idle - iowait, iowait, total))
@@ -233,7 +267,12 @@ struct CpuUse {
 /// CPU ticks so far, to be subtracted with [`CpuUse::since`].
 fn cpu_now() -> Option<CpuUse> {
     let (busy, iowait, total) = machine_ticks()?;
-    Some(CpuUse { process: process_ticks()?, busy, iowait, total })
+    Some(CpuUse {
+        process: process_ticks()?,
+        busy,
+        iowait,
+        total,
+    })
 }
 
 impl CpuUse {
@@ -261,8 +300,18 @@ fn start_of(flowchart: &Arc<Flowchart>) -> StartRun {
 }
 
 /// Starts a run, waits for it, and checks it completed with the expected node runs.
-async fn one_run(engine: Engine<Metered>, flowchart: Arc<Flowchart>, node_runs: usize) -> BenchResult<()> {
-    let run_id = engine.start(start_of(&flowchart), RequestId::generate(), CorrelationId::generate()).await?;
+async fn one_run(
+    engine: Engine<Metered>,
+    flowchart: Arc<Flowchart>,
+    node_runs: usize,
+) -> BenchResult<()> {
+    let run_id = engine
+        .start(
+            start_of(&flowchart),
+            RequestId::generate(),
+            CorrelationId::generate(),
+        )
+        .await?;
     let summary = engine.wait(run_id).await?;
     if summary.status != RunStatus::Completed || summary.node_runs != node_runs {
         return Err(format!(
@@ -284,7 +333,13 @@ enum Mode {
     Concurrent,
 }
 
-async fn drive(engine: &Engine<Metered>, flowchart: &Arc<Flowchart>, runs: usize, node_runs: usize, mode: Mode) -> BenchResult<()> {
+async fn drive(
+    engine: &Engine<Metered>,
+    flowchart: &Arc<Flowchart>,
+    runs: usize,
+    node_runs: usize,
+    mode: Mode,
+) -> BenchResult<()> {
     if mode == Mode::Sequential {
         for _ in 0..runs {
             one_run(engine.clone(), Arc::clone(flowchart), node_runs).await?;
@@ -311,8 +366,16 @@ async fn commit_floor(store: &PgEventStore, tag: &str) -> BenchResult<Duration> 
             payload: json!({ "i": v }),
             blob_refs: vec![],
         };
-        let request = AppendRequest::new(RequestId::new(format!("floor-{tag}-{v}"))?, CorrelationId::new("bench")?, vec![event]);
-        let expected = if v == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(v) };
+        let request = AppendRequest::new(
+            RequestId::new(format!("floor-{tag}-{v}"))?,
+            CorrelationId::new("bench")?,
+            vec![event],
+        );
+        let expected = if v == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(v)
+        };
         store.append(&stream, expected, request).await?;
     }
     Ok(start.elapsed() / FLOOR_APPENDS as u32)
@@ -375,10 +438,21 @@ async fn measure(s: Scenario) -> BenchResult<Measured> {
 
 async fn measure_in(ledger: &TestLedger, s: Scenario) -> BenchResult<Measured> {
     let counters = Arc::new(Counters::default());
-    let config = DatabaseConfig { max_connections: s.connections, ..ledger.config.clone() };
-    let store = Metered { inner: PgEventStore::connect(&config).await?, counters: Arc::clone(&counters) };
+    let config = DatabaseConfig {
+        max_connections: s.connections,
+        ..ledger.config.clone()
+    };
+    let store = Metered {
+        inner: PgEventStore::connect(&config).await?,
+        counters: Arc::clone(&counters),
+    };
     let pool = InProcessPool::new(Providers::scripted(ScriptedProvider::new()), 256);
-    let engine = Engine::new(store, Arc::new(pool), Arc::new(NoFlowcharts), EngineConfig::default());
+    let engine = Engine::new(
+        store,
+        Arc::new(pool),
+        Arc::new(NoFlowcharts),
+        EngineConfig::default(),
+    );
 
     drive(&engine, &s.flowchart, s.runs, s.node_runs, s.mode).await?;
     let floor = commit_floor(&ledger.store, "before").await?;
@@ -387,7 +461,9 @@ async fn measure_in(ledger: &TestLedger, s: Scenario) -> BenchResult<Measured> {
     let start = Instant::now();
     drive(&engine, &s.flowchart, s.runs, s.node_runs, s.mode).await?;
     let wall = start.elapsed();
-    let cpu = before.zip(cpu_now()).map(|(before, after)| after.since(before));
+    let cpu = before
+        .zip(cpu_now())
+        .map(|(before, after)| after.since(before));
     let log = counters.log.lock().map(|l| l.clone()).unwrap_or_default();
     Ok(Measured {
         name: s.name,
@@ -407,7 +483,9 @@ async fn measure_in(ledger: &TestLedger, s: Scenario) -> BenchResult<Measured> {
 /// Whether starting failed because an event exceeds the ledger's inline payload limit.
 fn too_large(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<String> {
     match e.downcast_ref::<EngineError>() {
-        Some(EngineError::Store(inner @ StoreError::InvalidEvent { .. })) => Some(inner.to_string()),
+        Some(EngineError::Store(inner @ StoreError::InvalidEvent { .. })) => {
+            Some(inner.to_string())
+        }
         _ => None,
     }
 }
@@ -433,16 +511,23 @@ struct CpuProfile {
 async fn decider_only(flowchart: &Arc<Flowchart>) -> BenchResult<CpuProfile> {
     let providers = Providers::scripted(ScriptedProvider::new());
     let settings = Settings::default();
-    let cause = Cause { request_id: RequestId::generate(), correlation_id: CorrelationId::generate() };
+    let cause = Cause {
+        request_id: RequestId::generate(),
+        correlation_id: CorrelationId::generate(),
+    };
     let mut profile = CpuProfile::default();
     let t = Instant::now();
-    let (mut state, mut events) = decide::start_run(start_of(flowchart), &mut SystemEnv, &cause, &settings)?;
+    let (mut state, mut events) =
+        decide::start_run(start_of(flowchart), &mut SystemEnv, &cause, &settings)?;
     profile.first_step = t.elapsed();
     profile.decide += profile.first_step;
     let mut queue = VecDeque::new();
     loop {
         let t = Instant::now();
-        let encoded = events.iter().map(NewEvent::from_domain).collect::<Result<Vec<_>, _>>()?;
+        let encoded = events
+            .iter()
+            .map(NewEvent::from_domain)
+            .collect::<Result<Vec<_>, _>>()?;
         profile.encode += t.elapsed();
         let t = Instant::now();
         for event in &encoded {
@@ -452,7 +537,11 @@ async fn decider_only(flowchart: &Arc<Flowchart>) -> BenchResult<CpuProfile> {
         profile.events += events.len();
         for event in &events {
             if let DomainEvent::NodeStarted(started) = event {
-                queue.push_back(state.node_run_index(&started.node_run_id).ok_or("started node run not in state")?);
+                queue.push_back(
+                    state
+                        .node_run_index(&started.node_run_id)
+                        .ok_or("started node run not in state")?,
+                );
             }
         }
         let Some(i) = queue.pop_front() else { break };
@@ -461,7 +550,13 @@ async fn decider_only(flowchart: &Arc<Flowchart>) -> BenchResult<CpuProfile> {
         let result = run_node(&providers, &work).await;
         profile.execute += t.elapsed();
         let t = Instant::now();
-        events = decide::decide(&mut state, Command::RecordResult(result), &mut SystemEnv, &cause, &settings)?;
+        events = decide::decide(
+            &mut state,
+            Command::RecordResult(result),
+            &mut SystemEnv,
+            &cause,
+            &settings,
+        )?;
         profile.decide += t.elapsed();
     }
     if state.status != RunStatus::Completed {
@@ -478,8 +573,12 @@ fn verdict(met: bool) -> &'static str {
 }
 
 fn result_header() {
-    println!("| scenario                  |  runs | node runs |    wall ms | ms / node run | node runs / s |");
-    println!("|---------------------------|------:|----------:|-----------:|--------------:|--------------:|");
+    println!(
+        "| scenario                  |  runs | node runs |    wall ms | ms / node run | node runs / s |"
+    );
+    println!(
+        "|---------------------------|------:|----------:|-----------:|--------------:|--------------:|"
+    );
 }
 
 fn result_row(m: &Measured) {
@@ -505,11 +604,16 @@ fn breakdown_header() {
 
 fn breakdown_row(m: &Measured) {
     let us_per_node = |ticks: u64| format!("{:.0}", m.per_node(ticks as f64 / TICKS_PER_S * 1e6));
-    let share = |ticks: u64, total: u64| format!("{:.0}%", ticks as f64 * 100.0 / total.max(1) as f64);
+    let share =
+        |ticks: u64, total: u64| format!("{:.0}%", ticks as f64 * 100.0 / total.max(1) as f64);
     let dash = || "–".to_owned();
     let (process, other, busy, iowait) = match m.cpu {
         Some(c) if c.total >= MIN_TICKS * 2 => (
-            if c.process >= MIN_TICKS { us_per_node(c.process) } else { dash() },
+            if c.process >= MIN_TICKS {
+                us_per_node(c.process)
+            } else {
+                dash()
+            },
             us_per_node(c.busy.saturating_sub(c.process)),
             share(c.busy, c.total),
             share(c.iowait, c.total),
@@ -535,27 +639,82 @@ fn breakdown_row(m: &Measured) {
 
 #[tokio::main]
 async fn main() -> BenchResult<()> {
-    let scale: f64 = std::env::var("RUNLEDGER_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scale: f64 = std::env::var("RUNLEDGER_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     let n = |base: f64| ((base * scale).round() as usize).max(1);
     let (short, long, width, runs, chain) = (n(100.0), n(1000.0), n(100.0), n(200.0), 3);
-    let scenario = |name: String, flowchart, runs, node_runs, mode| Scenario { name, flowchart, runs, node_runs, mode, connections: 8 };
+    let scenario = |name: String, flowchart, runs, node_runs, mode| Scenario {
+        name,
+        flowchart,
+        runs,
+        node_runs,
+        mode,
+        connections: 8,
+    };
 
-    println!("Run engine benchmark (RUNLEDGER_BENCH_SCALE={scale}); node runs include start and end.");
+    println!(
+        "Run engine benchmark (RUNLEDGER_BENCH_SCALE={scale}); node runs include start and end."
+    );
     println!("Load average at start: {}", load_average());
 
     let mut main_results = Vec::new();
-    main_results.push(measure(scenario(format!("linear-{short}"), linear(short)?, 1, short + 2, Mode::Sequential)).await?);
-    main_results.push(measure(scenario(format!("linear-{long}"), linear(long)?, 1, long + 2, Mode::Sequential)).await?);
-    main_results.push(measure(scenario(format!("fanout-{width}"), fanout(width)?, 1, width + 3, Mode::Sequential)).await?);
+    main_results.push(
+        measure(scenario(
+            format!("linear-{short}"),
+            linear(short)?,
+            1,
+            short + 2,
+            Mode::Sequential,
+        ))
+        .await?,
+    );
+    main_results.push(
+        measure(scenario(
+            format!("linear-{long}"),
+            linear(long)?,
+            1,
+            long + 2,
+            Mode::Sequential,
+        ))
+        .await?,
+    );
+    main_results.push(
+        measure(scenario(
+            format!("fanout-{width}"),
+            fanout(width)?,
+            1,
+            width + 3,
+            Mode::Sequential,
+        ))
+        .await?,
+    );
     let conc_name = format!("concurrent-{runs}x{}", chain + 2);
-    main_results.push(measure(scenario(conc_name.clone(), linear(chain)?, runs, chain + 2, Mode::Concurrent)).await?);
+    main_results.push(
+        measure(scenario(
+            conc_name.clone(),
+            linear(chain)?,
+            runs,
+            chain + 2,
+            Mode::Concurrent,
+        ))
+        .await?,
+    );
 
     let mut per_node = Vec::new();
     let mut unstartable = Vec::new();
     for base in [100.0, 1000.0, 10_000.0] {
         let mut len = n(base);
         let work = n(PER_NODE_WORK);
-        let attempt = measure(scenario(format!("chain-{len} x{}", (work / len).max(1)), linear(len)?, (work / len).max(1), len + 2, Mode::Sequential)).await;
+        let attempt = measure(scenario(
+            format!("chain-{len} x{}", (work / len).max(1)),
+            linear(len)?,
+            (work / len).max(1),
+            len + 2,
+            Mode::Sequential,
+        ))
+        .await;
         let m = match attempt.map_err(|e| (too_large(e.as_ref()), e)) {
             Ok(m) => m,
             Err((None, e)) => return Err(e),
@@ -563,7 +722,14 @@ async fn main() -> BenchResult<()> {
                 unstartable.push(format!("chain-{len}: cannot start: {reason}"));
                 len = n(FALLBACK_CHAIN);
                 let repeats = (work / len).max(1);
-                measure(scenario(format!("chain-{len} x{repeats}"), linear(len)?, repeats, len + 2, Mode::Sequential)).await?
+                measure(scenario(
+                    format!("chain-{len} x{repeats}"),
+                    linear(len)?,
+                    repeats,
+                    len + 2,
+                    Mode::Sequential,
+                ))
+                .await?
             }
         };
         per_node.push(m);
@@ -586,7 +752,10 @@ async fn main() -> BenchResult<()> {
     result_header();
     main_results.iter().for_each(result_row);
     println!();
-    println!("Per-node cost: each chain length run sequentially until it makes ~{} node runs.", n(PER_NODE_WORK));
+    println!(
+        "Per-node cost: each chain length run sequentially until it makes ~{} node runs.",
+        n(PER_NODE_WORK)
+    );
     println!();
     result_header();
     per_node.iter().for_each(result_row);
@@ -594,14 +763,28 @@ async fn main() -> BenchResult<()> {
         println!("  {line}");
     }
     println!();
-    println!("Where the time goes. append share: summed append latency / wall (over 100% when appends overlap);");
-    println!("floor: mean one-event append just before the measured runs; other CPU: busy time of all cores minus");
-    println!("this process (PostgreSQL, the kernel, anything else running); – where /proc's 10 ms ticks are too coarse.");
+    println!(
+        "Where the time goes. append share: summed append latency / wall (over 100% when appends overlap);"
+    );
+    println!(
+        "floor: mean one-event append just before the measured runs; other CPU: busy time of all cores minus"
+    );
+    println!(
+        "this process (PostgreSQL, the kernel, anything else running); – where /proc's 10 ms ticks are too coarse."
+    );
     println!();
     breakdown_header();
-    main_results.iter().chain(&per_node).chain([&what_if]).for_each(breakdown_row);
+    main_results
+        .iter()
+        .chain(&per_node)
+        .chain([&what_if])
+        .for_each(breakdown_row);
     let fan = &main_results[2];
-    let appends: Vec<String> = fan.log.iter().map(|(e, d)| format!("{e} events {:.1} ms", d.as_secs_f64() * 1e3)).collect();
+    let appends: Vec<String> = fan
+        .log
+        .iter()
+        .map(|(e, d)| format!("{e} events {:.1} ms", d.as_secs_f64() * 1e3))
+        .collect();
     println!();
     println!("{} appends in order: {}", fan.name, appends.join(", "));
     println!(
@@ -613,8 +796,12 @@ async fn main() -> BenchResult<()> {
     println!();
     println!("Decider only (no database, no engine tasks), µs per node run:");
     println!();
-    println!("| chain  | node runs | execute | decide | encode | canonical + hash | total | events / node run | start_run ms |");
-    println!("|--------|----------:|--------:|-------:|-------:|-----------------:|------:|------------------:|-------------:|");
+    println!(
+        "| chain  | node runs | execute | decide | encode | canonical + hash | total | events / node run | start_run ms |"
+    );
+    println!(
+        "|--------|----------:|--------:|-------:|-------:|-----------------:|------:|------------------:|-------------:|"
+    );
     for base in [100.0, 1000.0, 10_000.0] {
         let flowchart = linear(n(base))?;
         decider_only(&flowchart).await?;
@@ -640,11 +827,23 @@ async fn main() -> BenchResult<()> {
     println!();
     println!("Targets:");
     let long_ms = linear_long.ms_per_node_run();
-    println!("  {}: {long_ms:.3} ms per node run (target <= 1.0): {}", linear_long.name, verdict(long_ms <= 1.0));
+    println!(
+        "  {}: {long_ms:.3} ms per node run (target <= 1.0): {}",
+        linear_long.name,
+        verdict(long_ms <= 1.0)
+    );
     let fan_ms = fan.ms_per_node_run();
-    println!("  {}: {fan_ms:.3} ms per node run (target <= 0.3): {}", fan.name, verdict(fan_ms <= 0.3));
+    println!(
+        "  {}: {fan_ms:.3} ms per node run (target <= 0.3): {}",
+        fan.name,
+        verdict(fan_ms <= 0.3)
+    );
     let conc_rate = conc.node_runs_per_s();
-    println!("  {}: {conc_rate:.0} node runs/s (target >= 3000): {}", conc.name, verdict(conc_rate >= 3000.0));
+    println!(
+        "  {}: {conc_rate:.0} node runs/s (target >= 3000): {}",
+        conc.name,
+        verdict(conc_rate >= 3000.0)
+    );
     println!(
         "  per-node cost {} vs {}: {ratio:.2}x ({:.3} vs {:.3} ms; target within 20%): {}{}",
         last.name,
@@ -652,7 +851,11 @@ async fn main() -> BenchResult<()> {
         last.ms_per_node_run(),
         first.ms_per_node_run(),
         verdict((0.8..=1.2).contains(&ratio)),
-        if unstartable.is_empty() { "" } else { " (but see the chain that cannot start)" }
+        if unstartable.is_empty() {
+            ""
+        } else {
+            " (but see the chain that cannot start)"
+        }
     );
     Ok(())
 }

@@ -90,7 +90,10 @@ impl Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { executor: crate::executor::INPROCESS.to_owned(), remote: None }
+        Self {
+            executor: crate::executor::INPROCESS.to_owned(),
+            remote: None,
+        }
     }
 }
 
@@ -124,13 +127,22 @@ pub enum NodeOutcome {
 pub enum ControlAction {
     Pause,
     Resume,
-    Cancel { force: bool },
+    Cancel {
+        force: bool,
+    },
     /// Re-run a failed or timed-out node with its recorded inputs.
-    RetryNode { node: String },
+    RetryNode {
+        node: String,
+    },
     /// End the node's current (or failed) node run with this output; downstream continues.
-    SkipNode { node: String, output: Value },
+    SkipNode {
+        node: String,
+        output: Value,
+    },
     /// Re-run the node and everything downstream of it.
-    RewindNode { node: String },
+    RewindNode {
+        node: String,
+    },
 }
 
 impl ControlAction {
@@ -153,12 +165,28 @@ pub enum Command {
     Settle,
     RecordResult(NodeResult),
     /// The engine started the child run of a `flowchart` node.
-    ChildStarted { node_run_id: NodeRunId, child_run_id: RunId },
+    ChildStarted {
+        node_run_id: NodeRunId,
+        child_run_id: RunId,
+    },
     /// A remote node run's work was published to its executor queue.
-    Dispatched { node_run_id: NodeRunId, attempt: u32, executor_class: String, message_id: String, stream_sequence: Option<u64> },
+    Dispatched {
+        node_run_id: NodeRunId,
+        attempt: u32,
+        executor_class: String,
+        message_id: String,
+        stream_sequence: Option<u64>,
+    },
     /// A remote executor took a node run.
-    Started { node_run_id: NodeRunId, attempt: u32, executor: String },
-    Control { action: ControlAction, control: Control },
+    Started {
+        node_run_id: NodeRunId,
+        attempt: u32,
+        executor: String,
+    },
+    Control {
+        action: ControlAction,
+        control: Control,
+    },
 }
 
 /// A run to start.
@@ -178,7 +206,10 @@ pub enum DecideError {
     #[error("{message}")]
     NotApplicable { code: &'static str, message: String },
     #[error("{field}: {message}")]
-    InvalidInput { field: &'static str, message: String },
+    InvalidInput {
+        field: &'static str,
+        message: String,
+    },
     #[error("run has no node run {0}")]
     UnknownNodeRun(NodeRunId),
     /// A bug or a foreign stream: the state is no longer trustworthy.
@@ -198,7 +229,10 @@ impl DecideError {
 }
 
 fn not_applicable(code: &'static str, message: impl Into<String>) -> DecideError {
-    DecideError::NotApplicable { code, message: message.into() }
+    DecideError::NotApplicable {
+        code,
+        message: message.into(),
+    }
 }
 
 /// Starts a run: `RunStarted`, then everything that can happen at once (the start node runs,
@@ -209,12 +243,19 @@ pub fn start_run(
     cause: &Cause,
     settings: &Settings,
 ) -> Result<(RunState, Vec<DomainEvent>), DecideError> {
-    canonical::check_ijson(&start.inputs)
-        .map_err(|e| DecideError::InvalidInput { field: "inputs", message: e.to_string() })?;
-    let definition = serde_json::to_value(start.flowchart.doc())
-        .map_err(|e| DecideError::InvalidInput { field: "definition", message: e.to_string() })?;
-    let definition_hash = hash_json(&definition)
-        .map_err(|message| DecideError::InvalidInput { field: "definition", message })?;
+    canonical::check_ijson(&start.inputs).map_err(|e| DecideError::InvalidInput {
+        field: "inputs",
+        message: e.to_string(),
+    })?;
+    let definition =
+        serde_json::to_value(start.flowchart.doc()).map_err(|e| DecideError::InvalidInput {
+            field: "definition",
+            message: e.to_string(),
+        })?;
+    let definition_hash = hash_json(&definition).map_err(|message| DecideError::InvalidInput {
+        field: "definition",
+        message,
+    })?;
     let limits = start.flowchart.doc().limits.as_ref();
     let deadline = limits
         .and_then(|l| l.max_runtime_s)
@@ -233,7 +274,13 @@ pub fn start_run(
         actor: start.actor,
     };
     let mut state = RunState::new(&started, start.flowchart);
-    let mut step = Step { state: &mut state, env, cause, settings, events: vec![started.into()] };
+    let mut step = Step {
+        state: &mut state,
+        env,
+        cause,
+        settings,
+        events: vec![started.into()],
+    };
     let root = step.state.flowchart.start();
     step.schedule(root, Vec::new(), None)?;
     step.settle()?;
@@ -252,18 +299,39 @@ pub fn decide(
     cause: &Cause,
     settings: &Settings,
 ) -> Result<Vec<DomainEvent>, DecideError> {
-    let mut step = Step { state, env, cause, settings, events: Vec::new() };
+    let mut step = Step {
+        state,
+        env,
+        cause,
+        settings,
+        events: Vec::new(),
+    };
     match command {
         Command::Settle => step.settle()?,
         Command::RecordResult(result) => step.record_result(result)?,
-        Command::ChildStarted { node_run_id, child_run_id } => {
-            step.child_started(node_run_id, child_run_id)?
-        }
+        Command::ChildStarted {
+            node_run_id,
+            child_run_id,
+        } => step.child_started(node_run_id, child_run_id)?,
         Command::Control { action, control } => step.control(action, control)?,
-        Command::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence } => {
-            step.dispatched(node_run_id, attempt, executor_class, message_id, stream_sequence)?
-        }
-        Command::Started { node_run_id, attempt, executor } => step.started(node_run_id, attempt, executor)?,
+        Command::Dispatched {
+            node_run_id,
+            attempt,
+            executor_class,
+            message_id,
+            stream_sequence,
+        } => step.dispatched(
+            node_run_id,
+            attempt,
+            executor_class,
+            message_id,
+            stream_sequence,
+        )?,
+        Command::Started {
+            node_run_id,
+            attempt,
+            executor,
+        } => step.started(node_run_id, attempt, executor)?,
     }
     Ok(step.events)
 }
@@ -285,13 +353,20 @@ pub fn decide_pure(
 fn ended_by_its_result(nr: &crate::state::NodeRun) -> bool {
     match nr.status() {
         Some(NodeRunStatus::Succeeded | NodeRunStatus::SuccessWithWarning) => true,
-        Some(NodeRunStatus::Failed) => nr.error.as_ref().is_some_and(|e| !ENGINE_FAILURE_CODES.contains(&e.code.as_str())),
+        Some(NodeRunStatus::Failed) => nr
+            .error
+            .as_ref()
+            .is_some_and(|e| !ENGINE_FAILURE_CODES.contains(&e.code.as_str())),
         _ => false,
     }
 }
 
 /// Failure codes the engine itself gives a node run (no executor result involved).
-const ENGINE_FAILURE_CODES: &[&str] = &["dispatch_timeout", "execution_timeout", "subflow_unavailable"];
+const ENGINE_FAILURE_CODES: &[&str] = &[
+    "dispatch_timeout",
+    "execution_timeout",
+    "subflow_unavailable",
+];
 
 /// `at` plus `ms` milliseconds (saturating).
 pub fn add_ms(at: Timestamp, ms: u64) -> Timestamp {
@@ -300,7 +375,9 @@ pub fn add_ms(at: Timestamp, ms: u64) -> Timestamp {
 }
 
 fn hash_json(value: &Value) -> Result<Digest, String> {
-    canonical::to_canonical_vec(value).map(|bytes| Digest::of(&bytes)).map_err(|e| e.to_string())
+    canonical::to_canonical_vec(value)
+        .map(|bytes| Digest::of(&bytes))
+        .map_err(|e| e.to_string())
 }
 
 /// One decision step: emits events and applies them as it goes.
@@ -345,8 +422,13 @@ impl<E: Env> Step<'_, E> {
             }
             let now = self.env.now();
             let mut progressed = false;
-            let due: Vec<_> =
-                self.state.timers.iter().take_while(|t| t.at <= now).copied().collect();
+            let due: Vec<_> = self
+                .state
+                .timers
+                .iter()
+                .take_while(|t| t.at <= now)
+                .copied()
+                .collect();
             for timer in due {
                 if self.state.status.is_terminal() {
                     return Ok(());
@@ -356,7 +438,13 @@ impl<E: Env> Step<'_, E> {
                 }
                 match timer.kind {
                     TimerKind::RunDeadline => {
-                        let max = self.state.flowchart.doc().limits.as_ref().and_then(|l| l.max_runtime_s);
+                        let max = self
+                            .state
+                            .flowchart
+                            .doc()
+                            .limits
+                            .as_ref()
+                            .and_then(|l| l.max_runtime_s);
                         let error = ErrorInfo {
                             code: "max_runtime_exceeded".into(),
                             message: format!(
@@ -385,21 +473,28 @@ impl<E: Env> Step<'_, E> {
                 RunStatus::Running => {}
                 RunStatus::Canceling { force } => {
                     if self.state.active.is_empty() {
-                        self.emit(RunCanceled { run_id: self.run_id(), forced: force })?;
+                        self.emit(RunCanceled {
+                            run_id: self.run_id(),
+                            forced: force,
+                        })?;
                     }
                     return Ok(());
                 }
                 _ => return Ok(()),
             }
             while self.has_capacity() && !self.state.status.is_terminal() {
-                let Some(rerun) = self.state.reruns.front().cloned() else { break };
+                let Some(rerun) = self.state.reruns.front().cloned() else {
+                    break;
+                };
                 self.schedule(rerun.node, rerun.consumed, None)?;
                 progressed = true;
             }
             let candidates: Vec<usize> = self.state.candidates.iter().copied().collect();
             for node in candidates {
                 while self.state.status == RunStatus::Running && self.has_capacity() {
-                    let Some(tokens) = self.ready_tokens(node) else { break };
+                    let Some(tokens) = self.ready_tokens(node) else {
+                        break;
+                    };
                     self.schedule(node, tokens, None)?;
                     progressed = true;
                 }
@@ -425,8 +520,15 @@ impl<E: Env> Step<'_, E> {
         let flowchart = &self.state.flowchart;
         let incoming = flowchart.solid_incoming(node);
         if flowchart.node_at(node)?.fan_in_or_default() == FanIn::All {
-            let heads = incoming.iter().zip(&track.pending).map(|(&c, q)| (c, q.front().copied()));
-            let looped = heads.clone().filter(|(c, _)| flowchart.is_loop_back(*c)).filter_map(|(_, t)| t).min_by_key(|t| t.seq);
+            let heads = incoming
+                .iter()
+                .zip(&track.pending)
+                .map(|(&c, q)| (c, q.front().copied()));
+            let looped = heads
+                .clone()
+                .filter(|(c, _)| flowchart.is_loop_back(*c))
+                .filter_map(|(_, t)| t)
+                .min_by_key(|t| t.seq);
             if let Some(token) = looped {
                 return Some(vec![token]);
             }
@@ -439,7 +541,11 @@ impl<E: Env> Step<'_, E> {
             return (!forward.is_empty()).then_some(forward);
         }
         let threshold = flowchart.fan_in_threshold(node)?;
-        let mut heads: Vec<Token> = track.pending.iter().filter_map(|q| q.front().copied()).collect();
+        let mut heads: Vec<Token> = track
+            .pending
+            .iter()
+            .filter_map(|q| q.front().copied())
+            .collect();
         if threshold == 0 || heads.len() < threshold {
             return None;
         }
@@ -449,9 +555,18 @@ impl<E: Env> Step<'_, E> {
     }
 
     /// Creates a node run and, for nodes the engine runs itself, runs it.
-    fn schedule(&mut self, node: usize, consumed: Vec<Token>, retry_of: Option<usize>) -> Result<(), DecideError> {
+    fn schedule(
+        &mut self,
+        node: usize,
+        consumed: Vec<Token>,
+        retry_of: Option<usize>,
+    ) -> Result<(), DecideError> {
         let Some(node_type) = self.state.flowchart.node_at(node).map(|n| n.node_type) else {
-            return Err(StateError { event: "NodeScheduled", message: format!("no node at {node}") }.into());
+            return Err(StateError {
+                event: "NodeScheduled",
+                message: format!("no node at {node}"),
+            }
+            .into());
         };
         if let Some(max) = self.state.flowchart.max_node_executions() {
             let next = self.state.node_runs.len() as u64 + 1;
@@ -476,7 +591,10 @@ impl<E: Env> Step<'_, E> {
                 self.succeed(i, output, Vec::new(), false)?;
             }
             NodeType::End => {
-                let output = context.get("latest_upstream").and_then(|l| l.get("output")).cloned();
+                let output = context
+                    .get("latest_upstream")
+                    .and_then(|l| l.get("output"))
+                    .cloned();
                 self.succeed(i, output.clone().unwrap_or(Value::Null), Vec::new(), false)?;
                 self.complete_run(output)?;
             }
@@ -491,7 +609,11 @@ impl<E: Env> Step<'_, E> {
                 } else {
                     self.settings.executor.clone()
                 };
-                let timeout_s = self.state.flowchart.effective_timeout_s(node).unwrap_or_default();
+                let timeout_s = self
+                    .state
+                    .flowchart
+                    .effective_timeout_s(node)
+                    .unwrap_or_default();
                 self.emit(NodeStarted {
                     run_id: self.run_id(),
                     node_id: self.node_id(node),
@@ -515,13 +637,22 @@ impl<E: Env> Step<'_, E> {
         consumed: Vec<Token>,
         retry_of: Option<usize>,
     ) -> Result<(usize, Value), DecideError> {
-        let (attempt, execution_index, dotted) = match retry_of.and_then(|p| self.state.node_runs.get(p)) {
-            Some(prev) => (prev.attempt + 1, prev.execution_index, prev.dotted.clone()),
-            None => (1, self.state.nodes[node].executions, self.state.current_dotted(node)),
-        };
-        let context = self.state.build_context(node, execution_index, &consumed, &dotted);
-        let input_context_hash = hash_json(&context)
-            .map_err(|message| StateError { event: "NodeScheduled", message })?;
+        let (attempt, execution_index, dotted) =
+            match retry_of.and_then(|p| self.state.node_runs.get(p)) {
+                Some(prev) => (prev.attempt + 1, prev.execution_index, prev.dotted.clone()),
+                None => (
+                    1,
+                    self.state.nodes[node].executions,
+                    self.state.current_dotted(node),
+                ),
+            };
+        let context = self
+            .state
+            .build_context(node, execution_index, &consumed, &dotted);
+        let input_context_hash = hash_json(&context).map_err(|message| StateError {
+            event: "NodeScheduled",
+            message,
+        })?;
         let consumed_tokens = consumed
             .iter()
             .map(|t| ConsumedToken {
@@ -546,14 +677,21 @@ impl<E: Env> Step<'_, E> {
 
     fn retry(&mut self, failed: usize) -> Result<(), DecideError> {
         let node = self.state.node_runs[failed].node;
-        self.schedule(node, self.state.node_runs[failed].consumed.clone(), Some(failed))
+        self.schedule(
+            node,
+            self.state.node_runs[failed].consumed.clone(),
+            Some(failed),
+        )
     }
 
     /// Nothing runs, nothing waits on a timer, and nothing can be scheduled: the run can never
     /// finish, so it fails now with the reason rather than hang.
     fn check_stalled(&mut self) -> Result<(), DecideError> {
         let state = &self.state;
-        let waiting_retry = state.timers.iter().any(|t| matches!(t.kind, TimerKind::Retry(_)));
+        let waiting_retry = state
+            .timers
+            .iter()
+            .any(|t| matches!(t.kind, TimerKind::Retry(_)));
         if state.status != RunStatus::Running
             || !state.active.is_empty()
             || waiting_retry
@@ -566,7 +704,10 @@ impl<E: Env> Step<'_, E> {
             .iter()
             .map(|&n| {
                 let (have, need) = state.fan_in_progress(n);
-                format!("`{}` has {have} of the {need} solid parents it waits for", state.node_id(n))
+                format!(
+                    "`{}` has {have} of the {need} solid parents it waits for",
+                    state.node_id(n)
+                )
             })
             .collect();
         let message = if waits.is_empty() {
@@ -574,7 +715,12 @@ impl<E: Env> Step<'_, E> {
         } else {
             format!("no node can run: {}", waits.join("; "))
         };
-        let error = ErrorInfo { code: "run_stalled".into(), message, retryable: false, details: None };
+        let error = ErrorInfo {
+            code: "run_stalled".into(),
+            message,
+            retryable: false,
+            details: None,
+        };
         self.fail_run(error, None)
     }
 
@@ -622,8 +768,11 @@ impl<E: Env> Step<'_, E> {
                         fired.insert(c);
                     }
                     None => {
-                        let known: Vec<String> =
-                            flowchart.solid_outgoing(node).iter().map(|&c| connector_id(&flowchart, c)).collect();
+                        let known: Vec<String> = flowchart
+                            .solid_outgoing(node)
+                            .iter()
+                            .map(|&c| connector_id(&flowchart, c))
+                            .collect();
                         failure = Some(ErrorInfo {
                             code: "unknown_route".into(),
                             message: format!(
@@ -670,7 +819,8 @@ impl<E: Env> Step<'_, E> {
                 }
             }
         }
-        let matched_connectors: Vec<String> = fired.iter().map(|&c| connector_id(&flowchart, c)).collect();
+        let matched_connectors: Vec<String> =
+            fired.iter().map(|&c| connector_id(&flowchart, c)).collect();
         let node_run_id = self.state.node_runs[i].id;
         let routing = RoutingDecided {
             run_id: self.run_id(),
@@ -684,7 +834,12 @@ impl<E: Env> Step<'_, E> {
             fallback_connector,
         };
         let routing_payload = serde_json::to_value(&routing).unwrap_or(Value::Null);
-        let outcome = crate::tools::decision::outcome_call(&routing, upstream_output, failure.as_ref(), self.env.now());
+        let outcome = crate::tools::decision::outcome_call(
+            &routing,
+            upstream_output,
+            failure.as_ref(),
+            self.env.now(),
+        );
         self.emit(routing)?;
         self.emit(outcome)?;
         match failure {
@@ -711,10 +866,17 @@ impl<E: Env> Step<'_, E> {
 
     // ---- node run endings ------------------------------------------------------------------
 
-    fn succeed(&mut self, i: usize, output: Value, warnings: Vec<Warning>, fallback_used: bool) -> Result<(), DecideError> {
+    fn succeed(
+        &mut self,
+        i: usize,
+        output: Value,
+        warnings: Vec<Warning>,
+        fallback_used: bool,
+    ) -> Result<(), DecideError> {
         let nr = &self.state.node_runs[i];
         let (node, node_type) = (nr.node, nr.node_type);
-        let payload = json!({ "output": output, "warnings": warnings, "fallback_used": fallback_used });
+        let payload =
+            json!({ "output": output, "warnings": warnings, "fallback_used": fallback_used });
         self.emit(NodeSucceeded {
             run_id: self.run_id(),
             node_id: self.node_id(node),
@@ -728,7 +890,12 @@ impl<E: Env> Step<'_, E> {
     }
 
     /// Ends the node run as failed, then applies its retry policy.
-    fn fail(&mut self, i: usize, error: ErrorInfo, routing: Option<Value>) -> Result<(), DecideError> {
+    fn fail(
+        &mut self,
+        i: usize,
+        error: ErrorInfo,
+        routing: Option<Value>,
+    ) -> Result<(), DecideError> {
         let nr = &self.state.node_runs[i];
         let mut payload = json!({ "error": error });
         if let (Some(routing), Value::Object(map)) = (routing, &mut payload) {
@@ -750,10 +917,20 @@ impl<E: Env> Step<'_, E> {
         if !nr.is_active() {
             return Ok(());
         }
-        let phase = if nr.phase == Phase::Scheduled { TimeoutPhase::Dispatch } else { TimeoutPhase::Execution };
+        let phase = if nr.phase == Phase::Scheduled {
+            TimeoutPhase::Dispatch
+        } else {
+            TimeoutPhase::Execution
+        };
         let timeout_ms = match (phase, self.settings.remote) {
             (TimeoutPhase::Dispatch, Some(remote)) => remote.dispatch_timeout_ms,
-            _ => self.state.flowchart.effective_timeout_s(nr.node).unwrap_or_default() * 1000,
+            _ => {
+                self.state
+                    .flowchart
+                    .effective_timeout_s(nr.node)
+                    .unwrap_or_default()
+                    * 1000
+            }
         };
         self.emit(NodeTimedOut {
             run_id: self.run_id(),
@@ -763,7 +940,11 @@ impl<E: Env> Step<'_, E> {
             phase,
             timeout_ms,
         })?;
-        self.artifact(i, "timeout", json!({ "phase": phase, "timeout_ms": timeout_ms }))?;
+        self.artifact(
+            i,
+            "timeout",
+            json!({ "phase": phase, "timeout_ms": timeout_ms }),
+        )?;
         self.after_failure(i)
     }
 
@@ -773,12 +954,21 @@ impl<E: Env> Step<'_, E> {
             return Ok(());
         }
         let nr = &self.state.node_runs[i];
-        let retry = self.state.flowchart.effective_retry(nr.node).cloned().unwrap_or_default();
+        let retry = self
+            .state
+            .flowchart
+            .effective_retry(nr.node)
+            .cloned()
+            .unwrap_or_default();
         let retryable = nr.error.as_ref().is_none_or(|e| e.retryable);
         if nr.node_type.runs_work() && retryable && nr.attempt < retry.max_attempts {
             let exponent = i32::try_from(nr.attempt.saturating_sub(1)).unwrap_or(i32::MAX);
             let backoff = retry.backoff_ms as f64 * retry.backoff_multiplier.powi(exponent);
-            let backoff_ms = if backoff.is_finite() { (backoff as u64).min(MAX_BACKOFF_MS) } else { MAX_BACKOFF_MS };
+            let backoff_ms = if backoff.is_finite() {
+                (backoff as u64).min(MAX_BACKOFF_MS)
+            } else {
+                MAX_BACKOFF_MS
+            };
             return self.emit(NodeRetryScheduled {
                 run_id: self.run_id(),
                 node_id: self.node_id(nr.node),
@@ -795,10 +985,18 @@ impl<E: Env> Step<'_, E> {
             retryable: false,
             details: None,
         });
-        let attempts = if nr.attempt > 1 { format!(" after {} attempts", nr.attempt) } else { String::new() };
+        let attempts = if nr.attempt > 1 {
+            format!(" after {} attempts", nr.attempt)
+        } else {
+            String::new()
+        };
         let error = ErrorInfo {
             code: cause.code.clone(),
-            message: format!("node `{}` failed{attempts}: {}", self.node_id(nr.node), cause.message),
+            message: format!(
+                "node `{}` failed{attempts}: {}",
+                self.node_id(nr.node),
+                cause.message
+            ),
             retryable: false,
             details: cause.details.clone(),
         };
@@ -832,22 +1030,39 @@ impl<E: Env> Step<'_, E> {
             Some(nr) => (Some(self.state.node_id(nr.node).to_owned()), Some(nr.id)),
             None => (None, None),
         };
-        self.emit(RunFailed { run_id: self.run_id(), error, node_id, node_run_id })
+        self.emit(RunFailed {
+            run_id: self.run_id(),
+            error,
+            node_id,
+            node_run_id,
+        })
     }
 
     fn complete_run(&mut self, output: Option<Value>) -> Result<(), DecideError> {
         self.cancel_active("run completed")?;
         let node_runs = u32::try_from(self.state.node_runs.len()).unwrap_or(u32::MAX);
-        self.emit(RunCompleted { run_id: self.run_id(), node_runs, output })
+        self.emit(RunCompleted {
+            run_id: self.run_id(),
+            node_runs,
+            output,
+        })
     }
 
-    fn artifact(&mut self, i: usize, artifact_type: &str, payload: Value) -> Result<(), DecideError> {
+    fn artifact(
+        &mut self,
+        i: usize,
+        artifact_type: &str,
+        payload: Value,
+    ) -> Result<(), DecideError> {
         let nr = &self.state.node_runs[i];
         let status = nr.status().ok_or_else(|| StateError {
             event: "ArtifactPersisted",
             message: "the node run has not ended".into(),
         })?;
-        let content_hash = hash_json(&payload).map_err(|message| StateError { event: "ArtifactPersisted", message })?;
+        let content_hash = hash_json(&payload).map_err(|message| StateError {
+            event: "ArtifactPersisted",
+            message,
+        })?;
         let artifact = ArtifactPersisted {
             run_id: self.run_id(),
             node_id: self.node_id(nr.node),
@@ -880,9 +1095,15 @@ impl<E: Env> Step<'_, E> {
             return Ok(());
         }
         let stale = if !nr.is_active() {
-            Some(format!("the node run already ended ({})", nr.status().map_or("", status_name)))
+            Some(format!(
+                "the node run already ended ({})",
+                nr.status().map_or("", status_name)
+            ))
         } else if nr.attempt != result.attempt {
-            Some(format!("attempt {} was superseded by attempt {}", result.attempt, nr.attempt))
+            Some(format!(
+                "attempt {} was superseded by attempt {}",
+                result.attempt, nr.attempt
+            ))
         } else if nr.phase != Phase::Running && !nr.dispatched {
             Some("the node run was not started".to_owned())
         } else {
@@ -897,7 +1118,11 @@ impl<E: Env> Step<'_, E> {
                 reason,
             });
         }
-        if result.tool_calls.iter().any(|call| call.node_run_id != result.node_run_id || call.run_id != self.run_id()) {
+        if result
+            .tool_calls
+            .iter()
+            .any(|call| call.node_run_id != result.node_run_id || call.run_id != self.run_id())
+        {
             return Err(DecideError::InvalidInput {
                 field: "tool_calls",
                 message: "a tool call belongs to another node run".into(),
@@ -907,20 +1132,22 @@ impl<E: Env> Step<'_, E> {
             self.emit(call)?;
         }
         match result.outcome {
-            NodeOutcome::Succeeded { output, warnings, fallback_used } => {
-                match canonical::check_ijson(&output) {
-                    Ok(()) => self.succeed(i, output, warnings, fallback_used)?,
-                    Err(e) => {
-                        let error = ErrorInfo {
-                            code: "invalid_output".into(),
-                            message: format!("the output is not I-JSON: {e}"),
-                            retryable: false,
-                            details: None,
-                        };
-                        self.fail(i, error, None)?
-                    }
+            NodeOutcome::Succeeded {
+                output,
+                warnings,
+                fallback_used,
+            } => match canonical::check_ijson(&output) {
+                Ok(()) => self.succeed(i, output, warnings, fallback_used)?,
+                Err(e) => {
+                    let error = ErrorInfo {
+                        code: "invalid_output".into(),
+                        message: format!("the output is not I-JSON: {e}"),
+                        retryable: false,
+                        details: None,
+                    };
+                    self.fail(i, error, None)?
                 }
-            }
+            },
             NodeOutcome::Failed(error) => self.fail(i, error, None)?,
         }
         self.settle()
@@ -936,7 +1163,10 @@ impl<E: Env> Step<'_, E> {
         message_id: String,
         stream_sequence: Option<u64>,
     ) -> Result<(), DecideError> {
-        let i = self.state.node_run_index(&node_run_id).ok_or(DecideError::UnknownNodeRun(node_run_id))?;
+        let i = self
+            .state
+            .node_run_index(&node_run_id)
+            .ok_or(DecideError::UnknownNodeRun(node_run_id))?;
         let nr = &self.state.node_runs[i];
         if nr.dispatched || nr.attempt != attempt || self.state.status.is_terminal() {
             return Ok(());
@@ -959,13 +1189,25 @@ impl<E: Env> Step<'_, E> {
 
     /// A remote executor took the node run: its execution timeout starts now. Executors that
     /// take it again after a redelivery change nothing; the first start stands.
-    fn started(&mut self, node_run_id: NodeRunId, attempt: u32, executor: String) -> Result<(), DecideError> {
-        let i = self.state.node_run_index(&node_run_id).ok_or(DecideError::UnknownNodeRun(node_run_id))?;
+    fn started(
+        &mut self,
+        node_run_id: NodeRunId,
+        attempt: u32,
+        executor: String,
+    ) -> Result<(), DecideError> {
+        let i = self
+            .state
+            .node_run_index(&node_run_id)
+            .ok_or(DecideError::UnknownNodeRun(node_run_id))?;
         let nr = &self.state.node_runs[i];
         if !nr.is_active() || nr.phase != Phase::Scheduled || nr.attempt != attempt {
             return Ok(());
         }
-        let timeout_s = self.state.flowchart.effective_timeout_s(nr.node).unwrap_or_default();
+        let timeout_s = self
+            .state
+            .flowchart
+            .effective_timeout_s(nr.node)
+            .unwrap_or_default();
         self.emit(NodeStarted {
             run_id: self.run_id(),
             node_id: self.node_id(nr.node),
@@ -976,14 +1218,24 @@ impl<E: Env> Step<'_, E> {
         })
     }
 
-    fn child_started(&mut self, node_run_id: NodeRunId, child_run_id: RunId) -> Result<(), DecideError> {
-        let i = self.state.node_run_index(&node_run_id).ok_or(DecideError::UnknownNodeRun(node_run_id))?;
+    fn child_started(
+        &mut self,
+        node_run_id: NodeRunId,
+        child_run_id: RunId,
+    ) -> Result<(), DecideError> {
+        let i = self
+            .state
+            .node_run_index(&node_run_id)
+            .ok_or(DecideError::UnknownNodeRun(node_run_id))?;
         let nr = &self.state.node_runs[i];
         if nr.child_run == Some(child_run_id) || !nr.is_active() {
             return Ok(());
         }
         if nr.node_type != NodeType::Flowchart || nr.child_run.is_some() {
-            return Err(not_applicable("not_a_subflow", "the node run cannot start a child run"));
+            return Err(not_applicable(
+                "not_a_subflow",
+                "the node run cannot start a child run",
+            ));
         }
         self.emit(runledger_contracts::events::ChildRunStarted {
             run_id: self.run_id(),
@@ -999,13 +1251,19 @@ impl<E: Env> Step<'_, E> {
         match action {
             ControlAction::Pause => {
                 if status != RunStatus::Running {
-                    return Err(not_applicable("run_not_running", format!("cannot pause: the run is {}", status.as_str())));
+                    return Err(not_applicable(
+                        "run_not_running",
+                        format!("cannot pause: the run is {}", status.as_str()),
+                    ));
                 }
                 self.emit(RunPaused { run_id, control })
             }
             ControlAction::Resume => {
                 if status != RunStatus::Paused {
-                    return Err(not_applicable("run_not_paused", format!("cannot resume: the run is {}", status.as_str())));
+                    return Err(not_applicable(
+                        "run_not_paused",
+                        format!("cannot resume: the run is {}", status.as_str()),
+                    ));
                 }
                 self.emit(RunResumed { run_id, control })
             }
@@ -1016,9 +1274,16 @@ impl<E: Env> Step<'_, E> {
                     _ => false,
                 };
                 if !allowed {
-                    return Err(not_applicable("run_not_cancelable", format!("cannot cancel: the run is {}", status.as_str())));
+                    return Err(not_applicable(
+                        "run_not_cancelable",
+                        format!("cannot cancel: the run is {}", status.as_str()),
+                    ));
                 }
-                self.emit(RunCancelRequested { run_id, control, force })?;
+                self.emit(RunCancelRequested {
+                    run_id,
+                    control,
+                    force,
+                })?;
                 if force {
                     let active: Vec<usize> = self.state.active.iter().copied().collect();
                     for i in active {
@@ -1026,7 +1291,10 @@ impl<E: Env> Step<'_, E> {
                     }
                 }
                 if self.state.active.is_empty() {
-                    self.emit(RunCanceled { run_id, forced: force })?;
+                    self.emit(RunCanceled {
+                        run_id,
+                        forced: force,
+                    })?;
                 }
                 Ok(())
             }
@@ -1040,7 +1308,10 @@ impl<E: Env> Step<'_, E> {
     fn reopen_for(&mut self, verb: &str, control: &Control) -> Result<(), DecideError> {
         match self.state.status {
             RunStatus::Running | RunStatus::Paused => Ok(()),
-            RunStatus::Failed => self.emit(RunResumed { run_id: self.run_id(), control: control.clone() }),
+            RunStatus::Failed => self.emit(RunResumed {
+                run_id: self.run_id(),
+                control: control.clone(),
+            }),
             other => Err(not_applicable(
                 "run_not_controllable",
                 format!("cannot {verb} a node: the run is {}", other.as_str()),
@@ -1058,16 +1329,29 @@ impl<E: Env> Step<'_, E> {
     }
 
     fn active_run_of(&self, node: usize) -> Option<usize> {
-        self.state.nodes.get(node)?.runs.iter().rev().copied().find(|&i| self.state.node_runs[i].is_active())
+        self.state
+            .nodes
+            .get(node)?
+            .runs
+            .iter()
+            .rev()
+            .copied()
+            .find(|&i| self.state.node_runs[i].is_active())
     }
 
     fn retry_node(&mut self, id: &str, control: Control) -> Result<(), DecideError> {
         let node = self.node_index(id)?;
-        if !matches!(self.state.status, RunStatus::Running | RunStatus::Paused | RunStatus::Failed) {
+        if !matches!(
+            self.state.status,
+            RunStatus::Running | RunStatus::Paused | RunStatus::Failed
+        ) {
             return self.reopen_for("retry", &control);
         }
         if self.active_run_of(node).is_some() {
-            return Err(not_applicable("node_busy", format!("node `{id}` is running; nothing to retry")));
+            return Err(not_applicable(
+                "node_busy",
+                format!("node `{id}` is running; nothing to retry"),
+            ));
         }
         let Some(failed) = self.failed_latest(node) else {
             return Err(not_applicable(
@@ -1091,15 +1375,23 @@ impl<E: Env> Step<'_, E> {
     fn skip_node(&mut self, id: &str, output: Value, control: Control) -> Result<(), DecideError> {
         let node = self.node_index(id)?;
         let node_type = self.state.flowchart.node_at(node).map(|n| n.node_type);
-        if matches!(node_type, Some(NodeType::Decision | NodeType::Start | NodeType::End)) {
+        if matches!(
+            node_type,
+            Some(NodeType::Decision | NodeType::Start | NodeType::End)
+        ) {
             return Err(not_applicable(
                 "node_not_skippable",
                 format!("node `{id}` is run by the engine itself; retry or rewind it instead"),
             ));
         }
-        canonical::check_ijson(&output)
-            .map_err(|e| DecideError::InvalidInput { field: "output", message: e.to_string() })?;
-        if !matches!(self.state.status, RunStatus::Running | RunStatus::Paused | RunStatus::Failed) {
+        canonical::check_ijson(&output).map_err(|e| DecideError::InvalidInput {
+            field: "output",
+            message: e.to_string(),
+        })?;
+        if !matches!(
+            self.state.status,
+            RunStatus::Running | RunStatus::Paused | RunStatus::Failed
+        ) {
             return self.reopen_for("skip", &control);
         }
         let target = match (self.active_run_of(node), self.failed_latest(node)) {
@@ -1131,13 +1423,17 @@ impl<E: Env> Step<'_, E> {
     fn schedule_for_skip(&mut self, failed: usize) -> Result<usize, DecideError> {
         let prev = &self.state.node_runs[failed];
         let (node, node_type, consumed) = (prev.node, prev.node_type, prev.consumed.clone());
-        self.emit_scheduled(node, node_type, consumed, Some(failed)).map(|(i, _)| i)
+        self.emit_scheduled(node, node_type, consumed, Some(failed))
+            .map(|(i, _)| i)
     }
 
     fn rewind_node(&mut self, id: &str, control: Control) -> Result<(), DecideError> {
         let node = self.node_index(id)?;
         let Some(latest) = self.state.latest_run_of(node) else {
-            return Err(not_applicable("node_never_ran", format!("node `{id}` has not run; nothing to rewind")));
+            return Err(not_applicable(
+                "node_never_ran",
+                format!("node `{id}` has not run; nothing to rewind"),
+            ));
         };
         self.reopen_for("rewind", &control)?;
         let downstream = self.state.downstream(node);
@@ -1152,13 +1448,24 @@ impl<E: Env> Step<'_, E> {
                 self.cancel_node(i, "rewound", true)?;
             }
         }
-        let invalidated_node_run_ids = invalidated.iter().map(|&i| self.state.node_runs[i].id).collect();
-        self.emit(NodeRewound { run_id: self.run_id(), node_id: id.to_owned(), control, invalidated_node_run_ids })
+        let invalidated_node_run_ids = invalidated
+            .iter()
+            .map(|&i| self.state.node_runs[i].id)
+            .collect();
+        self.emit(NodeRewound {
+            run_id: self.run_id(),
+            node_id: id.to_owned(),
+            control,
+            invalidated_node_run_ids,
+        })
     }
 }
 
 fn connector_id(flowchart: &Flowchart, connector: usize) -> String {
-    flowchart.connector_at(connector).map(|c| c.id.clone()).unwrap_or_default()
+    flowchart
+        .connector_at(connector)
+        .map(|c| c.id.clone())
+        .unwrap_or_default()
 }
 
 fn success_artifact_type(node_type: NodeType) -> &'static str {

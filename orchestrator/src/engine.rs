@@ -16,10 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use runledger_contracts::envelope::{NewEvent, RecordedEvent};
 use runledger_contracts::events::{Control, DomainEvent, ErrorInfo, ParentRun};
 use runledger_contracts::flowchart::Flowchart;
 use runledger_contracts::ids::{CorrelationId, NodeRunId, RequestId, RunId, StreamId};
-use runledger_contracts::envelope::{NewEvent, RecordedEvent};
 use runledger_ledger::{AppendRequest, EventStore, ExpectedVersion, StoreError};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -42,7 +42,11 @@ const PAGE: usize = 5_000;
 /// Where the flowcharts of sub-flow nodes come from.
 pub trait FlowchartSource: Send + Sync + 'static {
     /// The flowchart `name` (at `version`, when given) and the version it is.
-    fn resolve(&self, name: &str, version: Option<u32>) -> Result<(Arc<Flowchart>, Option<u32>), String>;
+    fn resolve(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<(Arc<Flowchart>, Option<u32>), String>;
 }
 
 /// No sub-flows available: every `flowchart` node fails with `subflow_unavailable`.
@@ -50,7 +54,9 @@ pub struct NoFlowcharts;
 
 impl FlowchartSource for NoFlowcharts {
     fn resolve(&self, name: &str, _: Option<u32>) -> Result<(Arc<Flowchart>, Option<u32>), String> {
-        Err(format!("no flowchart source is configured to find `{name}`"))
+        Err(format!(
+            "no flowchart source is configured to find `{name}`"
+        ))
     }
 }
 
@@ -61,7 +67,11 @@ pub enum EngineError {
     #[error(transparent)]
     Decide(#[from] DecideError),
     #[error("run {run_id} is corrupt at version {version}: {message}")]
-    Corrupt { run_id: RunId, version: u64, message: String },
+    Corrupt {
+        run_id: RunId,
+        version: u64,
+        message: String,
+    },
     #[error("run {0} does not exist")]
     RunNotFound(RunId),
     #[error("the engine is shutting down")]
@@ -101,7 +111,11 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { settings: Settings::default(), poll_interval: Duration::from_millis(250), actor: "runledger".into() }
+        Self {
+            settings: Settings::default(),
+            poll_interval: Duration::from_millis(250),
+            actor: "runledger".into(),
+        }
     }
 }
 
@@ -153,7 +167,9 @@ pub struct LoadedRun {
 
 /// Reads a whole run stream and rebuilds its state.
 pub async fn load_run<S: EventStore>(store: &S, run_id: RunId) -> Result<LoadedRun, EngineError> {
-    load_run_noting(store, run_id, None).await.map(|(loaded, _)| loaded)
+    load_run_noting(store, run_id, None)
+        .await
+        .map(|(loaded, _)| loaded)
 }
 
 /// [`load_run`], also returning the events that `request` wrote (in the same single read), so
@@ -184,22 +200,45 @@ async fn load_run_noting<S: EventStore>(
         }
     }
     match (state, correlation_id) {
-        (Some(state), Some(correlation_id)) => Ok((LoadedRun { state, version, correlation_id }, noted)),
+        (Some(state), Some(correlation_id)) => Ok((
+            LoadedRun {
+                state,
+                version,
+                correlation_id,
+            },
+            noted,
+        )),
         _ => Err(EngineError::RunNotFound(run_id)),
     }
 }
 
-fn evolve_recorded(state: &mut RunState, recorded: &RecordedEvent, run_id: RunId) -> Result<(), EngineError> {
-    let corrupt = |message: String| EngineError::Corrupt { run_id, version: recorded.stream_version, message };
+fn evolve_recorded(
+    state: &mut RunState,
+    recorded: &RecordedEvent,
+    run_id: RunId,
+) -> Result<(), EngineError> {
+    let corrupt = |message: String| EngineError::Corrupt {
+        run_id,
+        version: recorded.stream_version,
+        message,
+    };
     let event = recorded.decode().map_err(|e| corrupt(e.to_string()))?;
     state.evolve(&event).map_err(|e| corrupt(e.to_string()))
 }
 
-fn apply_recorded(state: &mut Option<RunState>, recorded: &RecordedEvent, run_id: RunId) -> Result<(), EngineError> {
+fn apply_recorded(
+    state: &mut Option<RunState>,
+    recorded: &RecordedEvent,
+    run_id: RunId,
+) -> Result<(), EngineError> {
     if let Some(state) = state {
         return evolve_recorded(state, recorded, run_id);
     }
-    let corrupt = |message: String| EngineError::Corrupt { run_id, version: recorded.stream_version, message };
+    let corrupt = |message: String| EngineError::Corrupt {
+        run_id,
+        version: recorded.stream_version,
+        message,
+    };
     match recorded.decode().map_err(|e| corrupt(e.to_string()))? {
         DomainEvent::RunStarted(started) => {
             *state = Some(RunState::from_started(&started).map_err(|e| corrupt(e.to_string()))?);
@@ -223,14 +262,37 @@ pub async fn apply_control<S: EventStore>(
     for _ in 0..MAX_STEP_ATTEMPTS {
         let (mut loaded, used) = load_run_noting(store, run_id, Some(&request_id)).await?;
         if !used.is_empty() {
-            return Ok(ControlOutcome { events: used, deduplicated: true });
+            return Ok(ControlOutcome {
+                events: used,
+                deduplicated: true,
+            });
         }
-        let cause = Cause { request_id: request_id.clone(), correlation_id: loaded.correlation_id.clone() };
-        let command = Command::Control { action: action.clone(), control: control.clone() };
-        let events = decide::decide(&mut loaded.state, command, &mut SystemEnv, &cause, &Settings::default())?;
+        let cause = Cause {
+            request_id: request_id.clone(),
+            correlation_id: loaded.correlation_id.clone(),
+        };
+        let command = Command::Control {
+            action: action.clone(),
+            control: control.clone(),
+        };
+        let events = decide::decide(
+            &mut loaded.state,
+            command,
+            &mut SystemEnv,
+            &cause,
+            &Settings::default(),
+        )?;
         let request = append_request(&cause, &events)?;
-        match store.append(&stream, ExpectedVersion::Exact(loaded.version), request).await {
-            Ok(outcome) => return Ok(ControlOutcome { deduplicated: outcome.deduplicated, events: outcome.events }),
+        match store
+            .append(&stream, ExpectedVersion::Exact(loaded.version), request)
+            .await
+        {
+            Ok(outcome) => {
+                return Ok(ControlOutcome {
+                    deduplicated: outcome.deduplicated,
+                    events: outcome.events,
+                });
+            }
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -242,11 +304,18 @@ fn append_request(cause: &Cause, events: &[DomainEvent]) -> Result<AppendRequest
     let mut new_events = Vec::with_capacity(events.len());
     for event in events {
         let new = NewEvent::from_domain(event).map_err(|e| {
-            EngineError::Decide(DecideError::InvalidInput { field: "event", message: e.to_string() })
+            EngineError::Decide(DecideError::InvalidInput {
+                field: "event",
+                message: e.to_string(),
+            })
         })?;
         new_events.push(new);
     }
-    Ok(AppendRequest::new(cause.request_id.clone(), cause.correlation_id.clone(), new_events))
+    Ok(AppendRequest::new(
+        cause.request_id.clone(),
+        cause.correlation_id.clone(),
+        new_events,
+    ))
 }
 
 fn request_id(text: String) -> RequestId {
@@ -267,7 +336,10 @@ enum Msg {
     /// A `memory`, `plan` or `milestone` node run to execute in the driver (`tools/driver.rs`).
     ToolNode(NodeRunId),
     /// The child run of a `flowchart` node run exists now.
-    ChildStarted { node_run_id: NodeRunId, child: RunId },
+    ChildStarted {
+        node_run_id: NodeRunId,
+        child: RunId,
+    },
     Control {
         action: ControlAction,
         control: Control,
@@ -298,13 +370,20 @@ pub struct Engine<S: EventStore + 'static> {
 
 impl<S: EventStore + 'static> Clone for Engine<S> {
     fn clone(&self) -> Self {
-        Self { inner: Arc::clone(&self.inner) }
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
     }
 }
 
 impl<S: EventStore + 'static> Engine<S> {
     /// Creates the engine and its result router. Must be called inside a tokio runtime.
-    pub fn new(store: S, executor: Arc<dyn NodeExecutor>, flowcharts: Arc<dyn FlowchartSource>, config: EngineConfig) -> Self {
+    pub fn new(
+        store: S,
+        executor: Arc<dyn NodeExecutor>,
+        flowcharts: Arc<dyn FlowchartSource>,
+        config: EngineConfig,
+    ) -> Self {
         let (results, mut results_rx) = mpsc::unbounded_channel::<Delivery>();
         let (appended, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
@@ -342,21 +421,44 @@ impl<S: EventStore + 'static> Engine<S> {
 
     /// Starts a run and drives it. Idempotent by request id: a repeated start returns the run
     /// the first one created.
-    pub async fn start(&self, start: StartRun, request_id: RequestId, correlation_id: CorrelationId) -> Result<RunId, EngineError> {
+    pub async fn start(
+        &self,
+        start: StartRun,
+        request_id: RequestId,
+        correlation_id: CorrelationId,
+    ) -> Result<RunId, EngineError> {
         let run_id = start.run_id;
         let stream = StreamId::for_run(run_id);
-        let cause = Cause { request_id, correlation_id };
-        let (state, events) = decide::start_run(start, &mut SystemEnv, &cause, &self.inner.config.settings)?;
+        let cause = Cause {
+            request_id,
+            correlation_id,
+        };
+        let (state, events) =
+            decide::start_run(start, &mut SystemEnv, &cause, &self.inner.config.settings)?;
         let request = append_request(&cause, &events)?;
-        match self.inner.store.append(&stream, ExpectedVersion::NoStream, request).await {
+        match self
+            .inner
+            .store
+            .append(&stream, ExpectedVersion::NoStream, request)
+            .await
+        {
             Ok(outcome) if !outcome.deduplicated => {
                 let version = outcome.last_version();
-                let _ = self.inner.appended.send(Arc::new(AppendedBatch { run_id, events: outcome.events }));
-                self.spawn_driver(LoadedRun { state, version, correlation_id: cause.correlation_id })
-                    .map(|_| run_id)
+                let _ = self.inner.appended.send(Arc::new(AppendedBatch {
+                    run_id,
+                    events: outcome.events,
+                }));
+                self.spawn_driver(LoadedRun {
+                    state,
+                    version,
+                    correlation_id: cause.correlation_id,
+                })
+                .map(|_| run_id)
             }
             // Started before (same request, or the same run id): drive what the ledger holds.
-            Ok(_) | Err(StoreError::Conflict { .. }) => self.ensure_driven(run_id).await.map(|_| run_id),
+            Ok(_) | Err(StoreError::Conflict { .. }) => {
+                self.ensure_driven(run_id).await.map(|_| run_id)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -389,7 +491,12 @@ impl<S: EventStore + 'static> Engine<S> {
         let heads = self.inner.store.list_streams("run-").await?;
         let mut driven = 0;
         for head in heads {
-            let Some(run_id) = head.stream_id.as_str().strip_prefix("run-").and_then(|id| id.parse().ok()) else {
+            let Some(run_id) = head
+                .stream_id
+                .as_str()
+                .strip_prefix("run-")
+                .and_then(|id| id.parse().ok())
+            else {
                 continue;
             };
             if self.is_driven(run_id) {
@@ -399,7 +506,9 @@ impl<S: EventStore + 'static> Engine<S> {
             match self.ensure_driven(run_id).await {
                 Ok(summary) if !summary.status.is_terminal() => driven += 1,
                 Ok(_) => {}
-                Err(e @ EngineError::Corrupt { .. }) => tracing::error!(%run_id, error = %e, "cannot resume run"),
+                Err(e @ EngineError::Corrupt { .. }) => {
+                    tracing::error!(%run_id, error = %e, "cannot resume run")
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -421,7 +530,11 @@ impl<S: EventStore + 'static> Engine<S> {
             return Ok(summary);
         }
         let mut done = {
-            let drivers = self.inner.drivers.lock().map_err(|_| EngineError::Shutdown)?;
+            let drivers = self
+                .inner
+                .drivers
+                .lock()
+                .map_err(|_| EngineError::Shutdown)?;
             match drivers.get(&run_id) {
                 Some(handle) => handle.done.clone(),
                 None => return Ok(summary),
@@ -451,18 +564,32 @@ impl<S: EventStore + 'static> Engine<S> {
     ) -> Result<ControlOutcome, EngineError> {
         self.ensure_driven(run_id).await?;
         let tx = {
-            let drivers = self.inner.drivers.lock().map_err(|_| EngineError::Shutdown)?;
-            drivers.get(&run_id).filter(|h| !h.tx.is_closed()).map(|h| h.tx.clone())
+            let drivers = self
+                .inner
+                .drivers
+                .lock()
+                .map_err(|_| EngineError::Shutdown)?;
+            drivers
+                .get(&run_id)
+                .filter(|h| !h.tx.is_closed())
+                .map(|h| h.tx.clone())
         };
         match tx {
             Some(tx) => {
                 let (reply, answer) = oneshot::channel();
-                tx.send(Msg::Control { action, control, request_id, reply }).map_err(|_| EngineError::Shutdown)?;
+                tx.send(Msg::Control {
+                    action,
+                    control,
+                    request_id,
+                    reply,
+                })
+                .map_err(|_| EngineError::Shutdown)?;
                 answer.await.map_err(|_| EngineError::Shutdown)?
             }
             None => {
                 // An ended run: controls that reopen it go to the ledger, then it is driven.
-                let outcome = apply_control(&self.inner.store, run_id, action, control, request_id).await?;
+                let outcome =
+                    apply_control(&self.inner.store, run_id, action, control, request_id).await?;
                 self.ensure_driven(run_id).await?;
                 Ok(outcome)
             }
@@ -473,12 +600,11 @@ impl<S: EventStore + 'static> Engine<S> {
     /// one that has ended records a late result as ignored.
     pub async fn deliver(&self, delivery: Delivery) {
         let run_id = delivery.run_id;
-        let tx = self
-            .inner
-            .drivers
-            .lock()
-            .ok()
-            .and_then(|d| d.get(&run_id).filter(|h| !h.tx.is_closed()).map(|h| h.tx.clone()));
+        let tx = self.inner.drivers.lock().ok().and_then(|d| {
+            d.get(&run_id)
+                .filter(|h| !h.tx.is_closed())
+                .map(|h| h.tx.clone())
+        });
         let delivery = match tx {
             Some(tx) => match tx.send(Msg::Report(delivery)) {
                 Ok(()) => return,
@@ -497,25 +623,46 @@ impl<S: EventStore + 'static> Engine<S> {
         let mut loaded = load_run(&self.inner.store, run_id).await?;
         if !loaded.state.status.is_terminal() {
             self.spawn_driver(loaded)?;
-            let tx = self.inner.drivers.lock().ok().and_then(|d| d.get(&run_id).map(|h| h.tx.clone()));
+            let tx = self
+                .inner
+                .drivers
+                .lock()
+                .ok()
+                .and_then(|d| d.get(&run_id).map(|h| h.tx.clone()));
             if let Some(tx) = tx {
                 let _ = tx.send(Msg::Report(delivery));
             }
             return Ok(());
         }
-        let Delivery { report, message_id, recorded, .. } = delivery;
+        let Delivery {
+            report,
+            message_id,
+            recorded,
+            ..
+        } = delivery;
         let cause = Cause {
             request_id: report_request_id(&report, message_id.as_deref()),
             correlation_id: loaded.correlation_id.clone(),
         };
         let mut events = Vec::new();
         for command in report_commands(report) {
-            events.extend(decide::decide(&mut loaded.state, command, &mut SystemEnv, &cause, &self.inner.config.settings)?);
+            events.extend(decide::decide(
+                &mut loaded.state,
+                command,
+                &mut SystemEnv,
+                &cause,
+                &self.inner.config.settings,
+            )?);
         }
         if !events.is_empty() {
             let request = append_request(&cause, &events)?;
             let stream = StreamId::for_run(run_id);
-            match self.inner.store.append(&stream, ExpectedVersion::Exact(loaded.version), request).await {
+            match self
+                .inner
+                .store
+                .append(&stream, ExpectedVersion::Exact(loaded.version), request)
+                .await
+            {
                 Ok(_) | Err(StoreError::RequestMismatch { .. }) => {}
                 // Someone else wrote meanwhile; the report is delivered again by its queue.
                 Err(StoreError::Conflict { .. }) => return Ok(()),
@@ -534,7 +681,11 @@ impl<S: EventStore + 'static> Engine<S> {
         let me = tx.downgrade();
         let (done_tx, done_rx) = watch::channel(RunSummary::of(&loaded.state, loaded.version));
         {
-            let mut drivers = self.inner.drivers.lock().map_err(|_| EngineError::Shutdown)?;
+            let mut drivers = self
+                .inner
+                .drivers
+                .lock()
+                .map_err(|_| EngineError::Shutdown)?;
             if drivers.get(&run_id).is_some_and(|h| !h.tx.is_closed()) {
                 return Ok(());
             }
@@ -558,9 +709,16 @@ impl<S: EventStore + 'static> Engine<S> {
     }
 
     /// What starting the child run of a `flowchart` node run takes, or why it cannot start.
-    fn prepare_child(&self, parent: &RunState, index: usize) -> Result<(StartRun, CorrelationId), NodeOutcome> {
+    fn prepare_child(
+        &self,
+        parent: &RunState,
+        index: usize,
+    ) -> Result<(StartRun, CorrelationId), NodeOutcome> {
         let nr = &parent.node_runs[index];
-        let node = parent.flowchart.node_at(nr.node).ok_or_else(|| fail("subflow_unavailable", "the node is not in the flowchart"))?;
+        let node = parent
+            .flowchart
+            .node_at(nr.node)
+            .ok_or_else(|| fail("subflow_unavailable", "the node is not in the flowchart"))?;
         let name = node.flowchart.clone().unwrap_or_default();
         let (flowchart, version) = self
             .inner
@@ -579,7 +737,11 @@ impl<S: EventStore + 'static> Engine<S> {
             flowchart,
             version,
             inputs,
-            parent: Some(ParentRun { run_id: parent.run_id, node_id: node.id.clone(), node_run_id: nr.id }),
+            parent: Some(ParentRun {
+                run_id: parent.run_id,
+                node_id: node.id.clone(),
+                node_run_id: nr.id,
+            }),
             actor: self.inner.config.actor.clone(),
         };
         Ok((start, parent_correlation(parent)))
@@ -587,11 +749,17 @@ impl<S: EventStore + 'static> Engine<S> {
 }
 
 fn parent_correlation(parent: &RunState) -> CorrelationId {
-    CorrelationId::new(format!("run-{}", parent.run_id)).unwrap_or_else(|_| CorrelationId::generate())
+    CorrelationId::new(format!("run-{}", parent.run_id))
+        .unwrap_or_else(|_| CorrelationId::generate())
 }
 
 fn fail(code: &str, message: &str) -> NodeOutcome {
-    NodeOutcome::Failed(ErrorInfo { code: code.into(), message: message.into(), retryable: false, details: None })
+    NodeOutcome::Failed(ErrorInfo {
+        code: code.into(),
+        message: message.into(),
+        retryable: false,
+        details: None,
+    })
 }
 
 /// Owns one run: its state, its version, its timers.
@@ -624,7 +792,8 @@ impl<S: EventStore + 'static> Driver<S> {
         if let Err(e) = self.drive().await {
             tracing::error!(%run_id, error = %e, "run driver stopped");
         }
-        self.done.send_replace(RunSummary::of(&self.state, self.version));
+        self.done
+            .send_replace(RunSummary::of(&self.state, self.version));
         // Unregister before the last messages are lost: later results go to `record_late`.
         self.rx.close();
         let leftovers: Vec<Msg> = std::iter::from_fn(|| self.rx.try_recv().ok()).collect();
@@ -637,9 +806,15 @@ impl<S: EventStore + 'static> Driver<S> {
                     let engine = self.engine.clone();
                     tokio::spawn(async move { engine.deliver(delivery).await });
                 }
-                Msg::Control { action, control, request_id, reply } => {
+                Msg::Control {
+                    action,
+                    control,
+                    request_id,
+                    reply,
+                } => {
                     let store = &self.engine.inner.store;
-                    let _ = reply.send(apply_control(store, run_id, action, control, request_id).await);
+                    let _ =
+                        reply.send(apply_control(store, run_id, action, control, request_id).await);
                 }
                 Msg::ChildStarted { .. } | Msg::ToolNode(_) => {}
             }
@@ -710,12 +885,22 @@ impl<S: EventStore + 'static> Driver<S> {
 
     async fn handle(&mut self, msg: Msg) -> Result<(), EngineError> {
         let (action, control, request_id, reply) = match msg {
-            Msg::Control { action, control, request_id, reply } => (action, control, request_id, reply),
+            Msg::Control {
+                action,
+                control,
+                request_id,
+                reply,
+            } => (action, control, request_id, reply),
             Msg::ChildStarted { node_run_id, child } => {
                 let request = request_id(format!("child-{node_run_id}"));
-                let command = Command::ChildStarted { node_run_id, child_run_id: child };
+                let command = Command::ChildStarted {
+                    node_run_id,
+                    child_run_id: child,
+                };
                 match self.step(command, request).await {
-                    Err(EngineError::Decide(e @ (DecideError::NotApplicable { .. } | DecideError::UnknownNodeRun(_)))) => {
+                    Err(EngineError::Decide(
+                        e @ (DecideError::NotApplicable { .. } | DecideError::UnknownNodeRun(_)),
+                    )) => {
                         tracing::warn!(run_id = %self.state.run_id, error = %e, "child run not recorded");
                     }
                     other => {
@@ -735,17 +920,39 @@ impl<S: EventStore + 'static> Driver<S> {
         Ok(())
     }
 
-    async fn control(&mut self, action: ControlAction, control: Control, request_id: RequestId) -> Result<ControlOutcome, EngineError> {
+    async fn control(
+        &mut self,
+        action: ControlAction,
+        control: Control,
+        request_id: RequestId,
+    ) -> Result<ControlOutcome, EngineError> {
         self.catch_up().await?;
-        let earlier = self.engine.inner.store.read_stream(&self.stream, 1, usize::MAX).await?;
-        let used: Vec<RecordedEvent> = earlier.into_iter().filter(|e| e.request_id == request_id).collect();
+        let earlier = self
+            .engine
+            .inner
+            .store
+            .read_stream(&self.stream, 1, usize::MAX)
+            .await?;
+        let used: Vec<RecordedEvent> = earlier
+            .into_iter()
+            .filter(|e| e.request_id == request_id)
+            .collect();
         if !used.is_empty() {
-            return Ok(ControlOutcome { events: used, deduplicated: true });
+            return Ok(ControlOutcome {
+                events: used,
+                deduplicated: true,
+            });
         }
         let command = Command::Control { action, control };
         match self.step(command, request_id).await? {
-            Some(events) => Ok(ControlOutcome { events, deduplicated: false }),
-            None => Ok(ControlOutcome { events: Vec::new(), deduplicated: true }),
+            Some(events) => Ok(ControlOutcome {
+                events,
+                deduplicated: false,
+            }),
+            None => Ok(ControlOutcome {
+                events: Vec::new(),
+                deduplicated: true,
+            }),
         }
     }
 
@@ -762,10 +969,16 @@ impl<S: EventStore + 'static> Driver<S> {
                 for d in many {
                     match &d.message_id {
                         Some(id) => hasher.update(id.as_bytes()),
-                        None => hasher.update(report_request_id(&d.report, None).as_str().as_bytes()),
+                        None => {
+                            hasher.update(report_request_id(&d.report, None).as_str().as_bytes())
+                        }
                     };
                 }
-                request_id(format!("results-{}-{}", many.len(), &hasher.finalize().to_hex()[..32]))
+                request_id(format!(
+                    "results-{}-{}",
+                    many.len(),
+                    &hasher.finalize().to_hex()[..32]
+                ))
             }
         };
         let mut acks = Vec::new();
@@ -789,13 +1002,21 @@ impl<S: EventStore + 'static> Driver<S> {
         self.step(Command::Settle, request).await.map(|_| ())
     }
 
-    async fn step(&mut self, command: Command, request: RequestId) -> Result<Option<Vec<RecordedEvent>>, EngineError> {
+    async fn step(
+        &mut self,
+        command: Command,
+        request: RequestId,
+    ) -> Result<Option<Vec<RecordedEvent>>, EngineError> {
         self.step_many(vec![command], request).await
     }
 
     /// Decides the commands as one step and appends the events in one request. Returns the
     /// recorded events, or `None` when another writer got there first with this request.
-    async fn step_many(&mut self, commands: Vec<Command>, request: RequestId) -> Result<Option<Vec<RecordedEvent>>, EngineError> {
+    async fn step_many(
+        &mut self,
+        commands: Vec<Command>,
+        request: RequestId,
+    ) -> Result<Option<Vec<RecordedEvent>>, EngineError> {
         let settings = self.engine.inner.config.settings.clone();
         for attempt in 0..MAX_STEP_ATTEMPTS {
             let is_settle = matches!(commands.as_slice(), [Command::Settle]);
@@ -804,15 +1025,30 @@ impl<S: EventStore + 'static> Driver<S> {
             } else {
                 request.clone()
             };
-            let cause = Cause { request_id: request, correlation_id: self.correlation_id.clone() };
+            let cause = Cause {
+                request_id: request,
+                correlation_id: self.correlation_id.clone(),
+            };
             let mut events = Vec::new();
             for command in &commands {
-                match decide::decide(&mut self.state, command.clone(), &mut SystemEnv, &cause, &settings) {
+                match decide::decide(
+                    &mut self.state,
+                    command.clone(),
+                    &mut SystemEnv,
+                    &cause,
+                    &settings,
+                ) {
                     Ok(more) => events.extend(more),
                     // A malformed result is the executor's fault: drop it (the node run times
                     // out and its retry policy applies) rather than stop driving the run.
-                    Err(e @ (DecideError::UnknownNodeRun(_) | DecideError::InvalidInput { .. }))
-                        if matches!(command, Command::RecordResult(_) | Command::Dispatched { .. } | Command::Started { .. }) =>
+                    Err(
+                        e @ (DecideError::UnknownNodeRun(_) | DecideError::InvalidInput { .. }),
+                    ) if matches!(
+                        command,
+                        Command::RecordResult(_)
+                            | Command::Dispatched { .. }
+                            | Command::Started { .. }
+                    ) =>
                     {
                         tracing::warn!(run_id = %self.state.run_id, error = %e, "executor result dropped");
                     }
@@ -837,10 +1073,14 @@ impl<S: EventStore + 'static> Driver<S> {
                 Ok(outcome) if !outcome.deduplicated => {
                     self.version = outcome.last_version();
                     self.last_append = tokio::time::Instant::now();
-                    self.done.send_replace(RunSummary::of(&self.state, self.version));
+                    self.done
+                        .send_replace(RunSummary::of(&self.state, self.version));
                     let recorded = outcome.events;
                     if self.engine.inner.appended.receiver_count() > 0 {
-                        let batch = AppendedBatch { run_id: self.state.run_id, events: recorded.clone() };
+                        let batch = AppendedBatch {
+                            run_id: self.state.run_id,
+                            events: recorded.clone(),
+                        };
                         let _ = self.engine.inner.appended.send(Arc::new(batch));
                     }
                     self.effects(&events).await;
@@ -874,7 +1114,8 @@ impl<S: EventStore + 'static> Driver<S> {
         let loaded = load_run(&self.engine.inner.store, self.state.run_id).await?;
         self.state = loaded.state;
         self.version = loaded.version;
-        self.done.send_replace(RunSummary::of(&self.state, self.version));
+        self.done
+            .send_replace(RunSummary::of(&self.state, self.version));
         Ok(())
     }
 
@@ -896,20 +1137,28 @@ impl<S: EventStore + 'static> Driver<S> {
     /// Applies events someone else appended, then carries on from the new state.
     async fn catch_up(&mut self) -> Result<(), EngineError> {
         let store = &self.engine.inner.store;
-        let Some(head) = store.stream_head(&self.stream).await? else { return Ok(()) };
+        let Some(head) = store.stream_head(&self.stream).await? else {
+            return Ok(());
+        };
         if head.version <= self.version {
             self.last_append = tokio::time::Instant::now();
             return Ok(());
         }
-        let newer = store.read_stream(&self.stream, self.version + 1, usize::MAX).await?;
+        let newer = store
+            .read_stream(&self.stream, self.version + 1, usize::MAX)
+            .await?;
         let run_id = self.state.run_id;
         for recorded in &newer {
             evolve_recorded(&mut self.state, recorded, run_id)?;
             self.version = recorded.stream_version;
         }
         self.last_append = tokio::time::Instant::now();
-        self.done.send_replace(RunSummary::of(&self.state, self.version));
-        let _ = self.engine.inner.appended.send(Arc::new(AppendedBatch { run_id: self.state.run_id, events: newer }));
+        self.done
+            .send_replace(RunSummary::of(&self.state, self.version));
+        let _ = self.engine.inner.appended.send(Arc::new(AppendedBatch {
+            run_id: self.state.run_id,
+            events: newer,
+        }));
         if !self.state.status.is_terminal() {
             self.redispatch().await;
             self.step_settle().await?;
@@ -931,7 +1180,12 @@ impl<S: EventStore + 'static> Driver<S> {
                 let nr = &self.state.node_runs[i];
                 let unpublished = nr.phase == Phase::Scheduled
                     && !nr.dispatched
-                    && self.engine.inner.config.settings.dispatches_remotely(nr.node_type);
+                    && self
+                        .engine
+                        .inner
+                        .config
+                        .settings
+                        .dispatches_remotely(nr.node_type);
                 (nr.phase == Phase::Running || unpublished) && !self.dispatched.contains(&nr.id)
             })
             .collect();
@@ -943,7 +1197,14 @@ impl<S: EventStore + 'static> Driver<S> {
     async fn effects(&mut self, events: &[DomainEvent]) {
         for event in events {
             let ended = match event {
-                DomainEvent::NodeScheduled(e) if self.engine.inner.config.settings.dispatches_remotely(e.node_type) => {
+                DomainEvent::NodeScheduled(e)
+                    if self
+                        .engine
+                        .inner
+                        .config
+                        .settings
+                        .dispatches_remotely(e.node_type) =>
+                {
                     if let Some(i) = self.state.node_run_index(&e.node_run_id)
                         && self.state.node_runs[i].phase == Phase::Scheduled
                     {
@@ -968,9 +1229,20 @@ impl<S: EventStore + 'static> Driver<S> {
             if let Some(child) = self.state.node_run(&ended).and_then(|nr| nr.child_run) {
                 let engine = self.engine.clone();
                 tokio::spawn(async move {
-                    let control = Control { actor: engine.inner.config.actor.clone(), reason: "its parent node run ended".into() };
+                    let control = Control {
+                        actor: engine.inner.config.actor.clone(),
+                        reason: "its parent node run ended".into(),
+                    };
                     let request = request_id(format!("cancel-{child}"));
-                    if let Err(e) = apply_control(&engine.inner.store, child, ControlAction::Cancel { force: true }, control, request).await {
+                    if let Err(e) = apply_control(
+                        &engine.inner.store,
+                        child,
+                        ControlAction::Cancel { force: true },
+                        control,
+                        request,
+                    )
+                    .await
+                    {
                         tracing::debug!(%child, error = %e, "child run not canceled");
                     }
                 });
@@ -988,17 +1260,32 @@ impl<S: EventStore + 'static> Driver<S> {
             self.queue_tool_node(id);
             return;
         }
-        let remote = nr.phase == Phase::Scheduled && self.engine.inner.config.settings.dispatches_remotely(nr.node_type);
+        let remote = nr.phase == Phase::Scheduled
+            && self
+                .engine
+                .inner
+                .config
+                .settings
+                .dispatches_remotely(nr.node_type);
         match nr.executor.as_deref() {
             None if remote => {
                 if let Some(work) = self.state.work(i) {
-                    self.engine.inner.executor.submit(work, self.engine.inner.results.clone());
+                    self.engine
+                        .inner
+                        .executor
+                        .submit(work, self.engine.inner.results.clone());
                 }
             }
             Some(SUBFLOW) => self.dispatch_child(i),
-            Some(executor) if executor == self.engine.inner.config.settings.executor || executor == INPROCESS => {
+            Some(executor)
+                if executor == self.engine.inner.config.settings.executor
+                    || executor == INPROCESS =>
+            {
                 if let Some(work) = self.state.work(i) {
-                    self.engine.inner.executor.submit(work, self.engine.inner.results.clone());
+                    self.engine
+                        .inner
+                        .executor
+                        .submit(work, self.engine.inner.results.clone());
                 }
             }
             _ => {
@@ -1021,7 +1308,17 @@ impl<S: EventStore + 'static> Driver<S> {
         };
         let me = self.me.clone();
         tokio::spawn(async move {
-            let report = |outcome| Delivery::finished(parent_id, NodeResult { node_run_id, attempt, outcome, tool_calls: Vec::new() });
+            let report = |outcome| {
+                Delivery::finished(
+                    parent_id,
+                    NodeResult {
+                        node_run_id,
+                        attempt,
+                        outcome,
+                        tool_calls: Vec::new(),
+                    },
+                )
+            };
             let child = match prepared {
                 Err(outcome) => {
                     let _ = engine.inner.results.send(report(outcome));
@@ -1032,7 +1329,10 @@ impl<S: EventStore + 'static> Driver<S> {
                     let child = start.run_id;
                     let request = request_id(format!("start-{child}"));
                     if let Err(e) = engine.start(start, request, correlation).await {
-                        let _ = engine.inner.results.send(report(fail("subflow_unavailable", &e.to_string())));
+                        let _ = engine
+                            .inner
+                            .results
+                            .send(report(fail("subflow_unavailable", &e.to_string())));
                         return;
                     }
                     if let Some(me) = me.upgrade() {
@@ -1044,11 +1344,17 @@ impl<S: EventStore + 'static> Driver<S> {
             // A child that has already ended reports now; a running one reports when it ends.
             match engine.ensure_driven(child).await {
                 Ok(summary) if summary.status.is_terminal() && !engine.is_driven(child) => {
-                    let _ = engine.inner.results.send(Delivery::finished(parent_id, child_result(&summary, node_run_id, attempt)));
+                    let _ = engine.inner.results.send(Delivery::finished(
+                        parent_id,
+                        child_result(&summary, node_run_id, attempt),
+                    ));
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let _ = engine.inner.results.send(report(fail("subflow_unavailable", &e.to_string())));
+                    let _ = engine
+                        .inner
+                        .results
+                        .send(report(fail("subflow_unavailable", &e.to_string())));
                 }
             }
         });
@@ -1056,12 +1362,22 @@ impl<S: EventStore + 'static> Driver<S> {
 
     /// A child run that ended reports to its parent's node run.
     async fn notify_parent(&self) {
-        let Some(parent) = &self.state.parent else { return };
-        let Ok(parent_state) = load_run(&self.engine.inner.store, parent.run_id).await else { return };
-        let Some(nr) = parent_state.state.node_run(&parent.node_run_id) else { return };
+        let Some(parent) = &self.state.parent else {
+            return;
+        };
+        let Ok(parent_state) = load_run(&self.engine.inner.store, parent.run_id).await else {
+            return;
+        };
+        let Some(nr) = parent_state.state.node_run(&parent.node_run_id) else {
+            return;
+        };
         let summary = RunSummary::of(&self.state, self.version);
         let result = child_result(&summary, parent.node_run_id, nr.attempt);
-        let _ = self.engine.inner.results.send(Delivery::finished(parent.run_id, result));
+        let _ = self
+            .engine
+            .inner
+            .results
+            .send(Delivery::finished(parent.run_id, result));
     }
 }
 
@@ -1072,7 +1388,9 @@ fn report_request_id(report: &Report, message_id: Option<&str>) -> RequestId {
         return request_id(id.to_owned());
     }
     match report {
-        Report::Finished(r) | Report::Ran { result: r, .. } => request_id(format!("result-{}", r.node_run_id)),
+        Report::Finished(r) | Report::Ran { result: r, .. } => {
+            request_id(format!("result-{}", r.node_run_id))
+        }
         Report::Dispatched { node_run_id, .. } => request_id(format!("dispatched-{node_run_id}")),
         Report::Started { node_run_id, .. } => request_id(format!("started-{node_run_id}")),
     }
@@ -1081,12 +1399,36 @@ fn report_request_id(report: &Report, message_id: Option<&str>) -> RequestId {
 fn report_commands(report: Report) -> Vec<Command> {
     match report {
         Report::Finished(result) => vec![Command::RecordResult(result)],
-        Report::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence } => {
-            vec![Command::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence }]
+        Report::Dispatched {
+            node_run_id,
+            attempt,
+            executor_class,
+            message_id,
+            stream_sequence,
+        } => {
+            vec![Command::Dispatched {
+                node_run_id,
+                attempt,
+                executor_class,
+                message_id,
+                stream_sequence,
+            }]
         }
-        Report::Started { node_run_id, attempt, executor } => vec![Command::Started { node_run_id, attempt, executor }],
+        Report::Started {
+            node_run_id,
+            attempt,
+            executor,
+        } => vec![Command::Started {
+            node_run_id,
+            attempt,
+            executor,
+        }],
         Report::Ran { executor, result } => vec![
-            Command::Started { node_run_id: result.node_run_id, attempt: result.attempt, executor },
+            Command::Started {
+                node_run_id: result.node_run_id,
+                attempt: result.attempt,
+                executor,
+            },
             Command::RecordResult(result),
         ],
     }
@@ -1100,11 +1442,27 @@ fn child_result(summary: &RunSummary, node_run_id: NodeRunId, attempt: u32) -> N
             fallback_used: false,
         },
         other => {
-            let reason = summary.error.as_ref().map(|e| format!(": {}", e.message)).unwrap_or_default();
-            fail("subflow_failed", &format!("child run {} ended {}{reason}", summary.run_id, other.as_str()))
+            let reason = summary
+                .error
+                .as_ref()
+                .map(|e| format!(": {}", e.message))
+                .unwrap_or_default();
+            fail(
+                "subflow_failed",
+                &format!(
+                    "child run {} ended {}{reason}",
+                    summary.run_id,
+                    other.as_str()
+                ),
+            )
         }
     };
-    NodeResult { node_run_id, attempt, outcome, tool_calls: Vec::new() }
+    NodeResult {
+        node_run_id,
+        attempt,
+        outcome,
+        tool_calls: Vec::new(),
+    }
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

@@ -15,14 +15,14 @@ use runledger_contracts::events::{ErrorInfo, ProviderCall, ToolAttempt, ToolCall
 use runledger_contracts::flowchart::{Node, NodeType};
 use runledger_contracts::ids::{NodeRunId, RunId};
 use runledger_contracts::time::Timestamp;
-use serde_json::{Value, json};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::decide::{NodeOutcome, NodeResult};
 use crate::provider::{
-    Answer, DEFAULT_SCHEMA_REPAIR_ATTEMPTS, ModelProvider, ModelRequest, OutputSchema, RepairTurn, SchemaViolation,
-    ScriptedProvider, render_prompt, repair_feedback,
+    Answer, DEFAULT_SCHEMA_REPAIR_ATTEMPTS, ModelProvider, ModelRequest, OutputSchema, RepairTurn,
+    SchemaViolation, ScriptedProvider, render_prompt, repair_feedback,
 };
 use crate::state::RunState;
 
@@ -87,18 +87,27 @@ pub enum Report {
         stream_sequence: Option<u64>,
     },
     /// An executor took the work (`NodeStarted`).
-    Started { node_run_id: NodeRunId, attempt: u32, executor: String },
+    Started {
+        node_run_id: NodeRunId,
+        attempt: u32,
+        executor: String,
+    },
     /// The node run's result.
     Finished(NodeResult),
     /// An executor took the work and finished it before it had said so: `Started` and
     /// `Finished` in one message, so a fast node costs one report, not two.
-    Ran { executor: String, result: NodeResult },
+    Ran {
+        executor: String,
+        result: NodeResult,
+    },
 }
 
 impl Report {
     pub fn node_run_id(&self) -> NodeRunId {
         match self {
-            Report::Dispatched { node_run_id, .. } | Report::Started { node_run_id, .. } => *node_run_id,
+            Report::Dispatched { node_run_id, .. } | Report::Started { node_run_id, .. } => {
+                *node_run_id
+            }
             Report::Finished(result) | Report::Ran { result, .. } => result.node_run_id,
         }
     }
@@ -118,7 +127,12 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn finished(run_id: RunId, result: NodeResult) -> Self {
-        Self { run_id, report: Report::Finished(result), message_id: None, recorded: None }
+        Self {
+            run_id,
+            report: Report::Finished(result),
+            message_id: None,
+            recorded: None,
+        }
     }
 }
 
@@ -139,7 +153,10 @@ pub struct Providers {
 impl Providers {
     pub fn scripted(provider: ScriptedProvider) -> Self {
         let mut by_model: HashMap<String, Arc<dyn ModelProvider>> = HashMap::new();
-        by_model.insert(runledger_contracts::flowchart::SCRIPTED_MODEL.to_owned(), Arc::new(provider));
+        by_model.insert(
+            runledger_contracts::flowchart::SCRIPTED_MODEL.to_owned(),
+            Arc::new(provider),
+        );
         Self { by_model }
     }
 
@@ -162,7 +179,10 @@ impl InProcessPool {
     pub const DEFAULT_CONCURRENCY: usize = 256;
 
     pub fn new(providers: Providers, concurrency: usize) -> Self {
-        Self { providers: Arc::new(providers), permits: Arc::new(Semaphore::new(concurrency.max(1))) }
+        Self {
+            providers: Arc::new(providers),
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
     }
 }
 
@@ -171,7 +191,9 @@ impl NodeExecutor for InProcessPool {
         let providers = Arc::clone(&self.providers);
         let permits = Arc::clone(&self.permits);
         tokio::spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else { return };
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
             let result = run_node(&providers, &work).await;
             // The engine may have shut down; then the result is recovered on restart.
             let _ = results.send(Delivery::finished(work.run_id, result));
@@ -182,7 +204,14 @@ impl NodeExecutor for InProcessPool {
 /// Runs one node run to its result.
 pub async fn run_node(providers: &Providers, work: &NodeWork) -> NodeResult {
     let (outcome, tool_calls) = match work.node() {
-        None => (NodeOutcome::Failed(error("unknown_node", "the node is not in the flowchart", false)), Vec::new()),
+        None => (
+            NodeOutcome::Failed(error(
+                "unknown_node",
+                "the node is not in the flowchart",
+                false,
+            )),
+            Vec::new(),
+        ),
         Some(node) => match node.node_type {
             NodeType::Task => run_task(providers, work, node).await,
             NodeType::Rag => record_tool(work, node),
@@ -191,7 +220,10 @@ pub async fn run_node(providers: &Providers, work: &NodeWork) -> NodeResult {
             NodeType::Memory | NodeType::Plan | NodeType::Milestone => (
                 NodeOutcome::Failed(error(
                     "not_executable",
-                    &format!("`{}` nodes are run by the engine's tools, not an executor", node.node_type.as_str()),
+                    &format!(
+                        "`{}` nodes are run by the engine's tools, not an executor",
+                        node.node_type.as_str()
+                    ),
                     false,
                 )),
                 Vec::new(),
@@ -199,18 +231,31 @@ pub async fn run_node(providers: &Providers, work: &NodeWork) -> NodeResult {
             other => (
                 NodeOutcome::Failed(error(
                     "not_executable",
-                    &format!("`{}` nodes are run by the engine, not an executor", other.as_str()),
+                    &format!(
+                        "`{}` nodes are run by the engine, not an executor",
+                        other.as_str()
+                    ),
                     false,
                 )),
                 Vec::new(),
             ),
         },
     };
-    NodeResult { node_run_id: work.node_run_id, attempt: work.attempt, outcome, tool_calls }
+    NodeResult {
+        node_run_id: work.node_run_id,
+        attempt: work.attempt,
+        outcome,
+        tool_calls,
+    }
 }
 
 fn error(code: &str, message: &str, retryable: bool) -> ErrorInfo {
-    ErrorInfo { code: code.to_owned(), message: message.to_owned(), retryable, details: None }
+    ErrorInfo {
+        code: code.to_owned(),
+        message: message.to_owned(),
+        retryable,
+        details: None,
+    }
 }
 
 fn hash_of(value: &Value) -> Digest {
@@ -224,24 +269,48 @@ fn hash_of(value: &Value) -> Digest {
 /// are not repaired). Every call, repair calls included, is one `ToolCalled` with its own
 /// idempotency key `<node_run_id>:provider:<n>`. A provider error ends the node run at once
 /// with that error: no further call, no other model.
-async fn run_task(providers: &Providers, work: &NodeWork, node: &Node) -> (NodeOutcome, Vec<ToolCalled>) {
-    let model = node.model.as_deref().unwrap_or(runledger_contracts::flowchart::SCRIPTED_MODEL);
+async fn run_task(
+    providers: &Providers,
+    work: &NodeWork,
+    node: &Node,
+) -> (NodeOutcome, Vec<ToolCalled>) {
+    let model = node
+        .model
+        .as_deref()
+        .unwrap_or(runledger_contracts::flowchart::SCRIPTED_MODEL);
     let Some(provider) = providers.get(model) else {
-        let e = error("unknown_model", &format!("no provider is configured for model `{model}`"), false);
+        let e = error(
+            "unknown_model",
+            &format!("no provider is configured for model `{model}`"),
+            false,
+        );
         return (NodeOutcome::Failed(e), Vec::new());
     };
-    let schema = match node.output_schema.as_ref().map(OutputSchema::compile).transpose() {
+    let schema = match node
+        .output_schema
+        .as_ref()
+        .map(OutputSchema::compile)
+        .transpose()
+    {
         Ok(schema) => schema,
         Err(reason) => {
             let message = format!("the node's output_schema is not a usable JSON Schema: {reason}");
-            return (NodeOutcome::Failed(error("invalid_output_schema", &message, false)), Vec::new());
+            return (
+                NodeOutcome::Failed(error("invalid_output_schema", &message, false)),
+                Vec::new(),
+            );
         }
     };
     let max_repairs = match schema {
-        Some(_) => node.schema_repair_attempts.unwrap_or(DEFAULT_SCHEMA_REPAIR_ATTEMPTS),
+        Some(_) => node
+            .schema_repair_attempts
+            .unwrap_or(DEFAULT_SCHEMA_REPAIR_ATTEMPTS),
         None => 0,
     };
-    let prompt = render_prompt(node.prompt.as_deref().unwrap_or_default(), &work.input_context);
+    let prompt = render_prompt(
+        node.prompt.as_deref().unwrap_or_default(),
+        &work.input_context,
+    );
     let mut repairs: Vec<RepairTurn> = Vec::new();
     let mut calls = Vec::new();
     loop {
@@ -266,7 +335,16 @@ async fn run_task(providers: &Providers, work: &NodeWork, node: &Node) -> (NodeO
         };
         let answer = provider.complete(request).await;
         let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let call = ProviderCallRecord { work, node, provider: provider.name(), model, number: calls.len() + 1, input_hash, started_at, duration_ms };
+        let call = ProviderCallRecord {
+            work,
+            node,
+            provider: provider.name(),
+            model,
+            number: calls.len() + 1,
+            input_hash,
+            started_at,
+            duration_ms,
+        };
         let response = match answer {
             Ok(response) => response,
             Err(e) => {
@@ -279,36 +357,72 @@ async fn run_task(providers: &Providers, work: &NodeWork, node: &Node) -> (NodeO
             (Answer::Json(output), Some(schema)) => schema.violations(output),
             (Answer::Json(_), None) => Vec::new(),
             (Answer::NotJson { error, .. }, _) => {
-                vec![SchemaViolation { path: String::new(), message: format!("the answer is not JSON: {error}") }]
+                vec![SchemaViolation {
+                    path: String::new(),
+                    message: format!("the answer is not JSON: {error}"),
+                }]
             }
         };
         if violations.is_empty()
             && let Answer::Json(output) = response.answer
         {
             calls.push(call.event(tokens, None));
-            return (NodeOutcome::Succeeded { output, warnings: Vec::new(), fallback_used: false }, calls);
+            return (
+                NodeOutcome::Succeeded {
+                    output,
+                    warnings: Vec::new(),
+                    fallback_used: false,
+                },
+                calls,
+            );
         }
-        let rejection = rejected_answer(model, schema.is_some(), &violations, repairs.len(), calls.len() + 1);
+        let rejection = rejected_answer(
+            model,
+            schema.is_some(),
+            &violations,
+            repairs.len(),
+            calls.len() + 1,
+        );
         calls.push(call.event(tokens, Some(rejection.clone())));
-        if rejection.code != "output_schema_invalid" || repairs.len() >= usize::try_from(max_repairs).unwrap_or(usize::MAX) {
+        if rejection.code != "output_schema_invalid"
+            || repairs.len() >= usize::try_from(max_repairs).unwrap_or(usize::MAX)
+        {
             return (NodeOutcome::Failed(rejection), calls);
         }
-        repairs.push(RepairTurn { answer: response.answer.text(), feedback: repair_feedback(&response.answer, &violations) });
+        repairs.push(RepairTurn {
+            answer: response.answer.text(),
+            feedback: repair_feedback(&response.answer, &violations),
+        });
     }
 }
 
 /// Why an answer was rejected: `output_schema_invalid` (the node has a schema; details list
 /// the violations) or `invalid_output` (no schema, and the answer is not JSON). Neither is
 /// retryable by the node's retry policy: `schema_repair_attempts` is how a node asks again.
-fn rejected_answer(model: &str, has_schema: bool, violations: &[SchemaViolation], repairs: usize, calls: usize) -> ErrorInfo {
+fn rejected_answer(
+    model: &str,
+    has_schema: bool,
+    violations: &[SchemaViolation],
+    repairs: usize,
+    calls: usize,
+) -> ErrorInfo {
     let listed: Vec<String> = violations
         .iter()
-        .map(|v| format!("{}: {}", if v.path.is_empty() { "(root)" } else { &v.path }, v.message))
+        .map(|v| {
+            format!(
+                "{}: {}",
+                if v.path.is_empty() { "(root)" } else { &v.path },
+                v.message
+            )
+        })
         .collect();
     if !has_schema {
         return ErrorInfo {
             code: "invalid_output".into(),
-            message: format!("model `{model}` did not answer JSON ({})", listed.join("; ")),
+            message: format!(
+                "model `{model}` did not answer JSON ({})",
+                listed.join("; ")
+            ),
             retryable: false,
             details: None,
         };
@@ -320,7 +434,9 @@ fn rejected_answer(model: &str, has_schema: bool, violations: &[SchemaViolation]
             listed.join("; ")
         ),
         retryable: false,
-        details: Some(json!({ "violations": violations, "repair_attempts": repairs, "provider_calls": calls })),
+        details: Some(
+            json!({ "violations": violations, "repair_attempts": repairs, "provider_calls": calls }),
+        ),
     }
 }
 
@@ -340,7 +456,11 @@ struct ProviderCallRecord<'a> {
 impl ProviderCallRecord<'_> {
     /// The `ToolCalled` of the call: `tokens` when the provider answered, `failure` when the
     /// call failed or its answer was rejected.
-    fn event(self, tokens: Option<(Option<u64>, Option<u64>)>, failure: Option<ErrorInfo>) -> ToolCalled {
+    fn event(
+        self,
+        tokens: Option<(Option<u64>, Option<u64>)>,
+        failure: Option<ErrorInfo>,
+    ) -> ToolCalled {
         let (input_tokens, output_tokens) = tokens.unwrap_or_default();
         ToolCalled {
             run_id: self.work.run_id,
@@ -350,8 +470,17 @@ impl ProviderCallRecord<'_> {
             operation: "complete".into(),
             idempotency_key: format!("{}:provider:{}", self.work.node_run_id, self.number),
             input_hash: self.input_hash,
-            outcome: if failure.is_some() { ToolOutcome::Error } else { ToolOutcome::Ok },
-            attempts: vec![ToolAttempt { attempt: 1, started_at: self.started_at, duration_ms: self.duration_ms, error: failure.clone() }],
+            outcome: if failure.is_some() {
+                ToolOutcome::Error
+            } else {
+                ToolOutcome::Ok
+            },
+            attempts: vec![ToolAttempt {
+                attempt: 1,
+                started_at: self.started_at,
+                duration_ms: self.duration_ms,
+                error: failure.clone(),
+            }],
             duration_ms: self.duration_ms,
             provider: Some(ProviderCall {
                 provider: self.provider.to_owned(),
@@ -385,14 +514,30 @@ fn record_tool(work: &NodeWork, node: &Node) -> (NodeOutcome, Vec<ToolCalled>) {
         node_run_id: work.node_run_id,
         tool: node.node_type.as_str().to_owned(),
         operation: operation_name.clone(),
-        idempotency_key: format!("{}:{}:{operation_name}", work.node_run_id, node.node_type.as_str()),
+        idempotency_key: format!(
+            "{}:{}:{operation_name}",
+            work.node_run_id,
+            node.node_type.as_str()
+        ),
         input_hash: hash_of(&args),
         outcome: ToolOutcome::Ok,
-        attempts: vec![ToolAttempt { attempt: 1, started_at: Timestamp::now(), duration_ms: 0, error: None }],
+        attempts: vec![ToolAttempt {
+            attempt: 1,
+            started_at: Timestamp::now(),
+            duration_ms: 0,
+            error: None,
+        }],
         duration_ms: 0,
         provider: None,
         output: Some(output.clone()),
         error: None,
     };
-    (NodeOutcome::Succeeded { output, warnings: Vec::new(), fallback_used: false }, vec![call])
+    (
+        NodeOutcome::Succeeded {
+            output,
+            warnings: Vec::new(),
+            fallback_used: false,
+        },
+        vec![call],
+    )
 }

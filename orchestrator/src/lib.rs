@@ -19,7 +19,10 @@ pub mod provider;
 pub mod state;
 pub mod tools;
 
-pub use decide::{Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings, StartRun, SystemEnv};
+pub use decide::{
+    Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings, StartRun,
+    SystemEnv,
+};
 pub use engine::{Engine, EngineConfig, EngineError, FlowchartSource, RunSummary};
 pub use state::{RunState, RunStatus};
 

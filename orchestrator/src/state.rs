@@ -23,7 +23,9 @@ pub enum RunStatus {
     /// Nothing new is scheduled; running node runs finish.
     Paused,
     /// Cancel was requested; with `force: false` running node runs still finish.
-    Canceling { force: bool },
+    Canceling {
+        force: bool,
+    },
     Completed,
     /// Terminal unless an operator reopens it with a node retry, skip or rewind.
     Failed,
@@ -44,7 +46,10 @@ impl RunStatus {
 
     /// Completed, failed or canceled.
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Canceled)
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Canceled
+        )
     }
 }
 
@@ -201,7 +206,10 @@ pub struct StateError {
 }
 
 fn inconsistent(event: &'static str, message: impl Into<String>) -> StateError {
-    StateError { event, message: message.into() }
+    StateError {
+        event,
+        message: message.into(),
+    }
 }
 
 impl RunState {
@@ -227,7 +235,10 @@ impl RunState {
             .collect();
         let mut timers = BTreeSet::new();
         if let Some(at) = started.deadline {
-            timers.insert(Timer { at, kind: TimerKind::RunDeadline });
+            timers.insert(Timer {
+                at,
+                kind: TimerKind::RunDeadline,
+            });
         }
         Self {
             run_id: started.run_id,
@@ -251,10 +262,15 @@ impl RunState {
     }
 
     /// Rebuilds a run from its events, first to last.
-    pub fn replay<'a>(events: impl IntoIterator<Item = &'a DomainEvent>) -> Result<Self, StateError> {
+    pub fn replay<'a>(
+        events: impl IntoIterator<Item = &'a DomainEvent>,
+    ) -> Result<Self, StateError> {
         let mut events = events.into_iter();
         let Some(DomainEvent::RunStarted(started)) = events.next() else {
-            return Err(inconsistent("RunStarted", "a run stream must begin with RunStarted"));
+            return Err(inconsistent(
+                "RunStarted",
+                "a run stream must begin with RunStarted",
+            ));
         };
         let mut state = Self::from_started(started)?;
         for event in events {
@@ -299,18 +315,31 @@ impl RunState {
 
     /// Whether another node run may start under `limits.max_parallel_nodes`.
     pub fn has_capacity(&self) -> bool {
-        let limit = self.flowchart.doc().limits.as_ref().and_then(|l| l.max_parallel_nodes);
+        let limit = self
+            .flowchart
+            .doc()
+            .limits
+            .as_ref()
+            .and_then(|l| l.max_parallel_nodes);
         limit.is_none_or(|max| (self.active.len() as u64) < max)
     }
 
     /// The latest node run of a node whose result still counts, if any.
     pub fn latest_run_of(&self, node: usize) -> Option<usize> {
-        self.nodes.get(node)?.runs.iter().rev().copied().find(|&i| !self.node_runs[i].invalidated)
+        self.nodes
+            .get(node)?
+            .runs
+            .iter()
+            .rev()
+            .copied()
+            .find(|&i| !self.node_runs[i].invalidated)
     }
 
     /// The input context of a node run, as FLOWCHART-FORMAT.md defines it.
     pub fn input_context(&self, run: usize) -> Value {
-        let Some(nr) = self.node_runs.get(run) else { return Value::Null };
+        let Some(nr) = self.node_runs.get(run) else {
+            return Value::Null;
+        };
         self.build_context(nr.node, nr.execution_index, &nr.consumed, &nr.dotted)
     }
 
@@ -326,12 +355,20 @@ impl RunState {
     }
 
     /// The input context a node run with these inputs sees.
-    pub fn build_context(&self, node: usize, execution_index: u32, consumed: &[Token], dotted: &[usize]) -> Value {
+    pub fn build_context(
+        &self,
+        node: usize,
+        execution_index: u32,
+        consumed: &[Token],
+        dotted: &[usize],
+    ) -> Value {
         let node_doc = self.flowchart.node_at(node);
         let mut upstream = Map::new();
         let mut latest: Option<&Token> = None;
         for token in consumed {
-            let Some(from) = self.node_runs.get(token.from) else { continue };
+            let Some(from) = self.node_runs.get(token.from) else {
+                continue;
+            };
             upstream.insert(
                 self.node_id(from.node).to_owned(),
                 json!({
@@ -346,7 +383,9 @@ impl RunState {
         }
         let mut context = Map::new();
         for &parent in dotted {
-            let Some(from) = self.node_runs.get(parent) else { continue };
+            let Some(from) = self.node_runs.get(parent) else {
+                continue;
+            };
             context.insert(
                 self.node_id(from.node).to_owned(),
                 json!({ "output": from.output.clone().unwrap_or(Value::Null), "node_run_id": from.id }),
@@ -427,14 +466,20 @@ impl RunState {
             DomainEvent::NodeStarted(e) => {
                 let i = self.active_index("NodeStarted", &e.node_run_id)?;
                 if let Some(at) = self.node_runs[i].deadline.take() {
-                    self.timers.remove(&Timer { at, kind: TimerKind::NodeDeadline(i) });
+                    self.timers.remove(&Timer {
+                        at,
+                        kind: TimerKind::NodeDeadline(i),
+                    });
                 }
                 let nr = &mut self.node_runs[i];
                 nr.phase = Phase::Running;
                 nr.executor = Some(e.executor.clone());
                 nr.deadline = e.deadline;
                 if let Some(at) = e.deadline {
-                    self.timers.insert(Timer { at, kind: TimerKind::NodeDeadline(i) });
+                    self.timers.insert(Timer {
+                        at,
+                        kind: TimerKind::NodeDeadline(i),
+                    });
                 }
             }
             DomainEvent::NodeSucceeded(e) => {
@@ -459,8 +504,14 @@ impl RunState {
             DomainEvent::NodeTimedOut(e) => {
                 let i = self.end("NodeTimedOut", &e.node_run_id, NodeRunStatus::TimedOut)?;
                 let (code, message) = match e.phase {
-                    events::TimeoutPhase::Dispatch => ("dispatch_timeout", format!("no executor took the work within {} ms", e.timeout_ms)),
-                    events::TimeoutPhase::Execution => ("execution_timeout", format!("no result within {} ms", e.timeout_ms)),
+                    events::TimeoutPhase::Dispatch => (
+                        "dispatch_timeout",
+                        format!("no executor took the work within {} ms", e.timeout_ms),
+                    ),
+                    events::TimeoutPhase::Execution => (
+                        "execution_timeout",
+                        format!("no result within {} ms", e.timeout_ms),
+                    ),
                 };
                 self.node_runs[i].error = Some(ErrorInfo {
                     code: code.into(),
@@ -475,13 +526,19 @@ impl RunState {
             DomainEvent::NodeRetryScheduled(e) => {
                 let i = self.run_index("NodeRetryScheduled", &e.node_run_id)?;
                 if self.node_runs[i].is_active() {
-                    return Err(inconsistent("NodeRetryScheduled", "the node run has not ended"));
+                    return Err(inconsistent(
+                        "NodeRetryScheduled",
+                        "the node run has not ended",
+                    ));
                 }
                 let node = self.node_runs[i].node;
                 if let Some(old) = self.nodes[node].retry_pending.replace(i) {
                     self.timers.retain(|t| t.kind != TimerKind::Retry(old));
                 }
-                self.timers.insert(Timer { at: e.retry_at, kind: TimerKind::Retry(i) });
+                self.timers.insert(Timer {
+                    at: e.retry_at,
+                    kind: TimerKind::Retry(i),
+                });
             }
             DomainEvent::NodeRewound(e) => self.rewound(e)?,
             DomainEvent::NodeResultIgnored(e) => {
@@ -491,19 +548,38 @@ impl RunState {
             DomainEvent::ToolCalled(_) => {}
             // The flowchart registry and the API's idempotency keys have streams of their own.
             DomainEvent::FlowchartVersionCreated(_) | DomainEvent::IdempotencyKeyRecorded(_) => {
-                return Err(inconsistent(event.event_type().as_str(), "not an event of a run stream"));
+                return Err(inconsistent(
+                    event.event_type().as_str(),
+                    "not an event of a run stream",
+                ));
             }
             // The model registry has a stream per model.
-            DomainEvent::ModelCreated(_) | DomainEvent::ModelUpdated(_) | DomainEvent::ModelDeleted(_) => {
-                return Err(inconsistent(event.event_type().as_str(), "not an event of a run stream"));
+            DomainEvent::ModelCreated(_)
+            | DomainEvent::ModelUpdated(_)
+            | DomainEvent::ModelDeleted(_) => {
+                return Err(inconsistent(
+                    event.event_type().as_str(),
+                    "not an event of a run stream",
+                ));
             }
             // Tool state (memory, plans, milestones) lives in the tools' own streams.
-            DomainEvent::MemoryEntryCreated(_) | DomainEvent::MemoryEntryUpdated(_) | DomainEvent::MemoryEntryDeleted(_)
-            | DomainEvent::PlanCreated(_) | DomainEvent::PlanUpdated(_) | DomainEvent::PlanDeleted(_)
-            | DomainEvent::PlanStagesReordered(_) | DomainEvent::PlanStageStatusSet(_)
-            | DomainEvent::MilestoneCreated(_) | DomainEvent::MilestoneUpdated(_) | DomainEvent::MilestoneDeleted(_)
-            | DomainEvent::MilestoneStatusSet(_) | DomainEvent::MilestoneEvidenceAttached(_) => {
-                return Err(inconsistent(event.event_type().as_str(), "not an event of a run stream"));
+            DomainEvent::MemoryEntryCreated(_)
+            | DomainEvent::MemoryEntryUpdated(_)
+            | DomainEvent::MemoryEntryDeleted(_)
+            | DomainEvent::PlanCreated(_)
+            | DomainEvent::PlanUpdated(_)
+            | DomainEvent::PlanDeleted(_)
+            | DomainEvent::PlanStagesReordered(_)
+            | DomainEvent::PlanStageStatusSet(_)
+            | DomainEvent::MilestoneCreated(_)
+            | DomainEvent::MilestoneUpdated(_)
+            | DomainEvent::MilestoneDeleted(_)
+            | DomainEvent::MilestoneStatusSet(_)
+            | DomainEvent::MilestoneEvidenceAttached(_) => {
+                return Err(inconsistent(
+                    event.event_type().as_str(),
+                    "not an event of a run stream",
+                ));
             }
             DomainEvent::RoutingDecided(e) => {
                 let i = self.active_index("RoutingDecided", &e.node_run_id)?;
@@ -520,10 +596,16 @@ impl RunState {
                 let i = self.run_index("ArtifactPersisted", &e.node_run_id)?;
                 let nr = &mut self.node_runs[i];
                 if nr.is_active() {
-                    return Err(inconsistent("ArtifactPersisted", "the node run has not ended"));
+                    return Err(inconsistent(
+                        "ArtifactPersisted",
+                        "the node run has not ended",
+                    ));
                 }
                 if nr.artifact.replace(e.artifact_id).is_some() {
-                    return Err(inconsistent("ArtifactPersisted", "the node run already has its artifact"));
+                    return Err(inconsistent(
+                        "ArtifactPersisted",
+                        "the node run already has its artifact",
+                    ));
                 }
             }
         }
@@ -531,13 +613,17 @@ impl RunState {
     }
 
     fn run_index(&self, event: &'static str, id: &NodeRunId) -> Result<usize, StateError> {
-        self.node_run_index(id).ok_or_else(|| inconsistent(event, format!("unknown node run {id}")))
+        self.node_run_index(id)
+            .ok_or_else(|| inconsistent(event, format!("unknown node run {id}")))
     }
 
     fn active_index(&self, event: &'static str, id: &NodeRunId) -> Result<usize, StateError> {
         let i = self.run_index(event, id)?;
         if !self.node_runs[i].is_active() {
-            return Err(inconsistent(event, format!("node run {id} has already ended")));
+            return Err(inconsistent(
+                event,
+                format!("node run {id} has already ended"),
+            ));
         }
         Ok(i)
     }
@@ -545,7 +631,10 @@ impl RunState {
     fn scheduled(&mut self, e: &events::NodeScheduled) -> Result<(), StateError> {
         const EVENT: &str = "NodeScheduled";
         if self.index.contains_key(&e.node_run_id) {
-            return Err(inconsistent(EVENT, format!("node run {} already exists", e.node_run_id)));
+            return Err(inconsistent(
+                EVENT,
+                format!("node run {} already exists", e.node_run_id),
+            ));
         }
         let node = self
             .flowchart
@@ -566,7 +655,9 @@ impl RunState {
                     r.node == node
                         && r.consumed.len() == e.consumed_tokens.len()
                         && r.consumed.iter().zip(&e.consumed_tokens).all(|(k, t)| {
-                            self.node_runs.get(k.from).is_some_and(|f| f.id == t.from_node_run_id)
+                            self.node_runs
+                                .get(k.from)
+                                .is_some_and(|f| f.id == t.from_node_run_id)
                         })
                 });
                 let consumed = match rerun.and_then(|pos| self.reruns.remove(pos)) {
@@ -611,21 +702,41 @@ impl RunState {
     }
 
     /// Removes the consumed tokens from the pending queues; each must be pending.
-    fn take_tokens(&mut self, node: usize, tokens: &[ConsumedToken]) -> Result<Vec<Token>, StateError> {
+    fn take_tokens(
+        &mut self,
+        node: usize,
+        tokens: &[ConsumedToken],
+    ) -> Result<Vec<Token>, StateError> {
         let mut taken = Vec::with_capacity(tokens.len());
         for t in tokens {
             let from = self.run_index("NodeScheduled", &t.from_node_run_id)?;
-            let connector = self.flowchart.connector_index(&t.connector_id).ok_or_else(|| {
-                inconsistent("NodeScheduled", format!("unknown connector `{}`", t.connector_id))
-            })?;
-            let slot = self.flowchart.solid_incoming(node).iter().position(|&c| c == connector);
+            let connector = self
+                .flowchart
+                .connector_index(&t.connector_id)
+                .ok_or_else(|| {
+                    inconsistent(
+                        "NodeScheduled",
+                        format!("unknown connector `{}`", t.connector_id),
+                    )
+                })?;
+            let slot = self
+                .flowchart
+                .solid_incoming(node)
+                .iter()
+                .position(|&c| c == connector);
             let pending = slot.and_then(|s| self.nodes[node].pending.get_mut(s));
             let found = pending.and_then(|q| {
                 let pos = q.iter().position(|k| k.from == from)?;
                 q.remove(pos)
             });
             let token = found.ok_or_else(|| {
-                inconsistent("NodeScheduled", format!("no pending token on `{}` from {}", t.connector_id, t.from_node_run_id))
+                inconsistent(
+                    "NodeScheduled",
+                    format!(
+                        "no pending token on `{}` from {}",
+                        t.connector_id, t.from_node_run_id
+                    ),
+                )
             })?;
             taken.push(token);
         }
@@ -638,17 +749,31 @@ impl RunState {
     /// Replaces the node run's deadline timer.
     fn set_deadline(&mut self, i: usize, at: Timestamp) {
         if let Some(old) = self.node_runs[i].deadline.replace(at) {
-            self.timers.remove(&Timer { at: old, kind: TimerKind::NodeDeadline(i) });
+            self.timers.remove(&Timer {
+                at: old,
+                kind: TimerKind::NodeDeadline(i),
+            });
         }
-        self.timers.insert(Timer { at, kind: TimerKind::NodeDeadline(i) });
+        self.timers.insert(Timer {
+            at,
+            kind: TimerKind::NodeDeadline(i),
+        });
     }
 
-    fn end(&mut self, event: &'static str, id: &NodeRunId, status: NodeRunStatus) -> Result<usize, StateError> {
+    fn end(
+        &mut self,
+        event: &'static str,
+        id: &NodeRunId,
+        status: NodeRunStatus,
+    ) -> Result<usize, StateError> {
         let i = self.active_index(event, id)?;
         let nr = &mut self.node_runs[i];
         nr.phase = Phase::Ended(status);
         if let Some(at) = nr.deadline {
-            self.timers.remove(&Timer { at, kind: TimerKind::NodeDeadline(i) });
+            self.timers.remove(&Timer {
+                at,
+                kind: TimerKind::NodeDeadline(i),
+            });
         }
         self.active.remove(&i);
         Ok(i)
@@ -663,13 +788,23 @@ impl RunState {
             None => self.flowchart.solid_outgoing(node).to_vec(),
         };
         for connector in outgoing {
-            let Some(target) = self.flowchart.connector_target(connector) else { continue };
-            let slot = self.flowchart.solid_incoming(target).iter().position(|&c| c == connector);
+            let Some(target) = self.flowchart.connector_target(connector) else {
+                continue;
+            };
+            let slot = self
+                .flowchart
+                .solid_incoming(target)
+                .iter()
+                .position(|&c| c == connector);
             let Some(queue) = slot.and_then(|s| self.nodes[target].pending.get_mut(s)) else {
                 continue;
             };
             self.token_seq += 1;
-            queue.push_back(Token { seq: self.token_seq, connector, from: i });
+            queue.push_back(Token {
+                seq: self.token_seq,
+                connector,
+                from: i,
+            });
             self.candidates.insert(target);
         }
     }
@@ -688,7 +823,10 @@ impl RunState {
         for id in &e.invalidated_node_run_ids {
             let i = self.run_index(EVENT, id)?;
             if self.node_runs[i].is_active() {
-                return Err(inconsistent(EVENT, format!("node run {id} is still active")));
+                return Err(inconsistent(
+                    EVENT,
+                    format!("node run {id} is still active"),
+                ));
             }
             self.node_runs[i].invalidated = true;
             touched.insert(self.node_runs[i].node);
@@ -697,7 +835,12 @@ impl RunState {
             if let Some(r) = self.nodes[n].retry_pending.take() {
                 self.timers.retain(|t| t.kind != TimerKind::Retry(r));
             }
-            let latest = self.nodes[n].runs.iter().rev().copied().find(|&i| self.node_runs[i].delivered());
+            let latest = self.nodes[n]
+                .runs
+                .iter()
+                .rev()
+                .copied()
+                .find(|&i| self.node_runs[i].delivered());
             self.nodes[n].latest_delivered = latest;
         }
         // Tokens produced by invalidated runs no longer count.
@@ -733,11 +876,20 @@ impl RunState {
     /// How many solid parents of `node` have a pending token, and how many it needs (for
     /// `all`: the parents outside loops).
     pub fn fan_in_progress(&self, node: usize) -> (usize, usize) {
-        let Some(track) = self.nodes.get(node) else { return (0, 0) };
+        let Some(track) = self.nodes.get(node) else {
+            return (0, 0);
+        };
         let incoming = self.flowchart.solid_incoming(node);
-        let all = self.flowchart.node_at(node).is_some_and(|n| n.fan_in_or_default() == flowchart::FanIn::All);
+        let all = self
+            .flowchart
+            .node_at(node)
+            .is_some_and(|n| n.fan_in_or_default() == flowchart::FanIn::All);
         let counted = |c: usize| !all || !self.flowchart.is_loop_back(c);
-        let have = incoming.iter().zip(&track.pending).filter(|(c, q)| counted(**c) && !q.is_empty()).count();
+        let have = incoming
+            .iter()
+            .zip(&track.pending)
+            .filter(|(c, q)| counted(**c) && !q.is_empty())
+            .count();
         let need = if all {
             incoming.iter().filter(|&&c| counted(c)).count()
         } else {

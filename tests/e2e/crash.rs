@@ -20,7 +20,12 @@ use serde_json::Value;
 fn runledger(schema: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runledger"));
     cmd.args(args)
-        .args(["--database-url", &test_database_url(), "--database-schema", schema])
+        .args([
+            "--database-url",
+            &test_database_url(),
+            "--database-schema",
+            schema,
+        ])
         .env_remove("RUNLEDGER_DATABASE_URL")
         .env_remove("RUNLEDGER_DATABASE_SCHEMA")
         .env_remove("RUNLEDGER_LOG");
@@ -28,7 +33,9 @@ fn runledger(schema: &str, args: &[&str]) -> Command {
 }
 
 fn output(schema: &str, args: &[&str]) -> Output {
-    runledger(schema, args).output().expect("run the runledger binary")
+    runledger(schema, args)
+        .output()
+        .expect("run the runledger binary")
 }
 
 /// A temporary directory removed when dropped.
@@ -65,7 +72,13 @@ struct Serves {
 
 impl Serves {
     fn new(schema: &str, logs: &Path) -> Self {
-        Self { schema: schema.to_owned(), logs: logs.to_path_buf(), running: Vec::new(), started: 0, exited_early: Vec::new() }
+        Self {
+            schema: schema.to_owned(),
+            logs: logs.to_path_buf(),
+            running: Vec::new(),
+            started: 0,
+            exited_early: Vec::new(),
+        }
     }
 
     fn log(&self, n: usize) -> PathBuf {
@@ -74,12 +87,15 @@ impl Serves {
 
     fn start(&mut self) {
         let log = File::create(self.log(self.started)).unwrap();
-        let child = runledger(&self.schema, &["serve", "--poll-ms", "50", "--scan-ms", "100"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start runledger serve");
+        let child = runledger(
+            &self.schema,
+            &["serve", "--poll-ms", "50", "--scan-ms", "100"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start runledger serve");
         self.running.push(child);
         self.started += 1;
     }
@@ -88,7 +104,8 @@ impl Serves {
     fn kill_all(&mut self) {
         for mut child in self.running.drain(..) {
             if let Ok(Some(status)) = child.try_wait() {
-                self.exited_early.push(format!("pid {} exited on its own: {status}", child.id()));
+                self.exited_early
+                    .push(format!("pid {} exited on its own: {status}", child.id()));
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -110,8 +127,15 @@ impl Serves {
     /// After the engines are stopped: none exited by itself and none panicked.
     fn assert_healthy(&self) {
         let logs = self.all_logs();
-        assert!(self.exited_early.is_empty(), "{:?}\n{logs}", self.exited_early);
-        assert!(!logs.contains("panicked"), "a serve process panicked:\n{logs}");
+        assert!(
+            self.exited_early.is_empty(),
+            "{:?}\n{logs}",
+            self.exited_early
+        );
+        assert!(
+            !logs.contains("panicked"),
+            "a serve process panicked:\n{logs}"
+        );
     }
 }
 
@@ -154,7 +178,10 @@ fn chain(name: &str, tasks: usize) -> (String, Vec<String>) {
     }
     yaml.push_str("  - {id: end, type: end}\nconnectors:\n");
     for (i, pair) in ids.windows(2).enumerate() {
-        yaml.push_str(&format!("  - {{id: c{i}, from: {}, to: {}}}\n", pair[0], pair[1]));
+        yaml.push_str(&format!(
+            "  - {{id: c{i}, from: {}, to: {}}}\n",
+            pair[0], pair[1]
+        ));
     }
     (yaml, ids)
 }
@@ -162,9 +189,20 @@ fn chain(name: &str, tasks: usize) -> (String, Vec<String>) {
 /// `runledger run FLOW --run-id RUN` without `--wait`: returns once RunStarted is written.
 fn start_run(schema: &str, flow: &Path, run: RunId) {
     let run_id = run.to_string();
-    let out = output(schema, &["run", flow.to_str().unwrap(), "--run-id", &run_id]);
-    assert!(out.status.success(), "run: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("started"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = output(
+        schema,
+        &["run", flow.to_str().unwrap(), "--run-id", &run_id],
+    );
+    assert!(
+        out.status.success(),
+        "run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("started"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// `status` of `runledger runs show RUN --json`.
@@ -174,7 +212,10 @@ fn shown_status(schema: &str, run: RunId) -> Result<String, String> {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    v["status"].as_str().map(str::to_owned).ok_or_else(|| format!("no status in {v}"))
+    v["status"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no status in {v}"))
 }
 
 /// Polls `runs show` until the run is completed; fails at once on another terminal status and
@@ -193,11 +234,19 @@ async fn wait_completed(schema: &str, run: RunId, timeout: Duration, serves: &Se
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("run {run} not completed after {timeout:?} (last seen: {last})\n{}", serves.all_logs());
+    panic!(
+        "run {run} not completed after {timeout:?} (last seen: {last})\n{}",
+        serves.all_logs()
+    );
 }
 
 async fn head_version(ledger: &TestLedger, run: RunId) -> u64 {
-    ledger.store.stream_head(&StreamId::for_run(run)).await.unwrap().map_or(0, |h| h.version)
+    ledger
+        .store
+        .stream_head(&StreamId::for_run(run))
+        .await
+        .unwrap()
+        .map_or(0, |h| h.version)
 }
 
 /// What the checks counted.
@@ -217,7 +266,11 @@ struct Tally {
 ///   nothing failed or timed out; in a chain each node is scheduled exactly once.
 fn check_run(recorded: &[RecordedEvent], nodes: &[String]) -> Tally {
     for (i, event) in recorded.iter().enumerate() {
-        assert_eq!(event.stream_version, i as u64 + 1, "versions must be 1..=N without gaps");
+        assert_eq!(
+            event.stream_version,
+            i as u64 + 1,
+            "versions must be 1..=N without gaps"
+        );
     }
     let events: Vec<DomainEvent> = recorded.iter().map(|e| e.decode().unwrap()).collect();
 
@@ -229,7 +282,11 @@ fn check_run(recorded: &[RecordedEvent], nodes: &[String]) -> Tally {
     for event in &events {
         let ended = match event {
             DomainEvent::NodeScheduled(e) => {
-                assert!(scheduled.insert(e.node_run_id, e.node_id.clone()).is_none(), "node run {} scheduled twice", e.node_run_id);
+                assert!(
+                    scheduled.insert(e.node_run_id, e.node_id.clone()).is_none(),
+                    "node run {} scheduled twice",
+                    e.node_run_id
+                );
                 None
             }
             DomainEvent::NodeSucceeded(e) => Some((e.node_run_id, "NodeSucceeded")),
@@ -257,12 +314,23 @@ fn check_run(recorded: &[RecordedEvent], nodes: &[String]) -> Tally {
     }
     assert_eq!(completed, 1, "the run completes exactly once");
     for id in terminal.keys().chain(artifacts.keys()).chain(&ignored) {
-        assert!(scheduled.contains_key(id), "node run {id} was never scheduled");
+        assert!(
+            scheduled.contains_key(id),
+            "node run {id} was never scheduled"
+        );
     }
     for (id, node) in &scheduled {
         let ends = terminal.get(id).map(Vec::as_slice).unwrap_or_default();
-        assert_eq!(ends.len(), 1, "node run {id} of `{node}` must end exactly once, ended {ends:?}");
-        assert_eq!(artifacts.get(id).copied().unwrap_or(0), 1, "node run {id} of `{node}` must have one artifact");
+        assert_eq!(
+            ends.len(),
+            1,
+            "node run {id} of `{node}` must end exactly once, ended {ends:?}"
+        );
+        assert_eq!(
+            artifacts.get(id).copied().unwrap_or(0),
+            1,
+            "node run {id} of `{node}` must have one artifact"
+        );
         assert!(
             matches!(ends[0], "NodeSucceeded" | "NodeCanceled"),
             "node run {id} of `{node}` ended {}: nothing in this flowchart fails",
@@ -283,19 +351,33 @@ fn check_run(recorded: &[RecordedEvent], nodes: &[String]) -> Tally {
     }
     for node in nodes {
         let succeeded = succeeded_per_node.get(node.as_str()).copied().unwrap_or(0);
-        assert_eq!(succeeded, 1, "node `{node}` must have exactly one succeeded node run (lost or duplicated)");
+        assert_eq!(
+            succeeded, 1,
+            "node `{node}` must have exactly one succeeded node run (lost or duplicated)"
+        );
         let runs = runs_per_node.get(node.as_str()).copied().unwrap_or(0);
-        assert_eq!(runs, 1, "node `{node}` of a chain is scheduled exactly once, was {runs} times");
+        assert_eq!(
+            runs, 1,
+            "node `{node}` of a chain is scheduled exactly once, was {runs} times"
+        );
     }
 
     let state = RunState::replay(&events).expect("the stream replays");
     assert_eq!(state.status, RunStatus::Completed);
     assert_eq!(state.node_runs.len(), scheduled.len());
-    Tally { events: events.len(), node_runs: scheduled.len(), ignored: ignored.len() }
+    Tally {
+        events: events.len(),
+        node_runs: scheduled.len(),
+        ignored: ignored.len(),
+    }
 }
 
 async fn read_run(ledger: &TestLedger, run: RunId) -> Vec<RecordedEvent> {
-    ledger.store.read_stream(&StreamId::for_run(run), 1, usize::MAX).await.unwrap()
+    ledger
+        .store
+        .read_stream(&StreamId::for_run(run), 1, usize::MAX)
+        .await
+        .unwrap()
 }
 
 /// How many times the engine is killed, and the seed of the kill timing
@@ -314,7 +396,10 @@ async fn serve_survives_sigkill_mid_run() {
     let flow = scratch.path("crash-chain.yaml");
     std::fs::write(&flow, yaml).unwrap();
 
-    let seed = std::env::var("RUNLEDGER_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
+    let seed = std::env::var("RUNLEDGER_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEED);
     let mut rng = Rng(seed);
     let mut serves = Serves::new(&schema, &scratch.0);
     serves.start();
@@ -329,7 +414,10 @@ async fn serve_survives_sigkill_mid_run() {
         serves.kill_all();
         kills += 1;
         let version = head_version(&ledger, run).await;
-        let running = !read_run(&ledger, run).await.iter().any(|e| e.event_type == "RunCompleted");
+        let running = !read_run(&ledger, run)
+            .await
+            .iter()
+            .any(|e| e.event_type == "RunCompleted");
         if running {
             kills_mid_run += 1;
         }
@@ -408,8 +496,16 @@ async fn a_retry_timer_survives_a_restart() {
     let run = RunId::new_v7();
     start_run(&schema, &flow, run);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !read_run(&ledger, run).await.iter().any(|e| e.event_type == "NodeRetryScheduled") {
-        assert!(Instant::now() < deadline, "no retry was scheduled:\n{}", serves.all_logs());
+    while !read_run(&ledger, run)
+        .await
+        .iter()
+        .any(|e| e.event_type == "NodeRetryScheduled")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no retry was scheduled:\n{}",
+            serves.all_logs()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     serves.kill_all();
@@ -432,7 +528,10 @@ async fn a_retry_timer_survives_a_restart() {
         .find(|(_, e)| matches!(e, DomainEvent::NodeScheduled(s) if s.node_id == "t" && s.attempt == 2))
         .map(|(r, _)| r.recorded_at)
         .expect("attempt 2 was scheduled");
-    assert!(second >= retry_at, "attempt 2 at {second}, timer at {retry_at}");
+    assert!(
+        second >= retry_at,
+        "attempt 2 at {second}, timer at {retry_at}"
+    );
     assert_eq!(serves.started, 2);
     drop(serves);
     ledger.drop_schema().await.unwrap();

@@ -23,7 +23,12 @@ fn namespace() -> String {
 fn runledger(schema: &str, nats: &str, namespace: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runledger"));
     cmd.args(args)
-        .args(["--database-url", &test_database_url(), "--database-schema", schema])
+        .args([
+            "--database-url",
+            &test_database_url(),
+            "--database-schema",
+            schema,
+        ])
         .args(["--nats-url", nats, "--nats-namespace", namespace])
         .current_dir(super::root())
         .env_remove("RUNLEDGER_DATABASE_URL")
@@ -40,7 +45,12 @@ struct Procs(Vec<Child>);
 impl Procs {
     fn spawn(&mut self, cmd: &mut Command, log: PathBuf) -> usize {
         let log = std::fs::File::create(log).unwrap();
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         self.0.push(child);
         self.0.len() - 1
     }
@@ -61,13 +71,25 @@ impl Drop for Procs {
 }
 
 fn executor(schema: &str, nats: &str, ns: &str, id: &str, extra: &[&str]) -> Command {
-    let mut args = vec!["executor", "--class", "frontier", "--executor-id", id, "--ack-wait-s", "2"];
+    let mut args = vec![
+        "executor",
+        "--class",
+        "frontier",
+        "--executor-id",
+        id,
+        "--ack-wait-s",
+        "2",
+    ];
     args.extend_from_slice(extra);
     runledger(schema, nats, ns, &args)
 }
 
 async fn events(ledger: &TestLedger, run: RunId) -> Vec<DomainEvent> {
-    let recorded = ledger.store.read_stream(&StreamId::for_run(run), 1, usize::MAX).await.unwrap();
+    let recorded = ledger
+        .store
+        .read_stream(&StreamId::for_run(run), 1, usize::MAX)
+        .await
+        .unwrap();
     recorded.iter().map(|e| e.decode().unwrap()).collect()
 }
 
@@ -97,7 +119,11 @@ fn shape(events: &[DomainEvent]) -> BTreeMap<String, Vec<&'static str>> {
         shape.entry(node.clone()).or_default().push(end);
     }
     for (id, n) in &ends {
-        assert_eq!((*n, artifacts.get(id).copied()), (1, Some(1)), "node run {id}: one end, one artifact");
+        assert_eq!(
+            (*n, artifacts.get(id).copied()),
+            (1, Some(1)),
+            "node run {id}: one end, one artifact"
+        );
     }
     shape
 }
@@ -105,16 +131,21 @@ fn shape(events: &[DomainEvent]) -> BTreeMap<String, Vec<&'static str>> {
 fn run_id_of(stdout: &[u8]) -> RunId {
     let text = String::from_utf8_lossy(stdout);
     let last = text.lines().last().unwrap_or_default();
-    let summary: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let summary: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {text}"));
     summary["run_id"].as_str().unwrap().parse().unwrap()
 }
 
 fn fanout_file(dir: &super::TempDir, n: usize) -> PathBuf {
-    let mut yaml = String::from("name: fanout\nnodes:\n  - { id: start, type: start }\n  - { id: done, type: end }\n");
+    let mut yaml = String::from(
+        "name: fanout\nnodes:\n  - { id: start, type: start }\n  - { id: done, type: end }\n",
+    );
     let mut connectors = String::from("connectors:\n");
     for i in 1..=n {
         yaml.push_str(&format!("  - {{ id: t{i}, type: task, model: scripted, scripted: [{{ output: {{ n: {i} }} }}] }}\n"));
-        connectors.push_str(&format!("  - {{ id: a{i}, from: start, to: t{i} }}\n  - {{ id: b{i}, from: t{i}, to: done }}\n"));
+        connectors.push_str(&format!(
+            "  - {{ id: a{i}, from: start, to: t{i} }}\n  - {{ id: b{i}, from: t{i}, to: done }}\n"
+        ));
     }
     let path = dir.path("fanout.yaml");
     std::fs::write(&path, yaml + &connectors).unwrap();
@@ -129,20 +160,49 @@ async fn nats_dispatch_with_two_executor_processes_gives_the_inprocess_shape() {
     let dir = super::TempDir::new();
     let mut procs = Procs(Vec::new());
     for id in ["x1", "x2"] {
-        procs.spawn(&mut executor(&schema, SHARED_NATS, &ns, id, &[]), dir.path(&format!("{id}.log")));
+        procs.spawn(
+            &mut executor(&schema, SHARED_NATS, &ns, id, &[]),
+            dir.path(&format!("{id}.log")),
+        );
     }
     let fanout = fanout_file(&dir, 100);
-    let flows = ["examples/review-loop.yaml", "examples/fan-in.yaml", "examples/fallback-route.yaml", fanout.to_str().unwrap()];
+    let flows = [
+        "examples/review-loop.yaml",
+        "examples/fan-in.yaml",
+        "examples/fallback-route.yaml",
+        fanout.to_str().unwrap(),
+    ];
     for flow in flows {
         let mut shapes = Vec::new();
         for dispatch in ["inprocess", "nats"] {
-            let out = runledger(&schema, SHARED_NATS, &ns, &["run", flow, "--input", r#"{"topic":"owls"}"#, "--wait", "--json", "--dispatch", dispatch])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{flow} via {dispatch}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = runledger(
+                &schema,
+                SHARED_NATS,
+                &ns,
+                &[
+                    "run",
+                    flow,
+                    "--input",
+                    r#"{"topic":"owls"}"#,
+                    "--wait",
+                    "--json",
+                    "--dispatch",
+                    dispatch,
+                ],
+            )
+            .output()
+            .unwrap();
+            assert!(
+                out.status.success(),
+                "{flow} via {dispatch}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let run = run_id_of(&out.stdout);
             let events = events(&ledger, run).await;
-            let dispatched = events.iter().filter(|e| matches!(e, DomainEvent::NodeDispatched(_))).count();
+            let dispatched = events
+                .iter()
+                .filter(|e| matches!(e, DomainEvent::NodeDispatched(_)))
+                .count();
             if dispatch == "nats" {
                 assert!(dispatched > 0, "{flow}: task node runs went over NATS");
             } else {
@@ -150,9 +210,15 @@ async fn nats_dispatch_with_two_executor_processes_gives_the_inprocess_shape() {
             }
             shapes.push(shape(&events));
         }
-        assert_eq!(shapes[0], shapes[1], "{flow}: same node runs and ends either way");
+        assert_eq!(
+            shapes[0], shapes[1],
+            "{flow}: same node runs and ends either way"
+        );
     }
-    let logs: String = ["x1", "x2"].iter().map(|id| std::fs::read_to_string(dir.path(&format!("{id}.log"))).unwrap_or_default()).collect();
+    let logs: String = ["x1", "x2"]
+        .iter()
+        .map(|id| std::fs::read_to_string(dir.path(&format!("{id}.log"))).unwrap_or_default())
+        .collect();
     assert!(logs.contains("class frontier"), "{logs}");
     drop(procs);
     ledger.drop_schema().await.unwrap();
@@ -171,29 +237,64 @@ async fn an_executor_killed_mid_node_is_replaced_and_the_node_completes_once() {
     )
     .unwrap();
     let mut procs = Procs(Vec::new());
-    let doomed = procs.spawn(&mut executor(&schema, SHARED_NATS, &ns, "doomed", &[]), dir.path("doomed.log"));
+    let doomed = procs.spawn(
+        &mut executor(&schema, SHARED_NATS, &ns, "doomed", &[]),
+        dir.path("doomed.log"),
+    );
     let run = RunId::new_v7();
-    let mut runner = runledger(&schema, SHARED_NATS, &ns, &["run", flow.to_str().unwrap(), "--wait", "--json", "--dispatch", "nats", "--ack-wait-s", "2", "--run-id", &run.to_string()]);
+    let mut runner = runledger(
+        &schema,
+        SHARED_NATS,
+        &ns,
+        &[
+            "run",
+            flow.to_str().unwrap(),
+            "--wait",
+            "--json",
+            "--dispatch",
+            "nats",
+            "--ack-wait-s",
+            "2",
+            "--run-id",
+            &run.to_string(),
+        ],
+    );
     let run_proc = procs.spawn(&mut runner, dir.path("run.log"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let events = events(&ledger, run).await;
-        if events.iter().any(|e| matches!(e, DomainEvent::NodeStarted(s) if s.executor == "doomed")) {
+        if events
+            .iter()
+            .any(|e| matches!(e, DomainEvent::NodeStarted(s) if s.executor == "doomed"))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "the first executor never started the node: {events:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "the first executor never started the node: {events:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     procs.kill(doomed);
-    procs.spawn(&mut executor(&schema, SHARED_NATS, &ns, "healthy", &[]), dir.path("healthy.log"));
+    procs.spawn(
+        &mut executor(&schema, SHARED_NATS, &ns, "healthy", &[]),
+        dir.path("healthy.log"),
+    );
     let status = loop {
         if let Some(status) = procs.0[run_proc].try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline + Duration::from_secs(30), "the run did not finish");
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(30),
+            "the run did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(status.success(), "{}", std::fs::read_to_string(dir.path("run.log")).unwrap_or_default());
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(dir.path("run.log")).unwrap_or_default()
+    );
     let events = events(&ledger, run).await;
     assert_eq!(shape(&events)["t"], vec!["succeeded"], "{events:#?}");
     let healthy_log = std::fs::read_to_string(dir.path("healthy.log")).unwrap_or_default();
@@ -211,18 +312,37 @@ struct OwnNats {
 
 impl OwnNats {
     fn start() -> Option<Self> {
-        let binary = ["/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/usr/bin/nats-server"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())?;
-        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let mut nats = Self { port, store: super::TempDir::new(), child: None };
+        let binary = [
+            "/usr/sbin/nats-server",
+            "/usr/local/bin/nats-server",
+            "/usr/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let mut nats = Self {
+            port,
+            store: super::TempDir::new(),
+            child: None,
+        };
         nats.spawn(binary);
         Some(nats)
     }
 
     fn spawn(&mut self, binary: &str) {
         let child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.store.path("js"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -259,33 +379,66 @@ async fn a_nats_restart_during_a_run_loses_and_repeats_nothing() {
     let Some(mut nats) = OwnNats::start() else {
         panic!("nats-server is not installed; ops/services.sh installs and starts it");
     };
-    let binary = ["/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap();
+    let binary = [
+        "/usr/sbin/nats-server",
+        "/usr/local/bin/nats-server",
+        "/usr/bin/nats-server",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap();
     let ledger = TestLedger::new().await.unwrap();
     let schema = ledger.schema().to_owned();
     let ns = namespace();
     let url = nats.url();
     let dir = super::TempDir::new();
-    let mut yaml = String::from("name: chain\nnodes:\n  - { id: start, type: start }\n  - { id: done, type: end }\n");
+    let mut yaml = String::from(
+        "name: chain\nnodes:\n  - { id: start, type: start }\n  - { id: done, type: end }\n",
+    );
     let mut connectors = String::from("connectors:\n  - { id: c0, from: start, to: t1 }\n");
     let n = 40;
     for i in 1..=n {
         yaml.push_str(&format!("  - {{ id: t{i}, type: task, model: scripted, scripted: [{{ delay_ms: 40, output: {{ n: {i} }} }}] }}\n"));
-        let to = if i == n { "done".to_owned() } else { format!("t{}", i + 1) };
+        let to = if i == n {
+            "done".to_owned()
+        } else {
+            format!("t{}", i + 1)
+        };
         connectors.push_str(&format!("  - {{ id: c{i}, from: t{i}, to: {to} }}\n"));
     }
     let flow = dir.path("chain.yaml");
     std::fs::write(&flow, yaml + &connectors).unwrap();
     let mut procs = Procs(Vec::new());
-    procs.spawn(&mut executor(&schema, &url, &ns, "x1", &[]), dir.path("x1.log"));
+    procs.spawn(
+        &mut executor(&schema, &url, &ns, "x1", &[]),
+        dir.path("x1.log"),
+    );
     let run = RunId::new_v7();
-    let mut runner = runledger(&schema, &url, &ns, &["run", flow.to_str().unwrap(), "--wait", "--json", "--dispatch", "nats", "--ack-wait-s", "2", "--run-id", &run.to_string()]);
+    let mut runner = runledger(
+        &schema,
+        &url,
+        &ns,
+        &[
+            "run",
+            flow.to_str().unwrap(),
+            "--wait",
+            "--json",
+            "--dispatch",
+            "nats",
+            "--ack-wait-s",
+            "2",
+            "--run-id",
+            &run.to_string(),
+        ],
+    );
     let run_proc = procs.spawn(&mut runner, dir.path("run.log"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done = events(&ledger, run).await.iter().filter(|e| matches!(e, DomainEvent::NodeSucceeded(_))).count();
+        let done = events(&ledger, run)
+            .await
+            .iter()
+            .filter(|e| matches!(e, DomainEvent::NodeSucceeded(_)))
+            .count();
         if done >= 8 {
             break;
         }
@@ -299,14 +452,25 @@ async fn a_nats_restart_during_a_run_loses_and_repeats_nothing() {
         if let Some(status) = procs.0[run_proc].try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline + Duration::from_secs(60), "the run did not finish after the restart");
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "the run did not finish after the restart"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(status.success(), "{}", std::fs::read_to_string(dir.path("run.log")).unwrap_or_default());
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(dir.path("run.log")).unwrap_or_default()
+    );
     let events = events(&ledger, run).await;
     let shape = shape(&events);
     for i in 1..=n {
-        assert_eq!(shape[&format!("t{i}")], vec!["succeeded"], "t{i} ran to success exactly once");
+        assert_eq!(
+            shape[&format!("t{i}")],
+            vec!["succeeded"],
+            "t{i} ran to success exactly once"
+        );
     }
     drop(procs);
     ledger.drop_schema().await.unwrap();

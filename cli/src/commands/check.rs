@@ -15,10 +15,12 @@ use serde_json::json;
 use crate::{Failure, GlobalArgs};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Exit codes: 0 no claim at or above --fail-on fails; 1 one does, or the ledger cannot be \
+#[command(
+    after_help = "Exit codes: 0 no claim at or above --fail-on fails; 1 one does, or the ledger cannot be \
                         read (one line on stderr); 2 a bad flag (one line naming it).\n\
                         The claim_evidence projection is brought up to the ledger's end first, so the \
-                        answer covers every event committed before the command started.")]
+                        answer covers every event committed before the command started."
+)]
 pub struct CheckArgs {
     /// Judge one run (a run id) instead of the whole ledger.
     #[arg(long, value_name = "ID")]

@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runledger_contracts::flowchart::{Flowchart, SourceFormat, load};
-use runledger_ledger::PgEventStore;
-use runledger_orchestrator::engine::{Engine, EngineConfig, FlowchartSource};
 use runledger_executor_gateway::dispatcher::{NatsDispatcher, class_of_registry};
 use runledger_executor_gateway::intake::run_intake;
 use runledger_executor_gateway::jobs::{fail_started_node_runs, launch_on_dispatch};
-use runledger_executor_gateway::kube::{self, FailureReporter, JobLauncher, JobWatcher, KubeSettings};
+use runledger_executor_gateway::kube::{
+    self, FailureReporter, JobLauncher, JobWatcher, KubeSettings,
+};
 use runledger_executor_gateway::outbox::{Outbox, OutboxConfig};
 use runledger_executor_gateway::topology::Topology;
+use runledger_ledger::PgEventStore;
 use runledger_orchestrator::decide::{RemoteDispatch, Settings};
+use runledger_orchestrator::engine::{Engine, EngineConfig, FlowchartSource};
 use runledger_orchestrator::executor::{InProcessPool, NodeExecutor, Providers};
 use runledger_orchestrator::provider::{Script, ScriptedProvider};
 
@@ -76,11 +78,19 @@ struct Gateway {
 impl Built {
     /// Starts the catch-up outbox (for `serve`, the long-lived engine).
     pub async fn spawn_outbox(&mut self) -> Result<(), Failure> {
-        let Some(gateway) = &mut self.gateway else { return Ok(()) };
-        let outbox = Outbox::load(self.engine.clone(), gateway.js.clone(), gateway.outbox.clone())
-            .await
-            .map_err(|e| Failure::new(format!("cannot load the dispatch outbox: {e}")))?;
-        gateway.tasks.push(tokio::spawn(outbox.run(gateway.stop.subscribe())));
+        let Some(gateway) = &mut self.gateway else {
+            return Ok(());
+        };
+        let outbox = Outbox::load(
+            self.engine.clone(),
+            gateway.js.clone(),
+            gateway.outbox.clone(),
+        )
+        .await
+        .map_err(|e| Failure::new(format!("cannot load the dispatch outbox: {e}")))?;
+        gateway
+            .tasks
+            .push(tokio::spawn(outbox.run(gateway.stop.subscribe())));
         Ok(())
     }
 
@@ -97,7 +107,8 @@ impl Built {
 
 /// The JetStream topology of `--nats-namespace`, with `--ack-wait-s`.
 pub fn topology(global: &GlobalArgs, ack_wait_s: u64) -> Result<Topology, Failure> {
-    let mut topology = Topology::in_namespace(&global.nats_namespace).map_err(|e| Failure::new(e.to_string()))?;
+    let mut topology =
+        Topology::in_namespace(&global.nats_namespace).map_err(|e| Failure::new(e.to_string()))?;
     topology.ack_wait = Duration::from_secs(ack_wait_s.max(1));
     Ok(topology)
 }
@@ -111,31 +122,63 @@ pub async fn jetstream(global: &GlobalArgs) -> Result<async_nats::jetstream::Con
 
 /// Connects, applies pending migrations, and builds the engine; with `dispatch` = `nats` it
 /// also creates the JetStream streams and consumers and starts result intake.
-pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<PathBuf>, dispatch: Dispatch) -> Result<Built, Failure> {
+pub async fn build(
+    global: &GlobalArgs,
+    exec: &ExecArgs,
+    flowcharts: Option<PathBuf>,
+    dispatch: Dispatch,
+) -> Result<Built, Failure> {
     let store = super::connect(global).await?;
-    store.migrate().await.map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
     let providers = registry_providers(&store, exec.script.as_deref()).await?;
     let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::new(store.pool().clone());
-    let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource { dir: DirSource { dir: flowcharts }, registry });
-    let mut config = EngineConfig { poll_interval: Duration::from_millis(exec.poll_ms.max(10)), ..EngineConfig::default() };
+    let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource {
+        dir: DirSource { dir: flowcharts },
+        registry,
+    });
+    let mut config = EngineConfig {
+        poll_interval: Duration::from_millis(exec.poll_ms.max(10)),
+        ..EngineConfig::default()
+    };
     if dispatch == Dispatch::Inprocess {
-        return Ok(Built { engine: Engine::new(store, local, source, config), gateway: None });
+        return Ok(Built {
+            engine: Engine::new(store, local, source, config),
+            gateway: None,
+        });
     }
     let topology = topology(global, exec.ack_wait_s)?;
     let js = jetstream(global).await?;
-    topology.ensure_all(&js).await.map_err(|e| Failure::new(e.to_string()))?;
-    let dispatch_timeout = Duration::from_secs(exec.dispatch_timeout_s.max(1));
-    let class_of = class_of_registry(&store)
+    topology
+        .ensure_all(&js)
         .await
-        .map_err(|e| Failure::new(format!("cannot load the model registry: {e} [{}]", e.code())))?;
-    let mut dispatcher = NatsDispatcher::new(js.clone(), topology.clone(), class_of.clone(), dispatch_timeout, local);
+        .map_err(|e| Failure::new(e.to_string()))?;
+    let dispatch_timeout = Duration::from_secs(exec.dispatch_timeout_s.max(1));
+    let class_of = class_of_registry(&store).await.map_err(|e| {
+        Failure::new(format!(
+            "cannot load the model registry: {e} [{}]",
+            e.code()
+        ))
+    })?;
+    let mut dispatcher = NatsDispatcher::new(
+        js.clone(),
+        topology.clone(),
+        class_of.clone(),
+        dispatch_timeout,
+        local,
+    );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let mut failures = None;
     if let Some(path) = &exec.kube_settings {
-        let settings = KubeSettings::load(path).map_err(|e| Failure::new(format!("--kube-settings {}: {e}", path.display())))?;
-        let client = kube::connect(&settings).await.map_err(|e| Failure::new(format!("--kube-settings: {e} [{}]", e.code())))?;
+        let settings = KubeSettings::load(path)
+            .map_err(|e| Failure::new(format!("--kube-settings {}: {e}", path.display())))?;
+        let client = kube::connect(&settings)
+            .await
+            .map_err(|e| Failure::new(format!("--kube-settings: {e} [{}]", e.code())))?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let reporter = FailureReporter::new(tx);
         let launcher = JobLauncher::new(client.clone(), &settings, reporter.clone());
@@ -149,7 +192,9 @@ pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<Path
     }
     config.settings = Settings {
         executor: "nats".to_owned(),
-        remote: Some(RemoteDispatch { dispatch_timeout_ms: exec.dispatch_timeout_s.max(1).saturating_mul(1000) }),
+        remote: Some(RemoteDispatch {
+            dispatch_timeout_ms: exec.dispatch_timeout_s.max(1).saturating_mul(1000),
+        }),
     };
     let engine = Engine::new(store, Arc::new(dispatcher), source, config);
     if let Some(mut failures) = failures {
@@ -185,24 +230,45 @@ pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<Path
         }
     });
     tasks.push(intake);
-    Ok(Built { engine, gateway: Some(Gateway { js, outbox, stop, tasks }) })
+    Ok(Built {
+        engine,
+        gateway: Some(Gateway {
+            js,
+            outbox,
+            stop,
+            tasks,
+        }),
+    })
 }
 
 /// Every model of the registry (HTTP providers) plus `scripted` (with the `--script` fixture).
 /// Models registered later are seen by the next start.
-pub async fn registry_providers(store: &PgEventStore, script: Option<&Path>) -> Result<Providers, Failure> {
+pub async fn registry_providers(
+    store: &PgEventStore,
+    script: Option<&Path>,
+) -> Result<Providers, Failure> {
     let script = match script {
         Some(path) => read_script(path)?,
         None => Script::new(),
     };
-    runledger_executor_gateway::providers::from_registry(store, ScriptedProvider::with_fixture(script))
-        .await
-        .map_err(|e| Failure::new(format!("cannot load the model registry: {e} [{}]", e.code())))
+    runledger_executor_gateway::providers::from_registry(
+        store,
+        ScriptedProvider::with_fixture(script),
+    )
+    .await
+    .map_err(|e| {
+        Failure::new(format!(
+            "cannot load the model registry: {e} [{}]",
+            e.code()
+        ))
+    })
 }
 
 fn read_script(path: &Path) -> Result<Script, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?;
-    ScriptedProvider::parse_fixture(&text).map_err(|e| Failure::new(format!("{}: {e}", path.display())))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?;
+    ScriptedProvider::parse_fixture(&text)
+        .map_err(|e| Failure::new(format!("{}: {e}", path.display())))
 }
 
 /// Sub-flows come from the flowchart directory when it has the file, else from the flowchart
@@ -213,12 +279,18 @@ struct SubflowSource {
 }
 
 impl FlowchartSource for SubflowSource {
-    fn resolve(&self, name: &str, version: Option<u32>) -> Result<(Arc<Flowchart>, Option<u32>), String> {
+    fn resolve(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<(Arc<Flowchart>, Option<u32>), String> {
         if version.is_some() || self.dir.dir.is_none() {
             return self.registry.resolve(name, version);
         }
         self.dir.resolve(name, version).or_else(|from_dir| {
-            self.registry.resolve(name, version).map_err(|from_registry| format!("{from_dir}; registry: {from_registry}"))
+            self.registry
+                .resolve(name, version)
+                .map_err(|from_registry| format!("{from_dir}; registry: {from_registry}"))
         })
     }
 }
@@ -229,26 +301,46 @@ pub struct DirSource {
 }
 
 impl FlowchartSource for DirSource {
-    fn resolve(&self, name: &str, version: Option<u32>) -> Result<(Arc<Flowchart>, Option<u32>), String> {
+    fn resolve(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<(Arc<Flowchart>, Option<u32>), String> {
         let Some(dir) = &self.dir else {
-            return Err(format!("sub-flow `{name}`: no flowchart directory is configured (--flowcharts)"));
+            return Err(format!(
+                "sub-flow `{name}`: no flowchart directory is configured (--flowcharts)"
+            ));
         };
         if version.is_some() {
-            return Err(format!("sub-flow `{name}`: pinned versions need the flowchart registry; files have none"));
+            return Err(format!(
+                "sub-flow `{name}`: pinned versions need the flowchart registry; files have none"
+            ));
         }
         for ext in ["yaml", "yml", "json"] {
             let path = dir.join(format!("{name}.{ext}"));
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
             let flowchart = load(&text, SourceFormat::from_file_name(&path.to_string_lossy()))
                 .map_err(|errors| {
-                    let first = errors.first().map(|e| format!("{}: {}", e.path, e.message)).unwrap_or_default();
+                    let first = errors
+                        .first()
+                        .map(|e| format!("{}: {}", e.path, e.message))
+                        .unwrap_or_default();
                     format!("{}: not a valid flowchart ({first})", path.display())
                 })?;
             if flowchart.name() != name {
-                return Err(format!("{}: its name is `{}`, not `{name}`", path.display(), flowchart.name()));
+                return Err(format!(
+                    "{}: its name is `{}`, not `{name}`",
+                    path.display(),
+                    flowchart.name()
+                ));
             }
             return Ok((Arc::new(flowchart), None));
         }
-        Err(format!("sub-flow `{name}`: no {name}.yaml, .yml or .json in {}", dir.display()))
+        Err(format!(
+            "sub-flow `{name}`: no {name}.yaml, .yml or .json in {}",
+            dir.display()
+        ))
     }
 }

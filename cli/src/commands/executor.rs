@@ -52,15 +52,25 @@ impl ExecutorClass {
 
 pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure> {
     if args.concurrency == 0 {
-        return Err(Failure { message: "--concurrency: must be at least 1".into(), code: 2 });
+        return Err(Failure {
+            message: "--concurrency: must be at least 1".into(),
+            code: 2,
+        });
     }
     let topology = super::engine::topology(global, args.ack_wait_s)?;
     let store = super::connect(global).await?;
-    store.migrate().await.map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
-    let providers = Arc::new(super::engine::registry_providers(&store, args.script.as_deref()).await?);
+    store
+        .migrate()
+        .await
+        .map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
+    let providers =
+        Arc::new(super::engine::registry_providers(&store, args.script.as_deref()).await?);
     drop(store);
     let js = super::engine::jetstream(global).await?;
-    topology.ensure_streams(&js).await.map_err(|e| Failure::new(e.to_string()))?;
+    topology
+        .ensure_streams(&js)
+        .await
+        .map_err(|e| Failure::new(e.to_string()))?;
     let executor_id = args.executor_id.clone().unwrap_or_else(default_executor_id);
     let config = WorkerConfig {
         executor_class: args.class.as_str().to_owned(),
@@ -80,7 +90,9 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
         args.concurrency,
         topology.dispatch_stream()
     );
-    let stats = run_worker(js, topology, config, providers, stopped).await.map_err(|e| Failure::new(e.to_string()))?;
+    let stats = run_worker(js, topology, config, providers, stopped)
+        .await
+        .map_err(|e| Failure::new(e.to_string()))?;
     eprintln!(
         "runledger executor {executor_id}: stopped after {} node run(s) ({} expired, {} rejected)",
         stats.ran, stats.expired, stats.rejected
@@ -89,7 +101,13 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
 }
 
 fn default_executor_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
-    let host = if host.is_empty() { "executor".to_owned() } else { host };
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "executor".to_owned()
+    } else {
+        host
+    };
     format!("{host}-{}", std::process::id())
 }

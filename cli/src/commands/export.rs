@@ -28,7 +28,9 @@ pub struct ExportArgs {
 pub async fn run(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
     let scope = match (args.run, args.stream, args.all) {
         (Some(run), _, _) => ExportScope::Stream(StreamId::for_run(run)),
-        (_, Some(stream), _) => ExportScope::Stream(StreamId::new(stream).map_err(|e| Failure::new(format!("--stream: {e}")))?),
+        (_, Some(stream), _) => ExportScope::Stream(
+            StreamId::new(stream).map_err(|e| Failure::new(format!("--stream: {e}")))?,
+        ),
         _ => ExportScope::All,
     };
     let store = super::connect(global).await?;
@@ -61,16 +63,23 @@ pub async fn run(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
             };
             out.flush().await?;
             out.into_inner().sync_all().await?;
-            tokio::fs::rename(&tmp, path)
-                .await
-                .map_err(|e| Failure::new(format!("cannot move {} to {}: {e}", tmp.display(), path.display())))?;
+            tokio::fs::rename(&tmp, path).await.map_err(|e| {
+                Failure::new(format!(
+                    "cannot move {} to {}: {e}",
+                    tmp.display(),
+                    path.display()
+                ))
+            })?;
             summary
         }
     };
     if show_progress {
         eprintln!();
     }
-    let target = args.output.as_ref().map_or("stdout".to_owned(), |p| p.display().to_string());
+    let target = args
+        .output
+        .as_ref()
+        .map_or("stdout".to_owned(), |p| p.display().to_string());
     eprintln!(
         "exported {} event(s) in {} stream(s) and {} blob(s) to {target}",
         summary.events, summary.streams, summary.blobs

@@ -21,5 +21,10 @@ use crate::{Failure, GlobalArgs};
 pub async fn connect(global: &GlobalArgs) -> Result<PgEventStore, Failure> {
     PgEventStore::connect(&global.database())
         .await
-        .map_err(|e| Failure::new(format!("cannot open the ledger at {}: {e}", redact(&global.database_url))))
+        .map_err(|e| {
+            Failure::new(format!(
+                "cannot open the ledger at {}: {e}",
+                redact(&global.database_url)
+            ))
+        })
 }

@@ -54,17 +54,32 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         super::validate::print_errors(&args.flow, &errors);
         Failure::silent()
     })?;
-    let inputs: Value = serde_json::from_str(&args.input).map_err(|e| Failure::new(format!("--input: not JSON: {e}")))?;
+    let inputs: Value = serde_json::from_str(&args.input)
+        .map_err(|e| Failure::new(format!("--input: not JSON: {e}")))?;
     let request_id = match &args.request_id {
-        Some(id) => RequestId::new(id.clone()).map_err(|e| Failure::new(format!("--request-id: {e}")))?,
+        Some(id) => {
+            RequestId::new(id.clone()).map_err(|e| Failure::new(format!("--request-id: {e}")))?
+        }
         None => RequestId::generate(),
     };
     let correlation_id = match &args.correlation_id {
-        Some(id) => CorrelationId::new(id.clone()).map_err(|e| Failure::new(format!("--correlation-id: {e}")))?,
+        Some(id) => CorrelationId::new(id.clone())
+            .map_err(|e| Failure::new(format!("--correlation-id: {e}")))?,
         None => CorrelationId::generate(),
     };
-    let dir = args.flowcharts.clone().or_else(|| args.flow.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() }));
-    let dispatch = args.exec.dispatch.unwrap_or(super::engine::Dispatch::Inprocess);
+    let dir = args.flowcharts.clone().or_else(|| {
+        args.flow.parent().map(|p| {
+            if p.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                p.to_path_buf()
+            }
+        })
+    });
+    let dispatch = args
+        .exec
+        .dispatch
+        .unwrap_or(super::engine::Dispatch::Inprocess);
     let built = super::engine::build(global, &args.exec, dir, dispatch).await?;
     let engine = built.engine.clone();
     let mut events = engine.subscribe();
@@ -84,7 +99,10 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::new(format!("cannot start the run: {e} [{}]", e.code())))?;
     if !args.wait {
         if args.json {
-            println!("{}", json!({ "kind": "started", "run_id": run_id, "status": "running" }));
+            println!(
+                "{}",
+                json!({ "kind": "started", "run_id": run_id, "status": "running" })
+            );
         } else {
             println!("run {run_id} started; `runledger serve` drives it to the end");
         }
@@ -109,20 +127,32 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        eprintln!("runledger: warning: {n} event batches were not printed (output too slow)");
+                        eprintln!(
+                            "runledger: warning: {n} event batches were not printed (output too slow)"
+                        );
                     }
                     Err(_) => return,
                 }
             }
         }
     });
-    let summary = engine.wait(run_id).await.map_err(|e| Failure::new(format!("{e} [{}]", e.code())))?;
+    let summary = engine
+        .wait(run_id)
+        .await
+        .map_err(|e| Failure::new(format!("{e} [{}]", e.code())))?;
     built.shutdown().await;
     // Let the printer drain what is already queued before the summary.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     printer.abort();
-    let loaded = runledger_orchestrator::engine::load_run(engine.store(), run_id).await.ok();
-    print_summary(&summary, loaded.as_ref().map(|l| &l.state), args.json, clock);
+    let loaded = runledger_orchestrator::engine::load_run(engine.store(), run_id)
+        .await
+        .ok();
+    print_summary(
+        &summary,
+        loaded.as_ref().map(|l| &l.state),
+        args.json,
+        clock,
+    );
     match summary.status {
         RunStatus::Completed => Ok(()),
         _ => Err(Failure::silent()),
@@ -132,37 +162,145 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
 /// One transition: which event, which node run, and a short detail.
 fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
     let Ok(decoded) = event.decode() else { return };
-    let (node_id, node_run_id, attempt, detail): (Option<&str>, Option<String>, Option<u32>, String) = match &decoded {
+    let (node_id, node_run_id, attempt, detail): (
+        Option<&str>,
+        Option<String>,
+        Option<u32>,
+        String,
+    ) = match &decoded {
         DomainEvent::ToolCalled(_) | DomainEvent::ArtifactPersisted(_) => return,
         // Not events of a run stream (flowchart registry, API idempotency keys).
         DomainEvent::FlowchartVersionCreated(_) | DomainEvent::IdempotencyKeyRecorded(_) => return,
-        DomainEvent::ModelCreated(_) | DomainEvent::ModelUpdated(_) | DomainEvent::ModelDeleted(_) => return,
+        DomainEvent::ModelCreated(_)
+        | DomainEvent::ModelUpdated(_)
+        | DomainEvent::ModelDeleted(_) => return,
         // Tool state events live in the tools' own streams (memory, plans, milestones).
-        DomainEvent::MemoryEntryCreated(_) | DomainEvent::MemoryEntryUpdated(_) | DomainEvent::MemoryEntryDeleted(_)
-        | DomainEvent::PlanCreated(_) | DomainEvent::PlanUpdated(_) | DomainEvent::PlanDeleted(_)
-        | DomainEvent::PlanStagesReordered(_) | DomainEvent::PlanStageStatusSet(_)
-        | DomainEvent::MilestoneCreated(_) | DomainEvent::MilestoneUpdated(_) | DomainEvent::MilestoneDeleted(_)
-        | DomainEvent::MilestoneStatusSet(_) | DomainEvent::MilestoneEvidenceAttached(_) => return,
+        DomainEvent::MemoryEntryCreated(_)
+        | DomainEvent::MemoryEntryUpdated(_)
+        | DomainEvent::MemoryEntryDeleted(_)
+        | DomainEvent::PlanCreated(_)
+        | DomainEvent::PlanUpdated(_)
+        | DomainEvent::PlanDeleted(_)
+        | DomainEvent::PlanStagesReordered(_)
+        | DomainEvent::PlanStageStatusSet(_)
+        | DomainEvent::MilestoneCreated(_)
+        | DomainEvent::MilestoneUpdated(_)
+        | DomainEvent::MilestoneDeleted(_)
+        | DomainEvent::MilestoneStatusSet(_)
+        | DomainEvent::MilestoneEvidenceAttached(_) => return,
         DomainEvent::RunStarted(e) => (None, None, None, format!("flowchart {}", e.flowchart.name)),
         DomainEvent::RunCompleted(e) => (None, None, None, format!("{} node runs", e.node_runs)),
-        DomainEvent::RunFailed(e) => (e.node_id.as_deref(), e.node_run_id.map(|i| i.to_string()), None, format!("{}: {}", e.error.code, e.error.message)),
-        DomainEvent::RunPaused(e) => (None, None, None, format!("by {}: {}", e.control.actor, e.control.reason)),
-        DomainEvent::RunResumed(e) => (None, None, None, format!("by {}: {}", e.control.actor, e.control.reason)),
-        DomainEvent::RunCancelRequested(e) => (None, None, None, format!("by {} (force: {})", e.control.actor, e.force)),
+        DomainEvent::RunFailed(e) => (
+            e.node_id.as_deref(),
+            e.node_run_id.map(|i| i.to_string()),
+            None,
+            format!("{}: {}", e.error.code, e.error.message),
+        ),
+        DomainEvent::RunPaused(e) => (
+            None,
+            None,
+            None,
+            format!("by {}: {}", e.control.actor, e.control.reason),
+        ),
+        DomainEvent::RunResumed(e) => (
+            None,
+            None,
+            None,
+            format!("by {}: {}", e.control.actor, e.control.reason),
+        ),
+        DomainEvent::RunCancelRequested(e) => (
+            None,
+            None,
+            None,
+            format!("by {} (force: {})", e.control.actor, e.force),
+        ),
         DomainEvent::RunCanceled(e) => (None, None, None, format!("forced: {}", e.forced)),
-        DomainEvent::ChildRunStarted(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), None, format!("child run {}", e.child_run_id)),
-        DomainEvent::NodeScheduled(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), format!("execution {}", e.execution_index)),
-        DomainEvent::NodeDispatched(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), e.executor_class.clone()),
-        DomainEvent::NodeStarted(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), e.executor.clone()),
-        DomainEvent::NodeSucceeded(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), String::new()),
-        DomainEvent::NodeFailed(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), format!("{}: {}", e.error.code, e.error.message)),
-        DomainEvent::NodeTimedOut(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), format!("after {} ms", e.timeout_ms)),
-        DomainEvent::NodeRetryScheduled(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.next_attempt), format!("attempt {} in {} ms", e.next_attempt, e.backoff_ms)),
-        DomainEvent::NodeSkipped(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), None, format!("by {}", e.control.actor)),
-        DomainEvent::NodeCanceled(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), e.reason.clone()),
-        DomainEvent::NodeRewound(e) => (Some(&e.node_id), None, None, format!("{} node runs invalidated", e.invalidated_node_run_ids.len())),
-        DomainEvent::NodeResultIgnored(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), Some(e.attempt), e.reason.clone()),
-        DomainEvent::RoutingDecided(e) => (Some(&e.node_id), Some(e.node_run_id.to_string()), None, format!("-> [{}]{}", e.matched_connectors.join(", "), if e.fallback_connector.is_some() { " (fallback)" } else { "" })),
+        DomainEvent::ChildRunStarted(e) => (
+            Some(&e.node_id),
+            Some(e.node_run_id.to_string()),
+            None,
+            format!("child run {}", e.child_run_id),
+        ),
+        DomainEvent::NodeScheduled(e) => (
+            Some(&e.node_id),
+            Some(e.node_run_id.to_string()),
+            Some(e.attempt),
+            format!("execution {}", e.execution_index),
+        ),
+        DomainEvent::NodeDispatched(e) => (
+            Some(&e.node_id),
+            Some(e.node_run_id.to_string()),
+            Some(e.attempt),
+            e.executor_class.clone(),
+        ),
+        DomainEvent::NodeStarted(e) => (
+            Some(&e.node_id),
+            Some(e.node_run_id.to_string()),
+            Some(e.attempt),
+            e.executor.clone(),
+        ),
+        DomainEvent::NodeSucceeded(e) => (
+            Some(&e.node_id),
+            Some(e.node_run_id.to_string()),
+            Some(e.attempt),
+            String::new(),
+        ),
+        DomainEvent::NodeFailed(e) => (
+            Some(&e.node_id),
+            Some(e.node_run_id.to_string()),
+            Some(e.attempt),
+            format!("{}: {}", e.error.code, e.error.message),
+        ),
+        DomainEvent::NodeTimedOut(e) => (
+            Some(&e.node_id),
+            Some(e.node_run_id.to_string()),
+            Some(e.attempt),
+            format!("after {} ms", e.timeout_ms),
+        ),
+        DomainEvent::NodeRetryScheduled(e) => (
+            Some(&e.node_id),
+            Some(e.node_run_id.to_string()),
+            Some(e.next_attempt),
+            format!("attempt {} in {} ms", e.next_attempt, e.backoff_ms),
+        ),
+        DomainEvent::NodeSkipped(e) => (
+            Some(&e.node_id),
+            Some(e.node_run_id.to_string()),
+            None,
+            format!("by {}", e.control.actor),
+        ),
+        DomainEvent::NodeCanceled(e) => (
+            Some(&e.node_id),
+            Some(e.node_run_id.to_string()),
+            Some(e.attempt),
+            e.reason.clone(),
+        ),
+        DomainEvent::NodeRewound(e) => (
+            Some(&e.node_id),
+            None,
+            None,
+            format!("{} node runs invalidated", e.invalidated_node_run_ids.len()),
+        ),
+        DomainEvent::NodeResultIgnored(e) => (
+            Some(&e.node_id),
+            Some(e.node_run_id.to_string()),
+            Some(e.attempt),
+            e.reason.clone(),
+        ),
+        DomainEvent::RoutingDecided(e) => (
+            Some(&e.node_id),
+            Some(e.node_run_id.to_string()),
+            None,
+            format!(
+                "-> [{}]{}",
+                e.matched_connectors.join(", "),
+                if e.fallback_connector.is_some() {
+                    " (fallback)"
+                } else {
+                    ""
+                }
+            ),
+        ),
     };
     let event_type = event.event_type.as_str();
     if as_json {
@@ -184,12 +322,21 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
             (Some(node), None) => format!("{node} "),
             _ => String::new(),
         };
-        let detail = if detail.is_empty() { String::new() } else { format!("  {detail}") };
+        let detail = if detail.is_empty() {
+            String::new()
+        } else {
+            format!("  {detail}")
+        };
         println!("  [{at:>8.3}s] {who}{event_type}{detail}");
     }
 }
 
-fn print_summary(summary: &RunSummary, state: Option<&runledger_orchestrator::RunState>, as_json: bool, clock: Instant) {
+fn print_summary(
+    summary: &RunSummary,
+    state: Option<&runledger_orchestrator::RunState>,
+    as_json: bool,
+    clock: Instant,
+) {
     let counts = state.map(status_counts).unwrap_or_default();
     let elapsed_ms = clock.elapsed().as_millis() as u64;
     if as_json {
@@ -205,7 +352,10 @@ fn print_summary(summary: &RunSummary, state: Option<&runledger_orchestrator::Ru
         });
         println!("{line}");
     } else {
-        let mut counts: Vec<_> = counts.into_iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let mut counts: Vec<_> = counts
+            .into_iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
         counts.sort();
         println!(
             "run {} {}: {} node runs ({}) in {:.3}s",

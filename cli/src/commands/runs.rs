@@ -5,7 +5,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use runledger_contracts::events::Control;
 use runledger_contracts::ids::{RequestId, RunId};
 use runledger_orchestrator::ControlAction;
-use runledger_orchestrator::engine::{ControlOutcome, EngineError, apply_control, load_run, status_counts};
+use runledger_orchestrator::engine::{
+    ControlOutcome, EngineError, apply_control, load_run, status_counts,
+};
 use runledger_orchestrator::state::Phase;
 use serde_json::{Value, json};
 
@@ -93,7 +95,10 @@ pub async fn run(global: &GlobalArgs, command: RunsCommand) -> Result<(), Failur
     match command {
         RunsCommand::Control(args) => {
             if args.force && !matches!(args.action, RunAction::Cancel) {
-                return Err(Failure { message: "--force only goes with `cancel`".into(), code: 2 });
+                return Err(Failure {
+                    message: "--force only goes with `cancel`".into(),
+                    code: 2,
+                });
             }
             let action = match args.action {
                 RunAction::Pause => ControlAction::Pause,
@@ -108,12 +113,19 @@ pub async fn run(global: &GlobalArgs, command: RunsCommand) -> Result<(), Failur
                 NodeAction::Rewind => ControlAction::RewindNode { node: args.node },
                 NodeAction::Skip => {
                     let text = args.output.clone().unwrap_or_default();
-                    let output: Value = serde_json::from_str(&text).map_err(|e| Failure::new(format!("--output: not JSON: {e}")))?;
-                    ControlAction::SkipNode { node: args.node, output }
+                    let output: Value = serde_json::from_str(&text)
+                        .map_err(|e| Failure::new(format!("--output: not JSON: {e}")))?;
+                    ControlAction::SkipNode {
+                        node: args.node,
+                        output,
+                    }
                 }
             };
             if args.output.is_some() && !matches!(action, ControlAction::SkipNode { .. }) {
-                return Err(Failure { message: "--output only goes with `skip`".into(), code: 2 });
+                return Err(Failure {
+                    message: "--output only goes with `skip`".into(),
+                    code: 2,
+                });
             }
             control(global, args.run, action, args.meta).await
         }
@@ -121,13 +133,21 @@ pub async fn run(global: &GlobalArgs, command: RunsCommand) -> Result<(), Failur
     }
 }
 
-async fn control(global: &GlobalArgs, run_id: RunId, action: ControlAction, meta: ControlMeta) -> Result<(), Failure> {
+async fn control(
+    global: &GlobalArgs,
+    run_id: RunId,
+    action: ControlAction,
+    meta: ControlMeta,
+) -> Result<(), Failure> {
     let request_id = match meta.request_id {
         Some(id) => RequestId::new(id).map_err(|e| Failure::new(format!("--request-id: {e}")))?,
         None => RequestId::generate(),
     };
     let store = super::connect(global).await?;
-    let control = Control { actor: meta.actor, reason: meta.reason };
+    let control = Control {
+        actor: meta.actor,
+        reason: meta.reason,
+    };
     let name = action.name();
     match apply_control(&store, run_id, action, control, request_id.clone()).await {
         Ok(outcome) => {
@@ -136,8 +156,9 @@ async fn control(global: &GlobalArgs, run_id: RunId, action: ControlAction, meta
         }
         Err(e) => {
             if meta.json {
-                let envelope = runledger_contracts::error::ErrorEnvelope::new(e.code(), e.to_string())
-                    .with_ids(Some(request_id.as_str().to_owned()), None);
+                let envelope =
+                    runledger_contracts::error::ErrorEnvelope::new(e.code(), e.to_string())
+                        .with_ids(Some(request_id.as_str().to_owned()), None);
                 println!("{}", serde_json::to_string(&envelope).unwrap_or_default());
                 return Err(Failure::silent());
             }
@@ -153,7 +174,13 @@ fn describe(run_id: RunId, name: &str, e: &EngineError) -> String {
     }
 }
 
-fn print_outcome(run_id: RunId, name: &str, request_id: &RequestId, outcome: &ControlOutcome, as_json: bool) {
+fn print_outcome(
+    run_id: RunId,
+    name: &str,
+    request_id: &RequestId,
+    outcome: &ControlOutcome,
+    as_json: bool,
+) {
     let versions: Vec<u64> = outcome.events.iter().map(|e| e.stream_version).collect();
     if as_json {
         let events: Vec<Value> = outcome
@@ -171,9 +198,15 @@ fn print_outcome(run_id: RunId, name: &str, request_id: &RequestId, outcome: &Co
         });
         println!("{line}");
     } else if outcome.deduplicated {
-        println!("{name}: request {request_id} was already applied to run {run_id}; nothing written");
+        println!(
+            "{name}: request {request_id} was already applied to run {run_id}; nothing written"
+        );
     } else {
-        let types: Vec<&str> = outcome.events.iter().map(|e| e.event_type.as_str()).collect();
+        let types: Vec<&str> = outcome
+            .events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect();
         let range = match (versions.first(), versions.last()) {
             (Some(a), Some(b)) if a != b => format!("versions {a}-{b}"),
             (Some(a), _) => format!("version {a}"),
@@ -185,7 +218,9 @@ fn print_outcome(run_id: RunId, name: &str, request_id: &RequestId, outcome: &Co
 
 async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), Failure> {
     let store = super::connect(global).await?;
-    let loaded = load_run(&store, run_id).await.map_err(|e| Failure::new(describe(run_id, "show", &e)))?;
+    let loaded = load_run(&store, run_id)
+        .await
+        .map_err(|e| Failure::new(describe(run_id, "show", &e)))?;
     let state = &loaded.state;
     let node_runs: Vec<Value> = state
         .node_runs
@@ -194,7 +229,10 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
             let status = match nr.phase {
                 Phase::Scheduled => "scheduled".to_owned(),
                 Phase::Running => "running".to_owned(),
-                Phase::Ended(_) => serde_json::to_value(nr.status()).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                Phase::Ended(_) => serde_json::to_value(nr.status())
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
             };
             json!({
                 "node_id": state.node_id(nr.node),
@@ -222,7 +260,12 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
         });
         println!("{line}");
     } else {
-        println!("run {run_id}  flowchart {}  {}  (version {})", state.flowchart_ref.name, state.status.as_str(), loaded.version);
+        println!(
+            "run {run_id}  flowchart {}  {}  (version {})",
+            state.flowchart_ref.name,
+            state.status.as_str(),
+            loaded.version
+        );
         if let Some(error) = &state.failure {
             println!("  error: {} [{}]", error.message, error.code);
         }
@@ -233,7 +276,11 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
                 nr["attempt"],
                 nr["status"].as_str().unwrap_or_default(),
                 nr["node_run_id"].as_str().unwrap_or_default(),
-                if nr["invalidated"] == json!(true) { "  (invalidated)" } else { "" }
+                if nr["invalidated"] == json!(true) {
+                    "  (invalidated)"
+                } else {
+                    ""
+                }
             );
         }
     }

@@ -30,20 +30,32 @@ pub struct ServeArgs {
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     // Production default: with a NATS URL in the environment, work goes to executors.
-    let dispatch = args.exec.dispatch.unwrap_or(if std::env::var_os("RUNLEDGER_NATS_URL").is_some() {
-        super::engine::Dispatch::Nats
-    } else {
-        super::engine::Dispatch::Inprocess
-    });
-    let mut built = super::engine::build(global, &args.exec, args.flowcharts.clone(), dispatch).await?;
+    let dispatch =
+        args.exec
+            .dispatch
+            .unwrap_or(if std::env::var_os("RUNLEDGER_NATS_URL").is_some() {
+                super::engine::Dispatch::Nats
+            } else {
+                super::engine::Dispatch::Inprocess
+            });
+    let mut built =
+        super::engine::build(global, &args.exec, args.flowcharts.clone(), dispatch).await?;
     built.spawn_outbox().await?;
     let engine = built.engine.clone();
     // The read models follow the ledger beside the engine (LISTEN/NOTIFY, polling as backstop).
     let projections = runledger_projections::spawn_live(engine.store().pool().clone());
     // The HTTP API beside the engine (its projections are the ones spawned above).
-    let api = runledger_api::spawn_for_serve(args.listen, engine.clone(), &global.nats_url).await.map_err(Failure::new)?;
-    let resumed = engine.resume_unfinished().await.map_err(|e| Failure::new(format!("cannot resume runs: {e}")))?;
-    eprintln!("runledger serve: driving {resumed} unfinished run(s); scanning every {} ms", args.scan_ms);
+    let api = runledger_api::spawn_for_serve(args.listen, engine.clone(), &global.nats_url)
+        .await
+        .map_err(Failure::new)?;
+    let resumed = engine
+        .resume_unfinished()
+        .await
+        .map_err(|e| Failure::new(format!("cannot resume runs: {e}")))?;
+    eprintln!(
+        "runledger serve: driving {resumed} unfinished run(s); scanning every {} ms",
+        args.scan_ms
+    );
     let mut scan = tokio::time::interval(Duration::from_millis(args.scan_ms.max(50)));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);

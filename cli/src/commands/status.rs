@@ -15,9 +15,16 @@ pub async fn run(global: &GlobalArgs, as_json: bool) -> Result<(), Failure> {
     let nats = nats_status(&global.nats_url).await;
     let healthy = database["reachable"] == json!(true) && nats["reachable"] == json!(true);
     if as_json {
-        println!("{}", json!({"healthy": healthy, "database": database, "nats": nats}));
+        println!(
+            "{}",
+            json!({"healthy": healthy, "database": database, "nats": nats})
+        );
     } else {
-        println!("database  {}  schema {}", redact(&global.database_url), global.database_schema);
+        println!(
+            "database  {}  schema {}",
+            redact(&global.database_url),
+            global.database_schema
+        );
         match database.get("error") {
             Some(e) => println!("          unreachable: {}", e.as_str().unwrap_or_default()),
             None => println!(
@@ -31,11 +38,19 @@ pub async fn run(global: &GlobalArgs, as_json: bool) -> Result<(), Failure> {
             None => println!(
                 "          reachable; server {}, jetstream {}",
                 nats["server_version"].as_str().unwrap_or("?"),
-                if nats["jetstream"] == json!(true) { "enabled" } else { "DISABLED" }
+                if nats["jetstream"] == json!(true) {
+                    "enabled"
+                } else {
+                    "DISABLED"
+                }
             ),
         }
     }
-    if healthy { Ok(()) } else { Err(Failure::silent()) }
+    if healthy {
+        Ok(())
+    } else {
+        Err(Failure::silent())
+    }
 }
 
 async fn database_status(global: &GlobalArgs) -> Value {
@@ -45,7 +60,9 @@ async fn database_status(global: &GlobalArgs) -> Value {
         Err(_) => return json!({"reachable": false, "error": "timed out"}),
     };
     match store.migration_status().await {
-        Ok((applied, pending)) => json!({"reachable": true, "migrations_applied": applied, "migrations_pending": pending}),
+        Ok((applied, pending)) => {
+            json!({"reachable": true, "migrations_applied": applied, "migrations_pending": pending})
+        }
         Err(e) => json!({"reachable": false, "error": e.to_string()}),
     }
 }

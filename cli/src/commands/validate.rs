@@ -18,7 +18,10 @@ pub fn run(path: &Path, as_json: bool) -> Result<(), Failure> {
     match load(&text, format) {
         Ok(flowchart) => {
             if as_json {
-                print_json(&ValidateOutput { valid: true, errors: &[] });
+                print_json(&ValidateOutput {
+                    valid: true,
+                    errors: &[],
+                });
             } else {
                 let doc = flowchart.doc();
                 println!(
@@ -33,7 +36,10 @@ pub fn run(path: &Path, as_json: bool) -> Result<(), Failure> {
         }
         Err(errors) => {
             if as_json {
-                print_json(&ValidateOutput { valid: false, errors: &errors });
+                print_json(&ValidateOutput {
+                    valid: false,
+                    errors: &errors,
+                });
             } else {
                 print_errors(path, &errors);
             }
@@ -44,10 +50,23 @@ pub fn run(path: &Path, as_json: bool) -> Result<(), Failure> {
 
 pub fn print_errors(path: &Path, errors: &[ValidationError]) {
     for e in errors {
-        let at = if e.path.is_empty() { "(document)" } else { e.path.as_str() };
-        eprintln!("{}: {at}: {} [{}]", path.display(), e.message, e.code.as_str());
+        let at = if e.path.is_empty() {
+            "(document)"
+        } else {
+            e.path.as_str()
+        };
+        eprintln!(
+            "{}: {at}: {} [{}]",
+            path.display(),
+            e.message,
+            e.code.as_str()
+        );
     }
-    eprintln!("{}: {} problem(s); the flowchart is not valid", path.display(), errors.len());
+    eprintln!(
+        "{}: {} problem(s); the flowchart is not valid",
+        path.display(),
+        errors.len()
+    );
 }
 
 /// The `--json` shape of FLOWCHART-FORMAT.md, fields in its order.

@@ -16,7 +16,10 @@ pub fn run(file: &Path, json: bool) -> Result<(), Failure> {
     };
     match (result, json) {
         (Ok(report), true) => {
-            println!("{}", json!({"valid": true, "streams": report.streams, "events": report.events, "blobs": report.blobs, "heads": report.heads}));
+            println!(
+                "{}",
+                json!({"valid": true, "streams": report.streams, "events": report.events, "blobs": report.blobs, "heads": report.heads})
+            );
             Ok(())
         }
         (Ok(report), false) => {
@@ -33,6 +36,9 @@ pub fn run(file: &Path, json: bool) -> Result<(), Failure> {
             println!("{}", json!({"valid": false, "error": e}));
             Err(Failure::silent())
         }
-        (Err(e), false) => Err(Failure::new(format!("{} is not a valid export: {e}", file.display()))),
+        (Err(e), false) => Err(Failure::new(format!(
+            "{} is not a valid export: {e}",
+            file.display()
+        ))),
     }
 }

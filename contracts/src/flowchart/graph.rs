@@ -230,7 +230,11 @@ impl Serialize for Flowchart {
 }
 
 /// Marks the back edges of an iterative depth-first walk over solid connectors from `start`.
-pub(super) fn loop_back_connectors(start: usize, facts: &[NodeFacts], ends: &[(usize, usize)]) -> Vec<bool> {
+pub(super) fn loop_back_connectors(
+    start: usize,
+    facts: &[NodeFacts],
+    ends: &[(usize, usize)],
+) -> Vec<bool> {
     let mut back = vec![false; ends.len()];
     // 0 = new, 1 = on the current path, 2 = done.
     let mut mark = vec![0u8; facts.len()];
@@ -244,7 +248,9 @@ pub(super) fn loop_back_connectors(start: usize, facts: &[NodeFacts], ends: &[(u
         match facts[node].solid_out.get(pos) {
             Some(&connector) => {
                 stack[top].1 += 1;
-                let Some(&(_, target)) = ends.get(connector) else { continue };
+                let Some(&(_, target)) = ends.get(connector) else {
+                    continue;
+                };
                 match mark[target] {
                     0 => {
                         mark[target] = 1;

@@ -16,11 +16,20 @@ use crate::verify::verify;
 use crate::{AppendRequest, Blob, EventStore, ExpectedVersion, StoreError, StreamAppend};
 
 fn event(kind: &str, payload: serde_json::Value) -> NewEvent {
-    NewEvent { event_type: kind.into(), schema_version: 1, payload, blob_refs: vec![] }
+    NewEvent {
+        event_type: kind.into(),
+        schema_version: 1,
+        payload,
+        blob_refs: vec![],
+    }
 }
 
 fn request(id: &str, events: Vec<NewEvent>) -> AppendRequest {
-    AppendRequest::new(RequestId::new(id).unwrap(), CorrelationId::new("corr-1").unwrap(), events)
+    AppendRequest::new(
+        RequestId::new(id).unwrap(),
+        CorrelationId::new("corr-1").unwrap(),
+        events,
+    )
 }
 
 fn stream(name: &str) -> StreamId {
@@ -28,7 +37,10 @@ fn stream(name: &str) -> StreamId {
 }
 
 async fn count_events(ledger: &TestLedger) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(ledger.store.pool()).await.unwrap()
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(ledger.store.pool())
+        .await
+        .unwrap()
 }
 
 /// Recomputes a stream's chain from what the store returns.
@@ -37,8 +49,17 @@ async fn assert_chain(store: &impl EventStore, id: &StreamId) -> u64 {
     let mut prev = Digest::GENESIS;
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.stream_version, i as u64 + 1, "versions have no gaps");
-        assert_eq!(e.prev_hash, prev, "prev_hash of version {}", e.stream_version);
-        assert_eq!(e.chain_body().hash().unwrap(), e.hash, "hash of version {}", e.stream_version);
+        assert_eq!(
+            e.prev_hash, prev,
+            "prev_hash of version {}",
+            e.stream_version
+        );
+        assert_eq!(
+            e.chain_body().hash().unwrap(),
+            e.hash,
+            "hash of version {}",
+            e.stream_version
+        );
         prev = e.hash;
     }
     let head = store.stream_head(id).await.unwrap().unwrap();
@@ -53,17 +74,31 @@ async fn append_then_read_back_a_valid_chain() {
     let s = stream("run-a");
     let first = ledger
         .store
-        .append(&s, ExpectedVersion::NoStream, request("r1", vec![
-            event("RunStarted", json!({"n": 1, "text": "héllo", "list": [1.5, null, true]})),
-            event("NodeScheduled", json!({"n": 2})),
-        ]))
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            request(
+                "r1",
+                vec![
+                    event(
+                        "RunStarted",
+                        json!({"n": 1, "text": "héllo", "list": [1.5, null, true]}),
+                    ),
+                    event("NodeScheduled", json!({"n": 2})),
+                ],
+            ),
+        )
         .await
         .unwrap();
     assert!(!first.deduplicated);
     assert_eq!(first.last_version(), 2);
     let second = ledger
         .store
-        .append(&s, ExpectedVersion::Exact(2), request("r2", vec![event("RunCompleted", json!({}))]))
+        .append(
+            &s,
+            ExpectedVersion::Exact(2),
+            request("r2", vec![event("RunCompleted", json!({}))]),
+        )
         .await
         .unwrap();
     assert_eq!(second.events[0].stream_version, 3);
@@ -72,7 +107,10 @@ async fn append_then_read_back_a_valid_chain() {
 
     let read = ledger.store.read_stream(&s, 1, 10).await.unwrap();
     assert_eq!(read.len(), 3);
-    assert_eq!(read[0], first.events[0], "what append returns is what a read returns");
+    assert_eq!(
+        read[0], first.events[0],
+        "what append returns is what a read returns"
+    );
     assert_eq!(read[2], second.events[0]);
     assert_eq!(read[0].payload["text"], "héllo");
     assert_eq!(assert_chain(&ledger.store, &s).await, 3);
@@ -84,15 +122,33 @@ async fn append_then_read_back_a_valid_chain() {
 async fn repeating_a_request_returns_the_original_and_writes_nothing() {
     let ledger = TestLedger::new().await.unwrap();
     let s = stream("run-idem");
-    let req = request("same", vec![event("RunStarted", json!({"a": 1})), event("NodeScheduled", json!({}))]);
-    let original = ledger.store.append(&s, ExpectedVersion::NoStream, req.clone()).await.unwrap();
+    let req = request(
+        "same",
+        vec![
+            event("RunStarted", json!({"a": 1})),
+            event("NodeScheduled", json!({})),
+        ],
+    );
+    let original = ledger
+        .store
+        .append(&s, ExpectedVersion::NoStream, req.clone())
+        .await
+        .unwrap();
 
     // A retry with the same expected version (the first reply was lost)...
-    let again = ledger.store.append(&s, ExpectedVersion::NoStream, req.clone()).await.unwrap();
+    let again = ledger
+        .store
+        .append(&s, ExpectedVersion::NoStream, req.clone())
+        .await
+        .unwrap();
     assert!(again.deduplicated);
     assert_eq!(again.events, original.events);
     // ...with a fresher expected version...
-    let fresh = ledger.store.append(&s, ExpectedVersion::Exact(2), req.clone()).await.unwrap();
+    let fresh = ledger
+        .store
+        .append(&s, ExpectedVersion::Exact(2), req.clone())
+        .await
+        .unwrap();
     assert!(fresh.deduplicated);
     assert_eq!(fresh.events, original.events);
     // ...and from another process, with no cached head.
@@ -111,13 +167,21 @@ async fn reusing_a_request_id_with_other_content_is_an_error() {
     let s = stream("run-reuse");
     ledger
         .store
-        .append(&s, ExpectedVersion::NoStream, request("r1", vec![event("RunStarted", json!({"a": 1}))]))
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            request("r1", vec![event("RunStarted", json!({"a": 1}))]),
+        )
         .await
         .unwrap();
     for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(1)] {
         let err = ledger
             .store
-            .append(&s, expected, request("r1", vec![event("RunStarted", json!({"a": 2}))]))
+            .append(
+                &s,
+                expected,
+                request("r1", vec![event("RunStarted", json!({"a": 2}))]),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::RequestMismatch { .. }), "{err}");
@@ -133,7 +197,11 @@ async fn wrong_expected_version_is_a_conflict_carrying_the_actual_version() {
     let s = stream("run-conflict");
     ledger
         .store
-        .append(&s, ExpectedVersion::NoStream, request("r1", vec![event("A", json!({})), event("B", json!({}))]))
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            request("r1", vec![event("A", json!({})), event("B", json!({}))]),
+        )
         .await
         .unwrap();
     for (expected, label) in [
@@ -141,24 +209,63 @@ async fn wrong_expected_version_is_a_conflict_carrying_the_actual_version() {
         (ExpectedVersion::Exact(1), 1),
         (ExpectedVersion::Exact(5), 5),
     ] {
-        match ledger.store.append(&s, expected, request("r2", vec![event("C", json!({}))])).await {
-            Err(StoreError::Conflict { expected, actual, .. }) => {
+        match ledger
+            .store
+            .append(&s, expected, request("r2", vec![event("C", json!({}))]))
+            .await
+        {
+            Err(StoreError::Conflict {
+                expected, actual, ..
+            }) => {
                 assert_eq!((expected, actual), (label, 2));
             }
             other => panic!("expected a conflict, got {other:?}"),
         }
     }
     // A stream that does not exist is at version 0.
-    match ledger.store.append(&stream("run-none"), ExpectedVersion::Exact(3), request("r3", vec![event("C", json!({}))])).await {
+    match ledger
+        .store
+        .append(
+            &stream("run-none"),
+            ExpectedVersion::Exact(3),
+            request("r3", vec![event("C", json!({}))]),
+        )
+        .await
+    {
         Err(StoreError::Conflict { actual: 0, .. }) => {}
         other => panic!("expected a conflict, got {other:?}"),
     }
     // A stale cache in another process is caught by the version check, not trusted.
     let other = ledger.second_store().await.unwrap();
-    other.append(&s, ExpectedVersion::Exact(2), request("r4", vec![event("D", json!({}))])).await.unwrap();
-    let err = ledger.store.append(&s, ExpectedVersion::Exact(2), request("r5", vec![event("E", json!({}))])).await;
-    assert!(matches!(err, Err(StoreError::Conflict { actual: 3, .. })), "{err:?}");
-    let ok = ledger.store.append(&s, ExpectedVersion::Exact(3), request("r5", vec![event("E", json!({}))])).await.unwrap();
+    other
+        .append(
+            &s,
+            ExpectedVersion::Exact(2),
+            request("r4", vec![event("D", json!({}))]),
+        )
+        .await
+        .unwrap();
+    let err = ledger
+        .store
+        .append(
+            &s,
+            ExpectedVersion::Exact(2),
+            request("r5", vec![event("E", json!({}))]),
+        )
+        .await;
+    assert!(
+        matches!(err, Err(StoreError::Conflict { actual: 3, .. })),
+        "{err:?}"
+    );
+    let ok = ledger
+        .store
+        .append(
+            &s,
+            ExpectedVersion::Exact(3),
+            request("r5", vec![event("E", json!({}))]),
+        )
+        .await
+        .unwrap();
     assert_eq!(ok.last_version(), 4);
     assert_eq!(assert_chain(&ledger.store, &s).await, 4);
     assert_eq!(count_events(&ledger).await, 4);
@@ -180,9 +287,20 @@ async fn eight_concurrent_appenders_on_one_stream_never_fork_it() {
             let mut conflicts = 0u32;
             let mut written = 0usize;
             while written < EACH {
-                let head = store.stream_head(&s).await.unwrap().map_or(0, |h| h.version);
-                let expected = if head == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(head) };
-                let req = request(&format!("a{a}-{written}"), vec![event("Tick", json!({"appender": a, "n": written}))]);
+                let head = store
+                    .stream_head(&s)
+                    .await
+                    .unwrap()
+                    .map_or(0, |h| h.version);
+                let expected = if head == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(head)
+                };
+                let req = request(
+                    &format!("a{a}-{written}"),
+                    vec![event("Tick", json!({"appender": a, "n": written}))],
+                );
                 match store.append(&s, expected, req).await {
                     Ok(out) => {
                         assert!(!out.deduplicated);
@@ -203,15 +321,27 @@ async fn eight_concurrent_appenders_on_one_stream_never_fork_it() {
     for t in tasks {
         conflicts += t.await.unwrap();
     }
-    assert!(conflicts > 0, "8 appenders racing on one stream must lose some races");
+    assert!(
+        conflicts > 0,
+        "8 appenders racing on one stream must lose some races"
+    );
     let total = (APPENDERS * EACH) as u64;
     assert_eq!(assert_chain(&ledger.store, &s).await, total);
     let events = ledger.store.read_stream(&s, 1, 10_000).await.unwrap();
     let versions: BTreeSet<u64> = events.iter().map(|e| e.stream_version).collect();
-    assert_eq!(versions, (1..=total).collect::<BTreeSet<_>>(), "every version used once");
+    assert_eq!(
+        versions,
+        (1..=total).collect::<BTreeSet<_>>(),
+        "every version used once"
+    );
     let per_appender: BTreeSet<(u64, u64)> = events
         .iter()
-        .map(|e| (e.payload["appender"].as_u64().unwrap(), e.payload["n"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e.payload["appender"].as_u64().unwrap(),
+                e.payload["n"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(per_appender.len() as u64, total, "no event written twice");
     ledger.drop_schema().await.unwrap();
@@ -221,8 +351,24 @@ async fn eight_concurrent_appenders_on_one_stream_never_fork_it() {
 async fn expected_any_appends_after_whatever_is_there() {
     let ledger = TestLedger::new().await.unwrap();
     let s = stream("run-any");
-    let a = ledger.store.append(&s, ExpectedVersion::Any, request("r1", vec![event("A", json!({}))])).await.unwrap();
-    let b = ledger.store.append(&s, ExpectedVersion::Any, request("r2", vec![event("B", json!({}))])).await.unwrap();
+    let a = ledger
+        .store
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            request("r1", vec![event("A", json!({}))]),
+        )
+        .await
+        .unwrap();
+    let b = ledger
+        .store
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            request("r2", vec![event("B", json!({}))]),
+        )
+        .await
+        .unwrap();
     assert_eq!((a.last_version(), b.last_version()), (1, 2));
     ledger.drop_schema().await.unwrap();
 }
@@ -255,7 +401,14 @@ async fn catch_up_reader_never_skips_an_event_that_commits_late() {
     let store = &ledger.store;
     let mut seen = Vec::new();
     let mut checkpoint = Position::START;
-    store.append(&stream("s-before"), ExpectedVersion::NoStream, request("r0", vec![event("E", json!({"i": 0}))])).await.unwrap();
+    store
+        .append(
+            &stream("s-before"),
+            ExpectedVersion::NoStream,
+            request("r0", vec![event("E", json!({"i": 0}))]),
+        )
+        .await
+        .unwrap();
     read_until(store, &mut checkpoint, &mut seen, 1).await;
     assert_eq!(seen, vec![json!(0)]);
 
@@ -278,25 +431,48 @@ async fn catch_up_reader_never_skips_an_event_that_commits_late() {
     // Faster writers commit after it, with later positions.
     for i in 1..=3 {
         store
-            .append(&stream(&format!("s-after-{i}")), ExpectedVersion::NoStream, request(&format!("r{i}"), vec![event("E", json!({"i": i}))]))
+            .append(
+                &stream(&format!("s-after-{i}")),
+                ExpectedVersion::NoStream,
+                request(&format!("r{i}"), vec![event("E", json!({"i": i}))]),
+            )
             .await
             .unwrap();
     }
-    let after_positions: Vec<i64> = sqlx::query_scalar("SELECT global_position FROM events WHERE stream_id LIKE 's-after-%'")
-        .fetch_all(store.pool())
-        .await
-        .unwrap();
-    assert!(after_positions.iter().all(|p| *p > late_position), "the late event has the earliest position");
+    let after_positions: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM events WHERE stream_id LIKE 's-after-%'")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert!(
+        after_positions.iter().all(|p| *p > late_position),
+        "the late event has the earliest position"
+    );
 
     // Committed events exist past the checkpoint, but none may be handed out while an earlier
     // transaction is still open: a reader that took them would checkpoint past the late event.
     let page = store.read_all(checkpoint, 100).await.unwrap();
-    assert!(page.events.is_empty(), "read past an open transaction: {:?}", page.events);
+    assert!(
+        page.events.is_empty(),
+        "read past an open transaction: {:?}",
+        page.events
+    );
 
     slow.commit().await.unwrap();
     read_until(store, &mut checkpoint, &mut seen, 5).await;
-    assert_eq!(seen, vec![json!(0), json!("late"), json!(1), json!(2), json!(3)]);
-    assert!(store.read_all(checkpoint, 100).await.unwrap().events.is_empty(), "each event exactly once");
+    assert_eq!(
+        seen,
+        vec![json!(0), json!("late"), json!(1), json!(2), json!(3)]
+    );
+    assert!(
+        store
+            .read_all(checkpoint, 100)
+            .await
+            .unwrap()
+            .events
+            .is_empty(),
+        "each event exactly once"
+    );
     ledger.drop_schema().await.unwrap();
 }
 
@@ -306,18 +482,38 @@ async fn invalid_events_are_rejected_and_nothing_is_written() {
     let s = stream("run-bad");
     let cases = vec![
         (vec![], "at least one event"),
-        (vec![event("A", json!({"n": 9_007_199_254_740_993u64}))], "$.n"),
+        (
+            vec![event("A", json!({"n": 9_007_199_254_740_993u64}))],
+            "$.n",
+        ),
         (vec![event("A", json!({"s": "nul\u{0}here"}))], "U+0000"),
         (vec![event("has space", json!({}))], "event_type"),
-        (vec![event("A", json!({})), event("B", json!({"x": "y".repeat(crate::MAX_PAYLOAD_BYTES)}))], "blob"),
+        (
+            vec![
+                event("A", json!({})),
+                event("B", json!({"x": "y".repeat(crate::MAX_PAYLOAD_BYTES)})),
+            ],
+            "blob",
+        ),
     ];
     for (events, needle) in cases {
-        let err = ledger.store.append(&s, ExpectedVersion::NoStream, request("r", events)).await.unwrap_err();
-        assert!(err.to_string().contains(needle), "`{err}` should mention {needle}");
+        let err = ledger
+            .store
+            .append(&s, ExpectedVersion::NoStream, request("r", events))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(needle),
+            "`{err}` should mention {needle}"
+        );
     }
     let mut missing = event("A", json!({}));
     missing.blob_refs.push(Digest::of(b"never stored"));
-    let err = ledger.store.append(&s, ExpectedVersion::NoStream, request("r", vec![missing])).await.unwrap_err();
+    let err = ledger
+        .store
+        .append(&s, ExpectedVersion::NoStream, request("r", vec![missing]))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::MissingBlob { .. }), "{err}");
     assert_eq!(count_events(&ledger).await, 0);
     assert!(ledger.store.stream_head(&s).await.unwrap().is_none());
@@ -327,9 +523,20 @@ async fn invalid_events_are_rejected_and_nothing_is_written() {
 #[tokio::test]
 async fn the_ledger_refuses_updates_and_deletes() {
     let ledger = TestLedger::new().await.unwrap();
-    ledger.store.append(&stream("run-x"), ExpectedVersion::NoStream, request("r", vec![event("A", json!({}))])).await.unwrap();
+    ledger
+        .store
+        .append(
+            &stream("run-x"),
+            ExpectedVersion::NoStream,
+            request("r", vec![event("A", json!({}))]),
+        )
+        .await
+        .unwrap();
     for sql in ["UPDATE events SET event_type = 'B'", "DELETE FROM events"] {
-        let err = sqlx::query(sql).execute(ledger.store.pool()).await.unwrap_err();
+        let err = sqlx::query(sql)
+            .execute(ledger.store.pool())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
     }
     ledger.drop_schema().await.unwrap();
@@ -347,15 +554,47 @@ async fn migrate_is_idempotent() {
 async fn ledger_with_blob() -> (TestLedger, StreamId, Digest) {
     let ledger = TestLedger::new().await.unwrap();
     let s = stream("run-export");
-    let blob = Blob { media_type: "text/plain".into(), data: b"a long model output".to_vec() };
+    let blob = Blob {
+        media_type: "text/plain".into(),
+        data: b"a long model output".to_vec(),
+    };
     let hash = blob.hash();
-    let mut with_ref = event("ArtifactPersisted", json!({"content": hash.to_hex(), "score": 0.5}));
+    let mut with_ref = event(
+        "ArtifactPersisted",
+        json!({"content": hash.to_hex(), "score": 0.5}),
+    );
     with_ref.blob_refs.push(hash);
-    let mut req = request("r1", vec![event("RunStarted", json!({"inputs": {"topic": "ledgers"}})), with_ref]);
+    let mut req = request(
+        "r1",
+        vec![
+            event("RunStarted", json!({"inputs": {"topic": "ledgers"}})),
+            with_ref,
+        ],
+    );
     req.blobs.push(blob);
-    ledger.store.append(&s, ExpectedVersion::NoStream, req).await.unwrap();
-    ledger.store.append(&s, ExpectedVersion::Exact(2), request("r2", vec![event("RunCompleted", json!({"node_runs": 1}))])).await.unwrap();
-    ledger.store.append(&stream("run-other"), ExpectedVersion::NoStream, request("r3", vec![event("RunStarted", json!({}))])).await.unwrap();
+    ledger
+        .store
+        .append(&s, ExpectedVersion::NoStream, req)
+        .await
+        .unwrap();
+    ledger
+        .store
+        .append(
+            &s,
+            ExpectedVersion::Exact(2),
+            request("r2", vec![event("RunCompleted", json!({"node_runs": 1}))]),
+        )
+        .await
+        .unwrap();
+    ledger
+        .store
+        .append(
+            &stream("run-other"),
+            ExpectedVersion::NoStream,
+            request("r3", vec![event("RunStarted", json!({}))]),
+        )
+        .await
+        .unwrap();
     (ledger, s, hash)
 }
 
@@ -370,10 +609,18 @@ async fn blobs_are_stored_by_content_and_exported() {
     let (ledger, s, hash) = ledger_with_blob().await;
     let blob = ledger.store.get_blob(&hash).await.unwrap().unwrap();
     assert_eq!(blob.data, b"a long model output");
-    assert_eq!(ledger.store.put_blob(blob.clone()).await.unwrap(), hash, "idempotent");
+    assert_eq!(
+        ledger.store.put_blob(blob.clone()).await.unwrap(),
+        hash,
+        "idempotent"
+    );
     let file = export_bytes(&ledger.store, &ExportScope::Stream(s)).await;
     let text = String::from_utf8(file.clone()).unwrap();
-    assert_eq!(text.lines().count(), 1 + 3 + 1, "manifest, 3 events, 1 blob");
+    assert_eq!(
+        text.lines().count(),
+        1 + 3 + 1,
+        "manifest, 3 events, 1 blob"
+    );
     assert!(text.lines().last().unwrap().contains("\"kind\":\"blob\""));
     let report = verify(file.as_slice()).unwrap();
     assert_eq!((report.streams, report.events, report.blobs), (1, 3, 1));
@@ -392,9 +639,15 @@ async fn two_exports_of_the_same_ledger_are_byte_identical_and_verify() {
     assert_eq!((report.streams, report.events, report.blobs), (2, 4, 1));
     let head = ledger.store.stream_head(&s).await.unwrap().unwrap();
     assert_eq!(report.heads[s.as_str()], head.hash.to_hex());
-    let first_line = String::from_utf8(all_a.split(|b| *b == b'\n').next().unwrap().to_vec()).unwrap();
-    assert!(first_line.starts_with("{\"blobs\":"), "canonical key order: {first_line}");
-    assert!(first_line.contains("\"format_version\":1") && first_line.contains("\"kind\":\"manifest\""));
+    let first_line =
+        String::from_utf8(all_a.split(|b| *b == b'\n').next().unwrap().to_vec()).unwrap();
+    assert!(
+        first_line.starts_with("{\"blobs\":"),
+        "canonical key order: {first_line}"
+    );
+    assert!(
+        first_line.contains("\"format_version\":1") && first_line.contains("\"kind\":\"manifest\"")
+    );
     ledger.drop_schema().await.unwrap();
 }
 
@@ -424,20 +677,28 @@ async fn verify_catches_a_flipped_byte_anywhere_in_an_export() {
 #[tokio::test]
 async fn verify_names_the_first_bad_event() {
     let (ledger, s, _) = ledger_with_blob().await;
-    let file = String::from_utf8(export_bytes(&ledger.store, &ExportScope::Stream(s)).await).unwrap();
+    let file =
+        String::from_utf8(export_bytes(&ledger.store, &ExportScope::Stream(s)).await).unwrap();
     let lines: Vec<&str> = file.lines().collect();
 
     let tampered = file.replacen("\"node_runs\":1", "\"node_runs\":2", 1);
     let err = verify(tampered.as_bytes()).unwrap_err();
     assert_eq!((err.line, err.code), (4, "hash_mismatch"));
     assert_eq!(err.event.as_deref(), Some("run-export#3 RunCompleted"));
-    assert!(err.to_string().starts_with("line 4 (run-export#3 RunCompleted): hash recomputes to"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("line 4 (run-export#3 RunCompleted): hash recomputes to"),
+        "{err}"
+    );
 
     let truncated = format!("{}\n{}\n{}\n", lines[0], lines[1], lines[2]);
     let err = verify(truncated.as_bytes()).unwrap_err();
     assert!(err.code == "counts" || err.code == "missing_blob", "{err}");
 
-    let swapped = format!("{}\n{}\n{}\n{}\n{}\n", lines[0], lines[2], lines[1], lines[3], lines[4]);
+    let swapped = format!(
+        "{}\n{}\n{}\n{}\n{}\n",
+        lines[0], lines[2], lines[1], lines[3], lines[4]
+    );
     let err = verify(swapped.as_bytes()).unwrap_err();
     assert_eq!((err.line, err.code), (2, "sequence"));
 
@@ -451,7 +712,14 @@ async fn verify_names_the_first_bad_event() {
 async fn exporting_a_missing_stream_is_an_error() {
     let ledger = TestLedger::new().await.unwrap();
     let mut out = Vec::new();
-    let err = export(&ledger.store, &ExportScope::Stream(stream("run-nope")), &mut out, |_, _| {}).await.unwrap_err();
+    let err = export(
+        &ledger.store,
+        &ExportScope::Stream(stream("run-nope")),
+        &mut out,
+        |_, _| {},
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.to_string(), "stream `run-nope` does not exist");
     ledger.drop_schema().await.unwrap();
 }
@@ -470,33 +738,82 @@ async fn version_of(store: &impl EventStore, s: &StreamId) -> u64 {
 async fn append_many_writes_every_stream_in_one_transaction() {
     let ledger = TestLedger::new().await.unwrap();
     let (run, tool) = (stream("run-m1"), stream("memory-m1"));
-    ledger.store.append(&run, ExpectedVersion::NoStream, request("r0", vec![event("RunStarted", json!({}))])).await.unwrap();
+    ledger
+        .store
+        .append(
+            &run,
+            ExpectedVersion::NoStream,
+            request("r0", vec![event("RunStarted", json!({}))]),
+        )
+        .await
+        .unwrap();
     let outcomes = ledger
         .store
         .append_many(vec![
-            item(&run, ExpectedVersion::Exact(1), request("r1", vec![event("NodeSucceeded", json!({"n": 1})), event("ArtifactPersisted", json!({}))])),
-            item(&tool, ExpectedVersion::NoStream, request("nr:memory:create", vec![event("MemoryEntryCreated", json!({"key": "k"}))])),
+            item(
+                &run,
+                ExpectedVersion::Exact(1),
+                request(
+                    "r1",
+                    vec![
+                        event("NodeSucceeded", json!({"n": 1})),
+                        event("ArtifactPersisted", json!({})),
+                    ],
+                ),
+            ),
+            item(
+                &tool,
+                ExpectedVersion::NoStream,
+                request(
+                    "nr:memory:create",
+                    vec![event("MemoryEntryCreated", json!({"key": "k"}))],
+                ),
+            ),
         ])
         .await
         .unwrap();
     // Outcomes in item order, each with its stream's versions and chain.
     assert_eq!(outcomes.len(), 2);
     assert!(outcomes.iter().all(|o| !o.deduplicated));
-    assert_eq!(outcomes[0].events.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(
+        outcomes[0]
+            .events
+            .iter()
+            .map(|e| e.stream_version)
+            .collect::<Vec<_>>(),
+        vec![2, 3]
+    );
     assert_eq!(outcomes[0].events[0].stream_id, run);
     assert_eq!(outcomes[1].events[0].stream_id, tool);
     assert_eq!(outcomes[1].events[0].stream_version, 1);
     assert_eq!(outcomes[1].events[0].prev_hash, Digest::GENESIS);
     // One transaction: every event of the call has the same commit position.
-    let commits: BTreeSet<u64> = outcomes.iter().flat_map(|o| o.events.iter().map(|e| e.position.commit)).collect();
+    let commits: BTreeSet<u64> = outcomes
+        .iter()
+        .flat_map(|o| o.events.iter().map(|e| e.position.commit))
+        .collect();
     assert_eq!(commits.len(), 1, "one transaction id for both streams");
     // What append_many returns is what a read returns, and both chains verify.
-    assert_eq!(ledger.store.read_stream(&run, 2, 10).await.unwrap(), outcomes[0].events);
-    assert_eq!(ledger.store.read_stream(&tool, 1, 10).await.unwrap(), outcomes[1].events);
+    assert_eq!(
+        ledger.store.read_stream(&run, 2, 10).await.unwrap(),
+        outcomes[0].events
+    );
+    assert_eq!(
+        ledger.store.read_stream(&tool, 1, 10).await.unwrap(),
+        outcomes[1].events
+    );
     assert_eq!(assert_chain(&ledger.store, &run).await, 3);
     assert_eq!(assert_chain(&ledger.store, &tool).await, 1);
     // The cached heads are right: a plain append continues both chains.
-    ledger.store.append(&tool, ExpectedVersion::Exact(1), request("r2", vec![event("MemoryEntryUpdated", json!({}))])).await.unwrap();
+    ledger
+        .store
+        .append(
+            &tool,
+            ExpectedVersion::Exact(1),
+            request("r2", vec![event("MemoryEntryUpdated", json!({}))]),
+        )
+        .await
+        .unwrap();
     assert_eq!(assert_chain(&ledger.store, &tool).await, 2);
     ledger.drop_schema().await.unwrap();
 }
@@ -505,48 +822,125 @@ async fn append_many_writes_every_stream_in_one_transaction() {
 async fn append_many_conflict_on_one_stream_writes_nothing_on_any() {
     let ledger = TestLedger::new().await.unwrap();
     let (run, tool) = (stream("run-m2"), stream("memory-m2"));
-    ledger.store.append(&run, ExpectedVersion::NoStream, request("r0", vec![event("RunStarted", json!({}))])).await.unwrap();
-    ledger.store.append(&tool, ExpectedVersion::NoStream, request("t0", vec![event("MemoryEntryCreated", json!({}))])).await.unwrap();
+    ledger
+        .store
+        .append(
+            &run,
+            ExpectedVersion::NoStream,
+            request("r0", vec![event("RunStarted", json!({}))]),
+        )
+        .await
+        .unwrap();
+    ledger
+        .store
+        .append(
+            &tool,
+            ExpectedVersion::NoStream,
+            request("t0", vec![event("MemoryEntryCreated", json!({}))]),
+        )
+        .await
+        .unwrap();
     // Another writer moved the tool stream on; the run stream is where the caller expects it.
     let other = ledger.second_store().await.unwrap();
-    other.append(&tool, ExpectedVersion::Exact(1), request("t1", vec![event("MemoryEntryUpdated", json!({}))])).await.unwrap();
+    other
+        .append(
+            &tool,
+            ExpectedVersion::Exact(1),
+            request("t1", vec![event("MemoryEntryUpdated", json!({}))]),
+        )
+        .await
+        .unwrap();
     let before = count_events(&ledger).await;
     let err = ledger
         .store
         .append_many(vec![
-            item(&run, ExpectedVersion::Exact(1), request("r1", vec![event("NodeSucceeded", json!({}))])),
-            item(&tool, ExpectedVersion::Exact(1), request("nr:memory:update", vec![event("MemoryEntryUpdated", json!({"v": 2}))])),
+            item(
+                &run,
+                ExpectedVersion::Exact(1),
+                request("r1", vec![event("NodeSucceeded", json!({}))]),
+            ),
+            item(
+                &tool,
+                ExpectedVersion::Exact(1),
+                request(
+                    "nr:memory:update",
+                    vec![event("MemoryEntryUpdated", json!({"v": 2}))],
+                ),
+            ),
         ])
         .await
         .unwrap_err();
     match &err {
-        StoreError::Conflict { stream_id, expected, actual } => {
-            assert_eq!((stream_id, *expected, *actual), (&tool, 1, 2), "names the stream that moved");
+        StoreError::Conflict {
+            stream_id,
+            expected,
+            actual,
+        } => {
+            assert_eq!(
+                (stream_id, *expected, *actual),
+                (&tool, 1, 2),
+                "names the stream that moved"
+            );
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(count_events(&ledger).await, before, "nothing written on either stream");
+    assert_eq!(
+        count_events(&ledger).await,
+        before,
+        "nothing written on either stream"
+    );
     assert_eq!(version_of(&ledger.store, &run).await, 1);
     // The same when it is the first stream (in stream-id order) that is ahead: the write on the
     // other stream, already made inside the transaction, is rolled back.
     let (a, b) = (stream("a-m2"), stream("z-m2"));
-    ledger.store.append(&b, ExpectedVersion::NoStream, request("b0", vec![event("X", json!({}))])).await.unwrap();
+    ledger
+        .store
+        .append(
+            &b,
+            ExpectedVersion::NoStream,
+            request("b0", vec![event("X", json!({}))]),
+        )
+        .await
+        .unwrap();
     let err = ledger
         .store
         .append_many(vec![
-            item(&b, ExpectedVersion::NoStream, request("b1", vec![event("X", json!({}))])),
-            item(&a, ExpectedVersion::NoStream, request("a1", vec![event("X", json!({}))])),
+            item(
+                &b,
+                ExpectedVersion::NoStream,
+                request("b1", vec![event("X", json!({}))]),
+            ),
+            item(
+                &a,
+                ExpectedVersion::NoStream,
+                request("a1", vec![event("X", json!({}))]),
+            ),
         ])
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { ref stream_id, .. } if *stream_id == b), "{err:?}");
-    assert_eq!(version_of(&ledger.store, &a).await, 0, "the stream that was fine got nothing");
+    assert!(
+        matches!(err, StoreError::Conflict { ref stream_id, .. } if *stream_id == b),
+        "{err:?}"
+    );
+    assert_eq!(
+        version_of(&ledger.store, &a).await,
+        0,
+        "the stream that was fine got nothing"
+    );
     // And the request ids were not burnt: the same items succeed once the expectation is right.
     let ok = ledger
         .store
         .append_many(vec![
-            item(&b, ExpectedVersion::Exact(1), request("b1", vec![event("X", json!({}))])),
-            item(&a, ExpectedVersion::NoStream, request("a1", vec![event("X", json!({}))])),
+            item(
+                &b,
+                ExpectedVersion::Exact(1),
+                request("b1", vec![event("X", json!({}))]),
+            ),
+            item(
+                &a,
+                ExpectedVersion::NoStream,
+                request("a1", vec![event("X", json!({}))]),
+            ),
         ])
         .await
         .unwrap();
@@ -558,10 +952,29 @@ async fn append_many_conflict_on_one_stream_writes_nothing_on_any() {
 async fn append_many_is_idempotent_per_stream() {
     let ledger = TestLedger::new().await.unwrap();
     let (run, tool) = (stream("run-m3"), stream("plan-m3"));
-    ledger.store.append(&run, ExpectedVersion::NoStream, request("r0", vec![event("RunStarted", json!({}))])).await.unwrap();
+    ledger
+        .store
+        .append(
+            &run,
+            ExpectedVersion::NoStream,
+            request("r0", vec![event("RunStarted", json!({}))]),
+        )
+        .await
+        .unwrap();
     let items = vec![
-        item(&run, ExpectedVersion::Exact(1), request("result-1", vec![event("NodeSucceeded", json!({}))])),
-        item(&tool, ExpectedVersion::NoStream, request("nr:plan:create", vec![event("PlanCreated", json!({"t": 1}))])),
+        item(
+            &run,
+            ExpectedVersion::Exact(1),
+            request("result-1", vec![event("NodeSucceeded", json!({}))]),
+        ),
+        item(
+            &tool,
+            ExpectedVersion::NoStream,
+            request(
+                "nr:plan:create",
+                vec![event("PlanCreated", json!({"t": 1}))],
+            ),
+        ),
     ];
     let first = ledger.store.append_many(items.clone()).await.unwrap();
     // The whole call again (its reply was lost): nothing written, the originals returned.
@@ -582,8 +995,19 @@ async fn append_many_is_idempotent_per_stream() {
     let mixed = ledger
         .store
         .append_many(vec![
-            item(&run, ExpectedVersion::Exact(2), request("result-2", vec![event("NodeSucceeded", json!({"n": 2}))])),
-            item(&tool, ExpectedVersion::NoStream, request("nr:plan:create", vec![event("PlanCreated", json!({"t": 1}))])),
+            item(
+                &run,
+                ExpectedVersion::Exact(2),
+                request("result-2", vec![event("NodeSucceeded", json!({"n": 2}))]),
+            ),
+            item(
+                &tool,
+                ExpectedVersion::NoStream,
+                request(
+                    "nr:plan:create",
+                    vec![event("PlanCreated", json!({"t": 1}))],
+                ),
+            ),
         ])
         .await
         .unwrap();
@@ -595,12 +1019,26 @@ async fn append_many_is_idempotent_per_stream() {
     let err = ledger
         .store
         .append_many(vec![
-            item(&run, ExpectedVersion::Exact(3), request("result-3", vec![event("NodeSucceeded", json!({}))])),
-            item(&tool, ExpectedVersion::Exact(1), request("nr:plan:create", vec![event("PlanCreated", json!({"t": 2}))])),
+            item(
+                &run,
+                ExpectedVersion::Exact(3),
+                request("result-3", vec![event("NodeSucceeded", json!({}))]),
+            ),
+            item(
+                &tool,
+                ExpectedVersion::Exact(1),
+                request(
+                    "nr:plan:create",
+                    vec![event("PlanCreated", json!({"t": 2}))],
+                ),
+            ),
         ])
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::RequestMismatch { ref stream_id, .. } if *stream_id == tool), "{err:?}");
+    assert!(
+        matches!(err, StoreError::RequestMismatch { ref stream_id, .. } if *stream_id == tool),
+        "{err:?}"
+    );
     assert_eq!(version_of(&ledger.store, &run).await, 3, "nothing written");
     assert_eq!(assert_chain(&ledger.store, &run).await, 3);
     ledger.drop_schema().await.unwrap();
@@ -613,16 +1051,35 @@ async fn append_many_rejects_bad_requests_before_writing() {
     let err = ledger.store.append_many(vec![]).await.unwrap_err();
     assert_eq!(err.code(), "invalid_request");
     let twice = vec![
-        item(&s, ExpectedVersion::NoStream, request("a", vec![event("X", json!({}))])),
-        item(&s, ExpectedVersion::Exact(1), request("b", vec![event("X", json!({}))])),
+        item(
+            &s,
+            ExpectedVersion::NoStream,
+            request("a", vec![event("X", json!({}))]),
+        ),
+        item(
+            &s,
+            ExpectedVersion::Exact(1),
+            request("b", vec![event("X", json!({}))]),
+        ),
     ];
     let err = ledger.store.append_many(twice).await.unwrap_err();
     assert!(err.to_string().contains("appears twice"), "{err}");
     let bad = vec![
-        item(&s, ExpectedVersion::NoStream, request("a", vec![event("X", json!({}))])),
-        item(&stream("memory-m4"), ExpectedVersion::NoStream, request("b", vec![event("bad type!", json!({}))])),
+        item(
+            &s,
+            ExpectedVersion::NoStream,
+            request("a", vec![event("X", json!({}))]),
+        ),
+        item(
+            &stream("memory-m4"),
+            ExpectedVersion::NoStream,
+            request("b", vec![event("bad type!", json!({}))]),
+        ),
     ];
-    assert_eq!(ledger.store.append_many(bad).await.unwrap_err().code(), "invalid_event");
+    assert_eq!(
+        ledger.store.append_many(bad).await.unwrap_err().code(),
+        "invalid_event"
+    );
     assert_eq!(count_events(&ledger).await, 0);
     ledger.drop_schema().await.unwrap();
 }
@@ -641,15 +1098,39 @@ async fn concurrent_append_many_on_shared_streams_stays_linear_and_never_deadloc
             let own = stream(&format!("run-w{w}"));
             let mut written = 0usize;
             while written < EACH {
-                let va = store.stream_head(&a).await.unwrap().map_or(0, |h| h.version);
-                let vb = store.stream_head(&b).await.unwrap().map_or(0, |h| h.version);
-                let vo = store.stream_head(&own).await.unwrap().map_or(0, |h| h.version);
+                let va = store
+                    .stream_head(&a)
+                    .await
+                    .unwrap()
+                    .map_or(0, |h| h.version);
+                let vb = store
+                    .stream_head(&b)
+                    .await
+                    .unwrap()
+                    .map_or(0, |h| h.version);
+                let vo = store
+                    .stream_head(&own)
+                    .await
+                    .unwrap()
+                    .map_or(0, |h| h.version);
                 let tag = format!("w{w}-{written}");
                 // Half the writers list the streams in the other order.
                 let mut items = vec![
-                    item(&a, ExpectedVersion::Exact(va), request(&tag, vec![event("Tick", json!({"w": w}))])),
-                    item(&b, ExpectedVersion::Exact(vb), request(&tag, vec![event("Tick", json!({"w": w}))])),
-                    item(&own, ExpectedVersion::Exact(vo), request(&tag, vec![event("Tick", json!({"w": w}))])),
+                    item(
+                        &a,
+                        ExpectedVersion::Exact(va),
+                        request(&tag, vec![event("Tick", json!({"w": w}))]),
+                    ),
+                    item(
+                        &b,
+                        ExpectedVersion::Exact(vb),
+                        request(&tag, vec![event("Tick", json!({"w": w}))]),
+                    ),
+                    item(
+                        &own,
+                        ExpectedVersion::Exact(vo),
+                        request(&tag, vec![event("Tick", json!({"w": w}))]),
+                    ),
                 ];
                 if w % 2 == 1 {
                     items.reverse();
@@ -669,12 +1150,21 @@ async fn concurrent_append_many_on_shared_streams_stays_linear_and_never_deadloc
         t.await.unwrap();
     }
     // Every write reached both shared streams together, with no gaps and valid chains.
-    assert_eq!(assert_chain(&ledger.store, &a).await, (WRITERS * EACH) as u64);
-    assert_eq!(assert_chain(&ledger.store, &b).await, (WRITERS * EACH) as u64);
+    assert_eq!(
+        assert_chain(&ledger.store, &a).await,
+        (WRITERS * EACH) as u64
+    );
+    assert_eq!(
+        assert_chain(&ledger.store, &b).await,
+        (WRITERS * EACH) as u64
+    );
     let ea = ledger.store.read_stream(&a, 1, 10_000).await.unwrap();
     let eb = ledger.store.read_stream(&b, 1, 10_000).await.unwrap();
     let order_a: Vec<&str> = ea.iter().map(|e| e.request_id.as_str()).collect();
     let order_b: Vec<&str> = eb.iter().map(|e| e.request_id.as_str()).collect();
-    assert_eq!(order_a, order_b, "both streams saw the writes in the same order");
+    assert_eq!(
+        order_a, order_b,
+        "both streams saw the writes in the same order"
+    );
     ledger.drop_schema().await.unwrap();
 }

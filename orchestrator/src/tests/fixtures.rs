@@ -38,12 +38,24 @@ fn recorded_ledgers_keep_replaying() {
                 continue;
             }
             let version = u32::try_from(object["schema_version"].as_u64().unwrap()).unwrap();
-            let event = DomainEvent::decode(object["event_type"].as_str().unwrap(), version, object["payload"].clone())
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            streams.entry(object["stream_id"].as_str().unwrap().to_owned()).or_default().push(event);
+            let event = DomainEvent::decode(
+                object["event_type"].as_str().unwrap(),
+                version,
+                object["payload"].clone(),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            streams
+                .entry(object["stream_id"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(event);
         }
         // `<flowchart>.<status>.jsonl`: every run stream in it ends with that status.
-        let expected = name.trim_end_matches(".jsonl").rsplit('.').next().unwrap().to_owned();
+        let expected = name
+            .trim_end_matches(".jsonl")
+            .rsplit('.')
+            .next()
+            .unwrap()
+            .to_owned();
         for (stream, events) in streams.iter().filter(|(s, _)| s.starts_with("run-")) {
             let state = check_invariants(events);
             assert_eq!(state.status.as_str(), expected, "{name}: {stream}");

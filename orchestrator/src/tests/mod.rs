@@ -26,7 +26,10 @@ pub(crate) fn check_invariants(events: &[DomainEvent]) -> RunState {
     for event in events {
         match event {
             DomainEvent::NodeScheduled(e) => {
-                assert!(seen.insert(e.node_run_id, Seen::default()).is_none(), "node run scheduled twice");
+                assert!(
+                    seen.insert(e.node_run_id, Seen::default()).is_none(),
+                    "node run scheduled twice"
+                );
             }
             DomainEvent::NodeSucceeded(e) => terminal(&mut seen, &e.node_run_id),
             DomainEvent::NodeFailed(e) => terminal(&mut seen, &e.node_run_id),
@@ -34,7 +37,9 @@ pub(crate) fn check_invariants(events: &[DomainEvent]) -> RunState {
             DomainEvent::NodeSkipped(e) => terminal(&mut seen, &e.node_run_id),
             DomainEvent::NodeCanceled(e) => terminal(&mut seen, &e.node_run_id),
             DomainEvent::ArtifactPersisted(e) => {
-                let s = seen.get_mut(&e.node_run_id).expect("artifact of an unknown node run");
+                let s = seen
+                    .get_mut(&e.node_run_id)
+                    .expect("artifact of an unknown node run");
                 if s.terminal == 0 {
                     s.artifact_before_end = true;
                 }
@@ -44,10 +49,16 @@ pub(crate) fn check_invariants(events: &[DomainEvent]) -> RunState {
         }
     }
     fn terminal(seen: &mut HashMap<NodeRunId, Seen>, id: &NodeRunId) {
-        seen.get_mut(id).expect("end of an unknown node run").terminal += 1;
+        seen.get_mut(id)
+            .expect("end of an unknown node run")
+            .terminal += 1;
     }
     for (id, s) in &seen {
-        assert_eq!((s.terminal, s.artifacts, s.artifact_before_end), (1, 1, false), "node run {id}: {s:?}");
+        assert_eq!(
+            (s.terminal, s.artifacts, s.artifact_before_end),
+            (1, 1, false),
+            "node run {id}: {s:?}"
+        );
     }
     RunState::replay(events).expect("the events replay")
 }

@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::check_invariants;
-use crate::decide::{self, Cause, Command, ControlAction, Env, NodeOutcome, NodeResult, Settings, StartRun, add_ms};
+use crate::decide::{
+    self, Cause, Command, ControlAction, Env, NodeOutcome, NodeResult, Settings, StartRun, add_ms,
+};
 use crate::state::{Phase, RunState, RunStatus};
 
 /// splitmix64: small, seedable, good enough to pick shapes.
@@ -75,7 +77,10 @@ fn random_flowchart(rng: &mut Rng) -> String {
         connect("start", first, "", &mut connectors);
     }
     for (l, layer) in layers.iter().enumerate() {
-        let next: Vec<String> = layers.get(l + 1).cloned().unwrap_or_else(|| vec!["end".to_owned()]);
+        let next: Vec<String> = layers
+            .get(l + 1)
+            .cloned()
+            .unwrap_or_else(|| vec!["end".to_owned()]);
         let mut fed = vec![false; next.len()];
         for id in layer {
             let fan_in = match rng.below(4) {
@@ -99,7 +104,12 @@ fn random_flowchart(rng: &mut Rng) -> String {
             if is_decision {
                 let conditions: Vec<String> = outgoing
                     .iter()
-                    .map(|c| format!("{{ connector: {c}, when: 'latest_upstream.output.v >= {}' }}", rng.below(10)))
+                    .map(|c| {
+                        format!(
+                            "{{ connector: {c}, when: 'latest_upstream.output.v >= {}' }}",
+                            rng.below(10)
+                        )
+                    })
                     .collect();
                 let no_match = if rng.chance(50) {
                     format!("{{ policy: fallback, connector: {} }}", outgoing[0])
@@ -111,12 +121,19 @@ fn random_flowchart(rng: &mut Rng) -> String {
                 let answers: Vec<String> = (0..1 + rng.below(3))
                     .map(|_| match rng.below(20) {
                         0..=13 => format!("{{ output: {{ v: {} }} }}", rng.below(10)),
-                        14..=16 => "{ error: { code: flaky, message: try again, retryable: true } }".to_owned(),
+                        14..=16 => {
+                            "{ error: { code: flaky, message: try again, retryable: true } }"
+                                .to_owned()
+                        }
                         17 => "{ error: { code: fatal, message: no } }".to_owned(),
                         _ => "{ delay_ms: 5000, output: { v: 9 } }".to_owned(),
                     })
                     .collect();
-                let retry = format!("{{ max_attempts: {}, backoff_ms: {} }}", 1 + rng.below(3), rng.below(50));
+                let retry = format!(
+                    "{{ max_attempts: {}, backoff_ms: {} }}",
+                    1 + rng.below(3),
+                    rng.below(50)
+                );
                 nodes.push(format!(
                     "  - {{ id: {id}, type: task, {fan_in}model: scripted, timeout_s: 1, retry: {retry}, scripted: [{}] }}",
                     answers.join(", ")
@@ -169,7 +186,11 @@ fn answer(state: &RunState, index: usize) -> Option<NodeOutcome> {
             retryable: e.retryable,
             details: None,
         }),
-        None => NodeOutcome::Succeeded { output: response.output.clone().unwrap_or(Value::Null), warnings: vec![], fallback_used: false },
+        None => NodeOutcome::Succeeded {
+            output: response.output.clone().unwrap_or(Value::Null),
+            warnings: vec![],
+            fallback_used: false,
+        },
     })
 }
 
@@ -179,9 +200,14 @@ fn random_control(rng: &mut Rng, state: &RunState) -> ControlAction {
     match rng.below(7) {
         0 => ControlAction::Pause,
         1 => ControlAction::Resume,
-        2 => ControlAction::Cancel { force: rng.chance(50) },
+        2 => ControlAction::Cancel {
+            force: rng.chance(50),
+        },
         3 | 4 => ControlAction::RetryNode { node },
-        5 => ControlAction::SkipNode { node, output: json!({ "v": 7 }) },
+        5 => ControlAction::SkipNode {
+            node,
+            output: json!({ "v": 7 }),
+        },
         _ => ControlAction::RewindNode { node },
     }
 }
@@ -190,9 +216,17 @@ fn random_control(rng: &mut Rng, state: &RunState) -> ControlAction {
 fn simulate(seed: u64) -> bool {
     let mut rng = Rng(seed);
     let yaml = random_flowchart(&mut rng);
-    let Ok(flowchart) = load(&yaml, SourceFormat::Yaml) else { return false };
-    let mut env = SimEnv { now: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(), ids: u128::from(seed) << 64 };
-    let cause = Cause { request_id: RequestId::new("req").unwrap(), correlation_id: CorrelationId::new("corr").unwrap() };
+    let Ok(flowchart) = load(&yaml, SourceFormat::Yaml) else {
+        return false;
+    };
+    let mut env = SimEnv {
+        now: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
+        ids: u128::from(seed) << 64,
+    };
+    let cause = Cause {
+        request_id: RequestId::new("req").unwrap(),
+        correlation_id: CorrelationId::new("corr").unwrap(),
+    };
     let settings = Settings::default();
     let start = StartRun {
         run_id: RunId(Uuid::from_u128(u128::from(seed))),
@@ -202,8 +236,12 @@ fn simulate(seed: u64) -> bool {
         parent: None,
         actor: "property".into(),
     };
-    let (mut state, mut events) = decide::start_run(start, &mut env, &cause, &settings).expect("start");
-    let control = Control { actor: "property".into(), reason: "random".into() };
+    let (mut state, mut events) =
+        decide::start_run(start, &mut env, &cause, &settings).expect("start");
+    let control = Control {
+        actor: "property".into(),
+        reason: "random".into(),
+    };
     let mut ended: Vec<(NodeRunId, u32)> = Vec::new();
     for _ in 0..3_000 {
         if state.status.is_terminal() {
@@ -216,27 +254,50 @@ fn simulate(seed: u64) -> bool {
             .filter(|&i| state.node_runs[i].phase == Phase::Running && answer(&state, i).is_some())
             .collect();
         let command = if rng.chance(4) {
-            Command::Control { action: random_control(&mut rng, &state), control: control.clone() }
+            Command::Control {
+                action: random_control(&mut rng, &state),
+                control: control.clone(),
+            }
         } else if !ended.is_empty() && rng.chance(3) {
             // A duplicate or late result: must be recorded as ignored and change nothing else.
             let (node_run_id, attempt) = ended[rng.below(ended.len() as u64) as usize];
-            let outcome = NodeOutcome::Succeeded { output: json!({ "v": 1 }), warnings: vec![], fallback_used: false };
-            Command::RecordResult(NodeResult { node_run_id, attempt, outcome, tool_calls: vec![] })
+            let outcome = NodeOutcome::Succeeded {
+                output: json!({ "v": 1 }),
+                warnings: vec![],
+                fallback_used: false,
+            };
+            Command::RecordResult(NodeResult {
+                node_run_id,
+                attempt,
+                outcome,
+                tool_calls: vec![],
+            })
         } else if !ready.is_empty() {
             let i = ready[rng.below(ready.len() as u64) as usize];
             env.now = add_ms(env.now, rng.below(20));
             let nr = &state.node_runs[i];
             let outcome = answer(&state, i).expect("ready");
-            Command::RecordResult(NodeResult { node_run_id: nr.id, attempt: nr.attempt, outcome, tool_calls: vec![] })
+            Command::RecordResult(NodeResult {
+                node_run_id: nr.id,
+                attempt: nr.attempt,
+                outcome,
+                tool_calls: vec![],
+            })
         } else if let Some(timer) = state.next_timer() {
             if timer.at > env.now {
                 env.now = timer.at;
             }
             Command::Settle
         } else if state.status == RunStatus::Paused {
-            Command::Control { action: ControlAction::Resume, control: control.clone() }
+            Command::Control {
+                action: ControlAction::Resume,
+                control: control.clone(),
+            }
         } else {
-            panic!("seed {seed}: the run is {} with nothing to do\n{yaml}", state.status.as_str());
+            panic!(
+                "seed {seed}: the run is {} with nothing to do\n{yaml}",
+                state.status.as_str()
+            );
         };
         let is_control = matches!(command, Command::Control { .. });
         match decide::decide(&mut state, command, &mut env, &cause, &settings) {
@@ -244,23 +305,44 @@ fn simulate(seed: u64) -> bool {
                 events.extend(more);
                 // As the engine does: a control is followed by scheduling what it made possible.
                 if is_control {
-                    events.extend(decide::decide(&mut state, Command::Settle, &mut env, &cause, &settings).expect("settle"));
+                    events.extend(
+                        decide::decide(&mut state, Command::Settle, &mut env, &cause, &settings)
+                            .expect("settle"),
+                    );
                 }
             }
             Err(decide::DecideError::NotApplicable { .. }) => {}
             Err(e) => panic!("seed {seed}: {e}\n{yaml}"),
         }
-        ended = state.node_runs.iter().filter(|nr| !nr.is_active()).map(|nr| (nr.id, nr.attempt)).collect();
+        ended = state
+            .node_runs
+            .iter()
+            .filter(|nr| !nr.is_active())
+            .map(|nr| (nr.id, nr.attempt))
+            .collect();
     }
-    assert!(state.status.is_terminal(), "seed {seed}: run did not end ({})\n{yaml}", state.status.as_str());
+    assert!(
+        state.status.is_terminal(),
+        "seed {seed}: run did not end ({})\n{yaml}",
+        state.status.as_str()
+    );
     let replayed = check_invariants(&events);
-    assert!(replayed == state, "seed {seed}: replay differs from the decider's state\n{yaml}");
+    assert!(
+        replayed == state,
+        "seed {seed}: replay differs from the decider's state\n{yaml}"
+    );
     true
 }
 
 #[test]
 fn random_runs_end_terminal_and_replay_to_the_same_state() {
-    let seeds = std::env::var("RUNLEDGER_PROPERTY_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(400u64);
+    let seeds = std::env::var("RUNLEDGER_PROPERTY_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(400u64);
     let valid = (1..=seeds).filter(|&seed| simulate(seed)).count() as u64;
-    assert!(valid * 2 >= seeds, "only {valid} of {seeds} random flowcharts were valid");
+    assert!(
+        valid * 2 >= seeds,
+        "only {valid} of {seeds} random flowcharts were valid"
+    );
 }

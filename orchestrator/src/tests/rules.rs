@@ -12,12 +12,14 @@ use runledger_ledger::{EventStore, PgEventStore};
 use serde_json::{Value, json};
 
 use super::check_invariants;
+use crate::DecideError;
 use crate::decide::{ControlAction, StartRun};
-use crate::engine::{Engine, EngineConfig, EngineError, FlowchartSource, NoFlowcharts, RunSummary, apply_control};
+use crate::engine::{
+    Engine, EngineConfig, EngineError, FlowchartSource, NoFlowcharts, RunSummary, apply_control,
+};
 use crate::executor::{InProcessPool, Providers};
 use crate::provider::ScriptedProvider;
 use crate::state::RunStatus;
-use crate::DecideError;
 
 struct Harness {
     ledger: TestLedger,
@@ -25,10 +27,16 @@ struct Harness {
 }
 
 fn config() -> EngineConfig {
-    EngineConfig { poll_interval: Duration::from_millis(50), ..EngineConfig::default() }
+    EngineConfig {
+        poll_interval: Duration::from_millis(50),
+        ..EngineConfig::default()
+    }
 }
 
-async fn engine_on(ledger: &TestLedger, flowcharts: Arc<dyn FlowchartSource>) -> Engine<PgEventStore> {
+async fn engine_on(
+    ledger: &TestLedger,
+    flowcharts: Arc<dyn FlowchartSource>,
+) -> Engine<PgEventStore> {
     let store = ledger.second_store().await.unwrap();
     let pool = InProcessPool::new(Providers::scripted(ScriptedProvider::new()), 64);
     Engine::new(store, Arc::new(pool), flowcharts, config())
@@ -50,37 +58,76 @@ fn example(name: &str) -> Arc<Flowchart> {
 }
 
 fn control(reason: &str) -> Control {
-    Control { actor: "test".into(), reason: reason.into() }
+    Control {
+        actor: "test".into(),
+        reason: reason.into(),
+    }
 }
 
 impl Harness {
     async fn start(&self, flowchart: Arc<Flowchart>, inputs: Value) -> RunId {
-        let start = StartRun { run_id: RunId::new_v7(), flowchart, version: None, inputs, parent: None, actor: "test".into() };
-        self.engine.start(start, RequestId::generate(), CorrelationId::generate()).await.unwrap()
+        let start = StartRun {
+            run_id: RunId::new_v7(),
+            flowchart,
+            version: None,
+            inputs,
+            parent: None,
+            actor: "test".into(),
+        };
+        self.engine
+            .start(start, RequestId::generate(), CorrelationId::generate())
+            .await
+            .unwrap()
     }
 
-    async fn run(&self, flowchart: Arc<Flowchart>, inputs: Value) -> (RunSummary, Vec<DomainEvent>) {
+    async fn run(
+        &self,
+        flowchart: Arc<Flowchart>,
+        inputs: Value,
+    ) -> (RunSummary, Vec<DomainEvent>) {
         let run = self.start(flowchart, inputs).await;
-        let summary = tokio::time::timeout(Duration::from_secs(30), self.engine.wait(run)).await.unwrap().unwrap();
+        let summary = tokio::time::timeout(Duration::from_secs(30), self.engine.wait(run))
+            .await
+            .unwrap()
+            .unwrap();
         (summary, self.events(run).await)
     }
 
     async fn wait(&self, run: RunId) -> (RunSummary, Vec<DomainEvent>) {
-        let summary = tokio::time::timeout(Duration::from_secs(30), self.engine.wait(run)).await.unwrap().unwrap();
+        let summary = tokio::time::timeout(Duration::from_secs(30), self.engine.wait(run))
+            .await
+            .unwrap()
+            .unwrap();
         (summary, self.events(run).await)
     }
 
     async fn events(&self, run: RunId) -> Vec<DomainEvent> {
-        let recorded = self.ledger.store.read_stream(&StreamId::for_run(run), 1, usize::MAX).await.unwrap();
+        let recorded = self
+            .ledger
+            .store
+            .read_stream(&StreamId::for_run(run), 1, usize::MAX)
+            .await
+            .unwrap();
         recorded.iter().map(|e| e.decode().unwrap()).collect()
     }
 
     async fn version(&self, run: RunId) -> u64 {
-        self.ledger.store.stream_head(&StreamId::for_run(run)).await.unwrap().map_or(0, |h| h.version)
+        self.ledger
+            .store
+            .stream_head(&StreamId::for_run(run))
+            .await
+            .unwrap()
+            .map_or(0, |h| h.version)
     }
 
-    async fn control(&self, run: RunId, action: ControlAction) -> Result<crate::engine::ControlOutcome, EngineError> {
-        self.engine.control(run, action, control("test"), RequestId::generate()).await
+    async fn control(
+        &self,
+        run: RunId,
+        action: ControlAction,
+    ) -> Result<crate::engine::ControlOutcome, EngineError> {
+        self.engine
+            .control(run, action, control("test"), RequestId::generate())
+            .await
     }
 
     /// Waits until the run's events satisfy `done`.
@@ -105,12 +152,17 @@ fn node_runs(events: &[DomainEvent]) -> HashMap<String, Vec<NodeRunStatus>> {
     let state = check_invariants(events);
     let mut runs: HashMap<String, Vec<NodeRunStatus>> = HashMap::new();
     for nr in &state.node_runs {
-        runs.entry(state.node_id(nr.node).to_owned()).or_default().extend(nr.status());
+        runs.entry(state.node_id(nr.node).to_owned())
+            .or_default()
+            .extend(nr.status());
     }
     runs
 }
 
-fn scheduled<'a>(events: &'a [DomainEvent], node: &str) -> Vec<&'a runledger_contracts::events::NodeScheduled> {
+fn scheduled<'a>(
+    events: &'a [DomainEvent],
+    node: &str,
+) -> Vec<&'a runledger_contracts::events::NodeScheduled> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -161,10 +213,20 @@ async fn fan_in_all_waits_for_every_parent() {
     assert_eq!(summary.status, RunStatus::Completed);
     let join = scheduled(&events, "join");
     assert_eq!(join.len(), 1);
-    let connectors: Vec<&str> = join[0].consumed_tokens.iter().map(|t| t.connector_id.as_str()).collect();
+    let connectors: Vec<&str> = join[0]
+        .consumed_tokens
+        .iter()
+        .map(|t| t.connector_id.as_str())
+        .collect();
     assert_eq!(connectors, ["aj", "bj"]);
-    let b_done = position(&events, |e| matches!(e, DomainEvent::NodeSucceeded(s) if s.node_id == "b"));
-    let join_at = position(&events, |e| matches!(e, DomainEvent::NodeScheduled(s) if s.node_id == "join"));
+    let b_done = position(
+        &events,
+        |e| matches!(e, DomainEvent::NodeSucceeded(s) if s.node_id == "b"),
+    );
+    let join_at = position(
+        &events,
+        |e| matches!(e, DomainEvent::NodeScheduled(s) if s.node_id == "join"),
+    );
     assert!(b_done < join_at);
     h.finish().await;
 }
@@ -189,13 +251,23 @@ async fn fan_in_any_runs_on_the_first_token() {
 #[tokio::test]
 async fn fan_in_custom_n_consumes_the_earliest_tokens_and_dotted_context_is_passed() {
     let h = harness().await;
-    let (summary, events) = h.run(example("fan-in.yaml"), json!({ "topic": "owls" })).await;
+    let (summary, events) = h
+        .run(example("fan-in.yaml"), json!({ "topic": "owls" }))
+        .await;
     assert_eq!(summary.status, RunStatus::Completed);
     let merge = scheduled(&events, "merge");
     assert_eq!(merge.len(), 1);
-    let mut connectors: Vec<&str> = merge[0].consumed_tokens.iter().map(|t| t.connector_id.as_str()).collect();
+    let mut connectors: Vec<&str> = merge[0]
+        .consumed_tokens
+        .iter()
+        .map(|t| t.connector_id.as_str())
+        .collect();
     connectors.sort();
-    assert_eq!(connectors, ["a_merge", "b_merge"], "the slow angle_c is not waited for");
+    assert_eq!(
+        connectors,
+        ["a_merge", "b_merge"],
+        "the slow angle_c is not waited for"
+    );
     h.finish().await;
 
     // Dotted context: `publish` sees angle_c's output when angle_c has finished first.
@@ -204,7 +276,11 @@ async fn fan_in_custom_n_consumes_the_earliest_tokens_and_dotted_context_is_pass
     let (summary, events) = h.run(flowchart(yaml), json!({})).await;
     assert_eq!(summary.status, RunStatus::Completed);
     let state = check_invariants(&events);
-    let publish = state.node_runs.iter().position(|nr| state.node_id(nr.node) == "publish").unwrap();
+    let publish = state
+        .node_runs
+        .iter()
+        .position(|nr| state.node_id(nr.node) == "publish")
+        .unwrap();
     let context = state.input_context(publish);
     assert_eq!(context["context"]["c"]["output"]["text"], "legal");
     assert_eq!(context["latest_upstream"]["node_id"], "slow");
@@ -215,7 +291,11 @@ async fn fan_in_custom_n_consumes_the_earliest_tokens_and_dotted_context_is_pass
 const DECISION: &str = "name: decide\nlimits: { max_node_executions: 20 }\nnodes:\n  - { id: start, type: start }\n  - { id: score, type: task, model: scripted, scripted: [{ output: SCORE }] }\n  - id: gate\n    type: decision\n    conditions:\n      - { connector: high, when: 'latest_upstream.output.v >= 5' }\n      - { connector: even, when: 'latest_upstream.output.v == 6' }\n    NOMATCH\n  - { id: x, type: task, model: scripted, scripted: [{ output: x }] }\n  - { id: y, type: task, model: scripted, scripted: [{ output: y }] }\n  - { id: z, type: task, model: scripted, scripted: [{ output: z }] }\n  - { id: end, type: end, fan_in: any }\nconnectors:\n  - { id: c1, from: start, to: score }\n  - { id: c2, from: score, to: gate }\n  - { id: high, from: gate, to: x }\n  - { id: even, from: gate, to: y }\n  - { id: other, from: gate, to: z }\n  - { id: xe, from: x, to: end }\n  - { id: ye, from: y, to: end }\n  - { id: ze, from: z, to: end }\n";
 
 fn decision(score: &str, no_match: &str) -> Arc<Flowchart> {
-    flowchart(&DECISION.replace("SCORE", score).replace("NOMATCH", no_match))
+    flowchart(
+        &DECISION
+            .replace("SCORE", score)
+            .replace("NOMATCH", no_match),
+    )
 }
 
 fn routing(events: &[DomainEvent]) -> &runledger_contracts::events::RoutingDecided {
@@ -237,7 +317,11 @@ async fn decision_fires_every_matching_connector() {
     assert_eq!(r.matched_connectors, ["high", "even"]);
     assert!(!r.no_match && r.fallback_connector.is_none());
     assert_eq!(r.evaluations.len(), 2);
-    assert!(r.evaluations[0].reason.contains("6"), "{}", r.evaluations[0].reason);
+    assert!(
+        r.evaluations[0].reason.contains("6"),
+        "{}",
+        r.evaluations[0].reason
+    );
     assert_eq!(scheduled(&events, "x").len(), 1);
     assert_eq!(scheduled(&events, "y").len(), 1);
     assert!(scheduled(&events, "z").is_empty());
@@ -247,7 +331,15 @@ async fn decision_fires_every_matching_connector() {
 #[tokio::test]
 async fn decision_without_match_takes_the_fallback() {
     let h = harness().await;
-    let (summary, events) = h.run(decision("{ v: 1 }", "no_match: { policy: fallback, connector: other }"), json!({})).await;
+    let (summary, events) = h
+        .run(
+            decision(
+                "{ v: 1 }",
+                "no_match: { policy: fallback, connector: other }",
+            ),
+            json!({}),
+        )
+        .await;
     assert_eq!(summary.status, RunStatus::Completed);
     let r = routing(&events);
     assert!(r.no_match);
@@ -257,16 +349,26 @@ async fn decision_without_match_takes_the_fallback() {
     h.finish().await;
 
     let h = harness().await;
-    let (summary, events) = h.run(example("fallback-route.yaml"), json!({ "ticket": "?" })).await;
+    let (summary, events) = h
+        .run(example("fallback-route.yaml"), json!({ "ticket": "?" }))
+        .await;
     assert_eq!(summary.status, RunStatus::Completed);
-    assert_eq!(routing(&events).fallback_connector.as_deref(), Some("to_triage"));
+    assert_eq!(
+        routing(&events).fallback_connector.as_deref(),
+        Some("to_triage")
+    );
     h.finish().await;
 }
 
 #[tokio::test]
 async fn decision_without_match_or_fallback_fails_the_run() {
     let h = harness().await;
-    let (summary, events) = h.run(decision("{ v: 1 }", "no_match: { policy: fail }"), json!({})).await;
+    let (summary, events) = h
+        .run(
+            decision("{ v: 1 }", "no_match: { policy: fail }"),
+            json!({}),
+        )
+        .await;
     assert_eq!(summary.status, RunStatus::Failed);
     assert_eq!(failure_code(&events), "no_route_matched");
     assert_eq!(node_runs(&events)["gate"], [NodeRunStatus::Failed]);
@@ -277,7 +379,9 @@ async fn decision_without_match_or_fallback_fails_the_run() {
 #[tokio::test]
 async fn route_key_fires_its_connector_and_an_unknown_one_fails_fast() {
     let h = harness().await;
-    let (summary, events) = h.run(decision("{ v: 1, route_key: even }", ""), json!({})).await;
+    let (summary, events) = h
+        .run(decision("{ v: 1, route_key: even }", ""), json!({}))
+        .await;
     assert_eq!(summary.status, RunStatus::Completed);
     let r = routing(&events);
     assert!(r.route_key_matched);
@@ -285,13 +389,18 @@ async fn route_key_fires_its_connector_and_an_unknown_one_fails_fast() {
     h.finish().await;
 
     let h = harness().await;
-    let (summary, events) = h.run(decision("{ v: 9, route_key: nowhere }", ""), json!({})).await;
+    let (summary, events) = h
+        .run(decision("{ v: 9, route_key: nowhere }", ""), json!({}))
+        .await;
     assert_eq!(summary.status, RunStatus::Failed);
     assert_eq!(failure_code(&events), "unknown_route");
     let r = routing(&events);
     assert_eq!(r.route_key.as_deref(), Some("nowhere"));
     assert!(!r.route_key_matched && r.matched_connectors.is_empty());
-    assert!(scheduled(&events, "x").is_empty(), "nothing fires when the route is invalid");
+    assert!(
+        scheduled(&events, "x").is_empty(),
+        "nothing fires when the route is invalid"
+    );
     h.finish().await;
 }
 
@@ -304,7 +413,10 @@ async fn a_loop_stops_at_max_node_executions() {
     assert_eq!(failure_code(&events), "max_node_executions_exceeded");
     assert_eq!(summary.node_runs, 7);
     let drafts = scheduled(&events, "draft");
-    assert_eq!(drafts.iter().map(|d| d.execution_index).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        drafts.iter().map(|d| d.execution_index).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
     h.finish().await;
 }
 
@@ -315,7 +427,10 @@ async fn a_timeout_is_retried_and_then_succeeds() {
     let (summary, events) = h.run(flowchart(yaml), json!({})).await;
     assert_eq!(summary.status, RunStatus::Completed);
     assert_eq!(summary.output, Some(json!("on time")));
-    assert_eq!(node_runs(&events)["t"], [NodeRunStatus::TimedOut, NodeRunStatus::Succeeded]);
+    assert_eq!(
+        node_runs(&events)["t"],
+        [NodeRunStatus::TimedOut, NodeRunStatus::Succeeded]
+    );
     let retry = events.iter().find_map(|e| match e {
         DomainEvent::NodeRetryScheduled(r) => Some(r),
         _ => None,
@@ -328,7 +443,12 @@ async fn a_timeout_is_retried_and_then_succeeds() {
         DomainEvent::RunStarted(s) => s.run_id,
         _ => unreachable!(),
     };
-    let events = h.until(run, |e| e.iter().any(|x| matches!(x, DomainEvent::NodeResultIgnored(_)))).await;
+    let events = h
+        .until(run, |e| {
+            e.iter()
+                .any(|x| matches!(x, DomainEvent::NodeResultIgnored(_)))
+        })
+        .await;
     check_invariants(&events);
     h.finish().await;
 }
@@ -350,12 +470,21 @@ async fn retries_are_exhausted_then_the_run_fails() {
     assert_eq!(backoffs, [5, 15]);
     let error = summary.error.unwrap();
     assert_eq!(error.code, "provider_unavailable");
-    assert!(error.message.contains("after 3 attempts"), "{}", error.message);
+    assert!(
+        error.message.contains("after 3 attempts"),
+        "{}",
+        error.message
+    );
     h.finish().await;
 
     // A non-retryable error is not retried.
     let h = harness().await;
-    let (summary, events) = h.run(flowchart(&yaml.replace("retryable: true", "retryable: false")), json!({})).await;
+    let (summary, events) = h
+        .run(
+            flowchart(&yaml.replace("retryable: true", "retryable: false")),
+            json!({}),
+        )
+        .await;
     assert_eq!(summary.status, RunStatus::Failed);
     assert_eq!(node_runs(&events)["t"], [NodeRunStatus::Failed]);
     h.finish().await;
@@ -372,11 +501,17 @@ async fn max_runtime_and_max_parallel_nodes_are_enforced() {
     h.finish().await;
 
     let h = harness().await;
-    let mut yaml = String::from("name: wide\nlimits: { max_parallel_nodes: 2 }\nnodes:\n  - { id: start, type: start }\n  - { id: join, type: task, model: scripted, scripted: [{ output: 1 }] }\n  - { id: end, type: end }\n");
+    let mut yaml = String::from(
+        "name: wide\nlimits: { max_parallel_nodes: 2 }\nnodes:\n  - { id: start, type: start }\n  - { id: join, type: task, model: scripted, scripted: [{ output: 1 }] }\n  - { id: end, type: end }\n",
+    );
     let mut connectors = String::from("connectors:\n  - { id: je, from: join, to: end }\n");
     for i in 0..5 {
-        yaml += &format!("  - {{ id: w{i}, type: task, model: scripted, scripted: [{{ delay_ms: 30, output: {i} }}] }}\n");
-        connectors += &format!("  - {{ id: s{i}, from: start, to: w{i} }}\n  - {{ id: j{i}, from: w{i}, to: join }}\n");
+        yaml += &format!(
+            "  - {{ id: w{i}, type: task, model: scripted, scripted: [{{ delay_ms: 30, output: {i} }}] }}\n"
+        );
+        connectors += &format!(
+            "  - {{ id: s{i}, from: start, to: w{i} }}\n  - {{ id: j{i}, from: w{i}, to: join }}\n"
+        );
     }
     let (summary, events) = h.run(flowchart(&(yaml + &connectors)), json!({})).await;
     assert_eq!(summary.status, RunStatus::Completed);
@@ -384,7 +519,9 @@ async fn max_runtime_and_max_parallel_nodes_are_enforced() {
     for e in &events {
         match e {
             DomainEvent::NodeStarted(_) => active += 1,
-            DomainEvent::NodeSucceeded(s) if s.node_id.starts_with('w') || s.node_id == "join" => active -= 1,
+            DomainEvent::NodeSucceeded(s) if s.node_id.starts_with('w') || s.node_id == "join" => {
+                active -= 1
+            }
             _ => {}
         }
         peak = peak.max(active);
@@ -405,9 +542,17 @@ async fn pause_holds_new_work_until_resume() {
     let run = h.start(chain_with_slow_middle(200), json!({})).await;
     h.control(run, ControlAction::Pause).await.unwrap();
     // `a` finishes while paused; `b` must not be scheduled.
-    let events = h.until(run, |e| e.iter().any(|x| matches!(x, DomainEvent::NodeSucceeded(s) if s.node_id == "a"))).await;
+    let events = h
+        .until(run, |e| {
+            e.iter()
+                .any(|x| matches!(x, DomainEvent::NodeSucceeded(s) if s.node_id == "a"))
+        })
+        .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(scheduled(&h.events(run).await, "b").is_empty(), "{events:#?}");
+    assert!(
+        scheduled(&h.events(run).await, "b").is_empty(),
+        "{events:#?}"
+    );
     let err = h.control(run, ControlAction::Pause).await.unwrap_err();
     assert_eq!(err.code(), "run_not_running");
     h.control(run, ControlAction::Resume).await.unwrap();
@@ -415,7 +560,11 @@ async fn pause_holds_new_work_until_resume() {
     assert_eq!(summary.status, RunStatus::Completed);
     let paused = position(&events, |e| matches!(e, DomainEvent::RunPaused(_)));
     let resumed = position(&events, |e| matches!(e, DomainEvent::RunResumed(_)));
-    assert!(!events[paused..resumed].iter().any(|e| matches!(e, DomainEvent::NodeScheduled(_))));
+    assert!(
+        !events[paused..resumed]
+            .iter()
+            .any(|e| matches!(e, DomainEvent::NodeScheduled(_)))
+    );
     h.finish().await;
 }
 
@@ -423,12 +572,17 @@ async fn pause_holds_new_work_until_resume() {
 async fn graceful_cancel_lets_running_nodes_finish() {
     let h = harness().await;
     let run = h.start(chain_with_slow_middle(200), json!({})).await;
-    h.control(run, ControlAction::Cancel { force: false }).await.unwrap();
+    h.control(run, ControlAction::Cancel { force: false })
+        .await
+        .unwrap();
     let (summary, events) = h.wait(run).await;
     assert_eq!(summary.status, RunStatus::Canceled);
     let runs = node_runs(&events);
     assert_eq!(runs["a"], [NodeRunStatus::Succeeded]);
-    assert!(!runs.contains_key("b"), "nothing new after the cancel request");
+    assert!(
+        !runs.contains_key("b"),
+        "nothing new after the cancel request"
+    );
     h.finish().await;
 }
 
@@ -436,10 +590,17 @@ async fn graceful_cancel_lets_running_nodes_finish() {
 async fn forced_cancel_cancels_running_nodes_and_ignores_late_results() {
     let h = harness().await;
     let run = h.start(chain_with_slow_middle(200), json!({})).await;
-    h.control(run, ControlAction::Cancel { force: true }).await.unwrap();
+    h.control(run, ControlAction::Cancel { force: true })
+        .await
+        .unwrap();
     let (summary, _) = h.wait(run).await;
     assert_eq!(summary.status, RunStatus::Canceled);
-    let events = h.until(run, |e| e.iter().any(|x| matches!(x, DomainEvent::NodeResultIgnored(_)))).await;
+    let events = h
+        .until(run, |e| {
+            e.iter()
+                .any(|x| matches!(x, DomainEvent::NodeResultIgnored(_)))
+        })
+        .await;
     assert_eq!(node_runs(&events)["a"], [NodeRunStatus::Canceled]);
     h.finish().await;
 }
@@ -450,7 +611,8 @@ fn fails_first(node_b: &str) -> Arc<Flowchart> {
     ))
 }
 
-const BROKEN_THEN_OK: &str = "[{ error: { code: bad, message: broken } }, { output: { v: b2 } }, { output: { v: b3 } }]";
+const BROKEN_THEN_OK: &str =
+    "[{ error: { code: bad, message: broken } }, { output: { v: b2 } }, { output: { v: b3 } }]";
 
 #[tokio::test]
 async fn retry_control_reruns_a_failed_node_with_its_inputs() {
@@ -459,33 +621,68 @@ async fn retry_control_reruns_a_failed_node_with_its_inputs() {
     assert_eq!(summary.status, RunStatus::Failed);
     let run = summary.run_id;
     let failed_hash = scheduled(&events, "b")[0].input_context_hash;
-    h.control(run, ControlAction::RetryNode { node: "b".into() }).await.unwrap();
+    h.control(run, ControlAction::RetryNode { node: "b".into() })
+        .await
+        .unwrap();
     let (summary, events) = h.wait(run).await;
     assert_eq!(summary.status, RunStatus::Completed);
     assert_eq!(summary.output, Some(json!({ "v": "b2" })));
     let runs = node_runs(&events);
-    assert_eq!(runs["a"], [NodeRunStatus::Succeeded], "upstream is not re-executed");
+    assert_eq!(
+        runs["a"],
+        [NodeRunStatus::Succeeded],
+        "upstream is not re-executed"
+    );
     assert_eq!(runs["b"], [NodeRunStatus::Failed, NodeRunStatus::Succeeded]);
     let b = scheduled(&events, "b");
     assert_eq!(b[1].input_context_hash, failed_hash, "same recorded inputs");
     assert!(b[1].retry_of.is_some());
-    assert!(events.iter().any(|e| matches!(e, DomainEvent::NodeRetryScheduled(r) if r.control.is_some())));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, DomainEvent::NodeRetryScheduled(r) if r.control.is_some()))
+    );
     h.finish().await;
 }
 
 #[tokio::test]
 async fn skip_control_supplies_the_output_and_downstream_continues() {
     let h = harness().await;
-    let (summary, _) = h.run(fails_first("[{ error: { code: bad, message: broken } }]"), json!({})).await;
+    let (summary, _) = h
+        .run(
+            fails_first("[{ error: { code: bad, message: broken } }]"),
+            json!({}),
+        )
+        .await;
     assert_eq!(summary.status, RunStatus::Failed);
     let run = summary.run_id;
-    h.control(run, ControlAction::SkipNode { node: "b".into(), output: json!({ "v": "by hand" }) }).await.unwrap();
+    h.control(
+        run,
+        ControlAction::SkipNode {
+            node: "b".into(),
+            output: json!({ "v": "by hand" }),
+        },
+    )
+    .await
+    .unwrap();
     let (summary, events) = h.wait(run).await;
     assert_eq!(summary.status, RunStatus::Completed);
     assert_eq!(summary.output, Some(json!({ "v": "by hand" })));
-    assert_eq!(node_runs(&events)["b"], [NodeRunStatus::Failed, NodeRunStatus::Skipped]);
+    assert_eq!(
+        node_runs(&events)["b"],
+        [NodeRunStatus::Failed, NodeRunStatus::Skipped]
+    );
     // A decision cannot be skipped.
-    let err = h.control(run, ControlAction::SkipNode { node: "start".into(), output: json!(1) }).await.unwrap_err();
+    let err = h
+        .control(
+            run,
+            ControlAction::SkipNode {
+                node: "start".into(),
+                output: json!(1),
+            },
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "node_not_skippable");
     h.finish().await;
 }
@@ -497,7 +694,10 @@ async fn rewind_reruns_the_node_and_everything_downstream_only() {
     assert_eq!(summary.status, RunStatus::Failed);
     let run = summary.run_id;
     let first_b = scheduled(&events, "b")[0].node_run_id;
-    let outcome = h.control(run, ControlAction::RewindNode { node: "b".into() }).await.unwrap();
+    let outcome = h
+        .control(run, ControlAction::RewindNode { node: "b".into() })
+        .await
+        .unwrap();
     assert!(!outcome.deduplicated);
     let (summary, events) = h.wait(run).await;
     assert_eq!(summary.status, RunStatus::Completed);
@@ -508,7 +708,10 @@ async fn rewind_reruns_the_node_and_everything_downstream_only() {
         DomainEvent::NodeRewound(r) => Some(r),
         _ => None,
     });
-    assert_eq!(rewound.map(|r| r.invalidated_node_run_ids.clone()), Some(vec![first_b]));
+    assert_eq!(
+        rewound.map(|r| r.invalidated_node_run_ids.clone()),
+        Some(vec![first_b])
+    );
     h.finish().await;
 
     // Rewinding a node upstream of finished work re-runs it all, keeping what is upstream.
@@ -516,7 +719,12 @@ async fn rewind_reruns_the_node_and_everything_downstream_only() {
     let yaml = "name: three\nnodes:\n  - { id: start, type: start }\n  - { id: a, type: task, model: scripted, scripted: [{ output: a1 }, { output: a2 }] }\n  - { id: b, type: task, model: scripted, scripted: [{ output: b1 }, { output: b2 }] }\n  - { id: c, type: task, model: scripted, scripted: [{ error: { code: bad, message: once } }, { output: c2 }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: a }\n  - { id: c2, from: a, to: b }\n  - { id: c3, from: b, to: c }\n  - { id: c4, from: c, to: end }\n";
     let (summary, _) = h.run(flowchart(yaml), json!({})).await;
     assert_eq!(summary.status, RunStatus::Failed);
-    h.control(summary.run_id, ControlAction::RewindNode { node: "b".into() }).await.unwrap();
+    h.control(
+        summary.run_id,
+        ControlAction::RewindNode { node: "b".into() },
+    )
+    .await
+    .unwrap();
     let (summary, events) = h.wait(summary.run_id).await;
     assert_eq!(summary.status, RunStatus::Completed);
     let runs = node_runs(&events);
@@ -524,7 +732,12 @@ async fn rewind_reruns_the_node_and_everything_downstream_only() {
     assert_eq!(runs["b"].len(), 2);
     assert_eq!(runs["c"].len(), 2);
     let state = check_invariants(&events);
-    let invalidated: Vec<&str> = state.node_runs.iter().filter(|nr| nr.invalidated).map(|nr| state.node_id(nr.node)).collect();
+    let invalidated: Vec<&str> = state
+        .node_runs
+        .iter()
+        .filter(|nr| nr.invalidated)
+        .map(|nr| state.node_id(nr.node))
+        .collect();
     assert_eq!(invalidated, ["b", "c"]);
     h.finish().await;
 }
@@ -540,25 +753,63 @@ async fn controls_that_do_not_apply_are_typed_errors_and_write_nothing() {
         (ControlAction::Pause, "run_not_running"),
         (ControlAction::Resume, "run_not_paused"),
         (ControlAction::Cancel { force: true }, "run_not_cancelable"),
-        (ControlAction::RetryNode { node: "a".into() }, "run_not_controllable"),
-        (ControlAction::RewindNode { node: "nope".into() }, "unknown_node"),
-        (ControlAction::SkipNode { node: "a".into(), output: json!(1) }, "run_not_controllable"),
+        (
+            ControlAction::RetryNode { node: "a".into() },
+            "run_not_controllable",
+        ),
+        (
+            ControlAction::RewindNode {
+                node: "nope".into(),
+            },
+            "unknown_node",
+        ),
+        (
+            ControlAction::SkipNode {
+                node: "a".into(),
+                output: json!(1),
+            },
+            "run_not_controllable",
+        ),
     ];
     for (action, code) in cases {
         let name = action.name();
-        let err = apply_control(&h.ledger.store, run, action, control("x"), RequestId::generate()).await.unwrap_err();
+        let err = apply_control(
+            &h.ledger.store,
+            run,
+            action,
+            control("x"),
+            RequestId::generate(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), code, "{name}: {err}");
-        assert!(matches!(err, EngineError::Decide(DecideError::NotApplicable { .. })), "{name}");
+        assert!(
+            matches!(err, EngineError::Decide(DecideError::NotApplicable { .. })),
+            "{name}"
+        );
     }
     assert_eq!(h.version(run).await, before, "nothing written");
-    let missing = apply_control(&h.ledger.store, RunId::new_v7(), ControlAction::Pause, control("x"), RequestId::generate()).await;
+    let missing = apply_control(
+        &h.ledger.store,
+        RunId::new_v7(),
+        ControlAction::Pause,
+        control("x"),
+        RequestId::generate(),
+    )
+    .await;
     assert!(matches!(missing, Err(EngineError::RunNotFound(_))));
 
     // Retry of a node that did not fail is refused on a running run too.
     let run = h.start(chain_with_slow_middle(300), json!({})).await;
-    let err = h.control(run, ControlAction::RetryNode { node: "a".into() }).await.unwrap_err();
+    let err = h
+        .control(run, ControlAction::RetryNode { node: "a".into() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "node_busy");
-    let err = h.control(run, ControlAction::RetryNode { node: "b".into() }).await.unwrap_err();
+    let err = h
+        .control(run, ControlAction::RetryNode { node: "b".into() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "node_not_failed");
     h.wait(run).await;
     h.finish().await;
@@ -569,17 +820,47 @@ async fn a_control_applies_once_per_request_id() {
     let h = harness().await;
     let run = h.start(chain_with_slow_middle(300), json!({})).await;
     let request = RequestId::new("pause-1").unwrap();
-    let first = apply_control(&h.ledger.store, run, ControlAction::Pause, control("x"), request.clone()).await.unwrap();
+    let first = apply_control(
+        &h.ledger.store,
+        run,
+        ControlAction::Pause,
+        control("x"),
+        request.clone(),
+    )
+    .await
+    .unwrap();
     assert!(!first.deduplicated);
-    let again = apply_control(&h.ledger.store, run, ControlAction::Pause, control("x"), request.clone()).await.unwrap();
+    let again = apply_control(
+        &h.ledger.store,
+        run,
+        ControlAction::Pause,
+        control("x"),
+        request.clone(),
+    )
+    .await
+    .unwrap();
     assert!(again.deduplicated);
     assert_eq!(again.events.len(), first.events.len());
     let events = h.events(run).await;
-    assert_eq!(events.iter().filter(|e| matches!(e, DomainEvent::RunPaused(_))).count(), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, DomainEvent::RunPaused(_)))
+            .count(),
+        1
+    );
     // The engine driving the run picks the CLI's pause up, and later its resume.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(scheduled(&h.events(run).await, "b").is_empty());
-    apply_control(&h.ledger.store, run, ControlAction::Resume, control("x"), RequestId::generate()).await.unwrap();
+    apply_control(
+        &h.ledger.store,
+        run,
+        ControlAction::Resume,
+        control("x"),
+        RequestId::generate(),
+    )
+    .await
+    .unwrap();
     let (summary, _) = h.wait(run).await;
     assert_eq!(summary.status, RunStatus::Completed);
     h.finish().await;
@@ -589,18 +870,26 @@ struct Children(HashMap<String, Arc<Flowchart>>);
 
 impl FlowchartSource for Children {
     fn resolve(&self, name: &str, _: Option<u32>) -> Result<(Arc<Flowchart>, Option<u32>), String> {
-        self.0.get(name).cloned().map(|f| (f, None)).ok_or_else(|| format!("no flowchart `{name}`"))
+        self.0
+            .get(name)
+            .cloned()
+            .map(|f| (f, None))
+            .ok_or_else(|| format!("no flowchart `{name}`"))
     }
 }
 
 #[tokio::test]
 async fn a_subflow_node_runs_a_linked_child_run() {
     let ledger = TestLedger::new().await.unwrap();
-    let child = flowchart("name: child\nnodes:\n  - { id: start, type: start }\n  - { id: work, type: task, model: scripted, scripted: [{ output: { answer: 42 } }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: work }\n  - { id: c2, from: work, to: end }\n");
+    let child = flowchart(
+        "name: child\nnodes:\n  - { id: start, type: start }\n  - { id: work, type: task, model: scripted, scripted: [{ output: { answer: 42 } }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: work }\n  - { id: c2, from: work, to: end }\n",
+    );
     let source = Children(HashMap::from([("child".to_owned(), child)]));
     let engine = engine_on(&ledger, Arc::new(source)).await;
     let h = Harness { ledger, engine };
-    let parent = flowchart("name: parent\nnodes:\n  - { id: start, type: start }\n  - { id: sub, type: flowchart, flowchart: child }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: sub }\n  - { id: c2, from: sub, to: end }\n");
+    let parent = flowchart(
+        "name: parent\nnodes:\n  - { id: start, type: start }\n  - { id: sub, type: flowchart, flowchart: child }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: sub }\n  - { id: c2, from: sub, to: end }\n",
+    );
     let (summary, events) = h.run(parent, json!({ "q": 1 })).await;
     assert_eq!(summary.status, RunStatus::Completed, "{summary:?}");
     let link = events.iter().find_map(|e| match e {
@@ -612,17 +901,26 @@ async fn a_subflow_node_runs_a_linked_child_run() {
     match &child_events[0] {
         DomainEvent::RunStarted(s) => {
             let parent = s.parent.as_ref().expect("the child names its parent");
-            assert_eq!((parent.run_id, parent.node_run_id), (summary.run_id, link.node_run_id));
+            assert_eq!(
+                (parent.run_id, parent.node_run_id),
+                (summary.run_id, link.node_run_id)
+            );
             assert_eq!(s.inputs, json!({ "q": 1 }));
         }
         other => panic!("{other:?}"),
     }
-    assert!(child_events.iter().any(|e| matches!(e, DomainEvent::RunCompleted(_))));
+    assert!(
+        child_events
+            .iter()
+            .any(|e| matches!(e, DomainEvent::RunCompleted(_)))
+    );
     assert_eq!(summary.output.unwrap()["output"], json!({ "answer": 42 }));
     check_invariants(&child_events);
 
     // A sub-flow that cannot be found fails its node with a clear code.
-    let broken = flowchart("name: parent2\nnodes:\n  - { id: start, type: start }\n  - { id: sub, type: flowchart, flowchart: missing }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: sub }\n  - { id: c2, from: sub, to: end }\n");
+    let broken = flowchart(
+        "name: parent2\nnodes:\n  - { id: start, type: start }\n  - { id: sub, type: flowchart, flowchart: missing }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: sub }\n  - { id: c2, from: sub, to: end }\n",
+    );
     let (summary, events) = h.run(broken, json!({})).await;
     assert_eq!(summary.status, RunStatus::Failed);
     assert_eq!(failure_code(&events), "subflow_unavailable");
@@ -633,11 +931,15 @@ async fn a_subflow_node_runs_a_linked_child_run() {
 async fn two_engines_on_one_run_keep_the_stream_linear() {
     let h = harness().await;
     let second = engine_on(&h.ledger, Arc::new(NoFlowcharts)).await;
-    let mut yaml = String::from("name: long\nnodes:\n  - { id: start, type: start }\n  - { id: end, type: end }\n");
+    let mut yaml = String::from(
+        "name: long\nnodes:\n  - { id: start, type: start }\n  - { id: end, type: end }\n",
+    );
     let mut connectors = String::from("connectors:\n");
     let mut prev = "start".to_owned();
     for i in 0..30 {
-        yaml += &format!("  - {{ id: t{i}, type: task, model: scripted, scripted: [{{ delay_ms: 2, output: {i} }}] }}\n");
+        yaml += &format!(
+            "  - {{ id: t{i}, type: task, model: scripted, scripted: [{{ delay_ms: 2, output: {i} }}] }}\n"
+        );
         connectors += &format!("  - {{ id: c{i}, from: {prev}, to: t{i} }}\n");
         prev = format!("t{i}");
     }
@@ -649,10 +951,19 @@ async fn two_engines_on_one_run_keep_the_stream_linear() {
     second.wait(run).await.unwrap();
     let runs = node_runs(&events);
     for i in 0..30 {
-        let ok = runs[&format!("t{i}")].iter().filter(|s| **s == NodeRunStatus::Succeeded).count();
+        let ok = runs[&format!("t{i}")]
+            .iter()
+            .filter(|s| **s == NodeRunStatus::Succeeded)
+            .count();
         assert_eq!(ok, 1, "t{i}: {:?}", runs[&format!("t{i}")]);
     }
-    assert_eq!(events.iter().filter(|e| matches!(e, DomainEvent::RunCompleted(_))).count(), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, DomainEvent::RunCompleted(_)))
+            .count(),
+        1
+    );
     h.finish().await;
 }
 
@@ -668,7 +979,11 @@ async fn bad_input_is_rejected_before_anything_is_written() {
         actor: "test".into(),
     };
     let run = start.run_id;
-    let err = h.engine.start(start, RequestId::generate(), CorrelationId::generate()).await.unwrap_err();
+    let err = h
+        .engine
+        .start(start, RequestId::generate(), CorrelationId::generate())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "invalid_input");
     assert_eq!(h.version(run).await, 0);
     h.finish().await;
