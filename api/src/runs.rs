@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use runledger_contracts::canonical;
+use runledger_contracts::storable;
 use runledger_contracts::envelope::RecordedEvent;
 use runledger_contracts::events::DomainEvent;
 use runledger_contracts::flowchart::Flowchart;
@@ -192,7 +192,7 @@ pub async fn start(
         .inputs
         .clone()
         .unwrap_or_else(|| Value::Object(Default::default()));
-    canonical::check_ijson(&inputs)
+    storable::storable_bytes(&inputs)
         .map_err(|e| ApiError::unprocessable("invalid_inputs", format!("inputs: {e}")))?;
     let actor = body
         .actor

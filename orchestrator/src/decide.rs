@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use runledger_contracts::canonical;
+use runledger_contracts::storable;
 use runledger_contracts::digest::Digest;
 use runledger_contracts::events::{
     ArtifactPersisted, ConditionEvaluation, ConditionOutcome, ConsumedToken, Control, DomainEvent,
@@ -26,6 +27,7 @@ use runledger_contracts::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::unstorable;
 use crate::state::{Phase, RunState, RunStatus, StateError, TimerKind, Token};
 
 /// The contract version of every artifact payload this engine writes.
@@ -209,7 +211,7 @@ pub fn start_run(
     cause: &Cause,
     settings: &Settings,
 ) -> Result<(RunState, Vec<DomainEvent>), DecideError> {
-    canonical::check_ijson(&start.inputs)
+    storable::storable_bytes(&start.inputs)
         .map_err(|e| DecideError::InvalidInput { field: "inputs", message: e.to_string() })?;
     let definition = serde_json::to_value(start.flowchart.doc())
         .map_err(|e| DecideError::InvalidInput { field: "definition", message: e.to_string() })?;
@@ -293,10 +295,11 @@ fn ended_by_its_result(nr: &crate::state::NodeRun) -> bool {
 /// Failure codes the engine itself gives a node run (no executor result involved).
 const ENGINE_FAILURE_CODES: &[&str] = &["dispatch_timeout", "execution_timeout", "subflow_unavailable"];
 
-/// `at` plus `ms` milliseconds (saturating).
+/// `at` plus `ms` milliseconds, saturating at the last instant a timestamp can hold: a deadline
+/// too far away to represent is "never", not "now".
 pub fn add_ms(at: Timestamp, ms: u64) -> Timestamp {
     let micros = i64::try_from(ms.saturating_mul(1000)).unwrap_or(i64::MAX);
-    Timestamp::from_unix_micros(at.unix_micros().saturating_add(micros)).unwrap_or(at)
+    Timestamp::from_unix_micros(at.unix_micros().saturating_add(micros)).unwrap_or(Timestamp::MAX)
 }
 
 fn hash_json(value: &Value) -> Result<Digest, String> {
@@ -753,7 +756,7 @@ impl<E: Env> Step<'_, E> {
         let phase = if nr.phase == Phase::Scheduled { TimeoutPhase::Dispatch } else { TimeoutPhase::Execution };
         let timeout_ms = match (phase, self.settings.remote) {
             (TimeoutPhase::Dispatch, Some(remote)) => remote.dispatch_timeout_ms,
-            _ => self.state.flowchart.effective_timeout_s(nr.node).unwrap_or_default() * 1000,
+            _ => self.state.flowchart.effective_timeout_s(nr.node).unwrap_or_default().saturating_mul(1000),
         };
         self.emit(NodeTimedOut {
             run_id: self.run_id(),
@@ -903,25 +906,17 @@ impl<E: Env> Step<'_, E> {
                 message: "a tool call belongs to another node run".into(),
             });
         }
+        // Content from outside is checked here, where it enters: an append the ledger must
+        // refuse would fail the same way on every try (see `unstorable`).
         for call in result.tool_calls {
-            self.emit(call)?;
+            self.emit(unstorable::storable_tool_call(call))?;
         }
         match result.outcome {
-            NodeOutcome::Succeeded { output, warnings, fallback_used } => {
-                match canonical::check_ijson(&output) {
-                    Ok(()) => self.succeed(i, output, warnings, fallback_used)?,
-                    Err(e) => {
-                        let error = ErrorInfo {
-                            code: "invalid_output".into(),
-                            message: format!("the output is not I-JSON: {e}"),
-                            retryable: false,
-                            details: None,
-                        };
-                        self.fail(i, error, None)?
-                    }
-                }
-            }
-            NodeOutcome::Failed(error) => self.fail(i, error, None)?,
+            NodeOutcome::Succeeded { output, warnings, fallback_used } => match unstorable::check_output(&output) {
+                Ok(()) => self.succeed(i, output, warnings, fallback_used)?,
+                Err(e) => self.fail(i, unstorable::invalid_output("the output", &e), None)?,
+            },
+            NodeOutcome::Failed(error) => self.fail(i, unstorable::storable_error(error), None)?,
         }
         self.settle()
     }
@@ -1069,6 +1064,9 @@ impl<E: Env> Step<'_, E> {
         if self.active_run_of(node).is_some() {
             return Err(not_applicable("node_busy", format!("node `{id}` is running; nothing to retry")));
         }
+        if self.state.nodes[node].retry_pending.is_some() {
+            return Err(not_applicable("node_busy", format!("a retry of node `{id}` is already scheduled")));
+        }
         let Some(failed) = self.failed_latest(node) else {
             return Err(not_applicable(
                 "node_not_failed",
@@ -1097,7 +1095,7 @@ impl<E: Env> Step<'_, E> {
                 format!("node `{id}` is run by the engine itself; retry or rewind it instead"),
             ));
         }
-        canonical::check_ijson(&output)
+        unstorable::check_output(&output)
             .map_err(|e| DecideError::InvalidInput { field: "output", message: e.to_string() })?;
         if !matches!(self.state.status, RunStatus::Running | RunStatus::Paused | RunStatus::Failed) {
             return self.reopen_for("skip", &control);
