@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::context::{CORRELATION_ID, RequestContext};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, run_id};
-use crate::flowcharts::{invalid_flowchart, load_definition};
+use crate::flowcharts::{invalid_flowchart, load_definition_blocking};
 use crate::idempotency::{self, Claim};
 use crate::state::ApiState;
 
@@ -153,8 +153,9 @@ async fn resolve(
                     "`version` goes with `flowchart`, not with `definition`",
                 ));
             }
-            let flowchart =
-                load_definition(definition).map_err(|errors| invalid_flowchart(&errors))?;
+            let flowchart = load_definition_blocking(definition.clone())
+                .await?
+                .map_err(|errors| invalid_flowchart(&errors))?;
             Ok((Arc::new(flowchart), None))
         }
         (Some(_), Some(_)) => Err(ApiError::unprocessable(
