@@ -216,7 +216,7 @@ pub fn start_run(
     let definition = serde_json::to_value(start.flowchart.doc())
         .map_err(|e| DecideError::InvalidInput { field: "definition", message: e.to_string() })?;
     let definition_hash = hash_json(&definition)
-        .map_err(|message| DecideError::InvalidInput { field: "definition", message })?;
+        .map_err(|e| DecideError::InvalidInput { field: "definition", message: e.to_string() })?;
     let limits = start.flowchart.doc().limits.as_ref();
     let deadline = limits
         .and_then(|l| l.max_runtime_s)
@@ -302,8 +302,8 @@ pub fn add_ms(at: Timestamp, ms: u64) -> Timestamp {
     Timestamp::from_unix_micros(at.unix_micros().saturating_add(micros)).unwrap_or(Timestamp::MAX)
 }
 
-fn hash_json(value: &Value) -> Result<Digest, String> {
-    canonical::to_canonical_vec(value).map(|bytes| Digest::of(&bytes)).map_err(|e| e.to_string())
+fn hash_json(value: &Value) -> Result<Digest, canonical::CanonicalError> {
+    canonical::to_canonical_vec(value).map(|bytes| Digest::of(&bytes))
 }
 
 /// One decision step: emits events and applies them as it goes.
@@ -524,7 +524,7 @@ impl<E: Env> Step<'_, E> {
         };
         let context = self.state.build_context(node, execution_index, &consumed, &dotted);
         let input_context_hash = hash_json(&context)
-            .map_err(|message| StateError { event: "NodeScheduled", message })?;
+            .map_err(|e| StateError { event: "NodeScheduled", message: e.to_string() })?;
         let consumed_tokens = consumed
             .iter()
             .map(|t| ConsumedToken {
@@ -850,7 +850,7 @@ impl<E: Env> Step<'_, E> {
             event: "ArtifactPersisted",
             message: "the node run has not ended".into(),
         })?;
-        let content_hash = hash_json(&payload).map_err(|message| StateError { event: "ArtifactPersisted", message })?;
+        let content_hash = hash_json(&payload).map_err(|e| StateError { event: "ArtifactPersisted", message: e.to_string() })?;
         let artifact = ArtifactPersisted {
             run_id: self.run_id(),
             node_id: self.node_id(nr.node),
