@@ -876,7 +876,7 @@ impl<S: EventStore + 'static> Driver<S> {
                 // recorded as `invalid_output` failures instead (once), so the run goes on;
                 // anything else stops here.
                 Err(e) => {
-                    self.reload().await?;
+                    self.reload_with_backoff().await?;
                     match unstorable::refuse_results(&commands, &e) {
                         Some(refused) if !refused_results => {
                             tracing::warn!(run_id = %self.state.run_id, error = %e, "the ledger refused executor results; recording them as invalid_output");
