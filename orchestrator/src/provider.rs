@@ -173,6 +173,12 @@ pub trait ModelProvider: Send + Sync {
     ) -> BoxFuture<'a, Result<ModelResponse, ErrorInfo>>;
 }
 
+/// Why an `output_schema` does not compile; the message is cut to 300 bytes (it is recorded
+/// in the node's failure), the full error is the source.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", truncate(&.0.to_string(), 300))]
+pub struct SchemaCompileError(#[source] jsonschema::ValidationError<'static>);
+
 /// A node's `output_schema`, compiled once per node run.
 pub struct OutputSchema(jsonschema::Validator);
 
@@ -186,10 +192,10 @@ pub struct SchemaViolation {
 impl OutputSchema {
     /// Compiles the schema. Remote `$ref`s are not fetched (no network from here), so a schema
     /// that needs one does not compile.
-    pub fn compile(schema: &Map<String, Value>) -> Result<Self, String> {
+    pub fn compile(schema: &Map<String, Value>) -> Result<Self, SchemaCompileError> {
         jsonschema::validator_for(&Value::Object(schema.clone()))
             .map(OutputSchema)
-            .map_err(|e| truncate(&e.to_string(), 300))
+            .map_err(SchemaCompileError)
     }
 
     /// Every violation of `output`, at most [`MAX_REPORTED_VIOLATIONS`]; empty when it is valid.
