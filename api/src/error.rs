@@ -107,7 +107,7 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match &e {
-            StoreError::Database(_) => {
+            StoreError::Database(_) | StoreError::Migration(_) => {
                 tracing::error!(error = %e, "ledger unavailable");
                 ApiError::unavailable("database_error", "the ledger database is unavailable")
             }

@@ -132,6 +132,17 @@ pub fn load_definition(definition: &Value) -> Result<Flowchart, Vec<ValidationEr
     }
 }
 
+/// [`load_definition`] on the blocking pool: parsing and validating a large document takes
+/// CPU time (a 4 MiB flowchart takes a good fraction of a second), which must not stall the
+/// async workers that serve every other request, `/healthz` included.
+pub async fn load_definition_blocking(
+    definition: Value,
+) -> Result<Result<Flowchart, Vec<ValidationError>>, ApiError> {
+    tokio::task::spawn_blocking(move || load_definition(&definition))
+        .await
+        .map_err(|e| ApiError::internal("validation_failed", e))
+}
+
 fn problems(errors: &[ValidationError]) -> Vec<ValidationProblem> {
     errors
         .iter()
@@ -178,8 +189,10 @@ impl From<RegistryError> for ApiError {
 /// and path, exactly as `runledger validate --json` does.
 #[utoipa::path(post, path = "/v1/flowcharts/validate", tag = "flowcharts", request_body = ValidateBody,
     responses((status = 200, body = ValidationReport), (status = "4XX", body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn validate(ApiJson(body): ApiJson<ValidateBody>) -> Json<ValidationReport> {
-    match load_definition(&body.definition) {
+pub async fn validate(
+    ApiJson(body): ApiJson<ValidateBody>,
+) -> Result<Json<ValidationReport>, ApiError> {
+    Ok(match load_definition_blocking(body.definition).await? {
         Ok(_) => Json(ValidationReport {
             valid: true,
             errors: Vec::new(),
@@ -188,7 +201,7 @@ pub async fn validate(ApiJson(body): ApiJson<ValidateBody>) -> Json<ValidationRe
             valid: false,
             errors: problems(&errors),
         }),
-    }
+    })
 }
 
 /// Store a flowchart as a new immutable version of its name.
@@ -204,8 +217,9 @@ pub async fn create(
     context: RequestContext,
     ApiJson(body): ApiJson<CreateFlowchartBody>,
 ) -> Result<Response, ApiError> {
-    let flowchart =
-        load_definition(&body.definition).map_err(|errors| invalid_flowchart(&errors))?;
+    let flowchart = load_definition_blocking(body.definition)
+        .await?
+        .map_err(|errors| invalid_flowchart(&errors))?;
     let actor = body
         .actor
         .unwrap_or_else(|| state.config().default_actor.clone());

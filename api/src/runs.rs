@@ -8,11 +8,11 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use runledger_contracts::canonical;
 use runledger_contracts::envelope::RecordedEvent;
 use runledger_contracts::events::DomainEvent;
 use runledger_contracts::flowchart::Flowchart;
 use runledger_contracts::ids::{RunId, StreamId};
+use runledger_contracts::storable;
 use runledger_ledger::EventStore;
 use runledger_ledger::export::{ExportError, ExportScope, export};
 use runledger_orchestrator::StartRun;
@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::context::{CORRELATION_ID, RequestContext};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, run_id};
-use crate::flowcharts::{invalid_flowchart, load_definition};
+use crate::flowcharts::{invalid_flowchart, load_definition_blocking};
 use crate::idempotency::{self, Claim};
 use crate::state::ApiState;
 
@@ -153,8 +153,9 @@ async fn resolve(
                     "`version` goes with `flowchart`, not with `definition`",
                 ));
             }
-            let flowchart =
-                load_definition(definition).map_err(|errors| invalid_flowchart(&errors))?;
+            let flowchart = load_definition_blocking(definition.clone())
+                .await?
+                .map_err(|errors| invalid_flowchart(&errors))?;
             Ok((Arc::new(flowchart), None))
         }
         (Some(_), Some(_)) => Err(ApiError::unprocessable(
@@ -192,7 +193,7 @@ pub async fn start(
         .inputs
         .clone()
         .unwrap_or_else(|| Value::Object(Default::default()));
-    canonical::check_ijson(&inputs)
+    storable::storable_bytes(&inputs)
         .map_err(|e| ApiError::unprocessable("invalid_inputs", format!("inputs: {e}")))?;
     let actor = body
         .actor

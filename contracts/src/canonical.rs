@@ -168,7 +168,7 @@ pub fn check_ijson(value: &Value) -> Result<(), CanonicalError> {
 }
 
 /// One step of a JSON path.
-enum Step<'a> {
+pub(crate) enum Step<'a> {
     Name(Cow<'a, str>),
     Index(usize),
 }
@@ -268,7 +268,7 @@ fn check_double(double: f64) -> Result<(), NumberIssue> {
     Ok(())
 }
 
-fn render_path(path: &[Step<'_>]) -> String {
+pub(crate) fn render_path(path: &[Step<'_>]) -> String {
     let mut out = String::from("$");
     for step in path {
         match step {

@@ -4,6 +4,7 @@
 //! - [`condition`]: the condition language of decision nodes.
 //! - [`events`]: the versioned event catalog; [`envelope`]: how events are stored and chained.
 //! - [`canonical`] and [`digest`]: RFC 8785 canonical JSON and blake3, the basis of every hash.
+//! - [`storable`]: whether the ledger can store a JSON value (shared by every entry point).
 //! - [`ids`], [`time`]: identifiers and timestamps in their one recorded form.
 //! - [`error`]: the API error envelope.
 //! - [`schema`]: the JSON Schemas committed under `contracts/schemas/`.
@@ -18,4 +19,5 @@ pub mod flowchart;
 pub mod ids;
 pub mod model;
 pub mod schema;
+pub mod storable;
 pub mod time;

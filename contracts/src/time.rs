@@ -16,6 +16,10 @@ use time::{OffsetDateTime, UtcOffset};
 pub struct Timestamp(OffsetDateTime);
 
 impl Timestamp {
+    /// The last instant a timestamp holds (9999-12-31T23:59:59.999999Z): where deadline
+    /// arithmetic saturates, so a deadline too far away means "never", not "now".
+    pub const MAX: Timestamp = Timestamp(time::macros::datetime!(9999-12-31 23:59:59.999999 UTC));
+
     pub fn now() -> Self {
         Self::from_datetime(OffsetDateTime::now_utc())
     }

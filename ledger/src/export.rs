@@ -61,8 +61,12 @@ pub enum ExportError {
     Store(#[from] StoreError),
     #[error("writing the export: {0}")]
     Io(#[from] std::io::Error),
-    #[error("event {0} could not be canonicalized: {1}")]
-    Canonical(String, String),
+    #[error("event {event} could not be canonicalized: {source}")]
+    Canonical {
+        event: String,
+        #[source]
+        source: canonical::CanonicalError,
+    },
 }
 
 /// Writes the export of `scope` to `out`. `progress` is called after each page with the number
@@ -264,8 +268,11 @@ async fn write_line<W: AsyncWrite + Unpin>(
     value: &Value,
     label: impl FnOnce() -> String,
 ) -> Result<(), ExportError> {
-    let mut bytes = canonical::to_canonical_vec(value)
-        .map_err(|e| ExportError::Canonical(label(), e.to_string()))?;
+    let mut bytes =
+        canonical::to_canonical_vec(value).map_err(|source| ExportError::Canonical {
+            event: label(),
+            source,
+        })?;
     bytes.push(b'\n');
     out.write_all(&bytes).await?;
     Ok(())

@@ -165,7 +165,7 @@ pub struct GlobalPage {
 }
 
 /// Largest payload kept inline in an event; bigger content belongs in a blob.
-pub const MAX_PAYLOAD_BYTES: usize = 4 << 20;
+pub use runledger_contracts::storable::MAX_PAYLOAD_BYTES;
 /// Most events one request may append.
 pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
 
@@ -192,8 +192,12 @@ pub enum StoreError {
     MissingBlob { hash: Digest },
     #[error("the stored ledger is inconsistent: {0}")]
     Corrupt(String),
+    /// The database failed or refused a statement; [`StoreError::is_transient`] tells whether
+    /// trying again can help.
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[source] sqlx::migrate::MigrateError),
 }
 
 impl StoreError {
@@ -206,9 +210,49 @@ impl StoreError {
             StoreError::InvalidRequest(_) => "invalid_request",
             StoreError::MissingBlob { .. } => "missing_blob",
             StoreError::Corrupt(_) => "ledger_corrupt",
-            StoreError::Database(_) => "database_error",
+            StoreError::Database(_) | StoreError::Migration(_) => "database_error",
         }
     }
+
+    /// True when the same request may succeed if tried again later: the connection was lost or
+    /// could not be had, or the database gave up on the statement for a reason of its own
+    /// (serialization failure, deadlock, shutdown, lack of resources). Everything else is
+    /// permanent: the request itself is refused (invalid content, a reused request id, a
+    /// missing blob), the stored ledger is inconsistent, or the database rejects the statement
+    /// (constraint or data errors), and repeating it would fail the same way.
+    /// [`StoreError::Conflict`] is neither: it asks the caller to re-read and decide again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(e) => sqlx_error_is_transient(e),
+            StoreError::Migration(sqlx::migrate::MigrateError::Execute(e)) => {
+                sqlx_error_is_transient(e)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn sqlx_error_is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| sqlstate_is_transient(&code)),
+        _ => false,
+    }
+}
+
+/// SQLSTATE classes and codes a retry can outlive: connection exceptions (08), serialization
+/// failure and deadlock (40001, 40P01), insufficient resources (53), lock not available (55P03),
+/// canceled statements and server shutdown or startup (57014, 57P01-57P03).
+fn sqlstate_is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(
+            code,
+            "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03"
+        )
 }
 
 /// The event store. Implementations keep every guarantee documented here; the conformance

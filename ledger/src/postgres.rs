@@ -11,10 +11,10 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use runledger_contracts::canonical;
 use runledger_contracts::digest::Digest;
 use runledger_contracts::envelope::{ChainBody, Position, RecordedEvent};
 use runledger_contracts::ids::{CausationId, CorrelationId, EventId, RequestId, StreamId};
+use runledger_contracts::storable;
 use runledger_contracts::time::Timestamp;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::{
     AppendOutcome, AppendRequest, Blob, EventStore, ExpectedVersion, GlobalPage,
-    MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES, StoreError, StreamAppend, StreamHead,
+    MAX_EVENTS_PER_APPEND, StoreError, StreamAppend, StreamHead,
 };
 
 /// Where the ledger lives.
@@ -68,7 +68,7 @@ pub struct PgEventStore {
 }
 
 fn db_err(e: sqlx::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    StoreError::Database(e)
 }
 
 fn check_schema_name(schema: &str) -> Result<(), StoreError> {
@@ -150,7 +150,7 @@ impl PgEventStore {
         migrator
             .run(&self.pool)
             .await
-            .map_err(|e| StoreError::Database(e.to_string()))?;
+            .map_err(StoreError::Migration)?;
         let after = applied_migrations(&self.pool).await?;
         Ok(after.saturating_sub(before))
     }
@@ -227,19 +227,8 @@ impl PgEventStore {
             if event.schema_version == 0 {
                 return Err(invalid("schema_version must be at least 1".into()));
             }
-            if let Some(path) = find_nul(&event.payload, "$".into()) {
-                return Err(invalid(format!(
-                    "{path} contains U+0000, which the ledger cannot store"
-                )));
-            }
-            let bytes =
-                canonical::to_canonical_vec(&event.payload).map_err(|e| invalid(e.to_string()))?;
-            if bytes.len() > MAX_PAYLOAD_BYTES {
-                return Err(invalid(format!(
-                    "payload is {} bytes, more than {MAX_PAYLOAD_BYTES}; keep large content in a blob",
-                    bytes.len()
-                )));
-            }
+            let bytes = storable::storable_bytes(&event.payload)
+                .map_err(|e| invalid(format!("payload: {e}")))?;
             payloads.push(bytes);
         }
         let blob_hashes: Vec<Digest> = request.blobs.iter().map(Blob::hash).collect();
@@ -1085,25 +1074,6 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
-    }
-}
-
-/// The path of the first string (or key) holding U+0000, which jsonb rejects.
-fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
-    match value {
-        serde_json::Value::String(s) if s.contains('\0') => Some(path),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| find_nul(v, format!("{path}[{i}]"))),
-        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
-            if k.contains('\0') {
-                Some(format!("{path} key"))
-            } else {
-                find_nul(v, format!("{path}.{k}"))
-            }
-        }),
-        _ => None,
     }
 }
 

@@ -65,7 +65,7 @@ async fn drop_stale_schemas(store: &PgEventStore) -> Result<(), StoreError> {
         sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 't\\_%'")
             .fetch_all(store.pool())
             .await
-            .map_err(|e| StoreError::Database(e.to_string()))?;
+            .map_err(StoreError::Database)?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -91,6 +91,6 @@ async fn drop_schema_named(store: &PgEventStore, schema: &str) -> Result<(), Sto
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .execute(store.pool())
         .await
-        .map_err(|e| StoreError::Database(e.to_string()))?;
+        .map_err(StoreError::Database)?;
     Ok(())
 }

@@ -22,11 +22,13 @@ use runledger_contracts::events::{
 };
 use runledger_contracts::flowchart::{FanIn, Flowchart, NoMatchRoute, NodeType};
 use runledger_contracts::ids::{ArtifactId, CorrelationId, NodeRunId, RequestId, RunId};
+use runledger_contracts::storable;
 use runledger_contracts::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::state::{Phase, RunState, RunStatus, StateError, TimerKind, Token};
+use crate::unstorable;
 
 /// The contract version of every artifact payload this engine writes.
 pub const ARTIFACT_CONTRACT_VERSION: u32 = 1;
@@ -243,7 +245,7 @@ pub fn start_run(
     cause: &Cause,
     settings: &Settings,
 ) -> Result<(RunState, Vec<DomainEvent>), DecideError> {
-    canonical::check_ijson(&start.inputs).map_err(|e| DecideError::InvalidInput {
+    storable::storable_bytes(&start.inputs).map_err(|e| DecideError::InvalidInput {
         field: "inputs",
         message: e.to_string(),
     })?;
@@ -252,9 +254,9 @@ pub fn start_run(
             field: "definition",
             message: e.to_string(),
         })?;
-    let definition_hash = hash_json(&definition).map_err(|message| DecideError::InvalidInput {
+    let definition_hash = hash_json(&definition).map_err(|e| DecideError::InvalidInput {
         field: "definition",
-        message,
+        message: e.to_string(),
     })?;
     let limits = start.flowchart.doc().limits.as_ref();
     let deadline = limits
@@ -368,16 +370,15 @@ const ENGINE_FAILURE_CODES: &[&str] = &[
     "subflow_unavailable",
 ];
 
-/// `at` plus `ms` milliseconds (saturating).
+/// `at` plus `ms` milliseconds, saturating at the last instant a timestamp can hold: a deadline
+/// too far away to represent is "never", not "now".
 pub fn add_ms(at: Timestamp, ms: u64) -> Timestamp {
     let micros = i64::try_from(ms.saturating_mul(1000)).unwrap_or(i64::MAX);
-    Timestamp::from_unix_micros(at.unix_micros().saturating_add(micros)).unwrap_or(at)
+    Timestamp::from_unix_micros(at.unix_micros().saturating_add(micros)).unwrap_or(Timestamp::MAX)
 }
 
-fn hash_json(value: &Value) -> Result<Digest, String> {
-    canonical::to_canonical_vec(value)
-        .map(|bytes| Digest::of(&bytes))
-        .map_err(|e| e.to_string())
+fn hash_json(value: &Value) -> Result<Digest, canonical::CanonicalError> {
+    canonical::to_canonical_vec(value).map(|bytes| Digest::of(&bytes))
 }
 
 /// One decision step: emits events and applies them as it goes.
@@ -649,9 +650,9 @@ impl<E: Env> Step<'_, E> {
         let context = self
             .state
             .build_context(node, execution_index, &consumed, &dotted);
-        let input_context_hash = hash_json(&context).map_err(|message| StateError {
+        let input_context_hash = hash_json(&context).map_err(|e| StateError {
             event: "NodeScheduled",
-            message,
+            message: e.to_string(),
         })?;
         let consumed_tokens = consumed
             .iter()
@@ -924,13 +925,12 @@ impl<E: Env> Step<'_, E> {
         };
         let timeout_ms = match (phase, self.settings.remote) {
             (TimeoutPhase::Dispatch, Some(remote)) => remote.dispatch_timeout_ms,
-            _ => {
-                self.state
-                    .flowchart
-                    .effective_timeout_s(nr.node)
-                    .unwrap_or_default()
-                    * 1000
-            }
+            _ => self
+                .state
+                .flowchart
+                .effective_timeout_s(nr.node)
+                .unwrap_or_default()
+                .saturating_mul(1000),
         };
         self.emit(NodeTimedOut {
             run_id: self.run_id(),
@@ -1059,9 +1059,9 @@ impl<E: Env> Step<'_, E> {
             event: "ArtifactPersisted",
             message: "the node run has not ended".into(),
         })?;
-        let content_hash = hash_json(&payload).map_err(|message| StateError {
+        let content_hash = hash_json(&payload).map_err(|e| StateError {
             event: "ArtifactPersisted",
-            message,
+            message: e.to_string(),
         })?;
         let artifact = ArtifactPersisted {
             run_id: self.run_id(),
@@ -1128,27 +1128,21 @@ impl<E: Env> Step<'_, E> {
                 message: "a tool call belongs to another node run".into(),
             });
         }
+        // Content from outside is checked here, where it enters: an append the ledger must
+        // refuse would fail the same way on every try (see `unstorable`).
         for call in result.tool_calls {
-            self.emit(call)?;
+            self.emit(unstorable::storable_tool_call(call))?;
         }
         match result.outcome {
             NodeOutcome::Succeeded {
                 output,
                 warnings,
                 fallback_used,
-            } => match canonical::check_ijson(&output) {
+            } => match unstorable::check_output(&output) {
                 Ok(()) => self.succeed(i, output, warnings, fallback_used)?,
-                Err(e) => {
-                    let error = ErrorInfo {
-                        code: "invalid_output".into(),
-                        message: format!("the output is not I-JSON: {e}"),
-                        retryable: false,
-                        details: None,
-                    };
-                    self.fail(i, error, None)?
-                }
+                Err(e) => self.fail(i, unstorable::invalid_output("the output", &e), None)?,
             },
-            NodeOutcome::Failed(error) => self.fail(i, error, None)?,
+            NodeOutcome::Failed(error) => self.fail(i, unstorable::storable_error(error), None)?,
         }
         self.settle()
     }
@@ -1353,6 +1347,12 @@ impl<E: Env> Step<'_, E> {
                 format!("node `{id}` is running; nothing to retry"),
             ));
         }
+        if self.state.nodes[node].retry_pending.is_some() {
+            return Err(not_applicable(
+                "node_busy",
+                format!("a retry of node `{id}` is already scheduled"),
+            ));
+        }
         let Some(failed) = self.failed_latest(node) else {
             return Err(not_applicable(
                 "node_not_failed",
@@ -1384,7 +1384,7 @@ impl<E: Env> Step<'_, E> {
                 format!("node `{id}` is run by the engine itself; retry or rewind it instead"),
             ));
         }
-        canonical::check_ijson(&output).map_err(|e| DecideError::InvalidInput {
+        unstorable::check_output(&output).map_err(|e| DecideError::InvalidInput {
             field: "output",
             message: e.to_string(),
         })?;

@@ -30,12 +30,15 @@ use crate::decide::{
 };
 use crate::executor::{Delivery, INPROCESS, NodeExecutor, Report, ResultSender, SUBFLOW};
 use crate::state::{Phase, RunState, RunStatus, StateError};
+use crate::unstorable;
 
 #[path = "tools/driver.rs"]
 mod tool_driver;
 
 /// How many times a step is re-decided after losing a race before it gives up.
 const MAX_STEP_ATTEMPTS: u32 = 8;
+/// The longest a driver sleeps for one timer; a later timer is simply looked at again then.
+const MAX_TIMER_SLEEP_MS: u64 = 24 * 60 * 60 * 1000;
 /// Events read per page when a run is loaded.
 const PAGE: usize = 5_000;
 
@@ -879,7 +882,11 @@ impl<S: EventStore + 'static> Driver<S> {
     fn next_wake(&self) -> Option<tokio::time::Instant> {
         let now = runledger_contracts::time::Timestamp::now();
         let at = self.state.next_wake(now)?;
-        let ms = u64::try_from(now.millis_until(at)).unwrap_or(0);
+        // A far deadline only needs a wake-up before it; a sum that would overflow the clock
+        // (a timeout of 2^53 seconds) must not panic the driver.
+        let ms = u64::try_from(now.millis_until(at))
+            .unwrap_or(0)
+            .min(MAX_TIMER_SLEEP_MS);
         Some(tokio::time::Instant::now() + Duration::from_millis(ms + 1))
     }
 
@@ -1014,10 +1021,11 @@ impl<S: EventStore + 'static> Driver<S> {
     /// recorded events, or `None` when another writer got there first with this request.
     async fn step_many(
         &mut self,
-        commands: Vec<Command>,
+        mut commands: Vec<Command>,
         request: RequestId,
     ) -> Result<Option<Vec<RecordedEvent>>, EngineError> {
         let settings = self.engine.inner.config.settings.clone();
+        let mut refused_results = false;
         for attempt in 0..MAX_STEP_ATTEMPTS {
             let is_settle = matches!(commands.as_slice(), [Command::Settle]);
             let request = if is_settle && attempt > 0 {
@@ -1097,12 +1105,28 @@ impl<S: EventStore + 'static> Driver<S> {
                     self.reload().await?;
                     self.redispatch().await;
                 }
-                Err(e) => {
-                    self.reload_with_backoff().await?;
+                Err(e) if e.is_transient() => {
                     if attempt + 1 == MAX_STEP_ATTEMPTS {
+                        self.reload_with_backoff().await?;
                         return Err(e.into());
                     }
                     tracing::warn!(run_id = %self.state.run_id, error = %e, "append failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(10 << attempt.min(8))).await;
+                    self.reload_with_backoff().await?;
+                }
+                // Permanent: the same append would be refused again. Executor results are
+                // recorded as `invalid_output` failures instead (once), so the run goes on;
+                // anything else stops here.
+                Err(e) => {
+                    self.reload_with_backoff().await?;
+                    match unstorable::refuse_results(&commands, &e) {
+                        Some(refused) if !refused_results => {
+                            tracing::warn!(run_id = %self.state.run_id, error = %e, "the ledger refused executor results; recording them as invalid_output");
+                            refused_results = true;
+                            commands = refused;
+                        }
+                        _ => return Err(e.into()),
+                    }
                 }
             }
         }
@@ -1124,7 +1148,7 @@ impl<S: EventStore + 'static> Driver<S> {
         loop {
             match self.reload().await {
                 Ok(()) => return Ok(()),
-                Err(EngineError::Store(StoreError::Database(e))) => {
+                Err(EngineError::Store(e)) if e.is_transient() => {
                     tracing::warn!(run_id = %self.state.run_id, error = %e, "ledger unavailable; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));

@@ -18,6 +18,7 @@ pub mod executor;
 pub mod provider;
 pub mod state;
 pub mod tools;
+pub mod unstorable;
 
 pub use decide::{
     Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings, StartRun,

@@ -173,6 +173,12 @@ pub trait ModelProvider: Send + Sync {
     ) -> BoxFuture<'a, Result<ModelResponse, ErrorInfo>>;
 }
 
+/// Why an `output_schema` does not compile; the message is cut to 300 bytes (it is recorded
+/// in the node's failure), the full error is the source.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", truncate(&.0.to_string(), 300))]
+pub struct SchemaCompileError(#[source] jsonschema::ValidationError<'static>);
+
 /// A node's `output_schema`, compiled once per node run.
 pub struct OutputSchema(jsonschema::Validator);
 
@@ -186,10 +192,10 @@ pub struct SchemaViolation {
 impl OutputSchema {
     /// Compiles the schema. Remote `$ref`s are not fetched (no network from here), so a schema
     /// that needs one does not compile.
-    pub fn compile(schema: &Map<String, Value>) -> Result<Self, String> {
+    pub fn compile(schema: &Map<String, Value>) -> Result<Self, SchemaCompileError> {
         jsonschema::validator_for(&Value::Object(schema.clone()))
             .map(OutputSchema)
-            .map_err(|e| truncate(&e.to_string(), 300))
+            .map_err(SchemaCompileError)
     }
 
     /// Every violation of `output`, at most [`MAX_REPORTED_VIOLATIONS`]; empty when it is valid.
@@ -261,6 +267,31 @@ fn truncate(text: &str, max: usize) -> String {
 /// ```
 pub type Script = HashMap<String, Vec<ScriptedResponse>>;
 
+/// Why a `--script` fixture was refused; the message names the node and response.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("{0}")]
+    Yaml(#[source] serde_yaml_ng::Error),
+    #[error("a script maps node ids to lists of responses")]
+    NotAMap,
+    #[error("{node}[{index}]: unknown key `{key}`")]
+    UnknownKey {
+        node: String,
+        index: usize,
+        key: String,
+    },
+    #[error("{node}: {source}")]
+    Response {
+        node: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{node}[{index}]: give exactly one of `output` and `error`")]
+    OutputOrError { node: String, index: usize },
+    #[error("{node}: at least one response is needed")]
+    Empty { node: String },
+}
+
 /// The built-in `scripted` model: node run number `ordinal` of a node gets response number
 /// `ordinal`, and its n-th schema repair call the response n after that (`ordinal + n`); when
 /// the list runs out the last one repeats. Each answer comes after its `delay_ms`.
@@ -281,10 +312,10 @@ impl ScriptedProvider {
     }
 
     /// Parses a fixture file. Errors name the offending key.
-    pub fn parse_fixture(text: &str) -> Result<Script, String> {
-        let value: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse_fixture(text: &str) -> Result<Script, ScriptError> {
+        let value: Value = serde_yaml_ng::from_str(text).map_err(ScriptError::Yaml)?;
         let Value::Object(map) = value else {
-            return Err("a script maps node ids to lists of responses".into());
+            return Err(ScriptError::NotAMap);
         };
         let mut script = Script::new();
         for (node, responses) in map {
@@ -295,21 +326,26 @@ impl ScriptedProvider {
                             .find(|k| !matches!(k.as_str(), "output" | "error" | "delay_ms"))
                     });
                     if let Some(key) = unknown {
-                        return Err(format!("{node}[{i}]: unknown key `{key}`"));
+                        return Err(ScriptError::UnknownKey {
+                            node: node.clone(),
+                            index: i,
+                            key: key.clone(),
+                        });
                     }
                 }
             }
-            let list: Vec<ScriptedResponse> =
-                serde_json::from_value(responses).map_err(|e| format!("{node}: {e}"))?;
-            for (i, r) in list.iter().enumerate() {
-                if r.output.is_some() == r.error.is_some() {
-                    return Err(format!(
-                        "{node}[{i}]: give exactly one of `output` and `error`"
-                    ));
-                }
+            let list: Vec<ScriptedResponse> = match serde_json::from_value(responses) {
+                Ok(list) => list,
+                Err(source) => return Err(ScriptError::Response { node, source }),
+            };
+            if let Some(index) = list
+                .iter()
+                .position(|r| r.output.is_some() == r.error.is_some())
+            {
+                return Err(ScriptError::OutputOrError { node, index });
             }
             if list.is_empty() {
-                return Err(format!("{node}: at least one response is needed"));
+                return Err(ScriptError::Empty { node });
             }
             script.insert(node, list);
         }
@@ -618,9 +654,21 @@ mod tests {
         .unwrap();
         assert_eq!(script["a"].len(), 2);
         let err = ScriptedProvider::parse_fixture("a:\n  - delay_ms: 5\n").unwrap_err();
-        assert!(err.contains("a[0]"), "{err}");
+        assert!(
+            matches!(err, ScriptError::OutputOrError { index: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("a[0]"), "{err}");
+        let err = ScriptedProvider::parse_fixture("a: [{ output: 1, delay_ms: -1 }]").unwrap_err();
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the serde error is kept: {err:?}"
+        );
         let err =
             ScriptedProvider::parse_fixture("a:\n  - output: 1\n    colour: red\n").unwrap_err();
-        assert!(err.contains("a[0]: unknown key `colour`"), "{err}");
+        assert!(
+            err.to_string().contains("a[0]: unknown key `colour`"),
+            "{err}"
+        );
     }
 }

@@ -285,3 +285,74 @@ async fn a_registered_model_runs_a_task_node_over_http_with_schema_repair() {
     );
     ledger.drop_schema().await.unwrap();
 }
+
+/// A model answering with U+0000 over HTTP: the node fails once with `invalid_output`, the run
+/// ends, and the model is called exactly once (the ledger cannot store the answer; retrying
+/// the append or the call could never help).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_answer_holding_u0000_fails_the_node_once_through_the_binary() {
+    let ledger = TestLedger::new().await.unwrap();
+    let schema = ledger.schema().to_owned();
+    let (base_url, seen) = stub(vec![r#"{"text": "owls\u0000"}"#]);
+    let out = runledger(
+        &schema,
+        &[
+            "models",
+            "create",
+            "nulgpt",
+            "--provider",
+            "openai_compatible",
+            "--model-id",
+            "stub-model",
+            "--base-url",
+            &base_url,
+            "--api-key-env",
+            KEY_VAR,
+        ],
+    );
+    assert!(out.status.success(), "{}", super::stderr(&out));
+    let dir = std::env::temp_dir().join(format!("runledger-e2e-nul-{}", RunId::new_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let flow = dir.join("nul-flow.yaml");
+    std::fs::write(
+        &flow,
+        "name: nul-flow\nnodes:\n  - { id: start, type: start }\n  - id: draft\n    type: task\n    model: nulgpt\n    retry: { max_attempts: 3, backoff_ms: 10 }\n    output_schema: { type: object, required: [text], properties: { text: { type: string } } }\n  - { id: done, type: end }\nconnectors:\n  - { id: c1, from: start, to: draft }\n  - { id: c2, from: draft, to: done }\n",
+    )
+    .unwrap();
+    let out = runledger(
+        &schema,
+        &["run", flow.to_str().unwrap(), "--wait", "--json"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        !out.status.success(),
+        "{}{}",
+        super::stdout(&out),
+        super::stderr(&out)
+    );
+    let summary: Value = serde_json::from_str(super::stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["status"], "failed", "{summary}");
+    let run_id = summary["run_id"].as_str().unwrap();
+    let stream = StreamId::new(format!("run-{run_id}")).unwrap();
+    let events = ledger.store.read_stream(&stream, 1, 10_000).await.unwrap();
+    let failures: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e.decode().unwrap() {
+            DomainEvent::NodeFailed(f) => Some(f.error),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failures.len(),
+        1,
+        "invalid_output is not retried: {failures:?}"
+    );
+    assert_eq!(failures[0].code, "invalid_output");
+    assert!(
+        failures[0].message.contains("$.text"),
+        "{}",
+        failures[0].message
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1, "the model is called once");
+    ledger.drop_schema().await.unwrap();
+}

@@ -25,6 +25,11 @@ pub const CONDITION_ROOTS: &[&str] = &[
     "node",
 ];
 
+/// The longest `timeout_s` or `limits.max_runtime_s` accepted: one year (366 days) in
+/// seconds. Far beyond any real run, and small enough that every deadline computed from it
+/// stays representable (a deadline that overflowed would fire at once).
+pub const MAX_DURATION_S: u64 = 366 * 24 * 60 * 60;
+
 /// Whether `id` matches `[A-Za-z_][A-Za-z0-9_-]*` (ids appear in condition paths).
 pub fn is_valid_id(id: &str) -> bool {
     let mut chars = id.chars();
@@ -38,6 +43,7 @@ pub fn is_valid_id(id: &str) -> bool {
 pub fn validate(doc: FlowchartDoc) -> Result<Flowchart, Vec<ValidationError>> {
     let mut v = Validator { errors: Vec::new() };
     v.document(&doc);
+    v.storable(&doc);
     let node_index = v.index_ids(doc.nodes.iter().map(|n| n.id.as_str()), "nodes", "node");
     let connector_index = v.index_ids(
         doc.connectors.iter().map(|c| c.id.as_str()),
@@ -124,7 +130,7 @@ pub fn validate(doc: FlowchartDoc) -> Result<Flowchart, Vec<ValidationError>> {
     let mut compiled: Vec<(Vec<CompiledCondition>, NoMatchRoute)> = Vec::with_capacity(n);
     for (i, node) in doc.nodes.iter().enumerate() {
         compiled.push(if node.node_type == NodeType::Decision {
-            v.decision(i, node, &doc, &connector_index, &ends)
+            v.decision(i, node, &doc, &connector_index, &ends, &facts[i])
         } else {
             (Vec::new(), NoMatchRoute::Fail)
         });
@@ -202,6 +208,29 @@ struct Validator {
     errors: Vec<ValidationError>,
 }
 
+/// The largest flowchart document (canonical JSON) a run can record: `RunStarted` holds it
+/// beside the run's other fields in one event of at most
+/// [`MAX_PAYLOAD_BYTES`](crate::storable::MAX_PAYLOAD_BYTES).
+pub const MAX_DEFINITION_BYTES: usize = crate::storable::MAX_PAYLOAD_BYTES - (64 << 10);
+
+/// The user-facing path (`nodes[1].prompt`) of the first unstorable value, from the JSON path
+/// the check reports (`$.nodes[1].prompt`).
+fn unstorable_path(e: &crate::storable::UnstorableError) -> String {
+    use crate::canonical::CanonicalError as E;
+    use crate::storable::UnstorableError as U;
+    let path = match e {
+        U::Nul { path } => path.as_str(),
+        U::NotIJson(
+            E::IntegerOutOfRange { path, .. }
+            | E::NonFiniteNumber { path }
+            | E::TooDeep { path, .. },
+        ) => path.as_str(),
+        _ => "$",
+    };
+    let path = path.strip_prefix('$').unwrap_or(path);
+    path.strip_prefix('.').unwrap_or(path).to_owned()
+}
+
 fn node_path(i: usize) -> String {
     join_index("nodes", i)
 }
@@ -221,7 +250,9 @@ impl Validator {
                 ("max_runtime_s", limits.max_runtime_s),
                 ("max_parallel_nodes", limits.max_parallel_nodes),
             ] {
-                if value == Some(0) {
+                if key == "max_runtime_s" {
+                    self.duration("limits.max_runtime_s", "", value);
+                } else if value == Some(0) {
                     self.push(
                         C::InvalidValue,
                         join_key("limits", key),
@@ -231,15 +262,61 @@ impl Validator {
             }
         }
         if let Some(defaults) = &doc.defaults {
-            if defaults.timeout_s == Some(0) {
-                self.push(
-                    C::InvalidValue,
-                    "defaults.timeout_s",
-                    "`timeout_s` must be a positive integer, found 0",
-                );
-            }
+            self.duration("defaults.timeout_s", "", defaults.timeout_s);
             if let Some(retry) = &defaults.retry {
                 self.retry("defaults.retry", retry, "defaults");
+            }
+        }
+    }
+
+    /// A number of seconds: 1 to [`MAX_DURATION_S`].
+    fn duration(&mut self, path: &str, owner: &str, value: Option<u64>) {
+        let key = path.rsplit('.').next().unwrap_or(path);
+        match value {
+            Some(0) => self.push(
+                C::InvalidValue,
+                path,
+                format!("{owner}`{key}` must be a positive integer, found 0"),
+            ),
+            Some(s) if s > MAX_DURATION_S => self.push(
+                C::InvalidValue,
+                path,
+                format!(
+                    "{owner}`{key}` must be at most {MAX_DURATION_S} seconds (366 days), found {s}"
+                ),
+            ),
+            _ => {}
+        }
+    }
+
+    /// The document as runs record it (`RunStarted.definition`, `FlowchartVersionCreated`)
+    /// must be storable in the ledger: no U+0000 anywhere (a prompt, a scripted output, a
+    /// name), no integer beyond I-JSON, within the size one event may hold. Checked here so
+    /// that `validate` accepts exactly what `run` accepts.
+    fn storable(&mut self, doc: &FlowchartDoc) {
+        let value = match serde_json::to_value(doc) {
+            Ok(value) => value,
+            Err(e) => {
+                return self.push(
+                    C::InvalidValue,
+                    "",
+                    format!("the flowchart cannot be written as JSON: {e}"),
+                );
+            }
+        };
+        match crate::storable::storable_bytes(&value) {
+            Ok(bytes) if bytes.len() > MAX_DEFINITION_BYTES => self.push(
+                C::InvalidValue,
+                "",
+                format!(
+                    "the flowchart is {} bytes of canonical JSON, more than the {MAX_DEFINITION_BYTES} a run can record",
+                    bytes.len()
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                let path = unstorable_path(&e);
+                self.push(C::InvalidValue, path, format!("the ledger cannot store this flowchart: {e}"));
             }
         }
     }
@@ -375,11 +452,11 @@ impl Validator {
                 }
             }
         }
-        if allows("timeout_s") && node.timeout_s == Some(0) {
-            self.push(
-                C::InvalidValue,
-                join_key(&at, "timeout_s"),
-                format!("node `{id}`: `timeout_s` must be a positive integer, found 0"),
+        if allows("timeout_s") {
+            self.duration(
+                &join_key(&at, "timeout_s"),
+                &format!("node `{id}`: "),
+                node.timeout_s,
             );
         }
         if allows("retry")
@@ -515,6 +592,7 @@ impl Validator {
         doc: &FlowchartDoc,
         connector_index: &HashMap<String, usize>,
         ends: &[Option<(usize, usize)>],
+        adjacency: &Adjacency,
     ) -> (Vec<CompiledCondition>, NoMatchRoute) {
         let at = node_path(i);
         let id = &node.id;
@@ -533,11 +611,9 @@ impl Validator {
                 },
             }
         };
-        let has_solid_out = ends
-            .iter()
-            .zip(&doc.connectors)
-            .any(|(e, c)| c.is_solid() && matches!(e, Some((from, _)) if *from == i));
-        if !has_solid_out {
+        // From the node's own adjacency, never a scan of every connector: a scan per decision
+        // made a 50,000-decision chain quadratic.
+        if adjacency.solid_out.is_empty() {
             self.push(
                 C::DecisionWithoutOutgoing,
                 at.clone(),
@@ -545,18 +621,17 @@ impl Validator {
             );
         }
 
-        let parents = |solid: bool| -> Vec<&str> {
-            let mut ids: Vec<&str> = ends
+        let parents = |incoming: &[usize]| -> Vec<&str> {
+            let mut ids: Vec<&str> = incoming
                 .iter()
-                .zip(&doc.connectors)
-                .filter(|(e, c)| c.is_solid() == solid && matches!(e, Some((_, to)) if *to == i))
-                .filter_map(|(e, _)| e.map(|(from, _)| doc.nodes[from].id.as_str()))
+                .filter_map(|&c| ends[c].map(|(from, _)| doc.nodes[from].id.as_str()))
                 .collect();
             ids.sort_unstable();
             ids.dedup();
             ids
         };
-        let (solid_parents, dotted_parents) = (parents(true), parents(false));
+        let (solid_parents, dotted_parents) =
+            (parents(&adjacency.solid_in), parents(&adjacency.dotted_in));
 
         let mut compiled = Vec::new();
         for (k, cond) in node.conditions.iter().flatten().enumerate() {
@@ -1257,6 +1332,79 @@ connectors:
     }
 
     #[test]
+    fn durations_beyond_a_year_are_refused_with_their_path() {
+        let max = MAX_DURATION_S;
+        assert_eq!(problems(&linear(&format!(", timeout_s: {max}"))), vec![]);
+        one(
+            &linear(&format!(", timeout_s: {}", max + 1)),
+            C::InvalidValue,
+            "nodes[1].timeout_s",
+        );
+        let message = load(&linear(", timeout_s: 9007199254740991"), SourceFormat::Yaml)
+            .unwrap_err()[0]
+            .message
+            .clone();
+        assert!(message.contains("at most 31622400 seconds"), "{message}");
+    }
+
+    #[test]
+    fn what_a_run_cannot_record_is_refused_at_save_time() {
+        let yaml = |extra: &str| {
+            format!(
+                "name: x\nlimits: {{ max_runtime_s: 9007199254740991 }}\ndefaults: {{ timeout_s: 31622401 }}\nnodes:\n  - {{ id: s, type: start }}\n  - {{ id: t, type: task, model: scripted, timeout_s: 9007199254740991, scripted: [{{ output: 1 }}]{extra} }}\n  - {{ id: e, type: end }}\nconnectors:\n  - {{ id: c1, from: s, to: t }}\n  - {{ id: c2, from: t, to: e }}\n"
+            )
+        };
+        let found = problems(&yaml(""));
+        assert_eq!(
+            found,
+            vec![
+                (C::InvalidValue, "limits.max_runtime_s".to_owned()),
+                (C::InvalidValue, "defaults.timeout_s".to_owned()),
+                (C::InvalidValue, "nodes[1].timeout_s".to_owned()),
+            ]
+        );
+        // U+0000 anywhere, and integers beyond I-JSON, as `run` would refuse them.
+        let ok = linear("");
+        for (text, path) in [
+            (
+                ok.replace("output: 1", "output: { text: \"a\\0b\" }"),
+                "nodes[1].scripted[0].output.text",
+            ),
+            (
+                ok.replace("model: scripted,", "model: scripted, prompt: \"hi\\0\","),
+                "nodes[1].prompt",
+            ),
+            (ok.replace("name: x", "name: \"x\\0\""), "name"),
+            (
+                ok.replace("output: 1", "output: 9007199254740993"),
+                "nodes[1].scripted[0].output",
+            ),
+            (
+                ok.replace(
+                    "output: 1 }]",
+                    "output: 1 }], retry: { max_attempts: 2, backoff_ms: 9007199254740993 }",
+                ),
+                "nodes[1].retry.backoff_ms",
+            ),
+        ] {
+            let found = problems(&text);
+            assert_eq!(
+                found,
+                vec![(C::InvalidValue, path.to_owned())],
+                "for:\n{text}"
+            );
+        }
+        let message = load(
+            &ok.replace("output: 1", "output: \"\\0\""),
+            SourceFormat::Yaml,
+        )
+        .unwrap_err()[0]
+            .message
+            .clone();
+        assert!(message.contains("U+0000"), "{message}");
+    }
+
+    #[test]
     fn output_schema_must_be_an_object() {
         let yaml = linear(", output_schema: [1, 2]");
         one(&yaml, C::InvalidValue, "nodes[1].output_schema");
@@ -1305,6 +1453,87 @@ connectors:
                 (C::UnknownKey, "nodes[1].colour".into()),
                 (C::UnknownNode, "connectors[2].to".into())
             ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod scale_tests {
+    use crate::flowchart::{SourceFormat, load};
+
+    /// start -> d0 -> d1 -> ... -> d{n-1} -> end: each decision routes on its parent's output
+    /// and falls back to the next one, as a long generated chain does.
+    pub(crate) fn decision_chain(n: usize) -> String {
+        let mut yaml = String::with_capacity(n * 200);
+        yaml.push_str("{\"name\": \"chain\", \"nodes\": [{\"id\": \"s\", \"type\": \"start\"}");
+        for i in 0..n {
+            let parent = if i == 0 {
+                "s".to_owned()
+            } else {
+                format!("d{}", i - 1)
+            };
+            yaml.push_str(&format!(
+                ", {{\"id\": \"d{i}\", \"type\": \"decision\", \"conditions\": [{{\"connector\": \"c{}\", \"when\": \"upstream.{parent}.output.ok == true\"}}], \"no_match\": {{\"policy\": \"fallback\", \"connector\": \"c{}\"}}}}",
+                i + 1,
+                i + 1
+            ));
+        }
+        yaml.push_str(", {\"id\": \"e\", \"type\": \"end\"}], \"connectors\": [");
+        for i in 0..=n {
+            let from = if i == 0 {
+                "s".to_owned()
+            } else {
+                format!("d{}", i - 1)
+            };
+            let to = if i == n {
+                "e".to_owned()
+            } else {
+                format!("d{i}")
+            };
+            if i > 0 {
+                yaml.push_str(", ");
+            }
+            yaml.push_str(&format!(
+                "{{\"id\": \"c{i}\", \"from\": \"{from}\", \"to\": \"{to}\"}}"
+            ));
+        }
+        yaml.push_str("]}");
+        yaml
+    }
+
+    #[test]
+    fn a_50000_decision_chain_validates() {
+        // Every graph rule passes; what remains is that a run could not record a document this
+        // large (11 MB) in `RunStarted`, so `validate` says so, as `run` would.
+        let errors = load(&decision_chain(50_000), SourceFormat::Json)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(errors.len(), 1, "{:?}", &errors[..errors.len().min(3)]);
+        assert_eq!(
+            (errors[0].code, errors[0].path.as_str()),
+            (crate::flowchart::ValidationCode::InvalidValue, "")
+        );
+        assert!(
+            errors[0].message.contains("11422375 bytes"),
+            "{}",
+            errors[0].message
+        );
+
+        // The longest decision chain a run can record validates and compiles.
+        let n = 15_000;
+        let flowchart = load(&decision_chain(n), SourceFormat::Json)
+            .unwrap_or_else(|e| panic!("{:?}", &e[..e.len().min(3)]));
+        assert_eq!(flowchart.doc().nodes.len(), n + 2);
+        assert_eq!(
+            flowchart
+                .node_at(flowchart.start())
+                .map(|node| node.id.as_str()),
+            Some("s")
+        );
+        let last = flowchart.node_index(&format!("d{}", n - 1)).unwrap();
+        assert_eq!(
+            flowchart.node_at(last).map(|node| node.id.as_str()),
+            Some(format!("d{}", n - 1).as_str())
         );
     }
 }

@@ -521,6 +521,55 @@ async fn invalid_events_are_rejected_and_nothing_is_written() {
 }
 
 #[tokio::test]
+async fn errors_say_whether_a_retry_can_help_and_keep_their_source() {
+    use std::error::Error as _;
+
+    let ledger = TestLedger::new().await.unwrap();
+    // Permanent: the request is refused, whatever happens to the database.
+    let err = ledger
+        .store
+        .append(
+            &stream("run-p"),
+            ExpectedVersion::NoStream,
+            request("r", vec![event("A", json!({"s": "\u{0}"}))]),
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    // Permanent: the database rejects the statement itself (division by zero, class 22).
+    let sql_err = sqlx::query("SELECT 1/0")
+        .execute(ledger.store.pool())
+        .await
+        .unwrap_err();
+    let err = StoreError::Database(sql_err);
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.code(), "database_error");
+    assert!(
+        err.source()
+            .is_some_and(|s| s.to_string().contains("division by zero")),
+        "{err:?}"
+    );
+    // Transient: nothing listens on the port (the connection is refused).
+    let config = crate::DatabaseConfig::new("postgres://postgres@127.0.0.1:1/runledger_test");
+    let err = crate::PgEventStore::connect(&config)
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+    assert!(err.is_transient(), "{err:?}");
+    assert!(
+        err.source().is_some(),
+        "the sqlx error is kept as the source"
+    );
+    // Transient: a serialization failure raised by the server.
+    let sql_err = sqlx::query("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001'; END $$")
+        .execute(ledger.store.pool())
+        .await
+        .unwrap_err();
+    assert!(StoreError::Database(sql_err).is_transient());
+    ledger.drop_schema().await.unwrap();
+}
+
+#[tokio::test]
 async fn the_ledger_refuses_updates_and_deletes() {
     let ledger = TestLedger::new().await.unwrap();
     ledger

@@ -3,6 +3,7 @@
 
 mod fixtures;
 mod property;
+mod refusals;
 mod rules;
 
 use std::collections::HashMap;

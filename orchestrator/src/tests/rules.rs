@@ -988,3 +988,210 @@ async fn bad_input_is_rejected_before_anything_is_written() {
     assert_eq!(h.version(run).await, 0);
     h.finish().await;
 }
+
+/// The scripted model, counting its calls.
+struct CountingModel {
+    inner: ScriptedProvider,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl crate::provider::ModelProvider for CountingModel {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn complete<'a>(
+        &'a self,
+        request: crate::provider::ModelRequest<'a>,
+    ) -> crate::provider::BoxFuture<
+        'a,
+        Result<crate::provider::ModelResponse, runledger_contracts::events::ErrorInfo>,
+    > {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.complete(request)
+    }
+}
+
+/// A harness whose scripted model answers from `script` (YAML, node id → responses) and counts
+/// its calls.
+async fn counting_harness(script: &str) -> (Harness, Arc<std::sync::atomic::AtomicUsize>) {
+    let ledger = TestLedger::new().await.unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let fixture = ScriptedProvider::parse_fixture(script).unwrap();
+    let model = CountingModel {
+        inner: ScriptedProvider::with_fixture(fixture),
+        calls: calls.clone(),
+    };
+    let mut providers = Providers::scripted(ScriptedProvider::new());
+    providers.insert(
+        runledger_contracts::flowchart::SCRIPTED_MODEL,
+        Arc::new(model),
+    );
+    let store = ledger.second_store().await.unwrap();
+    let engine = Engine::new(
+        store,
+        Arc::new(InProcessPool::new(providers, 64)),
+        Arc::new(NoFlowcharts),
+        config(),
+    );
+    (Harness { ledger, engine }, calls)
+}
+
+fn node_failure<'a>(
+    events: &'a [DomainEvent],
+    node: &str,
+) -> Vec<&'a runledger_contracts::events::ErrorInfo> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            DomainEvent::NodeFailed(f) if f.node_id == node => Some(&f.error),
+            _ => None,
+        })
+        .collect()
+}
+
+const RETRIED_TASK: &str = "name: nul\nnodes:\n  - { id: start, type: start }\n  - id: t\n    type: task\n    model: scripted\n    retry: { max_attempts: 3, backoff_ms: 5 }\n    scripted: [{ output: placeholder }]\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: t }\n  - { id: c2, from: t, to: end }\n";
+
+#[tokio::test]
+async fn a_model_output_holding_u0000_fails_the_node_once_with_invalid_output() {
+    let (h, calls) = counting_harness("t: [{ output: { text: \"a\\0b\" } }]").await;
+    let (summary, events) = h.run(flowchart(RETRIED_TASK), json!({})).await;
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert_eq!(
+        node_runs(&events)["t"],
+        [NodeRunStatus::Failed],
+        "invalid_output is not retried"
+    );
+    let errors = node_failure(&events, "t");
+    assert_eq!(errors[0].code, "invalid_output");
+    assert!(
+        errors[0].message.contains("$.text") && errors[0].message.contains("U+0000"),
+        "{}",
+        errors[0].message
+    );
+    assert_eq!(
+        summary.error.map(|e| e.code),
+        Some("invalid_output".to_owned())
+    );
+    // Nothing calls the model again afterwards (no step retries, no driver restarts).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn an_error_report_or_integer_the_ledger_cannot_store_fails_the_node_with_invalid_output() {
+    // A failure whose message holds U+0000, then an output with an integer beyond 2^53: each
+    // ends its node run, and the retry policy (here: retryable provider errors) still applies.
+    let script = "t: [{ error: { code: provider_unavailable, message: \"bad\\0byte\", retryable: true } }, { output: { n: 9007199254740993 } }]";
+    let (h, calls) = counting_harness(script).await;
+    let (summary, events) = h.run(flowchart(RETRIED_TASK), json!({})).await;
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert_eq!(
+        node_runs(&events)["t"],
+        [NodeRunStatus::Failed, NodeRunStatus::Failed]
+    );
+    let codes: Vec<&str> = node_failure(&events, "t")
+        .iter()
+        .map(|e| e.code.as_str())
+        .collect();
+    assert_eq!(codes, ["provider_unavailable", "invalid_output"]);
+    assert!(
+        node_failure(&events, "t")[0].message.contains('\u{FFFD}'),
+        "the NUL is replaced, the rest kept"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn unstorable_inputs_and_skip_outputs_are_refused_before_anything_is_written() {
+    let h = harness().await;
+    let start = StartRun {
+        run_id: RunId::new_v7(),
+        flowchart: chain_with_slow_middle(0),
+        version: None,
+        inputs: json!({ "topic": "nul\u{0}" }),
+        parent: None,
+        actor: "test".into(),
+    };
+    let run = start.run_id;
+    let err = h
+        .engine
+        .start(start, RequestId::generate(), CorrelationId::generate())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_input");
+    assert!(err.to_string().contains("$.topic"), "{err}");
+    assert_eq!(h.version(run).await, 0);
+
+    let (summary, _) = h
+        .run(
+            fails_first("[{ error: { code: bad, message: broken } }]"),
+            json!({}),
+        )
+        .await;
+    let run = summary.run_id;
+    let before = h.version(run).await;
+    let err = h
+        .control(
+            run,
+            ControlAction::SkipNode {
+                node: "b".into(),
+                output: json!({ "v": "\u{0}" }),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_input");
+    assert!(err.to_string().contains("U+0000"), "{err}");
+    assert_eq!(h.version(run).await, before, "nothing written");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_second_retry_while_the_first_is_pending_is_node_busy() {
+    let h = harness().await;
+    let (summary, _) = h.run(fails_first(BROKEN_THEN_OK), json!({})).await;
+    assert_eq!(summary.status, RunStatus::Failed);
+    let run = summary.run_id;
+    // Straight on the ledger, as `runledger runs node RUN b retry` does with no engine driving
+    // the run: the first retry is recorded and waits for an engine to run it.
+    let retry = || ControlAction::RetryNode { node: "b".into() };
+    apply_control(
+        &h.ledger.store,
+        run,
+        retry(),
+        control("x"),
+        RequestId::generate(),
+    )
+    .await
+    .unwrap();
+    let before = h.version(run).await;
+    let err = apply_control(
+        &h.ledger.store,
+        run,
+        retry(),
+        control("x"),
+        RequestId::generate(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "node_busy", "{err}");
+    assert_eq!(h.version(run).await, before, "nothing written");
+    h.engine.ensure_driven(run).await.unwrap();
+    let (summary, events) = h.wait(run).await;
+    assert_eq!(summary.status, RunStatus::Completed);
+    assert_eq!(
+        node_runs(&events)["b"],
+        [NodeRunStatus::Failed, NodeRunStatus::Succeeded]
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, DomainEvent::NodeRetryScheduled(_)))
+            .count(),
+        1
+    );
+    h.finish().await;
+}

@@ -73,7 +73,10 @@ impl EventStore for Faulty {
         items: Vec<StreamAppend>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         if take(&self.faults.fail) {
-            return Err(StoreError::Database("connection refused (injected)".into()));
+            return Err(StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "connection refused (injected)",
+            ))));
         }
         if take(&self.faults.intrude) {
             for item in items
@@ -94,9 +97,10 @@ impl EventStore for Faulty {
         }
         let outcome = self.inner.append_many(items).await?;
         if take(&self.faults.lose_ack) {
-            return Err(StoreError::Database(
-                "connection reset after commit (injected)".into(),
-            ));
+            return Err(StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset after commit (injected)",
+            ))));
         }
         Ok(outcome)
     }
