@@ -22,7 +22,6 @@ use runledger_contracts::ids::StreamId;
 use runledger_ledger::EventStore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
@@ -150,32 +149,6 @@ impl LiveEvent {
     }
 }
 
-/// The newest position below the transaction horizon: where a live tail starts.
-async fn ledger_end(state: &ApiState) -> Result<Position, ApiError> {
-    let row = sqlx::query(
-        "SELECT tx_id::text AS tx_id, global_position FROM events
-          WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY tx_id DESC, global_position DESC LIMIT 1",
-    )
-    .fetch_optional(state.pool())
-    .await?;
-    let Some(row) = row else {
-        return Ok(Position::START);
-    };
-    let commit: String = row.try_get("tx_id")?;
-    let global: i64 = row.try_get("global_position")?;
-    let commit = commit.parse().map_err(|_| {
-        ApiError::internal(
-            "ledger_corrupt",
-            format!("transaction id `{commit}` is not a number"),
-        )
-    })?;
-    Ok(Position {
-        commit,
-        global: global.max(0) as u64,
-    })
-}
-
 /// Live events of the ledger over SSE.
 ///
 /// Message names are in `domain:entity:action` form (`flowchart:run:updated`,
@@ -227,7 +200,7 @@ pub async fn events(
                 }
             }
         }
-        (None, None) => ledger_end(&state).await?,
+        (None, None) => state.store().horizon_position().await?,
     };
     start_listener(&state);
     let follower = Follower {

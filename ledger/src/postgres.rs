@@ -909,5 +909,7 @@ fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
     }
 }
 
+mod ends;
+
 #[cfg(test)]
 mod tests;

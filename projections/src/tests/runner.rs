@@ -377,3 +377,87 @@ async fn lag_counts_events_and_age_behind_and_two_runners_never_apply_twice() {
     }
     h.finish().await;
 }
+
+#[tokio::test]
+async fn a_dropped_database_connection_delays_a_live_projector_by_a_retry_not_a_parking() {
+    let h = harness().await;
+    // The runner's own pool, named so the test can cut exactly its connections, and not
+    // checking connections before use: a connection dropped while idle fails the next query,
+    // as one cut by a network or a database failover does.
+    let application = format!("projector-cut-{}", std::process::id());
+    let options = (*h.pool().connect_options())
+        .clone()
+        .application_name(&application);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let live = Projections::new(pool.clone()).with_poll_interval(Duration::from_secs(1));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        live.run_live(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let chart = flowchart(TWO_STEP);
+    let projected = |run: RunId| {
+        let pool = h.pool();
+        async move {
+            crate::query::run_detail(&pool, run)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    let before = RunId::new_v7();
+    append(
+        &h.ledger.store,
+        &StreamId::for_run(before),
+        vec![run_started(before, &chart)],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !projected(before).await {
+        assert!(Instant::now() < deadline, "not projected before the cut");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&application)
+    .fetch_all(&h.pool())
+    .await
+    .unwrap();
+    assert!(
+        !cut.is_empty(),
+        "the runner's connections were found and cut"
+    );
+
+    let after = RunId::new_v7();
+    append(
+        &h.ledger.store,
+        &StreamId::for_run(after),
+        vec![run_started(after, &chart)],
+    )
+    .await;
+    // Parked, the runner would look again after 30 s; retrying, it is back within the first
+    // polls. The bound is loose on purpose: this checks behaviour, not speed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !projected(after).await {
+        assert!(
+            Instant::now() < deadline,
+            "the run appended after the connections were cut was not projected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lags = lag(&h.pool()).await.unwrap();
+    assert!(lags.iter().all(|l| l.error.is_none()), "{lags:#?}");
+    let _ = stop.send(());
+    task.await.unwrap();
+    pool.close().await;
+    h.finish().await;
+}
