@@ -1,8 +1,10 @@
 //! Operator controls: pause, resume, cancel a run; retry, skip, rewind a node. Each goes
 //! through the engine's driver of the run (`Engine::control`), with the actor and reason from
 //! the body and the request's `X-Request-ID` as its idempotency key: the same request id
-//! applies once (`deduplicated: true` the second time). A control that does not apply is `409`
-//! with the decider's stable code (`run_not_running`, `node_not_failed`, ...) and writes nothing.
+//! applies once (`deduplicated: true` the second time); the same id with another control (or
+//! the id of another request of the run, e.g. its start) is `409 request_id_reused`. A control
+//! that does not apply is `409` with the decider's stable code (`run_not_running`,
+//! `node_not_failed`, ...) and writes nothing.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -17,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::context::{CORRELATION_ID, RequestContext};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, run_id};
+use crate::extract::{ApiJson, ApiQuery, NoQuery, run_id};
 use crate::runs::LedgerEvent;
 use crate::state::ApiState;
 
@@ -76,19 +78,14 @@ fn control_of(
     actor: Option<String>,
     reason: Option<String>,
 ) -> Result<Control, ApiError> {
-    let actor = actor.unwrap_or_else(|| state.config().default_actor.clone());
+    let actor = crate::extract::actor(actor, &state.config().default_actor)?;
     let reason = reason.unwrap_or_else(|| DEFAULT_REASON.to_owned());
-    if actor.trim().is_empty() || actor.len() > 200 {
+    if reason.chars().count() > 2000 || reason.contains('\0') {
         return Err(ApiError::unprocessable(
             "invalid_body",
-            "`actor` must be 1 to 200 characters",
-        ));
-    }
-    if reason.len() > 2000 {
-        return Err(ApiError::unprocessable(
-            "invalid_body",
-            "`reason` must be at most 2,000 characters",
-        ));
+            "`reason` must be at most 2,000 characters, without U+0000",
+        )
+        .with_details(serde_json::json!({ "field": "reason" })));
     }
     Ok(Control { actor, reason })
 }
@@ -101,10 +98,22 @@ async fn apply(
     control: Control,
 ) -> Result<Response, ApiError> {
     let name = action.name().to_owned();
+    let asked = (action.clone(), control.clone());
     let outcome = state
         .engine()
         .control(run, action, control, context.request_id.clone())
         .await?;
+    if outcome.deduplicated
+        && !crate::control_match::same_control(&asked.0, &asked.1, &outcome.events)
+    {
+        return Err(ApiError::conflict(
+            "request_id_reused",
+            format!(
+                "request id `{}` was already used on run {run} for something else; send this control with a new X-Request-ID",
+                context.request_id
+            ),
+        ));
+    }
     let correlation = outcome.events.first().map(|e| e.correlation_id.clone());
     let result = ControlResult {
         run_id: run.to_string(),
@@ -129,6 +138,7 @@ pub async fn pause(
     State(state): State<ApiState>,
     context: RequestContext,
     Path(run): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<ControlBody>,
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
@@ -145,6 +155,7 @@ pub async fn resume(
     State(state): State<ApiState>,
     context: RequestContext,
     Path(run): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<ControlBody>,
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
@@ -162,6 +173,7 @@ pub async fn cancel(
     State(state): State<ApiState>,
     context: RequestContext,
     Path(run): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<CancelBody>,
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
@@ -185,6 +197,7 @@ pub async fn retry_node(
     State(state): State<ApiState>,
     context: RequestContext,
     Path((run, node)): Path<(String, String)>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<ControlBody>,
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
@@ -209,6 +222,7 @@ pub async fn skip_node(
     State(state): State<ApiState>,
     context: RequestContext,
     Path((run, node)): Path<(String, String)>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<SkipBody>,
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
@@ -235,6 +249,7 @@ pub async fn rewind_node(
     State(state): State<ApiState>,
     context: RequestContext,
     Path((run, node)): Path<(String, String)>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<ControlBody>,
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;

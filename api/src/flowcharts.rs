@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, page_limit};
+use crate::extract::{ApiJson, ApiQuery, NoQuery, page_limit};
 use crate::registry::{RegistryError, StoredFlowchart};
 use crate::state::ApiState;
 
@@ -178,7 +178,10 @@ impl From<RegistryError> for ApiError {
 /// and path, exactly as `runledger validate --json` does.
 #[utoipa::path(post, path = "/v1/flowcharts/validate", tag = "flowcharts", request_body = ValidateBody,
     responses((status = 200, body = ValidationReport), (status = "4XX", body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn validate(ApiJson(body): ApiJson<ValidateBody>) -> Json<ValidationReport> {
+pub async fn validate(
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
+    ApiJson(body): ApiJson<ValidateBody>,
+) -> Json<ValidationReport> {
     match load_definition(&body.definition) {
         Ok(_) => Json(ValidationReport {
             valid: true,
@@ -206,9 +209,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let flowchart =
         load_definition(&body.definition).map_err(|errors| invalid_flowchart(&errors))?;
-    let actor = body
-        .actor
-        .unwrap_or_else(|| state.config().default_actor.clone());
+    let actor = crate::extract::actor(body.actor, &state.config().default_actor)?;
     let created = state
         .flowcharts()
         .create(
@@ -261,6 +262,7 @@ pub async fn list(
 pub async fn latest(
     State(state): State<ApiState>,
     Path(name): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<FlowchartVersionView>, ApiError> {
     let stored = state.flowcharts().get(&name, None).await?;
     Ok(Json(FlowchartVersionView::of(&stored, true)))
@@ -273,6 +275,7 @@ pub async fn latest(
 pub async fn versions(
     State(state): State<ApiState>,
     Path(name): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<FlowchartVersionList>, ApiError> {
     let all = state.flowcharts().versions(&name).await?;
     Ok(Json(FlowchartVersionList {
@@ -290,6 +293,7 @@ pub async fn versions(
 pub async fn version(
     State(state): State<ApiState>,
     Path((name, version)): Path<(String, String)>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<FlowchartVersionView>, ApiError> {
     let version: u32 = version.parse().ok().filter(|v| *v >= 1).ok_or_else(|| {
         ApiError::bad_request(

@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod context;
 pub mod control;
+pub mod control_match;
 pub mod error;
 pub mod extract;
 pub mod flowcharts;
@@ -22,6 +23,7 @@ pub mod ops;
 pub mod read;
 pub mod registry;
 pub mod runs;
+pub mod server;
 pub mod state;
 
 use axum::Router;
@@ -108,7 +110,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::i
         .config()
         .run_projections
         .then(|| AbortOnDrop(runledger_projections::spawn_live(state.pool().clone())));
-    axum::serve(listener, router(state)).await
+    let config = state.config().clone();
+    server::run(listener, router(state), &config).await
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

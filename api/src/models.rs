@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::context::{CORRELATION_ID, RequestContext};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, NoQuery};
 use crate::state::ApiState;
 
 /// A model as registered now.
@@ -144,13 +144,16 @@ fn change_response(
     response
 }
 
-fn actor(state: &ApiState, actor: Option<String>) -> String {
-    actor.unwrap_or_else(|| state.config().default_actor.clone())
+fn actor(state: &ApiState, actor: Option<String>) -> Result<String, ApiError> {
+    crate::extract::actor(actor, &state.config().default_actor)
 }
 
 /// Every registered model, by name.
 #[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, body = ModelList)))]
-pub async fn list(State(state): State<ApiState>) -> Result<Json<ModelList>, ApiError> {
+pub async fn list(
+    State(state): State<ApiState>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
+) -> Result<Json<ModelList>, ApiError> {
     let models = ModelRegistry::new(state.store()).list().await?;
     let items = models
         .iter()
@@ -165,6 +168,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<ModelList>, ApiE
 pub async fn get(
     State(state): State<ApiState>,
     Path(name): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<ModelView>, ApiError> {
     match ModelRegistry::new(state.store()).get(&name).await? {
         Some(model) => Ok(Json(ModelView::of(&model)?)),
@@ -183,10 +187,11 @@ pub async fn get(
 pub async fn create(
     State(state): State<ApiState>,
     context: RequestContext,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<CreateModelBody>,
 ) -> Result<Response, ApiError> {
     let name = body.spec.name.clone();
-    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor));
+    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor)?);
     let outcome = ModelRegistry::new(state.store())
         .create(body.spec, change)
         .await?;
@@ -207,9 +212,10 @@ pub async fn update(
     State(state): State<ApiState>,
     context: RequestContext,
     Path(name): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<UpdateModelBody>,
 ) -> Result<Response, ApiError> {
-    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor));
+    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor)?);
     let outcome = ModelRegistry::new(state.store())
         .update(&name, body.spec, body.expected_version, change)
         .await?;
@@ -226,7 +232,7 @@ pub async fn delete(
     Path(name): Path<String>,
     ApiQuery(query): ApiQuery<DeleteModelQuery>,
 ) -> Result<Response, ApiError> {
-    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, query.actor));
+    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, query.actor)?);
     let outcome = ModelRegistry::new(state.store())
         .delete(&name, query.expected_version, change)
         .await?;

@@ -4,8 +4,9 @@
 //!
 //! Projections trail the ledger by a moment. A run the ledger has but `run_detail` does not yet
 //! is waited for (briefly); `?min_version=N` on a run detail waits until the projection has
-//! applied the run's stream up to version N (the `stream_version` a start or control returned),
-//! so a client reads its own writes.
+//! applied the run's stream up to version N (a control's `events[].stream_version`, the
+//! `head_version` of the run's ledger page), so a client reads its own writes; a version beyond
+//! the run's head in the ledger is `409 version_not_reached` at once.
 
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use serde_json::Value;
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, node_run_id, run_id};
+use crate::extract::{ApiQuery, NoQuery, invalid_query, node_run_id, run_id};
 use crate::state::ApiState;
 
 /// How long a read waits for the projection to catch up with the ledger.
@@ -35,9 +36,9 @@ const CATCH_UP_POLL: Duration = Duration::from_millis(25);
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match &e {
-            QueryError::InvalidCursor { .. }
-            | QueryError::InvalidLimit { .. }
-            | QueryError::InvalidFilter { .. } => ApiError::bad_request(e.code(), e.to_string()),
+            QueryError::InvalidCursor { .. } => invalid_query("cursor", e.to_string()),
+            QueryError::InvalidLimit { .. } => invalid_query("limit", e.to_string()),
+            QueryError::InvalidFilter { field, .. } => invalid_query(field, e.to_string()),
             QueryError::Database(_) => {
                 tracing::error!(error = %e, "projection query failed");
                 ApiError::unavailable(e.code(), "the database is unavailable")
@@ -55,12 +56,8 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Json<Value>, ApiError> {
 
 fn timestamp(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     text.map(|t| {
-        Timestamp::parse(t).map_err(|_| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("{field}: `{t}` is not an RFC 3339 time"),
-            )
-        })
+        Timestamp::parse(t)
+            .map_err(|_| invalid_query(field, format!("{field}: `{t}` is not an RFC 3339 time")))
     })
     .transpose()
 }
@@ -106,12 +103,14 @@ pub async fn list_runs(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct RunDetailQuery {
-    /// Wait (up to 5 s) until the projection has applied the run's stream up to this version.
+    /// Wait (up to 5 s) until the projection has applied the run's stream up to this version;
+    /// beyond the run's head in the ledger, `409 version_not_reached` at once.
     pub min_version: Option<u64>,
 }
 
 /// The run's version in the projection, once it has applied `min_version` (or the run at
-/// all), while the ledger says there is something to wait for.
+/// all), while the ledger says there is something to wait for. A `min_version` beyond the
+/// run's head in the ledger can never be reached by waiting: `409 version_not_reached` at once.
 async fn projected_version(
     state: &ApiState,
     run: RunId,
@@ -126,24 +125,30 @@ async fn projected_version(
                 .fetch_optional(state.pool())
                 .await?;
         let version = version.map(|v| v.max(0) as u64);
-        match version {
-            Some(v) if min_version.is_none_or(|min| v >= min) => return Ok(v),
-            Some(_) => {}
-            None if !checked_ledger => {
-                if state
-                    .store()
-                    .stream_head(&StreamId::for_run(run))
-                    .await?
-                    .is_none()
-                {
-                    return Err(ApiError::not_found(
-                        "run_not_found",
-                        format!("run {run} does not exist"),
-                    ));
-                }
-                checked_ledger = true;
+        if let Some(v) = version
+            && min_version.is_none_or(|min| v >= min)
+        {
+            return Ok(v);
+        }
+        if !checked_ledger {
+            let head = state.store().stream_head(&StreamId::for_run(run)).await?;
+            let Some(head) = head else {
+                return Err(ApiError::not_found(
+                    "run_not_found",
+                    format!("run {run} does not exist"),
+                ));
+            };
+            if let Some(min) = min_version.filter(|min| *min > head.version) {
+                return Err(ApiError::conflict(
+                    "version_not_reached",
+                    format!(
+                        "run {run} is at version {} in the ledger, before min_version {min}",
+                        head.version
+                    ),
+                )
+                .with_details(serde_json::json!({ "head_version": head.version })));
             }
-            None => {}
+            checked_ledger = true;
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::unavailable(
@@ -155,6 +160,19 @@ async fn projected_version(
         }
         tokio::time::sleep(CATCH_UP_POLL).await;
     }
+}
+
+/// Whether `If-None-Match` names `etag` (RFC 9110 section 13.1.2: weak comparison, so `W/"x"`
+/// matches `"x"`; `*` matches any current representation; several values, in one header or
+/// many, each count).
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
 }
 
 fn etag(run: RunId, version: u64) -> String {
@@ -179,10 +197,7 @@ pub async fn run_detail(
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
     let version = projected_version(&state, run, q.min_version).await?;
-    let presented = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok());
-    if presented == Some(etag(run, version).as_str()) {
+    if none_match(&headers, &etag(run, version)) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         response
             .headers_mut()
@@ -225,6 +240,7 @@ fn header_value(text: &str) -> HeaderValue {
 pub async fn node_run_detail(
     State(state): State<ApiState>,
     Path((run, node_run)): Path<(String, String)>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let run = run_id(&run)?;
     let node_run = node_run_id(&node_run)?;
@@ -265,8 +281,8 @@ pub async fn list_artifacts(
     let node_type = match q.node_type {
         Some(t) => Some(
             serde_json::from_value::<NodeType>(Value::String(t.clone())).map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_query",
+                invalid_query(
+                    "node_type",
                     format!(
                         "node_type: `{}` is not a node type",
                         t.chars().take(40).collect::<String>()
@@ -295,6 +311,7 @@ pub async fn list_artifacts(
 pub async fn artifact_detail(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id: ArtifactId = id.parse().map_err(|e: runledger_contracts::ids::IdError| {
         ApiError::bad_request("invalid_id", e.to_string())
@@ -311,7 +328,10 @@ pub async fn artifact_detail(
 /// Every registered claim over the whole ledger: status, counts, evidence.
 #[utoipa::path(get, path = "/v1/claims", tag = "claims",
     responses((status = 200, description = "`{items: [claim]}` (see docs/api.md)", body = Object)))]
-pub async fn claims(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+pub async fn claims(
+    State(state): State<ApiState>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
+) -> Result<Json<Value>, ApiError> {
     let results = query::claims(state.pool(), None).await?;
     Ok(Json(
         serde_json::json!({ "items": serde_json::to_value(&results).map_err(|e| ApiError::internal("internal_error", e))? }),
@@ -324,6 +344,7 @@ pub async fn claims(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
 pub async fn run_claims(
     State(state): State<ApiState>,
     Path(run): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let run = run_id(&run)?;
     if state
