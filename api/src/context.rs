@@ -140,6 +140,8 @@ pub async fn middleware(
             )
         })
         .or_else(|| nul_in_uri(&request));
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
     let response = match early {
         Some(error) => axum::response::IntoResponse::into_response(error),
         None => {
@@ -147,7 +149,13 @@ pub async fn middleware(
             next.run(request).await
         }
     };
-    finish(response, &context)
+    let response = finish(response, &context);
+    state.metrics().observe_request(
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// Writes pending envelopes (and envelopes for bare error responses) and sets the id headers.

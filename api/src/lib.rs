@@ -15,8 +15,10 @@ pub mod control_match;
 pub mod error;
 pub mod extract;
 pub mod flowcharts;
+pub mod hub;
 pub mod idempotency;
 pub mod live;
+pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod ops;
@@ -110,6 +112,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::i
         .config()
         .run_projections
         .then(|| AbortOnDrop(runledger_projections::spawn_live(state.pool().clone())));
+    state.start_follower();
     let config = state.config().clone();
     server::run(listener, router(state), &config).await
 }

@@ -122,6 +122,10 @@ pub(crate) struct Inner {
     pub listening: std::sync::atomic::AtomicBool,
     /// Encoded run details by run and version (see `cache.rs`).
     pub details: crate::cache::DetailCache,
+    /// The process's metrics (see `metrics.rs`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The shared ledger follower of live events and metrics (see `hub.rs`).
+    pub hub: crate::hub::LedgerHub,
 }
 
 impl ApiState {
@@ -143,8 +147,26 @@ impl ApiState {
                 appended: Arc::new(tokio::sync::Notify::new()),
                 listening: std::sync::atomic::AtomicBool::new(false),
                 details,
+                metrics: Arc::new(crate::metrics::Metrics::new()),
+                hub: crate::hub::LedgerHub::new(),
             }),
         }
+    }
+
+    /// Starts the shared ledger follower (once) and the LISTEN connection that wakes it.
+    pub fn start_follower(&self) {
+        crate::live::start_listener(self);
+        self.inner.hub.start(
+            PgEventStore::from_pool(self.pool().clone()),
+            Arc::downgrade(&self.inner.appended),
+            self.inner.metrics.clone(),
+            self.config().sse_poll,
+        );
+    }
+
+    /// The process's metrics; other components add theirs with [`crate::metrics::Metrics::register`].
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     /// An API over an engine whose sub-flows come from elsewhere: the registry gets its own
