@@ -131,9 +131,9 @@ async fn apply(
 
 /// Pause a running run: nothing new is scheduled; running node runs finish.
 #[utoipa::path(post, path = "/v1/runs/{run_id}/pause", tag = "control", request_body(content = ControlBody, description = "optional"),
-    params(("run_id" = String, Path, description = "run id (UUID)")),
+    params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)")),
     responses((status = 200, body = ControlResult), (status = 404, body = crate::openapi::ErrorEnvelopeDoc),
-        (status = 409, description = "`run_not_running`", body = crate::openapi::ErrorEnvelopeDoc)))]
+        (status = 409, description = "`run_not_running`, `request_id_reused` (this X-Request-ID wrote something else on the run)", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn pause(
     State(state): State<ApiState>,
     context: RequestContext,
@@ -148,9 +148,9 @@ pub async fn pause(
 
 /// Resume a paused run.
 #[utoipa::path(post, path = "/v1/runs/{run_id}/resume", tag = "control", request_body(content = ControlBody, description = "optional"),
-    params(("run_id" = String, Path, description = "run id (UUID)")),
+    params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)")),
     responses((status = 200, body = ControlResult), (status = 404, body = crate::openapi::ErrorEnvelopeDoc),
-        (status = 409, description = "`run_not_paused`", body = crate::openapi::ErrorEnvelopeDoc)))]
+        (status = 409, description = "`run_not_paused`, `request_id_reused` (this X-Request-ID wrote something else on the run)", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn resume(
     State(state): State<ApiState>,
     context: RequestContext,
@@ -166,9 +166,9 @@ pub async fn resume(
 /// Cancel a run: running node runs finish, then the run is canceled; with `force`, they are
 /// canceled now.
 #[utoipa::path(post, path = "/v1/runs/{run_id}/cancel", tag = "control", request_body(content = CancelBody, description = "optional"),
-    params(("run_id" = String, Path, description = "run id (UUID)")),
+    params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)")),
     responses((status = 200, body = ControlResult), (status = 404, body = crate::openapi::ErrorEnvelopeDoc),
-        (status = 409, description = "`run_not_cancelable`", body = crate::openapi::ErrorEnvelopeDoc)))]
+        (status = 409, description = "`run_not_cancelable`, `request_id_reused` (this X-Request-ID wrote something else on the run)", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn cancel(
     State(state): State<ApiState>,
     context: RequestContext,
@@ -190,9 +190,9 @@ pub async fn cancel(
 
 /// Re-run a failed or timed-out node with its recorded inputs (reopens a failed run).
 #[utoipa::path(post, path = "/v1/runs/{run_id}/nodes/{node_id}/retry", tag = "control", request_body(content = ControlBody, description = "optional"),
-    params(("run_id" = String, Path, description = "run id (UUID)"), ("node_id" = String, Path, description = "node id in the run's flowchart")),
+    params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)"), ("node_id" = String, Path, description = "node id in the run's flowchart")),
     responses((status = 200, body = ControlResult), (status = 404, description = "`run_not_found`, `unknown_node`", body = crate::openapi::ErrorEnvelopeDoc),
-        (status = 409, description = "`node_busy`, `node_not_failed`, `run_not_controllable`", body = crate::openapi::ErrorEnvelopeDoc)))]
+        (status = 409, description = "`node_busy`, `node_not_failed`, `run_not_controllable`, `request_id_reused` (this X-Request-ID wrote something else on the run)", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn retry_node(
     State(state): State<ApiState>,
     context: RequestContext,
@@ -214,9 +214,9 @@ pub async fn retry_node(
 
 /// End the node's running or failed node run with the given output; downstream continues.
 #[utoipa::path(post, path = "/v1/runs/{run_id}/nodes/{node_id}/skip", tag = "control", request_body = SkipBody,
-    params(("run_id" = String, Path, description = "run id (UUID)"), ("node_id" = String, Path, description = "node id in the run's flowchart")),
+    params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)"), ("node_id" = String, Path, description = "node id in the run's flowchart")),
     responses((status = 200, body = ControlResult), (status = 404, description = "`run_not_found`, `unknown_node`", body = crate::openapi::ErrorEnvelopeDoc),
-        (status = 409, description = "`node_not_skippable`, `run_not_controllable`", body = crate::openapi::ErrorEnvelopeDoc),
+        (status = 409, description = "`node_not_skippable`, `run_not_controllable`, `request_id_reused` (this X-Request-ID wrote something else on the run)", body = crate::openapi::ErrorEnvelopeDoc),
         (status = 422, description = "`invalid_input`, `invalid_body`", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn skip_node(
     State(state): State<ApiState>,
@@ -242,9 +242,9 @@ pub async fn skip_node(
 
 /// Re-run the node and everything downstream of it; upstream results are kept.
 #[utoipa::path(post, path = "/v1/runs/{run_id}/nodes/{node_id}/rewind", tag = "control", request_body(content = ControlBody, description = "optional"),
-    params(("run_id" = String, Path, description = "run id (UUID)"), ("node_id" = String, Path, description = "node id in the run's flowchart")),
+    params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)"), ("node_id" = String, Path, description = "node id in the run's flowchart")),
     responses((status = 200, body = ControlResult), (status = 404, description = "`run_not_found`, `unknown_node`", body = crate::openapi::ErrorEnvelopeDoc),
-        (status = 409, description = "`node_never_ran`, `run_not_controllable`", body = crate::openapi::ErrorEnvelopeDoc)))]
+        (status = 409, description = "`node_never_ran`, `run_not_controllable`, `request_id_reused` (this X-Request-ID wrote something else on the run)", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn rewind_node(
     State(state): State<ApiState>,
     context: RequestContext,

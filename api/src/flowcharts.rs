@@ -116,6 +116,7 @@ pub struct FlowchartListQuery {
     /// Names after this one (the previous page's `next_cursor`).
     pub after: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -257,7 +258,7 @@ pub async fn list(
 
 /// The latest version of a flowchart, with its definition.
 #[utoipa::path(get, path = "/v1/flowcharts/{name}", tag = "flowcharts",
-    params(("name" = String, Path, description = "flowchart name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_.-]{1,128}$", description = "flowchart name")),
     responses((status = 200, body = FlowchartVersionView), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn latest(
     State(state): State<ApiState>,
@@ -270,7 +271,7 @@ pub async fn latest(
 
 /// Every version of a flowchart, oldest first (without definitions).
 #[utoipa::path(get, path = "/v1/flowcharts/{name}/versions", tag = "flowcharts",
-    params(("name" = String, Path, description = "flowchart name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_.-]{1,128}$", description = "flowchart name")),
     responses((status = 200, body = FlowchartVersionList), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn versions(
     State(state): State<ApiState>,
@@ -288,7 +289,7 @@ pub async fn versions(
 
 /// One version of a flowchart, with its definition.
 #[utoipa::path(get, path = "/v1/flowcharts/{name}/versions/{version}", tag = "flowcharts",
-    params(("name" = String, Path, description = "flowchart name"), ("version" = u32, Path, description = "version, from 1")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_.-]{1,128}$", description = "flowchart name"), ("version" = u32, Path, description = "version, from 1")),
     responses((status = 200, body = FlowchartVersionView), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn version(
     State(state): State<ApiState>,

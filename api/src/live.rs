@@ -93,9 +93,27 @@ pub fn decode_checkpoint(text: &str) -> Option<Position> {
 #[into_params(parameter_in = Query)]
 pub struct LiveQuery {
     /// Only events of this run.
+    #[param(format = "uuid")]
     pub run_id: Option<String>,
     /// Start after this checkpoint (an earlier message's `id`); `Last-Event-ID` wins over it.
+    #[param(pattern = r"^[0-9]+\.[0-9]+$")]
     pub after: Option<String>,
+}
+
+/// One SSE message as it goes over the wire: `id`, `event` and `data` fields, `data` being the
+/// JSON of a [`LiveEvent`].
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = SseMessage)]
+pub struct SseMessageDoc {
+    /// The read checkpoint after this event, `<commit>.<sequence>`: resume with it as
+    /// `Last-Event-ID` or `after`.
+    #[schema(pattern = r"^[0-9]+\.[0-9]+$")]
+    pub id: String,
+    /// The SSE event name, e.g. `flowchart:node:updated`.
+    pub event: String,
+    /// A `LiveEvent` as JSON (see components/schemas/LiveEvent).
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
 }
 
 /// The `data` of every SSE message (JSON).
@@ -160,7 +178,7 @@ impl LiveEvent {
 /// to resume from with `Last-Event-ID`, and its `data` a [`LiveEvent`].
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(LiveQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this message id")),
-    responses((status = 200, content_type = "text/event-stream", description = "SSE messages whose data is a LiveEvent", body = LiveEvent),
+    responses((status = 200, content_type = "text/event-stream", description = "SSE messages whose data is a LiveEvent", body = SseMessageDoc),
         (status = 400, description = "`invalid_query`, `invalid_id`, `invalid_header`", body = crate::openapi::ErrorEnvelopeDoc),
         (status = 404, description = "`run_not_found`", body = crate::openapi::ErrorEnvelopeDoc),
         (status = 503, description = "`database_error`", body = crate::openapi::ErrorEnvelopeDoc)))]

@@ -67,16 +67,21 @@ fn timestamp(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiEr
 #[into_params(parameter_in = Query)]
 pub struct RunListQuery {
     /// `running`, `paused`, `canceling`, `completed`, `failed` or `canceled`.
+    #[param(pattern = r"^(running|paused|canceling|completed|failed|canceled)$")]
     pub status: Option<String>,
     /// Flowchart name.
+    #[param(pattern = r"^[A-Za-z0-9_.-]{1,128}$")]
     pub flowchart: Option<String>,
     /// Runs started at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub started_after: Option<String>,
     /// Runs started before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub started_before: Option<String>,
     /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -184,10 +189,11 @@ fn etag(run: RunId, version: u64) -> String {
 /// The answer for a given run version never changes: it carries `ETag` (the run and the
 /// projection's version of it), answers `If-None-Match` with 304, and is kept encoded in memory.
 #[utoipa::path(get, path = "/v1/runs/{run_id}", tag = "runs",
-    params(("run_id" = String, Path, description = "run id (UUID)"), RunDetailQuery,
+    params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)"), RunDetailQuery,
         ("If-None-Match" = Option<String>, Header, description = "an ETag of an earlier answer")),
     responses((status = 200, description = "the run detail (see docs/api.md)", body = Object),
-        (status = 304, description = "unchanged since the ETag given"),
+        (status = 304, description = "unchanged since the ETag given (`If-None-Match`: weak comparison, lists, `*`)"),
+        (status = 409, description = "`version_not_reached`: `min_version` is beyond the run's head in the ledger (`details.head_version`)", body = crate::openapi::ErrorEnvelopeDoc),
         (status = 404, body = crate::openapi::ErrorEnvelopeDoc), (status = 503, description = "`projection_lagging`", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn run_detail(
     State(state): State<ApiState>,
@@ -235,7 +241,7 @@ fn header_value(text: &str) -> HeaderValue {
 
 /// One node run with its timeline, tool calls and artifacts.
 #[utoipa::path(get, path = "/v1/runs/{run_id}/node-runs/{node_run_id}", tag = "runs",
-    params(("run_id" = String, Path, description = "run id (UUID)"), ("node_run_id" = String, Path, description = "node run id (UUID)")),
+    params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)"), ("node_run_id" = String, Path, format = "uuid", description = "node run id (UUID)")),
     responses((status = 200, description = "the node run detail (see docs/api.md)", body = Object), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn node_run_detail(
     State(state): State<ApiState>,
@@ -257,16 +263,20 @@ pub async fn node_run_detail(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ArtifactListQuery {
+    #[param(format = "uuid")]
     pub run_id: Option<String>,
+    #[param(format = "uuid")]
     pub node_run_id: Option<String>,
     pub node_id: Option<String>,
     /// `start`, `end`, `task`, `decision`, `memory`, `plan`, `milestone`, `rag`, `flowchart`.
+    #[param(pattern = r"^(start|end|task|decision|memory|plan|milestone|rag|flowchart)$")]
     pub node_type: Option<String>,
     /// E.g. `task_output`, `routing`, `failure`.
     pub artifact_type: Option<String>,
     /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -306,7 +316,7 @@ pub async fn list_artifacts(
 
 /// One artifact with its payload, contract version, request and correlation ids, idempotency
 /// key and content hash.
-#[utoipa::path(get, path = "/v1/artifacts/{artifact_id}", tag = "artifacts", params(("artifact_id" = String, Path, description = "artifact id (UUID)")),
+#[utoipa::path(get, path = "/v1/artifacts/{artifact_id}", tag = "artifacts", params(("artifact_id" = String, Path, format = "uuid", description = "artifact id (UUID)")),
     responses((status = 200, description = "the artifact (see docs/api.md)", body = Object), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn artifact_detail(
     State(state): State<ApiState>,
@@ -339,7 +349,7 @@ pub async fn claims(
 }
 
 /// Every registered claim over one run.
-#[utoipa::path(get, path = "/v1/runs/{run_id}/claims", tag = "claims", params(("run_id" = String, Path, description = "run id (UUID)")),
+#[utoipa::path(get, path = "/v1/runs/{run_id}/claims", tag = "claims", params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)")),
     responses((status = 200, description = "`{items: [claim]}` (see docs/api.md)", body = Object), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn run_claims(
     State(state): State<ApiState>,

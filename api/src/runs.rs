@@ -134,6 +134,7 @@ pub struct LedgerQuery {
     /// First stream version to return (default 1).
     pub from_version: Option<u64>,
     /// Events per page, 1 to 1,000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -321,7 +322,7 @@ fn has_nul(value: &Value) -> bool {
 }
 
 /// A run's ledger (its stream), page by page, in stream order.
-#[utoipa::path(get, path = "/v1/runs/{run_id}/events", tag = "runs", params(("run_id" = String, Path, description = "run id (UUID)"), LedgerQuery),
+#[utoipa::path(get, path = "/v1/runs/{run_id}/events", tag = "runs", params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)"), LedgerQuery),
     responses((status = 200, body = LedgerPage), (status = 404, body = crate::openapi::ErrorEnvelopeDoc), (status = "4XX", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn ledger(
     State(state): State<ApiState>,
@@ -361,7 +362,7 @@ pub async fn ledger(
 
 /// The canonical export of a run (JSON Lines: manifest, events, blobs), byte for byte what
 /// `runledger export --run` writes; `runledger verify` checks it offline.
-#[utoipa::path(get, path = "/v1/runs/{run_id}/export", tag = "runs", params(("run_id" = String, Path, description = "run id (UUID)")),
+#[utoipa::path(get, path = "/v1/runs/{run_id}/export", tag = "runs", params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)")),
     responses((status = 200, content_type = "application/x-ndjson", body = String), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn export_run(
     State(state): State<ApiState>,
