@@ -72,13 +72,39 @@ fn is_mutating(method: &Method) -> bool {
     )
 }
 
+/// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110 section 11.1).
+fn bearer_credentials(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_matches(' '))
+}
+
+/// A request whose path or query holds U+0000 (`%00`): nothing downstream can store or look
+/// it up (PostgreSQL text refuses it), so it is refused here for every route.
+fn nul_in_uri(request: &Request) -> Option<ApiError> {
+    let has_nul = |text: &str| text.contains("%00");
+    if has_nul(request.uri().path()) {
+        return Some(ApiError::bad_request(
+            "invalid_id",
+            "the path holds U+0000 (`%00`), which no name or id may contain",
+        ));
+    }
+    request.uri().query().filter(|q| has_nul(q)).map(|_| {
+        ApiError::bad_request(
+            "invalid_query",
+            "a query parameter holds U+0000 (`%00`), which no parameter may contain",
+        )
+    })
+}
+
 /// Compares the presented bearer token with the configured one in time independent of where
 /// they differ (blake3 digests compare in constant time).
 fn token_matches(headers: &HeaderMap, token: &str) -> bool {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_credentials)
         .unwrap_or("");
     blake3::hash(presented.as_bytes()) == blake3::hash(token.as_bytes())
 }
@@ -100,16 +126,22 @@ pub async fn middleware(
         request_id: request_id.unwrap_or_else(RequestId::generate),
         correlation_id: correlation_id.unwrap_or_else(CorrelationId::generate),
     };
-    let early = early.or_else(|| {
-        let token = state.config().token.as_deref()?;
-        (is_mutating(request.method()) && !token_matches(request.headers(), token)).then(|| {
-            ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this request needs `Authorization: Bearer <token>` with the server's API token",
+    let early = early
+        .or_else(|| {
+            let token = state.config().token.as_deref()?;
+            (is_mutating(request.method()) && !token_matches(request.headers(), token)).then(
+                || {
+                    ApiError::new(
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "this request needs `Authorization: Bearer <token>` with the server's API token",
+                    )
+                },
             )
         })
-    });
+        .or_else(|| nul_in_uri(&request));
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
     let response = match early {
         Some(error) => axum::response::IntoResponse::into_response(error),
         None => {
@@ -117,7 +149,13 @@ pub async fn middleware(
             next.run(request).await
         }
     };
-    finish(response, &context)
+    let response = finish(response, &context);
+    state.metrics().observe_request(
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// Writes pending envelopes (and envelopes for bare error responses) and sets the id headers.

@@ -1,23 +1,25 @@
 //! Request extractors whose failures are error envelopes: JSON bodies (malformed, unknown
-//! fields, too large), query strings, and ids in paths.
+//! fields, too large, too slow, not an object), query strings, ids in paths, actors.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use runledger_contracts::ids::{NodeRunId, RunId};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::state::ApiState;
 
 /// A JSON body. An empty body reads as `{}` (so bodies whose fields all have defaults may be
 /// left out); anything else must be `application/json`.
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<ApiState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, state: &ApiState) -> Result<Self, ApiError> {
         let json_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -32,9 +34,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 mime == "application/json"
                     || (mime.starts_with("application/") && mime.ends_with("+json"))
             });
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
+        // A client that sends its body slowly (or never) holds a connection and a task: the
+        // whole body must arrive within the body read timeout.
+        let read = Bytes::from_request(request, state);
+        let bytes = match tokio::time::timeout(state.config().body_read_timeout, read).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        state.config().body_read_timeout.as_secs_f64()
+                    ),
+                ));
+            }
+            Ok(read) => read.map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
@@ -44,7 +58,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 } else {
                     ApiError::bad_request("unreadable_body", "the request body could not be read")
                 }
-            })?;
+            })?,
+        };
         if bytes.is_empty() {
             return parse(b"{}").map(ApiJson);
         }
@@ -53,6 +68,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as application/json",
+            ));
+        }
+        // serde reads a struct from an array too (fields by position): every body is an object.
+        if bytes.trim_ascii_start().first() == Some(&b'[') {
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                "the body must be a JSON object, not an array",
             ));
         }
         parse(&bytes).map(ApiJson)
@@ -116,14 +138,47 @@ pub fn node_run_id(text: &str) -> Result<NodeRunId, ApiError> {
         })
 }
 
+/// A query-parameter problem: `400 invalid_query`, `details.parameter` naming it. Every
+/// problem with a query string has this one code (an unknown or malformed parameter, a limit
+/// out of range, a bad cursor or filter).
+pub fn invalid_query(parameter: &str, message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_query", message).with_details(json!({ "parameter": parameter }))
+}
+
 /// Page sizes: default 50, at most 500.
 pub fn page_limit(limit: Option<u32>) -> Result<usize, ApiError> {
     match limit {
         None => Ok(50),
         Some(n @ 1..=500) => Ok(n as usize),
-        Some(n) => Err(ApiError::bad_request(
-            "invalid_query",
+        Some(n) => Err(invalid_query(
+            "limit",
             format!("limit must be 1 to 500, not {n}"),
         )),
     }
+}
+
+/// Routes that take no query parameters refuse any (`400 invalid_query`), as the others refuse
+/// unknown ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
+/// Longest `actor` recorded on an event, in characters.
+pub const MAX_ACTOR_CHARS: usize = 200;
+
+/// The actor a request names, or the server's default: 1 to 200 characters, not blank, no
+/// control characters (`422 invalid_body`, `details.field` = `actor`).
+pub fn actor(given: Option<String>, default: &str) -> Result<String, ApiError> {
+    let actor = given.unwrap_or_else(|| default.to_owned());
+    let chars = actor.chars().count();
+    if actor.trim().is_empty() || chars > MAX_ACTOR_CHARS || actor.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            format!(
+                "`actor` must be 1 to {MAX_ACTOR_CHARS} characters, not blank, without control characters"
+            ),
+        )
+        .with_details(json!({ "field": "actor" })));
+    }
+    Ok(actor)
 }

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, page_limit};
+use crate::extract::{ApiJson, ApiQuery, NoQuery, page_limit};
 use crate::registry::{RegistryError, StoredFlowchart};
 use crate::state::ApiState;
 
@@ -116,6 +116,7 @@ pub struct FlowchartListQuery {
     /// Names after this one (the previous page's `next_cursor`).
     pub after: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -190,6 +191,7 @@ impl From<RegistryError> for ApiError {
 #[utoipa::path(post, path = "/v1/flowcharts/validate", tag = "flowcharts", request_body = ValidateBody,
     responses((status = 200, body = ValidationReport), (status = "4XX", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn validate(
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<ValidateBody>,
 ) -> Result<Json<ValidationReport>, ApiError> {
     Ok(match load_definition_blocking(body.definition).await? {
@@ -220,9 +222,7 @@ pub async fn create(
     let flowchart = load_definition_blocking(body.definition)
         .await?
         .map_err(|errors| invalid_flowchart(&errors))?;
-    let actor = body
-        .actor
-        .unwrap_or_else(|| state.config().default_actor.clone());
+    let actor = crate::extract::actor(body.actor, &state.config().default_actor)?;
     let created = state
         .flowcharts()
         .create(
@@ -270,11 +270,12 @@ pub async fn list(
 
 /// The latest version of a flowchart, with its definition.
 #[utoipa::path(get, path = "/v1/flowcharts/{name}", tag = "flowcharts",
-    params(("name" = String, Path, description = "flowchart name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_.-]{1,128}$", description = "flowchart name")),
     responses((status = 200, body = FlowchartVersionView), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn latest(
     State(state): State<ApiState>,
     Path(name): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<FlowchartVersionView>, ApiError> {
     let stored = state.flowcharts().get(&name, None).await?;
     Ok(Json(FlowchartVersionView::of(&stored, true)))
@@ -282,11 +283,12 @@ pub async fn latest(
 
 /// Every version of a flowchart, oldest first (without definitions).
 #[utoipa::path(get, path = "/v1/flowcharts/{name}/versions", tag = "flowcharts",
-    params(("name" = String, Path, description = "flowchart name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_.-]{1,128}$", description = "flowchart name")),
     responses((status = 200, body = FlowchartVersionList), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn versions(
     State(state): State<ApiState>,
     Path(name): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<FlowchartVersionList>, ApiError> {
     let all = state.flowcharts().versions(&name).await?;
     Ok(Json(FlowchartVersionList {
@@ -299,11 +301,12 @@ pub async fn versions(
 
 /// One version of a flowchart, with its definition.
 #[utoipa::path(get, path = "/v1/flowcharts/{name}/versions/{version}", tag = "flowcharts",
-    params(("name" = String, Path, description = "flowchart name"), ("version" = u32, Path, description = "version, from 1")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_.-]{1,128}$", description = "flowchart name"), ("version" = u32, Path, description = "version, from 1")),
     responses((status = 200, body = FlowchartVersionView), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn version(
     State(state): State<ApiState>,
     Path((name, version)): Path<(String, String)>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<FlowchartVersionView>, ApiError> {
     let version: u32 = version.parse().ok().filter(|v| *v >= 1).ok_or_else(|| {
         ApiError::bad_request(

@@ -11,17 +11,21 @@
 pub mod cache;
 pub mod context;
 pub mod control;
+pub mod control_match;
 pub mod error;
 pub mod extract;
 pub mod flowcharts;
+pub mod hub;
 pub mod idempotency;
 pub mod live;
+pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod ops;
 pub mod read;
 pub mod registry;
 pub mod runs;
+pub mod server;
 pub mod state;
 
 use axum::Router;
@@ -108,7 +112,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::i
         .config()
         .run_projections
         .then(|| AbortOnDrop(runledger_projections::spawn_live(state.pool().clone())));
-    axum::serve(listener, router(state)).await
+    state.start_follower();
+    let config = state.config().clone();
+    server::run(listener, router(state), &config).await
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

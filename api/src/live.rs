@@ -1,8 +1,9 @@
 //! `GET /v1/events`: the ledger as it grows, over Server-Sent Events.
 //!
 //! Events are read in the ledger's commit-safe global order (`EventStore::read_all`, which
-//! never returns an event whose transaction could still be overtaken), polled every
-//! `ApiConfig::sse_poll`. Each SSE message's `id` is the read checkpoint after that event
+//! never returns an event whose transaction could still be overtaken) by one shared follower
+//! per process (`hub.rs`); each client catches up on its own (resumed, or a run's stream) and
+//! then takes the follower's events. Each SSE message's `id` is the read checkpoint after that event
 //! (`<commit>.<global>`), so a client that reconnects with `Last-Event-ID` (browsers do so by
 //! themselves) resumes exactly after the last event it saw: nothing skipped, nothing twice.
 //!
@@ -11,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -22,7 +24,7 @@ use runledger_contracts::ids::StreamId;
 use runledger_ledger::EventStore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::Row;
+use tokio::sync::broadcast;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
@@ -91,9 +93,27 @@ pub fn decode_checkpoint(text: &str) -> Option<Position> {
 #[into_params(parameter_in = Query)]
 pub struct LiveQuery {
     /// Only events of this run.
+    #[param(format = "uuid")]
     pub run_id: Option<String>,
     /// Start after this checkpoint (an earlier message's `id`); `Last-Event-ID` wins over it.
+    #[param(pattern = r"^[0-9]+\.[0-9]+$")]
     pub after: Option<String>,
+}
+
+/// One SSE message as it goes over the wire: `id`, `event` and `data` fields, `data` being the
+/// JSON of a [`LiveEvent`].
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = SseMessage)]
+pub struct SseMessageDoc {
+    /// The read checkpoint after this event, `<commit>.<sequence>`: resume with it as
+    /// `Last-Event-ID` or `after`.
+    #[schema(pattern = r"^[0-9]+\.[0-9]+$")]
+    pub id: String,
+    /// The SSE event name, e.g. `flowchart:node:updated`.
+    pub event: String,
+    /// A `LiveEvent` as JSON (see components/schemas/LiveEvent).
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
 }
 
 /// The `data` of every SSE message (JSON).
@@ -150,32 +170,6 @@ impl LiveEvent {
     }
 }
 
-/// The newest position below the transaction horizon: where a live tail starts.
-async fn ledger_end(state: &ApiState) -> Result<Position, ApiError> {
-    let row = sqlx::query(
-        "SELECT tx_id::text AS tx_id, global_position FROM events
-          WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY tx_id DESC, global_position DESC LIMIT 1",
-    )
-    .fetch_optional(state.pool())
-    .await?;
-    let Some(row) = row else {
-        return Ok(Position::START);
-    };
-    let commit: String = row.try_get("tx_id")?;
-    let global: i64 = row.try_get("global_position")?;
-    let commit = commit.parse().map_err(|_| {
-        ApiError::internal(
-            "ledger_corrupt",
-            format!("transaction id `{commit}` is not a number"),
-        )
-    })?;
-    Ok(Position {
-        commit,
-        global: global.max(0) as u64,
-    })
-}
-
 /// Live events of the ledger over SSE.
 ///
 /// Message names are in `domain:entity:action` form (`flowchart:run:updated`,
@@ -184,8 +178,10 @@ async fn ledger_end(state: &ApiState) -> Result<Position, ApiError> {
 /// to resume from with `Last-Event-ID`, and its `data` a [`LiveEvent`].
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(LiveQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this message id")),
-    responses((status = 200, content_type = "text/event-stream", description = "SSE messages whose data is a LiveEvent", body = LiveEvent),
-        (status = "4XX", body = crate::openapi::ErrorEnvelopeDoc)))]
+    responses((status = 200, content_type = "text/event-stream", description = "SSE messages whose data is a LiveEvent", body = SseMessageDoc),
+        (status = 400, description = "`invalid_query`, `invalid_id`, `invalid_header`", body = crate::openapi::ErrorEnvelopeDoc),
+        (status = 404, description = "`run_not_found`", body = crate::openapi::ErrorEnvelopeDoc),
+        (status = 503, description = "`database_error`", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn events(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -201,39 +197,42 @@ pub async fn events(
         })?),
         None => match &query.after {
             Some(a) => Some(decode_checkpoint(a).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_query",
+                crate::extract::invalid_query(
+                    "after",
                     "`after` must be an event id this stream sent",
                 )
             })?),
             None => None,
         },
     };
-    let start = match (resume, run) {
-        (Some(position), _) => position,
-        (None, Some(run)) => {
-            let stream = StreamId::for_run(run);
-            let first = state.store().read_stream(&stream, 1, 1).await?;
-            match first.first() {
-                Some(e) => Position {
-                    commit: e.position.commit,
-                    global: e.position.global.saturating_sub(1),
-                },
-                None => {
-                    return Err(ApiError::not_found(
-                        "run_not_found",
-                        format!("run {run} does not exist"),
-                    ));
-                }
-            }
-        }
-        (None, None) => ledger_end(&state).await?,
+    state.start_follower();
+    // Subscribed before anything is read, so what the shared follower reads from here on
+    // reaches this stream; what it read before, the catch-up below reads itself.
+    let receiver = state.inner.hub.subscribe();
+    let stream = run.map(StreamId::for_run);
+    if let (Some(run), Some(stream)) = (run, &stream)
+        && state.store().stream_head(stream).await?.is_none()
+    {
+        return Err(ApiError::not_found(
+            "run_not_found",
+            format!("run {run} does not exist"),
+        ));
+    }
+    let (position, catching_up) = match (resume, &stream) {
+        (Some(position), _) => (position, true),
+        // The whole run, then what follows.
+        (None, Some(_)) => (Position::START, true),
+        // The live tail: what the follower reads after the ledger's end as of now.
+        (None, None) => (state.store().horizon_position().await?, false),
     };
-    start_listener(&state);
     let follower = Follower {
         state: state.clone(),
-        position: start,
-        stream: run.map(StreamId::for_run),
+        receiver,
+        stream,
+        position,
+        last_version: 0,
+        resumed_after: position,
+        catching_up,
         buffer: VecDeque::new(),
         poll: state.config().sse_poll,
     };
@@ -244,10 +243,21 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+/// One SSE client: it catches up by reading the ledger itself (its run's stream, or the
+/// global order after its resume point), then takes events from the shared follower. Falling
+/// more than the channel's capacity behind sends it back to catching up from its last event.
 struct Follower {
     state: ApiState,
-    position: Position,
+    receiver: broadcast::Receiver<Arc<RecordedEvent>>,
+    /// Only this stream (a run's), read by stream version.
     stream: Option<StreamId>,
+    /// The checkpoint after the last event sent (or where the stream starts).
+    position: Position,
+    /// With `stream`: the last stream version sent (or skipped as before `resumed_after`).
+    last_version: u64,
+    /// With `stream`: the resume point; events of the stream up to it were sent before.
+    resumed_after: Position,
+    catching_up: bool,
     buffer: VecDeque<Event>,
     poll: Duration,
 }
@@ -258,37 +268,75 @@ impl Follower {
             if let Some(event) = self.buffer.pop_front() {
                 return event;
             }
-            // Armed before the read, so an append that commits meanwhile still wakes us.
-            let appended = self.state.inner.appended.clone();
-            let woken = appended.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            match self.state.store().read_all(self.position, PAGE).await {
-                Ok(page) => {
-                    let full = page.events.len() == PAGE;
-                    for e in page
-                        .events
-                        .iter()
-                        .filter(|e| self.stream.as_ref().is_none_or(|s| *s == e.stream_id))
-                    {
-                        self.buffer.push_back(message(e));
-                    }
-                    self.position = page.checkpoint;
-                    if self.buffer.is_empty() && !full {
-                        // The notification wakes us at once; the poll is the backstop (and
-                        // covers events still above the horizon when it came).
-                        tokio::select! {
-                            _ = &mut woken => {}
-                            _ = tokio::time::sleep(self.poll) => {}
-                        }
-                    }
-                }
-                Err(e) => {
+            if self.catching_up {
+                if let Err(e) = self.catch_up_page().await {
                     tracing::warn!(error = %e, "live events: reading the ledger failed; retrying");
                     tokio::time::sleep(self.poll * 5).await;
                 }
+                continue;
+            }
+            match self.receiver.recv().await {
+                Ok(event) => self.offer(&event),
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
+                // The server's state is gone; the connection ends with it.
+                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
             }
         }
+    }
+
+    /// Sends `event` unless this client already has it or does not want it.
+    fn offer(&mut self, event: &RecordedEvent) {
+        match &self.stream {
+            Some(stream) => {
+                if event.stream_id == *stream && event.stream_version > self.last_version {
+                    self.last_version = event.stream_version;
+                    self.position = event.position;
+                    self.buffer.push_back(message(event));
+                }
+            }
+            None => {
+                if event.position > self.position {
+                    self.position = event.position;
+                    self.buffer.push_back(message(event));
+                }
+            }
+        }
+    }
+
+    /// Reads one page of what this client has not seen; a short page ends the catch-up.
+    async fn catch_up_page(&mut self) -> Result<(), runledger_ledger::StoreError> {
+        let full = match self.stream.clone() {
+            Some(stream) => {
+                let page = self
+                    .state
+                    .store()
+                    .read_stream(&stream, self.last_version + 1, PAGE)
+                    .await?;
+                let full = page.len() == PAGE;
+                for event in &page {
+                    // A resumed run stream skips what the client had before.
+                    if event.position > self.resumed_after {
+                        self.position = event.position;
+                        self.buffer.push_back(message(event));
+                    }
+                    self.last_version = event.stream_version;
+                }
+                full
+            }
+            None => {
+                let page = self.state.store().read_all(self.position, PAGE).await?;
+                let full = page.events.len() == PAGE;
+                for event in &page.events {
+                    self.buffer.push_back(message(event));
+                }
+                self.position = page.checkpoint;
+                full
+            }
+        };
+        if !full {
+            self.catching_up = false;
+        }
+        Ok(())
     }
 }
 
@@ -301,9 +349,9 @@ fn message(e: &RecordedEvent) -> Event {
 }
 
 /// The ledger's append trigger (`migrations/0002_projections.sql`) notifies channel
-/// `runledger_events` with the schema it wrote to. One LISTEN connection per server wakes every
-/// live stream of this schema; it ends once the server's state is gone.
-fn start_listener(state: &ApiState) {
+/// `runledger_events` with the schema it wrote to. One LISTEN connection per server wakes the
+/// shared follower; it ends once the server's state is gone.
+pub(crate) fn start_listener(state: &ApiState) {
     use std::sync::atomic::Ordering;
     if state.inner.listening.swap(true, Ordering::SeqCst) {
         return;

@@ -17,8 +17,65 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::context::{CORRELATION_ID, RequestContext};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, NoQuery};
 use crate::state::ApiState;
+
+/// The model spec as the OpenAPI document describes it: the fields of
+/// `runledger_contracts::model::ModelSpec` (a test keeps the two equal), with the bounds
+/// `ModelSpec::validate` enforces. The API reads bodies into `ModelSpec` itself.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ModelSpec)]
+#[allow(dead_code)]
+pub struct ModelSpecDoc {
+    /// What `task` nodes write in `model:`; `scripted` is reserved for the built-in model.
+    #[schema(
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        min_length = 1,
+        max_length = 100
+    )]
+    pub name: String,
+    pub provider: ProviderDoc,
+    /// The model's id at the provider, without spaces.
+    #[schema(min_length = 1, max_length = 200)]
+    pub model_id: String,
+    /// Where the provider's API is (http or https; no user info, query or fragment); required
+    /// for `executor_class: vllm`.
+    pub base_url: Option<String>,
+    /// Name of the environment variable that holds the API key; never the key itself.
+    pub api_key_env: Option<String>,
+    pub executor_class: Option<ExecutorClassDoc>,
+    /// Per-request timeout in seconds (default 120).
+    #[schema(minimum = 1, maximum = 3600)]
+    pub timeout_s: Option<u64>,
+    pub description: Option<String>,
+    /// Provider-specific settings: `temperature`, `max_tokens`, `reasoning_effort`,
+    /// `thinking_budget_tokens`, `vertex: {project, location}` (which a provider accepts:
+    /// docs/providers.md).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Value>,
+}
+
+/// The wire protocol a model is called with.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = ProviderKind)]
+pub enum ProviderDoc {
+    OpenaiCompatible,
+    Anthropic,
+    Gemini,
+    Scripted,
+}
+
+/// Which executors run a model's node runs.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = ExecutorClass)]
+pub enum ExecutorClassDoc {
+    Frontier,
+    Vllm,
+}
 
 /// A model as registered now.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -29,7 +86,7 @@ pub struct ModelView {
     pub updated_at: String,
     /// The spec (provider, model id, base URL, the *name* of the API-key variable, executor
     /// class, timeout, settings); never a secret.
-    #[schema(value_type = Object)]
+    #[schema(value_type = ModelSpecDoc)]
     pub spec: Value,
 }
 
@@ -67,7 +124,7 @@ pub struct ModelChange {
 #[serde(deny_unknown_fields)]
 pub struct CreateModelBody {
     /// The model spec (see docs/providers.md).
-    #[schema(value_type = Object)]
+    #[schema(value_type = ModelSpecDoc)]
     pub spec: ModelSpec,
     /// Who registers it; default `api`.
     #[serde(default)]
@@ -78,7 +135,7 @@ pub struct CreateModelBody {
 #[serde(deny_unknown_fields)]
 pub struct UpdateModelBody {
     /// The whole new spec; its name and provider cannot change.
-    #[schema(value_type = Object)]
+    #[schema(value_type = ModelSpecDoc)]
     pub spec: ModelSpec,
     /// The version the caller read; the change is refused (`version_conflict`) if the model
     /// moved since. Absent: the current version.
@@ -144,13 +201,16 @@ fn change_response(
     response
 }
 
-fn actor(state: &ApiState, actor: Option<String>) -> String {
-    actor.unwrap_or_else(|| state.config().default_actor.clone())
+fn actor(state: &ApiState, actor: Option<String>) -> Result<String, ApiError> {
+    crate::extract::actor(actor, &state.config().default_actor)
 }
 
 /// Every registered model, by name.
 #[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, body = ModelList)))]
-pub async fn list(State(state): State<ApiState>) -> Result<Json<ModelList>, ApiError> {
+pub async fn list(
+    State(state): State<ApiState>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
+) -> Result<Json<ModelList>, ApiError> {
     let models = ModelRegistry::new(state.store()).list().await?;
     let items = models
         .iter()
@@ -160,11 +220,12 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<ModelList>, ApiE
 }
 
 /// One model.
-#[utoipa::path(get, path = "/v1/models/{name}", tag = "models", params(("name" = String, Path, description = "model name")),
+#[utoipa::path(get, path = "/v1/models/{name}", tag = "models", params(("name" = String, Path, min_length = 1, max_length = 100, description = "model name")),
     responses((status = 200, body = ModelView), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn get(
     State(state): State<ApiState>,
     Path(name): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<ModelView>, ApiError> {
     match ModelRegistry::new(state.store()).get(&name).await? {
         Some(model) => Ok(Json(ModelView::of(&model)?)),
@@ -183,10 +244,11 @@ pub async fn get(
 pub async fn create(
     State(state): State<ApiState>,
     context: RequestContext,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<CreateModelBody>,
 ) -> Result<Response, ApiError> {
     let name = body.spec.name.clone();
-    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor));
+    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor)?);
     let outcome = ModelRegistry::new(state.store())
         .create(body.spec, change)
         .await?;
@@ -199,7 +261,7 @@ pub async fn create(
 }
 
 /// Replace a model's spec (name and provider stay).
-#[utoipa::path(put, path = "/v1/models/{name}", tag = "models", request_body = UpdateModelBody, params(("name" = String, Path, description = "model name")),
+#[utoipa::path(put, path = "/v1/models/{name}", tag = "models", request_body = UpdateModelBody, params(("name" = String, Path, min_length = 1, max_length = 100, description = "model name")),
     responses((status = 200, body = ModelChange), (status = 404, body = crate::openapi::ErrorEnvelopeDoc),
         (status = 409, description = "`version_conflict`, `provider_immutable`, `request_id_reused`", body = crate::openapi::ErrorEnvelopeDoc),
         (status = 422, body = crate::openapi::ErrorEnvelopeDoc)))]
@@ -207,9 +269,10 @@ pub async fn update(
     State(state): State<ApiState>,
     context: RequestContext,
     Path(name): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<UpdateModelBody>,
 ) -> Result<Response, ApiError> {
-    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor));
+    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor)?);
     let outcome = ModelRegistry::new(state.store())
         .update(&name, body.spec, body.expected_version, change)
         .await?;
@@ -217,7 +280,7 @@ pub async fn update(
 }
 
 /// Delete a model.
-#[utoipa::path(delete, path = "/v1/models/{name}", tag = "models", params(("name" = String, Path, description = "model name"), DeleteModelQuery),
+#[utoipa::path(delete, path = "/v1/models/{name}", tag = "models", params(("name" = String, Path, min_length = 1, max_length = 100, description = "model name"), DeleteModelQuery),
     responses((status = 200, body = ModelChange), (status = 404, body = crate::openapi::ErrorEnvelopeDoc),
         (status = 409, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn delete(
@@ -226,7 +289,7 @@ pub async fn delete(
     Path(name): Path<String>,
     ApiQuery(query): ApiQuery<DeleteModelQuery>,
 ) -> Result<Response, ApiError> {
-    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, query.actor));
+    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, query.actor)?);
     let outcome = ModelRegistry::new(state.store())
         .delete(&name, query.expected_version, change)
         .await?;

@@ -47,6 +47,82 @@ impl Modify for BearerToken {
     }
 }
 
+/// The statuses every route may answer besides its own, with their codes, added to each
+/// operation that does not document them itself: so the document names every status the
+/// server can send (schemathesis checks that in CI, `ops/schemathesis.sh`).
+struct CommonResponses;
+
+fn envelope(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                .build(),
+        )
+        .into()
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                (false, item.get.as_mut()),
+                (true, item.post.as_mut()),
+                (true, item.put.as_mut()),
+                (true, item.delete.as_mut()),
+            ];
+            for (mutating, operation) in operations {
+                let Some(operation) = operation else { continue };
+                let has_body = operation.request_body.is_some();
+                let mut common: Vec<(&str, String)> = vec![(
+                    "400",
+                    "a malformed request: `invalid_header` (X-Request-ID, X-Correlation-ID, Idempotency-Key, Last-Event-ID), `invalid_query` (an unknown, malformed or out-of-range query parameter, U+0000), `invalid_id` (a path id that is not a UUID, U+0000 in the path)".to_owned()
+                        + if has_body { ", `malformed_json`, `unknown_field`, `unreadable_body`" } else { "" },
+                )];
+                if mutating {
+                    common.push(("401", "`unauthorized`: the server has RUNLEDGER_API_TOKEN set and the request lacks `Authorization: Bearer <token>`".into()));
+                }
+                if has_body {
+                    common.push((
+                        "408",
+                        "`request_timeout`: the body did not arrive within 30 s".into(),
+                    ));
+                    common.push(("413", "`payload_too_large`: the body is over 4 MiB".into()));
+                    common.push((
+                        "415",
+                        "`unsupported_media_type`: the body is not `application/json`".into(),
+                    ));
+                }
+                let names_something = path.contains("{name}");
+                if has_body || mutating || names_something {
+                    common.push(("422", "`invalid_body` (the body is not an object, a field has the wrong type or is missing, a value is out of bounds, e.g. `actor`; `details.field`), `invalid_flowchart_name` (a flowchart name outside `A-Z a-z 0-9 _ - .`, 1 to 128), a model spec code with `details.field` (an invalid model name or spec)".into()));
+                }
+                let static_route = matches!(
+                    path.as_str(),
+                    "/healthz" | "/openapi.json" | "/v1/flowcharts/validate"
+                );
+                if !static_route {
+                    common.push((
+                        "503",
+                        "`database_error`: the database is unavailable".into(),
+                    ));
+                }
+                common.push(("500", "`internal_error` or a corrupt ledger or projection (`ledger_corrupt`, `run_corrupt`, `projection_corrupt`); details only in the server log".into()));
+                let responses = &mut operation.responses.responses;
+                for (status, description) in common {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| envelope(&description));
+                }
+                responses.remove("4XX");
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -55,7 +131,8 @@ impl Modify for BearerToken {
                        Every error is the error envelope. See docs/api.md.",
         license(name = "Apache-2.0"),
     ),
-    modifiers(&BearerToken),
+    modifiers(&BearerToken, &CommonResponses),
+    components(schemas(crate::live::LiveEvent)),
     security((), ("bearer" = [])),
     paths(
         crate::flowcharts::validate,

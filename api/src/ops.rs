@@ -1,7 +1,6 @@
 //! Operations endpoints: `/healthz` (the process answers), `/readyz` (the database and NATS
-//! answer), `/metrics` (Prometheus text format, written by hand: it is small).
+//! answer), `/metrics` (OpenMetrics text, from `metrics.rs`).
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::Json;
@@ -13,14 +12,10 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::extract::{ApiQuery, NoQuery};
 use crate::state::ApiState;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Upper bounds (seconds) of the dispatch-latency histogram buckets.
-pub const DISPATCH_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
@@ -105,163 +100,30 @@ async fn nats_probe(url: &str) -> Probe {
     }
 }
 
-/// Metrics in the Prometheus text format (0.0.4).
-///
-/// - `runledger_runs{status}`, `runledger_node_runs{status}`: from the `run_detail` projection;
-/// - `runledger_ledger_events_total`: events appended to the ledger;
-/// - `runledger_projector_lag_events{projector}`, `runledger_projector_lag_seconds{projector}`;
-/// - `runledger_dispatch_latency_seconds`: histogram of `NodeDispatched.recorded_at −
-///   NodeScheduled.recorded_at` per node run (from `run_detail`).
+/// Metrics in the OpenMetrics text format (see `metrics.rs` and docs/api.md): HTTP requests,
+/// ledger events, runs and node runs that ended, dispatch latency (all counted in process since
+/// it started), the ledger's last global position and each projector's lag (cheap queries at
+/// scrape time).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, content_type = "text/plain; version=0.0.4", body = String), (status = 503, body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let text = render_metrics(&state).await?;
+    responses((status = 200, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+        (status = 503, description = "`database_error`", body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn metrics(
+    State(state): State<ApiState>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
+) -> Result<Response, ApiError> {
+    let position = state.store().last_global_position().await?;
+    let lag = runledger_projections::lag(state.pool())
+        .await
+        .map_err(ApiError::from)?;
+    state.metrics().set_ledger(position, &lag);
+    let text = state
+        .metrics()
+        .encode()
+        .map_err(|e| ApiError::internal("internal_error", e))?;
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     Ok(response)
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A label value as the text format wants it (backslash, quote and newline escaped).
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-pub(crate) async fn render_metrics(state: &ApiState) -> Result<String, ApiError> {
-    let pool = state.pool();
-    let mut out = String::new();
-
-    let runs: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT status, count(*) FROM run_detail_runs GROUP BY status ORDER BY status",
-    )
-    .fetch_all(pool)
-    .await?;
-    family(
-        &mut out,
-        "runledger_runs",
-        "gauge",
-        "Runs by status (run_detail projection).",
-    );
-    for (status, n) in &runs {
-        let _ = writeln!(out, "runledger_runs{{status=\"{}\"}} {n}", label(status));
-    }
-
-    let node_runs: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT status, count(*) FROM run_detail_node_runs GROUP BY status ORDER BY status",
-    )
-    .fetch_all(pool)
-    .await?;
-    family(
-        &mut out,
-        "runledger_node_runs",
-        "gauge",
-        "Node runs by status (run_detail projection).",
-    );
-    for (status, n) in &node_runs {
-        let _ = writeln!(
-            out,
-            "runledger_node_runs{{status=\"{}\"}} {n}",
-            label(status)
-        );
-    }
-
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(pool)
-        .await?;
-    family(
-        &mut out,
-        "runledger_ledger_events_total",
-        "counter",
-        "Events appended to the ledger.",
-    );
-    let _ = writeln!(out, "runledger_ledger_events_total {events}");
-
-    let lag = runledger_projections::lag(pool)
-        .await
-        .map_err(|e| ApiError::internal("projection_error", e))?;
-    family(
-        &mut out,
-        "runledger_projector_lag_events",
-        "gauge",
-        "Ledger events a projector has not applied yet.",
-    );
-    for l in &lag {
-        let _ = writeln!(
-            out,
-            "runledger_projector_lag_events{{projector=\"{}\"}} {}",
-            label(&l.name),
-            l.events_behind
-        );
-    }
-    family(
-        &mut out,
-        "runledger_projector_lag_seconds",
-        "gauge",
-        "Age of the oldest event a projector has not applied yet.",
-    );
-    for l in &lag {
-        let _ = writeln!(
-            out,
-            "runledger_projector_lag_seconds{{projector=\"{}\"}} {}",
-            label(&l.name),
-            l.seconds_behind
-        );
-    }
-    family(
-        &mut out,
-        "runledger_projector_stopped",
-        "gauge",
-        "1 when a projector is stopped at an event it cannot apply.",
-    );
-    for l in &lag {
-        let _ = writeln!(
-            out,
-            "runledger_projector_stopped{{projector=\"{}\"}} {}",
-            label(&l.name),
-            u8::from(l.error.is_some())
-        );
-    }
-
-    // One pass over the node runs that were dispatched: cumulative bucket counts, sum, count.
-    let bounds: Vec<f64> = DISPATCH_BUCKETS.to_vec();
-    let (buckets, sum, count): (Vec<i64>, f64, i64) = sqlx::query_as(
-        "WITH d AS (
-             SELECT EXTRACT(EPOCH FROM (dispatched_at - scheduled_at))::float8 AS s
-               FROM run_detail_node_runs WHERE dispatched_at IS NOT NULL)
-         SELECT ARRAY(SELECT (SELECT count(*) FROM d WHERE d.s <= b) FROM unnest($1::float8[]) WITH ORDINALITY AS u(b, i) ORDER BY i),
-                COALESCE((SELECT sum(s) FROM d), 0)::float8,
-                (SELECT count(*) FROM d)",
-    )
-    .bind(&bounds)
-    .fetch_one(pool)
-    .await?;
-    family(
-        &mut out,
-        "runledger_dispatch_latency_seconds",
-        "histogram",
-        "Time from NodeScheduled to NodeDispatched per node run (run_detail projection).",
-    );
-    for (bound, n) in bounds.iter().zip(&buckets) {
-        let _ = writeln!(
-            out,
-            "runledger_dispatch_latency_seconds_bucket{{le=\"{bound}\"}} {n}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "runledger_dispatch_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
-    );
-    let _ = writeln!(out, "runledger_dispatch_latency_seconds_sum {sum}");
-    let _ = writeln!(out, "runledger_dispatch_latency_seconds_count {count}");
-    Ok(out)
 }

@@ -4,8 +4,9 @@
 //!
 //! Projections trail the ledger by a moment. A run the ledger has but `run_detail` does not yet
 //! is waited for (briefly); `?min_version=N` on a run detail waits until the projection has
-//! applied the run's stream up to version N (the `stream_version` a start or control returned),
-//! so a client reads its own writes.
+//! applied the run's stream up to version N (a control's `events[].stream_version`, the
+//! `head_version` of the run's ledger page), so a client reads its own writes; a version beyond
+//! the run's head in the ledger is `409 version_not_reached` at once.
 
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use serde_json::Value;
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, node_run_id, run_id};
+use crate::extract::{ApiQuery, NoQuery, invalid_query, node_run_id, run_id};
 use crate::state::ApiState;
 
 /// How long a read waits for the projection to catch up with the ledger.
@@ -35,9 +36,9 @@ const CATCH_UP_POLL: Duration = Duration::from_millis(25);
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match &e {
-            QueryError::InvalidCursor { .. }
-            | QueryError::InvalidLimit { .. }
-            | QueryError::InvalidFilter { .. } => ApiError::bad_request(e.code(), e.to_string()),
+            QueryError::InvalidCursor { .. } => invalid_query("cursor", e.to_string()),
+            QueryError::InvalidLimit { .. } => invalid_query("limit", e.to_string()),
+            QueryError::InvalidFilter { field, .. } => invalid_query(field, e.to_string()),
             QueryError::Database(_) => {
                 tracing::error!(error = %e, "projection query failed");
                 ApiError::unavailable(e.code(), "the database is unavailable")
@@ -55,12 +56,8 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Json<Value>, ApiError> {
 
 fn timestamp(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     text.map(|t| {
-        Timestamp::parse(t).map_err(|_| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("{field}: `{t}` is not an RFC 3339 time"),
-            )
-        })
+        Timestamp::parse(t)
+            .map_err(|_| invalid_query(field, format!("{field}: `{t}` is not an RFC 3339 time")))
     })
     .transpose()
 }
@@ -70,16 +67,21 @@ fn timestamp(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiEr
 #[into_params(parameter_in = Query)]
 pub struct RunListQuery {
     /// `running`, `paused`, `canceling`, `completed`, `failed` or `canceled`.
+    #[param(pattern = r"^(running|paused|canceling|completed|failed|canceled)$")]
     pub status: Option<String>,
     /// Flowchart name.
+    #[param(pattern = r"^[A-Za-z0-9_.-]{1,128}$")]
     pub flowchart: Option<String>,
     /// Runs started at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub started_after: Option<String>,
     /// Runs started before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub started_before: Option<String>,
     /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -106,12 +108,14 @@ pub async fn list_runs(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct RunDetailQuery {
-    /// Wait (up to 5 s) until the projection has applied the run's stream up to this version.
+    /// Wait (up to 5 s) until the projection has applied the run's stream up to this version;
+    /// beyond the run's head in the ledger, `409 version_not_reached` at once.
     pub min_version: Option<u64>,
 }
 
 /// The run's version in the projection, once it has applied `min_version` (or the run at
-/// all), while the ledger says there is something to wait for.
+/// all), while the ledger says there is something to wait for. A `min_version` beyond the
+/// run's head in the ledger can never be reached by waiting: `409 version_not_reached` at once.
 async fn projected_version(
     state: &ApiState,
     run: RunId,
@@ -126,24 +130,30 @@ async fn projected_version(
                 .fetch_optional(state.pool())
                 .await?;
         let version = version.map(|v| v.max(0) as u64);
-        match version {
-            Some(v) if min_version.is_none_or(|min| v >= min) => return Ok(v),
-            Some(_) => {}
-            None if !checked_ledger => {
-                if state
-                    .store()
-                    .stream_head(&StreamId::for_run(run))
-                    .await?
-                    .is_none()
-                {
-                    return Err(ApiError::not_found(
-                        "run_not_found",
-                        format!("run {run} does not exist"),
-                    ));
-                }
-                checked_ledger = true;
+        if let Some(v) = version
+            && min_version.is_none_or(|min| v >= min)
+        {
+            return Ok(v);
+        }
+        if !checked_ledger {
+            let head = state.store().stream_head(&StreamId::for_run(run)).await?;
+            let Some(head) = head else {
+                return Err(ApiError::not_found(
+                    "run_not_found",
+                    format!("run {run} does not exist"),
+                ));
+            };
+            if let Some(min) = min_version.filter(|min| *min > head.version) {
+                return Err(ApiError::conflict(
+                    "version_not_reached",
+                    format!(
+                        "run {run} is at version {} in the ledger, before min_version {min}",
+                        head.version
+                    ),
+                )
+                .with_details(serde_json::json!({ "head_version": head.version })));
             }
-            None => {}
+            checked_ledger = true;
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::unavailable(
@@ -157,6 +167,19 @@ async fn projected_version(
     }
 }
 
+/// Whether `If-None-Match` names `etag` (RFC 9110 section 13.1.2: weak comparison, so `W/"x"`
+/// matches `"x"`; `*` matches any current representation; several values, in one header or
+/// many, each count).
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
 fn etag(run: RunId, version: u64) -> String {
     format!("\"run-{run}-v{version}\"")
 }
@@ -166,10 +189,11 @@ fn etag(run: RunId, version: u64) -> String {
 /// The answer for a given run version never changes: it carries `ETag` (the run and the
 /// projection's version of it), answers `If-None-Match` with 304, and is kept encoded in memory.
 #[utoipa::path(get, path = "/v1/runs/{run_id}", tag = "runs",
-    params(("run_id" = String, Path, description = "run id (UUID)"), RunDetailQuery,
+    params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)"), RunDetailQuery,
         ("If-None-Match" = Option<String>, Header, description = "an ETag of an earlier answer")),
     responses((status = 200, description = "the run detail (see docs/api.md)", body = Object),
-        (status = 304, description = "unchanged since the ETag given"),
+        (status = 304, description = "unchanged since the ETag given (`If-None-Match`: weak comparison, lists, `*`)"),
+        (status = 409, description = "`version_not_reached`: `min_version` is beyond the run's head in the ledger (`details.head_version`)", body = crate::openapi::ErrorEnvelopeDoc),
         (status = 404, body = crate::openapi::ErrorEnvelopeDoc), (status = 503, description = "`projection_lagging`", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn run_detail(
     State(state): State<ApiState>,
@@ -179,10 +203,7 @@ pub async fn run_detail(
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
     let version = projected_version(&state, run, q.min_version).await?;
-    let presented = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok());
-    if presented == Some(etag(run, version).as_str()) {
+    if none_match(&headers, &etag(run, version)) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         response
             .headers_mut()
@@ -220,11 +241,12 @@ fn header_value(text: &str) -> HeaderValue {
 
 /// One node run with its timeline, tool calls and artifacts.
 #[utoipa::path(get, path = "/v1/runs/{run_id}/node-runs/{node_run_id}", tag = "runs",
-    params(("run_id" = String, Path, description = "run id (UUID)"), ("node_run_id" = String, Path, description = "node run id (UUID)")),
+    params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)"), ("node_run_id" = String, Path, format = "uuid", description = "node run id (UUID)")),
     responses((status = 200, description = "the node run detail (see docs/api.md)", body = Object), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn node_run_detail(
     State(state): State<ApiState>,
     Path((run, node_run)): Path<(String, String)>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let run = run_id(&run)?;
     let node_run = node_run_id(&node_run)?;
@@ -241,16 +263,20 @@ pub async fn node_run_detail(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ArtifactListQuery {
+    #[param(format = "uuid")]
     pub run_id: Option<String>,
+    #[param(format = "uuid")]
     pub node_run_id: Option<String>,
     pub node_id: Option<String>,
     /// `start`, `end`, `task`, `decision`, `memory`, `plan`, `milestone`, `rag`, `flowchart`.
+    #[param(pattern = r"^(start|end|task|decision|memory|plan|milestone|rag|flowchart)$")]
     pub node_type: Option<String>,
     /// E.g. `task_output`, `routing`, `failure`.
     pub artifact_type: Option<String>,
     /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -265,8 +291,8 @@ pub async fn list_artifacts(
     let node_type = match q.node_type {
         Some(t) => Some(
             serde_json::from_value::<NodeType>(Value::String(t.clone())).map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_query",
+                invalid_query(
+                    "node_type",
                     format!(
                         "node_type: `{}` is not a node type",
                         t.chars().take(40).collect::<String>()
@@ -290,11 +316,12 @@ pub async fn list_artifacts(
 
 /// One artifact with its payload, contract version, request and correlation ids, idempotency
 /// key and content hash.
-#[utoipa::path(get, path = "/v1/artifacts/{artifact_id}", tag = "artifacts", params(("artifact_id" = String, Path, description = "artifact id (UUID)")),
+#[utoipa::path(get, path = "/v1/artifacts/{artifact_id}", tag = "artifacts", params(("artifact_id" = String, Path, format = "uuid", description = "artifact id (UUID)")),
     responses((status = 200, description = "the artifact (see docs/api.md)", body = Object), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn artifact_detail(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id: ArtifactId = id.parse().map_err(|e: runledger_contracts::ids::IdError| {
         ApiError::bad_request("invalid_id", e.to_string())
@@ -311,7 +338,10 @@ pub async fn artifact_detail(
 /// Every registered claim over the whole ledger: status, counts, evidence.
 #[utoipa::path(get, path = "/v1/claims", tag = "claims",
     responses((status = 200, description = "`{items: [claim]}` (see docs/api.md)", body = Object)))]
-pub async fn claims(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+pub async fn claims(
+    State(state): State<ApiState>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
+) -> Result<Json<Value>, ApiError> {
     let results = query::claims(state.pool(), None).await?;
     Ok(Json(
         serde_json::json!({ "items": serde_json::to_value(&results).map_err(|e| ApiError::internal("internal_error", e))? }),
@@ -319,11 +349,12 @@ pub async fn claims(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
 }
 
 /// Every registered claim over one run.
-#[utoipa::path(get, path = "/v1/runs/{run_id}/claims", tag = "claims", params(("run_id" = String, Path, description = "run id (UUID)")),
+#[utoipa::path(get, path = "/v1/runs/{run_id}/claims", tag = "claims", params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)")),
     responses((status = 200, description = "`{items: [claim]}` (see docs/api.md)", body = Object), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn run_claims(
     State(state): State<ApiState>,
     Path(run): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let run = run_id(&run)?;
     if state

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use runledger_contracts::envelope::NewEvent;
 use runledger_contracts::envelope::RecordedEvent;
 use runledger_contracts::events::DomainEvent;
 use runledger_contracts::flowchart::Flowchart;
@@ -15,14 +16,14 @@ use runledger_contracts::ids::{RunId, StreamId};
 use runledger_contracts::storable;
 use runledger_ledger::EventStore;
 use runledger_ledger::export::{ExportError, ExportScope, export};
-use runledger_orchestrator::StartRun;
+use runledger_orchestrator::{Cause, Settings, StartRun, SystemEnv, decide};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::context::{CORRELATION_ID, RequestContext};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, run_id};
+use crate::extract::{ApiJson, ApiQuery, NoQuery, invalid_query, run_id};
 use crate::flowcharts::{invalid_flowchart, load_definition_blocking};
 use crate::idempotency::{self, Claim};
 use crate::state::ApiState;
@@ -133,6 +134,7 @@ pub struct LedgerQuery {
     /// First stream version to return (default 1).
     pub from_version: Option<u64>,
     /// Events per page, 1 to 1,000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -185,6 +187,7 @@ pub async fn start(
     State(state): State<ApiState>,
     context: RequestContext,
     headers: HeaderMap,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<StartRunBody>,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key_from(&headers)?;
@@ -195,10 +198,19 @@ pub async fn start(
         .unwrap_or_else(|| Value::Object(Default::default()));
     storable::storable_bytes(&inputs)
         .map_err(|e| ApiError::unprocessable("invalid_inputs", format!("inputs: {e}")))?;
-    let actor = body
-        .actor
-        .clone()
-        .unwrap_or_else(|| state.config().default_actor.clone());
+    let actor = crate::extract::actor(body.actor.clone(), &state.config().default_actor)?;
+    let proposed = RunId::new_v7();
+    let start = StartRun {
+        run_id: proposed,
+        flowchart,
+        version,
+        inputs,
+        parent: None,
+        actor,
+    };
+    // Everything the engine would refuse is refused before the key is recorded: a rejected
+    // start must not burn its Idempotency-Key.
+    check_start(&start, &context)?;
 
     let claim = match &key {
         Some(key) => {
@@ -209,7 +221,7 @@ pub async fn start(
                 state.store(),
                 key,
                 hash,
-                RunId::new_v7(),
+                proposed,
                 &context.request_id,
                 &context.correlation_id,
             )
@@ -224,14 +236,7 @@ pub async fn start(
     let stream = StreamId::for_run(run_id);
     let exists = replayed && state.store().stream_head(&stream).await?.is_some();
     if !exists {
-        let start = StartRun {
-            run_id,
-            flowchart,
-            version,
-            inputs,
-            parent: None,
-            actor,
-        };
+        let start = StartRun { run_id, ..start };
         state
             .engine()
             .start(
@@ -282,8 +287,43 @@ pub async fn start(
     Ok(response)
 }
 
+/// Decides the start without appending (the decider is pure): its refusals (inputs, the
+/// flowchart) and events the ledger would refuse (U+0000 in a string, which PostgreSQL's
+/// JSONB cannot hold) are `422` here, before anything is written.
+fn check_start(start: &StartRun, context: &RequestContext) -> Result<(), ApiError> {
+    let cause = Cause {
+        request_id: context.request_id.clone(),
+        correlation_id: context.correlation_id.clone(),
+    };
+    let (_, events) =
+        decide::start_run(start.clone(), &mut SystemEnv, &cause, &Settings::default())
+            .map_err(|e| ApiError::from(runledger_orchestrator::EngineError::Decide(e)))?;
+    for event in &events {
+        let new = NewEvent::from_domain(event).map_err(|e| {
+            ApiError::unprocessable("invalid_body", format!("the start cannot be recorded: {e}"))
+        })?;
+        if has_nul(&new.payload) {
+            return Err(ApiError::unprocessable(
+                "invalid_inputs",
+                "the start holds U+0000 in a string (inputs, actor or definition), which the ledger cannot store",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a string (or key) anywhere in `value` holds U+0000.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 /// A run's ledger (its stream), page by page, in stream order.
-#[utoipa::path(get, path = "/v1/runs/{run_id}/events", tag = "runs", params(("run_id" = String, Path, description = "run id (UUID)"), LedgerQuery),
+#[utoipa::path(get, path = "/v1/runs/{run_id}/events", tag = "runs", params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)"), LedgerQuery),
     responses((status = 200, body = LedgerPage), (status = 404, body = crate::openapi::ErrorEnvelopeDoc), (status = "4XX", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn ledger(
     State(state): State<ApiState>,
@@ -295,8 +335,8 @@ pub async fn ledger(
         None => 100,
         Some(n @ 1..=1000) => n as usize,
         Some(n) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
+            return Err(invalid_query(
+                "limit",
                 format!("limit must be 1 to 1000, not {n}"),
             ));
         }
@@ -323,11 +363,12 @@ pub async fn ledger(
 
 /// The canonical export of a run (JSON Lines: manifest, events, blobs), byte for byte what
 /// `runledger export --run` writes; `runledger verify` checks it offline.
-#[utoipa::path(get, path = "/v1/runs/{run_id}/export", tag = "runs", params(("run_id" = String, Path, description = "run id (UUID)")),
+#[utoipa::path(get, path = "/v1/runs/{run_id}/export", tag = "runs", params(("run_id" = String, Path, format = "uuid", description = "run id (UUID)")),
     responses((status = 200, content_type = "application/x-ndjson", body = String), (status = 404, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn export_run(
     State(state): State<ApiState>,
     Path(run): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Response, ApiError> {
     let run = run_id(&run)?;
     let mut out: Vec<u8> = Vec::new();

@@ -14,6 +14,15 @@ use crate::registry::LedgerFlowcharts;
 /// bound as the ledger's payload limit.
 pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
 
+/// How long a client may take to send a request's head.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a request's body (4 MiB at ~140 KB/s).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 /// Settings of the HTTP server.
 #[derive(Clone)]
 pub struct ApiConfig {
@@ -32,6 +41,13 @@ pub struct ApiConfig {
     pub run_projections: bool,
     /// Bytes of encoded run details kept in memory (0: none).
     pub detail_cache_bytes: usize,
+    /// A connection that has not sent a whole request head (request line and headers) this
+    /// long after it opened, or after its previous response, is closed (slowloris).
+    pub header_read_timeout: Duration,
+    /// A request body must arrive whole within this time (`408 request_timeout`).
+    pub body_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -45,6 +61,9 @@ impl std::fmt::Debug for ApiConfig {
             .field("default_actor", &self.default_actor)
             .field("run_projections", &self.run_projections)
             .field("detail_cache_bytes", &self.detail_cache_bytes)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -59,6 +78,9 @@ impl Default for ApiConfig {
             default_actor: "api".into(),
             run_projections: true,
             detail_cache_bytes: crate::cache::DEFAULT_BUDGET,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -100,6 +122,10 @@ pub(crate) struct Inner {
     pub listening: std::sync::atomic::AtomicBool,
     /// Encoded run details by run and version (see `cache.rs`).
     pub details: crate::cache::DetailCache,
+    /// The process's metrics (see `metrics.rs`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The shared ledger follower of live events and metrics (see `hub.rs`).
+    pub hub: crate::hub::LedgerHub,
 }
 
 impl ApiState {
@@ -121,8 +147,26 @@ impl ApiState {
                 appended: Arc::new(tokio::sync::Notify::new()),
                 listening: std::sync::atomic::AtomicBool::new(false),
                 details,
+                metrics: Arc::new(crate::metrics::Metrics::new()),
+                hub: crate::hub::LedgerHub::new(),
             }),
         }
+    }
+
+    /// Starts the shared ledger follower (once) and the LISTEN connection that wakes it.
+    pub fn start_follower(&self) {
+        crate::live::start_listener(self);
+        self.inner.hub.start(
+            PgEventStore::from_pool(self.pool().clone()),
+            Arc::downgrade(&self.inner.appended),
+            self.inner.metrics.clone(),
+            self.config().sse_poll,
+        );
+    }
+
+    /// The process's metrics; other components add theirs with [`crate::metrics::Metrics::register`].
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     /// An API over an engine whose sub-flows come from elsewhere: the registry gets its own

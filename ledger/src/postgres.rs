@@ -1077,5 +1077,7 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+mod ends;
+
 #[cfg(test)]
 mod tests;

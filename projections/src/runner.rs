@@ -26,8 +26,16 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a catch-up waits for older transactions to end so it can read to the ledger's end.
 pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(60);
 
-/// How long a live runner waits before retrying a stopped projector.
+/// How long a live runner waits before looking again at a projector stopped at an event it
+/// cannot apply (only a newer runledger or a repaired ledger changes that).
 const STOPPED_RETRY: Duration = Duration::from_secs(30);
+
+/// First wait after a transient failure (a dropped connection, a database restart): short,
+/// so one cut connection costs the API milliseconds of staleness, not a parking period.
+const TRANSIENT_RETRY_FIRST: Duration = Duration::from_millis(5);
+
+/// Longest wait between retries of a transient failure (the wait doubles up to this).
+const TRANSIENT_RETRY_CAP: Duration = Duration::from_secs(2);
 
 /// The projectors of one database schema and how to drive them.
 #[derive(Clone)]
@@ -267,9 +275,14 @@ impl Projections {
         total: u64,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Report, ProjectionError> {
-        let end = ledger_end(&self.pool)
+        let end = self
+            .store
+            .last_committed_position()
             .await
-            .map_err(|e| ProjectionError::database(projector.name(), e))?;
+            .map_err(|source| ProjectionError::Ledger {
+                projector: projector.name(),
+                source,
+            })?;
         self.drive(projector, total, progress, end).await
     }
 
@@ -372,8 +385,12 @@ impl Projections {
     }
 
     /// Keeps every projector current until `shutdown` resolves: a batch loop per wake-up,
-    /// woken by the ledger's NOTIFY after each append and by a poll every `poll_interval`. A
-    /// stopped projector is logged and retried every 30 s; the others keep going.
+    /// woken by the ledger's NOTIFY after each append and by a poll every `poll_interval`.
+    ///
+    /// A transient failure (the database connection dropped, the server restarting) is
+    /// retried after 5 ms, doubling up to 2 s, with jitter so several runners do not retry in
+    /// step; the first success resets it. Only a projector stopped at an event it cannot apply
+    /// is parked (looked at again every 30 s, logged once); the others keep going.
     pub async fn run_live(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
@@ -381,15 +398,15 @@ impl Projections {
             .await
             .ok();
         let mut listener = self.listen().await;
-        let mut stopped: HashMap<&'static str, (String, Instant)> = HashMap::new();
+        let mut waiting: HashMap<&'static str, Waiting> = HashMap::new();
         let mut retry_soon: Option<Duration> = None;
         loop {
             let mut lowest: Option<Position> = None;
             for p in &self.projectors {
                 let name = p.name();
-                if stopped
+                if waiting
                     .get(name)
-                    .is_some_and(|(_, retry_at)| Instant::now() < *retry_at)
+                    .is_some_and(|w| Instant::now() < w.retry_at)
                 {
                     continue;
                 }
@@ -397,23 +414,31 @@ impl Projections {
                     Ok(report) => {
                         lowest =
                             Some(lowest.map_or(report.checkpoint, |l| l.min(report.checkpoint)));
-                        if stopped.remove(name).is_some() {
+                        if waiting.remove(name).is_some() {
                             tracing::info!(projector = name, "projector is applying events again");
                         }
                     }
                     Err(e) => {
-                        let message = e.to_string();
-                        let repeated = stopped.get(name).is_some_and(|(m, _)| *m == message);
-                        if !repeated {
-                            tracing::error!(projector = name, code = e.code(), "{message}");
+                        let next = Waiting::after(waiting.get(name), &e);
+                        if next.first_of_its_kind {
+                            match next.cause {
+                                Cause::Stopped => {
+                                    tracing::error!(projector = name, code = e.code(), "{e}")
+                                }
+                                Cause::Transient(_) => tracing::warn!(
+                                    projector = name,
+                                    code = e.code(),
+                                    "{e}; retrying with backoff"
+                                ),
+                            }
                         }
-                        stopped.insert(name, (message, Instant::now() + STOPPED_RETRY));
+                        waiting.insert(name, next);
                     }
                 }
             }
             // Committed events still above the read horizon (an older transaction is open):
             // look again soon, backing off up to the poll interval, rather than wait a poll.
-            let held = match (lowest, ledger_end(&self.pool).await) {
+            let held = match (lowest, self.store.last_committed_position().await) {
                 (Some(checkpoint), Ok(Some(end))) => checkpoint < end,
                 _ => false,
             };
@@ -422,7 +447,17 @@ impl Projections {
                     .map_or(Duration::from_millis(10), |d| d * 2)
                     .min(self.poll_interval)
             });
-            let poll = tokio::time::sleep(retry_soon.unwrap_or(self.poll_interval));
+            let mut wait = retry_soon.unwrap_or(self.poll_interval);
+            // A projector retrying a transient failure is due before the poll.
+            if let Some(due) = waiting
+                .values()
+                .filter(|w| matches!(w.cause, Cause::Transient(_)))
+                .map(|w| w.retry_at.saturating_duration_since(Instant::now()))
+                .min()
+            {
+                wait = wait.min(due);
+            }
+            let poll = tokio::time::sleep(wait);
             tokio::pin!(poll);
             loop {
                 tokio::select! {
@@ -431,9 +466,11 @@ impl Projections {
                     note = recv(&mut listener) => match note {
                         Some(Ok(payload)) if schema.as_deref().is_none_or(|s| s == payload) => break,
                         Some(Ok(_)) => {}
+                        // Appends may have gone unnoticed meanwhile: listen again, then look.
                         Some(Err(e)) => {
-                            tracing::warn!(error = %e, "LISTEN connection failed; polling until it is back");
+                            tracing::warn!(error = %e, "LISTEN connection failed; listening again");
                             listener = None;
+                            break;
                         }
                         None => {}
                     },
@@ -461,6 +498,69 @@ impl Projections {
             }
         }
     }
+}
+
+/// Why a live runner is not applying a projector's events right now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cause {
+    /// At an event it cannot apply: parked.
+    Stopped,
+    /// A failure that goes away by itself; the wait before the next try.
+    Transient(Duration),
+}
+
+/// A projector a live runner tries again at `retry_at`.
+#[derive(Debug)]
+struct Waiting {
+    cause: Cause,
+    retry_at: Instant,
+    message: String,
+    /// Logged: the first failure, or a different one from the previous.
+    first_of_its_kind: bool,
+}
+
+impl Waiting {
+    fn after(previous: Option<&Waiting>, error: &ProjectionError) -> Self {
+        let message = error.to_string();
+        let first_of_its_kind = previous.is_none_or(|p| p.message != message);
+        let cause = match error {
+            ProjectionError::Stopped { .. } => Cause::Stopped,
+            _ => Cause::Transient(match previous.map(|p| p.cause) {
+                Some(Cause::Transient(last)) => (last * 2).min(TRANSIENT_RETRY_CAP),
+                _ => TRANSIENT_RETRY_FIRST,
+            }),
+        };
+        let delay = match cause {
+            Cause::Stopped => STOPPED_RETRY,
+            Cause::Transient(base) => jittered(base),
+        };
+        Self {
+            cause,
+            retry_at: Instant::now() + delay,
+            message,
+            first_of_its_kind,
+        }
+    }
+}
+
+/// `base` plus up to half of it again, so runners that failed together retry apart. The
+/// randomness is the process's per-map hash seed mixed with the clock: plenty for spreading
+/// retries, and no dependency.
+fn jittered(base: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let spread = base.as_nanos() as u64 / 2;
+    let extra = if spread == 0 {
+        0
+    } else {
+        hasher.finish() % spread
+    };
+    base + Duration::from_nanos(extra)
 }
 
 /// The next notification's payload; pends forever without a listener (the poll timer wins).
@@ -569,22 +669,6 @@ async fn record_error(pool: &PgPool, name: &str, message: &str) {
         .bind(message)
         .execute(pool)
         .await;
-}
-
-/// The last committed event in the ledger's commit-safe order, if any.
-async fn ledger_end(pool: &PgPool) -> Result<Option<Position>, sqlx::Error> {
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "SELECT tx_id::text, global_position FROM events ORDER BY tx_id DESC, global_position DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await?;
-    row.map(|(commit, global)| {
-        Ok(Position {
-            commit: parse_xid(&commit)?,
-            global: global as u64,
-        })
-    })
-    .transpose()
 }
 
 async fn events_after(pool: &PgPool, after: Position) -> Result<u64, sqlx::Error> {

@@ -44,13 +44,13 @@ async fn pause_resume_cancel_with_actor_reason_and_request_ids() {
         "control events keep the run's correlation id"
     );
 
-    // The same request id again: applied once.
+    // The same request again: applied once.
     let events = server.event_count().await;
     let again = server
         .call(
             Method::POST,
             &format!("/v1/runs/{run}/pause"),
-            Some(json!({})),
+            Some(json!({ "actor": "ops", "reason": "maintenance" })),
             &[("x-request-id", "pause-1")],
         )
         .await;

@@ -154,11 +154,14 @@ async fn every_error_class_is_an_envelope_and_writes_nothing() {
         )
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_header");
-    // Bad query strings.
+    // Bad query strings: one code, `details.parameter` naming the parameter.
+    let r = server.get("/v1/runs?limit=100000").await;
+    r.assert_error(StatusCode::BAD_REQUEST, "invalid_query");
+    assert_eq!(r.body["error"]["details"]["parameter"], json!("limit"));
     server
         .get("/v1/runs?status=sleeping")
         .await
-        .assert_error(StatusCode::BAD_REQUEST, "invalid_filter");
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_query");
     server
         .get("/v1/runs?started_after=yesterday")
         .await
@@ -166,11 +169,11 @@ async fn every_error_class_is_an_envelope_and_writes_nothing() {
     server
         .get("/v1/runs?cursor=garbage")
         .await
-        .assert_error(StatusCode::BAD_REQUEST, "invalid_cursor");
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_query");
     server
         .get("/v1/runs?limit=100000")
         .await
-        .assert_error(StatusCode::BAD_REQUEST, "invalid_limit");
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_query");
     server
         .get("/v1/artifacts?node_type=robot")
         .await

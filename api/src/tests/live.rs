@@ -275,3 +275,47 @@ async fn appends_wake_the_stream_through_listen_notify() {
     assert_eq!(first.data["event_type"], json!("FlowchartVersionCreated"));
     server.finish().await;
 }
+
+/// Transaction ids 9 and 10 cross a power of ten: ordered as text (`"9" > "10"`), the tail's
+/// start was the older transaction, and the stream replayed what came after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_tail_starts_at_the_end_when_transaction_ids_cross_a_power_of_ten() {
+    let server = TestServer::with_config(crate::ApiConfig {
+        sse_poll: Duration::from_millis(50),
+        // The forged rows below are not events the projectors know.
+        run_projections: false,
+        ..crate::ApiConfig::default()
+    })
+    .await;
+    for (tx_id, stream) in [(9u64, "forged-old"), (10, "forged-new")] {
+        sqlx::query(
+            "INSERT INTO events (tx_id, event_id, stream_id, stream_version, event_type, schema_version,
+                                 request_id, correlation_id, recorded_at, payload, prev_hash, hash)
+             VALUES ($1::text::xid8, gen_random_uuid(), $2, 1, 'Forged', 1, 'r', 'c', now(), '{}',
+                     decode(repeat('00', 32), 'hex'), decode(repeat('11', 32), 'hex'))",
+        )
+        .bind(tx_id.to_string())
+        .bind(stream)
+        .execute(server.ledger.store.pool())
+        .await
+        .unwrap();
+    }
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        readers.push(SseReader::open(&server, "/v1/events", None).await);
+    }
+    server.create_flowchart(GREET).await;
+    // Every client of the shared follower gets the new event, and nothing from before it.
+    for reader in &mut readers {
+        let first = reader
+            .next(Duration::from_secs(20))
+            .await
+            .expect("the new event arrives");
+        assert_eq!(
+            first.data["event_type"],
+            json!("FlowchartVersionCreated"),
+            "{first:?}"
+        );
+    }
+    server.finish().await;
+}

@@ -92,3 +92,44 @@ async fn the_server_serves_the_document() {
     assert!(r.body["openapi"].as_str().unwrap().starts_with("3."));
     server.finish().await;
 }
+
+/// The documented model spec has exactly the fields of `ModelSpec`, and requires the ones it
+/// cannot do without.
+#[test]
+fn the_documented_model_spec_matches_the_contract() {
+    use runledger_contracts::model::{ExecutorClass, ModelSettings, ModelSpec, ProviderKind};
+    let spec = ModelSpec {
+        name: "m".into(),
+        provider: ProviderKind::OpenaiCompatible,
+        model_id: "id".into(),
+        base_url: Some("http://127.0.0.1:1/v1".into()),
+        api_key_env: Some("KEY".into()),
+        executor_class: Some(ExecutorClass::Frontier),
+        timeout_s: Some(5),
+        description: Some("d".into()),
+        settings: ModelSettings {
+            temperature: Some(0.5),
+            ..ModelSettings::default()
+        },
+    };
+    let fields: Vec<String> = match serde_json::to_value(&spec).unwrap() {
+        serde_json::Value::Object(map) => map.keys().cloned().collect(),
+        other => panic!("{other}"),
+    };
+    let document: serde_json::Value = serde_json::from_str(&crate::openapi::document()).unwrap();
+    let schema = &document["components"]["schemas"]["ModelSpec"];
+    let mut documented: Vec<String> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    documented.sort();
+    let mut fields = fields;
+    fields.sort();
+    assert_eq!(documented, fields);
+    assert_eq!(
+        schema["required"],
+        serde_json::json!(["name", "provider", "model_id"])
+    );
+}

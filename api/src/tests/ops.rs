@@ -35,7 +35,7 @@ async fn health_readiness_and_metrics() {
         r.headers()["content-type"]
             .to_str()
             .unwrap()
-            .starts_with("text/plain; version=0.0.4")
+            .starts_with("application/openmetrics-text; version=1.0.0")
     );
     let text = r.text().await.unwrap();
     let value = |line_start: &str| -> f64 {
@@ -48,12 +48,25 @@ async fn health_readiness_and_metrics() {
             .parse()
             .unwrap()
     };
-    assert_eq!(value("runledger_runs{status=\"completed\"}"), 1.0);
-    assert_eq!(value("runledger_node_runs{status=\"succeeded\"}"), 3.0);
+    // Counted in process by the shared follower, which started with the server.
+    assert_eq!(value("runledger_runs_started_total "), 1.0);
     assert_eq!(
-        value("runledger_ledger_events_total "),
-        server.event_count().await as f64
+        value("runledger_runs_finished_total{status=\"completed\"}"),
+        1.0
     );
+    assert_eq!(
+        value("runledger_node_runs_finished_total{status=\"succeeded\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("runledger_ledger_events_observed_total{event_type=\"RunStarted\"}"),
+        1.0
+    );
+    let last: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(server.ledger.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(value("runledger_ledger_global_position "), last as f64);
     assert_eq!(
         value("runledger_projector_lag_events{projector=\"run_detail\"}"),
         0.0
@@ -62,22 +75,33 @@ async fn health_readiness_and_metrics() {
         text.contains("# TYPE runledger_dispatch_latency_seconds histogram"),
         "{text}"
     );
-    assert!(value("runledger_dispatch_latency_seconds_count") >= 0.0);
     let inf = value("runledger_dispatch_latency_seconds_bucket{le=\"+Inf\"}");
     assert_eq!(inf, value("runledger_dispatch_latency_seconds_count"));
+    assert!(
+        value("runledger_http_requests_total{method=\"POST\",status=\"201\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
     // Every sample line belongs to a declared family.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap();
         let family = name
             .trim_end_matches("_bucket")
             .trim_end_matches("_sum")
-            .trim_end_matches("_count");
-        assert!(
-            text.contains(&format!("# TYPE {family} "))
-                || text.contains(&format!("# TYPE {name} ")),
-            "{line}"
-        );
+            .trim_end_matches("_count")
+            .trim_end_matches("_total");
+        assert!(text.contains(&format!("# TYPE {family} ")), "{line}");
     }
+    // Another component's counter joins the same registry.
+    let external = prometheus_client::metrics::counter::Counter::<u64>::default();
+    server.state.metrics().register(
+        "runledger_test_external",
+        "A counter registered from outside.",
+        external.clone(),
+    );
+    external.inc_by(7);
+    let text = server.get("/metrics").await.text;
+    assert!(text.contains("runledger_test_external_total 7"), "{text}");
     server.finish().await;
 }
 

@@ -1217,3 +1217,61 @@ async fn concurrent_append_many_on_shared_streams_stays_linear_and_never_deadloc
     );
     ledger.drop_schema().await.unwrap();
 }
+
+/// Writes one event row with a chosen transaction id (as a ledger written over many
+/// transactions would have), bypassing `append`.
+async fn insert_with_tx_id(ledger: &TestLedger, stream_id: &str, tx_id: u64) {
+    sqlx::query(
+        "INSERT INTO events (tx_id, event_id, stream_id, stream_version, event_type, schema_version,
+                             request_id, correlation_id, recorded_at, payload, prev_hash, hash)
+         VALUES ($1::text::xid8, gen_random_uuid(), $2, 1, 'Forged', 1, 'r', 'c', now(), '{}',
+                 decode(repeat('00', 32), 'hex'), decode(repeat('11', 32), 'hex'))",
+    )
+    .bind(tx_id.to_string())
+    .bind(stream_id)
+    .execute(ledger.store.pool())
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_ledger_end_orders_transaction_ids_as_numbers_across_a_power_of_ten() {
+    let ledger = TestLedger::new().await.unwrap();
+    assert_eq!(ledger.store.last_committed_position().await.unwrap(), None);
+    assert_eq!(
+        ledger.store.horizon_position().await.unwrap(),
+        Position::START
+    );
+    assert_eq!(ledger.store.last_global_position().await.unwrap(), 0);
+    // Written in this order, the later transaction (100) gets the higher global position too.
+    // As text, "99" sorts after "100": the end would be the older transaction.
+    insert_with_tx_id(&ledger, "forged-a", 99).await;
+    insert_with_tx_id(&ledger, "forged-b", 100).await;
+    let end = ledger
+        .store
+        .last_committed_position()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end.commit, 100);
+    let horizon = ledger.store.horizon_position().await.unwrap();
+    assert_eq!(
+        horizon.commit, 100,
+        "both transaction ids are far below any running one"
+    );
+    assert_eq!(horizon, end);
+    assert_eq!(
+        ledger.store.last_global_position().await.unwrap(),
+        end.global
+    );
+    // Nothing is read after the end.
+    assert!(
+        ledger
+            .store
+            .read_all(horizon, 10)
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
+}

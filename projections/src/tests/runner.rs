@@ -377,3 +377,121 @@ async fn lag_counts_events_and_age_behind_and_two_runners_never_apply_twice() {
     }
     h.finish().await;
 }
+
+#[tokio::test]
+async fn a_dropped_database_connection_delays_a_live_projector_by_a_retry_not_a_parking() {
+    let h = harness().await;
+    // The runner's own pool, named so the test can cut exactly its connections, and not
+    // checking connections before use: a connection dropped while idle fails the next query,
+    // as one cut by a network or a database failover does.
+    let application = format!("projector-cut-{}", std::process::id());
+    let options = (*h.pool().connect_options())
+        .clone()
+        .application_name(&application);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let live = Projections::new(pool.clone()).with_poll_interval(Duration::from_secs(1));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        live.run_live(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let chart = flowchart(TWO_STEP);
+    let projected = |run: RunId| {
+        let pool = h.pool();
+        async move {
+            crate::query::run_detail(&pool, run)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    let before = RunId::new_v7();
+    append(
+        &h.ledger.store,
+        &StreamId::for_run(before),
+        vec![run_started(before, &chart)],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !projected(before).await {
+        assert!(Instant::now() < deadline, "not projected before the cut");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Hold the checkpoint table so the runner's next batch waits inside a query, then cut its
+    // connections there: the query fails for certain (an idle connection cut between queries
+    // may be noticed and replaced by the pool before use). A table lock, not row locks: those
+    // would give this transaction an id and hold back the read horizon, so the runner would
+    // never see the new event at all.
+    let mut holder = h.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE projection_checkpoints IN EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let after = RunId::new_v7();
+    append(
+        &h.ledger.store,
+        &StreamId::for_run(after),
+        vec![run_started(after, &chart)],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(&application)
+        .fetch_one(&h.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runner never waited on the checkpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&application)
+    .fetch_all(&h.pool())
+    .await
+    .unwrap();
+    assert!(
+        !cut.is_empty(),
+        "the runner's connections were found and cut"
+    );
+    holder.rollback().await.unwrap();
+
+    // Parked, the projector whose query was cut would be looked at again after 30 s;
+    // retrying, every projector has the new event within the first polls. The bound is loose
+    // on purpose: this checks behaviour, not speed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lags = lag(&h.pool()).await.unwrap();
+        if projected(after).await && lags.iter().all(|l| l.events_behind == 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an event appended after the connections were cut was not applied: {lags:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lags = lag(&h.pool()).await.unwrap();
+    assert!(lags.iter().all(|l| l.error.is_none()), "{lags:#?}");
+    let _ = stop.send(());
+    task.await.unwrap();
+    pool.close().await;
+    h.finish().await;
+}
