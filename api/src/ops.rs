@@ -105,7 +105,10 @@ async fn nats_probe(url: &str) -> Probe {
 /// - `runledger_ledger_events_total`: events appended to the ledger;
 /// - `runledger_projector_lag_events{projector}`, `runledger_projector_lag_seconds{projector}`;
 /// - `runledger_dispatch_latency_seconds`: histogram of `NodeDispatched.recorded_at −
-///   NodeScheduled.recorded_at` per node run (from `run_detail`).
+///   NodeScheduled.recorded_at` per node run (from `run_detail`);
+/// - `runledger_gateway_messages_terminated_total{consumer,reason}`,
+///   `runledger_gateway_max_deliveries_total{consumer}`, `runledger_nats_disconnects_total`,
+///   `runledger_nats_reconnects_total`: the gateway's in-process counters (docs/gateway.md).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "text/plain; version=0.0.4", body = String), (status = 503, body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
@@ -257,5 +260,24 @@ pub(crate) async fn render_metrics(state: &ApiState) -> Result<String, ApiError>
     );
     let _ = writeln!(out, "runledger_dispatch_latency_seconds_sum {sum}");
     let _ = writeln!(out, "runledger_dispatch_latency_seconds_count {count}");
+    gateway_counters(&mut out);
     Ok(out)
+}
+
+/// The executor gateway's in-process counters (terminated and dead-lettered messages, NATS
+/// connection losses) of this process.
+fn gateway_counters(out: &mut String) {
+    let mut named = "";
+    for sample in runledger_executor_gateway::metrics::GatewayMetrics::global().samples() {
+        if sample.name != named {
+            family(out, sample.name, "counter", sample.help);
+            named = sample.name;
+        }
+        let labels: Vec<String> = sample.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", label(v))).collect();
+        if labels.is_empty() {
+            let _ = writeln!(out, "{} {}", sample.name, sample.value);
+        } else {
+            let _ = writeln!(out, "{}{{{}}} {}", sample.name, labels.join(","), sample.value);
+        }
+    }
 }

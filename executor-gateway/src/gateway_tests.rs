@@ -21,12 +21,14 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::dispatcher::{NatsDispatcher, frontier_for_all};
-use crate::intake::run_intake;
+use crate::intake::{IntakeSink, run_intake};
 use crate::messages::{DispatchMessage, ReportMessage, WIRE_VERSION, publish, result_message_id, started_message_id};
 use crate::topology::Topology;
 use crate::worker::{WorkerConfig, WorkerStats, run_worker};
 
 const NATS: &str = "nats://127.0.0.1:4222";
+
+mod hardening;
 
 struct Harness {
     ledger: TestLedger,
@@ -34,6 +36,8 @@ struct Harness {
     js: jetstream::Context,
     topology: Topology,
     stop: watch::Sender<bool>,
+    /// What this harness's intake counted.
+    metrics: Arc<crate::metrics::GatewayMetrics>,
 }
 
 async fn harness(dispatch_timeout_ms: u64) -> Harness {
@@ -58,8 +62,9 @@ async fn harness(dispatch_timeout_ms: u64) -> Harness {
     };
     let engine = Engine::new(ledger.second_store().await.unwrap(), Arc::new(dispatcher), Arc::new(NoFlowcharts), config);
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(run_intake(js.clone(), topology.clone(), engine.reports(), stopped));
-    Harness { ledger, engine, js, topology, stop }
+    let metrics = crate::metrics::GatewayMetrics::new();
+    tokio::spawn(run_intake(js.clone(), topology.clone(), IntakeSink::for_engine(&engine, Arc::clone(&metrics)), stopped));
+    Harness { ledger, engine, js, topology, stop, metrics }
 }
 
 fn providers() -> Providers {

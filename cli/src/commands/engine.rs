@@ -10,7 +10,7 @@ use runledger_contracts::flowchart::{Flowchart, SourceFormat, load};
 use runledger_ledger::PgEventStore;
 use runledger_orchestrator::engine::{Engine, EngineConfig, FlowchartSource};
 use runledger_executor_gateway::dispatcher::{NatsDispatcher, class_of_registry};
-use runledger_executor_gateway::intake::run_intake;
+use runledger_executor_gateway::intake::{IntakeSink, run_intake};
 use runledger_executor_gateway::jobs::{fail_started_node_runs, launch_on_dispatch};
 use runledger_executor_gateway::kube::{self, FailureReporter, JobLauncher, JobWatcher, KubeSettings};
 use runledger_executor_gateway::outbox::{Outbox, OutboxConfig};
@@ -106,7 +106,7 @@ pub fn topology(global: &GlobalArgs, ack_wait_s: u64) -> Result<Topology, Failur
 pub async fn jetstream(global: &GlobalArgs) -> Result<async_nats::jetstream::Context, Failure> {
     runledger_executor_gateway::connect(&global.nats_url)
         .await
-        .map_err(|e| Failure::new(format!("{e} (--nats-url {})", global.nats_url)))
+        .map_err(|e| Failure::new(format!("{e} (--nats-url {})", runledger_executor_gateway::redact_nats_url(&global.nats_url))))
 }
 
 /// Connects, applies pending migrations, and builds the engine; with `dispatch` = `nats` it
@@ -168,7 +168,7 @@ pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<Path
             }
         }));
     }
-    let reports = engine.reports();
+    let sink = IntakeSink::for_engine(&engine, runledger_executor_gateway::metrics::GatewayMetrics::global());
     let outbox = OutboxConfig {
         topology: topology.clone(),
         class_of,
@@ -179,7 +179,7 @@ pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<Path
     let intake = tokio::spawn({
         let js = js.clone();
         async move {
-            if let Err(e) = run_intake(js, topology, reports, stopped).await {
+            if let Err(e) = run_intake(js, topology, sink, stopped).await {
                 tracing::error!(error = %e, "result intake stopped");
             }
         }
