@@ -476,7 +476,10 @@ async fn the_dispatch_hook_sees_each_remote_dispatch_with_its_class() {
         let seen = Arc::clone(&seen);
         Arc::new(move |run, class: &str| seen.lock().unwrap().push((run, class.to_owned())))
     };
-    let class_of: crate::dispatcher::ClassOf = Arc::new(|node| if node.id.starts_with('v') { "vllm".into() } else { "frontier".into() });
+    let class_of: crate::dispatcher::ClassOf = Arc::new(|node| {
+        let class = if node.id.starts_with('v') { "vllm" } else { "frontier" };
+        Box::pin(async move { class.to_owned() })
+    });
     let dispatcher = NatsDispatcher::new(js.clone(), topology.clone(), class_of, Duration::from_secs(30), Arc::new(InProcessPool::new(providers(), 4)))
         .with_on_dispatch(hook);
     let config = EngineConfig {

@@ -12,7 +12,8 @@
 //! - [`kube`]: runs executors as Kubernetes Jobs; [`jobs`] connects it to dispatch (launch on
 //!   the first dispatch, `infra_error` for node runs of a failed Job).
 //! - [`providers`]: LLM providers over HTTP (OpenAI-compatible, Anthropic, Gemini);
-//!   [`models`]: the model registry they are built from.
+//!   [`models`]: the model registry they are built from; [`live_models`]: the registry
+//!   followed while a process runs.
 //! - [`metrics`]: counters of terminated messages and NATS connection losses for `/metrics`;
 //!   [`dead_letter`]: what happens to a message JetStream stopped redelivering.
 //!
@@ -22,6 +23,7 @@ pub mod dead_letter;
 pub mod dispatcher;
 pub mod intake;
 pub mod jobs;
+pub mod live_models;
 pub mod messages;
 pub mod metrics;
 pub mod outbox;

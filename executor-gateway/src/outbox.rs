@@ -175,7 +175,7 @@ impl Outbox {
             return Ok(false);
         }
         let Some(work) = state.work(i) else { return Ok(false) };
-        let class = (self.config.class_of)(&work.node);
+        let class = (self.config.class_of)(&work.node).await;
         let message_id = dispatch_message_id(work.run_id, work.node_run_id, work.attempt);
         let attempt = work.attempt;
         let timeout_ms = u64::try_from(self.config.dispatch_timeout.as_millis()).unwrap_or(u64::MAX);

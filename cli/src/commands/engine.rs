@@ -9,14 +9,15 @@ use std::time::Duration;
 use runledger_contracts::flowchart::{Flowchart, SourceFormat, load};
 use runledger_ledger::PgEventStore;
 use runledger_orchestrator::engine::{Engine, EngineConfig, FlowchartSource};
-use runledger_executor_gateway::dispatcher::{NatsDispatcher, class_of_registry};
+use runledger_executor_gateway::dispatcher::NatsDispatcher;
 use runledger_executor_gateway::intake::{IntakeSink, run_intake};
 use runledger_executor_gateway::jobs::{fail_started_node_runs, launch_on_dispatch};
 use runledger_executor_gateway::kube::{self, FailureReporter, JobLauncher, JobWatcher, KubeSettings};
+use runledger_executor_gateway::live_models::{DEFAULT_MAX_AGE, LiveModels};
 use runledger_executor_gateway::outbox::{Outbox, OutboxConfig};
 use runledger_executor_gateway::topology::Topology;
 use runledger_orchestrator::decide::{RemoteDispatch, Settings};
-use runledger_orchestrator::executor::{InProcessPool, NodeExecutor, Providers};
+use runledger_orchestrator::executor::{InProcessPool, NodeExecutor};
 use runledger_orchestrator::provider::{Script, ScriptedProvider};
 
 use crate::{Failure, GlobalArgs};
@@ -114,8 +115,8 @@ pub async fn jetstream(global: &GlobalArgs) -> Result<async_nats::jetstream::Con
 pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<PathBuf>, dispatch: Dispatch) -> Result<Built, Failure> {
     let store = super::connect(global).await?;
     store.migrate().await.map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
-    let providers = registry_providers(&store, exec.script.as_deref()).await?;
-    let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
+    let models = live_models(&store, exec.script.as_deref()).await?;
+    let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(models.providers(), exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::new(store.pool().clone());
     let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource { dir: DirSource { dir: flowcharts }, registry });
     let mut config = EngineConfig { poll_interval: Duration::from_millis(exec.poll_ms.max(10)), ..EngineConfig::default() };
@@ -126,9 +127,7 @@ pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<Path
     let js = jetstream(global).await?;
     topology.ensure_all(&js).await.map_err(|e| Failure::new(e.to_string()))?;
     let dispatch_timeout = Duration::from_secs(exec.dispatch_timeout_s.max(1));
-    let class_of = class_of_registry(&store)
-        .await
-        .map_err(|e| Failure::new(format!("cannot load the model registry: {e} [{}]", e.code())))?;
+    let class_of = models.class_of();
     let mut dispatcher = NatsDispatcher::new(js.clone(), topology.clone(), class_of.clone(), dispatch_timeout, local);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -188,14 +187,16 @@ pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<Path
     Ok(Built { engine, gateway: Some(Gateway { js, outbox, stop, tasks }) })
 }
 
-/// Every model of the registry (HTTP providers) plus `scripted` (with the `--script` fixture).
-/// Models registered later are seen by the next start.
-pub async fn registry_providers(store: &PgEventStore, script: Option<&Path>) -> Result<Providers, Failure> {
+/// The model registry, followed while the process runs (a model registered or re-pointed
+/// later is used from its next call on: docs/providers.md), plus `scripted` with the
+/// `--script` fixture.
+pub async fn live_models(store: &PgEventStore, script: Option<&Path>) -> Result<Arc<LiveModels<PgEventStore>>, Failure> {
     let script = match script {
         Some(path) => read_script(path)?,
         None => Script::new(),
     };
-    runledger_executor_gateway::providers::from_registry(store, ScriptedProvider::with_fixture(script))
+    let ledger = PgEventStore::from_pool(store.pool().clone());
+    LiveModels::load(ledger, ScriptedProvider::with_fixture(script), DEFAULT_MAX_AGE)
         .await
         .map_err(|e| Failure::new(format!("cannot load the model registry: {e} [{}]", e.code())))
 }

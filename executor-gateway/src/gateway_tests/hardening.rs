@@ -318,3 +318,105 @@ fn nats_urls_are_redacted_for_printing() {
     assert_eq!(r("tls://a:b@h1:4222,nats://tok@h2:4222,h3:4222"), "tls://a:***@h1:4222,nats://***@h2:4222,h3:4222");
     assert_eq!(r("u:p@host:4222"), "u:***@host:4222");
 }
+
+/// An OpenAI-compatible model on 127.0.0.1 that answers `{"from": <name>}` and counts calls.
+async fn counting_model(name: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let counted = Arc::clone(&counted);
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                axum::Json(json!({
+                    "id": "c", "object": "chat.completion", "model": "m",
+                    "choices": [{ "index": 0, "finish_reason": "stop",
+                                  "message": { "role": "assistant", "content": json!({"from": name}).to_string() } }],
+                    "usage": { "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2 }
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, calls)
+}
+
+fn openai_model(name: &str, base_url: &str) -> runledger_contracts::model::ModelSpec {
+    use runledger_contracts::model::{ModelSpec, ProviderKind};
+    let mut spec = ModelSpec::new(name, ProviderKind::OpenaiCompatible, "m");
+    spec.base_url = Some(base_url.to_owned());
+    spec
+}
+
+/// Issue 10.15: models registered or re-pointed after the engine and its executors started are
+/// used from their next call on (before, a run of a new model failed with `unknown_model` and a
+/// re-pointed model kept being called at its old URL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_and_executors_follow_the_model_registry() {
+    use crate::live_models::LiveModels;
+    use crate::models::{ChangeRequest, ModelRegistry};
+    use std::sync::atomic::Ordering;
+    let h = harness(30_000).await;
+    let max_age = Duration::from_millis(200);
+    let models = LiveModels::load(h.ledger.second_store().await.unwrap(), ScriptedProvider::new(), max_age).await.unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let config = WorkerConfig { executor_class: "frontier".into(), concurrency: 4, executor_id: "w".into(), exit_when_idle: None };
+    let worker = tokio::spawn(run_worker(h.js.clone(), h.topology.clone(), config, Arc::new(models.providers()), stopped));
+
+    let (a, a_calls) = counting_model("a").await;
+    let (b, b_calls) = counting_model("b").await;
+    let registry = ModelRegistry::new(&h.ledger.store);
+    let change = || ChangeRequest::new(RequestId::generate(), "test");
+    registry.create(openai_model("late", &a), change()).await.unwrap();
+    let flow = flowchart(
+        "name: late\nnodes:\n  - { id: start, type: start }\n  - { id: t, type: task, model: late, prompt: hi }\n  - { id: done, type: end }\nconnectors:\n  - { id: a, from: start, to: t }\n  - { id: b, from: t, to: done }\n",
+    );
+    let output_of = |events: &[DomainEvent]| {
+        events.iter().find_map(|e| match e {
+            DomainEvent::NodeSucceeded(s) if s.node_id == "t" => Some(s.output.clone()),
+            _ => None,
+        })
+    };
+    let run = h.start(flow.clone(), json!({})).await;
+    let (summary, events) = h.wait(run).await;
+    assert_eq!(summary.status, RunStatus::Completed, "{events:#?}");
+    assert_eq!(output_of(&events), Some(json!({"from": "a"})));
+    assert_eq!(a_calls.load(Ordering::SeqCst), 1);
+
+    registry.update("late", openai_model("late", &b), None, change()).await.unwrap();
+    tokio::time::sleep(max_age + Duration::from_millis(50)).await;
+    let run = h.start(flow, json!({})).await;
+    let (summary, events) = h.wait(run).await;
+    assert_eq!(summary.status, RunStatus::Completed, "{events:#?}");
+    assert_eq!(output_of(&events), Some(json!({"from": "b"})), "the next call goes to the new URL");
+    assert_eq!((a_calls.load(Ordering::SeqCst), b_calls.load(Ordering::SeqCst)), (1, 1));
+
+    // The executor class follows too: a vllm model registered now is dispatched as vllm.
+    let mut local = openai_model("local", &a);
+    local.executor_class = Some(runledger_contracts::model::ExecutorClass::Vllm);
+    registry.create(local, change()).await.unwrap();
+    let class_of = models.class_of();
+    let node = |model: &str| {
+        let flow = flowchart(&format!(
+            "name: n\nnodes:\n  - {{ id: start, type: start }}\n  - {{ id: t, type: task, model: {model} }}\n  - {{ id: done, type: end }}\nconnectors:\n  - {{ id: a, from: start, to: t }}\n  - {{ id: b, from: t, to: done }}\n"
+        ));
+        flow.nodes().iter().find(|n| n.id == "t").cloned().unwrap()
+    };
+    assert_eq!(class_of(&node("local")).await, "vllm");
+    assert_eq!(class_of(&node("late")).await, "frontier");
+    assert_eq!(class_of(&node("nowhere")).await, "frontier");
+    // A model deleted is gone from the next lookup after max_age.
+    registry.delete("late", None, change()).await.unwrap();
+    tokio::time::sleep(max_age + Duration::from_millis(50)).await;
+    let gone = models.providers();
+    assert!(gone.resolve("late").await.is_none());
+    assert!(gone.resolve("local").await.is_some());
+
+    stop.send(true).unwrap();
+    worker.await.unwrap().unwrap();
+    h.finish().await;
+}
