@@ -37,7 +37,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "RUNLEDGER_DATABASE_SCHEMA", default_value = "public", help_heading = "Services")]
     pub database_schema: String,
     /// NATS server with JetStream, for executor dispatch.
-    #[arg(long, global = true, env = "RUNLEDGER_NATS_URL", default_value = "nats://127.0.0.1:4222", help_heading = "Services")]
+    #[arg(long, global = true, env = "RUNLEDGER_NATS_URL", default_value = "nats://127.0.0.1:4222", hide_env_values = true, help_heading = "Services")]
     pub nats_url: String,
     /// Prefix of the JetStream streams, subjects and consumers, so deployments can share a
     /// NATS server (lowercase letters, digits, `_`; empty: `RUNLEDGER_*`, `runledger.*`).
