@@ -58,7 +58,11 @@ pub struct LiveModels<S> {
 impl<S: EventStore + 'static> LiveModels<S> {
     /// Reads the registry once (a failure here is the caller's to report) and follows it from
     /// then on.
-    pub async fn load(store: S, scripted: ScriptedProvider, max_age: Duration) -> Result<Arc<Self>, RegistryError> {
+    pub async fn load(
+        store: S,
+        scripted: ScriptedProvider,
+        max_age: Duration,
+    ) -> Result<Arc<Self>, RegistryError> {
         let models = Arc::new(Self {
             store,
             scripted,
@@ -72,7 +76,8 @@ impl<S: EventStore + 'static> LiveModels<S> {
 
     /// What executors call: `scripted` (with its fixture) and every model of the registry.
     pub fn providers(self: &Arc<Self>) -> Providers {
-        Providers::scripted(self.scripted.clone()).with_source(Arc::clone(self) as Arc<dyn ModelSource>)
+        Providers::scripted(self.scripted.clone())
+            .with_source(Arc::clone(self) as Arc<dyn ModelSource>)
     }
 
     /// The executor class of a node's work: its model's class, `frontier` for nodes without a
@@ -83,7 +88,10 @@ impl<S: EventStore + 'static> LiveModels<S> {
             let (models, model) = (Arc::clone(&models), node.model.clone());
             Box::pin(async move {
                 match model {
-                    Some(model) => models.lookup(&model).await.map_or_else(|| "frontier".to_owned(), |e| e.class),
+                    Some(model) => models
+                        .lookup(&model)
+                        .await
+                        .map_or_else(|| "frontier".to_owned(), |e| e.class),
                     None => "frontier".to_owned(),
                 }
             })
@@ -122,10 +130,18 @@ impl<S: EventStore + 'static> LiveModels<S> {
     /// again (and get a new provider), deleted ones leave.
     async fn reread(&self) -> Result<(), RegistryError> {
         let heads = self.store.list_streams(MODEL_STREAM_PREFIX).await?;
-        let known = self.cache.lock().map(|cache| cache.versions.clone()).unwrap_or_default();
+        let known = self
+            .cache
+            .lock()
+            .map(|cache| cache.versions.clone())
+            .unwrap_or_default();
         let mut changed = Vec::new();
         for head in heads {
-            let name = head.stream_id.as_str().trim_start_matches(MODEL_STREAM_PREFIX).to_owned();
+            let name = head
+                .stream_id
+                .as_str()
+                .trim_start_matches(MODEL_STREAM_PREFIX)
+                .to_owned();
             if known.get(&name) != Some(&head.version) {
                 changed.push((name, head.version));
             }

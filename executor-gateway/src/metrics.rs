@@ -140,6 +140,10 @@ impl GatewayMetrics {
         let mut out = Vec::new();
         for consumer in [Consumer::Intake, Consumer::Executor] {
             for reason in DropReason::ALL {
+                if consumer == Consumer::Executor && reason == DropReason::UnknownRun {
+                    // Executors do not look runs up: no such series.
+                    continue;
+                }
                 out.push(Sample {
                     name: "runledger_gateway_messages_terminated_total",
                     help: "NATS messages terminated (never redelivered) because they can never be recorded or run.",

@@ -313,9 +313,15 @@ async fn an_executor_keeps_its_node_and_heartbeats_while_reports_are_retried() {
 fn nats_urls_are_redacted_for_printing() {
     use crate::redact_nats_url as r;
     assert_eq!(r("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-    assert_eq!(r("nats://alice:pa@ss@host:4222"), "nats://alice:***@host:4222");
+    assert_eq!(
+        r("nats://alice:pa@ss@host:4222"),
+        "nats://alice:***@host:4222"
+    );
     assert_eq!(r("nats://s3cr3t@host:4222"), "nats://***@host:4222");
-    assert_eq!(r("tls://a:b@h1:4222,nats://tok@h2:4222,h3:4222"), "tls://a:***@h1:4222,nats://***@h2:4222,h3:4222");
+    assert_eq!(
+        r("tls://a:b@h1:4222,nats://tok@h2:4222,h3:4222"),
+        "tls://a:***@h1:4222,nats://***@h2:4222,h3:4222"
+    );
     assert_eq!(r("u:p@host:4222"), "u:***@host:4222");
 }
 
@@ -362,16 +368,36 @@ async fn engine_and_executors_follow_the_model_registry() {
     use std::sync::atomic::Ordering;
     let h = harness(30_000).await;
     let max_age = Duration::from_millis(200);
-    let models = LiveModels::load(h.ledger.second_store().await.unwrap(), ScriptedProvider::new(), max_age).await.unwrap();
+    let models = LiveModels::load(
+        h.ledger.second_store().await.unwrap(),
+        ScriptedProvider::new(),
+        max_age,
+    )
+    .await
+    .unwrap();
     let (stop, stopped) = watch::channel(false);
-    let config = WorkerConfig { executor_class: "frontier".into(), concurrency: 4, executor_id: "w".into(), exit_when_idle: None };
-    let worker = tokio::spawn(run_worker(h.js.clone(), h.topology.clone(), config, Arc::new(models.providers()), stopped));
+    let config = WorkerConfig {
+        executor_class: "frontier".into(),
+        concurrency: 4,
+        executor_id: "w".into(),
+        exit_when_idle: None,
+    };
+    let worker = tokio::spawn(run_worker(
+        h.js.clone(),
+        h.topology.clone(),
+        config,
+        Arc::new(models.providers()),
+        stopped,
+    ));
 
     let (a, a_calls) = counting_model("a").await;
     let (b, b_calls) = counting_model("b").await;
     let registry = ModelRegistry::new(&h.ledger.store);
     let change = || ChangeRequest::new(RequestId::generate(), "test");
-    registry.create(openai_model("late", &a), change()).await.unwrap();
+    registry
+        .create(openai_model("late", &a), change())
+        .await
+        .unwrap();
     let flow = flowchart(
         "name: late\nnodes:\n  - { id: start, type: start }\n  - { id: t, type: task, model: late, prompt: hi }\n  - { id: done, type: end }\nconnectors:\n  - { id: a, from: start, to: t }\n  - { id: b, from: t, to: done }\n",
     );
@@ -387,13 +413,26 @@ async fn engine_and_executors_follow_the_model_registry() {
     assert_eq!(output_of(&events), Some(json!({"from": "a"})));
     assert_eq!(a_calls.load(Ordering::SeqCst), 1);
 
-    registry.update("late", openai_model("late", &b), None, change()).await.unwrap();
+    registry
+        .update("late", openai_model("late", &b), None, change())
+        .await
+        .unwrap();
     tokio::time::sleep(max_age + Duration::from_millis(50)).await;
     let run = h.start(flow, json!({})).await;
     let (summary, events) = h.wait(run).await;
     assert_eq!(summary.status, RunStatus::Completed, "{events:#?}");
-    assert_eq!(output_of(&events), Some(json!({"from": "b"})), "the next call goes to the new URL");
-    assert_eq!((a_calls.load(Ordering::SeqCst), b_calls.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(
+        output_of(&events),
+        Some(json!({"from": "b"})),
+        "the next call goes to the new URL"
+    );
+    assert_eq!(
+        (
+            a_calls.load(Ordering::SeqCst),
+            b_calls.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
 
     // The executor class follows too: a vllm model registered now is dispatched as vllm.
     let mut local = openai_model("local", &a);
