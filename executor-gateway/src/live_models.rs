@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use runledger_contracts::flowchart::Node;
+use runledger_contracts::flowchart::{Node, SCRIPTED_MODEL};
 use runledger_contracts::model::MODEL_STREAM_PREFIX;
 use runledger_ledger::EventStore;
 use runledger_orchestrator::executor::{ModelSource, Providers};
@@ -88,6 +88,9 @@ impl<S: EventStore + 'static> LiveModels<S> {
             let (models, model) = (Arc::clone(&models), node.model.clone());
             Box::pin(async move {
                 match model {
+                    // The built-in model is never in the registry: no lookup (which, as a miss,
+                    // would re-read the registry on every dispatch).
+                    Some(model) if model == SCRIPTED_MODEL => "frontier".to_owned(),
                     Some(model) => models
                         .lookup(&model)
                         .await

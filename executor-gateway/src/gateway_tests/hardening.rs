@@ -448,6 +448,8 @@ async fn engine_and_executors_follow_the_model_registry() {
     assert_eq!(class_of(&node("local")).await, "vllm");
     assert_eq!(class_of(&node("late")).await, "frontier");
     assert_eq!(class_of(&node("nowhere")).await, "frontier");
+    let scripted = one_task("{ output: {} }").nodes().iter().find(|n| n.id == "t").cloned().unwrap();
+    assert_eq!(class_of(&scripted).await, "frontier");
     // A model deleted is gone from the next lookup after max_age.
     registry.delete("late", None, change()).await.unwrap();
     tokio::time::sleep(max_age + Duration::from_millis(50)).await;
