@@ -5,7 +5,7 @@
 //!
 //! A report that can never be recorded is terminated (`AckKind::Term`, never redelivered) and
 //! counted by reason: an undecodable message, an unknown `wire_version`, a run the ledger does
-//! not hold. One that failed for a reason intake cannot see is redelivered with a growing delay
+//! not hold or a node run its run does not have. One that failed for a reason intake cannot see is redelivered with a growing delay
 //! (1 s doubling to 30 s) until the consumer's `max_deliver`; then [`crate::dead_letter`]
 //! takes over. Each report's wait for its commit runs on its own task, so a slow or unknown run
 //! does not hold up the reports of other runs.
@@ -16,9 +16,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use runledger_contracts::ids::{RunId, StreamId};
-use runledger_ledger::{EventStore, StoreError};
-use runledger_orchestrator::engine::Engine;
+use runledger_contracts::ids::{NodeRunId, RunId};
+use runledger_ledger::EventStore;
+use runledger_orchestrator::engine::{Engine, EngineError, load_run};
 use runledger_orchestrator::executor::{Delivery, ResultSender};
 use tokio::sync::{oneshot, watch};
 
@@ -28,38 +28,42 @@ use crate::messages::{MSG_ID_HEADER, ReportMessage, WIRE_VERSION};
 use crate::metrics::{Consumer, DropReason, GatewayMetrics};
 use crate::topology::Topology;
 
-/// Answers whether the ledger holds a run; asked only about a report that failed to record.
-pub type RunExists =
-    Arc<dyn Fn(RunId) -> BoxFuture<'static, Result<bool, StoreError>> + Send + Sync>;
+/// Asked only about a report that failed to record: why it never can be (`Some`), or `None`
+/// when another try may succeed.
+pub type NeverRecordable =
+    Arc<dyn Fn(RunId, NodeRunId) -> BoxFuture<'static, Option<DropReason>> + Send + Sync>;
 
 /// Where intake hands reports, and what it asks when one could not be recorded.
 #[derive(Clone)]
 pub struct IntakeSink {
     pub reports: ResultSender,
-    pub run_exists: RunExists,
+    pub never_recordable: NeverRecordable,
     pub metrics: Arc<GatewayMetrics>,
 }
 
 impl IntakeSink {
-    /// Reports go to `engine`; runs are looked up in its ledger.
+    /// Reports go to `engine`; a report that failed is judged by its run in the ledger: no
+    /// such run, or no such node run in it, will not change by redelivery.
     pub fn for_engine<S: EventStore + 'static>(
         engine: &Engine<S>,
         metrics: Arc<GatewayMetrics>,
     ) -> Self {
         let ledger = engine.clone();
-        let run_exists: RunExists = Arc::new(move |run_id| {
+        let never_recordable: NeverRecordable = Arc::new(move |run_id, node_run_id| {
             let ledger = ledger.clone();
             Box::pin(async move {
-                Ok(ledger
-                    .store()
-                    .stream_head(&StreamId::for_run(run_id))
-                    .await?
-                    .is_some())
+                match load_run(ledger.store(), run_id).await {
+                    Err(EngineError::RunNotFound(_)) => Some(DropReason::UnknownRun),
+                    Ok(run) if run.state.node_run_index(&node_run_id).is_none() => {
+                        Some(DropReason::UnknownNodeRun)
+                    }
+                    _ => None,
+                }
             })
         });
         Self {
             reports: engine.reports(),
-            run_exists,
+            never_recordable,
             metrics,
         }
     }
@@ -162,7 +166,7 @@ fn take(message: jetstream::Message, sink: &IntakeSink, record_wait: Duration) {
         .as_ref()
         .and_then(|h| h.get(MSG_ID_HEADER))
         .map(|v| v.as_str().to_owned());
-    let run_id = report.run_id;
+    let (run_id, node_run_id) = (report.run_id, report.report.node_run_id());
     let (recorded, done) = oneshot::channel();
     let delivery = Delivery {
         run_id,
@@ -174,18 +178,22 @@ fn take(message: jetstream::Message, sink: &IntakeSink, record_wait: Duration) {
         // The engine is shutting down; JetStream redelivers to whoever runs next.
         return;
     }
-    let (run_exists, metrics) = (Arc::clone(&sink.run_exists), Arc::clone(&sink.metrics));
+    let (never_recordable, metrics) = (
+        Arc::clone(&sink.never_recordable),
+        Arc::clone(&sink.metrics),
+    );
     tokio::spawn(async move {
         let ack = match tokio::time::timeout(record_wait, done).await {
             Ok(Ok(())) => AckKind::Ack,
-            // Not recorded: for good when the run does not exist, else try again later.
-            Ok(Err(_)) => match run_exists(run_id).await {
-                Ok(false) => {
-                    tracing::error!(%run_id, subject = %message.subject, "executor report for an unknown run terminated");
-                    metrics.count_terminated(Consumer::Intake, DropReason::UnknownRun);
+            // Not recorded: for good when its run or node run does not exist, else try
+            // again later.
+            Ok(Err(_)) => match never_recordable(run_id, node_run_id).await {
+                Some(reason) => {
+                    tracing::error!(%run_id, %node_run_id, reason = reason.as_str(), subject = %message.subject, "executor report terminated");
+                    metrics.count_terminated(Consumer::Intake, reason);
                     AckKind::Term
                 }
-                _ => AckKind::Nak(Some(redelivery_delay(&message))),
+                None => AckKind::Nak(Some(redelivery_delay(&message))),
             },
             Err(_) => AckKind::Nak(Some(redelivery_delay(&message))),
         };

@@ -18,13 +18,16 @@ pub enum DropReason {
     UnknownWireVersion,
     /// A report for a run the ledger does not hold.
     UnknownRun,
+    /// A report, not recorded, for a node run its run does not have.
+    UnknownNodeRun,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 3] = [
+    pub const ALL: [DropReason; 4] = [
         DropReason::Undecodable,
         DropReason::UnknownWireVersion,
         DropReason::UnknownRun,
+        DropReason::UnknownNodeRun,
     ];
 
     /// The `reason` label.
@@ -33,6 +36,7 @@ impl DropReason {
             DropReason::Undecodable => "undecodable",
             DropReason::UnknownWireVersion => "unknown_wire_version",
             DropReason::UnknownRun => "unknown_run",
+            DropReason::UnknownNodeRun => "unknown_node_run",
         }
     }
 
@@ -41,6 +45,7 @@ impl DropReason {
             DropReason::Undecodable => 0,
             DropReason::UnknownWireVersion => 1,
             DropReason::UnknownRun => 2,
+            DropReason::UnknownNodeRun => 3,
         }
     }
 }
@@ -83,7 +88,7 @@ pub struct Sample {
 /// The counters of one process (or one test).
 #[derive(Debug, Default)]
 pub struct GatewayMetrics {
-    terminated: [[AtomicU64; 3]; 2],
+    terminated: [[AtomicU64; 4]; 2],
     max_deliveries: [AtomicU64; 2],
     nats_disconnects: AtomicU64,
     nats_reconnects: AtomicU64,
@@ -140,7 +145,9 @@ impl GatewayMetrics {
         let mut out = Vec::new();
         for consumer in [Consumer::Intake, Consumer::Executor] {
             for reason in DropReason::ALL {
-                if consumer == Consumer::Executor && reason == DropReason::UnknownRun {
+                if consumer == Consumer::Executor
+                    && matches!(reason, DropReason::UnknownRun | DropReason::UnknownNodeRun)
+                {
                     // Executors do not look runs up: no such series.
                     continue;
                 }

@@ -109,10 +109,27 @@ async fn reports_that_can_never_be_recorded_are_terminated_once_and_counted() {
         "{events:#?}"
     );
     dispatch.ack().await.unwrap();
+    // A result for a node run the (ended, no longer driven) run never had.
+    for _ in 0..500 {
+        if !h.engine.is_driven(run) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stray = runledger_contracts::ids::NodeRunId::new_v7();
+    let forged = ReportMessage {
+        wire_version: WIRE_VERSION,
+        run_id: run,
+        report: succeeded(stray, 1, json!({"stray": true})),
+    };
+    let payload = serde_json::to_vec(&forged).unwrap();
+    publish(&h.js, h.topology.results_subject(run), "stray-1", payload)
+        .await
+        .unwrap();
 
     let counted = |reason| h.metrics.terminated(Consumer::Intake, reason);
     for _ in 0..500 {
-        if counted(DropReason::UnknownRun) > 0 {
+        if counted(DropReason::UnknownRun) > 0 && counted(DropReason::UnknownNodeRun) > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -122,6 +139,7 @@ async fn reports_that_can_never_be_recorded_are_terminated_once_and_counted() {
     assert_eq!(counted(DropReason::UnknownRun), 1);
     assert_eq!(counted(DropReason::UnknownWireVersion), 1);
     assert_eq!(counted(DropReason::Undecodable), 1);
+    assert_eq!(counted(DropReason::UnknownNodeRun), 1);
     let mut consumer = h.topology.intake_consumer_of(&h.js).await.unwrap();
     let info = consumer.info().await.unwrap();
     assert_eq!(
@@ -448,7 +466,12 @@ async fn engine_and_executors_follow_the_model_registry() {
     assert_eq!(class_of(&node("local")).await, "vllm");
     assert_eq!(class_of(&node("late")).await, "frontier");
     assert_eq!(class_of(&node("nowhere")).await, "frontier");
-    let scripted = one_task("{ output: {} }").nodes().iter().find(|n| n.id == "t").cloned().unwrap();
+    let scripted = one_task("{ output: {} }")
+        .nodes()
+        .iter()
+        .find(|n| n.id == "t")
+        .cloned()
+        .unwrap();
     assert_eq!(class_of(&scripted).await, "frontier");
     // A model deleted is gone from the next lookup after max_age.
     registry.delete("late", None, change()).await.unwrap();
