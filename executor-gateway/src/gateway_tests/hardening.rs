@@ -5,6 +5,8 @@ use super::*;
 use crate::intake::IntakeSink;
 use crate::metrics::{Consumer, DropReason};
 use async_nats::jetstream::AckKind;
+use runledger_contracts::ids::NodeRunId;
+use runledger_orchestrator::executor::Delivery;
 
 fn one_task(scripted: &str) -> Arc<Flowchart> {
     flowchart(&format!(
@@ -483,4 +485,169 @@ async fn engine_and_executors_follow_the_model_registry() {
     stop.send(true).unwrap();
     worker.await.unwrap().unwrap();
     h.finish().await;
+}
+
+/// The ledger, with reads of one stream held until the test lets them go: a run that is slow
+/// to load.
+struct HeldStream {
+    inner: PgEventStore,
+    held: StreamId,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl EventStore for HeldStream {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: runledger_ledger::ExpectedVersion,
+        request: runledger_ledger::AppendRequest,
+    ) -> Result<runledger_ledger::AppendOutcome, runledger_ledger::StoreError> {
+        self.inner.append(stream, expected, request).await
+    }
+
+    async fn append_many(
+        &self,
+        items: Vec<runledger_ledger::StreamAppend>,
+    ) -> Result<Vec<runledger_ledger::AppendOutcome>, runledger_ledger::StoreError> {
+        self.inner.append_many(items).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<runledger_contracts::envelope::RecordedEvent>, runledger_ledger::StoreError>
+    {
+        if *stream == self.held {
+            let _permit = self.release.acquire().await;
+        }
+        self.inner.read_stream(stream, from_version, limit).await
+    }
+
+    async fn read_all(
+        &self,
+        after: runledger_contracts::envelope::Position,
+        limit: usize,
+    ) -> Result<runledger_ledger::GlobalPage, runledger_ledger::StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+
+    async fn stream_head(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<runledger_ledger::StreamHead>, runledger_ledger::StoreError> {
+        self.inner.stream_head(stream).await
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<runledger_ledger::StreamHead>, runledger_ledger::StoreError> {
+        self.inner.list_streams(prefix).await
+    }
+
+    async fn put_blob(
+        &self,
+        blob: runledger_ledger::Blob,
+    ) -> Result<runledger_contracts::digest::Digest, runledger_ledger::StoreError> {
+        self.inner.put_blob(blob).await
+    }
+
+    async fn get_blob(
+        &self,
+        hash: &runledger_contracts::digest::Digest,
+    ) -> Result<Option<runledger_ledger::Blob>, runledger_ledger::StoreError> {
+        self.inner.get_blob(hash).await
+    }
+}
+
+/// Issue 10.2: a report of a run that is slow to load (not driven here) does not hold up the
+/// report of another run behind it. Before, the engine loaded the first run on the loop that
+/// hands every report to its run, so the second waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_run_does_not_hold_up_reports_of_other_runs() {
+    let ledger = TestLedger::new().await.unwrap();
+    let slow = RunId::new_v7();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let store = HeldStream {
+        inner: ledger.second_store().await.unwrap(),
+        held: StreamId::for_run(slow),
+        release: Arc::clone(&release),
+    };
+    let config = EngineConfig {
+        poll_interval: Duration::from_millis(50),
+        settings: Settings {
+            executor: "nats".into(),
+            remote: Some(RemoteDispatch {
+                dispatch_timeout_ms: 30_000,
+            }),
+        },
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(
+        store,
+        Arc::new(LosesDispatches),
+        Arc::new(NoFlowcharts),
+        config,
+    );
+    let start = StartRun {
+        run_id: RunId::new_v7(),
+        flowchart: one_task("{ output: { ok: true } }"),
+        version: None,
+        inputs: json!({}),
+        parent: None,
+        actor: "test".into(),
+    };
+    let run = engine
+        .start(start, RequestId::generate(), CorrelationId::generate())
+        .await
+        .unwrap();
+    let recorded = ledger
+        .store
+        .read_stream(&StreamId::for_run(run), 1, usize::MAX)
+        .await
+        .unwrap();
+    let nr = recorded
+        .iter()
+        .find_map(|e| match e.decode().unwrap() {
+            DomainEvent::NodeScheduled(s) if s.node_id == "t" => Some(s.node_run_id),
+            _ => None,
+        })
+        .unwrap();
+
+    let (slow_recorded, _slow_done) = tokio::sync::oneshot::channel();
+    let slow_report = Delivery {
+        run_id: slow,
+        report: succeeded(NodeRunId::new_v7(), 1, json!({})),
+        message_id: Some("slow-1".into()),
+        recorded: Some(slow_recorded),
+    };
+    let (fast_recorded, fast_done) = tokio::sync::oneshot::channel();
+    let Report::Finished(result) = succeeded(nr, 1, json!({"fast": true})) else {
+        unreachable!()
+    };
+    let fast_report = Delivery {
+        run_id: run,
+        report: Report::Ran {
+            executor: "hand".into(),
+            result,
+        },
+        message_id: Some("fast-1".into()),
+        recorded: Some(fast_recorded),
+    };
+    engine.reports().send(slow_report).unwrap();
+    engine.reports().send(fast_report).unwrap();
+    let fast = tokio::time::timeout(Duration::from_secs(10), fast_done).await;
+    release.add_permits(1_000);
+    assert!(
+        matches!(fast, Ok(Ok(()))),
+        "the other run's report was recorded while the slow run loaded: {fast:?}"
+    );
+    let summary = tokio::time::timeout(Duration::from_secs(10), engine.wait(run))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.status, RunStatus::Completed);
+    ledger.drop_schema().await.unwrap();
 }
