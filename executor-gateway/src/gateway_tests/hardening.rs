@@ -651,3 +651,50 @@ async fn a_slow_run_does_not_hold_up_reports_of_other_runs() {
     assert_eq!(summary.status, RunStatus::Completed);
     ledger.drop_schema().await.unwrap();
 }
+
+/// Consumers created before `max_deliver` existed get it on the next start; their `ack_wait`
+/// stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_created_unbounded_get_their_max_deliver() {
+    let namespace = format!("t{}", RunId::new_v7().to_string().replace('-', ""));
+    let topology = Topology::in_namespace(&namespace).unwrap();
+    let js = crate::connect(NATS).await.unwrap();
+    let (dispatch, results) = topology.ensure_streams(&js).await.unwrap();
+    let old = |name: String, filter: String| async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some(name),
+        filter_subject: filter,
+        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(7),
+        ..Default::default()
+    };
+    results
+        .create_consumer(old(topology.intake_consumer(), String::new()))
+        .await
+        .unwrap();
+    dispatch
+        .create_consumer(old(
+            topology.executor_consumer("frontier"),
+            topology.dispatch_subject("frontier"),
+        ))
+        .await
+        .unwrap();
+    let mut intake = topology.intake_consumer_of(&js).await.unwrap();
+    let info = intake.info().await.unwrap();
+    assert_eq!(
+        (info.config.max_deliver, info.config.ack_wait),
+        (crate::topology::REPORT_MAX_DELIVER, Duration::from_secs(7))
+    );
+    let mut executor = topology
+        .executor_consumer_of(&js, "frontier")
+        .await
+        .unwrap();
+    let info = executor.info().await.unwrap();
+    assert_eq!(
+        (info.config.max_deliver, info.config.ack_wait),
+        (
+            crate::topology::DISPATCH_MAX_DELIVER,
+            Duration::from_secs(7)
+        )
+    );
+    topology.delete_streams(&js).await.unwrap();
+}
