@@ -199,6 +199,8 @@ async fn handle(
     let subject = topology.results_subject(run_id);
     let run = run_node(providers, &work);
     tokio::pin!(run);
+    // An interval of zero would panic; a heartbeat more often than 10 ms is pointless anyway.
+    let heartbeat = heartbeat.max(Duration::from_millis(10));
     let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A node that finishes at once is reported in one message (`Ran`); a slower one says it
