@@ -15,7 +15,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -23,6 +27,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 use runledger_contracts::envelope::RecordedEvent;
 use runledger_contracts::time::Timestamp;
+use runledger_executor_gateway::metrics::GatewayMetrics;
 
 /// Upper bounds (seconds) of the dispatch-latency histogram buckets.
 pub const DISPATCH_BUCKETS: &[f64] = &[
@@ -139,6 +144,9 @@ impl Metrics {
             "1 when a projector is stopped at an event it cannot apply.",
             metrics.projector_stopped.clone(),
         );
+        if let Ok(mut registry) = metrics.registry.lock() {
+            registry.register_collector(Box::new(GatewayCounters));
+        }
         metrics
     }
 
@@ -251,5 +259,34 @@ impl Metrics {
         let registry = self.registry.lock().map_err(|_| std::fmt::Error)?;
         encode(&mut text, &registry)?;
         Ok(text)
+    }
+}
+
+/// The executor gateway's in-process counters (terminated and dead-lettered messages, NATS
+/// connection losses; docs/gateway.md), read from its global [`GatewayMetrics`] at each scrape.
+#[derive(Debug)]
+struct GatewayCounters;
+
+impl Collector for GatewayCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let samples = GatewayMetrics::global().samples();
+        let mut rest = samples.as_slice();
+        while let Some(first) = rest.first() {
+            let same = rest.iter().take_while(|s| s.name == first.name).count();
+            let (family, tail) = rest.split_at(same);
+            rest = tail;
+            // OpenMetrics adds `_total` to a counter's name itself.
+            let name = first.name.strip_suffix("_total").unwrap_or(first.name);
+            let mut metric = encoder.encode_descriptor(name, first.help, None, MetricType::Counter)?;
+            match family {
+                [single] if single.labels.is_empty() => ConstCounter::new(single.value).encode(metric)?,
+                _ => {
+                    for sample in family {
+                        ConstCounter::new(sample.value).encode(metric.encode_family(&sample.labels)?)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }

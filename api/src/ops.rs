@@ -103,7 +103,8 @@ async fn nats_probe(url: &str) -> Probe {
 /// Metrics in the OpenMetrics text format (see `metrics.rs` and docs/api.md): HTTP requests,
 /// ledger events, runs and node runs that ended, dispatch latency (all counted in process since
 /// it started), the ledger's last global position and each projector's lag (cheap queries at
-/// scrape time).
+/// scrape time), and the executor gateway's counters of terminated and dead-lettered messages
+/// and NATS connection losses (docs/gateway.md).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
         (status = 503, description = "`database_error`", body = crate::openapi::ErrorEnvelopeDoc)))]

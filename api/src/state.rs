@@ -55,7 +55,10 @@ impl std::fmt::Debug for ApiConfig {
         // Never print the token.
         f.debug_struct("ApiConfig")
             .field("token", &self.token.as_ref().map(|_| "***"))
-            .field("nats_url", &self.nats_url)
+            .field(
+                "nats_url",
+                &runledger_executor_gateway::redact_nats_url(&self.nats_url),
+            )
             .field("body_limit", &self.body_limit)
             .field("sse_poll", &self.sse_poll)
             .field("default_actor", &self.default_actor)

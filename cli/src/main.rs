@@ -48,6 +48,7 @@ pub struct GlobalArgs {
         global = true,
         env = "RUNLEDGER_NATS_URL",
         default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true,
         help_heading = "Services"
     )]
     pub nats_url: String,

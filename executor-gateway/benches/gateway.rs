@@ -58,10 +58,11 @@ use runledger_contracts::flowchart::{Flowchart, Node, SourceFormat, load};
 use runledger_contracts::ids::{CorrelationId, NodeRunId, RequestId, RunId, StreamId};
 use runledger_contracts::time::Timestamp;
 use runledger_executor_gateway::dispatcher::{NatsDispatcher, frontier_for_all};
-use runledger_executor_gateway::intake::run_intake;
+use runledger_executor_gateway::intake::{IntakeSink, run_intake};
 use runledger_executor_gateway::messages::{
     DispatchMessage, ReportMessage, WIRE_VERSION, dispatch_message_id, publish,
 };
+use runledger_executor_gateway::metrics::GatewayMetrics;
 use runledger_executor_gateway::topology::Topology;
 use runledger_executor_gateway::worker::{WorkerConfig, run_worker};
 use runledger_ledger::testing::TestLedger;
@@ -1075,7 +1076,12 @@ async fn measure_in(
             let engine = Engine::new(store, Arc::new(traced), Arc::new(NoFlowcharts), config);
             tokio::spawn(tap(Arc::clone(&trace), tap_rx, engine.reports()));
             let (stop, stopped) = watch::channel(false);
-            let intake = tokio::spawn(run_intake(js.clone(), topology.clone(), tap_tx, stopped));
+            // Reports go through the tap (for the trace); lookups of unknown runs to the ledger.
+            let sink = IntakeSink {
+                reports: tap_tx,
+                ..IntakeSink::for_engine(&engine, GatewayMetrics::new())
+            };
+            let intake = tokio::spawn(run_intake(js.clone(), topology.clone(), sink, stopped));
             (
                 engine,
                 Some(NatsSide {

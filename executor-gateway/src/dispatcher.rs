@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use futures_util::future::BoxFuture;
 use runledger_contracts::flowchart::Node;
 use runledger_contracts::time::Timestamp;
 use runledger_orchestrator::decide::add_ms;
@@ -16,15 +17,16 @@ use runledger_orchestrator::executor::{
 use crate::messages::{DispatchMessage, WIRE_VERSION, dispatch_message_id, publish_until_acked};
 use crate::topology::Topology;
 
-/// Picks the executor class of a node's work (from the model registry in the binary).
-pub type ClassOf = Arc<dyn Fn(&Node) -> String + Send + Sync>;
+/// Picks the executor class of a node's work (from the model registry in the binary, which
+/// may need a look at the ledger: see [`crate::live_models`]).
+pub type ClassOf = Arc<dyn Fn(&Node) -> BoxFuture<'static, String> + Send + Sync>;
 
 /// Called on each remote dispatch with its run and class (e.g. to launch an executor Job).
 pub type OnDispatch = Arc<dyn Fn(runledger_contracts::ids::RunId, &str) + Send + Sync>;
 
 /// `frontier` for everything: the class when no registry says otherwise.
 pub fn frontier_for_all() -> ClassOf {
-    Arc::new(|_| "frontier".to_owned())
+    Arc::new(|_| Box::pin(async { "frontier".to_owned() }))
 }
 
 pub struct NatsDispatcher {
@@ -70,12 +72,14 @@ impl NodeExecutor for NatsDispatcher {
         }
         let js = self.js.clone();
         let class = (self.class_of)(&work.node);
-        let subject = self.topology.dispatch_subject(&class);
-        if let Some(hook) = &self.on_dispatch {
-            hook(work.run_id, &class);
-        }
+        let (topology, on_dispatch) = (self.topology.clone(), self.on_dispatch.clone());
         let timeout_ms = u64::try_from(self.dispatch_timeout.as_millis()).unwrap_or(u64::MAX);
         tokio::spawn(async move {
+            let class = class.await;
+            let subject = topology.dispatch_subject(&class);
+            if let Some(hook) = &on_dispatch {
+                hook(work.run_id, &class);
+            }
             let (run_id, node_run_id, attempt) = (work.run_id, work.node_run_id, work.attempt);
             let message_id = dispatch_message_id(run_id, node_run_id, attempt);
             let message = DispatchMessage {
@@ -108,29 +112,4 @@ impl NodeExecutor for NatsDispatcher {
             });
         });
     }
-}
-
-/// The class of each registered model (`ModelSpec::effective_executor_class`); nodes without a
-/// registered model (`scripted`, `rag`) go to `frontier`. Models registered later are seen by
-/// the next start.
-pub async fn class_of_registry<S: runledger_ledger::EventStore>(
-    store: &S,
-) -> Result<ClassOf, crate::models::RegistryError> {
-    let models = crate::models::ModelRegistry::new(store).list().await?;
-    let classes: std::collections::HashMap<String, String> = models
-        .into_iter()
-        .map(|m| {
-            (
-                m.spec.name.clone(),
-                m.spec.effective_executor_class().as_str().to_owned(),
-            )
-        })
-        .collect();
-    Ok(Arc::new(move |node: &Node| {
-        node.model
-            .as_deref()
-            .and_then(|m| classes.get(m))
-            .cloned()
-            .unwrap_or_else(|| "frontier".to_owned())
-    }))
 }

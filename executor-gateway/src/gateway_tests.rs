@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::dispatcher::{NatsDispatcher, frontier_for_all};
-use crate::intake::run_intake;
+use crate::intake::{IntakeSink, run_intake};
 use crate::messages::{
     DispatchMessage, ReportMessage, WIRE_VERSION, publish, result_message_id, started_message_id,
 };
@@ -32,12 +32,16 @@ use crate::worker::{WorkerConfig, WorkerStats, run_worker};
 
 const NATS: &str = "nats://127.0.0.1:4222";
 
+mod hardening;
+
 struct Harness {
     ledger: TestLedger,
     engine: Engine<PgEventStore>,
     js: jetstream::Context,
     topology: Topology,
     stop: watch::Sender<bool>,
+    /// What this harness's intake counted.
+    metrics: Arc<crate::metrics::GatewayMetrics>,
 }
 
 async fn harness(dispatch_timeout_ms: u64) -> Harness {
@@ -72,10 +76,11 @@ async fn harness(dispatch_timeout_ms: u64) -> Harness {
         config,
     );
     let (stop, stopped) = watch::channel(false);
+    let metrics = crate::metrics::GatewayMetrics::new();
     tokio::spawn(run_intake(
         js.clone(),
         topology.clone(),
-        engine.reports(),
+        IntakeSink::for_engine(&engine, Arc::clone(&metrics)),
         stopped,
     ));
     Harness {
@@ -84,6 +89,7 @@ async fn harness(dispatch_timeout_ms: u64) -> Harness {
         js,
         topology,
         stop,
+        metrics,
     }
 }
 
@@ -742,11 +748,12 @@ async fn the_dispatch_hook_sees_each_remote_dispatch_with_its_class() {
         Arc::new(move |run, class: &str| seen.lock().unwrap().push((run, class.to_owned())))
     };
     let class_of: crate::dispatcher::ClassOf = Arc::new(|node| {
-        if node.id.starts_with('v') {
-            "vllm".into()
+        let class = if node.id.starts_with('v') {
+            "vllm"
         } else {
-            "frontier".into()
-        }
+            "frontier"
+        };
+        Box::pin(async move { class.to_owned() })
     });
     let dispatcher = NatsDispatcher::new(
         js.clone(),

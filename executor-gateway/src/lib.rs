@@ -12,14 +12,20 @@
 //! - [`kube`]: runs executors as Kubernetes Jobs; [`jobs`] connects it to dispatch (launch on
 //!   the first dispatch, `infra_error` for node runs of a failed Job).
 //! - [`providers`]: LLM providers over HTTP (OpenAI-compatible, Anthropic, Gemini);
-//!   [`models`]: the model registry they are built from.
+//!   [`models`]: the model registry they are built from; [`live_models`]: the registry
+//!   followed while a process runs.
+//! - [`metrics`]: counters of terminated messages and NATS connection losses for `/metrics`;
+//!   [`dead_letter`]: what happens to a message JetStream stopped redelivering.
 //!
 //! See docs/gateway.md for the protocol and its guarantees.
 
+pub mod dead_letter;
 pub mod dispatcher;
 pub mod intake;
 pub mod jobs;
+pub mod live_models;
 pub mod messages;
+pub mod metrics;
 pub mod models;
 pub mod outbox;
 pub mod providers;
@@ -54,15 +60,90 @@ impl GatewayError {
     }
 }
 
-/// Connects to NATS; the client reconnects on its own after the server comes back.
+/// Connects to NATS; the client reconnects on its own after the server comes back. Losing the
+/// connection and getting it back are each logged once at warn (and counted in the process's
+/// [`metrics::GatewayMetrics`]): an outage must show in the log at the default level.
 pub async fn connect(url: &str) -> Result<async_nats::jetstream::Context, GatewayError> {
+    connect_counting(url, metrics::GatewayMetrics::global()).await
+}
+
+/// [`connect`], counting connection losses in `metrics`.
+pub async fn connect_counting(
+    url: &str,
+    metrics: std::sync::Arc<metrics::GatewayMetrics>,
+) -> Result<async_nats::jetstream::Context, GatewayError> {
+    let shown = redact_nats_url(url);
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = async_nats::ConnectOptions::new()
         .name("runledger")
         .connection_timeout(std::time::Duration::from_secs(5))
+        .event_callback(move |event| {
+            let (down, metrics, shown) = (
+                std::sync::Arc::clone(&down),
+                std::sync::Arc::clone(&metrics),
+                shown.clone(),
+            );
+            async move { connection_event(&event, &down, &metrics, &shown) }
+        })
         .connect(url)
         .await
         .map_err(|e| GatewayError::nats("connect", e))?;
     Ok(async_nats::jetstream::new(client))
+}
+
+/// Logs a loss once (the client reports `Disconnected` again on failed reconnects) and the
+/// recovery once.
+fn connection_event(
+    event: &async_nats::Event,
+    down: &std::sync::atomic::AtomicBool,
+    metrics: &metrics::GatewayMetrics,
+    url: &str,
+) {
+    use std::sync::atomic::Ordering;
+    match event {
+        async_nats::Event::Disconnected => {
+            if !down.swap(true, Ordering::SeqCst) {
+                metrics.count_disconnect();
+                tracing::warn!(nats_url = %url, "NATS connection lost; reconnecting in the background");
+            }
+        }
+        async_nats::Event::Connected => {
+            if down.swap(false, Ordering::SeqCst) {
+                metrics.count_reconnect();
+                tracing::warn!(nats_url = %url, "NATS connection restored");
+            }
+        }
+        async_nats::Event::ServerError(e) => {
+            tracing::warn!(nats_url = %url, error = %e, "NATS server error")
+        }
+        async_nats::Event::SlowConsumer(_) | async_nats::Event::LameDuckMode => {
+            tracing::warn!(nats_url = %url, %event, "NATS connection");
+        }
+        _ => tracing::debug!(nats_url = %url, %event, "NATS connection event"),
+    }
+}
+
+/// A NATS URL (or comma-separated list of them) fit to print: a password becomes `***`, and
+/// so does a token or a user given alone (`nats://TOKEN@host`), which NATS treats as a token.
+pub fn redact_nats_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let Some(at) = one.rfind('@') else {
+                return one.to_owned();
+            };
+            let start = one.find("://").map_or(0, |scheme| scheme + 3);
+            if at < start {
+                return one.to_owned();
+            }
+            let userinfo = &one[start..at];
+            let shown = match userinfo.find(':') {
+                Some(colon) => format!("{}:***", &userinfo[..colon]),
+                None => "***".to_owned(),
+            };
+            format!("{}{shown}{}", &one[..start], &one[at..])
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub mod kube;

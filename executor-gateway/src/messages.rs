@@ -86,3 +86,57 @@ pub async fn publish_until_acked(
         }
     }
 }
+
+/// Publishes until the stream acks or `bound` has passed; `None` when it gave up. Waits grow
+/// from 50 ms to 5 s. For an executor, whose node and heartbeats must keep running meanwhile
+/// and which must not hold a message forever.
+pub async fn publish_within(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    message_id: &str,
+    payload: Vec<u8>,
+    bound: std::time::Duration,
+) -> Option<u64> {
+    // A bound too large to add (Duration::MAX) means no bound.
+    let give_up = tokio::time::Instant::now().checked_add(bound);
+    let mut delay = std::time::Duration::from_millis(50);
+    loop {
+        match publish(js, subject.clone(), message_id, payload.clone()).await {
+            Ok(sequence) => return Some(sequence),
+            Err(e) => {
+                if give_up.is_some_and(|at| tokio::time::Instant::now() + delay > at) {
+                    tracing::warn!(message_id, error = %e, "publish failed; giving up");
+                    return None;
+                }
+                tracing::warn!(message_id, error = %e, "publish failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Why a dispatch cannot be run by this build.
+#[derive(Debug)]
+pub enum DispatchRefused {
+    /// A `wire_version` other than [`WIRE_VERSION`].
+    WireVersion(u32),
+    /// Not a dispatch at all.
+    Undecodable(serde_json::Error),
+}
+
+/// Decodes a dispatch, reading its `wire_version` first: a newer message whose shape changed
+/// is refused as a newer version, not as garbage, and never run as if it were this one.
+pub fn decode_dispatch(payload: &[u8]) -> Result<DispatchMessage, DispatchRefused> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        wire_version: u32,
+    }
+    match serde_json::from_slice::<Versioned>(payload) {
+        Ok(Versioned {
+            wire_version: WIRE_VERSION,
+        }) => serde_json::from_slice(payload).map_err(DispatchRefused::Undecodable),
+        Ok(Versioned { wire_version }) => Err(DispatchRefused::WireVersion(wire_version)),
+        Err(e) => Err(DispatchRefused::Undecodable(e)),
+    }
+}

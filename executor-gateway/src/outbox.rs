@@ -218,7 +218,7 @@ impl Outbox {
         let Some(work) = state.work(i) else {
             return Ok(false);
         };
-        let class = (self.config.class_of)(&work.node);
+        let class = (self.config.class_of)(&work.node).await;
         let message_id = dispatch_message_id(work.run_id, work.node_run_id, work.attempt);
         let attempt = work.attempt;
         let timeout_ms =

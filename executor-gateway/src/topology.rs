@@ -15,6 +15,17 @@ use crate::GatewayError;
 /// The executor classes: hosted providers over HTTP, and OpenAI-compatible local servers.
 pub const CLASSES: [&str; 2] = ["frontier", "vllm"];
 
+/// Deliveries of one dispatch before JetStream gives up on it. A dispatch is redelivered only
+/// when its executor stopped acking and heartbeating (a crash, an OOM kill): one that kills
+/// every executor that takes it must not go round forever. The engine's dispatch or execution
+/// deadline then fails the node run, and its retry policy applies.
+pub const DISPATCH_MAX_DELIVER: i64 = 10;
+
+/// Deliveries of one report before JetStream gives up on it. Intake redelivers a report it
+/// could not record with delays growing from 1 s to 30 s, so this is about 20 minutes of a
+/// ledger that keeps failing.
+pub const REPORT_MAX_DELIVER: i64 = 50;
+
 /// Where dispatches and reports live, and how long JetStream waits on an executor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -138,7 +149,7 @@ impl Topology {
     ) -> Result<consumer::PullConsumer, GatewayError> {
         let (dispatch, _) = self.ensure_streams(js).await?;
         let name = self.executor_consumer(class);
-        dispatch
+        let consumer = dispatch
             .get_or_create_consumer(
                 &name,
                 consumer::pull::Config {
@@ -146,11 +157,13 @@ impl Topology {
                     filter_subject: self.dispatch_subject(class),
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: self.ack_wait,
+                    max_deliver: DISPATCH_MAX_DELIVER,
                     ..Default::default()
                 },
             )
             .await
-            .map_err(|e| GatewayError::nats("create the executor consumer", e))
+            .map_err(|e| GatewayError::nats("create the executor consumer", e))?;
+        bound_deliveries(&dispatch, consumer, DISPATCH_MAX_DELIVER).await
     }
 
     /// The durable pull consumer of result intake (created if missing).
@@ -160,7 +173,7 @@ impl Topology {
     ) -> Result<consumer::PullConsumer, GatewayError> {
         let (_, results) = self.ensure_streams(js).await?;
         let name = self.intake_consumer();
-        results
+        let consumer = results
             .get_or_create_consumer(
                 &name,
                 consumer::pull::Config {
@@ -168,11 +181,13 @@ impl Topology {
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: self.ack_wait,
                     max_ack_pending: 10_000,
+                    max_deliver: REPORT_MAX_DELIVER,
                     ..Default::default()
                 },
             )
             .await
-            .map_err(|e| GatewayError::nats("create the intake consumer", e))
+            .map_err(|e| GatewayError::nats("create the intake consumer", e))?;
+        bound_deliveries(&results, consumer, REPORT_MAX_DELIVER).await
     }
 
     /// Creates both streams and every consumer, as the gateway does on start.
@@ -195,4 +210,28 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// Gives a consumer created before `max_deliver` existed (unbounded) its bound; the rest of its
+/// configuration (`ack_wait` included) stays as it is.
+async fn bound_deliveries(
+    stream: &stream::Stream,
+    consumer: consumer::PullConsumer,
+    max_deliver: i64,
+) -> Result<consumer::PullConsumer, GatewayError> {
+    let current = &consumer.cached_info().config;
+    if current.max_deliver == max_deliver {
+        return Ok(consumer);
+    }
+    let mut config = current.clone();
+    config.max_deliver = max_deliver;
+    let name = config.durable_name.clone().unwrap_or_default();
+    stream
+        .update_consumer(config)
+        .await
+        .map_err(|e| GatewayError::nats("set max_deliver on a consumer", e))?;
+    stream
+        .get_consumer(&name)
+        .await
+        .map_err(|e| GatewayError::nats("get a consumer", e))
 }

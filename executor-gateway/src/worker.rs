@@ -16,10 +16,12 @@ use runledger_orchestrator::executor::{Providers, Report, run_node};
 use tokio::sync::{Semaphore, watch};
 
 use crate::GatewayError;
+use crate::dead_letter::follow_max_deliveries;
 use crate::messages::{
-    DispatchMessage, ReportMessage, WIRE_VERSION, publish_until_acked, result_message_id,
-    started_message_id,
+    DispatchRefused, ReportMessage, WIRE_VERSION, decode_dispatch, publish_within,
+    result_message_id, started_message_id,
 };
+use crate::metrics::{Consumer, DropReason, GatewayMetrics};
 use crate::topology::Topology;
 
 #[derive(Debug, Clone)]
@@ -59,6 +61,14 @@ pub async fn run_worker(
     let mut last_busy = Instant::now();
     let heartbeat = topology.ack_wait / 3;
     let mut consumer = None;
+    tokio::spawn(follow_max_deliveries(
+        js.clone(),
+        topology.dispatch_stream(),
+        topology.executor_consumer(&config.executor_class),
+        Consumer::Executor,
+        GatewayMetrics::global(),
+        shutdown.clone(),
+    ));
     loop {
         while let Ok(outcome) = stats_rx.try_recv() {
             stats.count(outcome);
@@ -186,28 +196,23 @@ async fn handle(
     message: jetstream::Message,
     heartbeat: Duration,
 ) -> Outcome {
-    let dispatch: DispatchMessage = match serde_json::from_slice(&message.payload) {
-        Ok(d)
-            if matches!(
-                &d,
-                DispatchMessage {
-                    wire_version: WIRE_VERSION,
-                    ..
+    let dispatch = match decode_dispatch(&message.payload) {
+        Ok(dispatch) => dispatch,
+        Err(refused) => {
+            let reason = match &refused {
+                DispatchRefused::WireVersion(version) => {
+                    tracing::error!(
+                        wire_version = version,
+                        "dispatch of an unknown wire version terminated"
+                    );
+                    DropReason::UnknownWireVersion
                 }
-            ) =>
-        {
-            d
-        }
-        Ok(d) => {
-            tracing::error!(
-                wire_version = d.wire_version,
-                "dispatch of an unknown wire version rejected"
-            );
-            let _ = message.ack_with(AckKind::Term).await;
-            return Outcome::Rejected;
-        }
-        Err(e) => {
-            tracing::error!(subject = %message.subject, error = %e, "undecodable dispatch rejected");
+                DispatchRefused::Undecodable(e) => {
+                    tracing::error!(subject = %message.subject, error = %e, "undecodable dispatch terminated");
+                    DropReason::Undecodable
+                }
+            };
+            GatewayMetrics::global().count_terminated(Consumer::Executor, reason);
             let _ = message.ack_with(AckKind::Term).await;
             return Outcome::Rejected;
         }
@@ -221,8 +226,15 @@ async fn handle(
     let subject = topology.results_subject(run_id);
     let run = run_node(providers, &work);
     tokio::pin!(run);
+    // An interval of zero would panic; a heartbeat more often than 10 ms is pointless anyway.
+    let heartbeat = heartbeat.max(Duration::from_millis(10));
+    let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A node that finishes at once is reported in one message (`Ran`); a slower one says it
-    // started first, so the engine arms its execution deadline, then heartbeats until done.
+    // started first, so the engine arms its execution deadline. The node and its heartbeats
+    // keep running while that report is retried (a NATS outage): stalling them would let the
+    // dispatch be redelivered and the model be called twice. A start that never got through
+    // is folded into the result (`Ran`).
     let report = match tokio::time::timeout(QUICK_NODE, &mut run).await {
         Ok(result) => Report::Ran {
             executor: executor_id.to_owned(),
@@ -238,26 +250,30 @@ async fn handle(
                     executor: executor_id.to_owned(),
                 },
             };
-            if let Ok(payload) = serde_json::to_vec(&started) {
-                publish_until_acked(
-                    js,
-                    subject.clone(),
-                    &started_message_id(node_run_id, attempt),
-                    payload,
-                )
-                .await;
-            }
+            let payload = serde_json::to_vec(&started).unwrap_or_default();
+            let started_id = started_message_id(node_run_id, attempt);
+            let announce = publish_within(js, subject.clone(), &started_id, payload, Duration::MAX);
+            tokio::pin!(announce);
+            let mut announced = false;
+            let mut announcing = true;
             let result = loop {
                 tokio::select! {
                     result = &mut run => break result,
-                    _ = tokio::time::sleep(heartbeat) => {
-                        if let Err(e) = message.ack_with(AckKind::Progress).await {
-                            tracing::debug!(%node_run_id, error = %e, "heartbeat failed");
-                        }
+                    sent = &mut announce, if announcing => {
+                        announcing = false;
+                        announced = sent.is_some();
                     }
+                    _ = beats.tick() => heartbeat_once(&message, node_run_id).await,
                 }
             };
-            Report::Finished(result)
+            if announced {
+                Report::Finished(result)
+            } else {
+                Report::Ran {
+                    executor: executor_id.to_owned(),
+                    result,
+                }
+            }
         }
     };
     let finished = ReportMessage {
@@ -265,24 +281,47 @@ async fn handle(
         run_id,
         report,
     };
-    match serde_json::to_vec(&finished) {
-        Ok(payload) => {
-            publish_until_acked(
-                js,
-                subject,
-                &result_message_id(node_run_id, attempt),
-                payload,
-            )
-            .await;
-        }
+    let payload = match serde_json::to_vec(&finished) {
+        Ok(payload) => payload,
         Err(e) => {
-            tracing::error!(%node_run_id, error = %e, "result not encodable; the node run will time out")
+            tracing::error!(%node_run_id, error = %e, "result not encodable; the node run will time out");
+            return Outcome::Ran;
         }
+    };
+    // Heartbeats go on while the result is retried, so the work is not redelivered and run
+    // again meanwhile; after RESULT_PUBLISH_BOUND the dispatch is left unacked, for another
+    // executor once NATS is back.
+    let result_id = result_message_id(node_run_id, attempt);
+    let publish = publish_within(js, subject, &result_id, payload, RESULT_PUBLISH_BOUND);
+    tokio::pin!(publish);
+    let published = loop {
+        tokio::select! {
+            sent = &mut publish => break sent.is_some(),
+            _ = beats.tick() => heartbeat_once(&message, node_run_id).await,
+        }
+    };
+    if !published {
+        tracing::warn!(%node_run_id, "result not published; the dispatch is left to be redelivered");
+        return Outcome::Ran;
     }
     if let Err(e) = message.ack().await {
         tracing::debug!(%node_run_id, error = %e, "ack failed; the work will be redelivered and its result found recorded");
     }
     Outcome::Ran
+}
+
+/// How long an executor retries publishing a result before it leaves the work to be
+/// redelivered (its heartbeats run meanwhile).
+const RESULT_PUBLISH_BOUND: Duration = Duration::from_secs(600);
+
+/// Tells JetStream the work is still in hand, so it is not redelivered.
+async fn heartbeat_once(
+    message: &jetstream::Message,
+    node_run_id: runledger_contracts::ids::NodeRunId,
+) {
+    if let Err(e) = message.ack_with(AckKind::Progress).await {
+        tracing::debug!(%node_run_id, error = %e, "heartbeat failed");
+    }
 }
 
 async fn pause(shutdown: &mut watch::Receiver<bool>, delay: Duration) {

@@ -402,7 +402,12 @@ impl<S: EventStore + 'static> Engine<S> {
         tokio::spawn(async move {
             while let Some(delivery) = results_rx.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
-                Engine { inner }.deliver(delivery).await;
+                let engine = Engine { inner };
+                // A report of a run not driven here needs the ledger (load, maybe record): on
+                // its own task, so a slow or unknown run does not hold up other runs' reports.
+                if let Some(late) = engine.to_driver(delivery) {
+                    tokio::spawn(async move { engine.deliver_late(late).await });
+                }
             }
         });
         Self { inner }
@@ -602,20 +607,31 @@ impl<S: EventStore + 'static> Engine<S> {
     /// Hands an executor's report to the run's driver; a run not driven here is loaded, and
     /// one that has ended records a late result as ignored.
     pub async fn deliver(&self, delivery: Delivery) {
+        if let Some(late) = self.to_driver(delivery) {
+            self.deliver_late(late).await;
+        }
+    }
+
+    /// Hands the report to the run's driver when one runs here; else gives it back.
+    fn to_driver(&self, delivery: Delivery) -> Option<Delivery> {
         let run_id = delivery.run_id;
         let tx = self.inner.drivers.lock().ok().and_then(|d| {
             d.get(&run_id)
                 .filter(|h| !h.tx.is_closed())
                 .map(|h| h.tx.clone())
         });
-        let delivery = match tx {
+        match tx {
             Some(tx) => match tx.send(Msg::Report(delivery)) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(Msg::Report(delivery))) => delivery,
-                Err(_) => return,
+                Ok(()) => None,
+                Err(mpsc::error::SendError(Msg::Report(delivery))) => Some(delivery),
+                Err(_) => None,
             },
-            None => delivery,
-        };
+            None => Some(delivery),
+        }
+    }
+
+    async fn deliver_late(&self, delivery: Delivery) {
+        let run_id = delivery.run_id;
         if let Err(e) = self.record_late(delivery).await {
             tracing::warn!(%run_id, error = %e, "could not record an executor report");
         }

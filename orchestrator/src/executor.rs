@@ -21,8 +21,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::decide::{NodeOutcome, NodeResult};
 use crate::provider::{
-    Answer, DEFAULT_SCHEMA_REPAIR_ATTEMPTS, ModelProvider, ModelRequest, OutputSchema, RepairTurn,
-    SchemaViolation, ScriptedProvider, render_prompt, repair_feedback,
+    Answer, BoxFuture, DEFAULT_SCHEMA_REPAIR_ATTEMPTS, ModelProvider, ModelRequest, OutputSchema,
+    RepairTurn, SchemaViolation, ScriptedProvider, render_prompt, repair_feedback,
 };
 use crate::state::RunState;
 
@@ -144,10 +144,18 @@ pub trait NodeExecutor: Send + Sync + 'static {
     fn submit(&self, work: NodeWork, results: ResultSender);
 }
 
-/// Model names to providers; `scripted` is always there.
+/// Where providers of models that are not in the fixed table come from: the model registry,
+/// which changes while an engine or executor runs. `None`: no such model.
+pub trait ModelSource: Send + Sync {
+    fn provider<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Option<Arc<dyn ModelProvider>>>;
+}
+
+/// Model names to providers; `scripted` is always there. Models not in the table are asked of
+/// the [`ModelSource`], if there is one.
 #[derive(Clone)]
 pub struct Providers {
     by_model: HashMap<String, Arc<dyn ModelProvider>>,
+    source: Option<Arc<dyn ModelSource>>,
 }
 
 impl Providers {
@@ -157,15 +165,35 @@ impl Providers {
             runledger_contracts::flowchart::SCRIPTED_MODEL.to_owned(),
             Arc::new(provider),
         );
-        Self { by_model }
+        Self {
+            by_model,
+            source: None,
+        }
     }
 
     pub fn insert(&mut self, model: impl Into<String>, provider: Arc<dyn ModelProvider>) {
         self.by_model.insert(model.into(), provider);
     }
 
+    /// Asks `source` for every model the table does not hold.
+    pub fn with_source(mut self, source: Arc<dyn ModelSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
     pub fn get(&self, model: &str) -> Option<&Arc<dyn ModelProvider>> {
         self.by_model.get(model)
+    }
+
+    /// The provider of `model`: from the table, else from the source.
+    pub async fn resolve(&self, model: &str) -> Option<Arc<dyn ModelProvider>> {
+        if let Some(provider) = self.by_model.get(model) {
+            return Some(Arc::clone(provider));
+        }
+        match &self.source {
+            Some(source) => source.provider(model).await,
+            None => None,
+        }
     }
 }
 
@@ -278,7 +306,7 @@ async fn run_task(
         .model
         .as_deref()
         .unwrap_or(runledger_contracts::flowchart::SCRIPTED_MODEL);
-    let Some(provider) = providers.get(model) else {
+    let Some(provider) = providers.resolve(model).await else {
         let e = error(
             "unknown_model",
             &format!("no provider is configured for model `{model}`"),

@@ -472,6 +472,71 @@ async fn a_nats_restart_during_a_run_loses_and_repeats_nothing() {
             "t{i} ran to success exactly once"
         );
     }
+    // The outage is in both logs at the default level: the loss once, the recovery once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for log in ["run.log", "x1.log"] {
+        let (lost, restored) = loop {
+            let text = std::fs::read_to_string(dir.path(log)).unwrap_or_default();
+            let counts = (
+                text.matches("NATS connection lost").count(),
+                text.matches("NATS connection restored").count(),
+            );
+            if counts.1 > 0 || Instant::now() > deadline {
+                break counts;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            (lost, restored),
+            (1, 1),
+            "{log}: {}",
+            std::fs::read_to_string(dir.path(log)).unwrap_or_default()
+        );
+    }
     drop(procs);
+    ledger.drop_schema().await.unwrap();
+}
+
+/// A NATS URL with credentials is never printed as is: not by `status` (text or JSON), not in
+/// the connection error of a command, not in `--help` (environment values hidden).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_credentials_are_never_printed() {
+    let ledger = TestLedger::new().await.unwrap();
+    let schema = ledger.schema().to_owned();
+    for url in [
+        "nats://operator:s3cr3t-pass@127.0.0.1:1",
+        "nats://s3cr3t-token@127.0.0.1:1",
+    ] {
+        for args in [
+            &["status"][..],
+            &["status", "--json"],
+            &["executor", "--class", "frontier"],
+        ] {
+            let out = runledger(&schema, url, "", args).output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                !text.contains("s3cr3t"),
+                "{args:?} printed the credential: {text}"
+            );
+            assert!(
+                text.contains("127.0.0.1:1"),
+                "{args:?} names the server: {text}"
+            );
+        }
+        let help = Command::new(env!("CARGO_BIN_EXE_runledger"))
+            .arg("--help")
+            .env("RUNLEDGER_NATS_URL", url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            !text.contains("s3cr3t"),
+            "--help printed the credential: {text}"
+        );
+    }
     ledger.drop_schema().await.unwrap();
 }

@@ -50,6 +50,17 @@ async fn health_readiness_and_metrics() {
     };
     // Counted in process by the shared follower, which started with the server.
     assert_eq!(value("runledger_runs_started_total "), 1.0);
+    // The gateway's counters, read from the process's GatewayMetrics (zero series included).
+    use runledger_executor_gateway::metrics::{Consumer, DropReason, GatewayMetrics};
+    let terminated = GatewayMetrics::global().terminated(Consumer::Intake, DropReason::UnknownRun);
+    assert!(
+        value(
+            "runledger_gateway_messages_terminated_total{consumer=\"intake\",reason=\"unknown_run\"}"
+        ) >= terminated as f64
+    );
+    value("runledger_gateway_max_deliveries_total{consumer=\"executor\"}");
+    value("runledger_nats_disconnects_total ");
+    assert!(text.contains("# TYPE runledger_gateway_messages_terminated counter"));
     assert_eq!(
         value("runledger_runs_finished_total{status=\"completed\"}"),
         1.0

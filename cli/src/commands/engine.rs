@@ -7,18 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runledger_contracts::flowchart::{Flowchart, SourceFormat, load};
-use runledger_executor_gateway::dispatcher::{NatsDispatcher, class_of_registry};
-use runledger_executor_gateway::intake::run_intake;
+use runledger_executor_gateway::dispatcher::NatsDispatcher;
+use runledger_executor_gateway::intake::{IntakeSink, run_intake};
 use runledger_executor_gateway::jobs::{fail_started_node_runs, launch_on_dispatch};
 use runledger_executor_gateway::kube::{
     self, FailureReporter, JobLauncher, JobWatcher, KubeSettings,
 };
+use runledger_executor_gateway::live_models::{DEFAULT_MAX_AGE, LiveModels};
 use runledger_executor_gateway::outbox::{Outbox, OutboxConfig};
 use runledger_executor_gateway::topology::Topology;
 use runledger_ledger::PgEventStore;
 use runledger_orchestrator::decide::{RemoteDispatch, Settings};
 use runledger_orchestrator::engine::{Engine, EngineConfig, FlowchartSource};
-use runledger_orchestrator::executor::{InProcessPool, NodeExecutor, Providers};
+use runledger_orchestrator::executor::{InProcessPool, NodeExecutor};
 use runledger_orchestrator::provider::{Script, ScriptedProvider};
 
 use crate::{Failure, GlobalArgs};
@@ -117,7 +118,12 @@ pub fn topology(global: &GlobalArgs, ack_wait_s: u64) -> Result<Topology, Failur
 pub async fn jetstream(global: &GlobalArgs) -> Result<async_nats::jetstream::Context, Failure> {
     runledger_executor_gateway::connect(&global.nats_url)
         .await
-        .map_err(|e| Failure::new(format!("{e} (--nats-url {})", global.nats_url)))
+        .map_err(|e| {
+            Failure::new(format!(
+                "{e} (--nats-url {})",
+                runledger_executor_gateway::redact_nats_url(&global.nats_url)
+            ))
+        })
 }
 
 /// Connects, applies pending migrations, and builds the engine; with `dispatch` = `nats` it
@@ -133,8 +139,9 @@ pub async fn build(
         .migrate()
         .await
         .map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
-    let providers = registry_providers(&store, exec.script.as_deref()).await?;
-    let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
+    let models = live_models(&store, exec.script.as_deref()).await?;
+    let local: Arc<dyn NodeExecutor> =
+        Arc::new(InProcessPool::new(models.providers(), exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::new(store.pool().clone());
     let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource {
         dir: DirSource { dir: flowcharts },
@@ -157,12 +164,7 @@ pub async fn build(
         .await
         .map_err(|e| Failure::new(e.to_string()))?;
     let dispatch_timeout = Duration::from_secs(exec.dispatch_timeout_s.max(1));
-    let class_of = class_of_registry(&store).await.map_err(|e| {
-        Failure::new(format!(
-            "cannot load the model registry: {e} [{}]",
-            e.code()
-        ))
-    })?;
+    let class_of = models.class_of();
     let mut dispatcher = NatsDispatcher::new(
         js.clone(),
         topology.clone(),
@@ -213,7 +215,10 @@ pub async fn build(
             }
         }));
     }
-    let reports = engine.reports();
+    let sink = IntakeSink::for_engine(
+        &engine,
+        runledger_executor_gateway::metrics::GatewayMetrics::global(),
+    );
     let outbox = OutboxConfig {
         topology: topology.clone(),
         class_of,
@@ -224,7 +229,7 @@ pub async fn build(
     let intake = tokio::spawn({
         let js = js.clone();
         async move {
-            if let Err(e) = run_intake(js, topology, reports, stopped).await {
+            if let Err(e) = run_intake(js, topology, sink, stopped).await {
                 tracing::error!(error = %e, "result intake stopped");
             }
         }
@@ -241,19 +246,22 @@ pub async fn build(
     })
 }
 
-/// Every model of the registry (HTTP providers) plus `scripted` (with the `--script` fixture).
-/// Models registered later are seen by the next start.
-pub async fn registry_providers(
+/// The model registry, followed while the process runs (a model registered or re-pointed
+/// later is used from its next call on: docs/providers.md), plus `scripted` with the
+/// `--script` fixture.
+pub async fn live_models(
     store: &PgEventStore,
     script: Option<&Path>,
-) -> Result<Providers, Failure> {
+) -> Result<Arc<LiveModels<PgEventStore>>, Failure> {
     let script = match script {
         Some(path) => read_script(path)?,
         None => Script::new(),
     };
-    runledger_executor_gateway::providers::from_registry(
-        store,
+    let ledger = PgEventStore::from_pool(store.pool().clone());
+    LiveModels::load(
+        ledger,
         ScriptedProvider::with_fixture(script),
+        DEFAULT_MAX_AGE,
     )
     .await
     .map_err(|e| {

@@ -1,7 +1,8 @@
 //! `runledger executor --class frontier|vllm`: an executor worker. Pulls node work of its
 //! class from NATS JetStream, runs it (models of the registry over HTTP, or `scripted`),
 //! publishes each result, and acks. SIGINT/SIGTERM drain it: it stops pulling and finishes
-//! what it holds. It reads the model registry from the ledger once, at start.
+//! what it holds. It follows the model registry in the ledger: a model registered or
+//! re-pointed while it runs is used from its next call on (docs/providers.md).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,8 +64,11 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
         .migrate()
         .await
         .map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
-    let providers =
-        Arc::new(super::engine::registry_providers(&store, args.script.as_deref()).await?);
+    let providers = Arc::new(
+        super::engine::live_models(&store, args.script.as_deref())
+            .await?
+            .providers(),
+    );
     drop(store);
     let js = super::engine::jetstream(global).await?;
     topology

@@ -32,7 +32,10 @@ pub async fn run(global: &GlobalArgs, as_json: bool) -> Result<(), Failure> {
                 database["migrations_applied"], database["migrations_pending"]
             ),
         }
-        println!("nats      {}", global.nats_url);
+        println!(
+            "nats      {}",
+            runledger_executor_gateway::redact_nats_url(&global.nats_url)
+        );
         match nats.get("error") {
             Some(e) => println!("          unreachable: {}", e.as_str().unwrap_or_default()),
             None => println!(

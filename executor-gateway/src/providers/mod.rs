@@ -26,12 +26,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use runledger_contracts::events::ErrorInfo;
 use runledger_contracts::model::{ModelSpec, ProviderKind};
 use runledger_contracts::time::Timestamp;
-use runledger_ledger::EventStore;
-use runledger_orchestrator::executor::Providers;
 use runledger_orchestrator::provider::{ModelProvider, ScriptedProvider};
 use serde_json::{Value, json};
-
-use crate::models::{ModelRegistry, RegistryError};
 
 /// Longest provider error text kept in an error message.
 const MAX_PROVIDER_MESSAGE: usize = 300;
@@ -149,22 +145,6 @@ pub fn provider_for(
         ProviderKind::Gemini => Arc::new(gemini::Gemini::new(spec.clone())?),
         ProviderKind::Scripted => Arc::new(scripted.clone()),
     })
-}
-
-/// Every model of the registry, plus the built-in `scripted` model: what an executor calls.
-/// Models registered later are picked up by the next executor start.
-pub async fn from_registry<S: EventStore>(
-    store: &S,
-    scripted: ScriptedProvider,
-) -> Result<Providers, RegistryError> {
-    let models = ModelRegistry::new(store).list().await?;
-    let mut providers = Providers::scripted(scripted.clone());
-    for model in models {
-        let provider = provider_for(&model.spec, &scripted)
-            .map_err(|e| RegistryError::Provider(e.to_string()))?;
-        providers.insert(model.spec.name.clone(), provider);
-    }
-    Ok(providers)
 }
 
 /// What every adapter shares: the spec, one HTTP client, and the request plumbing.
