@@ -19,6 +19,7 @@ use runledger_contracts::ids::StreamId;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::sign::{self, SigningKey};
 use crate::{EventStore, StoreError, StreamHead};
 
 /// The export format this build writes and reads.
@@ -71,7 +72,22 @@ pub async fn export<S, W>(
     store: &S,
     scope: &ExportScope,
     out: &mut W,
+    progress: impl FnMut(u64, u64),
+) -> Result<ExportSummary, ExportError>
+where
+    S: EventStore,
+    W: AsyncWrite + Unpin,
+{
+    export_signed(store, scope, out, progress, None).await
+}
+
+/// [`export`], with `key` adding the signature over the manifest line as the last line.
+pub async fn export_signed<S, W>(
+    store: &S,
+    scope: &ExportScope,
+    out: &mut W,
     mut progress: impl FnMut(u64, u64),
+    key: Option<&SigningKey>,
 ) -> Result<ExportSummary, ExportError>
 where
     S: EventStore,
@@ -106,7 +122,7 @@ where
         .iter()
         .map(|h| StreamEntry { stream_id: h.stream_id.to_string(), events: h.version, head_hash: h.hash })
         .collect();
-    write_line(out, &Value::Object(manifest(&scope.describe(), &streams, &blobs)), || "the manifest".to_owned()).await?;
+    let manifest_line = write_line(out, &Value::Object(manifest(&scope.describe(), &streams, &blobs)), || "the manifest".to_owned()).await?;
 
     // Pass 2: the events, then the blobs.
     let mut written = 0u64;
@@ -129,6 +145,9 @@ where
             .ok_or_else(|| StoreError::Corrupt(format!("blob {} disappeared during the export", entry.hash)))?;
         write_line(out, &Value::Object(blob_line(&entry.hash, &blob.media_type, &blob.data)), || format!("blob {}", entry.hash))
             .await?;
+    }
+    if let Some(key) = key {
+        write_line(out, &Value::Object(sign::signature_line(&manifest_line, key)), || "the signature".to_owned()).await?;
     }
     out.flush().await?;
     Ok(ExportSummary { streams: heads.len(), events: written, blobs: blobs.len() })
@@ -228,16 +247,18 @@ pub(crate) fn blob_line(hash: &Digest, media_type: &str, data: &[u8]) -> Map<Str
     line
 }
 
-/// One canonical line; `label` names the line in an error.
+/// One canonical line; `label` names the line in an error. Returns the line without its
+/// newline.
 async fn write_line<W: AsyncWrite + Unpin>(
     out: &mut W,
     value: &Value,
     label: impl FnOnce() -> String,
-) -> Result<(), ExportError> {
+) -> Result<Vec<u8>, ExportError> {
     let mut bytes = canonical::to_canonical_vec(value).map_err(|e| ExportError::Canonical(label(), e.to_string()))?;
     bytes.push(b'\n');
     out.write_all(&bytes).await?;
-    Ok(())
+    bytes.pop();
+    Ok(bytes)
 }
 
 pub(crate) fn base64_encode(data: &[u8]) -> String {

@@ -6,6 +6,7 @@
 
 pub mod export;
 pub mod postgres;
+pub mod sign;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod verify;

@@ -911,3 +911,6 @@ fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+#[path = "postgres/audit_tests.rs"]
+mod audit_tests;
