@@ -77,6 +77,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-drive the current decider over a recorded run (an export FILE, or --run ID from the
+    /// ledger) and report the first event it decides differently; exit 1 on a divergence.
+    Replay(commands::replay::ReplayArgs),
     /// Key pairs for signed exports.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
             Command::Export(args) => commands::export::run(&cli.global, args).await,
             Command::Verify { file, key, json } => commands::verify::run(&file, key.as_deref(), json),
             Command::Keys(command) => commands::keys::run(command),
+            Command::Replay(args) => commands::replay::run(&cli.global, args).await,
             Command::Run(args) => commands::run::run(&cli.global, args).await,
             Command::Runs(command) => commands::runs::run(&cli.global, command).await,
             Command::Serve(args) => commands::serve::run(&cli.global, args).await,

@@ -5,6 +5,7 @@
 //! the canonical JSON Lines export of a store and [`verify`] checks such a file with no database.
 
 pub mod export;
+pub mod export_file;
 pub mod postgres;
 pub mod sign;
 #[cfg(feature = "testing")]
@@ -61,11 +62,15 @@ pub struct AppendRequest {
     pub causation_id: Option<CausationId>,
     pub events: Vec<NewEvent>,
     pub blobs: Vec<Blob>,
+    /// The time to record the events at. The engine sets it to the clock reading it decided
+    /// the events with, so a replay can feed the decider the same time; `None` stamps the
+    /// store's clock. Not part of the fingerprint: a retry at a later time is the same request.
+    pub recorded_at: Option<runledger_contracts::time::Timestamp>,
 }
 
 impl AppendRequest {
     pub fn new(request_id: RequestId, correlation_id: CorrelationId, events: Vec<NewEvent>) -> Self {
-        Self { request_id, correlation_id, causation_id: None, events, blobs: Vec::new() }
+        Self { request_id, correlation_id, causation_id: None, events, blobs: Vec::new(), recorded_at: None }
     }
 
     /// Identifies what was asked, so a reused request id with other content is caught.

@@ -297,7 +297,7 @@ impl PgEventStore {
         request: &AppendRequest,
         prepared: &Prepared,
     ) -> Result<Attempt, StoreError> {
-        let recorded_at = (self.clock)();
+        let recorded_at = request.recorded_at.unwrap_or_else(|| (self.clock)());
         let n = request.events.len();
         let mut assigned = Vec::with_capacity(n);
         let mut event_ids = Vec::with_capacity(n);

@@ -25,9 +25,10 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::decide::{
-    self, Cause, Command, ControlAction, DecideError, NodeOutcome, NodeResult, Settings, StartRun,
-    SystemEnv,
+    self, Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings, StartRun,
+    StepEnv,
 };
+use crate::inputs::{report_commands, settle_request_id};
 use crate::executor::{Delivery, INPROCESS, NodeExecutor, Report, ResultSender, SUBFLOW};
 use crate::state::{Phase, RunState, RunStatus, StateError};
 
@@ -227,8 +228,9 @@ pub async fn apply_control<S: EventStore>(
         }
         let cause = Cause { request_id: request_id.clone(), correlation_id: loaded.correlation_id.clone() };
         let command = Command::Control { action: action.clone(), control: control.clone() };
-        let events = decide::decide(&mut loaded.state, command, &mut SystemEnv, &cause, &Settings::default())?;
-        let request = append_request(&cause, &events)?;
+        let mut env = StepEnv::begin();
+        let events = decide::decide(&mut loaded.state, command, &mut env, &cause, &Settings::default())?;
+        let request = append_request(&cause, &events, &env)?;
         match store.append(&stream, ExpectedVersion::Exact(loaded.version), request).await {
             Ok(outcome) => return Ok(ControlOutcome { deduplicated: outcome.deduplicated, events: outcome.events }),
             Err(StoreError::Conflict { .. }) => continue,
@@ -238,7 +240,8 @@ pub async fn apply_control<S: EventStore>(
     Err(EngineError::Contended(MAX_STEP_ATTEMPTS))
 }
 
-fn append_request(cause: &Cause, events: &[DomainEvent]) -> Result<AppendRequest, EngineError> {
+/// The append of a step's events, recorded at the step's clock reading.
+fn append_request(cause: &Cause, events: &[DomainEvent], env: &StepEnv) -> Result<AppendRequest, EngineError> {
     let mut new_events = Vec::with_capacity(events.len());
     for event in events {
         let new = NewEvent::from_domain(event).map_err(|e| {
@@ -246,7 +249,9 @@ fn append_request(cause: &Cause, events: &[DomainEvent]) -> Result<AppendRequest
         })?;
         new_events.push(new);
     }
-    Ok(AppendRequest::new(cause.request_id.clone(), cause.correlation_id.clone(), new_events))
+    let mut request = AppendRequest::new(cause.request_id.clone(), cause.correlation_id.clone(), new_events);
+    request.recorded_at = Some(env.now());
+    Ok(request)
 }
 
 fn request_id(text: String) -> RequestId {
@@ -346,8 +351,9 @@ impl<S: EventStore + 'static> Engine<S> {
         let run_id = start.run_id;
         let stream = StreamId::for_run(run_id);
         let cause = Cause { request_id, correlation_id };
-        let (state, events) = decide::start_run(start, &mut SystemEnv, &cause, &self.inner.config.settings)?;
-        let request = append_request(&cause, &events)?;
+        let mut env = StepEnv::begin();
+        let (state, events) = decide::start_run(start, &mut env, &cause, &self.inner.config.settings)?;
+        let request = append_request(&cause, &events, &env)?;
         match self.inner.store.append(&stream, ExpectedVersion::NoStream, request).await {
             Ok(outcome) if !outcome.deduplicated => {
                 let version = outcome.last_version();
@@ -509,11 +515,12 @@ impl<S: EventStore + 'static> Engine<S> {
             correlation_id: loaded.correlation_id.clone(),
         };
         let mut events = Vec::new();
+        let mut env = StepEnv::begin();
         for command in report_commands(report) {
-            events.extend(decide::decide(&mut loaded.state, command, &mut SystemEnv, &cause, &self.inner.config.settings)?);
+            events.extend(decide::decide(&mut loaded.state, command, &mut env, &cause, &self.inner.config.settings)?);
         }
         if !events.is_empty() {
-            let request = append_request(&cause, &events)?;
+            let request = append_request(&cause, &events, &env)?;
             let stream = StreamId::for_run(run_id);
             match self.inner.store.append(&stream, ExpectedVersion::Exact(loaded.version), request).await {
                 Ok(_) | Err(StoreError::RequestMismatch { .. }) => {}
@@ -785,7 +792,7 @@ impl<S: EventStore + 'static> Driver<S> {
     }
 
     async fn step_settle(&mut self) -> Result<(), EngineError> {
-        let request = request_id(format!("settle-{}-v{}", self.state.run_id, self.version));
+        let request = request_id(settle_request_id(self.state.run_id, self.version));
         self.step(Command::Settle, request).await.map(|_| ())
     }
 
@@ -800,14 +807,15 @@ impl<S: EventStore + 'static> Driver<S> {
         for attempt in 0..MAX_STEP_ATTEMPTS {
             let is_settle = matches!(commands.as_slice(), [Command::Settle]);
             let request = if is_settle && attempt > 0 {
-                request_id(format!("settle-{}-v{}", self.state.run_id, self.version))
+                request_id(settle_request_id(self.state.run_id, self.version))
             } else {
                 request.clone()
             };
             let cause = Cause { request_id: request, correlation_id: self.correlation_id.clone() };
             let mut events = Vec::new();
+            let mut env = StepEnv::begin();
             for command in &commands {
-                match decide::decide(&mut self.state, command.clone(), &mut SystemEnv, &cause, &settings) {
+                match decide::decide(&mut self.state, command.clone(), &mut env, &cause, &settings) {
                     Ok(more) => events.extend(more),
                     // A malformed result is the executor's fault: drop it (the node run times
                     // out and its retry policy applies) rather than stop driving the run.
@@ -832,7 +840,7 @@ impl<S: EventStore + 'static> Driver<S> {
             if events.is_empty() {
                 return Ok(Some(Vec::new()));
             }
-            let append = append_request(&cause, &events)?;
+            let append = append_request(&cause, &events, &env)?;
             match self.append_step(append).await {
                 Ok(outcome) if !outcome.deduplicated => {
                     self.version = outcome.last_version();
@@ -1075,20 +1083,6 @@ fn report_request_id(report: &Report, message_id: Option<&str>) -> RequestId {
         Report::Finished(r) | Report::Ran { result: r, .. } => request_id(format!("result-{}", r.node_run_id)),
         Report::Dispatched { node_run_id, .. } => request_id(format!("dispatched-{node_run_id}")),
         Report::Started { node_run_id, .. } => request_id(format!("started-{node_run_id}")),
-    }
-}
-
-fn report_commands(report: Report) -> Vec<Command> {
-    match report {
-        Report::Finished(result) => vec![Command::RecordResult(result)],
-        Report::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence } => {
-            vec![Command::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence }]
-        }
-        Report::Started { node_run_id, attempt, executor } => vec![Command::Started { node_run_id, attempt, executor }],
-        Report::Ran { executor, result } => vec![
-            Command::Started { node_run_id: result.node_run_id, attempt: result.attempt, executor },
-            Command::RecordResult(result),
-        ],
     }
 }
 

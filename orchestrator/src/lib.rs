@@ -15,11 +15,13 @@
 pub mod decide;
 pub mod engine;
 pub mod executor;
+mod inputs;
 pub mod provider;
+pub mod replay;
 pub mod state;
 pub mod tools;
 
-pub use decide::{Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings, StartRun, SystemEnv};
+pub use decide::{Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings, StartRun, StepEnv, SystemEnv};
 pub use engine::{Engine, EngineConfig, EngineError, FlowchartSource, RunSummary};
 pub use state::{RunState, RunStatus};
 
