@@ -116,11 +116,34 @@ record() {
       local run; run=$(uuid)
       "$R" run $FLOWS/tool-fallback.yaml --run-id "$run" --input '{"project":"owls","topic":"owls"}' --wait --json >/dev/null || true
       keep tool-fallback "$run" --all ;;
+    nats-dispatch)
+      # Needs NATS JetStream (RUNLEDGER_NATS_URL_FOR_FIXTURES, default nats://127.0.0.1:4222).
+      begin nats-dispatch
+      local run nats=${RUNLEDGER_NATS_URL_FOR_FIXTURES:-nats://127.0.0.1:4222} ns=${FIXTURE_NATS_NAMESPACE:-replay}
+      run=$(uuid)
+      "$R" executor --nats-url "$nats" --nats-namespace "$ns" --class frontier --executor-id fixture-executor >/dev/null 2>&1 &
+      local pid=$!
+      "$R" run examples/review-loop.yaml --run-id "$run" --input '{"topic":"owls"}' --dispatch nats \
+        --nats-url "$nats" --nats-namespace "$ns" --wait --json >/dev/null || true
+      kill "$pid"; wait "$pid" 2>/dev/null || true
+      keep nats-dispatch "$run" ;;
+    schema-repair)
+      begin schema-repair
+      local run port out; run=$(uuid); out=$(mktemp)
+      python3 $FLOWS/repair_stub.py fixture-key >"$out" &
+      local pid=$!
+      for _ in $(seq 1 50); do [[ -s $out ]] && break; sleep 0.1; done
+      port=$(head -n 1 "$out")
+      "$R" models create fixture-gpt --provider openai_compatible --model-id stub-model \
+        --base-url "http://127.0.0.1:$port/v1" --api-key-env FIXTURE_STUB_KEY >/dev/null
+      FIXTURE_STUB_KEY=fixture-key "$R" run $FLOWS/schema-repair.yaml --run-id "$run" --input '{"topic":"owls"}' --wait --json >/dev/null || true
+      kill "$pid"; wait "$pid" 2>/dev/null || true; rm -f "$out"
+      keep schema-repair "$run" ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
 }
 
 ALL=(fan-in-all fan-in-any fan-in-custom multi-match fallback no-match route-key loop-limit decision-loop
      timeout-retry retries-exhausted pause-resume cancel-graceful cancel-forced node-skip node-rewind
-     node-retry subflow tool-fallback)
+     node-retry subflow tool-fallback nats-dispatch schema-repair)
 for scenario in "${@:-${ALL[@]}}"; do record "$scenario"; done

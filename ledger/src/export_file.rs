@@ -23,7 +23,11 @@ pub enum ExportFileError {
     #[error("the export does not verify: {0}")]
     Invalid(#[from] VerifyError),
     #[error("line {line}: `{field}` {message}")]
-    Field { line: usize, field: &'static str, message: String },
+    Field {
+        line: usize,
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// Verifies `bytes` as an export, then decodes its events and blobs.
@@ -36,40 +40,79 @@ pub fn read_export(bytes: &[u8]) -> Result<ExportFile, ExportFileError> {
             continue;
         }
         let line_no = index + 1;
-        let object: Map<String, Value> = serde_json::from_slice(line)
-            .map_err(|e| ExportFileError::Field { line: line_no, field: "kind", message: e.to_string() })?;
+        let object: Map<String, Value> =
+            serde_json::from_slice(line).map_err(|e| ExportFileError::Field {
+                line: line_no,
+                field: "kind",
+                message: e.to_string(),
+            })?;
         match object.get("kind").and_then(Value::as_str) {
             Some("event") => events.push(event_from_line(line_no, object)?),
             Some("blob") => {
-                let media_type = object.get("media_type").and_then(Value::as_str).unwrap_or_default().to_owned();
-                let data = object.get("data").and_then(Value::as_str).and_then(base64_decode).ok_or_else(|| {
-                    ExportFileError::Field { line: line_no, field: "data", message: "is not base64".into() }
-                })?;
+                let media_type = object
+                    .get("media_type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let data = object
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .and_then(base64_decode)
+                    .ok_or_else(|| ExportFileError::Field {
+                        line: line_no,
+                        field: "data",
+                        message: "is not base64".into(),
+                    })?;
                 blobs.push(Blob { media_type, data });
             }
             _ => {}
         }
     }
-    Ok(ExportFile { report, events, blobs })
+    Ok(ExportFile {
+        report,
+        events,
+        blobs,
+    })
 }
 
-fn event_from_line(line: usize, mut object: Map<String, Value>) -> Result<RecordedEvent, ExportFileError> {
+fn event_from_line(
+    line: usize,
+    mut object: Map<String, Value>,
+) -> Result<RecordedEvent, ExportFileError> {
     fn take<T: serde::de::DeserializeOwned>(
         object: &mut Map<String, Value>,
         line: usize,
         field: &'static str,
     ) -> Result<T, ExportFileError> {
         let value = object.remove(field).unwrap_or(Value::Null);
-        serde_json::from_value(value).map_err(|e| ExportFileError::Field { line, field, message: e.to_string() })
+        serde_json::from_value(value).map_err(|e| ExportFileError::Field {
+            line,
+            field,
+            message: e.to_string(),
+        })
     }
-    fn digest(object: &mut Map<String, Value>, line: usize, field: &'static str) -> Result<Digest, ExportFileError> {
+    fn digest(
+        object: &mut Map<String, Value>,
+        line: usize,
+        field: &'static str,
+    ) -> Result<Digest, ExportFileError> {
         let text: String = take(object, line, field)?;
-        Digest::parse_hex(&text).map_err(|e| ExportFileError::Field { line, field, message: e.to_string() })
+        Digest::parse_hex(&text).map_err(|e| ExportFileError::Field {
+            line,
+            field,
+            message: e.to_string(),
+        })
     }
     let blob_refs: Vec<String> = take(&mut object, line, "blob_refs")?;
     let blob_refs = blob_refs
         .iter()
-        .map(|h| Digest::parse_hex(h).map_err(|e| ExportFileError::Field { line, field: "blob_refs", message: e.to_string() }))
+        .map(|h| {
+            Digest::parse_hex(h).map_err(|e| ExportFileError::Field {
+                line,
+                field: "blob_refs",
+                message: e.to_string(),
+            })
+        })
         .collect::<Result<_, _>>()?;
     Ok(RecordedEvent {
         event_id: take(&mut object, line, "event_id")?,

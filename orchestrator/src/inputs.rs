@@ -21,19 +21,45 @@ pub(crate) fn settle_request_id(run_id: RunId, version: u64) -> String {
 
 /// Whether a recorded step was a settle step of `run_id`.
 pub(crate) fn is_settle_request(run_id: RunId, request_id: &str) -> bool {
-    request_id.strip_prefix(&format!("settle-{run_id}-v")).is_some_and(|v| v.parse::<u64>().is_ok())
+    request_id
+        .strip_prefix(&format!("settle-{run_id}-v"))
+        .is_some_and(|v| v.parse::<u64>().is_ok())
 }
 
 /// The commands an executor report stands for, in order.
 pub(crate) fn report_commands(report: Report) -> Vec<Command> {
     match report {
         Report::Finished(result) => vec![Command::RecordResult(result)],
-        Report::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence } => {
-            vec![Command::Dispatched { node_run_id, attempt, executor_class, message_id, stream_sequence }]
+        Report::Dispatched {
+            node_run_id,
+            attempt,
+            executor_class,
+            message_id,
+            stream_sequence,
+        } => {
+            vec![Command::Dispatched {
+                node_run_id,
+                attempt,
+                executor_class,
+                message_id,
+                stream_sequence,
+            }]
         }
-        Report::Started { node_run_id, attempt, executor } => vec![Command::Started { node_run_id, attempt, executor }],
+        Report::Started {
+            node_run_id,
+            attempt,
+            executor,
+        } => vec![Command::Started {
+            node_run_id,
+            attempt,
+            executor,
+        }],
         Report::Ran { executor, result } => vec![
-            Command::Started { node_run_id: result.node_run_id, attempt: result.attempt, executor },
+            Command::Started {
+                node_run_id: result.node_run_id,
+                attempt: result.attempt,
+                executor,
+            },
             Command::RecordResult(result),
         ],
     }
@@ -51,9 +77,11 @@ pub(crate) fn recorded_report(events: &[DomainEvent]) -> Option<Report> {
             message_id: e.message_id.clone(),
             stream_sequence: e.stream_sequence,
         }),
-        DomainEvent::NodeStarted(e) => {
-            Some(Report::Started { node_run_id: e.node_run_id, attempt: e.attempt, executor: e.executor.clone() })
-        }
+        DomainEvent::NodeStarted(e) => Some(Report::Started {
+            node_run_id: e.node_run_id,
+            attempt: e.attempt,
+            executor: e.executor.clone(),
+        }),
         DomainEvent::NodeResultIgnored(e) => Some(Report::Finished(NodeResult {
             node_run_id: e.node_run_id,
             attempt: e.attempt,
@@ -77,11 +105,21 @@ pub(crate) fn recorded_report(events: &[DomainEvent]) -> Option<Report> {
                             warnings: e.warnings.clone(),
                             fallback_used: e.fallback_used,
                         };
-                        return Some(Report::Finished(NodeResult { node_run_id: e.node_run_id, attempt: e.attempt, outcome, tool_calls }));
+                        return Some(Report::Finished(NodeResult {
+                            node_run_id: e.node_run_id,
+                            attempt: e.attempt,
+                            outcome,
+                            tool_calls,
+                        }));
                     }
                     DomainEvent::NodeFailed(e) => {
                         let outcome = NodeOutcome::Failed(e.error.clone());
-                        return Some(Report::Finished(NodeResult { node_run_id: e.node_run_id, attempt: e.attempt, outcome, tool_calls }));
+                        return Some(Report::Finished(NodeResult {
+                            node_run_id: e.node_run_id,
+                            attempt: e.attempt,
+                            outcome,
+                            tool_calls,
+                        }));
                     }
                     _ => return None,
                 }
@@ -100,17 +138,35 @@ pub(crate) fn recorded_control(events: &[DomainEvent]) -> Option<(ControlAction,
     for event in events {
         match event {
             DomainEvent::NodeSkipped(e) => {
-                return Some((ControlAction::SkipNode { node: e.node_id.clone(), output: e.output.clone() }, e.control.clone()));
+                return Some((
+                    ControlAction::SkipNode {
+                        node: e.node_id.clone(),
+                        output: e.output.clone(),
+                    },
+                    e.control.clone(),
+                ));
             }
             DomainEvent::NodeRewound(e) => {
-                return Some((ControlAction::RewindNode { node: e.node_id.clone() }, e.control.clone()));
+                return Some((
+                    ControlAction::RewindNode {
+                        node: e.node_id.clone(),
+                    },
+                    e.control.clone(),
+                ));
             }
             DomainEvent::NodeRetryScheduled(e) => {
                 if let Some(control) = &e.control {
-                    return Some((ControlAction::RetryNode { node: e.node_id.clone() }, control.clone()));
+                    return Some((
+                        ControlAction::RetryNode {
+                            node: e.node_id.clone(),
+                        },
+                        control.clone(),
+                    ));
                 }
             }
-            DomainEvent::RunCancelRequested(e) => return Some((ControlAction::Cancel { force: e.force }, e.control.clone())),
+            DomainEvent::RunCancelRequested(e) => {
+                return Some((ControlAction::Cancel { force: e.force }, e.control.clone()));
+            }
             DomainEvent::RunPaused(e) => return Some((ControlAction::Pause, e.control.clone())),
             DomainEvent::RunResumed(e) => {
                 resumed.get_or_insert_with(|| e.control.clone());

@@ -35,7 +35,8 @@ fn fixtures() -> Vec<PathBuf> {
 
 fn replay_json(args: &[&str]) -> (Option<i32>, Value) {
     let out = runledger(args, None);
-    let json = serde_json::from_str(stdout(&out).trim()).unwrap_or_else(|e| panic!("{e}: {} {}", stdout(&out), stderr(&out)));
+    let json = serde_json::from_str(stdout(&out).trim())
+        .unwrap_or_else(|e| panic!("{e}: {} {}", stdout(&out), stderr(&out)));
     (out.status.code(), json)
 }
 
@@ -54,9 +55,15 @@ fn every_fixture_replays_through_the_binary_with_no_divergence() {
         assert!(!runs.is_empty(), "{name}: no run replayed");
         for run in runs {
             assert_eq!(run["result"], "matched", "{name}: {run}");
-            assert!(run["events_compared"].as_u64().unwrap() > 0, "{name}: {run}");
+            assert!(
+                run["events_compared"].as_u64().unwrap() > 0,
+                "{name}: {run}"
+            );
             let status = run["status"].as_str().unwrap();
-            assert!(name.contains(&format!(".{status}.")) || runs.len() > 1, "{name} ends {status}");
+            assert!(
+                name.contains(&format!(".{status}.")) || runs.len() > 1,
+                "{name} ends {status}"
+            );
         }
         replayed += 1;
     }
@@ -65,16 +72,36 @@ fn every_fixture_replays_through_the_binary_with_no_divergence() {
 
 /// Rewrites one event's payload and recomputes the chain after it and the manifest's head, as
 /// someone with the whole file could: the file verifies, but the decider did not decide that.
-fn edit_event(file: &str, pick: impl Fn(&Map<String, Value>) -> bool, edit: impl Fn(&mut Map<String, Value>)) -> (String, u64) {
+fn edit_event(
+    file: &str,
+    pick: impl Fn(&Map<String, Value>) -> bool,
+    edit: impl Fn(&mut Map<String, Value>),
+) -> (String, u64) {
     let text = std::fs::read_to_string(root().join("replay-fixtures").join(file)).unwrap();
-    let mut lines: Vec<Map<String, Value>> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let at = lines.iter().position(|l| l.get("kind") == Some(&json!("event")) && pick(l)).unwrap();
+    let mut lines: Vec<Map<String, Value>> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let at = lines
+        .iter()
+        .position(|l| l.get("kind") == Some(&json!("event")) && pick(l))
+        .unwrap();
     let version = lines[at]["stream_version"].as_u64().unwrap();
     let stream = lines[at]["stream_id"].clone();
     edit(lines[at]["payload"].as_object_mut().unwrap());
     let mut prev = Digest::parse_hex(lines[at]["prev_hash"].as_str().unwrap()).unwrap();
-    let old_head = lines[0]["streams"].as_array().unwrap().iter().find(|s| s["stream_id"] == stream).unwrap()["head_hash"].clone();
-    for line in lines.iter_mut().skip(at).filter(|l| l["kind"] == "event" && l["stream_id"] == stream) {
+    let old_head = lines[0]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream_id"] == stream)
+        .unwrap()["head_hash"]
+        .clone();
+    for line in lines
+        .iter_mut()
+        .skip(at)
+        .filter(|l| l["kind"] == "event" && l["stream_id"] == stream)
+    {
         line.insert("prev_hash".into(), json!(prev.to_hex()));
         let mut body = line.clone();
         body.remove("kind");
@@ -82,7 +109,9 @@ fn edit_event(file: &str, pick: impl Fn(&Map<String, Value>) -> bool, edit: impl
         prev = chain_hash(&prev, &body).unwrap();
         line.insert("hash".into(), json!(prev.to_hex()));
     }
-    let manifest = serde_json::to_string(&lines[0]).unwrap().replace(old_head.as_str().unwrap(), &prev.to_hex());
+    let manifest = serde_json::to_string(&lines[0])
+        .unwrap()
+        .replace(old_head.as_str().unwrap(), &prev.to_hex());
     lines[0] = serde_json::from_str(&manifest).unwrap();
     let mut out = String::new();
     for line in &lines {
@@ -95,13 +124,21 @@ fn edit_event(file: &str, pick: impl Fn(&Map<String, Value>) -> bool, edit: impl
 #[test]
 fn replay_names_a_decision_that_was_changed() {
     let dir = TempDir::new();
-    let (edited, version) = edit_event("multi-match.completed.jsonl", |l| l["event_type"] == "RoutingDecided", |payload| {
-        payload.insert("matched_connectors".into(), json!(["high"]));
-    });
+    let (edited, version) = edit_event(
+        "multi-match.completed.jsonl",
+        |l| l["event_type"] == "RoutingDecided",
+        |payload| {
+            payload.insert("matched_connectors".into(), json!(["high"]));
+        },
+    );
     let path = dir.path("edited.jsonl");
     std::fs::write(&path, edited).unwrap();
     let verified = runledger(&["verify", path.to_str().unwrap()], None);
-    assert!(verified.status.success(), "the edited file's chain was recomputed: {}", stderr(&verified));
+    assert!(
+        verified.status.success(),
+        "the edited file's chain was recomputed: {}",
+        stderr(&verified)
+    );
 
     let (code, report) = replay_json(&["replay", path.to_str().unwrap(), "--json"]);
     assert_eq!(code, Some(1), "{report}");
@@ -109,15 +146,28 @@ fn replay_names_a_decision_that_was_changed() {
     let divergence = &report["runs"][0];
     assert_eq!(divergence["result"], "diverged");
     assert_eq!(divergence["stream_version"], json!(version), "{divergence}");
-    assert_eq!(divergence["path"], "$.payload.matched_connectors[1]", "{divergence}");
+    assert_eq!(
+        divergence["path"], "$.payload.matched_connectors[1]",
+        "{divergence}"
+    );
     assert_eq!(divergence["recorded"]["event_type"], "RoutingDecided");
-    assert_eq!(divergence["recorded"]["payload"]["matched_connectors"], json!(["high"]));
-    assert_eq!(divergence["replayed"]["payload"]["matched_connectors"], json!(["high", "even"]));
+    assert_eq!(
+        divergence["recorded"]["payload"]["matched_connectors"],
+        json!(["high"])
+    );
+    assert_eq!(
+        divergence["replayed"]["payload"]["matched_connectors"],
+        json!(["high", "even"])
+    );
 
     let text = runledger(&["replay", path.to_str().unwrap()], None);
     assert_eq!(text.status.code(), Some(1));
     let first = stdout(&text);
-    assert!(first.contains(&format!("diverges at stream version {version}")) && first.contains("$.payload.matched_connectors[1]"), "{first}");
+    assert!(
+        first.contains(&format!("diverges at stream version {version}"))
+            && first.contains("$.payload.matched_connectors[1]"),
+        "{first}"
+    );
 }
 
 #[test]
@@ -137,32 +187,72 @@ fn replay_feeds_a_recorded_result_and_compares_what_follows_from_it() {
     let (code, report) = replay_json(&["replay", path.to_str().unwrap(), "--json"]);
     assert_eq!(code, Some(1), "{report}");
     let divergence = &report["runs"][0];
-    assert_eq!(divergence["stream_version"], json!(version + 1), "{divergence}");
-    assert_eq!(divergence["recorded"]["event_type"], "ArtifactPersisted", "{divergence}");
-    assert_eq!(divergence["replayed"]["payload"]["payload"]["output"], json!({"v": 7}), "{divergence}");
+    assert_eq!(
+        divergence["stream_version"],
+        json!(version + 1),
+        "{divergence}"
+    );
+    assert_eq!(
+        divergence["recorded"]["event_type"], "ArtifactPersisted",
+        "{divergence}"
+    );
+    assert_eq!(
+        divergence["replayed"]["payload"]["payload"]["output"],
+        json!({"v": 7}),
+        "{divergence}"
+    );
 }
 
 #[test]
 fn replay_of_a_run_in_the_store_and_bad_input() {
     let ledger = futures_block(TestLedger::new()).unwrap();
     let schema = ledger.schema().to_owned();
-    let run = runledger(&["run", "examples/review-loop.yaml", "--input", "{\"topic\":\"owls\"}", "--wait", "--json"], Some(&schema));
+    let run = runledger(
+        &[
+            "run",
+            "examples/review-loop.yaml",
+            "--input",
+            "{\"topic\":\"owls\"}",
+            "--wait",
+            "--json",
+        ],
+        Some(&schema),
+    );
     assert!(run.status.success(), "{}", stderr(&run));
     let summary: Value = serde_json::from_str(stdout(&run).lines().last().unwrap()).unwrap();
     let run_id = summary["run_id"].as_str().unwrap();
     let out = runledger(&["replay", "--run", run_id], Some(&schema));
     assert!(out.status.success(), "{} {}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).starts_with(&format!("ok: run {run_id} replays with 0 divergence")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with(&format!("ok: run {run_id} replays with 0 divergence")),
+        "{}",
+        stdout(&out)
+    );
 
-    let missing = runledger(&["replay", "--run", "0190c3c2-0000-7000-8000-000000000000"], Some(&schema));
+    let missing = runledger(
+        &["replay", "--run", "0190c3c2-0000-7000-8000-000000000000"],
+        Some(&schema),
+    );
     assert_eq!(missing.status.code(), Some(1));
-    assert!(stderr(&missing).contains("does not exist"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("does not exist"),
+        "{}",
+        stderr(&missing)
+    );
     let not_a_file = runledger(&["replay", "no-such-file.jsonl"], None);
     assert_eq!(not_a_file.status.code(), Some(1));
-    assert!(stderr(&not_a_file).contains("cannot read no-such-file.jsonl"), "{}", stderr(&not_a_file));
+    assert!(
+        stderr(&not_a_file).contains("cannot read no-such-file.jsonl"),
+        "{}",
+        stderr(&not_a_file)
+    );
     futures_block(ledger.drop_schema()).unwrap();
 }
 
 fn futures_block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }

@@ -31,11 +31,18 @@ pub async fn run(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
             std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)?;
             bytes
         }
-        (Some(path), _) => std::fs::read(path).map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?,
+        (Some(path), _) => std::fs::read(path)
+            .map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?,
         (None, Some(run)) => {
             let store = super::connect(global).await?;
             let mut bytes = Vec::new();
-            export(&store, &ExportScope::Stream(StreamId::for_run(run)), &mut bytes, |_, _| {}).await?;
+            export(
+                &store,
+                &ExportScope::Stream(StreamId::for_run(run)),
+                &mut bytes,
+                |_, _| {},
+            )
+            .await?;
             bytes
         }
         (None, None) => return Err(Failure::new("name an export FILE or --run ID")),
@@ -50,7 +57,8 @@ pub async fn run(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
             skipped.push(id.to_owned());
             continue;
         }
-        let outcome = replay_run(stream).map_err(|e| Failure::new(format!("{id}: {}", super::error_chain(&e))))?;
+        let outcome = replay_run(stream)
+            .map_err(|e| Failure::new(format!("{id}: {}", super::error_chain(&e))))?;
         diverged |= matches!(outcome, ReplayOutcome::Diverged(_));
         runs.push(outcome);
         if diverged {
@@ -58,7 +66,10 @@ pub async fn run(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
         }
     }
     if args.json {
-        println!("{}", json!({ "diverged": diverged, "runs": runs, "skipped_streams": skipped }));
+        println!(
+            "{}",
+            json!({ "diverged": diverged, "runs": runs, "skipped_streams": skipped })
+        );
     } else {
         for outcome in &runs {
             print_outcome(outcome);
@@ -67,7 +78,11 @@ pub async fn run(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
             println!("skipped {} stream(s) that are not runs", skipped.len());
         }
     }
-    if diverged { Err(Failure::silent()) } else { Ok(()) }
+    if diverged {
+        Err(Failure::silent())
+    } else {
+        Ok(())
+    }
 }
 
 fn print_outcome(outcome: &ReplayOutcome) {

@@ -17,7 +17,10 @@ fn walk(a: &Value, b: &Value, path: &mut String) -> bool {
             keys.sort_unstable();
             keys.dedup();
             for key in keys {
-                let (va, vb) = (x.get(key).unwrap_or(&Value::Null), y.get(key).unwrap_or(&Value::Null));
+                let (va, vb) = (
+                    x.get(key).unwrap_or(&Value::Null),
+                    y.get(key).unwrap_or(&Value::Null),
+                );
                 if x.contains_key(key) != y.contains_key(key) {
                     push_key(path, key);
                     return true;
@@ -69,9 +72,18 @@ mod tests {
     fn names_the_first_differing_field() {
         let a = json!({"event_type": "RoutingDecided", "payload": {"matched": ["approve"], "node_id": "gate"}});
         let b = json!({"event_type": "RoutingDecided", "payload": {"matched": ["revise"], "node_id": "gate"}});
-        assert_eq!(first_difference(&a, &b).as_deref(), Some("$.payload.matched[0]"));
+        assert_eq!(
+            first_difference(&a, &b).as_deref(),
+            Some("$.payload.matched[0]")
+        );
         assert_eq!(first_difference(&a, &a), None);
-        assert_eq!(first_difference(&json!({"a": [1]}), &json!({"a": [1, 2]})).as_deref(), Some("$.a[1]"));
-        assert_eq!(first_difference(&json!({"a b": 1}), &json!({})).as_deref(), Some("$[\"a b\"]"));
+        assert_eq!(
+            first_difference(&json!({"a": [1]}), &json!({"a": [1, 2]})).as_deref(),
+            Some("$.a[1]")
+        );
+        assert_eq!(
+            first_difference(&json!({"a b": 1}), &json!({})).as_deref(),
+            Some("$[\"a b\"]")
+        );
     }
 }

@@ -29,7 +29,11 @@ impl ReplayEnv {
                 _ => {}
             }
         }
-        Self { now: recorded_at, node_run_ids, artifact_ids }
+        Self {
+            now: recorded_at,
+            node_run_ids,
+            artifact_ids,
+        }
     }
 }
 
@@ -38,9 +42,13 @@ impl Env for ReplayEnv {
         self.now
     }
     fn node_run_id(&mut self) -> NodeRunId {
-        self.node_run_ids.pop_front().unwrap_or_else(NodeRunId::new_v7)
+        self.node_run_ids
+            .pop_front()
+            .unwrap_or_else(NodeRunId::new_v7)
     }
     fn artifact_id(&mut self) -> ArtifactId {
-        self.artifact_ids.pop_front().unwrap_or_else(ArtifactId::new_v7)
+        self.artifact_ids
+            .pop_front()
+            .unwrap_or_else(ArtifactId::new_v7)
     }
 }

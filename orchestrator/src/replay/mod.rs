@@ -106,21 +106,38 @@ pub fn replay_run(events: &[RecordedEvent]) -> Result<ReplayOutcome, ReplayError
         })?);
     }
     let DomainEvent::RunStarted(started) = &decoded[0] else {
-        return Err(ReplayError::NotARun { stream_id: first.stream_id.to_string() });
+        return Err(ReplayError::NotARun {
+            stream_id: first.stream_id.to_string(),
+        });
     };
     let run_id = started.run_id;
     let settings = recorded_settings(events, &decoded);
-    let mut replay = Replay { run_id, state: None, settings, steps: 0, compared: 0, fed: 0 };
+    let mut replay = Replay {
+        run_id,
+        state: None,
+        settings,
+        steps: 0,
+        compared: 0,
+        fed: 0,
+    };
     let mut start = 0;
     while start < events.len() {
         let request = &events[start].request_id;
-        let end = start + events[start..].iter().take_while(|e| &e.request_id == request).count();
+        let end = start
+            + events[start..]
+                .iter()
+                .take_while(|e| &e.request_id == request)
+                .count();
         if let Some(divergence) = replay.step(&events[start..end], &decoded[start..end])? {
             return Ok(ReplayOutcome::Diverged(divergence));
         }
         start = end;
     }
-    let status = replay.state.as_ref().map_or("unknown", |s| s.status.as_str()).to_owned();
+    let status = replay
+        .state
+        .as_ref()
+        .map_or("unknown", |s| s.status.as_str())
+        .to_owned();
     Ok(ReplayOutcome::Matched(ReplaySummary {
         run_id,
         steps: replay.steps,
@@ -141,17 +158,28 @@ struct Replay {
 
 impl Replay {
     /// Replays one recorded step; `Some` at the first difference.
-    fn step(&mut self, recorded: &[RecordedEvent], decoded: &[DomainEvent]) -> Result<Option<Divergence>, ReplayError> {
+    fn step(
+        &mut self,
+        recorded: &[RecordedEvent],
+        decoded: &[DomainEvent],
+    ) -> Result<Option<Divergence>, ReplayError> {
         self.steps += 1;
         let head = &recorded[0];
         let mut env = ReplayEnv::for_step(head.recorded_at, decoded);
-        let cause = Cause { request_id: head.request_id.clone(), correlation_id: head.correlation_id.clone() };
+        let cause = Cause {
+            request_id: head.request_id.clone(),
+            correlation_id: head.correlation_id.clone(),
+        };
         let Some(state) = self.state.as_mut() else {
             let DomainEvent::RunStarted(started) = &decoded[0] else {
-                return Err(ReplayError::NotARun { stream_id: head.stream_id.to_string() });
+                return Err(ReplayError::NotARun {
+                    stream_id: head.stream_id.to_string(),
+                });
             };
-            let loaded = RunState::from_started(started)
-                .map_err(|source| ReplayError::State { stream_version: head.stream_version, source })?;
+            let loaded = RunState::from_started(started).map_err(|source| ReplayError::State {
+                stream_version: head.stream_version,
+                source,
+            })?;
             let start = StartRun {
                 run_id: started.run_id,
                 flowchart: loaded.flowchart,
@@ -161,17 +189,22 @@ impl Replay {
                 actor: started.actor.clone(),
             };
             self.fed += 1;
-            return Ok(match decide::start_run(start, &mut env, &cause, &self.settings) {
-                Ok((state, replayed)) => {
-                    self.state = Some(state);
-                    self.compare(recorded, decoded, &replayed)
-                }
-                Err(e) => Some(self.refused(recorded, decoded, &e)),
-            });
+            return Ok(
+                match decide::start_run(start, &mut env, &cause, &self.settings) {
+                    Ok((state, replayed)) => {
+                        self.state = Some(state);
+                        self.compare(recorded, decoded, &replayed)
+                    }
+                    Err(e) => Some(self.refused(recorded, decoded, &e)),
+                },
+            );
         };
         if !decoded.iter().any(is_decision) {
             for (r, event) in recorded.iter().zip(decoded) {
-                state.evolve(event).map_err(|source| ReplayError::State { stream_version: r.stream_version, source })?;
+                state.evolve(event).map_err(|source| ReplayError::State {
+                    stream_version: r.stream_version,
+                    source,
+                })?;
             }
             self.fed += recorded.len();
             return Ok(None);
@@ -179,7 +212,10 @@ impl Replay {
         let single = if let Some((action, control)) = recorded_control(decoded) {
             Some(Command::Control { action, control })
         } else if let DomainEvent::ChildRunStarted(e) = &decoded[0] {
-            Some(Command::ChildStarted { node_run_id: e.node_run_id, child_run_id: e.child_run_id })
+            Some(Command::ChildStarted {
+                node_run_id: e.node_run_id,
+                child_run_id: e.child_run_id,
+            })
         } else if is_settle_request(self.run_id, head.request_id.as_str()) {
             Some(Command::Settle)
         } else {
@@ -198,22 +234,34 @@ impl Replay {
         while at < recorded.len() {
             let Some(report) = recorded_report(&decoded[at..]) else {
                 // The recording holds events no recorded input explains.
-                return Ok(Some(self.divergence(&recorded[at], Some(&decoded[at]), None)));
+                return Ok(Some(self.divergence(
+                    &recorded[at],
+                    Some(&decoded[at]),
+                    None,
+                )));
             };
             self.fed += 1;
             let mut replayed = Vec::new();
             for command in report_commands(report) {
-                let Some(state) = self.state.as_mut() else { break };
+                let Some(state) = self.state.as_mut() else {
+                    break;
+                };
                 match decide::decide(state, command, &mut env, &cause, &self.settings) {
                     Ok(more) => replayed.extend(more),
                     Err(e) => return Ok(Some(self.refused(&recorded[at..], &decoded[at..], &e))),
                 }
             }
             if replayed.is_empty() {
-                return Ok(Some(self.divergence(&recorded[at], Some(&decoded[at]), None)));
+                return Ok(Some(self.divergence(
+                    &recorded[at],
+                    Some(&decoded[at]),
+                    None,
+                )));
             }
             let n = replayed.len().min(recorded.len() - at);
-            if let Some(divergence) = self.compare(&recorded[at..at + n], &decoded[at..at + n], &replayed) {
+            if let Some(divergence) =
+                self.compare(&recorded[at..at + n], &decoded[at..at + n], &replayed)
+            {
                 return Ok(Some(divergence));
             }
             at += n;
@@ -222,7 +270,12 @@ impl Replay {
     }
 
     /// Compares a step's recorded events with the replayed ones, counting matches.
-    fn compare(&mut self, recorded: &[RecordedEvent], decoded: &[DomainEvent], replayed: &[DomainEvent]) -> Option<Divergence> {
+    fn compare(
+        &mut self,
+        recorded: &[RecordedEvent],
+        decoded: &[DomainEvent],
+        replayed: &[DomainEvent],
+    ) -> Option<Divergence> {
         for i in 0..recorded.len().max(replayed.len()) {
             match (recorded.get(i), replayed.get(i)) {
                 (Some(r), Some(p)) => {
@@ -244,7 +297,12 @@ impl Replay {
         None
     }
 
-    fn divergence(&self, at: &RecordedEvent, recorded: Option<&DomainEvent>, replayed: Option<&DomainEvent>) -> Divergence {
+    fn divergence(
+        &self,
+        at: &RecordedEvent,
+        recorded: Option<&DomainEvent>,
+        replayed: Option<&DomainEvent>,
+    ) -> Divergence {
         let recorded = recorded.map_or(Value::Null, view);
         let replayed = replayed.map_or(Value::Null, view);
         Divergence {
@@ -259,7 +317,12 @@ impl Replay {
     }
 
     /// The decider refused an input the recording shows was applied.
-    fn refused(&self, recorded: &[RecordedEvent], decoded: &[DomainEvent], error: &DecideError) -> Divergence {
+    fn refused(
+        &self,
+        recorded: &[RecordedEvent],
+        decoded: &[DomainEvent],
+        error: &DecideError,
+    ) -> Divergence {
         let mut d = self.divergence(&recorded[0], Some(&decoded[0]), None);
         d.replayed = json!({ "error": { "code": error.code(), "message": error.to_string() } });
         d.path = "$".into();
@@ -330,11 +393,22 @@ fn recorded_settings(recorded: &[RecordedEvent], decoded: &[DomainEvent]) -> Set
         match event {
             DomainEvent::NodeDispatched(e) => {
                 let timeout = e.dispatch_deadline.map(|d| {
-                    u64::try_from(d.unix_micros().saturating_sub(r.recorded_at.unix_micros()) / 1000).unwrap_or(0)
+                    u64::try_from(
+                        d.unix_micros().saturating_sub(r.recorded_at.unix_micros()) / 1000,
+                    )
+                    .unwrap_or(0)
                 });
                 match (&mut remote, timeout) {
-                    (None, t) | (Some(RemoteDispatch { dispatch_timeout_ms: 0 }), t @ Some(_)) => {
-                        remote = Some(RemoteDispatch { dispatch_timeout_ms: t.unwrap_or(0) });
+                    (None, t)
+                    | (
+                        Some(RemoteDispatch {
+                            dispatch_timeout_ms: 0,
+                        }),
+                        t @ Some(_),
+                    ) => {
+                        remote = Some(RemoteDispatch {
+                            dispatch_timeout_ms: t.unwrap_or(0),
+                        });
                     }
                     _ => {}
                 }
@@ -345,5 +419,8 @@ fn recorded_settings(recorded: &[RecordedEvent], decoded: &[DomainEvent]) -> Set
             _ => {}
         }
     }
-    Settings { executor: executor.unwrap_or_else(|| INPROCESS.to_owned()), remote }
+    Settings {
+        executor: executor.unwrap_or_else(|| INPROCESS.to_owned()),
+        remote,
+    }
 }
