@@ -80,6 +80,9 @@ enum Command {
     /// Re-drive the current decider over a recorded run (an export FILE, or --run ID from the
     /// ledger) and report the first event it decides differently; exit 1 on a divergence.
     Replay(commands::replay::ReplayArgs),
+    /// Load verified exports into the ledger unchanged (ids, versions, hashes, times, blobs);
+    /// idempotent, and a stream holding a different history is refused with nothing written.
+    Import(commands::import::ImportArgs),
     /// Key pairs for signed exports.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
             Command::Verify { file, key, json } => commands::verify::run(&file, key.as_deref(), json),
             Command::Keys(command) => commands::keys::run(command),
             Command::Replay(args) => commands::replay::run(&cli.global, args).await,
+            Command::Import(args) => commands::import::run(&cli.global, args).await,
             Command::Run(args) => commands::run::run(&cli.global, args).await,
             Command::Runs(command) => commands::runs::run(&cli.global, command).await,
             Command::Serve(args) => commands::serve::run(&cli.global, args).await,

@@ -909,6 +909,10 @@ fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
     }
 }
 
+#[path = "postgres/import.rs"]
+mod import;
+pub use import::StreamImport;
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -2,6 +2,7 @@ pub mod check;
 pub mod engine;
 pub mod executor;
 pub mod export;
+pub mod import;
 pub mod keys;
 pub mod migrate;
 pub mod models;

@@ -218,3 +218,86 @@ async fn the_ledger_refuses_truncate() {
     assert_eq!(count, 4);
     ledger.drop_schema().await.unwrap();
 }
+
+async fn export_of(store: &impl EventStore, scope: &ExportScope) -> Vec<u8> {
+    let mut out = Vec::new();
+    export(store, scope, &mut out, |_, _| {}).await.unwrap();
+    out
+}
+
+async fn event_count(ledger: &TestLedger) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(ledger.store.pool()).await.unwrap()
+}
+
+#[tokio::test]
+async fn import_loads_an_export_unchanged_once_and_refuses_another_history() {
+    use crate::import::{ImportError, import_export};
+    let source = two_streams().await;
+    let s = StreamId::new("run-a").unwrap();
+    source.store.append(&s, ExpectedVersion::Exact(2), request("more", &["C"])).await.unwrap();
+    let all = export_of(&source.store, &ExportScope::All).await;
+    let one = export_of(&source.store, &ExportScope::Stream(s.clone())).await;
+
+    let target = TestLedger::new().await.unwrap();
+    let first = import_export(&target.store, &all).await.unwrap();
+    assert_eq!((first.streams, first.written, first.unchanged), (2, 5, 0));
+    assert_eq!(export_of(&target.store, &ExportScope::All).await, all, "export after import is byte-identical");
+    assert_eq!(export_of(&target.store, &ExportScope::Stream(s.clone())).await, one);
+    let again = import_export(&target.store, &all).await.unwrap();
+    assert_eq!((again.written, again.unchanged), (0, 2), "a repeated import writes nothing");
+    assert_eq!(event_count(&target).await, 5);
+    let (version, _, current) = target.store.import_marker(&s).await.unwrap().unwrap();
+    assert_eq!((version, current), (3, true));
+
+    // A store whose run-a went another way: refused, and run-b (fine on its own) not written.
+    let other = TestLedger::new().await.unwrap();
+    other.store.append(&s, ExpectedVersion::NoStream, request("run-a", &["A", "X"])).await.unwrap();
+    let err = import_export(&other.store, &all).await.unwrap_err();
+    assert!(matches!(err, ImportError::Diverged { ref stream_id, .. } if stream_id == &s), "{err}");
+    assert!(err.to_string().contains("nothing was written"), "{err}");
+    assert_eq!(event_count(&other).await, 2);
+    assert!(other.store.stream_head(&StreamId::new("run-b").unwrap()).await.unwrap().is_none());
+
+    // A store holding a prefix (an import cut short): only the rest is written.
+    let partial = TestLedger::new().await.unwrap();
+    partial.store.append(&s, ExpectedVersion::NoStream, request("run-a", &["A", "B"])).await.unwrap();
+    let resumed = import_export(&partial.store, &one).await;
+    // The prefix was appended here, not imported: same kinds and payloads but other event ids,
+    // so it is another history and must be refused.
+    assert!(matches!(resumed, Err(ImportError::Diverged { .. })), "{resumed:?}");
+    for l in [source, target, other, partial] {
+        l.drop_schema().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_backfill_resumes_and_a_stale_marker_is_reimported() {
+    use crate::export_file::read_export;
+    use crate::import::import_export;
+    let source = two_streams().await;
+    let s = StreamId::new("run-a").unwrap();
+    source.store.append(&s, ExpectedVersion::Exact(2), request("more", &["C"])).await.unwrap();
+    let one = export_of(&source.store, &ExportScope::Stream(s.clone())).await;
+    let file = read_export(&one).unwrap();
+
+    // A crash after the first two events: the store holds the file's own prefix.
+    let target = TestLedger::new().await.unwrap();
+    target.store.import_stream(&file.events[..2], &file.blobs).await.unwrap();
+    let resumed = import_export(&target.store, &one).await.unwrap();
+    assert_eq!((resumed.written, resumed.unchanged), (1, 0));
+    assert_eq!(export_of(&target.store, &ExportScope::Stream(s.clone())).await, one);
+
+    // The marker outlives its stream (say the events were restored from an older backup):
+    // it is stale, and the file is imported again.
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only").execute(target.store.pool()).await.unwrap();
+    sqlx::query("DELETE FROM events WHERE stream_id = 'run-a'").execute(target.store.pool()).await.unwrap();
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_append_only").execute(target.store.pool()).await.unwrap();
+    let (_, _, current) = target.store.import_marker(&s).await.unwrap().unwrap();
+    assert!(!current, "the marker no longer matches its stream");
+    let again = import_export(&target.store, &one).await.unwrap();
+    assert_eq!(again.written, 3);
+    assert!(target.store.import_marker(&s).await.unwrap().unwrap().2);
+    assert_eq!(export_of(&target.store, &ExportScope::Stream(s)).await, one);
+    source.drop_schema().await.unwrap();
+    target.drop_schema().await.unwrap();
+}
