@@ -256,3 +256,48 @@ fn futures_block<F: std::future::Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+
+#[test]
+fn import_through_the_binary_is_idempotent_and_exports_the_same_bytes() {
+    let ledger = futures_block(TestLedger::new()).unwrap();
+    let schema = ledger.schema().to_owned();
+    let dir = TempDir::new();
+    let fixture = root().join("replay-fixtures/subflow.completed.jsonl");
+    let fixture_str = fixture.to_str().unwrap();
+    let first = runledger(&["import", fixture_str], Some(&schema));
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("2 stream(s), 26 event(s) written"), "{}", stdout(&first));
+    let backfill = dir.path("backfill");
+    std::fs::create_dir_all(&backfill).unwrap();
+    for name in ["subflow.completed.jsonl", "node-skip.completed.jsonl"] {
+        std::fs::copy(root().join("replay-fixtures").join(name), backfill.join(name)).unwrap();
+    }
+    let again = runledger(&["import", "--dir", backfill.to_str().unwrap()], Some(&schema));
+    assert!(again.status.success(), "{} {}", stdout(&again), stderr(&again));
+    assert!(stdout(&again).contains("node-skip.completed.jsonl: 1 stream(s), 18 event(s) written"), "{}", stdout(&again));
+    assert!(stdout(&again).contains("subflow.completed.jsonl: 2 stream(s), 0 event(s) written, 2 stream(s) already there"), "{}", stdout(&again));
+
+    let all = dir.path("all.jsonl");
+    let out = runledger(&["export", "--all", "-o", all.to_str().unwrap()], Some(&schema));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let head: Value = serde_json::from_str(std::fs::read_to_string(&fixture).unwrap().lines().next().unwrap()).unwrap();
+    for stream in head["streams"].as_array().unwrap() {
+        let id = stream["stream_id"].as_str().unwrap();
+        let one = dir.path("one.jsonl");
+        let out = runledger(&["export", "--stream", id, "-o", one.to_str().unwrap()], Some(&schema));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let replayed = runledger(&["replay", one.to_str().unwrap()], None);
+        assert!(replayed.status.success(), "{id}: {}", stdout(&replayed));
+    }
+    let exported = std::fs::read(&all).unwrap();
+    let imported_again = futures_block(TestLedger::new()).unwrap();
+    let other = imported_again.schema().to_owned();
+    let out = runledger(&["import", all.to_str().unwrap()], Some(&other));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all2 = dir.path("all2.jsonl");
+    let out = runledger(&["export", "--all", "-o", all2.to_str().unwrap()], Some(&other));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&all2).unwrap(), exported, "an --all export imports and exports to the same bytes");
+    futures_block(imported_again.drop_schema()).unwrap();
+    futures_block(ledger.drop_schema()).unwrap();
+}
