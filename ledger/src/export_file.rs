@@ -20,7 +20,7 @@ pub struct ExportFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportFileError {
-    #[error("the export does not verify: {0}")]
+    #[error("the export does not verify")]
     Invalid(#[from] VerifyError),
     #[error("line {line}: `{field}` {message}")]
     Field {

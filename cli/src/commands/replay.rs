@@ -25,6 +25,18 @@ pub struct ReplayArgs {
 }
 
 pub async fn run(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
+    let json = args.json;
+    match replay(global, args).await {
+        // Under --json a failure to replay at all is the same kind of object on stdout.
+        Err(failure) if json && !failure.message.is_empty() => {
+            println!("{}", json!({ "diverged": null, "error": { "message": failure.message } }));
+            Err(Failure::silent())
+        }
+        other => other,
+    }
+}
+
+async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
     let bytes = match (&args.file, args.run) {
         (Some(path), _) if path.as_os_str() == "-" => {
             let mut bytes = Vec::new();
