@@ -11,6 +11,8 @@ mod crash;
 mod gateway;
 #[path = "e2e/models.rs"]
 mod models;
+#[path = "e2e/replay.rs"]
+mod replay;
 #[path = "e2e/tools.rs"]
 mod tools;
 

@@ -93,10 +93,22 @@ enum Command {
     Verify {
         /// Export file, or `-` for standard input.
         file: PathBuf,
+        /// Require a signature by this public key (a `keys generate` FILE.pub).
+        #[arg(long, value_name = "PUBFILE")]
+        key: Option<PathBuf>,
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
     },
+    /// Re-drive the current decider over a recorded run (an export FILE, or --run ID from the
+    /// ledger) and report the first event it decides differently; exit 1 on a divergence.
+    Replay(commands::replay::ReplayArgs),
+    /// Load verified exports into the ledger unchanged (ids, versions, hashes, times, blobs);
+    /// idempotent, and a stream holding a different history is refused with nothing written.
+    Import(commands::import::ImportArgs),
+    /// Key pairs for signed exports.
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
     /// Run a flowchart: validate it, start a run, and with --wait follow it to the end.
     Run(commands::run::RunArgs),
     /// Control runs (pause, resume, cancel; retry, skip, rewind a node) and show them.
@@ -177,7 +189,12 @@ fn main() -> ExitCode {
             Command::Migrate => commands::migrate::run(&cli.global).await,
             Command::Validate { flow, json } => commands::validate::run(&flow, json),
             Command::Export(args) => commands::export::run(&cli.global, args).await,
-            Command::Verify { file, json } => commands::verify::run(&file, json),
+            Command::Verify { file, key, json } => {
+                commands::verify::run(&file, key.as_deref(), json)
+            }
+            Command::Keys(command) => commands::keys::run(command),
+            Command::Replay(args) => commands::replay::run(&cli.global, args).await,
+            Command::Import(args) => commands::import::run(&cli.global, args).await,
             Command::Run(args) => commands::run::run(&cli.global, args).await,
             Command::Runs(command) => commands::runs::run(&cli.global, command).await,
             Command::Serve(args) => commands::serve::run(&cli.global, args).await,

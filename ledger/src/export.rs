@@ -19,6 +19,7 @@ use runledger_contracts::ids::StreamId;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::sign::{self, SigningKey};
 use crate::{EventStore, StoreError, StreamHead};
 
 /// The export format this build writes and reads.
@@ -75,7 +76,22 @@ pub async fn export<S, W>(
     store: &S,
     scope: &ExportScope,
     out: &mut W,
+    progress: impl FnMut(u64, u64),
+) -> Result<ExportSummary, ExportError>
+where
+    S: EventStore,
+    W: AsyncWrite + Unpin,
+{
+    export_signed(store, scope, out, progress, None).await
+}
+
+/// [`export`], with `key` adding the signature over the manifest line as the last line.
+pub async fn export_signed<S, W>(
+    store: &S,
+    scope: &ExportScope,
+    out: &mut W,
     mut progress: impl FnMut(u64, u64),
+    key: Option<&SigningKey>,
 ) -> Result<ExportSummary, ExportError>
 where
     S: EventStore,
@@ -117,7 +133,7 @@ where
             head_hash: h.hash,
         })
         .collect();
-    write_line(
+    let manifest_line = write_line(
         out,
         &Value::Object(manifest(&scope.describe(), &streams, &blobs)),
         || "the manifest".to_owned(),
@@ -146,6 +162,14 @@ where
             out,
             &Value::Object(blob_line(&entry.hash, &blob.media_type, &blob.data)),
             || format!("blob {}", entry.hash),
+        )
+        .await?;
+    }
+    if let Some(key) = key {
+        write_line(
+            out,
+            &Value::Object(sign::signature_line(&manifest_line, key)),
+            || "the signature".to_owned(),
         )
         .await?;
     }
@@ -262,12 +286,13 @@ pub(crate) fn blob_line(hash: &Digest, media_type: &str, data: &[u8]) -> Map<Str
     line
 }
 
-/// One canonical line; `label` names the line in an error.
+/// One canonical line; `label` names the line in an error. Returns the line without its
+/// newline.
 async fn write_line<W: AsyncWrite + Unpin>(
     out: &mut W,
     value: &Value,
     label: impl FnOnce() -> String,
-) -> Result<(), ExportError> {
+) -> Result<Vec<u8>, ExportError> {
     let mut bytes =
         canonical::to_canonical_vec(value).map_err(|source| ExportError::Canonical {
             event: label(),
@@ -275,7 +300,8 @@ async fn write_line<W: AsyncWrite + Unpin>(
         })?;
     bytes.push(b'\n');
     out.write_all(&bytes).await?;
-    Ok(())
+    bytes.pop();
+    Ok(bytes)
 }
 
 pub(crate) fn base64_encode(data: &[u8]) -> String {

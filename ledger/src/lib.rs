@@ -5,7 +5,10 @@
 //! the canonical JSON Lines export of a store and [`verify`] checks such a file with no database.
 
 pub mod export;
+pub mod export_file;
+pub mod import;
 pub mod postgres;
+pub mod sign;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod verify;
@@ -60,6 +63,10 @@ pub struct AppendRequest {
     pub causation_id: Option<CausationId>,
     pub events: Vec<NewEvent>,
     pub blobs: Vec<Blob>,
+    /// The time to record the events at. The engine sets it to the clock reading it decided
+    /// the events with, so a replay can feed the decider the same time; `None` stamps the
+    /// store's clock. Not part of the fingerprint: a retry at a later time is the same request.
+    pub recorded_at: Option<runledger_contracts::time::Timestamp>,
 }
 
 impl AppendRequest {
@@ -74,6 +81,7 @@ impl AppendRequest {
             causation_id: None,
             events,
             blobs: Vec::new(),
+            recorded_at: None,
         }
     }
 

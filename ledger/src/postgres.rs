@@ -331,7 +331,7 @@ impl PgEventStore {
         request: &AppendRequest,
         prepared: &Prepared,
     ) -> Result<Attempt, StoreError> {
-        let recorded_at = (self.clock)();
+        let recorded_at = request.recorded_at.unwrap_or_else(|| (self.clock)());
         let n = request.events.len();
         let mut assigned = Vec::with_capacity(n);
         let mut event_ids = Vec::with_capacity(n);
@@ -1079,5 +1079,12 @@ pub fn redact(url: &str) -> String {
 
 mod ends;
 
+#[path = "postgres/import.rs"]
+mod import;
+pub use import::StreamImport;
+
+#[cfg(test)]
+#[path = "postgres/audit_tests.rs"]
+mod audit_tests;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,9 @@
 //! manifest comes first with a known format version; each stream's events have versions 1, 2, …
 //! with no gaps; each event's `prev_hash` is the previous event's `hash` (the genesis hash for
 //! version 1) and its `hash` recomputes; every blob's digest matches its data; every referenced
-//! blob is present; the counts and head hashes match the manifest.
+//! blob is present; the counts and head hashes match the manifest; streams appear one after
+//! another in byte order of their ids; the file ends with a newline; and an optional last
+//! signature line verifies over the manifest line (see [`crate::sign`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufRead;
@@ -18,6 +20,7 @@ use serde_json::{Map, Value};
 use crate::export::{
     BlobEntry, FORMAT_VERSION, StreamEntry, base64_decode, manifest as build_manifest,
 };
+use crate::sign::{self, SignatureProblem, VerifyingKey};
 
 /// A verified export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -27,6 +30,8 @@ pub struct VerifyReport {
     pub blobs: usize,
     /// Head hash per stream, as recomputed.
     pub heads: BTreeMap<String, String>,
+    /// Hex public key of the signature line, when the file is signed (and the signature holds).
+    pub signed_by: Option<String>,
 }
 
 /// The first thing that does not check out, and where.
@@ -38,7 +43,8 @@ pub struct VerifyError {
     /// `stream_id#version event_type` when the line is an event that could be read.
     pub event: Option<String>,
     /// Stable code: `io`, `not_json`, `not_canonical`, `manifest`, `sequence`, `prev_hash`,
-    /// `hash_mismatch`, `blob_mismatch`, `missing_blob`, `counts`.
+    /// `hash_mismatch`, `blob_mismatch`, `missing_blob`, `counts`, `signature`, `unsigned`,
+    /// `signature_key`.
     pub code: &'static str,
     pub message: String,
 }
@@ -62,8 +68,16 @@ struct StreamState {
     head: Digest,
 }
 
-/// Verifies an export read from `reader`.
+/// Verifies an export read from `reader`; a signature line, if present, must hold.
 pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
+    verify_with_key(reader, None)
+}
+
+/// Verifies an export and, with `key`, requires it to be signed by that key.
+pub fn verify_with_key<R: BufRead>(
+    mut reader: R,
+    key: Option<&VerifyingKey>,
+) -> Result<VerifyReport, VerifyError> {
     let mut manifest: Option<Map<String, Value>> = None;
     let mut streams: BTreeMap<String, StreamState> = BTreeMap::new();
     let mut stream_order: Vec<String> = Vec::new();
@@ -73,10 +87,36 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
     let mut events = 0u64;
     let mut seen_blob = false;
     let mut line_no = 0u64;
+    let mut manifest_line: Vec<u8> = Vec::new();
+    let mut signed_by: Option<VerifyingKey> = None;
+    let mut current_stream: Option<String> = None;
+    let mut bytes = Vec::new();
 
-    for line in reader.split(b'\n') {
+    loop {
+        bytes.clear();
+        let read = reader
+            .read_until(b'\n', &mut bytes)
+            .map_err(|e| fail(line_no + 1, None, "io", e.to_string()))?;
+        if read == 0 {
+            break;
+        }
         line_no += 1;
-        let bytes = line.map_err(|e| fail(line_no, None, "io", e.to_string()))?;
+        if bytes.pop() != Some(b'\n') {
+            return Err(fail(
+                line_no,
+                None,
+                "not_json",
+                "the last line does not end with a newline (every line ends with \\n)",
+            ));
+        }
+        if signed_by.is_some() {
+            return Err(fail(
+                line_no,
+                None,
+                "signature",
+                "a line follows the signature, which must be the last line",
+            ));
+        }
         if bytes.is_empty() {
             return Err(fail(line_no, None, "not_json", "empty line"));
         }
@@ -119,6 +159,7 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
                         ),
                     ));
                 }
+                manifest_line = bytes.clone();
                 manifest = Some(object);
             }
             (_, false) => {
@@ -176,6 +217,33 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
                             "missing or malformed prev_hash",
                         )
                     })?;
+                if current_stream.as_deref() != Some(stream_id.as_str()) {
+                    if streams.contains_key(&stream_id) {
+                        return Err(fail(
+                            line_no,
+                            label,
+                            "sequence",
+                            format!(
+                                "stream `{stream_id}` resumes after another stream; each stream's events come together"
+                            ),
+                        ));
+                    }
+                    if current_stream
+                        .as_ref()
+                        .is_some_and(|previous| previous.as_bytes() >= stream_id.as_bytes())
+                    {
+                        return Err(fail(
+                            line_no,
+                            label,
+                            "sequence",
+                            format!(
+                                "stream `{stream_id}` comes after `{}`; streams appear in byte order of their ids",
+                                current_stream.as_deref().unwrap_or_default()
+                            ),
+                        ));
+                    }
+                    current_stream = Some(stream_id.clone());
+                }
                 let state = streams.entry(stream_id.clone()).or_insert_with(|| {
                     stream_order.push(stream_id.clone());
                     StreamState {
@@ -300,6 +368,13 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
                     size: data.len() as u64,
                 });
             }
+            ("signature", true) => {
+                let public = sign::check_signature_line(&object, &manifest_line).map_err(|problem| match problem {
+                    SignatureProblem::Malformed(message) => fail(line_no, None, "signature", message),
+                    SignatureProblem::Invalid => fail(line_no, None, "signature", "the signature does not verify over the manifest line: the manifest (or the signature) was changed after signing"),
+                })?;
+                signed_by = Some(public);
+            }
             (other, true) => {
                 return Err(fail(
                     line_no,
@@ -333,6 +408,29 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
         })
         .collect();
     check_manifest(&manifest, &entries, &blobs)?;
+    match (key, &signed_by) {
+        (Some(_), None) => {
+            return Err(fail(
+                0,
+                None,
+                "unsigned",
+                "the file has no signature line, and a key was given",
+            ));
+        }
+        (Some(key), Some(signer)) if key != signer => {
+            return Err(fail(
+                line_no,
+                None,
+                "signature_key",
+                format!(
+                    "signed by key {}, not by the given key {}",
+                    sign::hex(signer.as_bytes()),
+                    sign::hex(key.as_bytes())
+                ),
+            ));
+        }
+        _ => {}
+    }
     Ok(VerifyReport {
         streams: streams.len(),
         events,
@@ -341,6 +439,7 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
             .into_iter()
             .map(|(id, s)| (id, s.head.to_hex()))
             .collect(),
+        signed_by: signed_by.map(|k| sign::hex(k.as_bytes())),
     })
 }
 

@@ -59,6 +59,36 @@ impl Env for SystemEnv {
     }
 }
 
+/// The wall clock read once, when a step begins, and fresh UUIDv7 ids. Every time the step
+/// derives (deadlines, retry times, the decision record) comes from that one reading, and the
+/// engine records it as the step's `recorded_at`: so the recorded time is the decider's clock
+/// input, and a replay feeds it back ([`crate::replay`]).
+#[derive(Debug, Clone, Copy)]
+pub struct StepEnv {
+    now: Timestamp,
+}
+
+impl StepEnv {
+    /// Reads the wall clock.
+    pub fn begin() -> Self {
+        Self {
+            now: Timestamp::now(),
+        }
+    }
+}
+
+impl Env for StepEnv {
+    fn now(&self) -> Timestamp {
+        self.now
+    }
+    fn node_run_id(&mut self) -> NodeRunId {
+        NodeRunId::new_v7()
+    }
+    fn artifact_id(&mut self) -> ArtifactId {
+        ArtifactId::new_v7()
+    }
+}
+
 /// The request a step is decided for; artifacts carry its ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cause {

@@ -25,10 +25,11 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::decide::{
-    self, Cause, Command, ControlAction, DecideError, NodeOutcome, NodeResult, Settings, StartRun,
-    SystemEnv,
+    self, Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings,
+    StartRun, StepEnv,
 };
 use crate::executor::{Delivery, INPROCESS, NodeExecutor, Report, ResultSender, SUBFLOW};
+use crate::inputs::{report_commands, settle_request_id};
 use crate::state::{Phase, RunState, RunStatus, StateError};
 use crate::unstorable;
 
@@ -278,14 +279,15 @@ pub async fn apply_control<S: EventStore>(
             action: action.clone(),
             control: control.clone(),
         };
+        let mut env = StepEnv::begin();
         let events = decide::decide(
             &mut loaded.state,
             command,
-            &mut SystemEnv,
+            &mut env,
             &cause,
             &Settings::default(),
         )?;
-        let request = append_request(&cause, &events)?;
+        let request = append_request(&cause, &events, &env)?;
         match store
             .append(&stream, ExpectedVersion::Exact(loaded.version), request)
             .await
@@ -303,7 +305,12 @@ pub async fn apply_control<S: EventStore>(
     Err(EngineError::Contended(MAX_STEP_ATTEMPTS))
 }
 
-fn append_request(cause: &Cause, events: &[DomainEvent]) -> Result<AppendRequest, EngineError> {
+/// The append of a step's events, recorded at the step's clock reading.
+fn append_request(
+    cause: &Cause,
+    events: &[DomainEvent],
+    env: &StepEnv,
+) -> Result<AppendRequest, EngineError> {
     let mut new_events = Vec::with_capacity(events.len());
     for event in events {
         let new = NewEvent::from_domain(event).map_err(|e| {
@@ -314,11 +321,13 @@ fn append_request(cause: &Cause, events: &[DomainEvent]) -> Result<AppendRequest
         })?;
         new_events.push(new);
     }
-    Ok(AppendRequest::new(
+    let mut request = AppendRequest::new(
         cause.request_id.clone(),
         cause.correlation_id.clone(),
         new_events,
-    ))
+    );
+    request.recorded_at = Some(env.now());
+    Ok(request)
 }
 
 fn request_id(text: String) -> RequestId {
@@ -441,9 +450,10 @@ impl<S: EventStore + 'static> Engine<S> {
             request_id,
             correlation_id,
         };
+        let mut env = StepEnv::begin();
         let (state, events) =
-            decide::start_run(start, &mut SystemEnv, &cause, &self.inner.config.settings)?;
-        let request = append_request(&cause, &events)?;
+            decide::start_run(start, &mut env, &cause, &self.inner.config.settings)?;
+        let request = append_request(&cause, &events, &env)?;
         match self
             .inner
             .store
@@ -664,17 +674,18 @@ impl<S: EventStore + 'static> Engine<S> {
             correlation_id: loaded.correlation_id.clone(),
         };
         let mut events = Vec::new();
+        let mut env = StepEnv::begin();
         for command in report_commands(report) {
             events.extend(decide::decide(
                 &mut loaded.state,
                 command,
-                &mut SystemEnv,
+                &mut env,
                 &cause,
                 &self.inner.config.settings,
             )?);
         }
         if !events.is_empty() {
-            let request = append_request(&cause, &events)?;
+            let request = append_request(&cause, &events, &env)?;
             let stream = StreamId::for_run(run_id);
             match self
                 .inner
@@ -1021,7 +1032,7 @@ impl<S: EventStore + 'static> Driver<S> {
     }
 
     async fn step_settle(&mut self) -> Result<(), EngineError> {
-        let request = request_id(format!("settle-{}-v{}", self.state.run_id, self.version));
+        let request = request_id(settle_request_id(self.state.run_id, self.version));
         self.step(Command::Settle, request).await.map(|_| ())
     }
 
@@ -1045,7 +1056,7 @@ impl<S: EventStore + 'static> Driver<S> {
         for attempt in 0..MAX_STEP_ATTEMPTS {
             let is_settle = matches!(commands.as_slice(), [Command::Settle]);
             let request = if is_settle && attempt > 0 {
-                request_id(format!("settle-{}-v{}", self.state.run_id, self.version))
+                request_id(settle_request_id(self.state.run_id, self.version))
             } else {
                 request.clone()
             };
@@ -1054,11 +1065,12 @@ impl<S: EventStore + 'static> Driver<S> {
                 correlation_id: self.correlation_id.clone(),
             };
             let mut events = Vec::new();
+            let mut env = StepEnv::begin();
             for command in &commands {
                 match decide::decide(
                     &mut self.state,
                     command.clone(),
-                    &mut SystemEnv,
+                    &mut env,
                     &cause,
                     &settings,
                 ) {
@@ -1092,7 +1104,7 @@ impl<S: EventStore + 'static> Driver<S> {
             if events.is_empty() {
                 return Ok(Some(Vec::new()));
             }
-            let append = append_request(&cause, &events)?;
+            let append = append_request(&cause, &events, &env)?;
             match self.append_step(append).await {
                 Ok(outcome) if !outcome.deduplicated => {
                     self.version = outcome.last_version();
@@ -1433,44 +1445,6 @@ fn report_request_id(report: &Report, message_id: Option<&str>) -> RequestId {
         }
         Report::Dispatched { node_run_id, .. } => request_id(format!("dispatched-{node_run_id}")),
         Report::Started { node_run_id, .. } => request_id(format!("started-{node_run_id}")),
-    }
-}
-
-fn report_commands(report: Report) -> Vec<Command> {
-    match report {
-        Report::Finished(result) => vec![Command::RecordResult(result)],
-        Report::Dispatched {
-            node_run_id,
-            attempt,
-            executor_class,
-            message_id,
-            stream_sequence,
-        } => {
-            vec![Command::Dispatched {
-                node_run_id,
-                attempt,
-                executor_class,
-                message_id,
-                stream_sequence,
-            }]
-        }
-        Report::Started {
-            node_run_id,
-            attempt,
-            executor,
-        } => vec![Command::Started {
-            node_run_id,
-            attempt,
-            executor,
-        }],
-        Report::Ran { executor, result } => vec![
-            Command::Started {
-                node_run_id: result.node_run_id,
-                attempt: result.attempt,
-                executor,
-            },
-            Command::RecordResult(result),
-        ],
     }
 }
 

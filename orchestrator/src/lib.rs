@@ -15,14 +15,16 @@
 pub mod decide;
 pub mod engine;
 pub mod executor;
+mod inputs;
 pub mod provider;
+pub mod replay;
 pub mod state;
 pub mod tools;
 pub mod unstorable;
 
 pub use decide::{
     Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings, StartRun,
-    SystemEnv,
+    StepEnv, SystemEnv,
 };
 pub use engine::{Engine, EngineConfig, EngineError, FlowchartSource, RunSummary};
 pub use state::{RunState, RunStatus};

@@ -3,7 +3,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use runledger_contracts::ids::{RunId, StreamId};
-use runledger_ledger::export::{ExportScope, export};
+use runledger_ledger::export::{ExportScope, export_signed};
+use runledger_ledger::sign;
 use tokio::io::AsyncWriteExt;
 
 use crate::{Failure, GlobalArgs};
@@ -23,6 +24,10 @@ pub struct ExportArgs {
     /// Write to FILE (atomically: a temporary file renamed when complete) instead of stdout.
     #[arg(short = 'o', long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Sign the manifest with this secret key (from `keys generate`): adds a last line that
+    /// `verify --key FILE.pub` checks.
+    #[arg(long, value_name = "KEYFILE")]
+    sign: Option<PathBuf>,
 }
 
 pub async fn run(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
@@ -33,6 +38,13 @@ pub async fn run(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
         ),
         _ => ExportScope::All,
     };
+    // The key is read before anything is written, so a bad key file leaves no output.
+    let key = args
+        .sign
+        .as_deref()
+        .map(sign::read_signing_key)
+        .transpose()
+        .map_err(|e| Failure::new(super::error_chain(&e)))?;
     let store = super::connect(global).await?;
     let show_progress = std::io::stderr().is_terminal();
     let progress = |done: u64, total: u64| {
@@ -43,7 +55,7 @@ pub async fn run(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
     let summary = match &args.output {
         None => {
             let mut out = tokio::io::stdout();
-            let summary = export(&store, &scope, &mut out, progress).await?;
+            let summary = export_signed(&store, &scope, &mut out, progress, key.as_ref()).await?;
             out.flush().await?;
             summary
         }
@@ -53,7 +65,7 @@ pub async fn run(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::new(format!("cannot create {}: {e}", tmp.display())))?;
             let mut out = tokio::io::BufWriter::new(file);
-            let result = export(&store, &scope, &mut out, progress).await;
+            let result = export_signed(&store, &scope, &mut out, progress, key.as_ref()).await;
             let summary = match result {
                 Ok(summary) => summary,
                 Err(e) => {

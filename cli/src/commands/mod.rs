@@ -2,9 +2,12 @@ pub mod check;
 pub mod engine;
 pub mod executor;
 pub mod export;
+pub mod import;
+pub mod keys;
 pub mod migrate;
 pub mod models;
 pub mod projections;
+pub mod replay;
 pub mod run;
 pub mod runs;
 pub mod serve;
@@ -27,4 +30,16 @@ pub async fn connect(global: &GlobalArgs) -> Result<PgEventStore, Failure> {
                 redact(&global.database_url)
             ))
         })
+}
+
+/// An error and its sources on one line (`Display` of the outer error alone drops the cause).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -106,7 +106,7 @@ pub async fn run(global: &GlobalArgs, command: ProjectionsCommand) -> Result<(),
     }
 }
 
-fn select(pool: sqlx::PgPool, name: Option<&str>) -> Result<Projections, Failure> {
+pub(super) fn select(pool: sqlx::PgPool, name: Option<&str>) -> Result<Projections, Failure> {
     Projections::select(pool, name).map_err(|e| Failure {
         message: e.to_string(),
         code: 2,

@@ -1,0 +1,68 @@
+use std::path::PathBuf;
+
+use clap::Args;
+use runledger_ledger::import::import_export;
+
+use crate::{Failure, GlobalArgs};
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).multiple(true).args(["files", "dir"])))]
+pub struct ImportArgs {
+    /// Export files (`runledger export`) to load, in order.
+    files: Vec<PathBuf>,
+    /// Also every `*.jsonl` file in DIR, in name order (a backfill; run it again to resume).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
+    let mut files = args.files;
+    if let Some(dir) = &args.dir {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| Failure::new(format!("--dir {}: {e}", dir.display())))?;
+        let mut found = Vec::new();
+        for entry in entries {
+            let path = entry
+                .map_err(|e| Failure::new(format!("--dir {}: {e}", dir.display())))?
+                .path();
+            if path.extension().is_some_and(|e| e == "jsonl") {
+                found.push(path);
+            }
+        }
+        found.sort();
+        files.extend(found);
+    }
+    let store = super::connect(global).await?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
+    let (mut written, mut unchanged) = (0u64, 0usize);
+    for file in &files {
+        let bytes = std::fs::read(file)
+            .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))?;
+        let summary = import_export(&store, &bytes)
+            .await
+            .map_err(|e| Failure::new(format!("{}: {}", file.display(), super::error_chain(&e))))?;
+        println!(
+            "{}: {} stream(s), {} event(s) written, {} stream(s) already there",
+            file.display(),
+            summary.streams,
+            summary.written,
+            summary.unchanged
+        );
+        written += summary.written;
+        unchanged += summary.unchanged;
+    }
+    // The read models follow the imported events now, not at the next `serve`.
+    let projections = super::projections::select(store.pool().clone(), None)?;
+    projections
+        .catch_up()
+        .await
+        .map_err(|e| Failure::new(format!("projections did not catch up: {e}")))?;
+    println!(
+        "imported {written} event(s) from {} file(s) ({unchanged} stream(s) already there); projections caught up",
+        files.len()
+    );
+    Ok(())
+}

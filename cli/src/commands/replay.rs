@@ -1,0 +1,124 @@
+use std::path::PathBuf;
+
+use clap::Args;
+use runledger_contracts::envelope::RecordedEvent;
+use runledger_contracts::ids::{RunId, StreamId};
+use runledger_ledger::export::{ExportScope, export};
+use runledger_ledger::export_file::read_export;
+use runledger_orchestrator::replay::{ReplayOutcome, replay_run};
+use serde_json::json;
+
+use crate::{Failure, GlobalArgs};
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["file", "run"])))]
+pub struct ReplayArgs {
+    /// An export (`runledger export`), or `-` for standard input; needs no database. Every run
+    /// stream in it is replayed; other streams are skipped.
+    file: Option<PathBuf>,
+    /// Replay a run from the ledger instead.
+    #[arg(long, value_name = "ID")]
+    run: Option<RunId>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
+    let json = args.json;
+    match replay(global, args).await {
+        // Under --json a failure to replay at all is the same kind of object on stdout.
+        Err(failure) if json && !failure.message.is_empty() => {
+            println!(
+                "{}",
+                json!({ "diverged": null, "error": { "message": failure.message } })
+            );
+            Err(Failure::silent())
+        }
+        other => other,
+    }
+}
+
+async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
+    let bytes = match (&args.file, args.run) {
+        (Some(path), _) if path.as_os_str() == "-" => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)?;
+            bytes
+        }
+        (Some(path), _) => std::fs::read(path)
+            .map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?,
+        (None, Some(run)) => {
+            let store = super::connect(global).await?;
+            let mut bytes = Vec::new();
+            export(
+                &store,
+                &ExportScope::Stream(StreamId::for_run(run)),
+                &mut bytes,
+                |_, _| {},
+            )
+            .await?;
+            bytes
+        }
+        (None, None) => return Err(Failure::new("name an export FILE or --run ID")),
+    };
+    let file = read_export(&bytes).map_err(|e| Failure::new(super::error_chain(&e)))?;
+    let mut runs = Vec::new();
+    let mut skipped = Vec::new();
+    let mut diverged = false;
+    for stream in streams(&file.events) {
+        let id = stream[0].stream_id.as_str();
+        if !id.starts_with("run-") {
+            skipped.push(id.to_owned());
+            continue;
+        }
+        let outcome = replay_run(stream)
+            .map_err(|e| Failure::new(format!("{id}: {}", super::error_chain(&e))))?;
+        diverged |= matches!(outcome, ReplayOutcome::Diverged(_));
+        runs.push(outcome);
+        if diverged {
+            break;
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            json!({ "diverged": diverged, "runs": runs, "skipped_streams": skipped })
+        );
+    } else {
+        for outcome in &runs {
+            print_outcome(outcome);
+        }
+        if !skipped.is_empty() {
+            println!("skipped {} stream(s) that are not runs", skipped.len());
+        }
+    }
+    if diverged {
+        Err(Failure::silent())
+    } else {
+        Ok(())
+    }
+}
+
+fn print_outcome(outcome: &ReplayOutcome) {
+    match outcome {
+        ReplayOutcome::Matched(s) => println!(
+            "ok: run {} replays with 0 divergence: {} event(s) compared, {} input event(s) fed, {} step(s); {}",
+            s.run_id, s.events_compared, s.inputs_fed, s.steps, s.status
+        ),
+        ReplayOutcome::Diverged(d) => {
+            println!(
+                "run {} diverges at stream version {} (request {}), first at {}",
+                d.run_id, d.stream_version, d.request_id, d.path
+            );
+            println!("  recorded: {}", d.recorded);
+            println!("  replayed: {}", d.replayed);
+            println!("  ({} event(s) matched before it)", d.events_compared);
+        }
+    }
+}
+
+/// The file's events, one slice per stream (the export keeps each stream's events together).
+fn streams(events: &[RecordedEvent]) -> impl Iterator<Item = &[RecordedEvent]> {
+    events.chunk_by(|a, b| a.stream_id == b.stream_id)
+}
