@@ -7,6 +7,7 @@
 #[path = "e2e/models.rs"] mod models;
 #[path = "e2e/gateway.rs"] mod gateway;
 #[path = "e2e/tools.rs"] mod tools;
+#[path = "e2e/leases.rs"] mod leases;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

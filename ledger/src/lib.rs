@@ -5,6 +5,7 @@
 //! the canonical JSON Lines export of a store and [`verify`] checks such a file with no database.
 
 pub mod export;
+pub mod leases;
 pub mod postgres;
 #[cfg(feature = "testing")]
 pub mod testing;
