@@ -1417,3 +1417,30 @@ pub fn status_counts(state: &RunState) -> HashMap<&'static str, usize> {
     }
     counts
 }
+
+#[cfg(test)]
+mod unregister_tests {
+    use super::*;
+
+    fn handle(id: u64, run_id: RunId) -> DriverHandle {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let summary = RunSummary { run_id, status: RunStatus::Running, node_runs: 0, output: None, error: None, version: 1 };
+        let (_tx, done) = watch::channel(summary);
+        DriverHandle { id, tx, done }
+    }
+
+    /// The race: a driver closes its mailbox, a late report starts a successor for the same run
+    /// (`spawn_driver` replaces a closed entry), then the first driver unregisters. It must not
+    /// remove the successor, or the next report would start a third driver beside it.
+    #[test]
+    fn a_stopping_driver_leaves_its_successor_registered() {
+        let run_id = RunId::new_v7();
+        let drivers = Mutex::new(HashMap::new());
+        drivers.lock().unwrap().insert(run_id, handle(1, run_id));
+        drivers.lock().unwrap().insert(run_id, handle(2, run_id));
+        assert!(!unregister(&drivers, run_id, 1), "the old driver removed its successor");
+        assert_eq!(drivers.lock().unwrap().get(&run_id).map(|h| h.id), Some(2));
+        assert!(unregister(&drivers, run_id, 2));
+        assert!(drivers.lock().unwrap().is_empty());
+    }
+}

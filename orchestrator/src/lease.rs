@@ -101,10 +101,17 @@ impl LeaseConfig {
 pub struct Leases {
     store: LeaseStore,
     config: LeaseConfig,
-    /// Runs held, each with the instant its lease runs out by this process's clock (measured
-    /// from before the statement that granted or renewed it, so never later than the database's).
-    held: Mutex<HashMap<RunId, Instant>>,
+    /// Runs held: the instant each lease runs out by this process's clock (measured from before
+    /// the statement that granted or renewed it, so never later than the database's), and when
+    /// the grant was known here (a renewal sent before that may not have seen it).
+    held: Mutex<HashMap<RunId, Held>>,
     draining: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    until: Instant,
+    granted: Instant,
 }
 
 impl Leases {
@@ -139,7 +146,7 @@ impl Leases {
     fn note(&self, run_id: RunId, sent: Instant) {
         let until = self.trusted_until(sent);
         if let Ok(mut held) = self.held.lock() {
-            held.insert(run_id, until);
+            held.insert(run_id, Held { until, granted: Instant::now() });
         }
     }
 
@@ -168,9 +175,12 @@ impl Leases {
         let mut lost = Vec::new();
         if let Ok(mut held) = self.held.lock() {
             let kept: std::collections::HashSet<RunId> = kept.into_iter().collect();
-            held.retain(|run_id, at| {
+            held.retain(|run_id, lease| {
                 if kept.contains(run_id) {
-                    *at = until;
+                    lease.until = until;
+                    true
+                } else if lease.granted >= sent {
+                    // Granted while this renewal was on its way: it may not have seen it.
                     true
                 } else {
                     lost.push(*run_id);
@@ -237,7 +247,7 @@ impl Ownership for Leases {
     fn holds(&self, run_id: RunId) -> bool {
         self.held
             .lock()
-            .map(|h| h.get(&run_id).is_some_and(|until| Instant::now() < *until))
+            .map(|h| h.get(&run_id).is_some_and(|lease| Instant::now() < lease.until))
             .unwrap_or(false)
     }
 

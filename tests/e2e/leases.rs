@@ -287,16 +287,26 @@ async fn a_killed_serve_is_taken_over_and_a_drained_one_hands_back_at_once() {
     s.wait_completed(&ids, Duration::from_secs(60), &|| logs_of(&[&a, &b])).await;
     println!("a killed serve's runs completed {:.1}s after the kill (lease 1 s)", killed_at.elapsed().as_secs_f64());
     for (i, (run, _)) in killed.iter().enumerate() {
+        // serve-a took it (epoch 1), then serve-b once serve-a's lease expired (epoch 2); a run
+        // serve-a had not picked up yet is simply taken by serve-b.
         let takeovers = s.takeovers(*run).await;
-        assert_eq!(takeovers.first().map(|t| t.0.as_str()), Some("serve-a"), "{takeovers:?}");
         let last = takeovers.last().unwrap();
-        assert_eq!((last.0.as_str(), last.1, last.2.as_deref()), ("serve-b", 2, Some("serve-a")), "{takeovers:?}");
+        match takeovers.as_slice() {
+            [first, _] => {
+                assert_eq!(first.0, "serve-a", "{takeovers:?}");
+                assert_eq!((last.0.as_str(), last.1, last.2.as_deref()), ("serve-b", 2, Some("serve-a")), "{takeovers:?}");
+            }
+            [_] => assert_eq!((last.0.as_str(), last.1), ("serve-b", 1), "{takeovers:?}"),
+            _ => panic!("{takeovers:?}"),
+        }
+        assert!(i > 0 || takeovers.len() == 2, "serve-a drove the first run before the kill: {takeovers:?}");
         // Work in flight at the kill may be called again; nothing else is.
         let calls = s.calls_of(&format!("kill-{i}"));
         assert!(calls.iter().all(|&n| (1..=2).contains(&n)), "{calls:?}");
         assert!(calls.iter().filter(|&&n| n == 2).count() <= 1, "only the node in flight is repeated: {calls:?}");
     }
 
+    drop(b);
     // SIGTERM: the instance finishes the calls it made, hands its leases back and exits; the
     // other takes the runs without waiting for any lease to expire (10 s here).
     let mut c = Serve::start(&s.schema, "serve-c", 10_000);
@@ -310,7 +320,6 @@ async fn a_killed_serve_is_taken_over_and_a_drained_one_hands_back_at_once() {
         assert!(Instant::now() < deadline, "serve-c never took the run\n{}", c.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(b);
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.sigterm();
     assert_eq!(c.wait_exit(Duration::from_secs(20)), Some(0), "{}", c.log());
@@ -382,6 +391,11 @@ async fn an_idle_serve_over_thousands_of_finished_runs_runs_few_statements() {
     let store = runledger_ledger::PgEventStore::connect(&config).await.unwrap();
     store.migrate().await.unwrap();
     finished_runs(store, 3000).await;
+    // Autovacuum would otherwise analyze the fresh tables during the measurement (its
+    // transactions count in the database's statistics too).
+    let vacuum = runledger_ledger::PgEventStore::connect(&config).await.unwrap();
+    sqlx::query("VACUUM ANALYZE").execute(vacuum.pool()).await.unwrap();
+    vacuum.pool().close().await;
     let transactions = |url: String, database: String| async move {
         let admin = runledger_ledger::PgEventStore::connect(&runledger_ledger::DatabaseConfig::new(url)).await.unwrap();
         let n: i64 = sqlx::query_scalar("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1")
@@ -394,7 +408,7 @@ async fn an_idle_serve_over_thousands_of_finished_runs_runs_few_statements() {
     };
     let admin_url = base.clone();
     let mut lifetimes = Vec::new();
-    for seconds in [3u64, 13] {
+    for seconds in [3u64, 23] {
         let before = transactions(admin_url.clone(), database.clone()).await;
         let mut child = Command::new(env!("CARGO_BIN_EXE_runledger"))
             .args(["serve", "--listen", "127.0.0.1:0", "--dispatch", "inprocess", "--database-url", &url])
@@ -413,8 +427,8 @@ async fn an_idle_serve_over_thousands_of_finished_runs_runs_few_statements() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         lifetimes.push(transactions(admin_url.clone(), database.clone()).await - before);
     }
-    let idle = (lifetimes[1] - lifetimes[0]) as f64 / 10.0;
-    println!("idle serve over 3000 finished runs: {lifetimes:?} transactions in 3 s / 13 s lives: {idle:.2}/s");
+    let idle = (lifetimes[1] - lifetimes[0]) as f64 / 20.0;
+    println!("idle serve over 3000 finished runs: {lifetimes:?} transactions in 3 s / 23 s lives: {idle:.2}/s");
     assert!(idle < 5.0, "idle serve runs {idle:.2} transactions/s over 3000 finished runs ({lifetimes:?})");
     let admin = runledger_ledger::PgEventStore::connect(&runledger_ledger::DatabaseConfig::new(base)).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{database}\" WITH (FORCE)"))).execute(admin.pool()).await.unwrap();

@@ -12,6 +12,9 @@ use clap::Args;
 use super::engine::ExecArgs;
 use crate::{Failure, GlobalArgs};
 
+/// How often the projectors look at the ledger when no notification woke them.
+const PROJECTION_BACKSTOP_POLL: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Directory of flowcharts that `flowchart` (sub-flow) nodes name.
@@ -19,7 +22,7 @@ pub struct ServeArgs {
     flowcharts: Option<PathBuf>,
     /// How often to look in the run index for runs that nobody drives (new runs also wake it
     /// at once through NOTIFY; this bounds how soon an expired lease is taken over).
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
     scan_ms: u64,
     /// Most runs this instance drives at once; the others are left to other instances.
     #[arg(long, value_name = "N", default_value_t = 1000, env = "RUNLEDGER_MAX_ACTIVE_RUNS")]
@@ -55,7 +58,11 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     let mut built = super::engine::build(global, &args.exec, args.flowcharts.clone(), dispatch, role).await?;
     let engine = built.engine.clone();
     // The read models follow the ledger beside the engine (LISTEN/NOTIFY, polling as backstop).
-    let projections = runledger_projections::spawn_live(engine.store().pool().clone());
+    // NOTIFY wakes them after appends; the poll is only a backstop, kept rare so that an idle
+    // serve costs next to nothing.
+    let projectors = runledger_projections::Projections::new(engine.store().pool().clone())
+        .with_poll_interval(PROJECTION_BACKSTOP_POLL);
+    let projections = tokio::spawn(async move { projectors.run_live(std::future::pending()).await });
     // The HTTP API beside the engine (its projections are the ones spawned above).
     let api = runledger_api::spawn_for_serve(args.listen, engine.clone(), &global.nats_url).await.map_err(Failure::new)?;
     built.spawn_keeper().await?;
