@@ -406,6 +406,14 @@ async fn an_idle_serve_over_thousands_of_finished_runs_runs_few_statements() {
         admin.pool().close().await;
         n
     };
+    // The read models catch up first, so that both lives below are idle.
+    let out = Command::new(env!("CARGO_BIN_EXE_runledger"))
+        .args(["projections", "catch-up", "--database-url", &url])
+        .env_remove("RUNLEDGER_DATABASE_URL")
+        .env_remove("RUNLEDGER_DATABASE_SCHEMA")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let admin_url = base.clone();
     let mut lifetimes = Vec::new();
     for seconds in [3u64, 23] {
