@@ -25,7 +25,7 @@ unset RUNLEDGER_DATABASE_SCHEMA RUNLEDGER_NATS_URL RUNLEDGER_LOG
 LOG=$(mktemp)
 psql -qAt "$PGBASE/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
 
-serve() { "$BIN" serve --listen "127.0.0.1:$PORT" --dispatch inprocess 2>>"$LOG" & echo $!; }
+serve() { "$BIN" serve --listen "127.0.0.1:$PORT" --dispatch inprocess >/dev/null 2>>"$LOG" & echo $!; }
 up() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return; sleep 0.1; done; cat "$LOG"; exit 1; }
 sql() { psql -qAt "$RUNLEDGER_DATABASE_URL" -c "$1"; }
 xacts() { psql -qAt "$PGBASE/postgres" -c "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '$DB'"; }
@@ -39,7 +39,7 @@ seq "$N" | xargs -P 16 -I{} curl -sf -o /dev/null -X POST "http://127.0.0.1:$POR
 until [ "$(sql "SELECT count(*) FROM run_index")" = 0 ]; do sleep 0.5; done
 until [ "$(sql "SELECT count(*) FROM projection_checkpoints c WHERE global_position < (SELECT max(global_position) FROM events)")" = 0 ]; do sleep 0.5; done
 echo "bulk: $N finished runs, $(sql "SELECT count(*) FROM events") events, in $(echo "$(date +%s.%N) - $clock" | bc) s"
-kill -TERM "$pid"; wait "$pid" || true
+kill -TERM "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 sql "VACUUM ANALYZE"
 sleep 2
 
@@ -53,7 +53,7 @@ for seconds in "$SHORT_S" "$LONG_S"; do
   else
     sleep "$seconds"
   fi
-  kill -TERM "$pid"; wait "$pid" || true
+  kill -TERM "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
   sleep 2
   lives+=($(( $(xacts) - before )))
 done
