@@ -356,7 +356,12 @@ impl<S: EventStore + 'static> Engine<S> {
         tokio::spawn(async move {
             while let Some(delivery) = results_rx.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
-                Engine { inner }.deliver(delivery).await;
+                let engine = Engine { inner };
+                // A report for a run not driven here needs a read of that run: it is done
+                // aside, so a slow or unknown run never holds up the reports of the others.
+                if let Some(late) = engine.route(delivery) {
+                    tokio::spawn(async move { engine.record_late_logged(late).await });
+                }
             }
         });
         Self { inner }
@@ -663,6 +668,13 @@ impl<S: EventStore + 'static> Engine<S> {
     /// Hands an executor's report to the run's driver; a run not driven here is loaded, and
     /// one that has ended records a late result as ignored.
     pub async fn deliver(&self, delivery: Delivery) {
+        if let Some(late) = self.route(delivery) {
+            self.record_late_logged(late).await;
+        }
+    }
+
+    /// Hands the report to the run's driver here; gives it back when the run has none.
+    fn route(&self, delivery: Delivery) -> Option<Delivery> {
         let run_id = delivery.run_id;
         let tx = self
             .inner
@@ -670,14 +682,18 @@ impl<S: EventStore + 'static> Engine<S> {
             .lock()
             .ok()
             .and_then(|d| d.get(&run_id).filter(|h| !h.tx.is_closed()).map(|h| h.tx.clone()));
-        let delivery = match tx {
+        match tx {
             Some(tx) => match tx.send(Msg::Report(delivery)) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(Msg::Report(delivery))) => delivery,
-                Err(_) => return,
+                Ok(()) => None,
+                Err(mpsc::error::SendError(Msg::Report(delivery))) => Some(delivery),
+                Err(_) => None,
             },
-            None => delivery,
-        };
+            None => Some(delivery),
+        }
+    }
+
+    async fn record_late_logged(&self, delivery: Delivery) {
+        let run_id = delivery.run_id;
         if let Err(e) = self.record_late(delivery).await {
             tracing::warn!(%run_id, error = %e, "could not record an executor report");
         }
