@@ -33,8 +33,15 @@ CREATE TABLE engine_instances (
 -- A new run also wakes idle instances (LISTEN runledger_runs, the schema as payload).
 CREATE FUNCTION runledger_index_run() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    id uuid := substring(NEW.stream_id FROM 5)::uuid;
+    suffix text := substring(NEW.stream_id FROM 5);
+    id uuid;
 BEGIN
+    -- Only the engine's run streams (`run-<uuid>`) are indexed; to the ledger any other stream
+    -- is opaque, whatever its name, and its appends must not fail here.
+    IF suffix !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        RETURN NULL;
+    END IF;
+    id := suffix::uuid;
     IF NEW.event_type IN ('RunStarted', 'RunResumed') THEN
         INSERT INTO run_index (run_id) VALUES (id) ON CONFLICT (run_id) DO NOTHING;
         IF FOUND THEN
@@ -59,7 +66,7 @@ SELECT substring(stream_id FROM 5)::uuid, recorded_at
   FROM (
     SELECT DISTINCT ON (stream_id) stream_id, event_type, recorded_at
       FROM events
-     WHERE stream_id LIKE 'run-%'
+     WHERE stream_id ~* '^run-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
        AND event_type IN ('RunStarted', 'RunResumed', 'RunCompleted', 'RunFailed', 'RunCanceled')
      ORDER BY stream_id, stream_version DESC
   ) last

@@ -302,3 +302,6 @@ impl RunWakeups {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
