@@ -9,6 +9,8 @@ mod check;
 mod crash;
 #[path = "e2e/gateway.rs"]
 mod gateway;
+#[path = "e2e/leases.rs"]
+mod leases;
 #[path = "e2e/models.rs"]
 mod models;
 #[path = "e2e/replay.rs"]

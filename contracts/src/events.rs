@@ -225,6 +225,23 @@ pub struct RunCanceled {
     pub forced: bool,
 }
 
+/// An engine instance took over driving the run: it holds the run's lease at `epoch`, and
+/// everything the run records after this event until the next one was decided by that instance.
+/// Written when an instance picks up a run it did not start (a run left by `runledger run`, one
+/// whose previous owner died or drained), so an audit shows who drove what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunTakenOver {
+    pub run_id: RunId,
+    /// The instance that drives the run from here on (`--instance-id`, default `<host>-<pid>-<random>`).
+    pub instance_id: String,
+    /// The lease's fencing epoch: grows by one each time the run changes hands.
+    pub epoch: u64,
+    /// The instance that held the lease before, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_instance_id: Option<String>,
+}
+
 /// This run's node started a child run (the child's `RunStarted.parent` links back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -842,6 +859,7 @@ catalog! {
     RunResumed = 1,
     RunCancelRequested = 1,
     RunCanceled = 1,
+    RunTakenOver = 1,
     ChildRunStarted = 1,
     NodeScheduled = 1,
     NodeDispatched = 1,

@@ -8,13 +8,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use runledger_contracts::events::ErrorInfo;
-use runledger_contracts::ids::{NodeRunId, RunId};
+use runledger_contracts::ids::RunId;
 use runledger_ledger::PgEventStore;
-use runledger_orchestrator::decide::{NodeOutcome, NodeResult};
-use runledger_orchestrator::engine::{Engine, load_run};
-use runledger_orchestrator::executor::{Delivery, Report};
-use runledger_orchestrator::state::Phase;
-use sqlx::Row;
+use runledger_orchestrator::engine::{Engine, ExecutorsLost};
 
 use crate::dispatcher::OnDispatch;
 use crate::kube::{ExecutorClass, InfraFailure, JobLauncher};
@@ -47,72 +43,26 @@ pub fn launch_on_dispatch(launcher: Arc<JobLauncher>) -> OnDispatch {
 }
 
 /// Fails every unfinished node run that one of the failed Job's executors had started, with a
-/// retryable `infra_error`. The report's message id is derived from the Job's uid, so a
-/// failure reported again (after a restart) writes nothing. Returns how many it failed.
-pub async fn fail_started_node_runs(
-    engine: &Engine<PgEventStore>,
-    failure: &InfraFailure,
-) -> Result<usize, String> {
+/// retryable `infra_error`, in the runs this instance drives (each run's owner does it for its
+/// own; the drivers check their in-memory state, nothing is read from the ledger). The report's
+/// message id is derived from the Job's uid, so a failure reported again writes nothing.
+/// Returns how many runs were told.
+pub fn fail_started_node_runs(engine: &Engine<PgEventStore>, failure: &InfraFailure) -> usize {
     if failure.executor_ids.is_empty() {
-        return Ok(0);
+        return 0;
     }
-    let rows = sqlx::query(
-        "SELECT stream_id, payload->>'node_run_id' AS node_run_id, (payload->>'attempt')::bigint AS attempt
-           FROM events
-          WHERE event_type = 'NodeStarted' AND payload->>'executor' = ANY($1)",
-    )
-    .bind(&failure.executor_ids)
-    .fetch_all(engine.store().pool())
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut failed = 0;
-    for row in rows {
-        let stream: String = row.try_get("stream_id").map_err(|e| e.to_string())?;
-        let node_run: String = row.try_get("node_run_id").map_err(|e| e.to_string())?;
-        let attempt: i64 = row.try_get("attempt").map_err(|e| e.to_string())?;
-        let (Some(run_id), Ok(node_run_id)) = (
-            stream
-                .strip_prefix("run-")
-                .and_then(|id| RunId::from_str(id).ok()),
-            NodeRunId::from_str(&node_run),
-        ) else {
-            continue;
-        };
-        let Ok(loaded) = load_run(engine.store(), run_id).await else {
-            continue;
-        };
-        let still_running = loaded
-            .state
-            .node_run(&node_run_id)
-            .is_some_and(|nr| nr.phase == Phase::Running && i64::from(nr.attempt) == attempt);
-        if !still_running || loaded.state.status.is_terminal() {
-            continue;
-        }
-        let error = ErrorInfo {
-            code: "infra_error".into(),
-            message: format!(
-                "executor job {} failed ({}): {}",
-                failure.job_name, failure.reason, failure.message
-            ),
-            retryable: true,
-            details: None,
-        };
-        let result = NodeResult {
-            node_run_id,
-            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-            outcome: NodeOutcome::Failed(error),
-            tool_calls: Vec::new(),
-        };
-        let message_id = Some(format!("infra:{}:{node_run_id}", failure.job_uid));
-        engine
-            .deliver(Delivery {
-                run_id,
-                report: Report::Finished(result),
-                message_id,
-                recorded: None,
-            })
-            .await;
-        failed += 1;
-    }
-    Ok(failed)
+    let error = ErrorInfo {
+        code: "infra_error".into(),
+        message: format!(
+            "executor job {} failed ({}): {}",
+            failure.job_name, failure.reason, failure.message
+        ),
+        retryable: true,
+        details: None,
+    };
+    engine.executors_lost(ExecutorsLost {
+        executor_ids: failure.executor_ids.clone(),
+        error,
+        key: format!("infra:{}", failure.job_uid),
+    })
 }

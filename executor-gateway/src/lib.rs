@@ -4,8 +4,8 @@
 //! - [`messages`]: what travels over NATS (dispatches and executor reports).
 //! - [`dispatcher`]: the engine's `NodeExecutor` for remote work: publishes each dispatch right
 //!   after the commit that scheduled it.
-//! - [`outbox`]: republishes dispatches a crash left unpublished (horizon-safe ledger reader
-//!   with a checkpoint).
+//!   A crash between that commit and the publish is repaired by the run's next owner, which
+//!   re-dispatches unpublished work when it takes the run over (docs/engine.md).
 //! - [`intake`]: pulls executor reports and hands them to the engine, acking each message only
 //!   after its append commits.
 //! - [`worker`]: the executor runtime behind `runledger executor`.
@@ -27,7 +27,6 @@ pub mod live_models;
 pub mod messages;
 pub mod metrics;
 pub mod models;
-pub mod outbox;
 pub mod providers;
 pub mod topology;
 pub mod worker;

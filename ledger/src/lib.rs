@@ -7,6 +7,7 @@
 pub mod export;
 pub mod export_file;
 pub mod import;
+pub mod leases;
 pub mod postgres;
 pub mod sign;
 #[cfg(feature = "testing")]

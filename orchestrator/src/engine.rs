@@ -13,13 +13,15 @@
 //! running node runs to the executor again; the attempt fence absorbs any duplicate result.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runledger_contracts::envelope::{NewEvent, RecordedEvent};
-use runledger_contracts::events::{Control, DomainEvent, ErrorInfo, ParentRun};
+use runledger_contracts::events::{Control, DomainEvent, ErrorInfo, ParentRun, RunTakenOver};
 use runledger_contracts::flowchart::Flowchart;
 use runledger_contracts::ids::{CorrelationId, NodeRunId, RequestId, RunId, StreamId};
+use runledger_ledger::leases::Claim;
 use runledger_ledger::{AppendRequest, EventStore, ExpectedVersion, StoreError};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -30,6 +32,7 @@ use crate::decide::{
 };
 use crate::executor::{Delivery, INPROCESS, NodeExecutor, Report, ResultSender, SUBFLOW};
 use crate::inputs::{report_commands, settle_request_id};
+use crate::lease::{Ownership, Solo};
 use crate::state::{Phase, RunState, RunStatus, StateError};
 use crate::unstorable;
 
@@ -358,9 +361,26 @@ enum Msg {
         request_id: RequestId,
         reply: oneshot::Sender<Result<ControlOutcome, EngineError>>,
     },
+    /// The instance is shutting down: dispatch nothing new, stop once local work has reported.
+    Drain,
+    /// The run's lease is gone (taken over, or the drain ran out of time): stop now.
+    Stop,
+    /// These executors are gone (a failed Kubernetes Job): fail what they had started.
+    ExecutorsLost(Arc<ExecutorsLost>),
+}
+
+/// Executors that died with their work, and the failure to record for each node run they had
+/// started (message id `<key>:<node_run_id>`, so a loss reported again writes nothing).
+#[derive(Debug)]
+pub struct ExecutorsLost {
+    pub executor_ids: Vec<String>,
+    pub error: ErrorInfo,
+    pub key: String,
 }
 
 struct DriverHandle {
+    /// Tells this driver from a successor registered under the same run.
+    id: u64,
     tx: mpsc::UnboundedSender<Msg>,
     done: watch::Receiver<RunSummary>,
 }
@@ -371,8 +391,10 @@ struct Inner<S> {
     flowcharts: Arc<dyn FlowchartSource>,
     config: EngineConfig,
     drivers: Mutex<HashMap<RunId, DriverHandle>>,
+    next_driver: AtomicU64,
     results: ResultSender,
     appended: broadcast::Sender<Arc<AppendedBatch>>,
+    ownership: Arc<dyn Ownership>,
 }
 
 /// The run engine. Cheap to clone; all clones drive the same runs.
@@ -396,6 +418,18 @@ impl<S: EventStore + 'static> Engine<S> {
         flowcharts: Arc<dyn FlowchartSource>,
         config: EngineConfig,
     ) -> Self {
+        Self::with_ownership(store, executor, flowcharts, config, Arc::new(Solo))
+    }
+
+    /// [`Engine::new`] for one of several instances on a ledger: it drives only the runs whose
+    /// lease `ownership` grants ([`crate::lease`]).
+    pub fn with_ownership(
+        store: S,
+        executor: Arc<dyn NodeExecutor>,
+        flowcharts: Arc<dyn FlowchartSource>,
+        config: EngineConfig,
+        ownership: Arc<dyn Ownership>,
+    ) -> Self {
         let (results, mut results_rx) = mpsc::unbounded_channel::<Delivery>();
         let (appended, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
@@ -404,8 +438,10 @@ impl<S: EventStore + 'static> Engine<S> {
             flowcharts,
             config,
             drivers: Mutex::new(HashMap::new()),
+            next_driver: AtomicU64::new(1),
             results,
             appended,
+            ownership,
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -438,12 +474,57 @@ impl<S: EventStore + 'static> Engine<S> {
 
     /// Starts a run and drives it. Idempotent by request id: a repeated start returns the run
     /// the first one created.
+    ///
+    /// The run's lease is taken before `RunStarted` commits (other instances are woken by that
+    /// commit); when another instance holds it, or this one is full or draining, the run is
+    /// recorded and left to the others.
     pub async fn start(
         &self,
         start: StartRun,
         request_id: RequestId,
         correlation_id: CorrelationId,
     ) -> Result<RunId, EngineError> {
+        let run_id = start.run_id;
+        let claim = self.inner.ownership.acquire(run_id).await?;
+        let started = self.record_start(start, request_id, correlation_id).await;
+        match (started, claim) {
+            (Ok(Some(loaded)), Some(_)) => self.spawn_driver(loaded).map(|_| run_id),
+            // Started before (same request, or the same run id): drive what the ledger holds.
+            (Ok(None), Some(claim)) => self
+                .ensure_driven_with(run_id, Some(claim))
+                .await
+                .map(|_| run_id),
+            (Ok(_), None) => Ok(run_id),
+            (Err(e), claim) => {
+                if claim.is_some() {
+                    self.inner.ownership.release(run_id, false);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Records a run's start and leaves it to whichever instance takes it from the run index
+    /// (`runledger run` without `--wait`). Idempotent by request id like [`Engine::start`].
+    pub async fn start_detached(
+        &self,
+        start: StartRun,
+        request_id: RequestId,
+        correlation_id: CorrelationId,
+    ) -> Result<RunId, EngineError> {
+        let run_id = start.run_id;
+        self.record_start(start, request_id, correlation_id)
+            .await
+            .map(|_| run_id)
+    }
+
+    /// Appends `RunStarted` (and what the start decides). `None`: the run existed already.
+    async fn record_start(
+        &self,
+        start: StartRun,
+        request_id: RequestId,
+        correlation_id: CorrelationId,
+    ) -> Result<Option<LoadedRun>, EngineError> {
         let run_id = start.run_id;
         let stream = StreamId::for_run(run_id);
         let cause = Cause {
@@ -466,33 +547,185 @@ impl<S: EventStore + 'static> Engine<S> {
                     run_id,
                     events: outcome.events,
                 }));
-                self.spawn_driver(LoadedRun {
+                Ok(Some(LoadedRun {
                     state,
                     version,
                     correlation_id: cause.correlation_id,
-                })
-                .map(|_| run_id)
+                }))
             }
-            // Started before (same request, or the same run id): drive what the ledger holds.
-            Ok(_) | Err(StoreError::Conflict { .. }) => {
-                self.ensure_driven(run_id).await.map(|_| run_id)
-            }
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Loads a run and drives it, unless it is already driven here or has ended.
-    /// Returns its summary as loaded.
+    /// Loads a run and drives it, unless it is already driven here, has ended, or another
+    /// instance holds its lease. Returns its summary as loaded.
     pub async fn ensure_driven(&self, run_id: RunId) -> Result<RunSummary, EngineError> {
+        self.ensure_driven_with(run_id, None).await
+    }
+
+    async fn ensure_driven_with(
+        &self,
+        run_id: RunId,
+        claim: Option<Claim>,
+    ) -> Result<RunSummary, EngineError> {
         if let Some(summary) = self.driven_summary(run_id) {
             return Ok(summary);
         }
         let loaded = load_run(&self.inner.store, run_id).await?;
         let summary = RunSummary::of(&loaded.state, loaded.version);
-        if !loaded.state.status.is_terminal() {
-            self.spawn_driver(loaded)?;
+        if loaded.state.status.is_terminal() {
+            return Ok(summary);
+        }
+        let claim = match claim {
+            Some(claim) => Some(claim),
+            None => self.inner.ownership.acquire(run_id).await?,
+        };
+        if let Some(claim) = claim {
+            self.drive_claimed(loaded, claim).await?;
         }
         Ok(summary)
+    }
+
+    /// Drives a run whose lease this instance has just been granted by the lease keeper
+    /// ([`crate::lease::keep`]). A run that has ended meanwhile hands its lease back.
+    pub async fn adopt(&self, claim: Claim) -> Result<(), EngineError> {
+        let run_id = claim.run_id;
+        if self.is_driven(run_id) {
+            return Ok(());
+        }
+        let loaded = load_run(&self.inner.store, run_id).await?;
+        if loaded.state.status.is_terminal() {
+            self.inner.ownership.release(run_id, false);
+            return Ok(());
+        }
+        self.drive_claimed(loaded, claim).await
+    }
+
+    /// Records the takeover when the run changed hands, then drives it. `RunTakenOver` is
+    /// appended at the version just loaded: a previous owner still writing fails its next
+    /// version check, reloads, sees it and stops.
+    async fn drive_claimed(&self, mut loaded: LoadedRun, claim: Claim) -> Result<(), EngineError> {
+        let run_id = loaded.state.run_id;
+        if let (true, Some(instance)) = (claim.changed_hands, self.inner.ownership.instance_id()) {
+            let event = DomainEvent::RunTakenOver(RunTakenOver {
+                run_id,
+                instance_id: instance.to_owned(),
+                epoch: claim.epoch,
+                previous_instance_id: claim.previous_owner.clone(),
+            });
+            let cause = Cause {
+                request_id: request_id(format!("takeover-{run_id}-{}", claim.epoch)),
+                correlation_id: loaded.correlation_id.clone(),
+            };
+            let mut attempts = 0;
+            loop {
+                let request = append_request(&cause, std::slice::from_ref(&event), &StepEnv::begin())?;
+                let stream = StreamId::for_run(run_id);
+                match self
+                    .inner
+                    .store
+                    .append(&stream, ExpectedVersion::Exact(loaded.version), request)
+                    .await
+                {
+                    Ok(outcome) => {
+                        if !outcome.deduplicated {
+                            loaded.state.evolve(&event)?;
+                            loaded.version = outcome.last_version();
+                            let _ = self.inner.appended.send(Arc::new(AppendedBatch {
+                                run_id,
+                                events: outcome.events,
+                            }));
+                        } else {
+                            loaded = load_run(&self.inner.store, run_id).await?;
+                        }
+                        break;
+                    }
+                    Err(StoreError::Conflict { .. }) if attempts < MAX_STEP_ATTEMPTS => {
+                        attempts += 1;
+                        loaded = load_run(&self.inner.store, run_id).await?;
+                        if loaded.state.status.is_terminal() {
+                            self.inner.ownership.release(run_id, false);
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            tracing::info!(%run_id, epoch = claim.epoch, previous = ?claim.previous_owner, "took the run over");
+        }
+        self.spawn_driver(loaded)
+    }
+
+    /// Stops driving a run whose lease this instance lost.
+    pub fn relinquish(&self, run_id: RunId) {
+        let tx = self
+            .inner
+            .drivers
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&run_id).map(|h| h.tx.clone()));
+        if let Some(tx) = tx {
+            let _ = tx.send(Msg::Stop);
+        }
+    }
+
+    /// Fails, with `lost.error`, every node run that one of `lost.executor_ids` had started in
+    /// a run this instance drives (the owners of other runs do the same for theirs). Each
+    /// driver checks its own state; nothing is read from the ledger.
+    pub fn executors_lost(&self, lost: ExecutorsLost) -> usize {
+        let lost = Arc::new(lost);
+        let senders: Vec<_> = self
+            .inner
+            .drivers
+            .lock()
+            .map(|d| d.values().map(|h| h.tx.clone()).collect())
+            .unwrap_or_default();
+        senders
+            .iter()
+            .filter(|tx| tx.send(Msg::ExecutorsLost(Arc::clone(&lost))).is_ok())
+            .count()
+    }
+
+    /// How many runs this engine drives now.
+    pub fn driven(&self) -> usize {
+        self.inner
+            .drivers
+            .lock()
+            .map(|d| d.values().filter(|h| !h.tx.is_closed()).count())
+            .unwrap_or(0)
+    }
+
+    /// Graceful shutdown: every driver stops dispatching and ends once the work it handed to an
+    /// in-process executor has reported (its results are recorded), or when `patience` runs
+    /// out. What is left is recorded in the ledger for the next owner. Returns how many drivers
+    /// had to be stopped before their work reported.
+    pub async fn drain(&self, patience: Duration) -> usize {
+        let senders: Vec<_> = self
+            .inner
+            .drivers
+            .lock()
+            .map(|d| d.values().map(|h| h.tx.clone()).collect())
+            .unwrap_or_default();
+        for tx in &senders {
+            let _ = tx.send(Msg::Drain);
+        }
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.driven() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left: Vec<_> = self
+            .inner
+            .drivers
+            .lock()
+            .map(|d| d.values().map(|h| h.tx.clone()).collect())
+            .unwrap_or_default();
+        let stopped = left.iter().filter(|tx| tx.send(Msg::Stop).is_ok()).count();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.driven() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stopped
     }
 
     fn driven_summary(&self, run_id: RunId) -> Option<RunSummary> {
@@ -504,35 +737,6 @@ impl<S: EventStore + 'static> Engine<S> {
         Some(handle.done.borrow().clone())
     }
 
-    /// Picks up every run in the ledger that has not ended. Returns how many it now drives.
-    pub async fn resume_unfinished(&self) -> Result<usize, EngineError> {
-        let heads = self.inner.store.list_streams("run-").await?;
-        let mut driven = 0;
-        for head in heads {
-            let Some(run_id) = head
-                .stream_id
-                .as_str()
-                .strip_prefix("run-")
-                .and_then(|id| id.parse().ok())
-            else {
-                continue;
-            };
-            if self.is_driven(run_id) {
-                driven += 1;
-                continue;
-            }
-            match self.ensure_driven(run_id).await {
-                Ok(summary) if !summary.status.is_terminal() => driven += 1,
-                Ok(_) => {}
-                Err(e @ EngineError::Corrupt { .. }) => {
-                    tracing::error!(%run_id, error = %e, "cannot resume run")
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(driven)
-    }
-
     pub fn is_driven(&self, run_id: RunId) -> bool {
         self.inner
             .drivers
@@ -541,22 +745,23 @@ impl<S: EventStore + 'static> Engine<S> {
             .unwrap_or(false)
     }
 
-    /// Waits until the run ends (loading and driving it if needed).
+    /// Waits until the run ends, driving it when this instance may (else following the
+    /// instance that does).
     pub async fn wait(&self, run_id: RunId) -> Result<RunSummary, EngineError> {
         let summary = self.ensure_driven(run_id).await?;
         if summary.status.is_terminal() && !self.is_driven(run_id) {
             return Ok(summary);
         }
-        let mut done = {
+        let done = {
             let drivers = self
                 .inner
                 .drivers
                 .lock()
                 .map_err(|_| EngineError::Shutdown)?;
-            match drivers.get(&run_id) {
-                Some(handle) => handle.done.clone(),
-                None => return Ok(summary),
-            }
+            drivers.get(&run_id).map(|handle| handle.done.clone())
+        };
+        let Some(mut done) = done else {
+            return Box::pin(self.follow(run_id)).await;
         };
         loop {
             let summary = done.borrow_and_update().clone();
@@ -564,11 +769,49 @@ impl<S: EventStore + 'static> Engine<S> {
                 return Ok(summary);
             }
             if done.changed().await.is_err() {
-                // The driver stopped without an end: report what the ledger says.
-                let loaded = load_run(&self.inner.store, run_id).await?;
-                return Ok(RunSummary::of(&loaded.state, loaded.version));
+                // The driver stopped without an end (its lease went elsewhere): follow the run.
+                return Box::pin(self.follow(run_id)).await;
             }
         }
+    }
+
+    /// Follows a run another instance drives until it ends, reading only what was appended
+    /// since the last look (every `poll_interval`) and broadcasting it like a driver would.
+    /// A run whose owner stopped renewing is taken over here when this instance may.
+    async fn follow(&self, run_id: RunId) -> Result<RunSummary, EngineError> {
+        /// Quiet polls between two attempts to take the run's lease.
+        const QUIET_POLLS_BEFORE_CLAIM: u32 = 8;
+        let mut loaded = load_run(&self.inner.store, run_id).await?;
+        let stream = StreamId::for_run(run_id);
+        let mut quiet = 0;
+        while !loaded.state.status.is_terminal() {
+            tokio::time::sleep(self.inner.config.poll_interval).await;
+            let newer = self
+                .inner
+                .store
+                .read_stream(&stream, loaded.version + 1, PAGE)
+                .await?;
+            if newer.is_empty() {
+                quiet += 1;
+                if quiet >= QUIET_POLLS_BEFORE_CLAIM {
+                    quiet = 0;
+                    if self.ensure_driven(run_id).await.is_ok() && self.is_driven(run_id) {
+                        return Box::pin(self.wait(run_id)).await;
+                    }
+                }
+                continue;
+            }
+            quiet = 0;
+            for recorded in &newer {
+                evolve_recorded(&mut loaded.state, recorded, run_id)?;
+                loaded.version = recorded.stream_version;
+            }
+            let _ = self.inner.appended.send(Arc::new(AppendedBatch {
+                run_id,
+                events: newer,
+            }));
+        }
+        Ok(RunSummary::of(&loaded.state, loaded.version))
     }
 
     /// Applies an operator control through the run's driver (loading the run if needed), so
@@ -647,11 +890,17 @@ impl<S: EventStore + 'static> Engine<S> {
         }
     }
 
+    /// A report for a run not driven here: drive the run when this instance may take its
+    /// lease; otherwise (another instance drives it, or it has ended) decide the report
+    /// against the run as recorded and append it, fenced by the version read. The owner picks
+    /// the events up on its next poll and dispatches what they scheduled.
     async fn record_late(&self, delivery: Delivery) -> Result<(), EngineError> {
         let run_id = delivery.run_id;
         let mut loaded = load_run(&self.inner.store, run_id).await?;
-        if !loaded.state.status.is_terminal() {
-            self.spawn_driver(loaded)?;
+        if !loaded.state.status.is_terminal()
+            && let Some(claim) = self.inner.ownership.acquire(run_id).await?
+        {
+            self.drive_claimed(loaded, claim).await?;
             let tx = self
                 .inner
                 .drivers
@@ -673,28 +922,36 @@ impl<S: EventStore + 'static> Engine<S> {
             request_id: report_request_id(&report, message_id.as_deref()),
             correlation_id: loaded.correlation_id.clone(),
         };
-        let mut events = Vec::new();
-        let mut env = StepEnv::begin();
-        for command in report_commands(report) {
-            events.extend(decide::decide(
-                &mut loaded.state,
-                command,
-                &mut env,
-                &cause,
-                &self.inner.config.settings,
-            )?);
-        }
-        if !events.is_empty() {
+        let stream = StreamId::for_run(run_id);
+        for attempt in 0..MAX_STEP_ATTEMPTS {
+            if attempt > 0 {
+                loaded = load_run(&self.inner.store, run_id).await?;
+            }
+            let mut events = Vec::new();
+            let mut env = StepEnv::begin();
+            for command in report_commands(report.clone()) {
+                events.extend(decide::decide(
+                    &mut loaded.state,
+                    command,
+                    &mut env,
+                    &cause,
+                    &self.inner.config.settings,
+                )?);
+            }
+            if events.is_empty() {
+                break;
+            }
             let request = append_request(&cause, &events, &env)?;
-            let stream = StreamId::for_run(run_id);
             match self
                 .inner
                 .store
                 .append(&stream, ExpectedVersion::Exact(loaded.version), request)
                 .await
             {
-                Ok(_) | Err(StoreError::RequestMismatch { .. }) => {}
-                // Someone else wrote meanwhile; the report is delivered again by its queue.
+                Ok(_) | Err(StoreError::RequestMismatch { .. }) => break,
+                // The owner wrote meanwhile: decide again against what it wrote.
+                Err(StoreError::Conflict { .. }) if attempt + 1 < MAX_STEP_ATTEMPTS => continue,
+                // Still contended: the report's queue delivers it again.
                 Err(StoreError::Conflict { .. }) => return Ok(()),
                 Err(e) => return Err(e.into()),
             }
@@ -710,6 +967,7 @@ impl<S: EventStore + 'static> Engine<S> {
         let (tx, rx) = mpsc::unbounded_channel();
         let me = tx.downgrade();
         let (done_tx, done_rx) = watch::channel(RunSummary::of(&loaded.state, loaded.version));
+        let id = self.inner.next_driver.fetch_add(1, Ordering::Relaxed);
         {
             let mut drivers = self
                 .inner
@@ -719,9 +977,19 @@ impl<S: EventStore + 'static> Engine<S> {
             if drivers.get(&run_id).is_some_and(|h| !h.tx.is_closed()) {
                 return Ok(());
             }
-            drivers.insert(run_id, DriverHandle { tx, done: done_rx });
+            drivers.insert(
+                run_id,
+                DriverHandle {
+                    id,
+                    tx,
+                    done: done_rx,
+                },
+            );
         }
         let driver = Driver {
+            id,
+            draining: false,
+            stopped: false,
             engine: self.clone(),
             stream: StreamId::for_run(run_id),
             state: loaded.state,
@@ -778,6 +1046,19 @@ impl<S: EventStore + 'static> Engine<S> {
     }
 }
 
+/// Removes a stopping driver's entry, unless a successor has replaced it meanwhile (a late
+/// report can start a new driver for the run as soon as the old one closed its mailbox).
+fn unregister(drivers: &Mutex<HashMap<RunId, DriverHandle>>, run_id: RunId, id: u64) -> bool {
+    let Ok(mut drivers) = drivers.lock() else {
+        return false;
+    };
+    if drivers.get(&run_id).is_some_and(|h| h.id == id) {
+        drivers.remove(&run_id);
+        return true;
+    }
+    false
+}
+
 fn parent_correlation(parent: &RunState) -> CorrelationId {
     CorrelationId::new(format!("run-{}", parent.run_id))
         .unwrap_or_else(|_| CorrelationId::generate())
@@ -794,6 +1075,12 @@ fn fail(code: &str, message: &str) -> NodeOutcome {
 
 /// Owns one run: its state, its version, its timers.
 struct Driver<S: EventStore + 'static> {
+    /// Its entry in the engine's map of drivers (see `run`).
+    id: u64,
+    /// Shutting down: nothing new is handed to executors; ends once local work reported.
+    draining: bool,
+    /// Told to stop (lease lost, drain out of time) or saw another instance take the run over.
+    stopped: bool,
     engine: Engine<S>,
     stream: StreamId,
     state: RunState,
@@ -819,7 +1106,8 @@ const REPORT_LINGER: Duration = Duration::from_millis(2);
 impl<S: EventStore + 'static> Driver<S> {
     async fn run(mut self) {
         let run_id = self.state.run_id;
-        if let Err(e) = self.drive().await {
+        let outcome = self.drive().await;
+        if let Err(e) = &outcome {
             tracing::error!(%run_id, error = %e, "run driver stopped");
         }
         self.done
@@ -827,8 +1115,16 @@ impl<S: EventStore + 'static> Driver<S> {
         // Unregister before the last messages are lost: later results go to `record_late`.
         self.rx.close();
         let leftovers: Vec<Msg> = std::iter::from_fn(|| self.rx.try_recv().ok()).collect();
-        if let Ok(mut drivers) = self.engine.inner.drivers.lock() {
-            drivers.remove(&run_id);
+        unregister(&self.engine.inner.drivers, run_id, self.id);
+        // Hand the lease back: at once to anyone for a run still unfinished (a driver that
+        // failed, or drained), quietly for one that ended. A driver told to stop has no lease.
+        match outcome {
+            Err(EngineError::Corrupt { .. }) => {}
+            _ if self.stopped => {}
+            _ => {
+                let unfinished = !self.state.status.is_terminal();
+                self.engine.inner.ownership.release(run_id, unfinished);
+            }
         }
         for msg in leftovers {
             match msg {
@@ -846,7 +1142,11 @@ impl<S: EventStore + 'static> Driver<S> {
                     let _ =
                         reply.send(apply_control(store, run_id, action, control, request_id).await);
                 }
-                Msg::ChildStarted { .. } | Msg::ToolNode(_) => {}
+                Msg::ChildStarted { .. }
+                | Msg::ToolNode(_)
+                | Msg::Drain
+                | Msg::Stop
+                | Msg::ExecutorsLost(_) => {}
             }
         }
     }
@@ -856,6 +1156,9 @@ impl<S: EventStore + 'static> Driver<S> {
         self.step_settle().await?;
         let poll = self.engine.inner.config.poll_interval;
         while !self.state.status.is_terminal() {
+            if self.stopped || (self.draining && self.dispatched.is_empty()) {
+                return Ok(());
+            }
             let wake = self.next_wake();
             tokio::select! {
                 msg = self.rx.recv() => match msg {
@@ -945,6 +1248,16 @@ impl<S: EventStore + 'static> Driver<S> {
             }
             Msg::Report(delivery) => return self.record_reports(vec![delivery]).await,
             Msg::ToolNode(node_run_id) => return self.run_tool_node(node_run_id).await,
+            Msg::Drain => {
+                // Tool node runs already queued still run (they are this driver's own work).
+                self.draining = true;
+                return Ok(());
+            }
+            Msg::Stop => {
+                self.stopped = true;
+                return Ok(());
+            }
+            Msg::ExecutorsLost(lost) => return self.fail_lost_node_runs(&lost).await,
         };
         let outcome = self.control(action, control, request_id).await;
         let _ = reply.send(outcome);
@@ -1203,6 +1516,7 @@ impl<S: EventStore + 'static> Driver<S> {
         for recorded in &newer {
             evolve_recorded(&mut self.state, recorded, run_id)?;
             self.version = recorded.stream_version;
+            self.stopped |= self.taken_over_by_another(recorded);
         }
         self.last_append = tokio::time::Instant::now();
         self.done
@@ -1216,6 +1530,54 @@ impl<S: EventStore + 'static> Driver<S> {
             self.step_settle().await?;
         }
         Ok(())
+    }
+
+    async fn fail_lost_node_runs(&mut self, lost: &ExecutorsLost) -> Result<(), EngineError> {
+        let run_id = self.state.run_id;
+        let deliveries: Vec<Delivery> = self
+            .state
+            .active
+            .iter()
+            .map(|&i| &self.state.node_runs[i])
+            .filter(|nr| {
+                nr.phase == Phase::Running
+                    && nr
+                        .executor
+                        .as_ref()
+                        .is_some_and(|e| lost.executor_ids.contains(e))
+            })
+            .map(|nr| {
+                let result = NodeResult {
+                    node_run_id: nr.id,
+                    attempt: nr.attempt,
+                    outcome: NodeOutcome::Failed(lost.error.clone()),
+                    tool_calls: Vec::new(),
+                };
+                let message_id = Some(format!("{}:{}", lost.key, nr.id));
+                Delivery {
+                    run_id,
+                    report: Report::Finished(result),
+                    message_id,
+                    recorded: None,
+                }
+            })
+            .collect();
+        for delivery in deliveries {
+            self.record_reports(vec![delivery]).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `recorded` says another instance drives the run now.
+    fn taken_over_by_another(&self, recorded: &RecordedEvent) -> bool {
+        if recorded.event_type.as_str() != "RunTakenOver" {
+            return false;
+        }
+        let mine = self.engine.inner.ownership.instance_id();
+        match recorded.decode() {
+            Ok(DomainEvent::RunTakenOver(e)) => mine.is_some_and(|me| me != e.instance_id),
+            _ => false,
+        }
     }
 
     /// Hands every running node run that this driver has not dispatched to its executor.
@@ -1303,6 +1665,11 @@ impl<S: EventStore + 'static> Driver<S> {
     }
 
     async fn dispatch(&mut self, i: usize) {
+        // Only the run's owner hands out work; a draining or fenced-off driver leaves it
+        // recorded for the next owner, which dispatches it when it takes the run over.
+        if self.draining || self.stopped || !self.engine.inner.ownership.holds(self.state.run_id) {
+            return;
+        }
         let nr = &self.state.node_runs[i];
         let id = nr.id;
         if !self.dispatched.insert(id) {
@@ -1497,4 +1864,41 @@ pub fn status_counts(state: &RunState) -> HashMap<&'static str, usize> {
         *counts.entry(key).or_insert(0) += 1;
     }
     counts
+}
+
+#[cfg(test)]
+mod unregister_tests {
+    use super::*;
+
+    fn handle(id: u64, run_id: RunId) -> DriverHandle {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let summary = RunSummary {
+            run_id,
+            status: RunStatus::Running,
+            node_runs: 0,
+            output: None,
+            error: None,
+            version: 1,
+        };
+        let (_tx, done) = watch::channel(summary);
+        DriverHandle { id, tx, done }
+    }
+
+    /// The race: a driver closes its mailbox, a late report starts a successor for the same run
+    /// (`spawn_driver` replaces a closed entry), then the first driver unregisters. It must not
+    /// remove the successor, or the next report would start a third driver beside it.
+    #[test]
+    fn a_stopping_driver_leaves_its_successor_registered() {
+        let run_id = RunId::new_v7();
+        let drivers = Mutex::new(HashMap::new());
+        drivers.lock().unwrap().insert(run_id, handle(1, run_id));
+        drivers.lock().unwrap().insert(run_id, handle(2, run_id));
+        assert!(
+            !unregister(&drivers, run_id, 1),
+            "the old driver removed its successor"
+        );
+        assert_eq!(drivers.lock().unwrap().get(&run_id).map(|h| h.id), Some(2));
+        assert!(unregister(&drivers, run_id, 2));
+        assert!(drivers.lock().unwrap().is_empty());
+    }
 }

@@ -447,6 +447,8 @@ impl RunState {
                 self.status = RunStatus::Canceling { force: e.force };
             }
             DomainEvent::RunCanceled(_) => self.status = RunStatus::Canceled,
+            // Who drives the run changes nothing about what it is.
+            DomainEvent::RunTakenOver(_) => {}
             DomainEvent::ChildRunStarted(e) => {
                 let i = self.run_index("ChildRunStarted", &e.node_run_id)?;
                 self.node_runs[i].child_run = Some(e.child_run_id);

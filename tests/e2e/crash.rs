@@ -87,9 +87,19 @@ impl Serves {
 
     fn start(&mut self) {
         let log = File::create(self.log(self.started)).unwrap();
+        // Short leases: each restarted engine takes the run over once the killed one's lease
+        // runs out.
         let child = runledger(
             &self.schema,
-            &["serve", "--poll-ms", "50", "--scan-ms", "100"],
+            &[
+                "serve",
+                "--poll-ms",
+                "50",
+                "--scan-ms",
+                "100",
+                "--lease-ttl-ms",
+                "600",
+            ],
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -14,12 +14,13 @@ use runledger_executor_gateway::kube::{
     self, FailureReporter, JobLauncher, JobWatcher, KubeSettings,
 };
 use runledger_executor_gateway::live_models::{DEFAULT_MAX_AGE, LiveModels};
-use runledger_executor_gateway::outbox::{Outbox, OutboxConfig};
 use runledger_executor_gateway::topology::Topology;
 use runledger_ledger::PgEventStore;
+use runledger_ledger::leases::LeaseStore;
 use runledger_orchestrator::decide::{RemoteDispatch, Settings};
 use runledger_orchestrator::engine::{Engine, EngineConfig, FlowchartSource};
 use runledger_orchestrator::executor::{InProcessPool, NodeExecutor};
+use runledger_orchestrator::lease::{LeaseConfig, Leases, Ownership};
 use runledger_orchestrator::provider::{Script, ScriptedProvider};
 
 use crate::{Failure, GlobalArgs};
@@ -55,6 +56,69 @@ pub struct ExecArgs {
     /// the node runs it had started with `infra_error`.
     #[arg(long, value_name = "FILE", env = "RUNLEDGER_KUBE_SETTINGS")]
     pub kube_settings: Option<PathBuf>,
+    /// How long a run's lease lasts without renewal (renewed every third of it): how soon
+    /// another instance takes over the runs of one that died. 500 to 600000.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 10_000,
+        env = "RUNLEDGER_LEASE_TTL_MS"
+    )]
+    pub lease_ttl_ms: u64,
+    /// Names this engine instance in run leases and `RunTakenOver` events
+    /// [default: <host>-<pid>-<random>].
+    #[arg(long, value_name = "ID", env = "RUNLEDGER_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+}
+
+impl ExecArgs {
+    /// The lease settings of these flags, checked.
+    fn lease_config(&self, role: &Role) -> Result<LeaseConfig, Failure> {
+        if !(500..=600_000).contains(&self.lease_ttl_ms) {
+            return Err(Failure::new(format!(
+                "--lease-ttl-ms: {} is not between 500 and 600000",
+                self.lease_ttl_ms
+            )));
+        }
+        let instance_id = match &self.instance_id {
+            Some(id) => {
+                let ok =
+                    !id.is_empty() && id.len() <= 200 && id.chars().all(|c| c.is_ascii_graphic());
+                if !ok {
+                    return Err(Failure::new(
+                        "--instance-id: 1 to 200 printable ASCII characters without spaces",
+                    ));
+                }
+                id.clone()
+            }
+            None => LeaseConfig::default_instance_id(),
+        };
+        let (takes_runs, max_active_runs, look_interval) = match role {
+            Role::Serve {
+                max_active_runs,
+                look_interval,
+            } => (true, *max_active_runs, *look_interval),
+            Role::Cli => (false, usize::MAX, Duration::from_secs(3600)),
+        };
+        Ok(LeaseConfig {
+            instance_id,
+            ttl: Duration::from_millis(self.lease_ttl_ms),
+            max_active_runs,
+            look_interval,
+            takes_runs,
+        })
+    }
+}
+
+/// What the engine instance is for.
+pub enum Role {
+    /// `serve`: takes runs nobody drives from the run index, up to `max_active_runs`.
+    Serve {
+        max_active_runs: usize,
+        look_interval: Duration,
+    },
+    /// `run`: drives only the run it starts (under its lease) and takes nothing else.
+    Cli,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -66,43 +130,75 @@ pub enum Dispatch {
 /// The engine and, with NATS dispatch, the gateway tasks feeding it.
 pub struct Built {
     pub engine: Engine<PgEventStore>,
+    pub leases: Arc<Leases>,
+    keeper: Option<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    )>,
     gateway: Option<Gateway>,
 }
 
 struct Gateway {
-    js: async_nats::jetstream::Context,
-    outbox: OutboxConfig,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Built {
-    /// Starts the catch-up outbox (for `serve`, the long-lived engine).
-    pub async fn spawn_outbox(&mut self) -> Result<(), Failure> {
-        let Some(gateway) = &mut self.gateway else {
-            return Ok(());
-        };
-        let outbox = Outbox::load(
+    /// Registers the instance and keeps its leases (and, for `serve`, takes runs nobody
+    /// drives) until [`Built::shutdown`].
+    pub async fn spawn_keeper(&mut self) -> Result<(), Failure> {
+        self.leases.renew().await.map_err(|e| {
+            Failure::new(format!(
+                "cannot register the engine instance: {e} [{}]",
+                e.code()
+            ))
+        })?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(runledger_orchestrator::lease::keep(
+            Arc::clone(&self.leases),
             self.engine.clone(),
-            gateway.js.clone(),
-            gateway.outbox.clone(),
-        )
-        .await
-        .map_err(|e| Failure::new(format!("cannot load the dispatch outbox: {e}")))?;
-        gateway
-            .tasks
-            .push(tokio::spawn(outbox.run(gateway.stop.subscribe())));
+            stopped,
+        ));
+        self.keeper = Some((stop, task));
         Ok(())
     }
 
-    /// Stops the gateway tasks; unacked reports are redelivered to the next engine.
-    pub async fn shutdown(self) {
+    /// Stops taking runs, lets every driver finish the work it handed out (up to `patience`),
+    /// and hands back the leases. Returns how many runs were handed back.
+    pub async fn drain(&self, patience: Duration) -> usize {
+        self.leases.start_draining();
+        if let Err(e) = self.leases.renew().await {
+            tracing::warn!(error = %e, "cannot announce the drain; other instances take the runs when the leases run out");
+        }
+        let stopped = self.engine.drain(patience).await;
+        if stopped > 0 {
+            tracing::warn!(
+                runs = stopped,
+                "drain ran out of time; in-flight work of these runs is dispatched again by their next owner"
+            );
+        }
+        self.leases.held()
+    }
+
+    /// Stops the lease keeper and the gateway tasks, and hands back every lease; unacked
+    /// reports are redelivered to the next engine.
+    pub async fn shutdown(self) -> Result<usize, Failure> {
+        if let Some((stop, task)) = self.keeper {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        let released = self
+            .leases
+            .deregister()
+            .await
+            .map_err(|e| Failure::new(format!("cannot hand back the run leases: {e}")));
         if let Some(gateway) = self.gateway {
             let _ = gateway.stop.send(true);
             for task in gateway.tasks {
                 let _ = task.await;
             }
         }
+        released
     }
 }
 
@@ -133,12 +229,16 @@ pub async fn build(
     exec: &ExecArgs,
     flowcharts: Option<PathBuf>,
     dispatch: Dispatch,
+    role: Role,
 ) -> Result<Built, Failure> {
+    let lease_config = exec.lease_config(&role)?;
     let store = super::connect(global).await?;
     store
         .migrate()
         .await
         .map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
+    let leases = Leases::new(LeaseStore::new(store.pool().clone()), lease_config);
+    let ownership: Arc<dyn Ownership> = leases.clone();
     let models = live_models(&store, exec.script.as_deref()).await?;
     let local: Arc<dyn NodeExecutor> =
         Arc::new(InProcessPool::new(models.providers(), exec.concurrency));
@@ -152,8 +252,11 @@ pub async fn build(
         ..EngineConfig::default()
     };
     if dispatch == Dispatch::Inprocess {
+        let engine = Engine::with_ownership(store, local, source, config, ownership);
         return Ok(Built {
-            engine: Engine::new(store, local, source, config),
+            engine,
+            leases,
+            keeper: None,
             gateway: None,
         });
     }
@@ -198,7 +301,7 @@ pub async fn build(
             dispatch_timeout_ms: exec.dispatch_timeout_s.max(1).saturating_mul(1000),
         }),
     };
-    let engine = Engine::new(store, Arc::new(dispatcher), source, config);
+    let engine = Engine::with_ownership(store, Arc::new(dispatcher), source, config, ownership);
     if let Some(mut failures) = failures {
         let engine = engine.clone();
         let mut failures_stop = stop.subscribe();
@@ -208,10 +311,8 @@ pub async fn build(
                     f = failures.recv() => match f { Some(f) => f, None => return },
                     _ = failures_stop.changed() => return,
                 };
-                match fail_started_node_runs(&engine, &failure).await {
-                    Ok(n) => tracing::warn!(job = %failure.job_name, reason = %failure.reason, node_runs = n, "executor job failed"),
-                    Err(e) => tracing::error!(job = %failure.job_name, error = %e, "could not fail the node runs of a failed job"),
-                }
+                let runs = fail_started_node_runs(&engine, &failure);
+                tracing::warn!(job = %failure.job_name, reason = %failure.reason, runs_told = runs, "executor job failed");
             }
         }));
     }
@@ -219,13 +320,6 @@ pub async fn build(
         &engine,
         runledger_executor_gateway::metrics::GatewayMetrics::global(),
     );
-    let outbox = OutboxConfig {
-        topology: topology.clone(),
-        class_of,
-        dispatch_timeout,
-        grace: Duration::from_secs(5),
-        interval: Duration::from_secs(1),
-    };
     let intake = tokio::spawn({
         let js = js.clone();
         async move {
@@ -237,12 +331,9 @@ pub async fn build(
     tasks.push(intake);
     Ok(Built {
         engine,
-        gateway: Some(Gateway {
-            js,
-            outbox,
-            stop,
-            tasks,
-        }),
+        leases,
+        keeper: None,
+        gateway: Some(Gateway { stop, tasks }),
     })
 }
 

@@ -80,7 +80,8 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         .exec
         .dispatch
         .unwrap_or(super::engine::Dispatch::Inprocess);
-    let built = super::engine::build(global, &args.exec, dir, dispatch).await?;
+    let mut built =
+        super::engine::build(global, &args.exec, dir, dispatch, super::engine::Role::Cli).await?;
     let engine = built.engine.clone();
     let mut events = engine.subscribe();
     let run_id = args.run_id.unwrap_or_else(RunId::new_v7);
@@ -93,11 +94,12 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         actor: args.actor.clone(),
     };
     let clock = Instant::now();
-    engine
-        .start(start, request_id, correlation_id)
-        .await
-        .map_err(|e| Failure::new(format!("cannot start the run: {e} [{}]", e.code())))?;
     if !args.wait {
+        // Recorded only: whichever `serve` instance is free takes it from the run index.
+        engine
+            .start_detached(start, request_id, correlation_id)
+            .await
+            .map_err(|e| Failure::new(format!("cannot start the run: {e} [{}]", e.code())))?;
         if args.json {
             println!(
                 "{}",
@@ -106,8 +108,23 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         } else {
             println!("run {run_id} started; `runledger serve` drives it to the end");
         }
+        match built.leases.store().live_instances().await {
+            Ok(0) => eprintln!(
+                "runledger: no `runledger serve` is running on this ledger; run {run_id} waits until one starts"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot tell whether a serve instance is running"),
+        }
+        built.shutdown().await?;
         return Ok(());
     }
+    // Drive it here, under its lease (renewed until the run ends); a `serve` beside us leaves
+    // it alone, and takes it over if this process dies.
+    built.spawn_keeper().await?;
+    engine
+        .start(start, request_id, correlation_id)
+        .await
+        .map_err(|e| Failure::new(format!("cannot start the run: {e} [{}]", e.code())))?;
     if !args.json {
         println!("run {run_id} started (flowchart {})", args.flow.display());
     }
@@ -140,7 +157,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         .wait(run_id)
         .await
         .map_err(|e| Failure::new(format!("{e} [{}]", e.code())))?;
-    built.shutdown().await;
+    built.shutdown().await?;
     // Let the printer drain what is already queued before the summary.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     printer.abort();
@@ -215,6 +232,12 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
             format!("by {} (force: {})", e.control.actor, e.force),
         ),
         DomainEvent::RunCanceled(e) => (None, None, None, format!("forced: {}", e.forced)),
+        DomainEvent::RunTakenOver(e) => (
+            None,
+            None,
+            None,
+            format!("by {} (lease epoch {})", e.instance_id, e.epoch),
+        ),
         DomainEvent::ChildRunStarted(e) => (
             Some(&e.node_id),
             Some(e.node_run_id.to_string()),

@@ -152,6 +152,7 @@ async fn control(
     match apply_control(&store, run_id, action, control, request_id.clone()).await {
         Ok(outcome) => {
             print_outcome(run_id, name, &request_id, &outcome, meta.json);
+            hint_when_undriven(&store, run_id).await;
             Ok(())
         }
         Err(e) => {
@@ -164,6 +165,27 @@ async fn control(
             }
             Err(Failure::new(describe(run_id, name, &e)))
         }
+    }
+}
+
+/// A control on a run that no engine instance drives is recorded but changes nothing until one
+/// does: say so on stderr.
+async fn hint_when_undriven(store: &runledger_ledger::PgEventStore, run_id: RunId) {
+    let leases = runledger_ledger::leases::LeaseStore::new(store.pool().clone());
+    let (indexed, lease) = match (
+        leases.is_indexed(run_id).await,
+        leases.lease_of(run_id).await,
+    ) {
+        (Ok(indexed), Ok(lease)) => (indexed, lease),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot tell whether an engine drives the run");
+            return;
+        }
+    };
+    if indexed && !lease.is_some_and(|l| l.live) {
+        eprintln!(
+            "runledger: no engine drives run {run_id} now; the control takes effect when `runledger serve` runs"
+        );
     }
 }
 

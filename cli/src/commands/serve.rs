@@ -1,6 +1,8 @@
-//! `runledger serve`: the engine as a long-lived service. On start it resumes every unfinished
-//! run in the ledger; then it keeps looking for runs started elsewhere (`run` without `--wait`)
-//! or reopened by an operator, until SIGINT or SIGTERM.
+//! `runledger serve`: the engine as a long-lived service, one of any number of instances on a
+//! ledger. It drives the runs whose leases it holds: runs started through it, and runs of the
+//! run index that nobody drives (started by `run` without `--wait`, reopened by an operator, or
+//! left by an instance that died or drained), up to `--max-active-runs`. On SIGINT or SIGTERM it
+//! drains: takes nothing new, lets the work it handed out report, and hands its leases back.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,14 +12,30 @@ use clap::Args;
 use super::engine::ExecArgs;
 use crate::{Failure, GlobalArgs};
 
+/// How often the projectors look at the ledger when no notification woke them.
+const PROJECTION_BACKSTOP_POLL: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Directory of flowcharts that `flowchart` (sub-flow) nodes name.
     #[arg(long, value_name = "DIR")]
     flowcharts: Option<PathBuf>,
-    /// How often to look for runs this engine does not drive yet.
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    /// How often to look in the run index for runs that nobody drives (new runs also wake it
+    /// at once through NOTIFY; this bounds how soon an expired lease is taken over).
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
     scan_ms: u64,
+    /// Most runs this instance drives at once; the others are left to other instances.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        env = "RUNLEDGER_MAX_ACTIVE_RUNS"
+    )]
+    max_active_runs: usize,
+    /// On SIGTERM, how long to wait for work handed to in-process executors to report before
+    /// handing the runs back anyway (their next owner dispatches that work again).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    drain_timeout_s: u64,
     /// Address of the HTTP API (docs/api.md) [default: 127.0.0.1:8420; when that is taken,
     /// serve runs without the API and says so]. It has no TLS: keep it on loopback, or put a TLS
     /// proxy in front and set RUNLEDGER_API_TOKEN (then POST/PUT/PATCH/DELETE need
@@ -38,45 +56,48 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
             } else {
                 super::engine::Dispatch::Inprocess
             });
+    if args.max_active_runs == 0 {
+        return Err(Failure::new("--max-active-runs: must be at least 1"));
+    }
+    let role = super::engine::Role::Serve {
+        max_active_runs: args.max_active_runs,
+        look_interval: Duration::from_millis(args.scan_ms.max(50)),
+    };
     let mut built =
-        super::engine::build(global, &args.exec, args.flowcharts.clone(), dispatch).await?;
-    built.spawn_outbox().await?;
+        super::engine::build(global, &args.exec, args.flowcharts.clone(), dispatch, role).await?;
     let engine = built.engine.clone();
     // The read models follow the ledger beside the engine (LISTEN/NOTIFY, polling as backstop).
-    let projections = runledger_projections::spawn_live(engine.store().pool().clone());
+    // NOTIFY wakes them after appends; the poll is only a backstop, kept rare so that an idle
+    // serve costs next to nothing.
+    let projectors = runledger_projections::Projections::new(engine.store().pool().clone())
+        .with_poll_interval(PROJECTION_BACKSTOP_POLL);
+    let projections =
+        tokio::spawn(async move { projectors.run_live(std::future::pending()).await });
     // The HTTP API beside the engine (its projections are the ones spawned above).
     let api = runledger_api::spawn_for_serve(args.listen, engine.clone(), &global.nats_url)
         .await
         .map_err(Failure::new)?;
-    let resumed = engine
-        .resume_unfinished()
-        .await
-        .map_err(|e| Failure::new(format!("cannot resume runs: {e}")))?;
+    built.spawn_keeper().await?;
+    let config = built.leases.config();
     eprintln!(
-        "runledger serve: driving {resumed} unfinished run(s); scanning every {} ms",
-        args.scan_ms
+        "runledger serve: instance {}; drives up to {} run(s) under leases of {} ms",
+        config.instance_id,
+        args.max_active_runs,
+        config.ttl.as_millis()
     );
-    let mut scan = tokio::time::interval(Duration::from_millis(args.scan_ms.max(50)));
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => {
-                eprintln!("runledger serve: stopping; unfinished runs resume on the next start");
-                built.shutdown().await;
-                projections.abort();
-                if let Some(api) = &api {
-                    api.abort();
-                }
-                return Ok(());
-            }
-            _ = scan.tick() => {
-                if let Err(e) = engine.resume_unfinished().await {
-                    tracing::warn!(error = %e, "scan for unfinished runs failed");
-                }
-            }
-        }
+    shutdown_signal().await;
+    let driven = engine.driven();
+    eprintln!("runledger serve: draining ({driven} run(s) driven here)");
+    built.drain(Duration::from_secs(args.drain_timeout_s)).await;
+    built.shutdown().await?;
+    projections.abort();
+    if let Some(api) = &api {
+        api.abort();
     }
+    eprintln!(
+        "runledger serve: stopped; {driven} unfinished run(s) handed back to other instances"
+    );
+    Ok(())
 }
 
 pub(crate) async fn shutdown_signal() {

@@ -1,0 +1,369 @@
+//! Run ownership: which engine instance drives which run.
+//!
+//! The engine asks an [`Ownership`] before it drives a run and before it hands work to an
+//! executor. [`Solo`] says yes to everything (one engine on its own ledger: tests, benchmarks).
+//! [`Leases`] keeps a lease per run in PostgreSQL (`runledger_ledger::leases`): the instance
+//! holds a run until its lease expires, renews every lease it holds in one statement every
+//! third of the lease time, and [`keep`] picks up runs of the run index that nobody holds
+//! (new ones, woken by NOTIFY; those of an instance that died, once their lease expired; those
+//! a draining instance handed back). A run that changes hands gets a `RunTakenOver` event
+//! (appended by the engine at the ledger version it loaded, so the previous owner's next
+//! append fails its version check and it stops). Design: docs/adr/0002-run-leases.md.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runledger_contracts::ids::RunId;
+use runledger_ledger::leases::{Claim, LeaseStore};
+use runledger_ledger::{EventStore, StoreError};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::engine::Engine;
+
+pub type ClaimFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Claim>, StoreError>> + Send + 'a>>;
+
+/// What the engine asks before it drives a run or dispatches its work.
+pub trait Ownership: Send + Sync + 'static {
+    /// The instance named in `RunTakenOver`; `None` when runs never change hands.
+    fn instance_id(&self) -> Option<&str>;
+    /// Takes the run's lease (free, expired, or already ours). `None`: another instance drives
+    /// it, or this one takes no runs now (draining, full).
+    fn acquire(&self, run_id: RunId) -> ClaimFuture<'_>;
+    /// Whether this instance may drive the run right now (its lease has not run out locally).
+    fn holds(&self, run_id: RunId) -> bool;
+    /// The driver of the run stopped; `wake`: let another instance (or this one) take it now.
+    fn release(&self, run_id: RunId, wake: bool);
+}
+
+/// One engine, alone on its ledger: every run is its own.
+pub struct Solo;
+
+impl Ownership for Solo {
+    fn instance_id(&self) -> Option<&str> {
+        None
+    }
+
+    fn acquire(&self, run_id: RunId) -> ClaimFuture<'_> {
+        Box::pin(async move {
+            Ok(Some(Claim {
+                run_id,
+                epoch: 0,
+                previous_owner: None,
+                changed_hands: false,
+            }))
+        })
+    }
+
+    fn holds(&self, _: RunId) -> bool {
+        true
+    }
+
+    fn release(&self, _: RunId, _: bool) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// Written on `RunTakenOver` and in `engine_instances`.
+    pub instance_id: String,
+    /// How long a lease lasts without renewal: how long a dead instance's runs wait.
+    pub ttl: Duration,
+    /// Most runs this instance drives at once; it leaves the rest to other instances.
+    pub max_active_runs: usize,
+    /// How often to look for runs without an owner when no notification came.
+    pub look_interval: Duration,
+    /// Whether this instance takes runs it did not start (`serve`: yes; `run --wait`: no).
+    pub takes_runs: bool,
+}
+
+impl LeaseConfig {
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+    /// `<host>-<pid>-<8 hex>`: unique per process, readable in an audit.
+    pub fn default_instance_id() -> String {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "engine".to_owned());
+        let nonce = &uuid::Uuid::now_v7().simple().to_string()[24..];
+        format!("{host}-{}-{nonce}", std::process::id())
+    }
+}
+
+/// Leases in PostgreSQL. Shared by the engine (through [`Ownership`]) and [`keep`].
+pub struct Leases {
+    store: LeaseStore,
+    config: LeaseConfig,
+    /// Runs held: the instant each lease runs out by this process's clock (measured from before
+    /// the statement that granted or renewed it, so never later than the database's), and when
+    /// the grant was known here (a renewal sent before that may not have seen it).
+    held: Mutex<HashMap<RunId, Held>>,
+    draining: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    until: Instant,
+    granted: Instant,
+}
+
+impl Leases {
+    pub fn new(store: LeaseStore, config: LeaseConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            config,
+            held: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn config(&self) -> &LeaseConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &LeaseStore {
+        &self.store
+    }
+
+    /// How many runs this instance holds.
+    pub fn held(&self) -> usize {
+        self.held.lock().map(|h| h.len()).unwrap_or(0)
+    }
+
+    /// A lease renewed at `sent` is trusted for nine tenths of its time, leaving a margin for
+    /// the database's commit and for clocks that run at slightly different rates.
+    fn trusted_until(&self, sent: Instant) -> Instant {
+        sent + self.config.ttl.mul_f64(0.9)
+    }
+
+    fn note(&self, run_id: RunId, sent: Instant) {
+        let until = self.trusted_until(sent);
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(
+                run_id,
+                Held {
+                    until,
+                    granted: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// Stops taking runs; renewals tell the other instances.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    fn has_room(&self) -> bool {
+        self.held() < self.config.max_active_runs
+    }
+
+    /// Renews the instance and its leases. Returns the runs it held but lost.
+    pub async fn renew(&self) -> Result<Vec<RunId>, StoreError> {
+        let sent = Instant::now();
+        let accepting = self.config.takes_runs && !self.is_draining();
+        let kept = self
+            .store
+            .heartbeat(&self.config.instance_id, self.config.ttl, !accepting)
+            .await?;
+        let until = self.trusted_until(sent);
+        let mut lost = Vec::new();
+        if let Ok(mut held) = self.held.lock() {
+            let kept: std::collections::HashSet<RunId> = kept.into_iter().collect();
+            held.retain(|run_id, lease| {
+                if kept.contains(run_id) {
+                    lease.until = until;
+                    true
+                } else if lease.granted >= sent {
+                    // Granted while this renewal was on its way: it may not have seen it.
+                    true
+                } else {
+                    lost.push(*run_id);
+                    false
+                }
+            });
+        }
+        Ok(lost)
+    }
+
+    /// Hands back every lease and leaves the live instances (end of a drained shutdown).
+    pub async fn deregister(&self) -> Result<usize, StoreError> {
+        let released = self.store.deregister(&self.config.instance_id).await?;
+        if let Ok(mut held) = self.held.lock() {
+            held.clear();
+        }
+        Ok(released)
+    }
+
+    async fn claim(&self) -> Result<Vec<Claim>, StoreError> {
+        let room = self.config.max_active_runs.saturating_sub(self.held());
+        if room == 0 || !self.config.takes_runs || self.is_draining() {
+            return Ok(Vec::new());
+        }
+        let sent = Instant::now();
+        let claims = self
+            .store
+            .claim_unowned(&self.config.instance_id, self.config.ttl, room)
+            .await?;
+        for claim in &claims {
+            self.note(claim.run_id, sent);
+        }
+        Ok(claims)
+    }
+}
+
+impl Ownership for Leases {
+    fn instance_id(&self) -> Option<&str> {
+        Some(&self.config.instance_id)
+    }
+
+    fn acquire(&self, run_id: RunId) -> ClaimFuture<'_> {
+        Box::pin(async move {
+            let already = self
+                .held
+                .lock()
+                .map(|h| h.contains_key(&run_id))
+                .unwrap_or(false);
+            if !already && (self.is_draining() || !self.has_room()) {
+                return Ok(None);
+            }
+            let sent = Instant::now();
+            let claim = self
+                .store
+                .acquire(&self.config.instance_id, run_id, self.config.ttl)
+                .await?;
+            if claim.is_some() {
+                self.note(run_id, sent);
+            }
+            Ok(claim)
+        })
+    }
+
+    fn holds(&self, run_id: RunId) -> bool {
+        self.held
+            .lock()
+            .map(|h| {
+                h.get(&run_id)
+                    .is_some_and(|lease| Instant::now() < lease.until)
+            })
+            .unwrap_or(false)
+    }
+
+    fn release(&self, run_id: RunId, wake: bool) {
+        let was_held = self
+            .held
+            .lock()
+            .map(|mut h| h.remove(&run_id).is_some())
+            .unwrap_or(false);
+        if !was_held {
+            return;
+        }
+        let store = self.store.clone();
+        let instance = self.config.instance_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.release(&instance, &[run_id], wake).await {
+                // It expires on its own; only the hand-over is slower.
+                tracing::warn!(%run_id, error = %e, "lease not handed back");
+            }
+        });
+    }
+}
+
+/// Keeps the instance's leases until `shutdown` turns true: renews them every third of the
+/// lease time (stopping the drivers of runs it lost), and takes runs nobody holds when woken
+/// by a notification or every `look_interval`. Idle, it costs one small statement per look and
+/// one per renewal, however long the ledger.
+pub async fn keep<S: EventStore + 'static>(
+    leases: Arc<Leases>,
+    engine: Engine<S>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let renew_every = (leases.config.ttl / 3).max(Duration::from_millis(100));
+    let mut renew = tokio::time::interval(renew_every);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut look =
+        tokio::time::interval(leases.config.look_interval.max(Duration::from_millis(50)));
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wakeups = if leases.config.takes_runs {
+        match leases.store.wakeups().await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN for new runs; looking every interval only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    loop {
+        let woken = async {
+            match wakeups.as_mut() {
+                Some(w) => w.next().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = renew.tick() => {
+                match leases.renew().await {
+                    Ok(lost) => {
+                        for run_id in lost {
+                            tracing::warn!(%run_id, "lease lost to another instance; no longer driving the run");
+                            engine.relinquish(run_id);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed; runs stop dispatching when their leases run out"),
+                }
+                continue;
+            }
+            ok = woken => {
+                if !ok {
+                    // The listening connection broke: look now, then wait for the next tick.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            _ = look.tick() => {}
+        }
+        take_unowned(&leases, &engine).await;
+    }
+}
+
+async fn take_unowned<S: EventStore + 'static>(leases: &Arc<Leases>, engine: &Engine<S>) {
+    let claims = match leases.claim().await {
+        Ok(claims) => claims,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for runs without an owner");
+            return;
+        }
+    };
+    for claim in claims {
+        let engine = engine.clone();
+        let leases = Arc::clone(leases);
+        tokio::spawn(async move {
+            let run_id = claim.run_id;
+            match engine.adopt(claim).await {
+                Ok(()) => {}
+                // A run that cannot be rebuilt stays parked here (renewed, not driven) rather
+                // than bounce between instances; the error names it.
+                Err(e @ crate::engine::EngineError::Corrupt { .. }) => {
+                    tracing::error!(%run_id, error = %e, "cannot drive a run taken over");
+                }
+                Err(e) => {
+                    tracing::warn!(%run_id, error = %e, "cannot drive a run taken over yet; handing it back");
+                    leases.release(run_id, false);
+                }
+            }
+        });
+    }
+}
