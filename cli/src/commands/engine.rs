@@ -79,7 +79,7 @@ impl Built {
         let Some(gateway) = &mut self.gateway else { return Ok(()) };
         let outbox = Outbox::load(self.engine.clone(), gateway.js.clone(), gateway.outbox.clone())
             .await
-            .map_err(|e| Failure::new(format!("cannot load the dispatch outbox: {e}")))?;
+            .map_err(|e| Failure::caused("cannot load the dispatch outbox", e))?;
         gateway.tasks.push(tokio::spawn(outbox.run(gateway.stop.subscribe())));
         Ok(())
     }
@@ -97,7 +97,7 @@ impl Built {
 
 /// The JetStream topology of `--nats-namespace`, with `--ack-wait-s`.
 pub fn topology(global: &GlobalArgs, ack_wait_s: u64) -> Result<Topology, Failure> {
-    let mut topology = Topology::in_namespace(&global.nats_namespace).map_err(|e| Failure::new(e.to_string()))?;
+    let mut topology = Topology::in_namespace(&global.nats_namespace).map_err(|e| Failure::coded("--nats-namespace", e))?;
     topology.ack_wait = Duration::from_secs(ack_wait_s.max(1));
     Ok(topology)
 }
@@ -106,14 +106,14 @@ pub fn topology(global: &GlobalArgs, ack_wait_s: u64) -> Result<Topology, Failur
 pub async fn jetstream(global: &GlobalArgs) -> Result<async_nats::jetstream::Context, Failure> {
     runledger_executor_gateway::connect(&global.nats_url)
         .await
-        .map_err(|e| Failure::new(format!("{e} (--nats-url {})", global.nats_url)))
+        .map_err(|e| Failure::coded(format!("--nats-url {}", global.nats_url), e))
 }
 
 /// Connects, applies pending migrations, and builds the engine; with `dispatch` = `nats` it
 /// also creates the JetStream streams and consumers and starts result intake.
 pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<PathBuf>, dispatch: Dispatch) -> Result<Built, Failure> {
     let store = super::connect(global).await?;
-    store.migrate().await.map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
+    store.migrate().await.map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     let providers = registry_providers(&store, exec.script.as_deref()).await?;
     let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::new(store.pool().clone());
@@ -124,18 +124,18 @@ pub async fn build(global: &GlobalArgs, exec: &ExecArgs, flowcharts: Option<Path
     }
     let topology = topology(global, exec.ack_wait_s)?;
     let js = jetstream(global).await?;
-    topology.ensure_all(&js).await.map_err(|e| Failure::new(e.to_string()))?;
+    topology.ensure_all(&js).await.map_err(|e| Failure::coded("cannot create the JetStream streams", e))?;
     let dispatch_timeout = Duration::from_secs(exec.dispatch_timeout_s.max(1));
     let class_of = class_of_registry(&store)
         .await
-        .map_err(|e| Failure::new(format!("cannot load the model registry: {e} [{}]", e.code())))?;
+        .map_err(|e| Failure::coded("cannot load the model registry", e))?;
     let mut dispatcher = NatsDispatcher::new(js.clone(), topology.clone(), class_of.clone(), dispatch_timeout, local);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let mut failures = None;
     if let Some(path) = &exec.kube_settings {
-        let settings = KubeSettings::load(path).map_err(|e| Failure::new(format!("--kube-settings {}: {e}", path.display())))?;
-        let client = kube::connect(&settings).await.map_err(|e| Failure::new(format!("--kube-settings: {e} [{}]", e.code())))?;
+        let settings = KubeSettings::load(path).map_err(|e| Failure::coded(format!("--kube-settings {}", path.display()), e))?;
+        let client = kube::connect(&settings).await.map_err(|e| Failure::coded("--kube-settings", e))?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let reporter = FailureReporter::new(tx);
         let launcher = JobLauncher::new(client.clone(), &settings, reporter.clone());
@@ -197,12 +197,12 @@ pub async fn registry_providers(store: &PgEventStore, script: Option<&Path>) -> 
     };
     runledger_executor_gateway::providers::from_registry(store, ScriptedProvider::with_fixture(script))
         .await
-        .map_err(|e| Failure::new(format!("cannot load the model registry: {e} [{}]", e.code())))
+        .map_err(|e| Failure::coded("cannot load the model registry", e))
 }
 
 fn read_script(path: &Path) -> Result<Script, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?;
-    ScriptedProvider::parse_fixture(&text).map_err(|e| Failure::new(format!("{}: {e}", path.display())))
+    let text = std::fs::read_to_string(path).map_err(|e| Failure::caused(format!("cannot read {}", path.display()), e).with_code("file_unreadable"))?;
+    ScriptedProvider::parse_fixture(&text).map_err(|e| Failure::new(format!("{}: {e}", path.display())).with_code("invalid_script"))
 }
 
 /// Sub-flows come from the flowchart directory when it has the file, else from the flowchart

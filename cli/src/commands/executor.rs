@@ -52,15 +52,15 @@ impl ExecutorClass {
 
 pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure> {
     if args.concurrency == 0 {
-        return Err(Failure { message: "--concurrency: must be at least 1".into(), code: 2 });
+        return Err(Failure::usage("--concurrency: must be at least 1"));
     }
     let topology = super::engine::topology(global, args.ack_wait_s)?;
     let store = super::connect(global).await?;
-    store.migrate().await.map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
+    store.migrate().await.map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     let providers = Arc::new(super::engine::registry_providers(&store, args.script.as_deref()).await?);
     drop(store);
     let js = super::engine::jetstream(global).await?;
-    topology.ensure_streams(&js).await.map_err(|e| Failure::new(e.to_string()))?;
+    topology.ensure_streams(&js).await.map_err(|e| Failure::coded("cannot create the JetStream streams", e))?;
     let executor_id = args.executor_id.clone().unwrap_or_else(default_executor_id);
     let config = WorkerConfig {
         executor_class: args.class.as_str().to_owned(),
@@ -71,17 +71,17 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         super::serve::shutdown_signal().await;
-        eprintln!("runledger executor: draining (finishing node runs in hand)");
+        errln!("runledger executor: draining (finishing node runs in hand)");
         let _ = stop.send(true);
     });
-    eprintln!(
+    errln!(
         "runledger executor {executor_id}: class {}, {} at once, stream {}",
         args.class.as_str(),
         args.concurrency,
         topology.dispatch_stream()
     );
-    let stats = run_worker(js, topology, config, providers, stopped).await.map_err(|e| Failure::new(e.to_string()))?;
-    eprintln!(
+    let stats = run_worker(js, topology, config, providers, stopped).await.map_err(|e| Failure::coded("executor", e))?;
+    errln!(
         "runledger executor {executor_id}: stopped after {} node run(s) ({} expired, {} rejected)",
         stats.ran, stats.expired, stats.rejected
     );

@@ -21,5 +21,11 @@ use crate::{Failure, GlobalArgs};
 pub async fn connect(global: &GlobalArgs) -> Result<PgEventStore, Failure> {
     PgEventStore::connect(&global.database())
         .await
-        .map_err(|e| Failure::new(format!("cannot open the ledger at {}: {e}", redact(&global.database_url))))
+        .map_err(|e| {
+            let code = match e {
+                runledger_ledger::StoreError::Database(_) => "database_unavailable",
+                ref other => other.code(),
+            };
+            Failure::caused(format!("cannot open the ledger at {}", redact(&global.database_url)), e).with_code(code)
+        })
 }

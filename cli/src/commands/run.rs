@@ -48,19 +48,29 @@ pub struct RunArgs {
     exec: ExecArgs,
 }
 
+impl RunArgs {
+    pub fn wants_json(&self) -> bool {
+        self.json
+    }
+}
+
 pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     let (text, format) = super::validate::read_flowchart(&args.flow)?;
     let flowchart = load(&text, format).map_err(|errors| {
-        super::validate::print_errors(&args.flow, &errors);
+        if args.json {
+            super::validate::print_json_errors(&errors);
+        } else {
+            super::validate::print_errors(&args.flow, &errors);
+        }
         Failure::silent()
     })?;
-    let inputs: Value = serde_json::from_str(&args.input).map_err(|e| Failure::new(format!("--input: not JSON: {e}")))?;
+    let inputs: Value = serde_json::from_str(&args.input).map_err(|e| Failure::caused("--input: not JSON", e).with_code("invalid_argument"))?;
     let request_id = match &args.request_id {
-        Some(id) => RequestId::new(id.clone()).map_err(|e| Failure::new(format!("--request-id: {e}")))?,
+        Some(id) => RequestId::new(id.clone()).map_err(|e| Failure::usage(format!("--request-id: {e}")))?,
         None => RequestId::generate(),
     };
     let correlation_id = match &args.correlation_id {
-        Some(id) => CorrelationId::new(id.clone()).map_err(|e| Failure::new(format!("--correlation-id: {e}")))?,
+        Some(id) => CorrelationId::new(id.clone()).map_err(|e| Failure::usage(format!("--correlation-id: {e}")))?,
         None => CorrelationId::generate(),
     };
     let dir = args.flowcharts.clone().or_else(|| args.flow.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() }));
@@ -81,17 +91,20 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     engine
         .start(start, request_id, correlation_id)
         .await
-        .map_err(|e| Failure::new(format!("cannot start the run: {e} [{}]", e.code())))?;
+        .map_err(|e| Failure::coded("cannot start the run", e))?;
     if !args.wait {
         if args.json {
-            println!("{}", json!({ "kind": "started", "run_id": run_id, "status": "running" }));
+            outln!("{}", json!({ "kind": "started", "run_id": run_id, "status": "running" }));
         } else {
-            println!("run {run_id} started; `runledger serve` drives it to the end");
+            outln!("run {run_id} started; `runledger serve` drives it to the end");
         }
         return Ok(());
     }
+    // From here the output follows a run: a reader that goes away has not seen it complete,
+    // so the exit status says so (the run itself goes on under `runledger serve`).
+    crate::output::set_broken_pipe_exit(1);
     if !args.json {
-        println!("run {run_id} started (flowchart {})", args.flow.display());
+        outln!("run {run_id} started (flowchart {})", args.flow.display());
     }
     let printer = tokio::spawn({
         let as_json = args.json;
@@ -109,14 +122,14 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        eprintln!("runledger: warning: {n} event batches were not printed (output too slow)");
+                        errln!("runledger: warning: {n} event batches were not printed (output too slow)");
                     }
                     Err(_) => return,
                 }
             }
         }
     });
-    let summary = engine.wait(run_id).await.map_err(|e| Failure::new(format!("{e} [{}]", e.code())))?;
+    let summary = engine.wait(run_id).await.map_err(|e| Failure::coded(format!("run {run_id}"), e))?;
     built.shutdown().await;
     // Let the printer drain what is already queued before the summary.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -129,9 +142,17 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     }
 }
 
-/// One transition: which event, which node run, and a short detail.
+/// One transition: which event, which node run, and a short detail. With `--json`, failures
+/// also carry their error as fields (`error`: `code`, `message`, `retryable`, `details`) and
+/// successes their `warnings`, so scripts need not parse `detail`.
 fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
     let Ok(decoded) = event.decode() else { return };
+    let structured: Option<(&str, Value)> = match &decoded {
+        DomainEvent::RunFailed(e) => Some(("error", json!(e.error))),
+        DomainEvent::NodeFailed(e) => Some(("error", json!(e.error))),
+        DomainEvent::NodeSucceeded(e) if !e.warnings.is_empty() => Some(("warnings", json!(e.warnings))),
+        _ => None,
+    };
     let (node_id, node_run_id, attempt, detail): (Option<&str>, Option<String>, Option<u32>, String) = match &decoded {
         DomainEvent::ToolCalled(_) | DomainEvent::ArtifactPersisted(_) => return,
         // Not events of a run stream (flowchart registry, API idempotency keys).
@@ -166,7 +187,7 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
     };
     let event_type = event.event_type.as_str();
     if as_json {
-        let line = json!({
+        let mut line = json!({
             "kind": "transition",
             "event": event_type,
             "version": event.stream_version,
@@ -176,7 +197,10 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
             "attempt": attempt,
             "detail": detail,
         });
-        println!("{line}");
+        if let Some((key, value)) = structured {
+            line[key] = value;
+        }
+        outln!("{line}");
     } else {
         let at = clock.elapsed().as_secs_f64();
         let who = match (node_id, attempt) {
@@ -185,7 +209,7 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
             _ => String::new(),
         };
         let detail = if detail.is_empty() { String::new() } else { format!("  {detail}") };
-        println!("  [{at:>8.3}s] {who}{event_type}{detail}");
+        outln!("  [{at:>8.3}s] {who}{event_type}{detail}");
     }
 }
 
@@ -203,11 +227,11 @@ fn print_summary(summary: &RunSummary, state: Option<&runledger_orchestrator::Ru
             "error": summary.error,
             "duration_ms": elapsed_ms,
         });
-        println!("{line}");
+        outln!("{line}");
     } else {
         let mut counts: Vec<_> = counts.into_iter().map(|(k, v)| format!("{v} {k}")).collect();
         counts.sort();
-        println!(
+        outln!(
             "run {} {}: {} node runs ({}) in {:.3}s",
             summary.run_id,
             summary.status.as_str(),
@@ -216,7 +240,7 @@ fn print_summary(summary: &RunSummary, state: Option<&runledger_orchestrator::Ru
             elapsed_ms as f64 / 1000.0
         );
         if let Some(error) = &summary.error {
-            println!("  error: {} [{}]", error.message, error.code);
+            outln!("  error: {} [{}]", error.message, error.code);
         }
     }
 }

@@ -42,15 +42,15 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     let projections = runledger_projections::spawn_live(engine.store().pool().clone());
     // The HTTP API beside the engine (its projections are the ones spawned above).
     let api = runledger_api::spawn_for_serve(args.listen, engine.clone(), &global.nats_url).await.map_err(Failure::new)?;
-    let resumed = engine.resume_unfinished().await.map_err(|e| Failure::new(format!("cannot resume runs: {e}")))?;
-    eprintln!("runledger serve: driving {resumed} unfinished run(s); scanning every {} ms", args.scan_ms);
+    let resumed = engine.resume_unfinished().await.map_err(|e| Failure::coded("cannot resume runs", e))?;
+    errln!("runledger serve: driving {resumed} unfinished run(s); scanning every {} ms", args.scan_ms);
     let mut scan = tokio::time::interval(Duration::from_millis(args.scan_ms.max(50)));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => {
-                eprintln!("runledger serve: stopping; unfinished runs resume on the next start");
+                errln!("runledger serve: stopping; unfinished runs resume on the next start");
                 built.shutdown().await;
                 projections.abort();
                 if let Some(api) = &api {

@@ -15,20 +15,20 @@ pub async fn run(global: &GlobalArgs, as_json: bool) -> Result<(), Failure> {
     let nats = nats_status(&global.nats_url).await;
     let healthy = database["reachable"] == json!(true) && nats["reachable"] == json!(true);
     if as_json {
-        println!("{}", json!({"healthy": healthy, "database": database, "nats": nats}));
+        outln!("{}", json!({"healthy": healthy, "database": database, "nats": nats}));
     } else {
-        println!("database  {}  schema {}", redact(&global.database_url), global.database_schema);
+        outln!("database  {}  schema {}", redact(&global.database_url), global.database_schema);
         match database.get("error") {
-            Some(e) => println!("          unreachable: {}", e.as_str().unwrap_or_default()),
-            None => println!(
+            Some(e) => outln!("          unreachable: {}", e.as_str().unwrap_or_default()),
+            None => outln!(
                 "          reachable; {} migration(s) applied, {} pending",
                 database["migrations_applied"], database["migrations_pending"]
             ),
         }
-        println!("nats      {}", global.nats_url);
+        outln!("nats      {}", global.nats_url);
         match nats.get("error") {
-            Some(e) => println!("          unreachable: {}", e.as_str().unwrap_or_default()),
-            None => println!(
+            Some(e) => outln!("          unreachable: {}", e.as_str().unwrap_or_default()),
+            None => outln!(
                 "          reachable; server {}, jetstream {}",
                 nats["server_version"].as_str().unwrap_or("?"),
                 if nats["jetstream"] == json!(true) { "enabled" } else { "DISABLED" }
@@ -41,7 +41,7 @@ pub async fn run(global: &GlobalArgs, as_json: bool) -> Result<(), Failure> {
 async fn database_status(global: &GlobalArgs) -> Value {
     let store = match tokio::time::timeout(TIMEOUT, super::connect(global)).await {
         Ok(Ok(store)) => store,
-        Ok(Err(e)) => return json!({"reachable": false, "error": e.message}),
+        Ok(Err(e)) => return json!({"reachable": false, "error": e.line()}),
         Err(_) => return json!({"reachable": false, "error": "timed out"}),
     };
     match store.migration_status().await {
