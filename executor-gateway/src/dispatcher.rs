@@ -66,7 +66,8 @@ impl NodeExecutor for NatsDispatcher {
             hook(work.run_id, &class);
         }
         let timeout_ms = u64::try_from(self.dispatch_timeout.as_millis()).unwrap_or(u64::MAX);
-        tokio::spawn(async move {
+        let span = tracing::debug_span!("dispatch", run_id = %work.run_id, node_run_id = %work.node_run_id, attempt = work.attempt, class = %class);
+        tokio::spawn(tracing::Instrument::instrument(async move {
             let (run_id, node_run_id, attempt) = (work.run_id, work.node_run_id, work.attempt);
             let message_id = dispatch_message_id(run_id, node_run_id, attempt);
             let message = DispatchMessage {
@@ -91,8 +92,9 @@ impl NodeExecutor for NatsDispatcher {
                 message_id,
                 stream_sequence: Some(sequence),
             };
+            tracing::debug!(stream_sequence = sequence, "dispatch published");
             let _ = results.send(Delivery { run_id, report, message_id: None, recorded: None });
-        });
+        }, span));
     }
 }
 
