@@ -73,10 +73,10 @@ async fn runs_show_reports_a_stream_with_a_missing_version_as_corrupt() {
     assert_eq!(serde_json::from_str::<Value>(&stdout(&before)).unwrap()["status"], "completed");
 
     // Tampering the append-only trigger forbids: delete one event in the middle of the stream.
+    // The test's pool has the test's schema as its search_path.
     let pool = ledger.store.pool();
-    let table = format!("\"{schema}\".events");
-    sqlx::query(&format!("ALTER TABLE {table} DISABLE TRIGGER events_append_only")).execute(pool).await.unwrap();
-    let deleted = sqlx::query(&format!("DELETE FROM {table} WHERE stream_id = $1 AND stream_version = 5"))
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only").execute(pool).await.unwrap();
+    let deleted = sqlx::query("DELETE FROM events WHERE stream_id = $1 AND stream_version = 5")
         .bind(format!("run-{run_id}"))
         .execute(pool)
         .await
