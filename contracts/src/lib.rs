@@ -19,3 +19,6 @@ pub mod ids;
 pub mod model;
 pub mod schema;
 pub mod time;
+
+#[cfg(test)]
+mod fuzz;

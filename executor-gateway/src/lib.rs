@@ -28,6 +28,8 @@ pub mod worker;
 
 #[cfg(test)]
 mod gateway_tests;
+#[cfg(test)]
+mod fuzz_tests;
 
 /// A gateway failure worth one line.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@ mod auth;
 mod control;
 mod errors;
 mod flowcharts;
+mod fuzz;
 mod live;
 mod models;
 mod openapi;
