@@ -7,6 +7,8 @@ mod output;
 mod commands;
 mod failure;
 mod logging;
+#[cfg(feature = "otlp")]
+mod otlp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,7 +134,7 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = parse_arguments();
-    logging::init();
+    let _logging = logging::init();
     let as_json = cli.command.wants_json();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

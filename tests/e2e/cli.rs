@@ -232,3 +232,86 @@ async fn logs_follow_per_module_filters_and_have_no_colour_codes_off_a_terminal(
     assert!(stderr(&out).contains("RUNLEDGER_LOG"), "a bad filter is reported: {}", stderr(&out));
     ledger.drop_schema().await.unwrap();
 }
+
+/// A local OTLP/HTTP collector stub: answers every request `200 {}` and keeps the bodies it
+/// received on `/v1/traces`.
+struct CollectorStub {
+    endpoint: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl CollectorStub {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let mut length = 0usize;
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = header.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                if request_line.starts_with("POST /v1/traces ") {
+                    kept.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+            }
+        });
+        Self { endpoint, bodies }
+    }
+}
+
+#[tokio::test]
+async fn spans_go_to_an_otlp_collector_when_one_is_configured() {
+    let ledger = TestLedger::new().await.unwrap();
+    let schema = ledger.schema().to_owned();
+    let collector = CollectorStub::start();
+    let out = command(&["run", "examples/fan-in.yaml", "--wait", "--json"], &schema)
+        .env("RUNLEDGER_OTLP_ENDPOINT", &collector.endpoint)
+        .env_remove("RUNLEDGER_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run_id = json_lines(&stdout(&out)).last().unwrap()["run_id"].as_str().unwrap().to_owned();
+    let bodies = collector.bodies.lock().unwrap().clone();
+    let received = bodies.join("\n");
+    // OTLP JSON: resourceSpans[].scopeSpans[].spans[] with `name` and `attributes`.
+    let spans: Vec<Value> = bodies
+        .iter()
+        .filter_map(|body| serde_json::from_str::<Value>(body).ok())
+        .flat_map(|doc| {
+            let resource_spans = doc["resourceSpans"].as_array().cloned().unwrap_or_default();
+            resource_spans.into_iter().flat_map(|r| r["scopeSpans"].as_array().cloned().unwrap_or_default())
+        })
+        .flat_map(|scope| scope["spans"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let attribute = |span: &Value, key: &str| {
+        span["attributes"].as_array().into_iter().flatten().find(|a| a["key"] == key).map(|a| a["value"]["stringValue"].clone())
+    };
+    let names: Vec<&str> = spans.iter().filter_map(|s| s["name"].as_str()).collect();
+    let run = spans.iter().find(|s| s["name"] == "run").unwrap_or_else(|| panic!("no `run` span in {names:?}: {received}"));
+    assert_eq!(attribute(run, "run_id"), Some(json!(run_id)));
+    assert!(names.contains(&"node_run") && names.contains(&"append"), "{names:?}");
+    assert!(spans.iter().any(|s| s["name"] == "node_run" && attribute(s, "node_id").is_some()), "{names:?}");
+    ledger.drop_schema().await.unwrap();
+}
