@@ -5,6 +5,8 @@
 mod api;
 #[path = "e2e/check.rs"]
 mod check;
+#[path = "e2e/cli.rs"]
+mod cli;
 #[path = "e2e/crash.rs"]
 mod crash;
 #[path = "e2e/gateway.rs"]
@@ -87,8 +89,8 @@ fn every_example_flowchart_validates() {
         let out = runledger(&["validate", "--json", path.to_str().unwrap()], None);
         assert_eq!(
             stdout(&out).trim(),
-            r#"{"valid":true,"errors":[]}"#,
-            "FLOWCHART-FORMAT.md's shape and order"
+            r#"{"errors":[],"valid":true}"#,
+            "FLOWCHART-FORMAT.md's shape, keys sorted as in the API"
         );
         seen += 1;
     }
@@ -300,7 +302,7 @@ async fn export_of_an_unknown_run_fails_in_one_line() {
     let err = stderr(&out);
     assert_eq!(
         err.trim_end(),
-        format!("runledger: error: stream `run-{run}` does not exist")
+        format!("runledger: error: stream `run-{run}` does not exist [stream_not_found]")
     );
     ledger.drop_schema().await.unwrap();
     let out = runledger(&["export", "--run", "not-a-uuid"], None);

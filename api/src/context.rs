@@ -142,13 +142,21 @@ pub async fn middleware(
         .or_else(|| nul_in_uri(&request));
     let started = std::time::Instant::now();
     let method = request.method().clone();
+    let span = tracing::info_span!(
+        "http_request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %context.request_id,
+        correlation_id = %context.correlation_id,
+    );
     let response = match early {
         Some(error) => axum::response::IntoResponse::into_response(error),
         None => {
             request.extensions_mut().insert(context.clone());
-            next.run(request).await
+            tracing::Instrument::instrument(next.run(request), span.clone()).await
         }
     };
+    span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "answered"));
     let response = finish(response, &context);
     state.metrics().observe_request(
         method.as_str(),

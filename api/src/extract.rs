@@ -81,7 +81,7 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for ApiJson<T> {
     }
 }
 
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         let at = json!({ "line": e.line(), "column": e.column() });
         match e.classify() {

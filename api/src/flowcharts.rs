@@ -187,23 +187,26 @@ impl From<RegistryError> for ApiError {
 /// Check a flowchart without storing it.
 ///
 /// Answers 200 whether or not it is valid; the report lists every problem with its stable code
-/// and path, exactly as `runledger validate --json` does.
+/// and path, exactly as `runledger validate --json` does, keys in sorted order like the
+/// `invalid_flowchart` error's details (docs/flowchart.md).
 #[utoipa::path(post, path = "/v1/flowcharts/validate", tag = "flowcharts", request_body = ValidateBody,
     responses((status = 200, body = ValidationReport), (status = "4XX", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn validate(
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<ValidateBody>,
-) -> Result<Json<ValidationReport>, ApiError> {
-    Ok(match load_definition_blocking(body.definition).await? {
-        Ok(_) => Json(ValidationReport {
+) -> Result<Json<Value>, ApiError> {
+    let report = match load_definition_blocking(body.definition).await? {
+        Ok(_) => ValidationReport {
             valid: true,
             errors: Vec::new(),
-        }),
-        Err(errors) => Json(ValidationReport {
+        },
+        Err(errors) => ValidationReport {
             valid: false,
             errors: problems(&errors),
-        }),
-    })
+        },
+    };
+    // Through a `Value`, whose objects are sorted: the order of the error details.
+    Ok(Json(json!(report)))
 }
 
 /// Store a flowchart as a new immutable version of its name.

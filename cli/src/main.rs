@@ -1,13 +1,22 @@
 //! `runledger`: the one binary. Each subcommand lives in `commands/`; this file only parses
-//! arguments, sets up logging and turns errors into one line on stderr and an exit code.
+//! arguments, sets up logging and turns errors into one line on stderr (or one JSON object with
+//! `--json`) and an exit code.
 
+#[macro_use]
+mod output;
 mod commands;
+mod failure;
+mod logging;
+#[cfg(feature = "otlp")]
+mod otlp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use runledger_ledger::DatabaseConfig;
+
+pub use failure::Failure;
 
 /// An event-sourced orchestrator for LLM-agent flowcharts, with an auditable run ledger.
 #[derive(Debug, Parser)]
@@ -18,7 +27,9 @@ use runledger_ledger::DatabaseConfig;
     propagate_version = true,
     after_help = "Exit codes: 0 success; 1 the command failed or its answer is no (invalid flowchart, \
                   export that does not verify, unreachable service); 2 bad arguments.\n\
-                  Logs go to stderr; set RUNLEDGER_LOG=error|warn|info|debug|trace (default warn)."
+                  With --json, a failure is one JSON object on stdout: {\"ok\": false, \"error\": {\"code\", \"message\", ...}}.\n\
+                  Logs go to stderr; RUNLEDGER_LOG sets levels, per module too \
+                  (e.g. RUNLEDGER_LOG=runledger_orchestrator=debug,warn; default warn)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -39,6 +50,7 @@ pub struct GlobalArgs {
         global = true,
         env = "RUNLEDGER_DATABASE_SCHEMA",
         default_value = "public",
+        hide_env_values = true,
         help_heading = "Services"
     )]
     pub database_schema: String,
@@ -59,6 +71,7 @@ pub struct GlobalArgs {
         global = true,
         env = "RUNLEDGER_NATS_NAMESPACE",
         default_value = "",
+        hide_env_values = true,
         help_heading = "Services"
     )]
     pub nats_namespace: String,
@@ -140,47 +153,37 @@ enum Command {
     },
 }
 
-/// A failure worth one line on stderr, and the exit code to leave with.
-#[derive(Debug)]
-pub struct Failure {
-    pub message: String,
-    pub code: u8,
-}
-
-impl Failure {
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            code: 1,
+impl Command {
+    /// Whether the command was asked for JSON output, so its failure is printed as JSON too.
+    fn wants_json(&self) -> bool {
+        match self {
+            Command::Validate { json, .. }
+            | Command::Verify { json, .. }
+            | Command::Status { json } => *json,
+            Command::Run(args) => args.wants_json(),
+            Command::Runs(command) => command.wants_json(),
+            Command::Projections(command) => command.wants_json(),
+            Command::Check(args) => args.wants_json(),
+            Command::Models(command) => command.wants_json(),
+            Command::Tools(command) => command.wants_json(),
+            Command::Migrate | Command::Export(_) | Command::Serve(_) | Command::Executor(_) => {
+                false
+            }
         }
-    }
-
-    /// The command ran and the answer is "no" (invalid flowchart, bad export): output already
-    /// said why, so nothing more is printed.
-    pub fn silent() -> Self {
-        Self {
-            message: String::new(),
-            code: 1,
-        }
-    }
-}
-
-impl<E: std::fmt::Display> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure::new(e.to_string())
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
+    let cli = parse_arguments();
+    let _logging = logging::init();
+    let as_json = cli.command.wants_json();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("runledger: error: cannot start the async runtime: {e}");
+            errln!("runledger: error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -208,24 +211,49 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(failure) if failure.is_broken_pipe() => output::exit_on_broken_pipe(),
         Err(failure) => {
-            if !failure.message.is_empty() {
-                eprintln!("runledger: error: {}", failure.message);
+            if !failure.is_silent() {
+                report(&failure, as_json);
             }
-            ExitCode::from(failure.code)
+            ExitCode::from(failure.exit)
         }
     }
 }
 
-/// Logs go to stderr; `RUNLEDGER_LOG` sets the level (error, warn, info, debug, trace).
-fn init_logging() {
-    let level = std::env::var("RUNLEDGER_LOG")
-        .ok()
-        .and_then(|l| l.parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::WARN);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+/// One line on stderr, or with `--json` the error object on stdout (where the answer would be).
+fn report(failure: &Failure, as_json: bool) {
+    if as_json {
+        match serde_json::to_string(&failure.envelope()) {
+            Ok(line) => outln!("{line}"),
+            Err(_) => errln!("runledger: error: {}", failure.line()),
+        }
+    } else {
+        errln!("runledger: error: {}", failure.line());
+    }
+}
+
+/// Parses the arguments, exiting 2 with clap's message when they are wrong. That message is
+/// rendered as if no environment variable were set: clap counts an option given by the
+/// environment as "used" and would list it in the usage line as if it were required.
+fn parse_arguments() -> Cli {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(error) => {
+            if error.use_stderr()
+                && let Err(plain) = without_env(Cli::command()).try_get_matches()
+                && plain.kind() == error.kind()
+            {
+                plain.exit();
+            }
+            error.exit();
+        }
+    };
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn without_env(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| arg.env(None))
+        .mut_subcommands(without_env)
 }

@@ -35,8 +35,14 @@ pub struct ErrorInfo {
     pub message: String,
     #[serde(default)]
     pub retryable: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "details_absent")]
     pub details: Option<Value>,
+}
+
+/// `Some(null)` is written as absent: JSON reads `"details": null` back as `None`, so writing
+/// it would make a report or event decode to something other than what was sent.
+fn details_absent(details: &Option<Value>) -> bool {
+    matches!(details, None | Some(Value::Null))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

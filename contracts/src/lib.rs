@@ -21,3 +21,6 @@ pub mod model;
 pub mod schema;
 pub mod storable;
 pub mod time;
+
+#[cfg(test)]
+mod fuzz;

@@ -74,42 +74,47 @@ impl NodeExecutor for NatsDispatcher {
         let class = (self.class_of)(&work.node);
         let (topology, on_dispatch) = (self.topology.clone(), self.on_dispatch.clone());
         let timeout_ms = u64::try_from(self.dispatch_timeout.as_millis()).unwrap_or(u64::MAX);
-        tokio::spawn(async move {
-            let class = class.await;
-            let subject = topology.dispatch_subject(&class);
-            if let Some(hook) = &on_dispatch {
-                hook(work.run_id, &class);
-            }
-            let (run_id, node_run_id, attempt) = (work.run_id, work.node_run_id, work.attempt);
-            let message_id = dispatch_message_id(run_id, node_run_id, attempt);
-            let message = DispatchMessage {
-                wire_version: WIRE_VERSION,
-                executor_class: class.clone(),
-                not_after: Some(add_ms(Timestamp::now(), timeout_ms)),
-                work,
-            };
-            let payload = match serde_json::to_vec(&message) {
-                Ok(payload) => payload,
-                Err(e) => {
-                    // Cannot happen for values the engine built; the dispatch timeout fails the node.
-                    tracing::error!(%run_id, %node_run_id, error = %e, "dispatch not encodable");
-                    return;
+        let span = tracing::debug_span!("dispatch", run_id = %work.run_id, node_run_id = %work.node_run_id, attempt = work.attempt);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let class = class.await;
+                let subject = topology.dispatch_subject(&class);
+                if let Some(hook) = &on_dispatch {
+                    hook(work.run_id, &class);
                 }
-            };
-            let sequence = publish_until_acked(&js, subject, &message_id, payload).await;
-            let report = Report::Dispatched {
-                node_run_id,
-                attempt,
-                executor_class: class,
-                message_id,
-                stream_sequence: Some(sequence),
-            };
-            let _ = results.send(Delivery {
-                run_id,
-                report,
-                message_id: None,
-                recorded: None,
-            });
-        });
+                let (run_id, node_run_id, attempt) = (work.run_id, work.node_run_id, work.attempt);
+                let message_id = dispatch_message_id(run_id, node_run_id, attempt);
+                let message = DispatchMessage {
+                    wire_version: WIRE_VERSION,
+                    executor_class: class.clone(),
+                    not_after: Some(add_ms(Timestamp::now(), timeout_ms)),
+                    work,
+                };
+                let payload = match serde_json::to_vec(&message) {
+                    Ok(payload) => payload,
+                    Err(e) => {
+                        // Cannot happen for values the engine built; the dispatch timeout fails the node.
+                        tracing::error!(%run_id, %node_run_id, error = %e, "dispatch not encodable");
+                        return;
+                    }
+                };
+                let sequence = publish_until_acked(&js, subject, &message_id, payload).await;
+                let report = Report::Dispatched {
+                    node_run_id,
+                    attempt,
+                    executor_class: class,
+                    message_id,
+                    stream_sequence: Some(sequence),
+                };
+                tracing::debug!(stream_sequence = sequence, "dispatch published");
+                let _ = results.send(Delivery {
+                    run_id,
+                    report,
+                    message_id: None,
+                    recorded: None,
+                });
+            },
+            span,
+        ));
     }
 }

@@ -32,6 +32,8 @@ pub mod topology;
 pub mod worker;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod gateway_tests;
 
 /// A gateway failure worth one line.

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use runledger_contracts::digest::Digest;
 use runledger_contracts::envelope::{NewEvent, RecordedEvent};
 use runledger_contracts::events::{Control, DomainEvent, ErrorInfo, ParentRun, RunTakenOver};
 use runledger_contracts::flowchart::Flowchart;
@@ -25,6 +26,7 @@ use runledger_ledger::leases::Claim;
 use runledger_ledger::{AppendRequest, EventStore, ExpectedVersion, StoreError};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use crate::decide::{
     self, Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings,
@@ -191,10 +193,13 @@ async fn load_run_noting<S: EventStore>(
     let mut version = 0;
     let mut correlation_id = None;
     let mut noted = Vec::new();
+    let mut head: Option<Digest> = None;
     loop {
         let page = store.read_stream(&stream, version + 1, PAGE).await?;
         let done = page.len() < PAGE;
         for recorded in page {
+            check_linked(run_id, version, head.as_ref(), &recorded)?;
+            head = Some(recorded.hash);
             correlation_id.get_or_insert_with(|| recorded.correlation_id.clone());
             apply_recorded(&mut state, &recorded, run_id)?;
             version = recorded.stream_version;
@@ -217,6 +222,38 @@ async fn load_run_noting<S: EventStore>(
         )),
         _ => Err(EngineError::RunNotFound(run_id)),
     }
+}
+
+/// A run is rebuilt only from an unbroken stream: versions 1, 2, 3, ... each chained to the one
+/// before. A missing or re-linked event (someone edited the table) would otherwise replay into
+/// a plausible but false state, e.g. "completed" with a node run's end deleted.
+fn check_linked(
+    run_id: RunId,
+    previous: u64,
+    head: Option<&Digest>,
+    recorded: &RecordedEvent,
+) -> Result<(), EngineError> {
+    let expected = previous + 1;
+    if recorded.stream_version != expected {
+        return Err(EngineError::Corrupt {
+            run_id,
+            version: expected,
+            message: format!(
+                "version {expected} is missing (the next event is version {})",
+                recorded.stream_version
+            ),
+        });
+    }
+    if let Some(head) = head
+        && recorded.prev_hash != *head
+    {
+        return Err(EngineError::Corrupt {
+            run_id,
+            version: expected,
+            message: "its prev_hash is not the hash of the event before it".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn evolve_recorded(
@@ -1104,6 +1141,7 @@ const RESULT_BATCH: usize = 256;
 const REPORT_LINGER: Duration = Duration::from_millis(2);
 
 impl<S: EventStore + 'static> Driver<S> {
+    #[tracing::instrument(name = "run", skip_all, fields(run_id = %self.state.run_id, correlation_id = %self.correlation_id))]
     async fn run(mut self) {
         let run_id = self.state.run_id;
         let outcome = self.drive().await;
@@ -1418,9 +1456,16 @@ impl<S: EventStore + 'static> Driver<S> {
                 return Ok(Some(Vec::new()));
             }
             let append = append_request(&cause, &events, &env)?;
-            match self.append_step(append).await {
+            let span = tracing::debug_span!("append", request_id = %cause.request_id, expected_version = self.version);
+            let appended = self.append_step(append).instrument(span).await;
+            match appended {
                 Ok(outcome) if !outcome.deduplicated => {
                     self.version = outcome.last_version();
+                    tracing::debug!(
+                        version = self.version,
+                        events = outcome.events.len(),
+                        "appended"
+                    );
                     self.last_append = tokio::time::Instant::now();
                     self.done
                         .send_replace(RunSummary::of(&self.state, self.version));
@@ -1664,12 +1709,14 @@ impl<S: EventStore + 'static> Driver<S> {
         }
     }
 
+    #[tracing::instrument(name = "node_run", skip_all, fields(node_run_id = %self.state.node_runs[i].id, node_id = self.state.node_id(self.state.node_runs[i].node), attempt = self.state.node_runs[i].attempt))]
     async fn dispatch(&mut self, i: usize) {
         // Only the run's owner hands out work; a draining or fenced-off driver leaves it
         // recorded for the next owner, which dispatches it when it takes the run over.
         if self.draining || self.stopped || !self.engine.inner.ownership.holds(self.state.run_id) {
             return;
         }
+        tracing::debug!("dispatching");
         let nr = &self.state.node_runs[i];
         let id = nr.id;
         if !self.dispatched.insert(id) {

@@ -100,6 +100,8 @@ pub struct NodeRun {
     pub late_result_recorded: bool,
     pub output: Option<Value>,
     pub error: Option<ErrorInfo>,
+    /// Why a success is `success_with_warning` (kept for operators: `runledger runs show`).
+    pub warnings: Vec<runledger_contracts::events::Warning>,
     /// Connectors a decision fired.
     pub routed: Option<Vec<usize>>,
     pub artifact: Option<ArtifactId>,
@@ -492,6 +494,7 @@ impl RunState {
                 };
                 let i = self.end("NodeSucceeded", &e.node_run_id, status)?;
                 self.node_runs[i].output = Some(e.output.clone());
+                self.node_runs[i].warnings = e.warnings.clone();
                 self.deliver(i);
             }
             DomainEvent::NodeSkipped(e) => {
@@ -693,6 +696,7 @@ impl RunState {
             late_result_recorded: false,
             output: None,
             error: None,
+            warnings: Vec::new(),
             routed: None,
             artifact: None,
             invalidated: false,

@@ -6,6 +6,7 @@ mod control;
 mod errors;
 mod flowcharts;
 mod hardening;
+mod fuzz;
 mod live;
 mod models;
 mod openapi;

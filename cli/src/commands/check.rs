@@ -38,12 +38,15 @@ pub struct CheckArgs {
     claims: Option<PathBuf>,
 }
 
+impl CheckArgs {
+    pub fn wants_json(&self) -> bool {
+        self.json
+    }
+}
+
 /// `--fail-on`: the lowest severity that fails the check, or `None` for `none`.
 fn threshold(text: &str) -> Result<Option<Severity>, Failure> {
-    let usage = |message: String| Failure {
-        message: format!("--fail-on: {message}"),
-        code: 2,
-    };
+    let usage = |message: String| Failure::usage(format!("--fail-on: {message}"));
     let names: Vec<&str> = text
         .split(',')
         .map(str::trim)
@@ -72,40 +75,42 @@ fn threshold(text: &str) -> Result<Option<Severity>, Failure> {
 pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<(), Failure> {
     let threshold = threshold(&args.fail_on)?;
     let run = match &args.run {
-        Some(text) => Some(text.parse::<RunId>().map_err(|_| Failure {
-            message: format!("--run: `{text}` is not a run id (a UUID)"),
-            code: 2,
-        })?),
+        Some(text) => Some(
+            text.parse::<RunId>()
+                .map_err(|_| Failure::usage(format!("--run: `{text}` is not a run id (a UUID)")))?,
+        ),
         None => None,
     };
     let registry = match &args.claims {
-        Some(dir) => Registry::from_dir(dir).map_err(|e| Failure {
-            message: format!("--claims: {e}"),
-            code: 2,
+        Some(dir) => Registry::from_dir(dir).map_err(|e| {
+            let code = e.code();
+            Failure::caused("--claims", e).with_code(code).as_usage()
         })?,
-        None => Registry::builtin().map_err(|e| Failure::new(format!("built-in claims: {e}")))?,
+        None => Registry::builtin().map_err(|e| Failure::coded("built-in claims", e))?,
     };
     let store = super::connect(global).await?;
     store
         .migrate()
         .await
-        .map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
+        .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     let pool = store.pool().clone();
     Projections::select(pool.clone(), Some("claim_evidence"))
-        .map_err(|e| Failure::new(e.to_string()))?
+        .map_err(|e| Failure::coded("claim_evidence", e))?
         .catch_up()
         .await
-        .map_err(|e| Failure::new(format!("cannot bring claim evidence up to date: {e}")))?;
+        .map_err(|e| Failure::coded("cannot bring claim evidence up to date", e))?;
     if let Some(run) = run
         && !run_known(&pool, run)
             .await
-            .map_err(|e| Failure::new(e.to_string()))?
+            .map_err(|e| Failure::coded("cannot look the run up", e))?
     {
-        return Err(Failure::new(format!("--run: no run {run} in the ledger")));
+        return Err(
+            Failure::new(format!("--run: no run {run} in the ledger")).with_code("run_not_found")
+        );
     }
     let results = claims_with(&pool, &registry, run)
         .await
-        .map_err(|e| Failure::new(e.to_string()))?;
+        .map_err(|e| Failure::coded("cannot evaluate the claims", e))?;
     let failing: Vec<&ClaimResult> = results
         .iter()
         .filter(|c| c.status == ClaimStatus::Fail && threshold.is_some_and(|t| c.severity >= t))
@@ -114,12 +119,12 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<(), Failure> {
     if args.json {
         let scope = run.map_or("all".to_owned(), |r| r.to_string());
         let out = json!({ "scope": scope, "fail_on": fail_on, "ok": failing.is_empty(), "claims": results });
-        println!("{out}");
+        outln!("{out}");
     } else {
         print_table(&results);
         let count = |s: ClaimStatus| results.iter().filter(|c| c.status == s).count();
         let scope = run.map_or("the ledger".to_owned(), |r| format!("run {r}"));
-        println!(
+        outln!(
             "{} claim(s) over {scope}: {} pass, {} fail, {} insufficient evidence; failing at or above {fail_on}: {}",
             results.len(),
             count(ClaimStatus::Pass),
@@ -145,9 +150,13 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<(), Failure> {
 
 fn print_table(results: &[ClaimResult]) {
     let width = results.iter().map(|c| c.id.len()).max().unwrap_or(5).max(5);
-    println!(
+    outln!(
         "{:<width$}  {:<8}  {:<21}  {:>9}  {:>10}  FIRST EVIDENCE",
-        "CLAIM", "SEVERITY", "STATUS", "CHECKED", "VIOLATIONS"
+        "CLAIM",
+        "SEVERITY",
+        "STATUS",
+        "CHECKED",
+        "VIOLATIONS"
     );
     for c in results {
         let first = c
@@ -162,7 +171,7 @@ fn print_table(results: &[ClaimResult]) {
                 )
             })
             .unwrap_or_else(|| "-".into());
-        println!(
+        outln!(
             "{:<width$}  {:<8}  {:<21}  {:>9}  {:>10}  {first}",
             c.id,
             c.severity.as_str(),

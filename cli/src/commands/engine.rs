@@ -204,8 +204,8 @@ impl Built {
 
 /// The JetStream topology of `--nats-namespace`, with `--ack-wait-s`.
 pub fn topology(global: &GlobalArgs, ack_wait_s: u64) -> Result<Topology, Failure> {
-    let mut topology =
-        Topology::in_namespace(&global.nats_namespace).map_err(|e| Failure::new(e.to_string()))?;
+    let mut topology = Topology::in_namespace(&global.nats_namespace)
+        .map_err(|e| Failure::coded("--nats-namespace", e))?;
     topology.ack_wait = Duration::from_secs(ack_wait_s.max(1));
     Ok(topology)
 }
@@ -215,10 +215,13 @@ pub async fn jetstream(global: &GlobalArgs) -> Result<async_nats::jetstream::Con
     runledger_executor_gateway::connect(&global.nats_url)
         .await
         .map_err(|e| {
-            Failure::new(format!(
-                "{e} (--nats-url {})",
-                runledger_executor_gateway::redact_nats_url(&global.nats_url)
-            ))
+            Failure::coded(
+                format!(
+                    "--nats-url {}",
+                    runledger_executor_gateway::redact_nats_url(&global.nats_url)
+                ),
+                e,
+            )
         })
 }
 
@@ -236,7 +239,7 @@ pub async fn build(
     store
         .migrate()
         .await
-        .map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
+        .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     let leases = Leases::new(LeaseStore::new(store.pool().clone()), lease_config);
     let ownership: Arc<dyn Ownership> = leases.clone();
     let models = live_models(&store, exec.script.as_deref()).await?;
@@ -265,7 +268,7 @@ pub async fn build(
     topology
         .ensure_all(&js)
         .await
-        .map_err(|e| Failure::new(e.to_string()))?;
+        .map_err(|e| Failure::coded("cannot create the JetStream streams", e))?;
     let dispatch_timeout = Duration::from_secs(exec.dispatch_timeout_s.max(1));
     let class_of = models.class_of();
     let mut dispatcher = NatsDispatcher::new(
@@ -280,10 +283,10 @@ pub async fn build(
     let mut failures = None;
     if let Some(path) = &exec.kube_settings {
         let settings = KubeSettings::load(path)
-            .map_err(|e| Failure::new(format!("--kube-settings {}: {e}", path.display())))?;
+            .map_err(|e| Failure::coded(format!("--kube-settings {}", path.display()), e))?;
         let client = kube::connect(&settings)
             .await
-            .map_err(|e| Failure::new(format!("--kube-settings: {e} [{}]", e.code())))?;
+            .map_err(|e| Failure::coded("--kube-settings", e))?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let reporter = FailureReporter::new(tx);
         let launcher = JobLauncher::new(client.clone(), &settings, reporter.clone());
@@ -355,19 +358,15 @@ pub async fn live_models(
         DEFAULT_MAX_AGE,
     )
     .await
-    .map_err(|e| {
-        Failure::new(format!(
-            "cannot load the model registry: {e} [{}]",
-            e.code()
-        ))
-    })
+    .map_err(|e| Failure::coded("cannot load the model registry", e))
 }
 
 fn read_script(path: &Path) -> Result<Script, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::caused(format!("cannot read {}", path.display()), e).with_code("file_unreadable")
+    })?;
     ScriptedProvider::parse_fixture(&text)
-        .map_err(|e| Failure::new(format!("{}: {e}", path.display())))
+        .map_err(|e| Failure::new(format!("{}: {e}", path.display())).with_code("invalid_script"))
 }
 
 /// Sub-flows come from the flowchart directory when it has the file, else from the flowchart

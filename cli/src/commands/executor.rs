@@ -53,17 +53,14 @@ impl ExecutorClass {
 
 pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure> {
     if args.concurrency == 0 {
-        return Err(Failure {
-            message: "--concurrency: must be at least 1".into(),
-            code: 2,
-        });
+        return Err(Failure::usage("--concurrency: must be at least 1"));
     }
     let topology = super::engine::topology(global, args.ack_wait_s)?;
     let store = super::connect(global).await?;
     store
         .migrate()
         .await
-        .map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
+        .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     let providers = Arc::new(
         super::engine::live_models(&store, args.script.as_deref())
             .await?
@@ -74,7 +71,7 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
     topology
         .ensure_streams(&js)
         .await
-        .map_err(|e| Failure::new(e.to_string()))?;
+        .map_err(|e| Failure::coded("cannot create the JetStream streams", e))?;
     let executor_id = args.executor_id.clone().unwrap_or_else(default_executor_id);
     let config = WorkerConfig {
         executor_class: args.class.as_str().to_owned(),
@@ -85,10 +82,10 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         super::serve::shutdown_signal().await;
-        eprintln!("runledger executor: draining (finishing node runs in hand)");
+        errln!("runledger executor: draining (finishing node runs in hand)");
         let _ = stop.send(true);
     });
-    eprintln!(
+    errln!(
         "runledger executor {executor_id}: class {}, {} at once, stream {}",
         args.class.as_str(),
         args.concurrency,
@@ -96,10 +93,12 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
     );
     let stats = run_worker(js, topology, config, providers, stopped)
         .await
-        .map_err(|e| Failure::new(e.to_string()))?;
-    eprintln!(
+        .map_err(|e| Failure::coded("executor", e))?;
+    errln!(
         "runledger executor {executor_id}: stopped after {} node run(s) ({} expired, {} rejected)",
-        stats.ran, stats.expired, stats.rejected
+        stats.ran,
+        stats.expired,
+        stats.rejected
     );
     Ok(())
 }

@@ -34,7 +34,7 @@ pub async fn run(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
     let scope = match (args.run, args.stream, args.all) {
         (Some(run), _, _) => ExportScope::Stream(StreamId::for_run(run)),
         (_, Some(stream), _) => ExportScope::Stream(
-            StreamId::new(stream).map_err(|e| Failure::new(format!("--stream: {e}")))?,
+            StreamId::new(stream).map_err(|e| Failure::usage(format!("--stream: {e}")))?,
         ),
         _ => ExportScope::All,
     };
@@ -49,52 +49,63 @@ pub async fn run(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
     let show_progress = std::io::stderr().is_terminal();
     let progress = |done: u64, total: u64| {
         if show_progress {
-            eprint!("\rexporting: {done}/{total} events");
+            errout!("\rexporting: {done}/{total} events");
         }
     };
     let summary = match &args.output {
         None => {
             let mut out = tokio::io::stdout();
-            let summary = export_signed(&store, &scope, &mut out, progress, key.as_ref()).await?;
-            out.flush().await?;
+            let summary = export_signed(&store, &scope, &mut out, progress, key.as_ref())
+                .await
+                .map_err(Failure::from_coded)?;
+            out.flush()
+                .await
+                .map_err(|e| Failure::caused("writing the export", e).with_code("io_error"))?;
             summary
         }
         Some(path) => {
             let tmp = path.with_extension("jsonl.tmp");
-            let file = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| Failure::new(format!("cannot create {}: {e}", tmp.display())))?;
+            let file = tokio::fs::File::create(&tmp).await.map_err(|e| {
+                Failure::caused(format!("cannot create {}", tmp.display()), e).with_code("io_error")
+            })?;
             let mut out = tokio::io::BufWriter::new(file);
             let result = export_signed(&store, &scope, &mut out, progress, key.as_ref()).await;
             let summary = match result {
                 Ok(summary) => summary,
                 Err(e) => {
                     let _ = tokio::fs::remove_file(&tmp).await;
-                    return Err(e.into());
+                    return Err(Failure::from_coded(e));
                 }
             };
-            out.flush().await?;
-            out.into_inner().sync_all().await?;
+            let written = match out.flush().await {
+                Ok(()) => out.into_inner().sync_all().await,
+                Err(e) => Err(e),
+            };
+            written.map_err(|e| {
+                Failure::caused(format!("writing {}", tmp.display()), e).with_code("io_error")
+            })?;
             tokio::fs::rename(&tmp, path).await.map_err(|e| {
-                Failure::new(format!(
-                    "cannot move {} to {}: {e}",
-                    tmp.display(),
-                    path.display()
-                ))
+                Failure::caused(
+                    format!("cannot move {} to {}", tmp.display(), path.display()),
+                    e,
+                )
+                .with_code("io_error")
             })?;
             summary
         }
     };
     if show_progress {
-        eprintln!();
+        errln!();
     }
     let target = args
         .output
         .as_ref()
         .map_or("stdout".to_owned(), |p| p.display().to_string());
-    eprintln!(
+    errln!(
         "exported {} event(s) in {} stream(s) and {} blob(s) to {target}",
-        summary.events, summary.streams, summary.blobs
+        summary.events,
+        summary.streams,
+        summary.blobs
     );
     Ok(())
 }

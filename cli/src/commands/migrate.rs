@@ -5,10 +5,10 @@ pub async fn run(global: &GlobalArgs) -> Result<(), Failure> {
     let applied = store
         .migrate()
         .await
-        .map_err(|e| Failure::new(format!("migrating: {e}")))?;
+        .map_err(|e| Failure::coded("migrating", e))?;
     match applied {
-        0 => println!("ledger schema is up to date"),
-        n => println!("applied {n} migration(s)"),
+        0 => outln!("ledger schema is up to date"),
+        n => outln!("applied {n} migration(s)"),
     }
     Ok(())
 }

@@ -25,10 +25,15 @@ pub async fn connect(global: &GlobalArgs) -> Result<PgEventStore, Failure> {
     PgEventStore::connect(&global.database())
         .await
         .map_err(|e| {
-            Failure::new(format!(
-                "cannot open the ledger at {}: {e}",
-                redact(&global.database_url)
-            ))
+            let code = match e {
+                runledger_ledger::StoreError::Database(_) => "database_unavailable",
+                ref other => other.code(),
+            };
+            Failure::caused(
+                format!("cannot open the ledger at {}", redact(&global.database_url)),
+                e,
+            )
+            .with_code(code)
         })
 }
 

@@ -28,6 +28,7 @@ pub enum ModelsCommand {
     },
     /// Show one model.
     Get {
+        /// The model's name.
         name: String,
         /// Print the model as one JSON object.
         #[arg(long)]
@@ -63,9 +64,22 @@ impl ProviderArg {
     }
 }
 
+impl ModelsCommand {
+    pub fn wants_json(&self) -> bool {
+        match self {
+            ModelsCommand::List { json } | ModelsCommand::Get { json, .. } => *json,
+            ModelsCommand::Create(args) => args.change.json,
+            ModelsCommand::Update(args) => args.change.json,
+            ModelsCommand::Delete(args) => args.change.json,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ClassArg {
+    /// Hosted providers, taken by `runledger executor --class frontier`.
     Frontier,
+    /// Local OpenAI-compatible servers, taken by `runledger executor --class vllm`.
     Vllm,
 }
 
@@ -129,6 +143,7 @@ pub struct ChangeArgs {
 pub struct CreateArgs {
     /// The name task nodes use (`model: NAME`): A-Z a-z 0-9 - _ . (not `scripted`).
     name: String,
+    /// Which API the model is called through.
     #[arg(long, value_enum)]
     provider: ProviderArg,
     #[command(flatten)]
@@ -154,6 +169,7 @@ pub enum Clearable {
 
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
+    /// The model's name.
     name: String,
     #[command(flatten)]
     spec: SpecArgs,
@@ -169,6 +185,7 @@ pub struct UpdateArgs {
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
+    /// The model's name.
     name: String,
     /// Fail with `version_conflict` unless the model is at this version.
     #[arg(long, value_name = "N")]
@@ -264,14 +281,14 @@ async fn change(
 ) -> Result<(), Failure> {
     let action = op.action();
     let request_id = match args.request_id {
-        Some(id) => RequestId::new(id).map_err(|e| Failure::new(format!("--request-id: {e}")))?,
+        Some(id) => RequestId::new(id).map_err(|e| Failure::usage(format!("--request-id: {e}")))?,
         None => RequestId::generate(),
     };
     let store = super::connect(global).await?;
     store
         .migrate()
         .await
-        .map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
+        .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     let registry = ModelRegistry::new(&store);
     let request = ChangeRequest::new(request_id.clone(), args.actor);
     let outcome = match op {
@@ -318,16 +335,17 @@ async fn change(
         if let Some(model) = model {
             line["model"] = serde_json::to_value(&model.spec).unwrap_or(Value::Null);
         }
-        println!("{line}");
+        outln!("{line}");
     } else if outcome.deduplicated {
-        println!(
+        outln!(
             "models {action}: request {request_id} was already applied to model {name}; nothing written (version {})",
             outcome.version
         );
     } else {
-        println!(
+        outln!(
             "models {action}: model {name}: {} (version {})",
-            outcome.event_type, outcome.version
+            outcome.event_type,
+            outcome.version
         );
     }
     Ok(())
@@ -349,10 +367,10 @@ fn fail(
         let envelope = ErrorEnvelope::new(e.code(), e.to_string())
             .with_details(details)
             .with_ids(request_id.map(|r| r.as_str().to_owned()), None);
-        println!("{}", serde_json::to_string(&envelope).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&envelope).unwrap_or_default());
         return Err(Failure::silent());
     }
-    Err(Failure::new(format!("models {action}: {e} [{}]", e.code())))
+    Err(Failure::new(format!("models {action}: {e}")).with_code(e.code()))
 }
 
 /// Writes the given flags into the spec.
@@ -433,7 +451,7 @@ fn model_json(model: &RegisteredModel) -> Value {
 
 fn print_model(model: &RegisteredModel, as_json: bool) {
     if as_json {
-        println!("{}", model_json(model));
+        outln!("{}", model_json(model));
         return;
     }
     let s = &model.spec;
@@ -461,27 +479,30 @@ fn print_model(model: &RegisteredModel, as_json: bool) {
         ));
     }
     for (key, value) in rows {
-        println!("{key:<15} {value}");
+        outln!("{key:<15} {value}");
     }
 }
 
 fn print_list(models: &[RegisteredModel], as_json: bool) {
     if as_json {
         let list: Vec<Value> = models.iter().map(model_json).collect();
-        println!("{}", json!({ "models": list }));
+        outln!("{}", json!({ "models": list }));
         return;
     }
     if models.is_empty() {
-        println!("no models registered (the built-in `scripted` model is always there)");
+        outln!("no models registered (the built-in `scripted` model is always there)");
         return;
     }
-    println!(
+    outln!(
         "{:<24} {:<18} {:<36} {:<9} VERSION",
-        "NAME", "PROVIDER", "MODEL_ID", "CLASS"
+        "NAME",
+        "PROVIDER",
+        "MODEL_ID",
+        "CLASS"
     );
     for m in models {
         let s = &m.spec;
-        println!(
+        outln!(
             "{:<24} {:<18} {:<36} {:<9} {}",
             s.name,
             s.provider.as_str(),

@@ -36,26 +36,29 @@ pub enum ProjectionsCommand {
     },
 }
 
+impl ProjectionsCommand {
+    pub fn wants_json(&self) -> bool {
+        matches!(self, ProjectionsCommand::Status { json: true })
+    }
+}
+
 pub async fn run(global: &GlobalArgs, command: ProjectionsCommand) -> Result<(), Failure> {
     let store = super::connect(global).await?;
     store
         .migrate()
         .await
-        .map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
+        .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     let pool = store.pool().clone();
     match command {
         ProjectionsCommand::Rebuild { name, batch_size } => {
             if batch_size == 0 {
-                return Err(Failure {
-                    message: "--batch-size: must be at least 1".into(),
-                    code: 2,
-                });
+                return Err(Failure::usage("--batch-size: must be at least 1"));
             }
             let projections = select(pool, name.as_deref())?.with_batch_size(batch_size);
             let mut bar = ProgressLine::new("rebuilt");
             let reports = projections.rebuild(&mut |p| bar.update(p)).await;
             bar.finish();
-            for report in reports.map_err(|e| Failure::new(e.to_string()))? {
+            for report in reports.map_err(|e| Failure::coded("rebuild", e))? {
                 print_report("rebuilt from position zero", &report);
             }
             Ok(())
@@ -65,25 +68,30 @@ pub async fn run(global: &GlobalArgs, command: ProjectionsCommand) -> Result<(),
             for report in projections
                 .catch_up()
                 .await
-                .map_err(|e| Failure::new(e.to_string()))?
+                .map_err(|e| Failure::coded("catch-up", e))?
             {
                 print_report("caught up", &report);
             }
             Ok(())
         }
         ProjectionsCommand::Status { json } => {
-            let lags = lag(&pool)
-                .await
-                .map_err(|e| Failure::new(format!("cannot read checkpoints: {e}")))?;
+            let lags = lag(&pool).await.map_err(|e| {
+                Failure::caused("cannot read checkpoints", e).with_code("database_error")
+            })?;
             if json {
-                println!(
+                outln!(
                     "{}",
-                    serde_json::to_string(&lags).map_err(|e| Failure::new(e.to_string()))?
+                    serde_json::to_string(&lags)
+                        .map_err(|e| Failure::caused("cannot print JSON", e))?
                 );
             } else {
-                println!(
+                outln!(
                     "{:<18} {:>13} {:>15} {:>14}  {:<22}  STATE",
-                    "PROJECTOR", "EVENTS BEHIND", "SECONDS BEHIND", "APPLIED", "UPDATED"
+                    "PROJECTOR",
+                    "EVENTS BEHIND",
+                    "SECONDS BEHIND",
+                    "APPLIED",
+                    "UPDATED"
                 );
                 for l in &lags {
                     let updated = l.updated_at.map_or("never".to_owned(), |t| t.to_string());
@@ -91,9 +99,13 @@ pub async fn run(global: &GlobalArgs, command: ProjectionsCommand) -> Result<(),
                         .error
                         .as_deref()
                         .map_or("ok".to_owned(), |e| format!("STOPPED: {e}"));
-                    println!(
+                    outln!(
                         "{:<18} {:>13} {:>15.3} {:>14}  {:<22}  {state}",
-                        l.name, l.events_behind, l.seconds_behind, l.events_applied, updated
+                        l.name,
+                        l.events_behind,
+                        l.seconds_behind,
+                        l.events_applied,
+                        updated
                     );
                 }
             }
@@ -107,14 +119,14 @@ pub async fn run(global: &GlobalArgs, command: ProjectionsCommand) -> Result<(),
 }
 
 pub(super) fn select(pool: sqlx::PgPool, name: Option<&str>) -> Result<Projections, Failure> {
-    Projections::select(pool, name).map_err(|e| Failure {
-        message: e.to_string(),
-        code: 2,
+    Projections::select(pool, name).map_err(|e| {
+        let code = e.code();
+        Failure::from(e).with_code(code).as_usage()
     })
 }
 
 fn print_report(what: &str, r: &Report) {
-    println!(
+    outln!(
         "{}: {what}: {} event(s) in {:.2}s ({:.0} events/s)",
         r.projector,
         r.applied,
@@ -124,10 +136,13 @@ fn print_report(what: &str, r: &Report) {
 }
 
 /// Progress on stderr: one line rewritten in place on a terminal, a plain line every few
-/// seconds otherwise (logs, CI).
+/// seconds otherwise (logs, CI). The rate is measured from the projector's first progress
+/// report, whose events were applied before this clock started: counting them would divide a
+/// whole batch by a few microseconds.
 struct ProgressLine {
     tty: bool,
-    started: Instant,
+    /// When the current projector's first report came, and how many events it had applied then.
+    baseline: Option<(Instant, u64)>,
     last: Option<Instant>,
     current: Option<&'static str>,
     verb: &'static str,
@@ -137,7 +152,7 @@ impl ProgressLine {
     fn new(verb: &'static str) -> Self {
         Self {
             tty: std::io::stderr().is_terminal(),
-            started: Instant::now(),
+            baseline: None,
             last: None,
             current: None,
             verb,
@@ -147,12 +162,13 @@ impl ProgressLine {
     fn update(&mut self, p: Progress) {
         if self.current != Some(p.projector) {
             if self.current.is_some() && self.tty {
-                eprintln!();
+                errln!();
             }
             self.current = Some(p.projector);
-            self.started = Instant::now();
+            self.baseline = None;
             self.last = None;
         }
+        let (since, applied_before) = *self.baseline.get_or_insert((Instant::now(), p.applied));
         let every = if self.tty {
             Duration::from_millis(100)
         } else {
@@ -162,12 +178,8 @@ impl ProgressLine {
             return;
         }
         self.last = Some(Instant::now());
-        let secs = self.started.elapsed().as_secs_f64();
-        let rate = if secs > 0.0 {
-            p.applied as f64 / secs
-        } else {
-            0.0
-        };
+        let rate = rate(p.applied.saturating_sub(applied_before), since.elapsed())
+            .map_or(String::new(), |r| format!(", {r:.0} events/s"));
         let share = if p.total > 0 {
             format!(
                 " ({:.0}%)",
@@ -177,7 +189,7 @@ impl ProgressLine {
             String::new()
         };
         let line = format!(
-            "{}: {} {} of {} events{share}, {rate:.0} events/s",
+            "{}: {} {} of {} events{share}{rate}",
             p.projector, self.verb, p.applied, p.total
         );
         let mut err = std::io::stderr().lock();
@@ -191,7 +203,14 @@ impl ProgressLine {
 
     fn finish(&mut self) {
         if self.tty && self.current.is_some() {
-            eprintln!();
+            errln!();
         }
     }
+}
+
+/// Events per second over `elapsed`; none until a tenth of a second has passed, as a rate over
+/// less is noise.
+fn rate(events: u64, elapsed: Duration) -> Option<f64> {
+    let secs = elapsed.as_secs_f64();
+    (secs >= 0.1).then(|| events as f64 / secs)
 }

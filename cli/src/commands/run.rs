@@ -48,23 +48,33 @@ pub struct RunArgs {
     exec: ExecArgs,
 }
 
+impl RunArgs {
+    pub fn wants_json(&self) -> bool {
+        self.json
+    }
+}
+
 pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     let (text, format) = super::validate::read_flowchart(&args.flow)?;
     let flowchart = load(&text, format).map_err(|errors| {
-        super::validate::print_errors(&args.flow, &errors);
+        if args.json {
+            super::validate::print_json_errors(&errors);
+        } else {
+            super::validate::print_errors(&args.flow, &errors);
+        }
         Failure::silent()
     })?;
     let inputs: Value = serde_json::from_str(&args.input)
-        .map_err(|e| Failure::new(format!("--input: not JSON: {e}")))?;
+        .map_err(|e| Failure::caused("--input: not JSON", e).with_code("invalid_argument"))?;
     let request_id = match &args.request_id {
         Some(id) => {
-            RequestId::new(id.clone()).map_err(|e| Failure::new(format!("--request-id: {e}")))?
+            RequestId::new(id.clone()).map_err(|e| Failure::usage(format!("--request-id: {e}")))?
         }
         None => RequestId::generate(),
     };
     let correlation_id = match &args.correlation_id {
         Some(id) => CorrelationId::new(id.clone())
-            .map_err(|e| Failure::new(format!("--correlation-id: {e}")))?,
+            .map_err(|e| Failure::usage(format!("--correlation-id: {e}")))?,
         None => CorrelationId::generate(),
     };
     let dir = args.flowcharts.clone().or_else(|| {
@@ -99,17 +109,17 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         engine
             .start_detached(start, request_id, correlation_id)
             .await
-            .map_err(|e| Failure::new(format!("cannot start the run: {e} [{}]", e.code())))?;
+            .map_err(|e| Failure::coded("cannot start the run", e))?;
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 json!({ "kind": "started", "run_id": run_id, "status": "running" })
             );
         } else {
-            println!("run {run_id} started; `runledger serve` drives it to the end");
+            outln!("run {run_id} started; `runledger serve` drives it to the end");
         }
         match built.leases.store().live_instances().await {
-            Ok(0) => eprintln!(
+            Ok(0) => errln!(
                 "runledger: no `runledger serve` is running on this ledger; run {run_id} waits until one starts"
             ),
             Ok(_) => {}
@@ -124,9 +134,12 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     engine
         .start(start, request_id, correlation_id)
         .await
-        .map_err(|e| Failure::new(format!("cannot start the run: {e} [{}]", e.code())))?;
+        .map_err(|e| Failure::coded("cannot start the run", e))?;
+    // From here the output follows a run: a reader that goes away has not seen it complete,
+    // so the exit status says so (the run itself goes on under `runledger serve`).
+    crate::output::set_broken_pipe_exit(1);
     if !args.json {
-        println!("run {run_id} started (flowchart {})", args.flow.display());
+        outln!("run {run_id} started (flowchart {})", args.flow.display());
     }
     let printer = tokio::spawn({
         let as_json = args.json;
@@ -144,7 +157,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        eprintln!(
+                        errln!(
                             "runledger: warning: {n} event batches were not printed (output too slow)"
                         );
                     }
@@ -156,7 +169,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     let summary = engine
         .wait(run_id)
         .await
-        .map_err(|e| Failure::new(format!("{e} [{}]", e.code())))?;
+        .map_err(|e| Failure::coded(format!("run {run_id}"), e))?;
     built.shutdown().await?;
     // Let the printer drain what is already queued before the summary.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -176,9 +189,19 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     }
 }
 
-/// One transition: which event, which node run, and a short detail.
+/// One transition: which event, which node run, and a short detail. With `--json`, failures
+/// also carry their error as fields (`error`: `code`, `message`, `retryable`, `details`) and
+/// successes their `warnings`, so scripts need not parse `detail`.
 fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
     let Ok(decoded) = event.decode() else { return };
+    let structured: Option<(&str, Value)> = match &decoded {
+        DomainEvent::RunFailed(e) => Some(("error", json!(e.error))),
+        DomainEvent::NodeFailed(e) => Some(("error", json!(e.error))),
+        DomainEvent::NodeSucceeded(e) if !e.warnings.is_empty() => {
+            Some(("warnings", json!(e.warnings)))
+        }
+        _ => None,
+    };
     let (node_id, node_run_id, attempt, detail): (
         Option<&str>,
         Option<String>,
@@ -327,7 +350,7 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
     };
     let event_type = event.event_type.as_str();
     if as_json {
-        let line = json!({
+        let mut line = json!({
             "kind": "transition",
             "event": event_type,
             "version": event.stream_version,
@@ -337,7 +360,10 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
             "attempt": attempt,
             "detail": detail,
         });
-        println!("{line}");
+        if let Some((key, value)) = structured {
+            line[key] = value;
+        }
+        outln!("{line}");
     } else {
         let at = clock.elapsed().as_secs_f64();
         let who = match (node_id, attempt) {
@@ -350,7 +376,7 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
         } else {
             format!("  {detail}")
         };
-        println!("  [{at:>8.3}s] {who}{event_type}{detail}");
+        outln!("  [{at:>8.3}s] {who}{event_type}{detail}");
     }
 }
 
@@ -373,14 +399,14 @@ fn print_summary(
             "error": summary.error,
             "duration_ms": elapsed_ms,
         });
-        println!("{line}");
+        outln!("{line}");
     } else {
         let mut counts: Vec<_> = counts
             .into_iter()
             .map(|(k, v)| format!("{v} {k}"))
             .collect();
         counts.sort();
-        println!(
+        outln!(
             "run {} {}: {} node runs ({}) in {:.3}s",
             summary.run_id,
             summary.status.as_str(),
@@ -389,7 +415,7 @@ fn print_summary(
             elapsed_ms as f64 / 1000.0
         );
         if let Some(error) = &summary.error {
-            println!("  error: {} [{}]", error.message, error.code);
+            outln!("  error: {} [{}]", error.message, error.code);
         }
     }
 }

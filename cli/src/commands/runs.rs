@@ -19,9 +19,10 @@ pub enum RunsCommand {
     Control(ControlArgs),
     /// Retry, skip or rewind one node of a run.
     Node(NodeArgs),
-    /// Show a run's status and its node runs.
+    /// Show a run's status and its node runs (execution index, attempt, status, output or
+    /// error, warnings), rebuilt from the run's stream; a broken stream is reported, not shown.
     Show {
-        /// Run id.
+        /// The run's id (a UUID).
         run: RunId,
         /// Print one JSON object.
         #[arg(long)]
@@ -33,6 +34,7 @@ pub enum RunsCommand {
 pub enum RunAction {
     /// Nothing new is scheduled; running node runs finish.
     Pause,
+    /// A paused run schedules again.
     Resume,
     /// Running node runs finish, then the run is canceled (`--force`: cancel them now).
     Cancel,
@@ -67,7 +69,9 @@ pub struct ControlMeta {
 
 #[derive(Debug, Args)]
 pub struct ControlArgs {
+    /// The run's id (a UUID).
     run: RunId,
+    /// What to do with the run.
     #[arg(value_enum)]
     action: RunAction,
     /// With `cancel`: cancel running node runs now; their late results are recorded as ignored.
@@ -79,9 +83,11 @@ pub struct ControlArgs {
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
+    /// The run's id (a UUID).
     run: RunId,
     /// Node id in the run's flowchart.
     node: String,
+    /// What to do with the node.
     #[arg(value_enum)]
     action: NodeAction,
     /// With `skip`: the output (JSON) that downstream nodes see.
@@ -91,14 +97,25 @@ pub struct NodeArgs {
     meta: ControlMeta,
 }
 
+impl RunsCommand {
+    pub fn wants_json(&self) -> bool {
+        match self {
+            RunsCommand::Control(args) => args.meta.json,
+            RunsCommand::Node(args) => args.meta.json,
+            RunsCommand::Show { json, .. } => *json,
+        }
+    }
+}
+
+/// Longest output, error or warning shown per node run by `runs show` without `--json`
+/// (characters).
+const OUTPUT_WIDTH: usize = 120;
+
 pub async fn run(global: &GlobalArgs, command: RunsCommand) -> Result<(), Failure> {
     match command {
         RunsCommand::Control(args) => {
             if args.force && !matches!(args.action, RunAction::Cancel) {
-                return Err(Failure {
-                    message: "--force only goes with `cancel`".into(),
-                    code: 2,
-                });
+                return Err(Failure::usage("--force only goes with `cancel`"));
             }
             let action = match args.action {
                 RunAction::Pause => ControlAction::Pause,
@@ -113,8 +130,9 @@ pub async fn run(global: &GlobalArgs, command: RunsCommand) -> Result<(), Failur
                 NodeAction::Rewind => ControlAction::RewindNode { node: args.node },
                 NodeAction::Skip => {
                     let text = args.output.clone().unwrap_or_default();
-                    let output: Value = serde_json::from_str(&text)
-                        .map_err(|e| Failure::new(format!("--output: not JSON: {e}")))?;
+                    let output: Value = serde_json::from_str(&text).map_err(|e| {
+                        Failure::caused("--output: not JSON", e).with_code("invalid_argument")
+                    })?;
                     ControlAction::SkipNode {
                         node: args.node,
                         output,
@@ -122,10 +140,7 @@ pub async fn run(global: &GlobalArgs, command: RunsCommand) -> Result<(), Failur
                 }
             };
             if args.output.is_some() && !matches!(action, ControlAction::SkipNode { .. }) {
-                return Err(Failure {
-                    message: "--output only goes with `skip`".into(),
-                    code: 2,
-                });
+                return Err(Failure::usage("--output only goes with `skip`"));
             }
             control(global, args.run, action, args.meta).await
         }
@@ -140,7 +155,7 @@ async fn control(
     meta: ControlMeta,
 ) -> Result<(), Failure> {
     let request_id = match meta.request_id {
-        Some(id) => RequestId::new(id).map_err(|e| Failure::new(format!("--request-id: {e}")))?,
+        Some(id) => RequestId::new(id).map_err(|e| Failure::usage(format!("--request-id: {e}")))?,
         None => RequestId::generate(),
     };
     let store = super::connect(global).await?;
@@ -160,10 +175,10 @@ async fn control(
                 let envelope =
                     runledger_contracts::error::ErrorEnvelope::new(e.code(), e.to_string())
                         .with_ids(Some(request_id.as_str().to_owned()), None);
-                println!("{}", serde_json::to_string(&envelope).unwrap_or_default());
+                outln!("{}", serde_json::to_string(&envelope).unwrap_or_default());
                 return Err(Failure::silent());
             }
-            Err(Failure::new(describe(run_id, name, &e)))
+            Err(describe(run_id, name, e))
         }
     }
 }
@@ -183,16 +198,18 @@ async fn hint_when_undriven(store: &runledger_ledger::PgEventStore, run_id: RunI
         }
     };
     if indexed && !lease.is_some_and(|l| l.live) {
-        eprintln!(
+        errln!(
             "runledger: no engine drives run {run_id} now; the control takes effect when `runledger serve` runs"
         );
     }
 }
 
-fn describe(run_id: RunId, name: &str, e: &EngineError) -> String {
+fn describe(run_id: RunId, name: &str, e: EngineError) -> Failure {
     match e {
-        EngineError::RunNotFound(_) => format!("run {run_id} does not exist [run_not_found]"),
-        other => format!("{name} run {run_id}: {other} [{}]", other.code()),
+        EngineError::RunNotFound(_) => {
+            Failure::new(format!("run {run_id} does not exist")).with_code("run_not_found")
+        }
+        other => Failure::coded(format!("{name} run {run_id}"), other),
     }
 }
 
@@ -218,11 +235,9 @@ fn print_outcome(
             "deduplicated": outcome.deduplicated,
             "events": events,
         });
-        println!("{line}");
+        outln!("{line}");
     } else if outcome.deduplicated {
-        println!(
-            "{name}: request {request_id} was already applied to run {run_id}; nothing written"
-        );
+        outln!("{name}: request {request_id} was already applied to run {run_id}; nothing written");
     } else {
         let types: Vec<&str> = outcome
             .events
@@ -234,7 +249,7 @@ fn print_outcome(
             (Some(a), _) => format!("version {a}"),
             _ => "nothing".into(),
         };
-        println!("{name}: run {run_id}: {} ({range})", types.join(", "));
+        outln!("{name}: run {run_id}: {} ({range})", types.join(", "));
     }
 }
 
@@ -242,7 +257,7 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
     let store = super::connect(global).await?;
     let loaded = load_run(&store, run_id)
         .await
-        .map_err(|e| Failure::new(describe(run_id, "show", &e)))?;
+        .map_err(|e| describe(run_id, "show", e))?;
     let state = &loaded.state;
     let node_runs: Vec<Value> = state
         .node_runs
@@ -263,7 +278,9 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
                 "execution_index": nr.execution_index,
                 "status": status,
                 "invalidated": nr.invalidated,
+                "output": nr.output,
                 "error": nr.error,
+                "warnings": nr.warnings,
                 "has_artifact": nr.artifact.is_some(),
             })
         })
@@ -280,31 +297,77 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
             "error": state.failure,
             "nodes": node_runs,
         });
-        println!("{line}");
-    } else {
-        println!(
-            "run {run_id}  flowchart {}  {}  (version {})",
-            state.flowchart_ref.name,
-            state.status.as_str(),
-            loaded.version
+        outln!("{line}");
+        return Ok(());
+    }
+    outln!(
+        "run {run_id}  flowchart {}  {}  (version {})",
+        state.flowchart_ref.name,
+        state.status.as_str(),
+        loaded.version
+    );
+    if let Some(error) = &state.failure {
+        outln!("  error: {} [{}]", error.message, error.code);
+    }
+    // `#E.A`: execution E of the node (a loop or a rewind runs it again), attempt A of that
+    // execution (retries).
+    for nr in &node_runs {
+        outln!(
+            "  {:<20} #{:<5} {:<22} {}{}",
+            nr["node_id"].as_str().unwrap_or_default(),
+            format!("{}.{}", nr["execution_index"], nr["attempt"]),
+            nr["status"].as_str().unwrap_or_default(),
+            nr["node_run_id"].as_str().unwrap_or_default(),
+            if nr["invalidated"] == json!(true) {
+                "  (invalidated)"
+            } else {
+                ""
+            }
         );
-        if let Some(error) = &state.failure {
-            println!("  error: {} [{}]", error.message, error.code);
+        if let Some(output) = nr.get("output").filter(|o| !o.is_null()) {
+            outln!(
+                "      output: {}",
+                truncate(&output.to_string(), OUTPUT_WIDTH)
+            );
         }
-        for nr in &node_runs {
-            println!(
-                "  {:<20} #{:<2} {:<22} {}{}",
-                nr["node_id"].as_str().unwrap_or_default(),
-                nr["attempt"],
-                nr["status"].as_str().unwrap_or_default(),
-                nr["node_run_id"].as_str().unwrap_or_default(),
-                if nr["invalidated"] == json!(true) {
-                    "  (invalidated)"
-                } else {
-                    ""
-                }
+        if let Some(error) = nr.get("error").filter(|e| !e.is_null()) {
+            outln!(
+                "      error: {} [{}]",
+                truncate(error["message"].as_str().unwrap_or_default(), OUTPUT_WIDTH),
+                error["code"].as_str().unwrap_or_default()
+            );
+        }
+        for warning in nr["warnings"].as_array().into_iter().flatten() {
+            outln!(
+                "      warning: {} [{}]",
+                truncate(
+                    warning["message"].as_str().unwrap_or_default(),
+                    OUTPUT_WIDTH
+                ),
+                warning["code"].as_str().unwrap_or_default()
             );
         }
     }
     Ok(())
+}
+
+/// `text` cut to `width` characters (never inside a UTF-8 sequence) with the full length when
+/// cut; control characters escaped, so one value stays on one line of a terminal.
+fn truncate(text: &str, width: usize) -> String {
+    let escaped: String = text
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    let count = escaped.chars().count();
+    if count <= width {
+        return escaped;
+    }
+    let cut: String = escaped.chars().take(width).collect();
+    format!("{cut}... ({count} characters)")
 }

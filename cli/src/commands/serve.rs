@@ -79,7 +79,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
         .map_err(Failure::new)?;
     built.spawn_keeper().await?;
     let config = built.leases.config();
-    eprintln!(
+    errln!(
         "runledger serve: instance {}; drives up to {} run(s) under leases of {} ms",
         config.instance_id,
         args.max_active_runs,
@@ -87,7 +87,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     );
     shutdown_signal().await;
     let driven = engine.driven();
-    eprintln!("runledger serve: draining ({driven} run(s) driven here)");
+    errln!("runledger serve: draining ({driven} run(s) driven here)");
     built.drain(Duration::from_secs(args.drain_timeout_s)).await;
     built.shutdown().await?;
     projections.abort();

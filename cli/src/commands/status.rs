@@ -15,30 +15,31 @@ pub async fn run(global: &GlobalArgs, as_json: bool) -> Result<(), Failure> {
     let nats = nats_status(&global.nats_url).await;
     let healthy = database["reachable"] == json!(true) && nats["reachable"] == json!(true);
     if as_json {
-        println!(
+        outln!(
             "{}",
             json!({"healthy": healthy, "database": database, "nats": nats})
         );
     } else {
-        println!(
+        outln!(
             "database  {}  schema {}",
             redact(&global.database_url),
             global.database_schema
         );
         match database.get("error") {
-            Some(e) => println!("          unreachable: {}", e.as_str().unwrap_or_default()),
-            None => println!(
+            Some(e) => outln!("          unreachable: {}", e.as_str().unwrap_or_default()),
+            None => outln!(
                 "          reachable; {} migration(s) applied, {} pending",
-                database["migrations_applied"], database["migrations_pending"]
+                database["migrations_applied"],
+                database["migrations_pending"]
             ),
         }
-        println!(
+        outln!(
             "nats      {}",
             runledger_executor_gateway::redact_nats_url(&global.nats_url)
         );
         match nats.get("error") {
-            Some(e) => println!("          unreachable: {}", e.as_str().unwrap_or_default()),
-            None => println!(
+            Some(e) => outln!("          unreachable: {}", e.as_str().unwrap_or_default()),
+            None => outln!(
                 "          reachable; server {}, jetstream {}",
                 nats["server_version"].as_str().unwrap_or("?"),
                 if nats["jetstream"] == json!(true) {
@@ -59,7 +60,7 @@ pub async fn run(global: &GlobalArgs, as_json: bool) -> Result<(), Failure> {
 async fn database_status(global: &GlobalArgs) -> Value {
     let store = match tokio::time::timeout(TIMEOUT, super::connect(global)).await {
         Ok(Ok(store)) => store,
-        Ok(Err(e)) => return json!({"reachable": false, "error": e.message}),
+        Ok(Err(e)) => return json!({"reachable": false, "error": e.line()}),
         Err(_) => return json!({"reachable": false, "error": "timed out"}),
     };
     match store.migration_status().await {

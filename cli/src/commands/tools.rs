@@ -2,7 +2,6 @@
 //! and `milestone` nodes call, rebuilt by replaying their streams (docs/tools.md).
 
 use clap::{Args, Subcommand, ValueEnum};
-use runledger_contracts::error::ErrorEnvelope;
 use runledger_contracts::events::MilestoneStatus;
 use runledger_ledger::PgEventStore;
 use runledger_orchestrator::tools::milestone::{MilestoneStream, load_milestone, load_milestones};
@@ -48,7 +47,9 @@ pub enum MemoryCommand {
     },
     /// Show one entry.
     Get {
+        /// The entry's key.
         key: String,
+        /// The scope (`scope` argument of memory nodes).
         #[arg(long, default_value = memory::DEFAULT_SCOPE)]
         scope: String,
         #[command(flatten)]
@@ -70,6 +71,7 @@ pub enum PlansCommand {
     },
     /// Show one plan with its stages in order.
     Get {
+        /// The plan's id.
         plan_id: String,
         #[command(flatten)]
         output: Output,
@@ -113,10 +115,30 @@ pub enum MilestonesCommand {
     },
     /// Show one milestone with its evidence.
     Get {
+        /// The milestone's id.
         milestone_id: String,
         #[command(flatten)]
         output: Output,
     },
+}
+
+impl ToolsCommand {
+    pub fn wants_json(&self) -> bool {
+        let output = match self {
+            ToolsCommand::Memory(
+                MemoryCommand::List { output, .. }
+                | MemoryCommand::Get { output, .. }
+                | MemoryCommand::Scopes { output },
+            ) => output,
+            ToolsCommand::Plans(
+                PlansCommand::List { output } | PlansCommand::Get { output, .. },
+            ) => output,
+            ToolsCommand::Milestones(
+                MilestonesCommand::List { output, .. } | MilestonesCommand::Get { output, .. },
+            ) => output,
+        };
+        output.json
+    }
 }
 
 pub async fn run(global: &GlobalArgs, command: ToolsCommand) -> Result<(), Failure> {
@@ -128,9 +150,10 @@ pub async fn run(global: &GlobalArgs, command: ToolsCommand) -> Result<(), Failu
     }
 }
 
-/// A tool error as one line, or as the API error envelope with `--json`. An argument error
-/// names the command-line argument, not the node argument it shares its check with.
-fn fail(e: ToolError, json: bool) -> Failure {
+/// A tool error as one line, or as the API error envelope with `--json` (printed by `main`).
+/// An argument error names the command-line argument, not the node argument it shares its
+/// check with.
+fn fail(e: ToolError) -> Failure {
     let e = match e {
         ToolError::InvalidInput { field, message } => {
             let field = match field.as_str() {
@@ -143,18 +166,12 @@ fn fail(e: ToolError, json: bool) -> Failure {
         }
         other => other,
     };
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string(&ErrorEnvelope::new(e.code(), e.to_string())).unwrap_or_default()
-        );
-        return Failure::silent();
-    }
-    Failure::new(format!("{e} [{}]", e.code()))
+    let code = e.code();
+    Failure::new(e.to_string()).with_code(code)
 }
 
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string(value).unwrap_or_default());
+    outln!("{}", serde_json::to_string(value).unwrap_or_default());
 }
 
 /// A value on one line, cut to `width` characters.
@@ -178,9 +195,7 @@ async fn memory_command(store: &PgEventStore, command: MemoryCommand) -> Result<
             prefix,
             output,
         } => {
-            let (version, state) = memory::load_scope(store, &scope)
-                .await
-                .map_err(|e| fail(e, output.json))?;
+            let (version, state) = memory::load_scope(store, &scope).await.map_err(fail)?;
             let prefix = prefix.unwrap_or_default();
             let entries: Vec<(&String, &memory::MemoryEntry)> = state
                 .entries
@@ -195,7 +210,7 @@ async fn memory_command(store: &PgEventStore, command: MemoryCommand) -> Result<
                 print_json(&json!({ "scope": scope, "version": version, "entries": list }));
                 return Ok(());
             }
-            println!(
+            outln!(
                 "scope `{scope}` (stream version {version}): {} entr{}",
                 entries.len(),
                 if entries.len() == 1 { "y" } else { "ies" }
@@ -207,10 +222,10 @@ async fn memory_command(store: &PgEventStore, command: MemoryCommand) -> Result<
                 .unwrap_or(3)
                 .max(3);
             if !entries.is_empty() {
-                println!("{:<width$}  {:>4}  VALUE", "KEY", "REV");
+                outln!("{:<width$}  {:>4}  VALUE", "KEY", "REV");
             }
             for (key, entry) in entries {
-                println!(
+                outln!(
                     "{key:<width$}  {:>4}  {}",
                     entry.revision,
                     brief(&entry.value, 80)
@@ -219,21 +234,18 @@ async fn memory_command(store: &PgEventStore, command: MemoryCommand) -> Result<
             Ok(())
         }
         MemoryCommand::Get { key, scope, output } => {
-            let (_, state) = memory::load_scope(store, &scope)
-                .await
-                .map_err(|e| fail(e, output.json))?;
+            let (_, state) = memory::load_scope(store, &scope).await.map_err(fail)?;
             let Some(entry) = state.entries.get(&key) else {
-                return Err(fail(
-                    ToolError::NotFound(format!("memory scope `{scope}` has no entry `{key}`")),
-                    output.json,
-                ));
+                return Err(fail(ToolError::NotFound(format!(
+                    "memory scope `{scope}` has no entry `{key}`"
+                ))));
             };
             let value = memory::MemoryScope::entry_json(&scope, &key, entry);
             if output.json {
                 print_json(&value);
             } else {
-                println!("{scope}/{key} (revision {})", entry.revision);
-                println!(
+                outln!("{scope}/{key} (revision {})", entry.revision);
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&entry.value).unwrap_or_default()
                 );
@@ -241,9 +253,7 @@ async fn memory_command(store: &PgEventStore, command: MemoryCommand) -> Result<
             Ok(())
         }
         MemoryCommand::Scopes { output } => {
-            let scopes = memory::scopes(store)
-                .await
-                .map_err(|e| fail(e, output.json))?;
+            let scopes = memory::scopes(store).await.map_err(fail)?;
             if output.json {
                 let list: Vec<Value> = scopes
                     .iter()
@@ -251,10 +261,10 @@ async fn memory_command(store: &PgEventStore, command: MemoryCommand) -> Result<
                     .collect();
                 print_json(&json!({ "scopes": list }));
             } else if scopes.is_empty() {
-                println!("no memory scopes");
+                outln!("no memory scopes");
             } else {
                 for (scope, version) in scopes {
-                    println!("{scope}  (stream version {version})");
+                    outln!("{scope}  (stream version {version})");
                 }
             }
             Ok(())
@@ -277,7 +287,7 @@ fn stage_progress(plan: &PlanStream) -> String {
 async fn plans_command(store: &PgEventStore, command: PlansCommand) -> Result<(), Failure> {
     match command {
         PlansCommand::List { output } => {
-            let plans = load_plans(store).await.map_err(|e| fail(e, output.json))?;
+            let plans = load_plans(store).await.map_err(fail)?;
             if output.json {
                 print_json(
                     &json!({ "plans": plans.iter().map(PlanStream::to_json).collect::<Vec<_>>() }),
@@ -285,7 +295,7 @@ async fn plans_command(store: &PgEventStore, command: PlansCommand) -> Result<()
                 return Ok(());
             }
             if plans.is_empty() {
-                println!("no plans");
+                outln!("no plans");
                 return Ok(());
             }
             let width = plans
@@ -295,10 +305,10 @@ async fn plans_command(store: &PgEventStore, command: PlansCommand) -> Result<()
                 .max()
                 .unwrap_or(4)
                 .max(4);
-            println!("{:<width$}  {:>4}  {:<10}  TITLE", "PLAN", "REV", "STAGES");
+            outln!("{:<width$}  {:>4}  {:<10}  TITLE", "PLAN", "REV", "STAGES");
             for plan in &plans {
                 if let Some(p) = &plan.plan {
-                    println!(
+                    outln!(
                         "{:<width$}  {:>4}  {:<10}  {}",
                         p.plan_id,
                         plan.revision,
@@ -310,20 +320,17 @@ async fn plans_command(store: &PgEventStore, command: PlansCommand) -> Result<()
             Ok(())
         }
         PlansCommand::Get { plan_id, output } => {
-            let plan = load_plan(store, &plan_id)
-                .await
-                .map_err(|e| fail(e, output.json))?;
+            let plan = load_plan(store, &plan_id).await.map_err(fail)?;
             let Some(p) = &plan.plan else {
-                return Err(fail(
-                    ToolError::NotFound(format!("there is no plan `{plan_id}`")),
-                    output.json,
-                ));
+                return Err(fail(ToolError::NotFound(format!(
+                    "there is no plan `{plan_id}`"
+                ))));
             };
             if output.json {
                 print_json(&plan.to_json());
                 return Ok(());
             }
-            println!(
+            outln!(
                 "plan `{}`: {} (revision {}, {})",
                 p.plan_id,
                 p.title,
@@ -331,14 +338,14 @@ async fn plans_command(store: &PgEventStore, command: PlansCommand) -> Result<()
                 stage_progress(&plan)
             );
             if let Some(description) = &p.description {
-                println!("  {description}");
+                outln!("  {description}");
             }
             for (i, stage) in p.stages.iter().enumerate() {
                 let status = serde_json::to_value(stage.status)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default();
-                println!("  {}. [{status}] {} ({})", i + 1, stage.title, stage.id);
+                outln!("  {}. [{status}] {} ({})", i + 1, stage.title, stage.id);
             }
             Ok(())
         }
@@ -362,9 +369,7 @@ async fn milestones_command(
             status,
             output,
         } => {
-            let all = load_milestones(store)
-                .await
-                .map_err(|e| fail(e, output.json))?;
+            let all = load_milestones(store).await.map_err(fail)?;
             let wanted = status.map(StatusArg::status);
             let milestones: Vec<&MilestoneStream> = all
                 .iter()
@@ -382,7 +387,7 @@ async fn milestones_command(
                 return Ok(());
             }
             if milestones.is_empty() {
-                println!("no milestones");
+                outln!("no milestones");
                 return Ok(());
             }
             let width = milestones
@@ -392,13 +397,15 @@ async fn milestones_command(
                 .max()
                 .unwrap_or(9)
                 .max(9);
-            println!(
+            outln!(
                 "{:<width$}  {:<11}  {:>8}  TITLE",
-                "MILESTONE", "STATUS", "EVIDENCE"
+                "MILESTONE",
+                "STATUS",
+                "EVIDENCE"
             );
             for stream in milestones {
                 if let Some(m) = &stream.milestone {
-                    println!(
+                    outln!(
                         "{:<width$}  {:<11}  {:>8}  {}",
                         m.milestone_id,
                         status_name(m.status),
@@ -413,20 +420,17 @@ async fn milestones_command(
             milestone_id,
             output,
         } => {
-            let stream = load_milestone(store, &milestone_id)
-                .await
-                .map_err(|e| fail(e, output.json))?;
+            let stream = load_milestone(store, &milestone_id).await.map_err(fail)?;
             let Some(m) = &stream.milestone else {
-                return Err(fail(
-                    ToolError::NotFound(format!("there is no milestone `{milestone_id}`")),
-                    output.json,
-                ));
+                return Err(fail(ToolError::NotFound(format!(
+                    "there is no milestone `{milestone_id}`"
+                ))));
             };
             if output.json {
                 print_json(&stream.to_json());
                 return Ok(());
             }
-            println!(
+            outln!(
                 "milestone `{}`: {} [{}] (revision {})",
                 m.milestone_id,
                 m.title,
@@ -439,7 +443,7 @@ async fn milestones_command(
                 ("plan", &m.plan_id),
             ] {
                 if let Some(value) = value {
-                    println!("  {label}: {value}");
+                    outln!("  {label}: {value}");
                 }
             }
             for e in &m.evidence {
@@ -449,9 +453,10 @@ async fn milestones_command(
                     .as_deref()
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "  evidence: {}{reference} [node run {}]",
-                    e.evidence.summary, e.node_run_id
+                    e.evidence.summary,
+                    e.node_run_id
                 );
             }
             Ok(())

@@ -11,16 +11,18 @@ pub fn run(file: &Path, key: Option<&Path>, json: bool) -> Result<(), Failure> {
     let result = check(file, key);
     match (result, json) {
         (Ok(report), true) => {
-            println!(
+            outln!(
                 "{}",
                 json!({"valid": true, "streams": report.streams, "events": report.events, "blobs": report.blobs, "heads": report.heads, "signed_by": report.signed_by})
             );
             Ok(())
         }
         (Ok(report), false) => {
-            println!(
+            outln!(
                 "ok: {} event(s) in {} stream(s), {} blob(s); every hash chain recomputes",
-                report.events, report.streams, report.blobs
+                report.events,
+                report.streams,
+                report.blobs
             );
             if let Some(signer) = &report.signed_by {
                 let trust = if key.is_some() {
@@ -28,21 +30,22 @@ pub fn run(file: &Path, key: Option<&Path>, json: bool) -> Result<(), Failure> {
                 } else {
                     "its own key (pass --key to name the key you trust)"
                 };
-                println!("  signed by {signer}: the signature over the manifest holds for {trust}");
+                outln!("  signed by {signer}: the signature over the manifest holds for {trust}");
             }
             for (stream, head) in &report.heads {
-                println!("  {stream}  head {head}");
+                outln!("  {stream}  head {head}");
             }
             Ok(())
         }
         (Err(e), true) => {
-            println!("{}", json!({"valid": false, "error": e}));
+            outln!("{}", json!({"valid": false, "error": e}));
             Err(Failure::silent())
         }
         (Err(e), false) => Err(Failure::new(format!(
             "{} is not a valid export: {e}",
             file.display()
-        ))),
+        ))
+        .with_code(e.code)),
     }
 }
 

@@ -475,11 +475,42 @@ fn type_error(mut segs: Vec<Seg>, raw: &str, owner: Option<&str>) -> ValidationE
             with_owner(owner, format!("missing required key `{field}`")),
         );
     }
+    if let Some(message) = unknown_variant(&segs, raw) {
+        return ValidationError::new(
+            ValidationCode::InvalidValue,
+            render(&segs),
+            with_owner(owner, message),
+        );
+    }
     ValidationError::new(
         ValidationCode::InvalidValue,
         render(&segs),
         with_owner(owner, friendly(raw)),
     )
+}
+
+/// Rewords serde's "unknown variant `x`, expected one of `a`, `b`" in the flowchart's terms:
+/// a tool operation is named as such, with the tool's operations listed.
+fn unknown_variant(segs: &[Seg], raw: &str) -> Option<String> {
+    let rest = raw.strip_prefix("unknown variant `")?;
+    let (given, rest) = rest.split_once('`')?;
+    let allowed: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let key = |back: usize| match segs.len().checked_sub(back).and_then(|i| segs.get(i)) {
+        Some(Seg::Key(k)) => Some(k.as_str()),
+        _ => None,
+    };
+    let given = given.escape_debug();
+    Some(match (key(1), key(2)) {
+        (Some("operation"), Some(tool)) => format!(
+            "the {tool} tool has no operation `{given}`; its operations are: {}",
+            allowed.join(", ")
+        ),
+        (Some(field), _) => format!(
+            "`{given}` is not a valid `{field}`; use one of: {}",
+            allowed.join(", ")
+        ),
+        _ => format!("`{given}` is not one of: {}", allowed.join(", ")),
+    })
 }
 
 /// Rewords serde's Rust-flavoured type names for people writing YAML.
@@ -746,6 +777,26 @@ connectors:
             tsk.message.contains("node `a`") && tsk.message.contains("`tsk`"),
             "{}",
             tsk.message
+        );
+    }
+
+    #[test]
+    fn an_unknown_tool_operation_is_named_in_the_flowchart_terms() {
+        let text = "name: x\nnodes:\n  - { id: m, type: memory, memory: { operation: frobnicate, args: {} } }\n";
+        let errors = errs(text);
+        let error = errors
+            .iter()
+            .find(|e| e.path == "nodes[0].memory.operation")
+            .unwrap();
+        assert_eq!(error.code, C::InvalidValue);
+        assert_eq!(
+            error.message,
+            "node `m`: the memory tool has no operation `frobnicate`; its operations are: get, list, create, update, delete, search"
+        );
+        assert!(
+            !error.message.contains("variant"),
+            "no serde words: {}",
+            error.message
         );
     }
 
