@@ -277,12 +277,16 @@ impl Collector for GatewayCounters {
             rest = tail;
             // OpenMetrics adds `_total` to a counter's name itself.
             let name = first.name.strip_suffix("_total").unwrap_or(first.name);
-            let mut metric = encoder.encode_descriptor(name, first.help, None, MetricType::Counter)?;
+            let mut metric =
+                encoder.encode_descriptor(name, first.help, None, MetricType::Counter)?;
             match family {
-                [single] if single.labels.is_empty() => ConstCounter::new(single.value).encode(metric)?,
+                [single] if single.labels.is_empty() => {
+                    ConstCounter::new(single.value).encode(metric)?
+                }
                 _ => {
                     for sample in family {
-                        ConstCounter::new(sample.value).encode(metric.encode_family(&sample.labels)?)?;
+                        ConstCounter::new(sample.value)
+                            .encode(metric.encode_family(&sample.labels)?)?;
                     }
                 }
             }

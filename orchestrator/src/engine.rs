@@ -657,7 +657,8 @@ impl<S: EventStore + 'static> Engine<S> {
             };
             let mut attempts = 0;
             loop {
-                let request = append_request(&cause, std::slice::from_ref(&event), &StepEnv::begin())?;
+                let request =
+                    append_request(&cause, std::slice::from_ref(&event), &StepEnv::begin())?;
                 let stream = StreamId::for_run(run_id);
                 match self
                     .inner
