@@ -61,7 +61,7 @@ impl Coded for runledger_ledger::export::ExportError {
             ExportError::NoSuchStream(_) => "stream_not_found",
             ExportError::Store(e) => e.code(),
             ExportError::Io(_) => "io_error",
-            ExportError::Canonical(..) => "invalid_event",
+            ExportError::Canonical { .. } => "invalid_event",
         }
     }
 }

@@ -166,9 +166,13 @@ impl Command {
             Command::Check(args) => args.wants_json(),
             Command::Models(command) => command.wants_json(),
             Command::Tools(command) => command.wants_json(),
-            Command::Migrate | Command::Export(_) | Command::Serve(_) | Command::Executor(_) => {
-                false
-            }
+            Command::Migrate
+            | Command::Export(_)
+            | Command::Serve(_)
+            | Command::Executor(_)
+            | Command::Replay(_)
+            | Command::Import(_)
+            | Command::Keys(_) => false,
         }
     }
 }

@@ -44,7 +44,7 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
         let summary = import_export(&store, &bytes)
             .await
             .map_err(|e| Failure::new(format!("{}: {}", file.display(), super::error_chain(&e))))?;
-        println!(
+        outln!(
             "{}: {} stream(s), {} event(s) written, {} stream(s) already there",
             file.display(),
             summary.streams,
@@ -60,7 +60,7 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
         .catch_up()
         .await
         .map_err(|e| Failure::new(format!("projections did not catch up: {e}")))?;
-    println!(
+    outln!(
         "imported {written} event(s) from {} file(s) ({unchanged} stream(s) already there); projections caught up",
         files.len()
     );

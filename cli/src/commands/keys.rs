@@ -22,12 +22,12 @@ pub fn run(command: KeysCommand) -> Result<(), Failure> {
             let chain = |e: sign::KeyError| Failure::new(super::error_chain(&e));
             let pair = sign::generate().map_err(chain)?;
             let public_path = sign::write_key_pair(&output, &pair).map_err(chain)?;
-            println!(
+            outln!(
                 "public key {} written to {}",
                 sign::hex(pair.public.as_bytes()),
                 public_path.display()
             );
-            println!(
+            outln!(
                 "secret key written to {} (keep it out of the ledger host's reach)",
                 output.display()
             );

@@ -28,10 +28,10 @@ pub async fn run(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
     let json = args.json;
     match replay(global, args).await {
         // Under --json a failure to replay at all is the same kind of object on stdout.
-        Err(failure) if json && !failure.message.is_empty() => {
-            println!(
+        Err(failure) if json && !failure.is_silent() => {
+            outln!(
                 "{}",
-                json!({ "diverged": null, "error": { "message": failure.message } })
+                json!({ "diverged": null, "error": { "code": failure.code(), "message": failure.chain().join(": ") } })
             );
             Err(Failure::silent())
         }
@@ -81,7 +81,7 @@ async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
         }
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             json!({ "diverged": diverged, "runs": runs, "skipped_streams": skipped })
         );
@@ -90,7 +90,7 @@ async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
             print_outcome(outcome);
         }
         if !skipped.is_empty() {
-            println!("skipped {} stream(s) that are not runs", skipped.len());
+            outln!("skipped {} stream(s) that are not runs", skipped.len());
         }
     }
     if diverged {
@@ -102,18 +102,25 @@ async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
 
 fn print_outcome(outcome: &ReplayOutcome) {
     match outcome {
-        ReplayOutcome::Matched(s) => println!(
+        ReplayOutcome::Matched(s) => outln!(
             "ok: run {} replays with 0 divergence: {} event(s) compared, {} input event(s) fed, {} step(s); {}",
-            s.run_id, s.events_compared, s.inputs_fed, s.steps, s.status
+            s.run_id,
+            s.events_compared,
+            s.inputs_fed,
+            s.steps,
+            s.status
         ),
         ReplayOutcome::Diverged(d) => {
-            println!(
+            outln!(
                 "run {} diverges at stream version {} (request {}), first at {}",
-                d.run_id, d.stream_version, d.request_id, d.path
+                d.run_id,
+                d.stream_version,
+                d.request_id,
+                d.path
             );
-            println!("  recorded: {}", d.recorded);
-            println!("  replayed: {}", d.replayed);
-            println!("  ({} event(s) matched before it)", d.events_compared);
+            outln!("  recorded: {}", d.recorded);
+            outln!("  replayed: {}", d.replayed);
+            outln!("  ({} event(s) matched before it)", d.events_compared);
         }
     }
 }
