@@ -67,6 +67,9 @@ impl LedgerHub {
     }
 }
 
+/// Longest wait between two reads of an idle ledger (NOTIFY wakes the follower sooner).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
 async fn follow(
     store: PgEventStore,
     sender: broadcast::Sender<Arc<RecordedEvent>>,
@@ -86,6 +89,10 @@ async fn follow(
             }
         }
     };
+    // Short after a wake-up or new events (an append may still be above the read horizon),
+    // doubling while nothing happens: an idle server costs a read every IDLE_POLL, not every
+    // `poll`.
+    let mut wait = poll;
     loop {
         let Some(notify) = appended.upgrade() else {
             return;
@@ -97,6 +104,9 @@ async fn follow(
         match store.read_all(position, PAGE).await {
             Ok(page) => {
                 let full = page.events.len() == PAGE;
+                if !page.events.is_empty() {
+                    wait = poll;
+                }
                 for event in page.events {
                     metrics.observe_event(&event);
                     // No subscriber is fine: the metrics still count.
@@ -105,8 +115,8 @@ async fn follow(
                 position = page.checkpoint;
                 if !full {
                     tokio::select! {
-                        _ = &mut woken => {}
-                        _ = tokio::time::sleep(poll) => {}
+                        _ = &mut woken => wait = poll,
+                        _ = tokio::time::sleep(wait) => wait = (wait * 2).min(IDLE_POLL.max(poll)),
                     }
                 }
             }

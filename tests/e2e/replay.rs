@@ -249,12 +249,16 @@ fn replay_of_a_run_in_the_store_and_bad_input() {
     futures_block(ledger.drop_schema()).unwrap();
 }
 
+/// Runs `f` on this test thread's one runtime: a pooled connection belongs to the runtime
+/// that opened it, so the schema a test creates must be dropped on the same runtime.
 fn futures_block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+    }
+    RUNTIME.with(|rt| rt.block_on(f))
 }
 
 #[test]

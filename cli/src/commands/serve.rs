@@ -94,9 +94,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     if let Some(api) = &api {
         api.abort();
     }
-    errln!(
-        "runledger serve: stopped; {driven} unfinished run(s) handed back to other instances"
-    );
+    errln!("runledger serve: stopped; {driven} unfinished run(s) handed back to other instances");
     Ok(())
 }
 
