@@ -383,9 +383,8 @@ fn every_argument_and_subcommand_has_a_description() {
                 || line.contains("  ")
                     && line
                         .trim_start()
-                        .splitn(2, "  ")
-                        .nth(1)
-                        .is_some_and(|d| !d.trim().is_empty())
+                        .split_once("  ")
+                        .is_some_and(|(_, d)| !d.trim().is_empty())
             {
                 continue;
             }

@@ -279,12 +279,13 @@ impl Replay {
         for i in 0..recorded.len().max(replayed.len()) {
             match (recorded.get(i), replayed.get(i)) {
                 (Some(r), Some(p)) => {
-                    if !same_event(&decoded[i], p) {
-                        return Some(self.divergence(r, Some(&decoded[i]), Some(p)));
+                    let d = decoded.get(i);
+                    if !d.is_some_and(|d| same_event(d, p)) {
+                        return Some(self.divergence(r, d, Some(p)));
                     }
                     self.compared += 1;
                 }
-                (Some(r), None) => return Some(self.divergence(r, Some(&decoded[i]), None)),
+                (Some(r), None) => return Some(self.divergence(r, decoded.get(i), None)),
                 (None, Some(p)) => {
                     let last = recorded.last()?;
                     let mut d = self.divergence(last, None, Some(p));
