@@ -88,9 +88,20 @@ async fn drop_stale_schemas(store: &PgEventStore) -> Result<(), StoreError> {
 
 async fn drop_schema_named(store: &PgEventStore, schema: &str) -> Result<(), StoreError> {
     let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(store.pool())
-        .await
-        .map_err(StoreError::Database)?;
-    Ok(())
+    // A test's engine may still be appending while its schema is dropped: the DROP can then
+    // lose a deadlock to it, which is worth a few more tries.
+    let mut attempt = 0;
+    loop {
+        let result = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(store.pool())
+            .await
+            .map_err(StoreError::Database);
+        match result {
+            Err(e) if e.is_transient() && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
+            other => return other.map(|_| ()),
+        }
+    }
 }
