@@ -191,7 +191,12 @@ pub fn document() -> String {
 }
 
 /// This API's OpenAPI document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
-pub async fn openapi_json() -> Json<Value> {
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document", body = Object),
+    (status = 400, description = "`invalid_query`", body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn openapi_json(
+    crate::extract::ApiQuery(crate::extract::NoQuery {}): crate::extract::ApiQuery<
+        crate::extract::NoQuery,
+    >,
+) -> Json<Value> {
     Json(serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null))
 }

@@ -39,8 +39,9 @@ pub struct Readiness {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
-pub async fn healthz() -> Json<Health> {
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = Health), (status = 400, description = "`invalid_query`", body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn healthz(ApiQuery(NoQuery {}): ApiQuery<NoQuery>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
     })
@@ -49,8 +50,12 @@ pub async fn healthz() -> Json<Health> {
 /// The database and NATS are reachable. 503 (`not_ready`, with both probes in `details`) when
 /// either is not.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Readiness), (status = 503, body = crate::openapi::ErrorEnvelopeDoc)))]
-pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Readiness>, ApiError> {
+    responses((status = 200, body = Readiness), (status = 400, description = "`invalid_query`", body = crate::openapi::ErrorEnvelopeDoc),
+        (status = 503, body = crate::openapi::ErrorEnvelopeDoc)))]
+pub async fn readyz(
+    State(state): State<ApiState>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
+) -> Result<Json<Readiness>, ApiError> {
     let (database, nats) =
         tokio::join!(database_probe(&state), nats_probe(&state.config().nats_url));
     let readiness = Readiness {

@@ -153,6 +153,9 @@ async fn nul_bytes_unknown_parameters_and_unreachable_versions_are_client_errors
         "/v1/runs?limit=0",
         "/v1/runs?limit=99999999999999",
         "/v1/runs?cursor=nonsense",
+        "/healthz?x=1",
+        "/readyz?x=1",
+        "/openapi.json?x=1",
     ] {
         server
             .get(path)
