@@ -214,23 +214,3 @@ fn rate(events: u64, elapsed: Duration) -> Option<f64> {
     let secs = elapsed.as_secs_f64();
     (secs >= 0.1).then(|| events as f64 / secs)
 }
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::rate;
-
-    #[test]
-    fn a_rate_over_a_few_microseconds_is_not_shown() {
-        // The impossible 494,271,686 events/s came from a batch divided by microseconds.
-        assert_eq!(rate(49_427, Duration::from_micros(100)), None);
-        assert_eq!(rate(0, Duration::ZERO), None);
-    }
-
-    #[test]
-    fn a_rate_is_events_over_the_time_they_took() {
-        assert_eq!(rate(1_510, Duration::from_secs(1)), Some(1_510.0));
-        assert_eq!(rate(3_000, Duration::from_secs(2)), Some(1_500.0));
-    }
-}
