@@ -44,7 +44,7 @@ pub async fn run(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
         .as_deref()
         .map(sign::read_signing_key)
         .transpose()
-        .map_err(|e| Failure::new(super::error_chain(&e)))?;
+        .map_err(Failure::from)?;
     let store = super::connect(global).await?;
     let show_progress = std::io::stderr().is_terminal();
     let progress = |done: u64, total: u64| {
