@@ -51,7 +51,7 @@ async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
                 .with_code("file_unreadable")
         })?,
         (None, Some(run)) => {
-            let store = super::connect(global).await?;
+            let store = super::open(global).await?;
             let mut bytes = Vec::new();
             export(
                 &store,
@@ -59,7 +59,8 @@ async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
                 &mut bytes,
                 |_, _| {},
             )
-            .await?;
+            .await
+            .map_err(Failure::from_coded)?;
             bytes
         }
         (None, None) => return Err(Failure::new("name an export FILE or --run ID")),
