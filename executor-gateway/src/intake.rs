@@ -10,8 +10,8 @@
 //! ledger does not hold, a node run its run does not have, content the decider or the ledger
 //! refuses). A transient failure, or no answer within 80% of the ack wait, is redelivered with
 //! a growing delay (1 s doubling to 30 s) until the consumer's `max_deliver`; then
-//! [`crate::dead_letter`] takes over. Each report's wait for its commit runs on its own task, so a slow or unknown run
-//! does not hold up the reports of other runs.
+//! [`crate::dead_letter`] takes over. Each report's wait for its commit runs on its own task,
+//! so a slow or unknown run does not hold up the reports of other runs.
 
 use std::sync::Arc;
 use std::time::Duration;
