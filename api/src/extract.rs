@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use runledger_contracts::ids::{NodeRunId, RunId};
+use runledger_contracts::strict_json;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -81,9 +82,15 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for ApiJson<T> {
     }
 }
 
+/// Reads a body strictly: an array is refused wherever an object is meant, at any depth
+/// (`{"spec": [...]}`), and a type error names the field's path.
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let at = json!({ "line": e.line(), "column": e.column() });
+    strict_json::from_slice(bytes).map_err(|err| {
+        let e = &err.source;
+        let mut at = json!({ "line": e.line(), "column": e.column() });
+        if let Some(path) = &err.path {
+            at["field"] = json!(path);
+        }
         match e.classify() {
             serde_json::error::Category::Syntax
             | serde_json::error::Category::Eof
@@ -94,13 +101,13 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             serde_json::error::Category::Data if e.to_string().starts_with("unknown field") => {
                 ApiError::bad_request(
                     "unknown_field",
-                    format!("the body has a field this endpoint does not take: {e}"),
+                    format!("the body has a field this endpoint does not take: {err}"),
                 )
                 .with_details(at)
             }
             serde_json::error::Category::Data => ApiError::unprocessable(
                 "invalid_body",
-                format!("the body does not fit this endpoint: {e}"),
+                format!("the body does not fit this endpoint: {err}"),
             )
             .with_details(at),
         }

@@ -130,6 +130,15 @@ pub const DEFAULT_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
     std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8420),
 );
 
+/// The API's address could not be listened on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}")]
+pub struct ListenError {
+    pub addr: std::net::SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Starts the API for `runledger serve`: binds `listen` (a bind failure is an error) or the
 /// default address (when it is taken, e.g. by another `serve` on this host, the engine runs
 /// without the API and a warning says so), and serves in a task of its own. Prints the
@@ -138,7 +147,7 @@ pub async fn spawn_for_serve(
     listen: Option<std::net::SocketAddr>,
     engine: runledger_orchestrator::Engine<runledger_ledger::PgEventStore>,
     nats_url: &str,
-) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, String> {
+) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, ListenError> {
     let addr = listen.unwrap_or(DEFAULT_LISTEN);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
@@ -146,11 +155,11 @@ pub async fn spawn_for_serve(
             tracing::warn!(%addr, error = %e, "the HTTP API is not served: the default address is taken (use --listen)");
             return Ok(None);
         }
-        Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+        Err(source) => return Err(ListenError { addr, source }),
     };
     let bound = listener
         .local_addr()
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        .map_err(|source| ListenError { addr, source })?;
     let state = ApiState::for_engine(engine, ApiConfig::for_serve(nats_url));
     if state.config().token.is_none() && !bound.ip().is_loopback() {
         tracing::warn!(%bound, "the HTTP API listens beyond loopback without RUNLEDGER_API_TOKEN: anyone who reaches it can start and control runs");

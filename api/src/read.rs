@@ -43,7 +43,9 @@ impl From<QueryError> for ApiError {
                 tracing::error!(error = %e, "projection query failed");
                 ApiError::unavailable(e.code(), "the database is unavailable")
             }
-            QueryError::Registry(_) | QueryError::Corrupt(_) => ApiError::internal(e.code(), &e),
+            QueryError::Registry(_) | QueryError::Corrupt { .. } => {
+                ApiError::internal(e.code(), &e)
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ use runledger_contracts::ids::{CorrelationId, RequestId, StreamId};
 use runledger_contracts::time::Timestamp;
 use runledger_ledger::{AppendRequest, EventStore, ExpectedVersion, PgEventStore, StoreError};
 use runledger_orchestrator::FlowchartSource;
+use runledger_orchestrator::engine::ResolveError;
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -45,6 +46,9 @@ pub enum RegistryError {
         name: String,
         version: u64,
         message: String,
+        /// The decoder's or encoder's error, when one said it.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     #[error("gave up after {0} attempts: other writers kept adding versions")]
     Contended(usize),
@@ -106,12 +110,22 @@ fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
+/// Why a flowchart's definition could not be written down as runs record it (a bug: a
+/// validated flowchart always serializes).
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("the definition does not serialize")]
+    Serialize(#[source] serde_json::Error),
+    #[error("the definition has no canonical form")]
+    Canonical(#[source] runledger_contracts::canonical::CanonicalError),
+}
+
 /// The definition of a flowchart as runs record it, and its digest.
-pub fn definition_of(flowchart: &Flowchart) -> Result<(Value, Digest), String> {
-    let definition = serde_json::to_value(flowchart.doc()).map_err(|e| e.to_string())?;
+pub fn definition_of(flowchart: &Flowchart) -> Result<(Value, Digest), DefinitionError> {
+    let definition = serde_json::to_value(flowchart.doc()).map_err(DefinitionError::Serialize)?;
     let hash = canonical::to_canonical_vec(&definition)
         .map(|b| Digest::of(&b))
-        .map_err(|e| e.to_string())?;
+        .map_err(DefinitionError::Canonical)?;
     Ok((definition, hash))
 }
 
@@ -158,10 +172,11 @@ impl LedgerFlowcharts {
         let name = flowchart.name().to_owned();
         let stream = check_name(&name)?;
         let (definition, definition_hash) =
-            definition_of(&flowchart).map_err(|message| RegistryError::Corrupt {
+            definition_of(&flowchart).map_err(|e| RegistryError::Corrupt {
                 name: name.clone(),
                 version: 0,
-                message,
+                message: e.to_string(),
+                source: Some(Box::new(e)),
             })?;
         let flowchart = Arc::new(flowchart);
         for _ in 0..MAX_ATTEMPTS {
@@ -180,6 +195,7 @@ impl LedgerFlowcharts {
                 name: name.clone(),
                 version: latest,
                 message: "too many versions".into(),
+                source: None,
             })?;
             let event = DomainEvent::FlowchartVersionCreated(FlowchartVersionCreated {
                 name: name.clone(),
@@ -191,7 +207,8 @@ impl LedgerFlowcharts {
             let new = NewEvent::from_domain(&event).map_err(|e| RegistryError::Corrupt {
                 name: name.clone(),
                 version: latest + 1,
-                message: e.to_string(),
+                message: "the event does not encode".into(),
+                source: Some(Box::new(e)),
             })?;
             let request = AppendRequest::new(request_id.clone(), correlation_id.clone(), vec![new]);
             let expected = if latest == 0 {
@@ -206,6 +223,7 @@ impl LedgerFlowcharts {
                             name: name.clone(),
                             version: latest + 1,
                             message: "the append returned no event".into(),
+                            source: None,
                         }
                     })?;
                     let stored = stored_from(&recorded, Some(Arc::clone(&flowchart)))?;
@@ -353,6 +371,7 @@ fn stored_from(
             .to_owned(),
         version: recorded.stream_version,
         message,
+        source: None,
     };
     let created = match recorded.decode().map_err(|e| corrupt(e.to_string()))? {
         DomainEvent::FlowchartVersionCreated(created) => created,
@@ -399,7 +418,7 @@ impl FlowchartSource for LedgerFlowcharts {
         &self,
         name: &str,
         version: Option<u32>,
-    ) -> Result<(Arc<Flowchart>, Option<u32>), String> {
+    ) -> Result<(Arc<Flowchart>, Option<u32>), ResolveError> {
         if let Some(v) = version
             && let Some(hit) = self.cached(name, v)
         {
@@ -408,13 +427,23 @@ impl FlowchartSource for LedgerFlowcharts {
         let handle = tokio::runtime::Handle::try_current()
             .ok()
             .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-            .ok_or_else(|| {
-                format!(
-                    "sub-flow `{name}`: the registry can only be read on the multi-threaded runtime"
-                )
+            .ok_or_else(|| ResolveError::NotConfigured {
+                name: name.to_owned(),
+                what: "the registry can only be read on the multi-threaded runtime",
             })?;
         let stored = tokio::task::block_in_place(|| handle.block_on(self.get(name, version)))
-            .map_err(|e| format!("sub-flow `{name}`: {e}"))?;
+            .map_err(|e| match e {
+                RegistryError::NoSuchFlowchart(_) | RegistryError::NoSuchVersion { .. } => {
+                    ResolveError::NotFound {
+                        name: name.to_owned(),
+                        what: e.to_string(),
+                    }
+                }
+                other => ResolveError::Registry {
+                    name: name.to_owned(),
+                    source: Box::new(other),
+                },
+            })?;
         Ok((stored.flowchart, Some(stored.version)))
     }
 }

@@ -5,6 +5,7 @@
 //! - [`events`]: the versioned event catalog; [`envelope`]: how events are stored and chained.
 //! - [`canonical`] and [`digest`]: RFC 8785 canonical JSON and blake3, the basis of every hash.
 //! - [`storable`]: whether the ledger can store a JSON value (shared by every entry point).
+//! - [`strict_json`]: typed deserializing that refuses a JSON array where an object is meant.
 //! - [`ids`], [`time`]: identifiers and timestamps in their one recorded form.
 //! - [`error`]: the API error envelope.
 //! - [`schema`]: the JSON Schemas committed under `contracts/schemas/`.
@@ -20,6 +21,7 @@ pub mod ids;
 pub mod model;
 pub mod schema;
 pub mod storable;
+pub mod strict_json;
 pub mod time;
 
 #[cfg(test)]

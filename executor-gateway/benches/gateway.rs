@@ -1076,7 +1076,7 @@ async fn measure_in(
             let engine = Engine::new(store, Arc::new(traced), Arc::new(NoFlowcharts), config);
             tokio::spawn(tap(Arc::clone(&trace), tap_rx, engine.reports()));
             let (stop, stopped) = watch::channel(false);
-            // Reports go through the tap (for the trace); lookups of unknown runs to the ledger.
+            // Reports go through the tap (for the trace), then to the engine.
             let sink = IntakeSink {
                 reports: tap_tx,
                 ..IntakeSink::for_engine(&engine, GatewayMetrics::new())

@@ -111,7 +111,7 @@ impl NodeExecutor for NatsDispatcher {
                     run_id,
                     report,
                     message_id: None,
-                    recorded: None,
+                    receipt: None,
                 });
             },
             span,

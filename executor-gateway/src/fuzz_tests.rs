@@ -227,3 +227,57 @@ fn an_error_with_null_details_survives_the_wire() {
     };
     assert_eq!(decoded.details, None);
 }
+
+/// serde reads a struct from an array by position: a report whose parts were sent as arrays
+/// was decoded as if they were objects. Every object of a valid report, replaced by the array
+/// of its values, is refused as undecodable.
+#[test]
+fn a_report_with_arrays_for_objects_is_undecodable() {
+    fn objects(value: &Value, at: &mut Vec<String>, path: String) {
+        match value {
+            Value::Object(map) => {
+                at.push(path.clone());
+                for (k, v) in map {
+                    objects(v, at, format!("{path}/{k}"));
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    objects(v, at, format!("{path}/{i}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let result = NodeResult {
+        node_run_id: NodeRunId::new_v7(),
+        attempt: 1,
+        outcome: NodeOutcome::Failed(ErrorInfo {
+            code: "boom".into(),
+            message: "no".into(),
+            retryable: false,
+            details: None,
+        }),
+        tool_calls: Vec::new(),
+    };
+    let message = ReportMessage {
+        wire_version: WIRE_VERSION,
+        run_id: RunId::new_v7(),
+        report: Report::Finished(result),
+    };
+    let valid = serde_json::to_value(&message).unwrap();
+    assert!(crate::intake::decode_report(&serde_json::to_vec(&valid).unwrap()).is_ok());
+    let mut paths = Vec::new();
+    objects(&valid, &mut paths, String::new());
+    assert!(paths.len() >= 3, "{paths:?}");
+    for path in paths {
+        let mut mutated = valid.clone();
+        let at = mutated.pointer_mut(&path).unwrap();
+        *at = Value::Array(at.as_object().unwrap().values().cloned().collect());
+        let refused = crate::intake::decode_report(&serde_json::to_vec(&mutated).unwrap());
+        assert!(
+            matches!(refused, Err((crate::metrics::DropReason::Undecodable, _))),
+            "{path} as an array: {refused:?}"
+        );
+    }
+}

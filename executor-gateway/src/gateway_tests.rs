@@ -45,6 +45,18 @@ struct Harness {
 }
 
 async fn harness(dispatch_timeout_ms: u64) -> Harness {
+    harness_owning(
+        dispatch_timeout_ms,
+        Arc::new(runledger_orchestrator::lease::Solo),
+    )
+    .await
+}
+
+/// A harness whose engine asks `ownership` before it drives a run.
+async fn harness_owning(
+    dispatch_timeout_ms: u64,
+    ownership: Arc<dyn runledger_orchestrator::lease::Ownership>,
+) -> Harness {
     let ledger = TestLedger::new().await.unwrap();
     let namespace = format!("t{}", RunId::new_v7().to_string().replace('-', ""));
     let mut topology = Topology::in_namespace(&namespace).unwrap();
@@ -69,11 +81,12 @@ async fn harness(dispatch_timeout_ms: u64) -> Harness {
         },
         ..EngineConfig::default()
     };
-    let engine = Engine::new(
+    let engine = Engine::with_ownership(
         ledger.second_store().await.unwrap(),
         Arc::new(dispatcher),
         Arc::new(NoFlowcharts),
         config,
+        ownership,
     );
     let (stop, stopped) = watch::channel(false);
     let metrics = crate::metrics::GatewayMetrics::new();

@@ -3,67 +3,49 @@
 //! changed nothing), so a crash anywhere in between redelivers it; the engine uses the
 //! message id as the append's request id, so a redelivered report writes nothing.
 //!
-//! A report that can never be recorded is terminated (`AckKind::Term`, never redelivered) and
-//! counted by reason: an undecodable message, an unknown `wire_version`, a run the ledger does
-//! not hold or a node run its run does not have. One that failed for a reason intake cannot see is redelivered with a growing delay
-//! (1 s doubling to 30 s) until the consumer's `max_deliver`; then [`crate::dead_letter`]
-//! takes over. Each report's wait for its commit runs on its own task, so a slow or unknown run
-//! does not hold up the reports of other runs.
+//! The engine answers each report with a typed outcome (recorded, duplicate, refused for good,
+//! transient). A report that can never be recorded is terminated (`AckKind::Term`, never
+//! redelivered), logged once at error with its reason and counted by reason: an undecodable
+//! message or an unknown `wire_version` (seen here), or a report the engine refused (a run the
+//! ledger does not hold, a node run its run does not have, content the decider or the ledger
+//! refuses). A transient failure, or no answer within 80% of the ack wait, is redelivered with
+//! a growing delay (1 s doubling to 30 s) until the consumer's `max_deliver`; then
+//! [`crate::dead_letter`] takes over. Each report's wait for its commit runs on its own task,
+//! so a slow or unknown run does not hold up the reports of other runs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
-use runledger_contracts::ids::{NodeRunId, RunId};
 use runledger_ledger::EventStore;
-use runledger_orchestrator::engine::{Engine, EngineError, load_run};
+use runledger_orchestrator::delivery::{DeliveryOutcome, Receipt, Refusal};
+use runledger_orchestrator::engine::Engine;
 use runledger_orchestrator::executor::{Delivery, ResultSender};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::GatewayError;
 use crate::dead_letter::follow_max_deliveries;
 use crate::messages::{MSG_ID_HEADER, ReportMessage, WIRE_VERSION};
 use crate::metrics::{Consumer, DropReason, GatewayMetrics};
+use crate::retry_log::RetryLog;
 use crate::topology::Topology;
 
-/// Asked only about a report that failed to record: why it never can be (`Some`), or `None`
-/// when another try may succeed.
-pub type NeverRecordable =
-    Arc<dyn Fn(RunId, NodeRunId) -> BoxFuture<'static, Option<DropReason>> + Send + Sync>;
-
-/// Where intake hands reports, and what it asks when one could not be recorded.
+/// Where intake hands reports.
 #[derive(Clone)]
 pub struct IntakeSink {
     pub reports: ResultSender,
-    pub never_recordable: NeverRecordable,
     pub metrics: Arc<GatewayMetrics>,
 }
 
 impl IntakeSink {
-    /// Reports go to `engine`; a report that failed is judged by its run in the ledger: no
-    /// such run, or no such node run in it, will not change by redelivery.
+    /// Reports go to `engine`, which answers each with what became of it.
     pub fn for_engine<S: EventStore + 'static>(
         engine: &Engine<S>,
         metrics: Arc<GatewayMetrics>,
     ) -> Self {
-        let ledger = engine.clone();
-        let never_recordable: NeverRecordable = Arc::new(move |run_id, node_run_id| {
-            let ledger = ledger.clone();
-            Box::pin(async move {
-                match load_run(ledger.store(), run_id).await {
-                    Err(EngineError::RunNotFound(_)) => Some(DropReason::UnknownRun),
-                    Ok(run) if run.state.node_run_index(&node_run_id).is_none() => {
-                        Some(DropReason::UnknownNodeRun)
-                    }
-                    _ => None,
-                }
-            })
-        });
         Self {
             reports: engine.reports(),
-            never_recordable,
             metrics,
         }
     }
@@ -86,6 +68,7 @@ pub async fn run_intake(
         Arc::clone(&sink.metrics),
         shutdown.clone(),
     ));
+    let mut retries = RetryLog::new();
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -93,15 +76,18 @@ pub async fn run_intake(
         let consumer = match topology.intake_consumer_of(&js).await {
             Ok(consumer) => consumer,
             Err(e) => {
-                tracing::warn!(error = %e, "result intake waiting for NATS");
+                retries.failed("result intake waiting for NATS", &e);
                 wait_or_shutdown(&mut shutdown, Duration::from_secs(1)).await;
                 continue;
             }
         };
         let mut messages = match consumer.messages().await {
-            Ok(messages) => messages,
+            Ok(messages) => {
+                retries.recovered();
+                messages
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "result intake cannot subscribe; retrying");
+                retries.failed("result intake cannot subscribe; retrying", &e);
                 wait_or_shutdown(&mut shutdown, Duration::from_secs(1)).await;
                 continue;
             }
@@ -114,7 +100,7 @@ pub async fn run_intake(
             match next {
                 Some(Ok(message)) => take(message, &sink, record_wait),
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "result intake lost its subscription; re-subscribing");
+                    retries.failed("result intake lost its subscription; re-subscribing", &e);
                     wait_or_shutdown(&mut shutdown, Duration::from_millis(500)).await;
                     break;
                 }
@@ -145,7 +131,9 @@ pub fn decode_report(payload: &[u8]) -> Result<ReportMessage, (DropReason, Strin
         }
         Err(e) => return Err((DropReason::Undecodable, e.to_string())),
     }
-    serde_json::from_slice(payload).map_err(|e| (DropReason::Undecodable, e.to_string()))
+    // Strict: a report (or any part of it) sent as an array is not read by position.
+    runledger_contracts::strict_json::from_slice(payload)
+        .map_err(|e| (DropReason::Undecodable, e.to_string()))
 }
 
 fn take(message: jetstream::Message, sink: &IntakeSink, record_wait: Duration) {
@@ -167,40 +155,47 @@ fn take(message: jetstream::Message, sink: &IntakeSink, record_wait: Duration) {
         .and_then(|h| h.get(MSG_ID_HEADER))
         .map(|v| v.as_str().to_owned());
     let (run_id, node_run_id) = (report.run_id, report.report.node_run_id());
-    let (recorded, done) = oneshot::channel();
+    let (receipt, answer) = Receipt::channel();
     let delivery = Delivery {
         run_id,
         report: report.report,
         message_id,
-        recorded: Some(recorded),
+        receipt: Some(receipt),
     };
     if sink.reports.send(delivery).is_err() {
         // The engine is shutting down; JetStream redelivers to whoever runs next.
         return;
     }
-    let (never_recordable, metrics) = (
-        Arc::clone(&sink.never_recordable),
-        Arc::clone(&sink.metrics),
-    );
+    let metrics = Arc::clone(&sink.metrics);
     tokio::spawn(async move {
-        let ack = match tokio::time::timeout(record_wait, done).await {
-            Ok(Ok(())) => AckKind::Ack,
-            // Not recorded: for good when its run or node run does not exist, else try
-            // again later.
-            Ok(Err(_)) => match never_recordable(run_id, node_run_id).await {
-                Some(reason) => {
-                    tracing::error!(%run_id, %node_run_id, reason = reason.as_str(), subject = %message.subject, "executor report terminated");
-                    metrics.count_terminated(Consumer::Intake, reason);
-                    AckKind::Term
-                }
-                None => AckKind::Nak(Some(redelivery_delay(&message))),
-            },
-            Err(_) => AckKind::Nak(Some(redelivery_delay(&message))),
+        let outcome = tokio::time::timeout(record_wait, answer.outcome())
+            .await
+            .unwrap_or(DeliveryOutcome::Transient);
+        let ack = match outcome {
+            DeliveryOutcome::Recorded | DeliveryOutcome::Duplicate => AckKind::Ack,
+            // Redelivery cannot change the engine's mind: end it now, say why once, count it.
+            DeliveryOutcome::Refused(refusal) => {
+                let reason = drop_reason(&refusal);
+                tracing::error!(%run_id, %node_run_id, reason = reason.as_str(), code = refusal.code, refusal = %refusal.message, subject = %message.subject, "executor report terminated");
+                metrics.count_terminated(Consumer::Intake, reason);
+                AckKind::Term
+            }
+            DeliveryOutcome::Transient => AckKind::Nak(Some(redelivery_delay(&message))),
         };
         if let Err(e) = message.ack_with(ack).await {
             tracing::debug!(error = %e, "report ack failed; it will be redelivered and found recorded");
         }
     });
+}
+
+/// The `/metrics` reason of a refusal: its own series for the two the issue named, one for
+/// the rest (their codes are in the log line).
+fn drop_reason(refusal: &Refusal) -> DropReason {
+    match refusal.code {
+        "unknown_run" => DropReason::UnknownRun,
+        "unknown_node_run" => DropReason::UnknownNodeRun,
+        _ => DropReason::Refused,
+    }
 }
 
 /// 1 s after the first delivery, doubling up to 30 s: a report that keeps failing costs less

@@ -28,6 +28,7 @@ pub mod messages;
 pub mod metrics;
 pub mod models;
 pub mod providers;
+pub mod retry_log;
 pub mod topology;
 pub mod worker;
 

@@ -75,11 +75,12 @@ pub async fn publish_until_acked(
     payload: Vec<u8>,
 ) -> u64 {
     let mut delay = std::time::Duration::from_millis(50);
+    let mut retries = crate::retry_log::RetryLog::new();
     loop {
         match publish(js, subject.clone(), message_id, payload.clone()).await {
             Ok(sequence) => return sequence,
             Err(e) => {
-                tracing::warn!(message_id, error = %e, "publish failed; retrying");
+                retries.failed(&format!("publish of {message_id} failed; retrying"), &e);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }
@@ -100,6 +101,7 @@ pub async fn publish_within(
     // A bound too large to add (Duration::MAX) means no bound.
     let give_up = tokio::time::Instant::now().checked_add(bound);
     let mut delay = std::time::Duration::from_millis(50);
+    let mut retries = crate::retry_log::RetryLog::new();
     loop {
         match publish(js, subject.clone(), message_id, payload.clone()).await {
             Ok(sequence) => return Some(sequence),
@@ -108,7 +110,7 @@ pub async fn publish_within(
                     tracing::warn!(message_id, error = %e, "publish failed; giving up");
                     return None;
                 }
-                tracing::warn!(message_id, error = %e, "publish failed; retrying");
+                retries.failed(&format!("publish of {message_id} failed; retrying"), &e);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }
@@ -135,7 +137,8 @@ pub fn decode_dispatch(payload: &[u8]) -> Result<DispatchMessage, DispatchRefuse
     match serde_json::from_slice::<Versioned>(payload) {
         Ok(Versioned {
             wire_version: WIRE_VERSION,
-        }) => serde_json::from_slice(payload).map_err(DispatchRefused::Undecodable),
+        }) => runledger_contracts::strict_json::from_slice(payload)
+            .map_err(|e| DispatchRefused::Undecodable(e.source)),
         Ok(Versioned { wire_version }) => Err(DispatchRefused::WireVersion(wire_version)),
         Err(e) => Err(DispatchRefused::Undecodable(e)),
     }

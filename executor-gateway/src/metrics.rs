@@ -20,14 +20,18 @@ pub enum DropReason {
     UnknownRun,
     /// A report, not recorded, for a node run its run does not have.
     UnknownNodeRun,
+    /// A report the engine refused for good for another reason (invalid content, a tool call
+    /// of another node run, an append the ledger refuses): the log line says which.
+    Refused,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::Undecodable,
         DropReason::UnknownWireVersion,
         DropReason::UnknownRun,
         DropReason::UnknownNodeRun,
+        DropReason::Refused,
     ];
 
     /// The `reason` label.
@@ -37,6 +41,7 @@ impl DropReason {
             DropReason::UnknownWireVersion => "unknown_wire_version",
             DropReason::UnknownRun => "unknown_run",
             DropReason::UnknownNodeRun => "unknown_node_run",
+            DropReason::Refused => "refused",
         }
     }
 
@@ -46,6 +51,7 @@ impl DropReason {
             DropReason::UnknownWireVersion => 1,
             DropReason::UnknownRun => 2,
             DropReason::UnknownNodeRun => 3,
+            DropReason::Refused => 4,
         }
     }
 }
@@ -88,7 +94,7 @@ pub struct Sample {
 /// The counters of one process (or one test).
 #[derive(Debug, Default)]
 pub struct GatewayMetrics {
-    terminated: [[AtomicU64; 4]; 2],
+    terminated: [[AtomicU64; 5]; 2],
     max_deliveries: [AtomicU64; 2],
     nats_disconnects: AtomicU64,
     nats_reconnects: AtomicU64,
@@ -146,7 +152,10 @@ impl GatewayMetrics {
         for consumer in [Consumer::Intake, Consumer::Executor] {
             for reason in DropReason::ALL {
                 if consumer == Consumer::Executor
-                    && matches!(reason, DropReason::UnknownRun | DropReason::UnknownNodeRun)
+                    && matches!(
+                        reason,
+                        DropReason::UnknownRun | DropReason::UnknownNodeRun | DropReason::Refused
+                    )
                 {
                     // Executors do not look runs up: no such series.
                     continue;

@@ -61,6 +61,7 @@ pub async fn run_worker(
     let mut last_busy = Instant::now();
     let heartbeat = topology.ack_wait / 3;
     let mut consumer = None;
+    let mut retries = crate::retry_log::RetryLog::new();
     tokio::spawn(follow_max_deliveries(
         js.clone(),
         topology.dispatch_stream(),
@@ -100,7 +101,7 @@ pub async fn run_worker(
             {
                 Ok(c) => consumer = Some(c),
                 Err(e) => {
-                    tracing::warn!(error = %e, "waiting for NATS");
+                    retries.failed("waiting for NATS", &e);
                     pause(&mut shutdown, Duration::from_secs(1)).await;
                     continue;
                 }
@@ -116,9 +117,12 @@ pub async fn run_worker(
             .messages()
             .await;
         let mut batch = match batch {
-            Ok(batch) => batch,
+            Ok(batch) => {
+                retries.recovered();
+                batch
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "pull failed; retrying");
+                retries.failed("pull failed; retrying", &e);
                 consumer = None;
                 pause(&mut shutdown, Duration::from_millis(500)).await;
                 continue;

@@ -20,7 +20,6 @@ use std::time::Duration;
 use runledger_contracts::digest::Digest;
 use runledger_contracts::envelope::{NewEvent, RecordedEvent};
 use runledger_contracts::events::{Control, DomainEvent, ErrorInfo, ParentRun, RunTakenOver};
-use runledger_contracts::flowchart::Flowchart;
 use runledger_contracts::ids::{CorrelationId, NodeRunId, RequestId, RunId, StreamId};
 use runledger_ledger::leases::Claim;
 use runledger_ledger::{AppendRequest, EventStore, ExpectedVersion, StoreError};
@@ -32,6 +31,7 @@ use crate::decide::{
     self, Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings,
     StartRun, StepEnv,
 };
+use crate::delivery::{DeliveryOutcome, Receipt, Refusal};
 use crate::executor::{Delivery, INPROCESS, NodeExecutor, Report, ResultSender, SUBFLOW};
 use crate::inputs::{report_commands, settle_request_id};
 use crate::lease::{Ownership, Solo};
@@ -48,26 +48,7 @@ const MAX_TIMER_SLEEP_MS: u64 = 24 * 60 * 60 * 1000;
 /// Events read per page when a run is loaded.
 const PAGE: usize = 5_000;
 
-/// Where the flowcharts of sub-flow nodes come from.
-pub trait FlowchartSource: Send + Sync + 'static {
-    /// The flowchart `name` (at `version`, when given) and the version it is.
-    fn resolve(
-        &self,
-        name: &str,
-        version: Option<u32>,
-    ) -> Result<(Arc<Flowchart>, Option<u32>), String>;
-}
-
-/// No sub-flows available: every `flowchart` node fails with `subflow_unavailable`.
-pub struct NoFlowcharts;
-
-impl FlowchartSource for NoFlowcharts {
-    fn resolve(&self, name: &str, _: Option<u32>) -> Result<(Arc<Flowchart>, Option<u32>), String> {
-        Err(format!(
-            "no flowchart source is configured to find `{name}`"
-        ))
-    }
-}
+pub use crate::subflows::{FlowchartSource, NoFlowcharts, ResolveError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -932,9 +913,18 @@ impl<S: EventStore + 'static> Engine<S> {
     /// lease; otherwise (another instance drives it, or it has ended) decide the report
     /// against the run as recorded and append it, fenced by the version read. The owner picks
     /// the events up on its next poll and dispatches what they scheduled.
-    async fn record_late(&self, delivery: Delivery) -> Result<(), EngineError> {
+    async fn record_late(&self, mut delivery: Delivery) -> Result<(), EngineError> {
         let run_id = delivery.run_id;
-        let mut loaded = load_run(&self.inner.store, run_id).await?;
+        let mut loaded = match load_run(&self.inner.store, run_id).await {
+            Err(e @ EngineError::RunNotFound(_)) => {
+                settle(
+                    delivery.receipt.take(),
+                    DeliveryOutcome::Refused(Refusal::new("unknown_run", e.to_string())),
+                );
+                return Ok(());
+            }
+            loaded => loaded?,
+        };
         if !loaded.state.status.is_terminal()
             && let Some(claim) = self.inner.ownership.acquire(run_id).await?
         {
@@ -953,7 +943,7 @@ impl<S: EventStore + 'static> Engine<S> {
         let Delivery {
             report,
             message_id,
-            recorded,
+            receipt,
             ..
         } = delivery;
         let cause = Cause {
@@ -961,42 +951,59 @@ impl<S: EventStore + 'static> Engine<S> {
             correlation_id: loaded.correlation_id.clone(),
         };
         let stream = StreamId::for_run(run_id);
-        for attempt in 0..MAX_STEP_ATTEMPTS {
-            if attempt > 0 {
-                loaded = load_run(&self.inner.store, run_id).await?;
+        let outcome = 'attempts: {
+            for attempt in 0..MAX_STEP_ATTEMPTS {
+                if attempt > 0 {
+                    loaded = load_run(&self.inner.store, run_id).await?;
+                }
+                let mut events = Vec::new();
+                let mut env = StepEnv::begin();
+                for command in report_commands(report.clone()) {
+                    match decide::decide(
+                        &mut loaded.state,
+                        command,
+                        &mut env,
+                        &cause,
+                        &self.inner.config.settings,
+                    ) {
+                        Ok(more) => events.extend(more),
+                        Err(e) => match Refusal::of_decide(&e) {
+                            // The run as recorded says no, and will say it to every copy.
+                            Some(refusal) => break 'attempts DeliveryOutcome::Refused(refusal),
+                            None => return Err(e.into()),
+                        },
+                    }
+                }
+                if events.is_empty() {
+                    break 'attempts DeliveryOutcome::Duplicate;
+                }
+                let request = append_request(&cause, &events, &env)?;
+                match self
+                    .inner
+                    .store
+                    .append(&stream, ExpectedVersion::Exact(loaded.version), request)
+                    .await
+                {
+                    Ok(o) if o.deduplicated => break 'attempts DeliveryOutcome::Duplicate,
+                    Ok(_) => break 'attempts DeliveryOutcome::Recorded,
+                    Err(StoreError::RequestMismatch { .. }) => {
+                        break 'attempts DeliveryOutcome::Duplicate;
+                    }
+                    // The owner wrote meanwhile: decide again against what it wrote.
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) if refused_for_its_content(&e) => {
+                        break 'attempts DeliveryOutcome::Refused(Refusal::new(
+                            e.code(),
+                            e.to_string(),
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
-            let mut events = Vec::new();
-            let mut env = StepEnv::begin();
-            for command in report_commands(report.clone()) {
-                events.extend(decide::decide(
-                    &mut loaded.state,
-                    command,
-                    &mut env,
-                    &cause,
-                    &self.inner.config.settings,
-                )?);
-            }
-            if events.is_empty() {
-                break;
-            }
-            let request = append_request(&cause, &events, &env)?;
-            match self
-                .inner
-                .store
-                .append(&stream, ExpectedVersion::Exact(loaded.version), request)
-                .await
-            {
-                Ok(_) | Err(StoreError::RequestMismatch { .. }) => break,
-                // The owner wrote meanwhile: decide again against what it wrote.
-                Err(StoreError::Conflict { .. }) if attempt + 1 < MAX_STEP_ATTEMPTS => continue,
-                // Still contended: the report's queue delivers it again.
-                Err(StoreError::Conflict { .. }) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if let Some(recorded) = recorded {
-            let _ = recorded.send(());
-        }
+            // Still contended: the report's queue delivers it again.
+            DeliveryOutcome::Transient
+        };
+        settle(receipt, outcome);
         Ok(())
     }
 
@@ -1039,6 +1046,7 @@ impl<S: EventStore + 'static> Engine<S> {
             done: done_tx,
             last_append: tokio::time::Instant::now(),
             tools: Default::default(),
+            refused: Vec::new(),
         };
         tokio::spawn(driver.run());
         Ok(())
@@ -1060,7 +1068,7 @@ impl<S: EventStore + 'static> Engine<S> {
             .inner
             .flowcharts
             .resolve(&name, node.version)
-            .map_err(|e| fail("subflow_unavailable", &e))?;
+            .map_err(|e| fail("subflow_unavailable", &e.chain()))?;
         let context = parent.input_context(index);
         let inputs = context
             .get("latest_upstream")
@@ -1133,6 +1141,9 @@ struct Driver<S: EventStore + 'static> {
     last_append: tokio::time::Instant,
     /// Tool node runs: folded tool streams and the tool events of the step in flight.
     tools: tool_driver::ToolNodes,
+    /// The commands of the last step the decider refused for good, by index, with why: their
+    /// reports' queues are told to terminate them rather than redeliver.
+    refused: Vec<(usize, Refusal)>,
 }
 
 /// Results decided together in one append, at most.
@@ -1367,18 +1378,39 @@ impl<S: EventStore + 'static> Driver<S> {
                 ))
             }
         };
-        let mut acks = Vec::new();
+        let mut receipts = Vec::with_capacity(deliveries.len());
         let mut commands = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
+        // Which delivery each command came from, so a refused command's report is told so.
+        let mut sources = Vec::with_capacity(deliveries.len());
+        for (source, d) in deliveries.into_iter().enumerate() {
             if let Report::Finished(result) | Report::Ran { result, .. } = &d.report {
                 self.dispatched.remove(&result.node_run_id);
             }
-            acks.extend(d.recorded);
-            commands.extend(report_commands(d.report));
+            receipts.push(d.receipt);
+            for command in report_commands(d.report) {
+                commands.push(command);
+                sources.push(source);
+            }
         }
-        self.step_many(commands, request).await?;
-        for ack in acks {
-            let _ = ack.send(());
+        let written = self.step_many(commands, request).await?;
+        let mut outcomes: Vec<DeliveryOutcome> = match written {
+            Some(events) if !events.is_empty() => vec![DeliveryOutcome::Recorded; receipts.len()],
+            _ => vec![DeliveryOutcome::Duplicate; receipts.len()],
+        };
+        for (command, refusal) in std::mem::take(&mut self.refused) {
+            if let Some(&source) = sources.get(command) {
+                outcomes[source] = DeliveryOutcome::Refused(refusal);
+            }
+        }
+        for (receipt, outcome) in receipts.into_iter().zip(outcomes) {
+            match (receipt, outcome) {
+                (Some(receipt), outcome) => receipt.settle(outcome),
+                // No queue to say it (the in-process pool, a lost executor): say it here.
+                (None, DeliveryOutcome::Refused(refusal)) => {
+                    tracing::warn!(run_id = %self.state.run_id, code = refusal.code, reason = %refusal.message, "executor result refused");
+                }
+                (None, _) => {}
+            }
         }
         Ok(())
     }
@@ -1406,6 +1438,7 @@ impl<S: EventStore + 'static> Driver<S> {
         let settings = self.engine.inner.config.settings.clone();
         let mut refused_results = false;
         for attempt in 0..MAX_STEP_ATTEMPTS {
+            self.refused.clear();
             let is_settle = matches!(commands.as_slice(), [Command::Settle]);
             let request = if is_settle && attempt > 0 {
                 request_id(settle_request_id(self.state.run_id, self.version))
@@ -1418,7 +1451,7 @@ impl<S: EventStore + 'static> Driver<S> {
             };
             let mut events = Vec::new();
             let mut env = StepEnv::begin();
-            for command in &commands {
+            for (index, command) in commands.iter().enumerate() {
                 match decide::decide(
                     &mut self.state,
                     command.clone(),
@@ -1438,7 +1471,11 @@ impl<S: EventStore + 'static> Driver<S> {
                             | Command::Started { .. }
                     ) =>
                     {
-                        tracing::warn!(run_id = %self.state.run_id, error = %e, "executor result dropped");
+                        // Said once, where the report's queue hears of it (and terminates it).
+                        tracing::debug!(run_id = %self.state.run_id, error = %e, "executor report refused");
+                        if let Some(refusal) = Refusal::of_decide(&e) {
+                            self.refused.push((index, refusal));
+                        }
                     }
                     Err(e @ DecideError::State(_)) => {
                         self.reload().await?;
@@ -1604,7 +1641,7 @@ impl<S: EventStore + 'static> Driver<S> {
                     run_id,
                     report: Report::Finished(result),
                     message_id,
-                    recorded: None,
+                    receipt: None,
                 }
             })
             .collect();
@@ -1912,6 +1949,23 @@ pub fn status_counts(state: &RunState) -> HashMap<&'static str, usize> {
         *counts.entry(key).or_insert(0) += 1;
     }
     counts
+}
+
+/// Answers a report's queue, when it has one waiting.
+fn settle(receipt: Option<Receipt>, outcome: DeliveryOutcome) {
+    if let Some(receipt) = receipt {
+        receipt.settle(outcome);
+    }
+}
+
+/// Whether an append was refused because of what the report carries, so the same report is
+/// refused on every delivery. A ledger that is corrupt or a database that rejects the
+/// statement is the engine's trouble: such a report is redelivered (until `max_deliver`).
+fn refused_for_its_content(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::InvalidEvent { .. } | StoreError::InvalidRequest(_)
+    )
 }
 
 #[cfg(test)]

@@ -17,9 +17,10 @@ use runledger_contracts::ids::{NodeRunId, RunId};
 use runledger_contracts::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::decide::{NodeOutcome, NodeResult};
+use crate::delivery::Receipt;
 use crate::provider::{
     Answer, BoxFuture, DEFAULT_SCHEMA_REPAIR_ATTEMPTS, ModelProvider, ModelRequest, OutputSchema,
     RepairTurn, SchemaViolation, ScriptedProvider, render_prompt, repair_feedback,
@@ -120,9 +121,10 @@ pub struct Delivery {
     pub report: Report,
     /// The message that carried it (`Nats-Msg-Id`), used as the append's request id.
     pub message_id: Option<String>,
-    /// Fired once the report is in the ledger (or was found to change nothing), so a queue
-    /// acknowledges its message only then. Dropped unfired when it could not be recorded.
-    pub recorded: Option<oneshot::Sender<()>>,
+    /// Answered with what became of the report once the engine knows (in the ledger, a
+    /// duplicate, refused for good, or to be tried again), so a queue acks, terminates or
+    /// redelivers its message by that. Dropped unanswered means "try again".
+    pub receipt: Option<Receipt>,
 }
 
 impl Delivery {
@@ -131,7 +133,7 @@ impl Delivery {
             run_id,
             report: Report::Finished(result),
             message_id: None,
-            recorded: None,
+            receipt: None,
         }
     }
 }

@@ -9,11 +9,15 @@
 //!   streams), run by the engine in the same transaction as the node's end.
 //! - [`engine`]: the run service that drives runs against an `EventStore`: one append per step,
 //!   durable timers, operator controls, recovery after a crash.
+//! - [`delivery`]: what became of an executor report (recorded, duplicate, refused for good,
+//!   transient), told back to the queue that carried it.
+//! - [`subflows`]: where sub-flow nodes' flowcharts come from (`FlowchartSource`).
 //! - [`lease`]: which engine instance drives which run (leases in PostgreSQL, takeover).
 //!
 //! See docs/engine.md for the rules the decider follows.
 
 pub mod decide;
+pub mod delivery;
 pub mod engine;
 pub mod executor;
 mod inputs;
@@ -21,6 +25,7 @@ pub mod lease;
 pub mod provider;
 pub mod replay;
 pub mod state;
+pub mod subflows;
 pub mod tools;
 pub mod unstorable;
 

@@ -127,16 +127,31 @@ pub enum QueryError {
         message: String,
     },
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] sqlx::Error),
     #[error("claim registry: {0}")]
-    Registry(String),
+    Registry(#[source] crate::claims::registry::RegistryError),
     /// A stored read-model row does not have the shape this code wrote (a bug or a schema from
     /// another version): rebuild the projection.
-    #[error("projection row is malformed: {0}")]
-    Corrupt(String),
+    #[error("projection row is malformed: {what}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl QueryError {
+    /// A row that does not decode, keeping the decoder's error as the cause.
+    pub(crate) fn corrupt(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        QueryError::Corrupt {
+            what: what.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             QueryError::InvalidCursor { .. } => "invalid_cursor",
@@ -144,13 +159,13 @@ impl QueryError {
             QueryError::InvalidFilter { .. } => "invalid_filter",
             QueryError::Database(_) => "database_error",
             QueryError::Registry(_) => "claim_registry",
-            QueryError::Corrupt(_) => "projection_corrupt",
+            QueryError::Corrupt { .. } => "projection_corrupt",
         }
     }
 }
 
 impl From<sqlx::Error> for QueryError {
     fn from(e: sqlx::Error) -> Self {
-        QueryError::Database(e.to_string())
+        QueryError::Database(e)
     }
 }

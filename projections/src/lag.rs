@@ -63,7 +63,7 @@ pub async fn lag(pool: &PgPool) -> Result<Vec<ProjectorLag>, QueryError> {
         .map(
             |(name, tx, global, applied, updated_at, error, behind, age)| {
                 let tx = match tx {
-                    Some(t) => parse_xid(&t).map_err(|e| QueryError::Corrupt(e.to_string()))?,
+                    Some(t) => parse_xid(&t).map_err(|e| QueryError::corrupt("a checkpoint", e))?,
                     None => 0,
                 };
                 Ok(ProjectorLag {

@@ -44,5 +44,5 @@ pub(crate) fn parse<T: DeserializeOwned>(rows: Vec<String>) -> Result<Vec<T>, Qu
 }
 
 pub(crate) fn parse_one<T: DeserializeOwned>(text: &str) -> Result<T, QueryError> {
-    serde_json::from_str(text).map_err(|e| QueryError::Corrupt(e.to_string()))
+    serde_json::from_str(text).map_err(|e| QueryError::corrupt("a JSON column does not decode", e))
 }

@@ -260,7 +260,7 @@ async fn check_fails_on_a_node_run_without_artifact_and_names_it() {
     let line = stdout(&out);
     assert!(
         line.starts_with("claim_evidence: rebuilt from position zero: ")
-            && line.contains("events/s"),
+            && line.contains(" event(s) in "),
         "{line}"
     );
     let out = runledger(&["projections", "rebuild", "nope"], schema);
@@ -293,5 +293,89 @@ async fn check_fails_on_a_node_run_without_artifact_and_names_it() {
             .all(|l| l["events_behind"] == json!(0) && l["error"].is_null()),
         "{lags}"
     );
+    ledger.drop_schema().await.unwrap();
+}
+
+/// A report line: `<projector>: rebuilt from position zero: <n> event(s) in <s>s[ (<r> events/s)]`.
+fn report_line(line: &str) -> (u64, f64, Option<f64>) {
+    let rest = line
+        .split_once(": rebuilt from position zero: ")
+        .unwrap_or_else(|| panic!("not a report line: {line}"))
+        .1;
+    let (events, rest) = rest.split_once(" event(s) in ").unwrap();
+    let (secs, rest) = rest.split_once('s').unwrap();
+    let rate = rest
+        .trim()
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(" events/s)"))
+        .map(|r| r.parse::<f64>().unwrap());
+    (events.parse().unwrap(), secs.parse().unwrap(), rate)
+}
+
+/// Issue 10 item 21: `projections rebuild` printed impossible rates (494,271,686 events/s
+/// beside a final 1,510/s). Each line's rate must be its events over its printed time, and
+/// none is printed for a rebuild shorter than a tenth of a second (`0.00s` beside a rate is
+/// a figure nobody can check); progress lines (stderr) never claim more events than exist
+/// over less than a tenth of a second.
+#[tokio::test]
+async fn projections_rebuild_prints_rates_consistent_with_its_events_and_time() {
+    let ledger = TestLedger::new().await.unwrap();
+    let schema = Some(ledger.schema());
+    for _ in 0..3 {
+        let out = runledger(&["run", "examples/fan-in.yaml", "--wait"], schema);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(ledger.store.pool())
+        .await
+        .unwrap();
+    let total = u64::try_from(total).unwrap();
+    // The default batch (a tiny, fast rebuild), then one event per batch (a commit each), which
+    // takes long enough for a rate on most machines.
+    let mut rates = 0;
+    for args in [
+        &["projections", "rebuild"][..],
+        &["projections", "rebuild", "--batch-size", "1"][..],
+    ] {
+        let out = runledger(args, schema);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "one line per projector: {text}");
+        for line in lines {
+            let (events, secs, rate) = report_line(line);
+            assert_eq!(events, total, "every event replayed: {line}");
+            match rate {
+                None => assert!(secs <= 0.10, "a rebuild of {secs} s has a rate: {line}"),
+                Some(rate) => {
+                    rates += 1;
+                    // The time is printed to 1/100 s: the rate lies between the events over
+                    // the longest and the shortest time that prints so.
+                    assert!(secs >= 0.10, "a rate under a tenth of a second: {line}");
+                    let (low, high) = (
+                        events as f64 / (secs + 0.005),
+                        events as f64 / (secs - 0.005),
+                    );
+                    assert!(
+                        rate >= low.floor() && rate <= high.ceil(),
+                        "{rate} events/s is not {events} events over {secs} s: {line}"
+                    );
+                }
+            }
+        }
+        for progress in stderr(&out).lines().filter(|l| l.contains("events/s")) {
+            let rate: f64 = progress
+                .rsplit_once(", ")
+                .and_then(|(_, r)| r.strip_suffix(" events/s"))
+                .unwrap_or_else(|| panic!("{progress}"))
+                .parse()
+                .unwrap();
+            assert!(
+                rate <= total as f64 / 0.1,
+                "more events per second than {total} events over 0.1 s: {progress}"
+            );
+        }
+    }
+    eprintln!("rebuild lines with a rate: {rates} of 6");
     ledger.drop_schema().await.unwrap();
 }

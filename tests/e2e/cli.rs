@@ -542,3 +542,32 @@ async fn spans_go_to_an_otlp_collector_when_one_is_configured() {
     );
     ledger.drop_schema().await.unwrap();
 }
+
+/// Read commands on a schema nothing has written yet answer for an empty ledger (the run does
+/// not exist) instead of the database's `relation "events" does not exist [database_error]`.
+#[tokio::test]
+async fn read_commands_on_a_fresh_schema_answer_for_an_empty_ledger() {
+    let schema = format!("e2e_fresh_{}", RunId::new_v7().to_string().replace('-', ""));
+    let run = RunId::new_v7().to_string();
+    for (args, code) in [
+        (vec!["export", "--run", run.as_str()], "[stream_not_found]"),
+        (vec!["runs", "show", run.as_str()], "[run_not_found]"),
+        (vec!["replay", "--run", run.as_str()], "[stream_not_found]"),
+    ] {
+        let out = runledger(&args, Some(&schema));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let line = stderr(&out);
+        assert!(
+            line.trim_end().ends_with(code) && !line.contains("does not exist at line"),
+            "{args:?}: {line}"
+        );
+    }
+    let pool = sqlx::PgPool::connect(&test_database_url()).await.unwrap();
+    // The schema name is ours (letters, digits, underscores).
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+}

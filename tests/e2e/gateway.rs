@@ -492,6 +492,20 @@ async fn a_nats_restart_during_a_run_loses_and_repeats_nothing() {
             "{log}: {}",
             std::fs::read_to_string(dir.path(log)).unwrap_or_default()
         );
+        // The loops that wait the outage out say so once, not once a try.
+        let text = std::fs::read_to_string(dir.path(log)).unwrap_or_default();
+        for retrying in [
+            "result intake waiting for NATS",
+            "result intake cannot subscribe",
+            "result intake lost its subscription",
+            "pull failed",
+        ] {
+            let warns = text
+                .lines()
+                .filter(|l| l.contains("WARN") && l.contains(retrying))
+                .count();
+            assert!(warns <= 1, "{log}: {warns} warnings `{retrying}`:\n{text}");
+        }
     }
     drop(procs);
     ledger.drop_schema().await.unwrap();

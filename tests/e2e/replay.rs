@@ -241,11 +241,31 @@ fn replay_of_a_run_in_the_store_and_bad_input() {
     );
     let not_a_file = runledger(&["replay", "no-such-file.jsonl"], None);
     assert_eq!(not_a_file.status.code(), Some(1));
+    // One line: the context, the OS's cause (kept as the error's source) and the code.
     assert!(
-        stderr(&not_a_file).contains("cannot read no-such-file.jsonl"),
+        stderr(&not_a_file).trim_end().starts_with(
+            "runledger: error: cannot read no-such-file.jsonl: No such file or directory"
+        ) && stderr(&not_a_file)
+            .trim_end()
+            .ends_with("[file_unreadable]")
+            && stderr(&not_a_file).trim_end().lines().count() == 1,
         "{}",
         stderr(&not_a_file)
     );
+    let garbage = TempDir::new();
+    let path = garbage.path("garbage.jsonl");
+    std::fs::write(&path, "not an export\n").unwrap();
+    for command in ["replay", "import"] {
+        let out = runledger(&[command, path.to_str().unwrap()], Some(&schema));
+        assert_eq!(out.status.code(), Some(1), "{command}: {}", stderr(&out));
+        let line = stderr(&out);
+        assert!(
+            line.trim_end().lines().count() == 1
+                && line.trim_end().ends_with(']')
+                && !line.contains("[failed]"),
+            "{command}: one line with a code: {line}"
+        );
+    }
     futures_block(ledger.drop_schema()).unwrap();
 }
 

@@ -1,6 +1,7 @@
 //! HTTP tests: the real router on 127.0.0.1:0, a real engine (in-process pool, `scripted`
 //! model) on a `TestLedger` schema of real PostgreSQL, and a real HTTP client.
 
+mod arrays;
 mod auth;
 mod control;
 mod errors;

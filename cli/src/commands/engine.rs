@@ -18,7 +18,7 @@ use runledger_executor_gateway::topology::Topology;
 use runledger_ledger::PgEventStore;
 use runledger_ledger::leases::LeaseStore;
 use runledger_orchestrator::decide::{RemoteDispatch, Settings};
-use runledger_orchestrator::engine::{Engine, EngineConfig, FlowchartSource};
+use runledger_orchestrator::engine::{Engine, EngineConfig, FlowchartSource, ResolveError};
 use runledger_orchestrator::executor::{InProcessPool, NodeExecutor};
 use runledger_orchestrator::lease::{LeaseConfig, Leases, Ownership};
 use runledger_orchestrator::provider::{Script, ScriptedProvider};
@@ -147,12 +147,10 @@ impl Built {
     /// Registers the instance and keeps its leases (and, for `serve`, takes runs nobody
     /// drives) until [`Built::shutdown`].
     pub async fn spawn_keeper(&mut self) -> Result<(), Failure> {
-        self.leases.renew().await.map_err(|e| {
-            Failure::new(format!(
-                "cannot register the engine instance: {e} [{}]",
-                e.code()
-            ))
-        })?;
+        self.leases
+            .renew()
+            .await
+            .map_err(|e| Failure::coded("cannot register the engine instance", e))?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(runledger_orchestrator::lease::keep(
             Arc::clone(&self.leases),
@@ -191,7 +189,7 @@ impl Built {
             .leases
             .deregister()
             .await
-            .map_err(|e| Failure::new(format!("cannot hand back the run leases: {e}")));
+            .map_err(|e| Failure::coded("cannot hand back the run leases", e));
         if let Some(gateway) = self.gateway {
             let _ = gateway.stop.send(true);
             for task in gateway.tasks {
@@ -366,7 +364,7 @@ fn read_script(path: &Path) -> Result<Script, Failure> {
         Failure::caused(format!("cannot read {}", path.display()), e).with_code("file_unreadable")
     })?;
     ScriptedProvider::parse_fixture(&text)
-        .map_err(|e| Failure::new(format!("{}: {e}", path.display())).with_code("invalid_script"))
+        .map_err(|e| Failure::caused(path.display().to_string(), e).with_code("invalid_script"))
 }
 
 /// Sub-flows come from the flowchart directory when it has the file, else from the flowchart
@@ -381,14 +379,17 @@ impl FlowchartSource for SubflowSource {
         &self,
         name: &str,
         version: Option<u32>,
-    ) -> Result<(Arc<Flowchart>, Option<u32>), String> {
+    ) -> Result<(Arc<Flowchart>, Option<u32>), ResolveError> {
         if version.is_some() || self.dir.dir.is_none() {
             return self.registry.resolve(name, version);
         }
         self.dir.resolve(name, version).or_else(|from_dir| {
             self.registry
                 .resolve(name, version)
-                .map_err(|from_registry| format!("{from_dir}; registry: {from_registry}"))
+                .map_err(|from_registry| ResolveError::Neither {
+                    from_dir: Box::new(from_dir),
+                    from_registry: Box::new(from_registry),
+                })
         })
     }
 }
@@ -403,21 +404,25 @@ impl FlowchartSource for DirSource {
         &self,
         name: &str,
         version: Option<u32>,
-    ) -> Result<(Arc<Flowchart>, Option<u32>), String> {
+    ) -> Result<(Arc<Flowchart>, Option<u32>), ResolveError> {
         let Some(dir) = &self.dir else {
-            return Err(format!(
-                "sub-flow `{name}`: no flowchart directory is configured (--flowcharts)"
-            ));
+            return Err(ResolveError::NotConfigured {
+                name: name.to_owned(),
+                what: "no flowchart directory is configured (--flowcharts)",
+            });
         };
         if version.is_some() {
-            return Err(format!(
-                "sub-flow `{name}`: pinned versions need the flowchart registry; files have none"
-            ));
+            return Err(ResolveError::NotConfigured {
+                name: name.to_owned(),
+                what: "pinned versions need the flowchart registry; files have none",
+            });
         }
         for ext in ["yaml", "yml", "json"] {
             let path = dir.join(format!("{name}.{ext}"));
-            let Ok(text) = std::fs::read_to_string(&path) else {
-                continue;
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(ResolveError::Unreadable { path, source }),
             };
             let flowchart = load(&text, SourceFormat::from_file_name(&path.to_string_lossy()))
                 .map_err(|errors| {
@@ -425,20 +430,22 @@ impl FlowchartSource for DirSource {
                         .first()
                         .map(|e| format!("{}: {}", e.path, e.message))
                         .unwrap_or_default();
-                    format!("{}: not a valid flowchart ({first})", path.display())
+                    ResolveError::Invalid {
+                        path: path.clone(),
+                        problem: format!("not a valid flowchart ({first})"),
+                    }
                 })?;
             if flowchart.name() != name {
-                return Err(format!(
-                    "{}: its name is `{}`, not `{name}`",
-                    path.display(),
-                    flowchart.name()
-                ));
+                return Err(ResolveError::Invalid {
+                    problem: format!("its name is `{}`, not `{name}`", flowchart.name()),
+                    path,
+                });
             }
             return Ok((Arc::new(flowchart), None));
         }
-        Err(format!(
-            "sub-flow `{name}`: no {name}.yaml, .yml or .json in {}",
-            dir.display()
-        ))
+        Err(ResolveError::NotFound {
+            name: name.to_owned(),
+            what: format!("no {name}.yaml, .yml or .json in {}", dir.display()),
+        })
     }
 }

@@ -44,8 +44,8 @@ pub async fn run(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
         .as_deref()
         .map(sign::read_signing_key)
         .transpose()
-        .map_err(|e| Failure::new(super::error_chain(&e)))?;
-    let store = super::connect(global).await?;
+        .map_err(Failure::from)?;
+    let store = super::open(global).await?;
     let show_progress = std::io::stderr().is_terminal();
     let progress = |done: u64, total: u64| {
         if show_progress {

@@ -18,13 +18,12 @@ pub struct ImportArgs {
 pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
     let mut files = args.files;
     if let Some(dir) = &args.dir {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| Failure::new(format!("--dir {}: {e}", dir.display())))?;
+        let unreadable =
+            |e| Failure::caused(format!("--dir {}", dir.display()), e).with_code("file_unreadable");
+        let entries = std::fs::read_dir(dir).map_err(unreadable)?;
         let mut found = Vec::new();
         for entry in entries {
-            let path = entry
-                .map_err(|e| Failure::new(format!("--dir {}: {e}", dir.display())))?
-                .path();
+            let path = entry.map_err(unreadable)?.path();
             if path.extension().is_some_and(|e| e == "jsonl") {
                 found.push(path);
             }
@@ -36,14 +35,16 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
     store
         .migrate()
         .await
-        .map_err(|e| Failure::new(format!("cannot migrate the ledger: {e}")))?;
+        .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     let (mut written, mut unchanged) = (0u64, 0usize);
     for file in &files {
-        let bytes = std::fs::read(file)
-            .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))?;
-        let summary = import_export(&store, &bytes)
-            .await
-            .map_err(|e| Failure::new(format!("{}: {}", file.display(), super::error_chain(&e))))?;
+        let bytes = std::fs::read(file).map_err(|e| {
+            Failure::caused(format!("cannot read {}", file.display()), e)
+                .with_code("file_unreadable")
+        })?;
+        let summary = import_export(&store, &bytes).await.map_err(|e| {
+            Failure::caused(file.display().to_string(), e).with_code("import_refused")
+        })?;
         outln!(
             "{}: {} stream(s), {} event(s) written, {} stream(s) already there",
             file.display(),
@@ -59,7 +60,7 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
     projections
         .catch_up()
         .await
-        .map_err(|e| Failure::new(format!("projections did not catch up: {e}")))?;
+        .map_err(|e| Failure::coded("projections did not catch up", e))?;
     outln!(
         "imported {written} event(s) from {} file(s) ({unchanged} stream(s) already there); projections caught up",
         files.len()

@@ -19,9 +19,8 @@ pub enum KeysCommand {
 pub fn run(command: KeysCommand) -> Result<(), Failure> {
     match command {
         KeysCommand::Generate { output } => {
-            let chain = |e: sign::KeyError| Failure::new(super::error_chain(&e));
-            let pair = sign::generate().map_err(chain)?;
-            let public_path = sign::write_key_pair(&output, &pair).map_err(chain)?;
+            let pair = sign::generate().map_err(Failure::from)?;
+            let public_path = sign::write_key_pair(&output, &pair).map_err(Failure::from)?;
             outln!(
                 "public key {} written to {}",
                 sign::hex(pair.public.as_bytes()),

@@ -37,6 +37,18 @@ pub async fn connect(global: &GlobalArgs) -> Result<PgEventStore, Failure> {
         })
 }
 
+/// [`connect`], then brings the ledger's tables up to date. Read commands use it too: on a
+/// schema nothing has written yet, `export --run ID` must say the run does not exist, not
+/// that the `events` table does not ([database_error]).
+pub async fn open(global: &GlobalArgs) -> Result<PgEventStore, Failure> {
+    let store = connect(global).await?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
+    Ok(store)
+}
+
 /// An error and its sources on one line (`Display` of the outer error alone drops the cause).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();

@@ -125,13 +125,16 @@ pub(super) fn select(pool: sqlx::PgPool, name: Option<&str>) -> Result<Projectio
     })
 }
 
+/// One line per projector. The rate follows the same rule as the progress line: under a
+/// tenth of a second it would be a few events over a few microseconds (an impossible figure
+/// beside the elapsed time printed as `0.00s`), so it is left out.
 fn print_report(what: &str, r: &Report) {
+    let rate = rate(r.applied, r.elapsed).map_or(String::new(), |r| format!(" ({r:.0} events/s)"));
     outln!(
-        "{}: {what}: {} event(s) in {:.2}s ({:.0} events/s)",
+        "{}: {what}: {} event(s) in {:.2}s{rate}",
         r.projector,
         r.applied,
         r.elapsed.as_secs_f64(),
-        r.events_per_second()
     );
 }
 

@@ -46,10 +46,12 @@ async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
             std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)?;
             bytes
         }
-        (Some(path), _) => std::fs::read(path)
-            .map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?,
+        (Some(path), _) => std::fs::read(path).map_err(|e| {
+            Failure::caused(format!("cannot read {}", path.display()), e)
+                .with_code("file_unreadable")
+        })?,
         (None, Some(run)) => {
-            let store = super::connect(global).await?;
+            let store = super::open(global).await?;
             let mut bytes = Vec::new();
             export(
                 &store,
@@ -57,12 +59,13 @@ async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
                 &mut bytes,
                 |_, _| {},
             )
-            .await?;
+            .await
+            .map_err(Failure::from_coded)?;
             bytes
         }
         (None, None) => return Err(Failure::new("name an export FILE or --run ID")),
     };
-    let file = read_export(&bytes).map_err(|e| Failure::new(super::error_chain(&e)))?;
+    let file = read_export(&bytes).map_err(|e| Failure::from(e).with_code("invalid_export"))?;
     let mut runs = Vec::new();
     let mut skipped = Vec::new();
     let mut diverged = false;
@@ -73,7 +76,7 @@ async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
             continue;
         }
         let outcome = replay_run(stream)
-            .map_err(|e| Failure::new(format!("{id}: {}", super::error_chain(&e))))?;
+            .map_err(|e| Failure::caused(id.to_owned(), e).with_code("replay_failed"))?;
         diverged |= matches!(outcome, ReplayOutcome::Diverged(_));
         runs.push(outcome);
         if diverged {

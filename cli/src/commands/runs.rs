@@ -158,7 +158,7 @@ async fn control(
         Some(id) => RequestId::new(id).map_err(|e| Failure::usage(format!("--request-id: {e}")))?,
         None => RequestId::generate(),
     };
-    let store = super::connect(global).await?;
+    let store = super::open(global).await?;
     let control = Control {
         actor: meta.actor,
         reason: meta.reason,
@@ -254,7 +254,7 @@ fn print_outcome(
 }
 
 async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), Failure> {
-    let store = super::connect(global).await?;
+    let store = super::open(global).await?;
     let loaded = load_run(&store, run_id)
         .await
         .map_err(|e| describe(run_id, "show", e))?;

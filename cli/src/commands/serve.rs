@@ -76,7 +76,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     // The HTTP API beside the engine (its projections are the ones spawned above).
     let api = runledger_api::spawn_for_serve(args.listen, engine.clone(), &global.nats_url)
         .await
-        .map_err(Failure::new)?;
+        .map_err(|e| Failure::from(e).with_code("listen_failed"))?;
     built.spawn_keeper().await?;
     let config = built.leases.config();
     errln!(

@@ -142,7 +142,7 @@ impl ToolsCommand {
 }
 
 pub async fn run(global: &GlobalArgs, command: ToolsCommand) -> Result<(), Failure> {
-    let store = super::connect(global).await?;
+    let store = super::open(global).await?;
     match command {
         ToolsCommand::Memory(c) => memory_command(&store, c).await,
         ToolsCommand::Plans(c) => plans_command(&store, c).await,

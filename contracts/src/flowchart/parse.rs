@@ -415,7 +415,8 @@ fn typed<T: DeserializeOwned>(
             unknown.push(segs);
         };
         let ignored = serde_ignored::Deserializer::new(value, &mut record);
-        serde_path_to_error::deserialize::<_, T>(ignored)
+        // Strict: a list where a mapping is meant is a type error, not fields by position.
+        serde_path_to_error::deserialize::<_, T>(crate::strict_json::Strict(ignored))
     };
     for segs in unknown {
         errors.push(unknown_key(&segs, owner));
@@ -525,6 +526,11 @@ fn friendly(raw: &str) -> String {
         ("invalid type: sequence", "invalid type: list"),
         ("expected a map", "expected a mapping"),
         ("expected a sequence", "expected a list"),
+        // `strict_json`'s refusal of a list where a mapping is meant.
+        (
+            "a JSON object (with named fields), not an array",
+            "a mapping",
+        ),
     ] {
         message = message.replace(rust, user);
     }
@@ -777,6 +783,41 @@ connectors:
             tsk.message.contains("node `a`") && tsk.message.contains("`tsk`"),
             "{}",
             tsk.message
+        );
+    }
+
+    /// serde reads a struct from a list, field by field: a list where a mapping is meant
+    /// loaded (`[s, start]` was node `s`), and the error must name the mapping's path.
+    #[test]
+    fn a_list_where_a_mapping_is_meant_is_refused_at_its_path() {
+        let text = r#"
+name: x
+limits: [50]
+nodes:
+  - [s, start]
+  - { id: t, type: task, model: scripted, retry: [2, 10] }
+  - { id: d, type: end }
+connectors:
+  - [c1, s, t]
+"#;
+        let errors = errs(text);
+        let mut found = pairs(&errors);
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                (C::InvalidValue, "connectors[0]"),
+                (C::InvalidValue, "limits"),
+                (C::InvalidValue, "nodes[0]"),
+                (C::InvalidValue, "nodes[1].retry"),
+            ],
+            "{errors:#?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.message.contains("invalid type: list, expected a mapping")),
+            "{errors:#?}"
         );
     }
 

@@ -6,6 +6,7 @@ use crate::intake::IntakeSink;
 use crate::metrics::{Consumer, DropReason};
 use async_nats::jetstream::AckKind;
 use runledger_contracts::ids::NodeRunId;
+use runledger_orchestrator::delivery::{DeliveryOutcome, Receipt};
 use runledger_orchestrator::executor::Delivery;
 
 fn one_task(scripted: &str) -> Arc<Flowchart> {
@@ -150,6 +151,156 @@ async fn reports_that_can_never_be_recorded_are_terminated_once_and_counted() {
         "nothing waits for redelivery: {info:?}"
     );
     assert_eq!(info.config.max_deliver, crate::topology::REPORT_MAX_DELIVER);
+    h.finish().await;
+}
+
+/// An engine that never drives a run (another instance holds every lease): reports reach
+/// it through `record_late`, decided against the run as recorded.
+struct Elsewhere;
+
+impl runledger_orchestrator::lease::Ownership for Elsewhere {
+    fn instance_id(&self) -> Option<&str> {
+        Some("here")
+    }
+    fn acquire(&self, _: RunId) -> runledger_orchestrator::lease::ClaimFuture<'_> {
+        Box::pin(async { Ok(None) })
+    }
+    fn holds(&self, _: RunId) -> bool {
+        false
+    }
+    fn release(&self, _: RunId, _: bool) {}
+}
+
+/// A result whose tool call belongs to another node run: the decider refuses it on every
+/// delivery (`invalid_input`).
+fn forged_tool_call(run: RunId, nr: NodeRunId, attempt: u32) -> Report {
+    let call = runledger_contracts::events::ToolCalled {
+        run_id: run,
+        node_id: "t".into(),
+        node_run_id: NodeRunId::new_v7(),
+        tool: "provider".into(),
+        operation: "complete".into(),
+        idempotency_key: "forged".into(),
+        input_hash: runledger_contracts::digest::Digest::of(b"forged"),
+        outcome: runledger_contracts::events::ToolOutcome::Ok,
+        attempts: Vec::new(),
+        duration_ms: 1,
+        provider: None,
+        output: None,
+        error: None,
+    };
+    let Report::Finished(mut result) = succeeded(nr, attempt, json!({"forged": true})) else {
+        unreachable!()
+    };
+    result.tool_calls.push(call);
+    Report::Ran {
+        executor: "forger".into(),
+        result,
+    }
+}
+
+/// Waits for `count` refusals, then long enough for a redelivery (1 s after a nak) to have
+/// come, and checks the consumer holds nothing and redelivered nothing.
+async fn assert_terminated_once(h: &Harness, count: u64) {
+    for _ in 0..500 {
+        if h.metrics.terminated(Consumer::Intake, DropReason::Refused) >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        h.metrics.terminated(Consumer::Intake, DropReason::Refused),
+        count
+    );
+    let mut consumer = h.topology.intake_consumer_of(&h.js).await.unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(
+        (info.num_ack_pending, info.num_pending, info.num_redelivered),
+        (0, 0, 0),
+        "delivered once, terminated, never redelivered: {info:?}"
+    );
+}
+
+/// Issue 10, slice A item 2: a report the engine refuses for good (not for an unknown run)
+/// was nak'd and redelivered until `max_deliver` (about 20 minutes) when the run is not
+/// driven here, and silently acked, uncounted, when it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_the_engine_refuses_are_terminated_at_once_and_counted() {
+    // A run another instance drives.
+    let h = super::harness_owning(30_000, Arc::new(Elsewhere)).await;
+    let run = h
+        .start(one_task("{ output: { ok: true } }"), json!({}))
+        .await;
+    assert!(!h.engine.is_driven(run));
+    let events = h.events(run).await;
+    let (nr, attempt) = events
+        .iter()
+        .find_map(|e| match e {
+            DomainEvent::NodeScheduled(s) if s.node_id == "t" => Some((s.node_run_id, s.attempt)),
+            _ => None,
+        })
+        .unwrap();
+    let forged = ReportMessage {
+        wire_version: WIRE_VERSION,
+        run_id: run,
+        report: forged_tool_call(run, nr, attempt),
+    };
+    publish(
+        &h.js,
+        h.topology.results_subject(run),
+        "forged-late-1",
+        serde_json::to_vec(&forged).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_terminated_once(&h, 1).await;
+    assert_eq!(h.events(run).await.len(), events.len(), "nothing written");
+    h.finish().await;
+
+    // A run driven here: refused as well, not acked as if recorded.
+    let h = harness(30_000).await;
+    let run = h
+        .start(one_task("{ output: { ok: true } }"), json!({}))
+        .await;
+    let (dispatch, nr, attempt) = h.take_and_start(run, "hand").await;
+    let forged = ReportMessage {
+        wire_version: WIRE_VERSION,
+        run_id: run,
+        report: forged_tool_call(run, nr, attempt),
+    };
+    publish(
+        &h.js,
+        h.topology.results_subject(run),
+        "forged-driven-1",
+        serde_json::to_vec(&forged).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_terminated_once(&h, 1).await;
+    // The real result still completes the node, and the forgery left no trace.
+    let real = ReportMessage {
+        wire_version: WIRE_VERSION,
+        run_id: run,
+        report: succeeded(nr, attempt, json!({"real": true})),
+    };
+    publish(
+        &h.js,
+        h.topology.results_subject(run),
+        &result_message_id(nr, attempt),
+        serde_json::to_vec(&real).unwrap(),
+    )
+    .await
+    .unwrap();
+    let (summary, events) = h.wait(run).await;
+    assert_eq!(summary.status, RunStatus::Completed);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, DomainEvent::ToolCalled(_))),
+        "{events:#?}"
+    );
+    dispatch.ack().await.unwrap();
     h.finish().await;
 }
 
@@ -616,14 +767,14 @@ async fn a_slow_run_does_not_hold_up_reports_of_other_runs() {
         })
         .unwrap();
 
-    let (slow_recorded, _slow_done) = tokio::sync::oneshot::channel();
+    let (slow_recorded, _slow_done) = Receipt::channel();
     let slow_report = Delivery {
         run_id: slow,
         report: succeeded(NodeRunId::new_v7(), 1, json!({})),
         message_id: Some("slow-1".into()),
-        recorded: Some(slow_recorded),
+        receipt: Some(slow_recorded),
     };
-    let (fast_recorded, fast_done) = tokio::sync::oneshot::channel();
+    let (fast_recorded, fast_done) = Receipt::channel();
     let Report::Finished(result) = succeeded(nr, 1, json!({"fast": true})) else {
         unreachable!()
     };
@@ -634,14 +785,14 @@ async fn a_slow_run_does_not_hold_up_reports_of_other_runs() {
             result,
         },
         message_id: Some("fast-1".into()),
-        recorded: Some(fast_recorded),
+        receipt: Some(fast_recorded),
     };
     engine.reports().send(slow_report).unwrap();
     engine.reports().send(fast_report).unwrap();
-    let fast = tokio::time::timeout(Duration::from_secs(10), fast_done).await;
+    let fast = tokio::time::timeout(Duration::from_secs(10), fast_done.outcome()).await;
     release.add_permits(1_000);
     assert!(
-        matches!(fast, Ok(Ok(()))),
+        matches!(fast, Ok(DeliveryOutcome::Recorded)),
         "the other run's report was recorded while the slow run loaded: {fast:?}"
     );
     let summary = tokio::time::timeout(Duration::from_secs(10), engine.wait(run))

@@ -185,7 +185,7 @@ impl KubeSettings {
     /// Parses (YAML, of which JSON is a subset) and validates.
     pub fn from_text(text: &str) -> Result<Self, SettingsError> {
         let settings: KubeSettings = serde_path_to_error::deserialize(
-            serde_yaml_ng::Deserializer::from_str(text),
+            runledger_contracts::strict_json::Strict(serde_yaml_ng::Deserializer::from_str(text)),
         )
         .map_err(|e| {
             let path = e.path().to_string();

@@ -869,12 +869,17 @@ async fn a_control_applies_once_per_request_id() {
 struct Children(HashMap<String, Arc<Flowchart>>);
 
 impl FlowchartSource for Children {
-    fn resolve(&self, name: &str, _: Option<u32>) -> Result<(Arc<Flowchart>, Option<u32>), String> {
-        self.0
-            .get(name)
-            .cloned()
-            .map(|f| (f, None))
-            .ok_or_else(|| format!("no flowchart `{name}`"))
+    fn resolve(
+        &self,
+        name: &str,
+        _: Option<u32>,
+    ) -> Result<(Arc<Flowchart>, Option<u32>), crate::engine::ResolveError> {
+        self.0.get(name).cloned().map(|f| (f, None)).ok_or_else(|| {
+            crate::engine::ResolveError::NotFound {
+                name: name.to_owned(),
+                what: "no flowchart of that name".into(),
+            }
+        })
     }
 }
 

@@ -76,7 +76,7 @@ pub struct ClaimResult {
 
 /// The built-in claims (`contracts/claims/`), over the whole ledger or one run.
 pub async fn claims(pool: &PgPool, run: Option<RunId>) -> Result<Vec<ClaimResult>, QueryError> {
-    let registry = Registry::builtin().map_err(|e| QueryError::Registry(e.to_string()))?;
+    let registry = Registry::builtin().map_err(QueryError::Registry)?;
     claims_with(pool, &registry, run).await
 }
 

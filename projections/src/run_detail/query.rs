@@ -245,7 +245,7 @@ fn node_run_from_row(row: &PgRow) -> Result<NodeRunRow, QueryError> {
         i: usize,
     ) -> Result<T, QueryError> {
         row.try_get(i)
-            .map_err(|e| QueryError::Corrupt(e.to_string()))
+            .map_err(|e| QueryError::corrupt(format!("node run column {i}"), e))
     }
     fn json<T: serde::de::DeserializeOwned>(row: &PgRow, i: usize) -> Result<T, QueryError> {
         let text: &str = col(row, i)?;
@@ -276,8 +276,10 @@ fn node_run_from_row(row: &PgRow) -> Result<NodeRunRow, QueryError> {
         status: col(row, 10)?,
         executor_class: col(row, 11)?,
         executor: col(row, 12)?,
-        scheduled_at: at(row, 13)?
-            .ok_or_else(|| QueryError::Corrupt("scheduled_at is null".into()))?,
+        scheduled_at: at(row, 13)?.ok_or_else(|| QueryError::Corrupt {
+            what: "scheduled_at is null".into(),
+            source: None,
+        })?,
         dispatched_at: at(row, 14)?,
         started_at: at(row, 15)?,
         finished_at: at(row, 16)?,
