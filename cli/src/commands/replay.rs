@@ -49,7 +49,7 @@ async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
         (Some(path), _) => std::fs::read(path)
             .map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?,
         (None, Some(run)) => {
-            let store = super::connect(global).await?;
+            let store = super::open_existing(global).await?;
             let mut bytes = Vec::new();
             export(
                 &store,
