@@ -17,6 +17,8 @@ mod leases;
 mod models;
 #[path = "e2e/replay.rs"]
 mod replay;
+#[path = "e2e/sqlite.rs"]
+mod sqlite;
 #[path = "e2e/tools.rs"]
 mod tools;
 

@@ -130,15 +130,23 @@ pub fn definition_of(flowchart: &Flowchart) -> Result<(Value, Digest), Definitio
 }
 
 /// The registry on the ledger, with a cache of compiled versions (versions never change).
-pub struct LedgerFlowcharts {
-    store: PgEventStore,
+/// On any [`EventStore`]; PostgreSQL unless said otherwise.
+pub struct LedgerFlowcharts<S = PgEventStore> {
+    store: S,
     cache: Mutex<HashMap<(String, u32), StoredFlowchart>>,
 }
 
 impl LedgerFlowcharts {
     pub fn new(pool: PgPool) -> Self {
+        Self::on_store(PgEventStore::from_pool(pool))
+    }
+}
+
+impl<S: EventStore> LedgerFlowcharts<S> {
+    /// The registry on `store` (a handle of its own: e.g. a shared SQLite store).
+    pub fn on_store(store: S) -> Self {
         Self {
-            store: PgEventStore::from_pool(pool),
+            store,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -409,7 +417,7 @@ fn stored_from(
     })
 }
 
-impl FlowchartSource for LedgerFlowcharts {
+impl<S: EventStore + 'static> FlowchartSource for LedgerFlowcharts<S> {
     /// Resolves from the cache when it can (a pinned version), else reads the ledger. The trait
     /// is synchronous, so the read blocks this worker thread (`block_in_place`), which needs
     /// the multi-threaded runtime `runledger serve` runs on; elsewhere only cached pinned

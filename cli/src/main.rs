@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use runledger_ledger::DatabaseConfig;
+use runledger_ledger::LedgerLocation;
 
 pub use failure::Failure;
 
@@ -41,10 +41,18 @@ struct Cli {
 /// Where the services are. Every flag also reads its environment variable.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// PostgreSQL URL of the ledger; the database is created if missing.
-    #[arg(long, global = true, env = "RUNLEDGER_DATABASE_URL", default_value = DatabaseConfig::DEFAULT_URL, hide_env_values = true, help_heading = "Services")]
-    pub database_url: String,
-    /// Schema that holds the ledger's tables (created if missing).
+    /// Where the ledger is: `sqlite://PATH` (a file, created if missing) or `postgres://...`
+    /// (the database is created if missing; needed by serve, executors and NATS dispatch).
+    /// [default: the SQLite file ./.runledger/ledger.db]
+    #[arg(
+        long,
+        global = true,
+        env = "RUNLEDGER_DATABASE_URL",
+        hide_env_values = true,
+        help_heading = "Services"
+    )]
+    pub database_url: Option<String>,
+    /// PostgreSQL schema that holds the ledger's tables (created if missing).
     #[arg(
         long,
         global = true,
@@ -78,13 +86,17 @@ pub struct GlobalArgs {
 }
 
 impl GlobalArgs {
-    pub fn database(&self) -> DatabaseConfig {
-        let config = DatabaseConfig::new(&self.database_url);
-        if self.database_schema == "public" {
-            config
-        } else {
-            config.with_schema(&self.database_schema)
-        }
+    /// Where the ledger is: the URL given, or the default SQLite file. The schema applies to
+    /// PostgreSQL only.
+    pub fn location(&self) -> Result<LedgerLocation, Failure> {
+        let location = LedgerLocation::parse(self.database_url.as_deref())
+            .map_err(|e| Failure::coded("--database-url", e).with_code("invalid_argument"))?;
+        Ok(match location {
+            LedgerLocation::Postgres(config) if self.database_schema != "public" => {
+                LedgerLocation::Postgres(config.with_schema(&self.database_schema))
+            }
+            other => other,
+        })
     }
 }
 

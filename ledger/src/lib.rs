@@ -1,15 +1,22 @@
 //! The run ledger: an append-only, hash-chained event store.
 //!
 //! [`EventStore`] is the boundary the rest of runledger programs against; it speaks only
-//! `runledger-contracts` types. [`PgEventStore`] implements it on PostgreSQL. [`export`] writes
+//! `runledger-contracts` types. [`PgEventStore`] implements it on PostgreSQL and
+//! [`SqliteEventStore`] on a SQLite file (the embedded default); [`LedgerStore`] is either,
+//! chosen from a URL at run time. [`export`] writes
 //! the canonical JSON Lines export of a store and [`verify`] checks such a file with no database.
 
+pub mod backend;
+#[cfg(test)]
+mod conformance;
 pub mod export;
 pub mod export_file;
 pub mod import;
 pub mod leases;
 pub mod postgres;
+mod prepare;
 pub mod sign;
+pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod verify;
@@ -20,7 +27,9 @@ use runledger_contracts::digest::Digest;
 use runledger_contracts::envelope::{NewEvent, Position, RecordedEvent};
 use runledger_contracts::ids::{CausationId, CorrelationId, RequestId, StreamId};
 
+pub use backend::{LedgerLocation, LedgerStore};
 pub use postgres::{DatabaseConfig, PgEventStore};
+pub use sqlite::SqliteEventStore;
 
 /// What the appender believes the stream's version is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,9 +256,23 @@ fn sqlx_error_is_transient(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db)
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+        {
+            db.code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(sqlite_code_is_transient)
+        }
         sqlx::Error::Database(db) => db.code().is_some_and(|code| sqlstate_is_transient(&code)),
         _ => false,
     }
+}
+
+/// SQLite result codes a retry can outlive: the database was busy or locked by another
+/// connection (`SQLITE_BUSY` 5, `SQLITE_LOCKED` 6, with their extended codes), which outlasted
+/// the busy timeout.
+fn sqlite_code_is_transient(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 6)
 }
 
 /// SQLSTATE classes and codes a retry can outlive: connection exceptions (08), serialization
@@ -265,7 +288,7 @@ fn sqlstate_is_transient(code: &str) -> bool {
 }
 
 /// The event store. Implementations keep every guarantee documented here; the conformance
-/// tests in `postgres::tests` state them as code.
+/// suite in `conformance.rs` states them as code and runs against both backends.
 pub trait EventStore: Send + Sync {
     /// Appends the request's events at the end of `stream` in one transaction.
     ///

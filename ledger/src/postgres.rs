@@ -12,19 +12,19 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use runledger_contracts::digest::Digest;
-use runledger_contracts::envelope::{ChainBody, Position, RecordedEvent};
+use runledger_contracts::envelope::{Position, RecordedEvent};
 use runledger_contracts::ids::{CausationId, CorrelationId, EventId, RequestId, StreamId};
-use runledger_contracts::storable;
 use runledger_contracts::time::Timestamp;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Row};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
+pub(crate) use crate::prepare::blob_refs_json;
+use crate::prepare::{Assigned, Prepared, chain, prepare, recorded_events};
 use crate::{
-    AppendOutcome, AppendRequest, Blob, EventStore, ExpectedVersion, GlobalPage,
-    MAX_EVENTS_PER_APPEND, StoreError, StreamAppend, StreamHead,
+    AppendOutcome, AppendRequest, Blob, EventStore, ExpectedVersion, GlobalPage, StoreError,
+    StreamAppend, StreamHead,
 };
 
 /// Where the ledger lives.
@@ -197,53 +197,6 @@ impl PgEventStore {
         Ok(head)
     }
 
-    /// Checks what can be checked without the database, before anything is sent, and computes
-    /// what every retry round reuses: each payload's canonical bytes (which also proves it is
-    /// I-JSON; those bytes are what is stored and hashed), each blob's digest, and the request
-    /// fingerprint.
-    fn prepare(request: &AppendRequest) -> Result<Prepared, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::InvalidRequest(
-                "a request must append at least one event".into(),
-            ));
-        }
-        if request.events.len() > MAX_EVENTS_PER_APPEND {
-            return Err(StoreError::InvalidRequest(format!(
-                "a request may append at most {MAX_EVENTS_PER_APPEND} events, not {}",
-                request.events.len()
-            )));
-        }
-        let mut payloads = Vec::with_capacity(request.events.len());
-        for (index, event) in request.events.iter().enumerate() {
-            let invalid = |reason: String| StoreError::InvalidEvent { index, reason };
-            if event.event_type.is_empty()
-                || event.event_type.len() > 100
-                || !event
-                    .event_type
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-            {
-                return Err(invalid(format!(
-                    "event_type `{}` must be 1 to 100 characters of A-Z a-z 0-9 _ .",
-                    event.event_type
-                )));
-            }
-            if event.schema_version == 0 {
-                return Err(invalid("schema_version must be at least 1".into()));
-            }
-            let bytes = storable::storable_bytes(&event.payload)
-                .map_err(|e| invalid(format!("payload: {e}")))?;
-            payloads.push(bytes);
-        }
-        let blob_hashes: Vec<Digest> = request.blobs.iter().map(Blob::hash).collect();
-        let fingerprint = request.fingerprint(&payloads, &blob_hashes);
-        Ok(Prepared {
-            payloads,
-            blob_hashes,
-            fingerprint,
-        })
-    }
-
     /// Blob refs that are neither in the request nor already stored.
     async fn check_blob_refs(
         &self,
@@ -337,7 +290,6 @@ impl PgEventStore {
     ) -> Result<Attempt, StoreError> {
         let recorded_at = request.recorded_at.unwrap_or_else(|| (self.clock)());
         let n = request.events.len();
-        let mut assigned = Vec::with_capacity(n);
         let mut event_ids = Vec::with_capacity(n);
         let mut versions = Vec::with_capacity(n);
         let mut types = Vec::with_capacity(n);
@@ -346,27 +298,16 @@ impl PgEventStore {
         let mut refs = Vec::with_capacity(n);
         let mut prev_hashes = Vec::with_capacity(n);
         let mut hashes = Vec::with_capacity(n);
-        let mut head = prev;
-        for (i, (event, payload)) in request.events.iter().zip(&prepared.payloads).enumerate() {
-            let version = expected + 1 + i as u64;
-            let event_id = EventId(Uuid::now_v7());
-            let hash = ChainBody {
-                event_id,
-                stream_id: stream,
-                stream_version: version,
-                event_type: &event.event_type,
-                schema_version: event.schema_version,
-                request_id: &request.request_id,
-                correlation_id: &request.correlation_id,
-                causation_id: request.causation_id.as_ref(),
-                recorded_at,
-                payload: &event.payload,
-                blob_refs: &event.blob_refs,
-                prev_hash: head,
-            }
-            .hash_with_canonical_payload(payload);
-            event_ids.push(event_id.0);
-            versions.push(version as i64);
+        let mut assigned = chain(stream, expected, prev, request, prepared, recorded_at);
+        for (i, ((event, payload), a)) in request
+            .events
+            .iter()
+            .zip(&prepared.payloads)
+            .zip(&assigned)
+            .enumerate()
+        {
+            event_ids.push(a.event_id.0);
+            versions.push((expected + 1 + i as u64) as i64);
             types.push(event.event_type.as_str());
             schema_versions.push(event.schema_version as i32);
             // Canonical JSON is UTF-8 by construction.
@@ -377,15 +318,8 @@ impl PgEventStore {
                 })?,
             );
             refs.push(blob_refs_json(&event.blob_refs));
-            prev_hashes.push(head.as_bytes().to_vec());
-            hashes.push(hash.as_bytes().to_vec());
-            assigned.push(Assigned {
-                event_id,
-                prev_hash: head,
-                hash,
-                position: Position::START,
-            });
-            head = hash;
+            prev_hashes.push(a.prev_hash.as_bytes().to_vec());
+            hashes.push(a.hash.as_bytes().to_vec());
         }
         let last = expected + n as u64;
         let blob_hashes: Vec<&[u8]> = prepared
@@ -515,7 +449,7 @@ impl PgEventStore {
         }
         let mut prepared = Vec::with_capacity(items.len());
         for item in &items {
-            let p = Self::prepare(&item.request)?;
+            let p = prepare(&item.request)?;
             self.check_blob_refs(&item.request, &p).await?;
             prepared.push(p);
         }
@@ -642,21 +576,6 @@ impl PgEventStore {
     }
 }
 
-/// What an append computed before talking to the database; reused across retries.
-struct Prepared {
-    payloads: Vec<Vec<u8>>,
-    blob_hashes: Vec<Digest>,
-    fingerprint: Digest,
-}
-
-/// What the store assigned to one event of a written request.
-struct Assigned {
-    event_id: EventId,
-    prev_hash: Digest,
-    hash: Digest,
-    position: Position,
-}
-
 enum Attempt {
     Written {
         recorded_at: Timestamp,
@@ -665,60 +584,6 @@ enum Attempt {
     },
     /// Nothing was written: a conflict, or the request was seen before.
     Rejected,
-}
-
-/// Builds the recorded events of a written request, moving the payloads out of it.
-fn recorded_events(
-    stream: &StreamId,
-    request: AppendRequest,
-    recorded_at: Timestamp,
-    first_version: u64,
-    assigned: Vec<Assigned>,
-) -> Vec<RecordedEvent> {
-    let AppendRequest {
-        request_id,
-        correlation_id,
-        causation_id,
-        events,
-        ..
-    } = request;
-    events
-        .into_iter()
-        .zip(assigned)
-        .enumerate()
-        .map(|(i, (event, a))| RecordedEvent {
-            event_id: a.event_id,
-            stream_id: stream.clone(),
-            stream_version: first_version + i as u64,
-            position: a.position,
-            event_type: event.event_type,
-            schema_version: event.schema_version,
-            request_id: request_id.clone(),
-            correlation_id: correlation_id.clone(),
-            causation_id: causation_id.clone(),
-            recorded_at,
-            payload: event.payload,
-            blob_refs: event.blob_refs,
-            prev_hash: a.prev_hash,
-            hash: a.hash,
-        })
-        .collect()
-}
-
-/// `["<hex>", …]`: the stored form of an event's blob references.
-fn blob_refs_json(refs: &[Digest]) -> String {
-    let mut out = String::with_capacity(2 + refs.len() * 67);
-    out.push('[');
-    for (i, r) in refs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        out.push_str(&r.to_hex());
-        out.push('"');
-    }
-    out.push(']');
-    out
 }
 
 /// The statement tail shared by both append forms: runs only when `head` holds a row.
@@ -854,7 +719,7 @@ impl EventStore for PgEventStore {
         expected: ExpectedVersion,
         request: AppendRequest,
     ) -> Result<AppendOutcome, StoreError> {
-        let prepared = Self::prepare(&request)?;
+        let prepared = prepare(&request)?;
         self.check_blob_refs(&request, &prepared).await?;
         // `Any` retries on a concurrent append, re-reading the head each round.
         let rounds = if expected == ExpectedVersion::Any {

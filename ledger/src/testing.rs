@@ -1,7 +1,7 @@
 //! Test support: every test gets a ledger in a schema of its own, so no test sees another's
 //! data. Enabled by the `testing` feature.
 
-use crate::{DatabaseConfig, PgEventStore, StoreError};
+use crate::{DatabaseConfig, PgEventStore, SqliteEventStore, StoreError};
 
 /// Where tests put their schemas: `RUNLEDGER_TEST_DATABASE_URL`, else the local default.
 pub fn test_database_url() -> String {
@@ -103,5 +103,158 @@ async fn drop_schema_named(store: &PgEventStore, schema: &str) -> Result<(), Sto
             }
             other => return other.map(|_| ()),
         }
+    }
+}
+
+/// A migrated SQLite ledger in a fresh temporary directory. Call [`TestSqliteLedger::remove`]
+/// at the end of a test that passed; a failed test leaves its file behind for inspection.
+pub struct TestSqliteLedger {
+    pub store: SqliteEventStore,
+    dir: std::path::PathBuf,
+}
+
+impl TestSqliteLedger {
+    pub async fn new() -> Result<Self, StoreError> {
+        let dir =
+            std::env::temp_dir().join(format!("runledger-test-{}", uuid::Uuid::now_v7().simple()));
+        let store = SqliteEventStore::open(dir.join("ledger.db")).await?;
+        store.migrate().await?;
+        Ok(Self { store, dir })
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.join("ledger.db")
+    }
+
+    /// The directory the file is in (tests may put other files there).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Another store on the same file, as a second process would have (own connections).
+    pub async fn second_store(&self) -> Result<SqliteEventStore, StoreError> {
+        SqliteEventStore::open(self.path()).await
+    }
+
+    /// Closes the store and deletes the directory.
+    pub async fn remove(self) -> Result<(), StoreError> {
+        self.store.close().await;
+        std::fs::remove_dir_all(&self.dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        Ok(())
+    }
+}
+
+/// What the conformance suite needs of a backend: a fresh migrated ledger, a second handle on
+/// it as another process would have, and a few raw operations the trait does not offer.
+/// Failures panic: these are test fixtures.
+#[allow(async_fn_in_trait)]
+pub trait Harness: Sized {
+    type Store: crate::EventStore + crate::import::StreamImporter + 'static;
+    async fn new() -> Self;
+    fn store(&self) -> &Self::Store;
+    async fn second_store(&self) -> Self::Store;
+    /// Events stored, counted with SQL.
+    async fn count_events(&self) -> i64;
+    /// Runs a raw statement against the ledger's tables.
+    async fn execute(&self, sql: &'static str) -> Result<(), sqlx::Error>;
+    /// Migrates again, from this handle.
+    async fn migrate(&self) -> Result<usize, StoreError>;
+    /// Migrates again, from a second handle.
+    async fn migrate_second(&self) -> Result<usize, StoreError>;
+    /// Removes the ledger (schema or file).
+    async fn finish(self);
+}
+
+/// [`Harness`] on PostgreSQL: a [`TestLedger`] schema.
+pub struct PgHarness(TestLedger);
+
+impl Harness for PgHarness {
+    type Store = PgEventStore;
+
+    async fn new() -> Self {
+        Self(TestLedger::new().await.expect("test schema"))
+    }
+
+    fn store(&self) -> &PgEventStore {
+        &self.0.store
+    }
+
+    async fn second_store(&self) -> PgEventStore {
+        self.0.second_store().await.expect("second store")
+    }
+
+    async fn count_events(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(self.0.store.pool())
+            .await
+            .expect("count events")
+    }
+
+    async fn execute(&self, sql: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::query(sql)
+            .execute(self.0.store.pool())
+            .await
+            .map(|_| ())
+    }
+
+    async fn migrate(&self) -> Result<usize, StoreError> {
+        self.0.store.migrate().await
+    }
+
+    async fn migrate_second(&self) -> Result<usize, StoreError> {
+        self.second_store().await.migrate().await
+    }
+
+    async fn finish(self) {
+        self.0.drop_schema().await.expect("drop the test schema");
+    }
+}
+
+/// [`Harness`] on SQLite: a [`TestSqliteLedger`] file.
+pub struct SqliteHarness(TestSqliteLedger);
+
+impl Harness for SqliteHarness {
+    type Store = SqliteEventStore;
+
+    async fn new() -> Self {
+        Self(TestSqliteLedger::new().await.expect("test ledger file"))
+    }
+
+    fn store(&self) -> &SqliteEventStore {
+        &self.0.store
+    }
+
+    async fn second_store(&self) -> SqliteEventStore {
+        self.0.second_store().await.expect("second store")
+    }
+
+    async fn count_events(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(self.0.store.readers())
+            .await
+            .expect("count events")
+    }
+
+    async fn execute(&self, sql: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::query(sql)
+            .execute(self.0.store.writer())
+            .await
+            .map(|_| ())
+    }
+
+    async fn migrate(&self) -> Result<usize, StoreError> {
+        self.0.store.migrate().await
+    }
+
+    async fn migrate_second(&self) -> Result<usize, StoreError> {
+        let other = self.second_store().await;
+        let applied = other.migrate().await;
+        other.close().await;
+        applied
+    }
+
+    async fn finish(self) {
+        self.0.remove().await.expect("remove the test ledger");
     }
 }

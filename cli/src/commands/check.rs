@@ -88,7 +88,11 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<(), Failure> {
         })?,
         None => Registry::builtin().map_err(|e| Failure::coded("built-in claims", e))?,
     };
-    let store = super::connect(global).await?;
+    let store = super::connect(
+        global,
+        "`runledger check` (the claims are evaluated over the projections)",
+    )
+    .await?;
     store
         .migrate()
         .await

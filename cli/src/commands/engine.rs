@@ -1,6 +1,8 @@
-//! Building the run engine the way `run` and `serve` use it: the PostgreSQL ledger (migrated),
-//! the in-process executor pool or the NATS gateway (dispatch and result intake), the models,
-//! and sub-flows from a directory.
+//! Building the run engine the way `run` and `serve` use it: the ledger (migrated), the
+//! in-process executor pool or the NATS gateway (dispatch and result intake), the models, and
+//! sub-flows from a directory. On PostgreSQL the engine takes runs under leases; on a SQLite
+//! file it is the only engine (an OS lock on `<file>.engine.lock` refuses a second one) and
+//! owns every run (`Solo`), with the in-process executors only.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,12 +17,13 @@ use runledger_executor_gateway::kube::{
 };
 use runledger_executor_gateway::live_models::{DEFAULT_MAX_AGE, LiveModels};
 use runledger_executor_gateway::topology::Topology;
-use runledger_ledger::PgEventStore;
 use runledger_ledger::leases::LeaseStore;
+use runledger_ledger::sqlite::lock_file_path;
+use runledger_ledger::{EventStore, PgEventStore, SqliteEventStore};
 use runledger_orchestrator::decide::{RemoteDispatch, Settings};
 use runledger_orchestrator::engine::{Engine, EngineConfig, FlowchartSource, ResolveError};
 use runledger_orchestrator::executor::{InProcessPool, NodeExecutor};
-use runledger_orchestrator::lease::{LeaseConfig, Leases, Ownership};
+use runledger_orchestrator::lease::{LeaseConfig, Leases, Ownership, Solo};
 use runledger_orchestrator::provider::{Script, ScriptedProvider};
 
 use crate::{Failure, GlobalArgs};
@@ -128,14 +131,17 @@ pub enum Dispatch {
 }
 
 /// The engine and, with NATS dispatch, the gateway tasks feeding it.
-pub struct Built {
-    pub engine: Engine<PgEventStore>,
-    pub leases: Arc<Leases>,
+pub struct Built<S: EventStore + 'static = PgEventStore> {
+    pub engine: Engine<S>,
+    /// The run leases (PostgreSQL); `None` on SQLite, where one engine owns every run.
+    pub leases: Option<Arc<Leases>>,
     keeper: Option<(
         tokio::sync::watch::Sender<bool>,
         tokio::task::JoinHandle<()>,
     )>,
     gateway: Option<Gateway>,
+    /// SQLite: the OS lock that keeps other engines off the file while this one lives.
+    _engine_lock: Option<std::fs::File>,
 }
 
 struct Gateway {
@@ -143,17 +149,20 @@ struct Gateway {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Built {
+impl<S: EventStore + 'static> Built<S> {
     /// Registers the instance and keeps its leases (and, for `serve`, takes runs nobody
-    /// drives) until [`Built::shutdown`].
+    /// drives) until [`Built::shutdown`]. Nothing to keep without leases.
     pub async fn spawn_keeper(&mut self) -> Result<(), Failure> {
-        self.leases
+        let Some(leases) = &self.leases else {
+            return Ok(());
+        };
+        leases
             .renew()
             .await
             .map_err(|e| Failure::coded("cannot register the engine instance", e))?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(runledger_orchestrator::lease::keep(
-            Arc::clone(&self.leases),
+            Arc::clone(leases),
             self.engine.clone(),
             stopped,
         ));
@@ -164,9 +173,11 @@ impl Built {
     /// Stops taking runs, lets every driver finish the work it handed out (up to `patience`),
     /// and hands back the leases. Returns how many runs were handed back.
     pub async fn drain(&self, patience: Duration) -> usize {
-        self.leases.start_draining();
-        if let Err(e) = self.leases.renew().await {
-            tracing::warn!(error = %e, "cannot announce the drain; other instances take the runs when the leases run out");
+        if let Some(leases) = &self.leases {
+            leases.start_draining();
+            if let Err(e) = leases.renew().await {
+                tracing::warn!(error = %e, "cannot announce the drain; other instances take the runs when the leases run out");
+            }
         }
         let stopped = self.engine.drain(patience).await;
         if stopped > 0 {
@@ -175,7 +186,7 @@ impl Built {
                 "drain ran out of time; in-flight work of these runs is dispatched again by their next owner"
             );
         }
-        self.leases.held()
+        self.leases.as_ref().map_or(0, |l| l.held())
     }
 
     /// Stops the lease keeper and the gateway tasks, and hands back every lease; unacked
@@ -185,11 +196,13 @@ impl Built {
             let _ = stop.send(true);
             let _ = task.await;
         }
-        let released = self
-            .leases
-            .deregister()
-            .await
-            .map_err(|e| Failure::coded("cannot hand back the run leases", e));
+        let released = match &self.leases {
+            Some(leases) => leases
+                .deregister()
+                .await
+                .map_err(|e| Failure::coded("cannot hand back the run leases", e)),
+            None => Ok(0),
+        };
         if let Some(gateway) = self.gateway {
             let _ = gateway.stop.send(true);
             for task in gateway.tasks {
@@ -233,14 +246,19 @@ pub async fn build(
     role: Role,
 ) -> Result<Built, Failure> {
     let lease_config = exec.lease_config(&role)?;
-    let store = super::connect(global).await?;
+    let what = match role {
+        Role::Serve { .. } => "`runledger serve`",
+        Role::Cli => "`--dispatch nats`",
+    };
+    let store = super::connect(global, what).await?;
     store
         .migrate()
         .await
         .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     let leases = Leases::new(LeaseStore::new(store.pool().clone()), lease_config);
     let ownership: Arc<dyn Ownership> = leases.clone();
-    let models = live_models(&store, exec.script.as_deref()).await?;
+    let shared = PgEventStore::from_pool(store.pool().clone());
+    let models = live_models(shared, exec.script.as_deref()).await?;
     let local: Arc<dyn NodeExecutor> =
         Arc::new(InProcessPool::new(models.providers(), exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::new(store.pool().clone());
@@ -248,17 +266,15 @@ pub async fn build(
         dir: DirSource { dir: flowcharts },
         registry,
     });
-    let mut config = EngineConfig {
-        poll_interval: Duration::from_millis(exec.poll_ms.max(10)),
-        ..EngineConfig::default()
-    };
+    let mut config = engine_config(exec);
     if dispatch == Dispatch::Inprocess {
         let engine = Engine::with_ownership(store, local, source, config, ownership);
         return Ok(Built {
             engine,
-            leases,
+            leases: Some(leases),
             keeper: None,
             gateway: None,
+            _engine_lock: None,
         });
     }
     let topology = topology(global, exec.ack_wait_s)?;
@@ -332,24 +348,92 @@ pub async fn build(
     tasks.push(intake);
     Ok(Built {
         engine,
-        leases,
+        leases: Some(leases),
         keeper: None,
         gateway: Some(Gateway { stop, tasks }),
+        _engine_lock: None,
     })
+}
+
+fn engine_config(exec: &ExecArgs) -> EngineConfig {
+    EngineConfig {
+        poll_interval: Duration::from_millis(exec.poll_ms.max(10)),
+        ..EngineConfig::default()
+    }
+}
+
+/// The engine on a SQLite ledger (migrated): in-process executors, every run its own, and the
+/// only engine on the file. A second one (another `run --wait`, a `dev`) is refused while
+/// this one lives, so no run is ever driven by two processes; the OS drops the lock when the
+/// process ends, even on SIGKILL. Reading the ledger and recording controls need no lock.
+pub async fn build_sqlite(
+    store: SqliteEventStore,
+    exec: &ExecArgs,
+    flowcharts: Option<PathBuf>,
+) -> Result<Built<SqliteEventStore>, Failure> {
+    if exec.kube_settings.is_some() {
+        return Err(super::needs_postgres(
+            &runledger_ledger::LedgerLocation::Sqlite(store.path().to_path_buf()),
+            "--kube-settings (executors as Kubernetes Jobs)",
+        ));
+    }
+    let lock = engine_lock(store.path())?;
+    let models = live_models(store.share(), exec.script.as_deref()).await?;
+    let local: Arc<dyn NodeExecutor> =
+        Arc::new(InProcessPool::new(models.providers(), exec.concurrency));
+    let registry = runledger_api::registry::LedgerFlowcharts::on_store(store.share());
+    let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource {
+        dir: DirSource { dir: flowcharts },
+        registry,
+    });
+    let engine = Engine::with_ownership(store, local, source, engine_config(exec), Arc::new(Solo));
+    Ok(Built {
+        engine,
+        leases: None,
+        keeper: None,
+        gateway: None,
+        _engine_lock: Some(lock),
+    })
+}
+
+/// Takes `<ledger>.engine.lock`, or says which file another engine holds.
+fn engine_lock(ledger: &Path) -> Result<std::fs::File, Failure> {
+    let path = lock_file_path(ledger, "engine");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| {
+            Failure::caused(format!("cannot open {}", path.display()), e).with_code("io_error")
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Failure::new(format!(
+            "another runledger process drives runs on {} (it holds {}); a SQLite ledger has one engine at a time: wait for it to end, or use a PostgreSQL ledger for several",
+            ledger.display(),
+            path.display()
+        ))
+        .with_code("ledger_in_use")),
+        Err(std::fs::TryLockError::Error(e)) => Err(Failure::caused(
+            format!("cannot lock {}", path.display()),
+            e,
+        )
+        .with_code("io_error")),
+    }
 }
 
 /// The model registry, followed while the process runs (a model registered or re-pointed
 /// later is used from its next call on: docs/providers.md), plus `scripted` with the
 /// `--script` fixture.
-pub async fn live_models(
-    store: &PgEventStore,
+pub async fn live_models<S: EventStore + 'static>(
+    ledger: S,
     script: Option<&Path>,
-) -> Result<Arc<LiveModels<PgEventStore>>, Failure> {
+) -> Result<Arc<LiveModels<S>>, Failure> {
     let script = match script {
         Some(path) => read_script(path)?,
         None => Script::new(),
     };
-    let ledger = PgEventStore::from_pool(store.pool().clone());
     LiveModels::load(
         ledger,
         ScriptedProvider::with_fixture(script),
@@ -369,12 +453,12 @@ fn read_script(path: &Path) -> Result<Script, Failure> {
 
 /// Sub-flows come from the flowchart directory when it has the file, else from the flowchart
 /// registry in the ledger (`POST /v1/flowcharts`), which also serves pinned versions.
-struct SubflowSource {
+struct SubflowSource<S = PgEventStore> {
     dir: DirSource,
-    registry: runledger_api::registry::LedgerFlowcharts,
+    registry: runledger_api::registry::LedgerFlowcharts<S>,
 }
 
-impl FlowchartSource for SubflowSource {
+impl<S: EventStore + 'static> FlowchartSource for SubflowSource<S> {
     fn resolve(
         &self,
         name: &str,

@@ -56,17 +56,16 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
         return Err(Failure::usage("--concurrency: must be at least 1"));
     }
     let topology = super::engine::topology(global, args.ack_wait_s)?;
-    let store = super::connect(global).await?;
+    let store = super::connect(global, "`runledger executor`").await?;
     store
         .migrate()
         .await
         .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     let providers = Arc::new(
-        super::engine::live_models(&store, args.script.as_deref())
+        super::engine::live_models(store, args.script.as_deref())
             .await?
             .providers(),
     );
-    drop(store);
     let js = super::engine::jetstream(global).await?;
     topology
         .ensure_streams(&js)

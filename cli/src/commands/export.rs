@@ -45,7 +45,7 @@ pub async fn run(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
         .map(sign::read_signing_key)
         .transpose()
         .map_err(Failure::from)?;
-    let store = super::open(global).await?;
+    let store = super::open_existing(global).await?;
     let show_progress = std::io::stderr().is_terminal();
     let progress = |done: u64, total: u64| {
         if show_progress {

@@ -31,11 +31,7 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
         found.sort();
         files.extend(found);
     }
-    let store = super::connect(global).await?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
+    let store = super::open(global).await?;
     let (mut written, mut unchanged) = (0u64, 0usize);
     for file in &files {
         let bytes = std::fs::read(file).map_err(|e| {
@@ -55,14 +51,21 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
         written += summary.written;
         unchanged += summary.unchanged;
     }
-    // The read models follow the imported events now, not at the next `serve`.
-    let projections = super::projections::select(store.pool().clone(), None)?;
-    projections
-        .catch_up()
-        .await
-        .map_err(|e| Failure::coded("projections did not catch up", e))?;
+    // The read models follow the imported events now, not at the next `serve`. (A SQLite
+    // ledger has no projection tables: its reads replay the ledger.)
+    let caught_up = match store.as_postgres() {
+        Some(pg) => {
+            let projections = super::projections::select(pg.pool().clone(), None)?;
+            projections
+                .catch_up()
+                .await
+                .map_err(|e| Failure::coded("projections did not catch up", e))?;
+            "; projections caught up"
+        }
+        None => "",
+    };
     outln!(
-        "imported {written} event(s) from {} file(s) ({unchanged} stream(s) already there); projections caught up",
+        "imported {written} event(s) from {} file(s) ({unchanged} stream(s) already there){caught_up}",
         files.len()
     );
     Ok(())

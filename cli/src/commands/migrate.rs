@@ -1,7 +1,15 @@
 use crate::{Failure, GlobalArgs};
 
 pub async fn run(global: &GlobalArgs) -> Result<(), Failure> {
-    let store = super::connect(global).await?;
+    let location = global.location()?;
+    let store = runledger_ledger::LedgerStore::open(&location)
+        .await
+        .map_err(|e| {
+            Failure::coded(
+                format!("cannot open the ledger at {}", location.describe()),
+                e,
+            )
+        })?;
     let applied = store
         .migrate()
         .await

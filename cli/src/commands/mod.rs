@@ -16,37 +16,71 @@ pub mod tools;
 pub mod validate;
 pub mod verify;
 
-use runledger_ledger::{PgEventStore, postgres::redact};
+use runledger_ledger::{LedgerLocation, LedgerStore, PgEventStore, StoreError};
 
 use crate::{Failure, GlobalArgs};
 
-/// Connects to the ledger, naming the (password-redacted) URL when that fails.
-pub async fn connect(global: &GlobalArgs) -> Result<PgEventStore, Failure> {
-    PgEventStore::connect(&global.database())
+/// Opens the ledger the flags name (the SQLite file `./.runledger/ledger.db` when none is
+/// named) and applies pending migrations, so every command finds its tables.
+pub async fn open(global: &GlobalArgs) -> Result<LedgerStore, Failure> {
+    let location = global.location()?;
+    let store = LedgerStore::open(&location)
         .await
-        .map_err(|e| {
-            let code = match e {
-                runledger_ledger::StoreError::Database(_) => "database_unavailable",
-                ref other => other.code(),
-            };
-            Failure::caused(
-                format!("cannot open the ledger at {}", redact(&global.database_url)),
-                e,
-            )
-            .with_code(code)
-        })
-}
-
-/// [`connect`], then brings the ledger's tables up to date. Read commands use it too: on a
-/// schema nothing has written yet, `export --run ID` must say the run does not exist, not
-/// that the `events` table does not ([database_error]).
-pub async fn open(global: &GlobalArgs) -> Result<PgEventStore, Failure> {
-    let store = connect(global).await?;
+        .map_err(|e| cannot_open(&location, e))?;
     store
         .migrate()
         .await
         .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     Ok(store)
+}
+
+/// Opens an existing ledger for reading: a SQLite file that is not there is an error naming
+/// it (reading a ledger never creates one).
+pub async fn open_existing(global: &GlobalArgs) -> Result<LedgerStore, Failure> {
+    if let LedgerLocation::Sqlite(path) = global.location()?
+        && !path.exists()
+    {
+        return Err(Failure::new(format!(
+            "no ledger file at {}: run a flowchart first, or name the ledger with --database-url",
+            path.display()
+        ))
+        .with_code("ledger_not_found"));
+    }
+    open(global).await
+}
+
+/// Connects to the PostgreSQL ledger, for what only PostgreSQL offers (`what` names it); on
+/// a SQLite ledger, an error saying so.
+pub async fn connect(global: &GlobalArgs, what: &str) -> Result<PgEventStore, Failure> {
+    let location = global.location()?;
+    let LedgerLocation::Postgres(config) = &location else {
+        return Err(needs_postgres(&location, what));
+    };
+    PgEventStore::connect(config)
+        .await
+        .map_err(|e| cannot_open(&location, e))
+}
+
+/// The error for a feature asked for on a SQLite ledger that needs PostgreSQL.
+pub fn needs_postgres(location: &LedgerLocation, what: &str) -> Failure {
+    Failure::new(format!(
+        "{what} needs a PostgreSQL ledger (--database-url postgres://...); this ledger is {}",
+        location.describe()
+    ))
+    .with_code("needs_postgres")
+}
+
+/// Naming the ledger (password redacted) when it cannot be opened.
+fn cannot_open(location: &LedgerLocation, e: StoreError) -> Failure {
+    let code = match e {
+        StoreError::Database(_) => "database_unavailable",
+        ref other => other.code(),
+    };
+    Failure::caused(
+        format!("cannot open the ledger at {}", location.describe()),
+        e,
+    )
+    .with_code(code)
 }
 
 /// An error and its sources on one line (`Display` of the outer error alone drops the cause).

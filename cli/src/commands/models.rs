@@ -225,7 +225,7 @@ pub async fn run(global: &GlobalArgs, command: ModelsCommand) -> Result<(), Fail
             .await
         }
         ModelsCommand::Get { name, json } => {
-            let store = super::connect(global).await?;
+            let store = super::open_existing(global).await?;
             match ModelRegistry::new(&store).get(&name).await {
                 Ok(Some(model)) => {
                     print_model(&model, json);
@@ -236,7 +236,7 @@ pub async fn run(global: &GlobalArgs, command: ModelsCommand) -> Result<(), Fail
             }
         }
         ModelsCommand::List { json } => {
-            let store = super::connect(global).await?;
+            let store = super::open_existing(global).await?;
             match ModelRegistry::new(&store).list().await {
                 Ok(models) => {
                     print_list(&models, json);
@@ -284,11 +284,7 @@ async fn change(
         Some(id) => RequestId::new(id).map_err(|e| Failure::usage(format!("--request-id: {e}")))?,
         None => RequestId::generate(),
     };
-    let store = super::connect(global).await?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
+    let store = super::open(global).await?;
     let registry = ModelRegistry::new(&store);
     let request = ChangeRequest::new(request_id.clone(), args.actor);
     let outcome = match op {

@@ -43,7 +43,7 @@ impl ProjectionsCommand {
 }
 
 pub async fn run(global: &GlobalArgs, command: ProjectionsCommand) -> Result<(), Failure> {
-    let store = super::connect(global).await?;
+    let store = super::connect(global, "`runledger projections`").await?;
     store
         .migrate()
         .await

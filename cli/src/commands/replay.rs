@@ -51,7 +51,7 @@ async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
                 .with_code("file_unreadable")
         })?,
         (None, Some(run)) => {
-            let store = super::open(global).await?;
+            let store = super::open_existing(global).await?;
             let mut bytes = Vec::new();
             export(
                 &store,

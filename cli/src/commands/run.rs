@@ -13,7 +13,9 @@ use runledger_orchestrator::engine::{RunSummary, status_counts};
 use runledger_orchestrator::{RunStatus, StartRun};
 use serde_json::{Value, json};
 
-use super::engine::ExecArgs;
+use runledger_ledger::{EventStore, LedgerLocation, LedgerStore};
+
+use super::engine::{Built, ExecArgs};
 use crate::{Failure, GlobalArgs};
 
 #[derive(Debug, Args)]
@@ -90,8 +92,66 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         .exec
         .dispatch
         .unwrap_or(super::engine::Dispatch::Inprocess);
-    let mut built =
-        super::engine::build(global, &args.exec, dir, dispatch, super::engine::Role::Cli).await?;
+    let location = global.location()?;
+    let start = Start {
+        flowchart,
+        inputs,
+        request_id,
+        correlation_id,
+    };
+    match &location {
+        LedgerLocation::Postgres(_) => {
+            let built =
+                super::engine::build(global, &args.exec, dir, dispatch, super::engine::Role::Cli)
+                    .await?;
+            drive(built, args, start).await
+        }
+        LedgerLocation::Sqlite(path) => {
+            if dispatch == super::engine::Dispatch::Nats {
+                return Err(super::needs_postgres(&location, "`--dispatch nats`"));
+            }
+            if !args.wait {
+                return Err(Failure::new(format!(
+                    "without --wait a run is left for `runledger serve` to drive, and serve needs a PostgreSQL ledger; this ledger is {}: add --wait",
+                    location.describe()
+                ))
+                .with_code("needs_postgres"));
+            }
+            let store = super::open(global).await?;
+            let LedgerStore::Sqlite(store) = store else {
+                return Err(Failure::new(
+                    "the ledger URL named SQLite but opened another backend",
+                ));
+            };
+            let built = super::engine::build_sqlite(store, &args.exec, dir).await?;
+            if !args.json {
+                errln!("runledger: ledger file {}", path.display());
+            }
+            drive(built, args, start).await
+        }
+    }
+}
+
+/// What `run` starts, read from its arguments.
+struct Start {
+    flowchart: runledger_contracts::flowchart::Flowchart,
+    inputs: Value,
+    request_id: RequestId,
+    correlation_id: CorrelationId,
+}
+
+/// Starts the run on the built engine and, with `--wait`, follows it to its end.
+async fn drive<S: EventStore + 'static>(
+    mut built: Built<S>,
+    args: RunArgs,
+    start: Start,
+) -> Result<(), Failure> {
+    let Start {
+        flowchart,
+        inputs,
+        request_id,
+        correlation_id,
+    } = start;
     let engine = built.engine.clone();
     let mut events = engine.subscribe();
     let run_id = args.run_id.unwrap_or_else(RunId::new_v7);
@@ -118,12 +178,16 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         } else {
             outln!("run {run_id} started; `runledger serve` drives it to the end");
         }
-        match built.leases.store().live_instances().await {
-            Ok(0) => errln!(
-                "runledger: no `runledger serve` is running on this ledger; run {run_id} waits until one starts"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot tell whether a serve instance is running"),
+        if let Some(leases) = &built.leases {
+            match leases.store().live_instances().await {
+                Ok(0) => errln!(
+                    "runledger: no `runledger serve` is running on this ledger; run {run_id} waits until one starts"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell whether a serve instance is running")
+                }
+            }
         }
         built.shutdown().await?;
         return Ok(());

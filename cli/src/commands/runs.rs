@@ -158,7 +158,7 @@ async fn control(
         Some(id) => RequestId::new(id).map_err(|e| Failure::usage(format!("--request-id: {e}")))?,
         None => RequestId::generate(),
     };
-    let store = super::open(global).await?;
+    let store = super::open_existing(global).await?;
     let control = Control {
         actor: meta.actor,
         reason: meta.reason,
@@ -167,7 +167,11 @@ async fn control(
     match apply_control(&store, run_id, action, control, request_id.clone()).await {
         Ok(outcome) => {
             print_outcome(run_id, name, &request_id, &outcome, meta.json);
-            hint_when_undriven(&store, run_id).await;
+            if let Some(store) = store.as_postgres() {
+                hint_when_undriven(store, run_id).await;
+            } else if let Some(path) = store.sqlite_path() {
+                hint_when_no_engine(path, run_id);
+            }
             Ok(())
         }
         Err(e) => {
@@ -201,6 +205,19 @@ async fn hint_when_undriven(store: &runledger_ledger::PgEventStore, run_id: RunI
         errln!(
             "runledger: no engine drives run {run_id} now; the control takes effect when `runledger serve` runs"
         );
+    }
+}
+
+/// On SQLite the only engine is a process holding the file's engine lock (`run --wait`): when
+/// the lock is free, nothing drives the run now; say so on stderr.
+fn hint_when_no_engine(ledger: &std::path::Path, run_id: RunId) {
+    let path = runledger_ledger::sqlite::lock_file_path(ledger, "engine");
+    let Ok(file) = std::fs::OpenOptions::new().read(true).open(&path) else {
+        errln!("runledger: no engine drives run {run_id} now; the control is recorded");
+        return;
+    };
+    if file.try_lock_shared().is_ok() {
+        errln!("runledger: no engine drives run {run_id} now; the control is recorded");
     }
 }
 
@@ -254,7 +271,7 @@ fn print_outcome(
 }
 
 async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), Failure> {
-    let store = super::open(global).await?;
+    let store = super::open_existing(global).await?;
     let loaded = load_run(&store, run_id)
         .await
         .map_err(|e| describe(run_id, "show", e))?;

@@ -78,13 +78,15 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::from(e).with_code("listen_failed"))?;
     built.spawn_keeper().await?;
-    let config = built.leases.config();
-    errln!(
-        "runledger serve: instance {}; drives up to {} run(s) under leases of {} ms",
-        config.instance_id,
-        args.max_active_runs,
-        config.ttl.as_millis()
-    );
+    if let Some(leases) = &built.leases {
+        let config = leases.config();
+        errln!(
+            "runledger serve: instance {}; drives up to {} run(s) under leases of {} ms",
+            config.instance_id,
+            args.max_active_runs,
+            config.ttl.as_millis()
+        );
+    }
     shutdown_signal().await;
     let driven = engine.driven();
     errln!("runledger serve: draining ({driven} run(s) driven here)");

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use runledger_ledger::postgres::redact;
 use serde_json::{Value, json};
 
 use crate::{Failure, GlobalArgs};
@@ -20,11 +19,14 @@ pub async fn run(global: &GlobalArgs, as_json: bool) -> Result<(), Failure> {
             json!({"healthy": healthy, "database": database, "nats": nats})
         );
     } else {
-        outln!(
-            "database  {}  schema {}",
-            redact(&global.database_url),
-            global.database_schema
-        );
+        match global.location() {
+            Ok(runledger_ledger::LedgerLocation::Postgres(_)) => outln!(
+                "database  {}  schema {}",
+                database["url"].as_str().unwrap_or_default(),
+                global.database_schema
+            ),
+            _ => outln!("database  {}", database["url"].as_str().unwrap_or_default()),
+        }
         match database.get("error") {
             Some(e) => outln!("          unreachable: {}", e.as_str().unwrap_or_default()),
             None => outln!(
@@ -58,16 +60,36 @@ pub async fn run(global: &GlobalArgs, as_json: bool) -> Result<(), Failure> {
 }
 
 async fn database_status(global: &GlobalArgs) -> Value {
-    let store = match tokio::time::timeout(TIMEOUT, super::connect(global)).await {
+    let location = match global.location() {
+        Ok(location) => location,
+        Err(e) => return json!({"reachable": false, "url": "", "error": e.line()}),
+    };
+    let url = location.describe();
+    let backend = match location {
+        runledger_ledger::LedgerLocation::Postgres(_) => "postgres",
+        runledger_ledger::LedgerLocation::Sqlite(_) => "sqlite",
+    };
+    let opened = tokio::time::timeout(TIMEOUT, runledger_ledger::LedgerStore::open(&location));
+    let store = match opened.await {
         Ok(Ok(store)) => store,
-        Ok(Err(e)) => return json!({"reachable": false, "error": e.line()}),
-        Err(_) => return json!({"reachable": false, "error": "timed out"}),
+        Ok(Err(e)) => {
+            return json!({"reachable": false, "url": url, "backend": backend, "error": super::error_chain(&e)});
+        }
+        Err(_) => {
+            return json!({"reachable": false, "url": url, "backend": backend, "error": "timed out"});
+        }
     };
     match store.migration_status().await {
-        Ok((applied, pending)) => {
-            json!({"reachable": true, "migrations_applied": applied, "migrations_pending": pending})
+        Ok((applied, pending)) => json!({
+            "reachable": true,
+            "url": url,
+            "backend": backend,
+            "migrations_applied": applied,
+            "migrations_pending": pending,
+        }),
+        Err(e) => {
+            json!({"reachable": false, "url": url, "backend": backend, "error": e.to_string()})
         }
-        Err(e) => json!({"reachable": false, "error": e.to_string()}),
     }
 }
 

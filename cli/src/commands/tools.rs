@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use runledger_contracts::events::MilestoneStatus;
-use runledger_ledger::PgEventStore;
+use runledger_ledger::LedgerStore;
 use runledger_orchestrator::tools::milestone::{MilestoneStream, load_milestone, load_milestones};
 use runledger_orchestrator::tools::plan::{PlanStream, load_plan, load_plans};
 use runledger_orchestrator::tools::{ToolError, memory};
@@ -142,7 +142,7 @@ impl ToolsCommand {
 }
 
 pub async fn run(global: &GlobalArgs, command: ToolsCommand) -> Result<(), Failure> {
-    let store = super::open(global).await?;
+    let store = super::open_existing(global).await?;
     match command {
         ToolsCommand::Memory(c) => memory_command(&store, c).await,
         ToolsCommand::Plans(c) => plans_command(&store, c).await,
@@ -188,7 +188,7 @@ fn brief(value: &Value, width: usize) -> String {
     format!("{cut}…")
 }
 
-async fn memory_command(store: &PgEventStore, command: MemoryCommand) -> Result<(), Failure> {
+async fn memory_command(store: &LedgerStore, command: MemoryCommand) -> Result<(), Failure> {
     match command {
         MemoryCommand::List {
             scope,
@@ -284,7 +284,7 @@ fn stage_progress(plan: &PlanStream) -> String {
     format!("{done}/{} done", p.stages.len())
 }
 
-async fn plans_command(store: &PgEventStore, command: PlansCommand) -> Result<(), Failure> {
+async fn plans_command(store: &LedgerStore, command: PlansCommand) -> Result<(), Failure> {
     match command {
         PlansCommand::List { output } => {
             let plans = load_plans(store).await.map_err(fail)?;
@@ -360,7 +360,7 @@ fn status_name(status: MilestoneStatus) -> String {
 }
 
 async fn milestones_command(
-    store: &PgEventStore,
+    store: &LedgerStore,
     command: MilestonesCommand,
 ) -> Result<(), Failure> {
     match command {
