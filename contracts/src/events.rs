@@ -248,6 +248,104 @@ pub struct RunTakenOver {
     pub previous_instance_id: Option<String>,
 }
 
+/// Where a fork was taken from: the source run as its stream stood when the fork read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkSource {
+    pub run_id: RunId,
+    /// The source stream's version the fork was planned from (its head then).
+    pub stream_version: u64,
+    /// The hash of the source's event at `stream_version`: the fork names exactly which history
+    /// it kept, and an export of the source proves it.
+    pub head_hash: Digest,
+}
+
+/// A node run of the source whose result a fork keeps (it is not downstream of the fork node's
+/// latest run). Its ids are the source's: the fork refers to the source's results, it does not
+/// copy them into node runs of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeptNodeRun {
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub node_type: NodeType,
+    pub attempt: u32,
+    pub execution_index: u32,
+    pub status: NodeRunStatus,
+    /// The solid-connector completions it consumed (fan-in bookkeeping), as recorded.
+    pub consumed_tokens: Vec<ConsumedToken>,
+    /// The node run it was the next attempt of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<NodeRunId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// Connectors a decision fired, in connector order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed: Option<Vec<String>>,
+    /// The source's artifact of this node run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_id: Option<ArtifactId>,
+}
+
+/// A run began as a fork of another: the first event of the new run's stream, in place of
+/// `RunStarted`. It holds everything the fork starts from (definition, inputs, the kept results
+/// of the source in the order they ended, the tokens the fork node's re-run consumes), so the
+/// fork's stream replays on its own without the source. The fork node and everything downstream
+/// of it run again; with `output`, the fork node's new node run is skipped with that output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunForked {
+    pub run_id: RunId,
+    pub source: ForkSource,
+    pub from_node: String,
+    /// The operator's output for `from_node` (as `skip` takes one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    pub flowchart: FlowchartRef,
+    pub definition: Value,
+    pub inputs: Value,
+    /// `limits.max_runtime_s` from the fork's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    pub control: Control,
+    /// The source's node runs whose results the fork keeps, in the order they ended.
+    pub kept: Vec<KeptNodeRun>,
+    /// The tokens the re-run of `from_node` consumes: those of its latest node run in the source.
+    pub rerun_consumed: Vec<ConsumedToken>,
+}
+
+impl RunForked {
+    /// The `RunStarted` this fork stands for: the same flowchart, inputs and deadline, started
+    /// by the operator who forked. A fork has no parent run.
+    pub fn as_started(&self) -> RunStarted {
+        RunStarted {
+            run_id: self.run_id,
+            flowchart: self.flowchart.clone(),
+            definition: self.definition.clone(),
+            inputs: self.inputs.clone(),
+            parent: None,
+            deadline: self.deadline,
+            actor: self.control.actor.clone(),
+        }
+    }
+}
+
+/// The counterpart of `RunForked` on the source run's stream: the link back to a fork. It is an
+/// annotation, not a decision: it changes nothing about the source's state (a finished source
+/// stays finished), and replay feeds it to the state without comparing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunForkedTo {
+    pub run_id: RunId,
+    pub fork_run_id: RunId,
+    pub from_node: String,
+    /// The source version the fork was planned from (this event comes right after it).
+    pub stream_version: u64,
+    pub control: Control,
+}
+
 /// This run's node started a child run (the child's `RunStarted.parent` links back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -866,6 +964,8 @@ catalog! {
     RunCancelRequested = 1,
     RunCanceled = 1,
     RunTakenOver = 1,
+    RunForked = 1,
+    RunForkedTo = 1,
     ChildRunStarted = 1,
     NodeScheduled = 1,
     NodeDispatched = 1,

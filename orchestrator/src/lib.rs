@@ -9,6 +9,7 @@
 //!   streams), run by the engine in the same transaction as the node's end.
 //! - [`engine`]: the run service that drives runs against an `EventStore`: one append per step,
 //!   durable timers, operator controls, recovery after a crash.
+//! - [`fork`]: a new run from a node of a finished one, linked both ways.
 //! - [`lease`]: which engine instance drives which run (leases in PostgreSQL, takeover).
 //!
 //! See docs/engine.md for the rules the decider follows.
@@ -16,6 +17,7 @@
 pub mod decide;
 pub mod engine;
 pub mod executor;
+pub mod fork;
 mod inputs;
 pub mod lease;
 pub mod provider;

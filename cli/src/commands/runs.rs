@@ -8,6 +8,7 @@ use runledger_orchestrator::ControlAction;
 use runledger_orchestrator::engine::{
     ControlOutcome, EngineError, apply_control, load_run, status_counts,
 };
+use runledger_orchestrator::fork::ForkRequest;
 use runledger_orchestrator::state::Phase;
 use serde_json::{Value, json};
 
@@ -19,6 +20,10 @@ pub enum RunsCommand {
     Control(ControlArgs),
     /// Retry, skip or rewind one node of a run.
     Node(NodeArgs),
+    /// Start a new run from a node of a finished run: the source's results upstream of the node
+    /// are kept, the node and everything downstream of it run again (`serve` drives the fork).
+    /// The source is unchanged but for a link to the fork.
+    Fork(ForkArgs),
     /// Show a run's status and its node runs (execution index, attempt, status, output or
     /// error, warnings), rebuilt from the run's stream; a broken stream is reported, not shown.
     Show {
@@ -97,9 +102,24 @@ pub struct NodeArgs {
     meta: ControlMeta,
 }
 
+#[derive(Debug, Args)]
+pub struct ForkArgs {
+    /// The source run's id (a UUID): a completed, failed or canceled run.
+    run: RunId,
+    /// The node to run again, with everything downstream of it.
+    #[arg(long = "from", value_name = "NODE")]
+    from: String,
+    /// An output (JSON) for NODE instead of running it, as `skip` takes one.
+    #[arg(long, value_name = "JSON")]
+    output: Option<String>,
+    #[command(flatten)]
+    meta: ControlMeta,
+}
+
 impl RunsCommand {
     pub fn wants_json(&self) -> bool {
         match self {
+            RunsCommand::Fork(args) => args.meta.json,
             RunsCommand::Control(args) => args.meta.json,
             RunsCommand::Node(args) => args.meta.json,
             RunsCommand::Show { json, .. } => *json,
@@ -145,6 +165,77 @@ pub async fn run(global: &GlobalArgs, command: RunsCommand) -> Result<(), Failur
             control(global, args.run, action, args.meta).await
         }
         RunsCommand::Show { run, json } => show(global, run, json).await,
+        RunsCommand::Fork(args) => fork(global, args).await,
+    }
+}
+
+async fn fork(global: &GlobalArgs, args: ForkArgs) -> Result<(), Failure> {
+    let output =
+        match &args.output {
+            Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|e| {
+                Failure::caused("--output: not JSON", e).with_code("invalid_argument")
+            })?),
+            None => None,
+        };
+    let meta = args.meta;
+    let request_id = match meta.request_id {
+        Some(id) => RequestId::new(id).map_err(|e| Failure::usage(format!("--request-id: {e}")))?,
+        None => RequestId::generate(),
+    };
+    let store = super::connect(global).await?;
+    let request = ForkRequest {
+        source: args.run,
+        from_node: args.from.clone(),
+        output,
+        control: Control {
+            actor: meta.actor,
+            reason: meta.reason,
+        },
+        request_id: request_id.clone(),
+        correlation_id: None,
+    };
+    match runledger_orchestrator::fork::fork(&store, request).await {
+        Ok(outcome) => {
+            if meta.json {
+                let line = json!({
+                    "ok": true,
+                    "run_id": outcome.run_id,
+                    "source_run_id": args.run,
+                    "from_node": args.from,
+                    "source_version": outcome.source.stream_version,
+                    "source_head_hash": outcome.source.head_hash.to_hex(),
+                    "request_id": request_id,
+                    "deduplicated": outcome.deduplicated,
+                });
+                outln!("{line}");
+            } else if outcome.deduplicated {
+                outln!(
+                    "fork: request {request_id} already forked run {} as run {}; nothing written",
+                    args.run,
+                    outcome.run_id
+                );
+            } else {
+                outln!(
+                    "fork: run {} from node `{}` of run {} (at version {})",
+                    outcome.run_id,
+                    args.from,
+                    args.run,
+                    outcome.source.stream_version
+                );
+            }
+            hint_when_undriven(&store, outcome.run_id).await;
+            Ok(())
+        }
+        Err(e) => {
+            if meta.json {
+                let envelope =
+                    runledger_contracts::error::ErrorEnvelope::new(e.code(), e.to_string())
+                        .with_ids(Some(request_id.as_str().to_owned()), None);
+                outln!("{}", serde_json::to_string(&envelope).unwrap_or_default());
+                return Err(Failure::silent());
+            }
+            Err(describe(args.run, "fork", e))
+        }
     }
 }
 
@@ -262,7 +353,8 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
     let node_runs: Vec<Value> = state
         .node_runs
         .iter()
-        .map(|nr| {
+        .enumerate()
+        .map(|(i, nr)| {
             let status = match nr.phase {
                 Phase::Scheduled => "scheduled".to_owned(),
                 Phase::Running => "running".to_owned(),
@@ -282,6 +374,7 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
                 "error": nr.error,
                 "warnings": nr.warnings,
                 "has_artifact": nr.artifact.is_some(),
+                "kept_from_source": i < state.kept,
             })
         })
         .collect();
@@ -295,6 +388,8 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
             "node_run_statuses": status_counts(state),
             "output": state.output,
             "error": state.failure,
+            "forked_from": forked_from(state),
+            "forks": forks(state),
             "nodes": node_runs,
         });
         outln!("{line}");
@@ -309,6 +404,17 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
     if let Some(error) = &state.failure {
         outln!("  error: {} [{}]", error.message, error.code);
     }
+    if let Some(from) = &state.forked_from {
+        outln!(
+            "  forked from run {} at version {} (its first {} node run(s) are the source's)",
+            from.run_id,
+            from.stream_version,
+            state.kept
+        );
+    }
+    for (fork, node) in &state.forks {
+        outln!("  forked to run {fork} from node `{node}`");
+    }
     // `#E.A`: execution E of the node (a loop or a rewind runs it again), attempt A of that
     // execution (retries).
     for nr in &node_runs {
@@ -320,6 +426,8 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
             nr["node_run_id"].as_str().unwrap_or_default(),
             if nr["invalidated"] == json!(true) {
                 "  (invalidated)"
+            } else if nr["kept_from_source"] == json!(true) {
+                "  (kept from the source)"
             } else {
                 ""
             }
@@ -349,6 +457,24 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
         }
     }
     Ok(())
+}
+
+fn forked_from(state: &runledger_orchestrator::RunState) -> Value {
+    state.forked_from.as_ref().map_or(Value::Null, |f| {
+        json!({
+            "run_id": f.run_id,
+            "stream_version": f.stream_version,
+            "head_hash": f.head_hash.to_hex(),
+        })
+    })
+}
+
+fn forks(state: &runledger_orchestrator::RunState) -> Value {
+    state
+        .forks
+        .iter()
+        .map(|(run_id, node)| json!({ "run_id": run_id, "from_node": node }))
+        .collect()
 }
 
 /// `text` cut to `width` characters (never inside a UTF-8 sequence) with the full length when
