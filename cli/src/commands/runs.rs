@@ -223,7 +223,7 @@ async fn fork(global: &GlobalArgs, args: ForkArgs) -> Result<(), Failure> {
                     outcome.source.stream_version
                 );
             }
-            hint_when_undriven(&store, outcome.run_id).await;
+            hint_when_undriven(&store, outcome.run_id, "the fork runs").await;
             Ok(())
         }
         Err(e) => {
@@ -258,7 +258,7 @@ async fn control(
     match apply_control(&store, run_id, action, control, request_id.clone()).await {
         Ok(outcome) => {
             print_outcome(run_id, name, &request_id, &outcome, meta.json);
-            hint_when_undriven(&store, run_id).await;
+            hint_when_undriven(&store, run_id, "the control takes effect").await;
             Ok(())
         }
         Err(e) => {
@@ -276,7 +276,7 @@ async fn control(
 
 /// A control on a run that no engine instance drives is recorded but changes nothing until one
 /// does: say so on stderr.
-async fn hint_when_undriven(store: &runledger_ledger::PgEventStore, run_id: RunId) {
+async fn hint_when_undriven(store: &runledger_ledger::PgEventStore, run_id: RunId, what: &str) {
     let leases = runledger_ledger::leases::LeaseStore::new(store.pool().clone());
     let (indexed, lease) = match (
         leases.is_indexed(run_id).await,
@@ -289,9 +289,7 @@ async fn hint_when_undriven(store: &runledger_ledger::PgEventStore, run_id: RunI
         }
     };
     if indexed && !lease.is_some_and(|l| l.live) {
-        errln!(
-            "runledger: no engine drives run {run_id} now; the control takes effect when `runledger serve` runs"
-        );
+        errln!("runledger: no engine drives run {run_id} now; {what} when `runledger serve` runs");
     }
 }
 
