@@ -348,5 +348,8 @@ async fn a_fork_reruns_from_its_node_keeps_upstream_results_and_links_both_ways(
     for run in [&source, &fork_a, &fork_b, &fork_c] {
         replays(run, schema);
     }
+    // The claims (every node run has one artifact, ...) hold over a ledger with forks.
+    let out = runledger(&["check"], schema);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     ledger.drop_schema().await.unwrap();
 }
