@@ -112,7 +112,8 @@ pub fn plan_fork(
     let mut kept: Vec<usize> = (0..source.node_runs.len())
         .filter(|&i| {
             let nr = &source.node_runs[i];
-            !nr.invalidated && !nr.is_active() && !(i >= latest && downstream.contains(&nr.node))
+            let rerun = i >= latest && downstream.contains(&nr.node);
+            !(nr.invalidated || nr.is_active() || rerun)
         })
         .collect();
     kept.sort_by_key(|&i| source.node_runs[i].ended_seq);
