@@ -139,11 +139,27 @@ record() {
       FIXTURE_STUB_KEY=fixture-key "$R" run $FLOWS/schema-repair.yaml --run-id "$run" --input '{"topic":"owls"}' --wait --json >/dev/null || true
       kill "$pid"; wait "$pid" 2>/dev/null || true; rm -f "$out"
       keep schema-repair "$run" ;;
+    fork)
+      # The decision loop, then a fork of it from `review` that a short-lived `serve` drives;
+      # the export holds both runs (the source with its RunForkedTo link).
+      begin fork
+      local run fork pid; run=$(uuid)
+      "$R" run examples/review-loop.yaml --run-id "$run" --input '{"topic":"owls"}' --wait --json >/dev/null || true
+      fork=$("$R" runs fork "$run" --from review --reason "fixture" --actor fixture --json \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
+      "$R" serve --listen "127.0.0.1:$PORT" --scan-ms 100 --poll-ms 50 >/dev/null 2>&1 &
+      pid=$!
+      for _ in $(seq 1 100); do
+        case $(status_of "$fork") in completed|failed|canceled) break ;; esac
+        sleep 0.1
+      done
+      kill "$pid"; wait "$pid" 2>/dev/null || true
+      keep fork "$fork" --all ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
 }
 
 ALL=(fan-in-all fan-in-any fan-in-custom multi-match fallback no-match route-key loop-limit decision-loop
      timeout-retry retries-exhausted pause-resume cancel-graceful cancel-forced node-skip node-rewind
-     node-retry subflow tool-fallback nats-dispatch schema-repair)
+     node-retry subflow tool-fallback nats-dispatch schema-repair fork)
 for scenario in "${@:-${ALL[@]}}"; do record "$scenario"; done

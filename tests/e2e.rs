@@ -9,6 +9,8 @@ mod check;
 mod cli;
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/fork.rs"]
+mod fork;
 #[path = "e2e/gateway.rs"]
 mod gateway;
 #[path = "e2e/leases.rs"]

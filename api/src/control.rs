@@ -73,7 +73,7 @@ pub struct ControlResult {
     pub events: Vec<LedgerEvent>,
 }
 
-fn control_of(
+pub(crate) fn control_of(
     state: &ApiState,
     actor: Option<String>,
     reason: Option<String>,

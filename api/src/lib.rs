@@ -15,6 +15,7 @@ pub mod control_match;
 pub mod error;
 pub mod extract;
 pub mod flowcharts;
+pub mod fork;
 pub mod hub;
 pub mod idempotency;
 pub mod live;
@@ -62,6 +63,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/runs/{run_id}/pause", post(control::pause))
         .route("/runs/{run_id}/resume", post(control::resume))
         .route("/runs/{run_id}/cancel", post(control::cancel))
+        .route("/runs/{run_id}/fork", post(fork::fork))
         .route(
             "/runs/{run_id}/nodes/{node_id}/retry",
             post(control::retry_node),

@@ -47,6 +47,8 @@ pub const EVENT_NAMES: &[(&str, &str)] = &[
     ("RunCancelRequested", "flowchart:run:updated"),
     ("RunCanceled", "flowchart:run:updated"),
     ("ChildRunStarted", "flowchart:run:updated"),
+    ("RunForked", "flowchart:run:updated"),
+    ("RunForkedTo", "flowchart:run:updated"),
     ("NodeScheduled", "flowchart:node:updated"),
     ("NodeDispatched", "flowchart:node:updated"),
     ("NodeStarted", "flowchart:node:updated"),

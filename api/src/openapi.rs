@@ -157,6 +157,7 @@ impl Modify for CommonResponses {
         crate::control::retry_node,
         crate::control::skip_node,
         crate::control::rewind_node,
+        crate::fork::fork,
         crate::live::events,
         crate::models::list,
         crate::models::get,

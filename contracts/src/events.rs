@@ -248,6 +248,104 @@ pub struct RunTakenOver {
     pub previous_instance_id: Option<String>,
 }
 
+/// Where a fork was taken from: the source run as its stream stood when the fork read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkSource {
+    pub run_id: RunId,
+    /// The source stream's version the fork was planned from (its head then).
+    pub stream_version: u64,
+    /// The hash of the source's event at `stream_version`: the fork names exactly which history
+    /// it kept, and an export of the source proves it.
+    pub head_hash: Digest,
+}
+
+/// A node run of the source whose result a fork keeps (it is not downstream of the fork node's
+/// latest run). Its ids are the source's: the fork refers to the source's results, it does not
+/// copy them into node runs of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeptNodeRun {
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub node_type: NodeType,
+    pub attempt: u32,
+    pub execution_index: u32,
+    pub status: NodeRunStatus,
+    /// The solid-connector completions it consumed (fan-in bookkeeping), as recorded.
+    pub consumed_tokens: Vec<ConsumedToken>,
+    /// The node run it was the next attempt of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<NodeRunId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// Connectors a decision fired, in connector order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed: Option<Vec<String>>,
+    /// The source's artifact of this node run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_id: Option<ArtifactId>,
+}
+
+/// A run began as a fork of another: the first event of the new run's stream, in place of
+/// `RunStarted`. It holds everything the fork starts from (definition, inputs, the kept results
+/// of the source in the order they ended, the tokens the fork node's re-run consumes), so the
+/// fork's stream replays on its own without the source. The fork node and everything downstream
+/// of it run again; with `output`, the fork node's new node run is skipped with that output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunForked {
+    pub run_id: RunId,
+    pub source: ForkSource,
+    pub from_node: String,
+    /// The operator's output for `from_node` (as `skip` takes one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    pub flowchart: FlowchartRef,
+    pub definition: Value,
+    pub inputs: Value,
+    /// `limits.max_runtime_s` from the fork's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    pub control: Control,
+    /// The source's node runs whose results the fork keeps, in the order they ended.
+    pub kept: Vec<KeptNodeRun>,
+    /// The tokens the re-run of `from_node` consumes: those of its latest node run in the source.
+    pub rerun_consumed: Vec<ConsumedToken>,
+}
+
+impl RunForked {
+    /// The `RunStarted` this fork stands for: the same flowchart, inputs and deadline, started
+    /// by the operator who forked. A fork has no parent run.
+    pub fn as_started(&self) -> RunStarted {
+        RunStarted {
+            run_id: self.run_id,
+            flowchart: self.flowchart.clone(),
+            definition: self.definition.clone(),
+            inputs: self.inputs.clone(),
+            parent: None,
+            deadline: self.deadline,
+            actor: self.control.actor.clone(),
+        }
+    }
+}
+
+/// The counterpart of `RunForked` on the source run's stream: the link back to a fork. It is an
+/// annotation, not a decision: it changes nothing about the source's state (a finished source
+/// stays finished), and replay feeds it to the state without comparing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunForkedTo {
+    pub run_id: RunId,
+    pub fork_run_id: RunId,
+    pub from_node: String,
+    /// The source version the fork was planned from (this event comes right after it).
+    pub stream_version: u64,
+    pub control: Control,
+}
+
 /// This run's node started a child run (the child's `RunStarted.parent` links back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -866,6 +964,8 @@ catalog! {
     RunCancelRequested = 1,
     RunCanceled = 1,
     RunTakenOver = 1,
+    RunForked = 1,
+    RunForkedTo = 1,
     ChildRunStarted = 1,
     NodeScheduled = 1,
     NodeDispatched = 1,
@@ -907,14 +1007,57 @@ impl std::fmt::Display for EventType {
     }
 }
 
-/// Brings a stored payload from `from_version` up to the current version of `kind`.
-///
-/// Every event type is at version 1 today, so the only accepted input is the current version.
-/// When a type moves to version N+1, add an arm here that rewrites the version-N JSON into
-/// version N+1 and loops, so recorded ledgers keep decoding.
+/// One step of an upcaster chain: rewrites the JSON of `event_type` at `from` into version
+/// `from + 1`.
+pub struct Upcaster {
+    pub event_type: EventType,
+    pub from: u32,
+    pub step: fn(Value) -> Result<Value, String>,
+}
+
+/// The upcasters of the catalog. Empty: every event type is still at version 1, because no
+/// recorded shape has changed since the catalog was versioned (new facts came as new event
+/// types, such as `RunTakenOver`, `RunForked` and `RunForkedTo`, or as optional fields that
+/// version 1 readers already accept). When a type moves to version N+1, add its N -> N+1 step
+/// here and bump the catalog table; recorded ledgers keep decoding through [`upcast`].
+pub const UPCASTERS: &[Upcaster] = &[];
+
+/// Brings a stored payload from `from_version` up to the current version of `kind`, one step
+/// of [`UPCASTERS`] at a time.
 pub fn upcast(kind: EventType, from_version: u32, payload: Value) -> Result<Value, DecodeError> {
-    let current = kind.schema_version();
-    if from_version == current {
+    upcast_with(
+        UPCASTERS,
+        kind,
+        kind.schema_version(),
+        from_version,
+        payload,
+    )
+}
+
+/// [`upcast`] over a given chain up to version `current` (the catalog's, or a test's).
+pub fn upcast_with(
+    upcasters: &[Upcaster],
+    kind: EventType,
+    current: u32,
+    from_version: u32,
+    mut payload: Value,
+) -> Result<Value, DecodeError> {
+    let mut version = from_version;
+    while version < current {
+        let Some(upcaster) = upcasters
+            .iter()
+            .find(|u| u.event_type == kind && u.from == version)
+        else {
+            break;
+        };
+        payload = (upcaster.step)(payload).map_err(|message| DecodeError::Payload {
+            event_type: kind.as_str(),
+            schema_version: version,
+            message,
+        })?;
+        version += 1;
+    }
+    if version == current {
         return Ok(payload);
     }
     Err(DecodeError::UnknownVersion {
@@ -999,6 +1142,90 @@ mod tests {
         let payload = event.to_payload().unwrap();
         let back = DomainEvent::decode("NodeScheduled", 1, payload).unwrap();
         assert_eq!(back, event);
+    }
+
+    /// The chain walks every step from the recorded version to the current one. No catalog
+    /// type has an older version yet, so the chain is a synthetic one for `NodeScheduled`, as if
+    /// it were at version 3: v1 had `attempt` as a string, v2 had no `retry_of` key at all.
+    #[test]
+    fn upcasters_chain_from_an_older_version_to_the_current_one() {
+        fn v1_to_v2(mut p: Value) -> Result<Value, String> {
+            let attempt = p["attempt"].as_str().ok_or("attempt is not a string")?;
+            let n: u64 = attempt.parse().map_err(|e| format!("attempt: {e}"))?;
+            p["attempt"] = Value::from(n);
+            Ok(p)
+        }
+        fn v2_to_v3(mut p: Value) -> Result<Value, String> {
+            p["marker"] = Value::from("v3");
+            Ok(p)
+        }
+        let chain = [
+            Upcaster {
+                event_type: EventType::NodeScheduled,
+                from: 1,
+                step: v1_to_v2,
+            },
+            Upcaster {
+                event_type: EventType::NodeScheduled,
+                from: 2,
+                step: v2_to_v3,
+            },
+        ];
+        // At the catalog's version (1) the chain has nothing to do.
+        let current = scheduled().to_payload().unwrap();
+        let kind = EventType::NodeScheduled;
+        assert_eq!(
+            upcast_with(&chain, kind, 1, 1, current.clone()).unwrap(),
+            current
+        );
+        // As if NodeScheduled were at v3: a shape recorded as v1 goes through both steps, one
+        // recorded as v2 through the second only.
+        let mut v1 = current.clone();
+        v1["attempt"] = Value::from("1");
+        let up = upcast_with(&chain, kind, 3, 1, v1).unwrap();
+        assert_eq!(up["attempt"], Value::from(1));
+        assert_eq!(up["marker"], Value::from("v3"));
+        let up = upcast_with(&chain, kind, 3, 2, current.clone()).unwrap();
+        assert_eq!(up["attempt"], current["attempt"]);
+        assert_eq!(up["marker"], Value::from("v3"));
+        // A step that cannot read its input names the type and the version it was at.
+        let mut broken = current;
+        broken["attempt"] = Value::from("one");
+        let err = upcast_with(&chain, kind, 3, 1, broken).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Payload {
+                    schema_version: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // A version with no step to the current one fails loudly instead of guessing.
+        let err = upcast_with(&chain, kind, 3, 0, Value::Null).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::UnknownVersion {
+                    schema_version: 0,
+                    current: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_catalog_upcasters_step_from_an_older_version_of_a_type_they_name() {
+        for u in UPCASTERS {
+            assert!(
+                u.from >= 1 && u.from < u.event_type.schema_version(),
+                "{}",
+                u.event_type
+            );
+        }
     }
 
     #[test]

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use runledger_contracts::canonical;
 use runledger_contracts::digest::Digest;
 use runledger_contracts::events::{
-    ArtifactPersisted, ConditionEvaluation, ConditionOutcome, ConsumedToken, Control, DomainEvent,
-    ErrorInfo, FlowchartRef, NodeCanceled, NodeFailed, NodeResultIgnored, NodeRetryScheduled,
-    NodeRewound, NodeRunStatus, NodeScheduled, NodeSkipped, NodeStarted, NodeSucceeded,
-    NodeTimedOut, ParentRun, RoutingDecided, RunCancelRequested, RunCanceled, RunCompleted,
-    RunFailed, RunPaused, RunResumed, RunStarted, TimeoutPhase, ToolCalled, Warning,
+    self, ArtifactPersisted, ConditionEvaluation, ConditionOutcome, ConsumedToken, Control,
+    DomainEvent, ErrorInfo, FlowchartRef, NodeCanceled, NodeFailed, NodeResultIgnored,
+    NodeRetryScheduled, NodeRewound, NodeRunStatus, NodeScheduled, NodeSkipped, NodeStarted,
+    NodeSucceeded, NodeTimedOut, ParentRun, RoutingDecided, RunCancelRequested, RunCanceled,
+    RunCompleted, RunFailed, RunPaused, RunResumed, RunStarted, TimeoutPhase, ToolCalled, Warning,
 };
 use runledger_contracts::flowchart::{FanIn, Flowchart, NoMatchRoute, NodeType};
 use runledger_contracts::ids::{ArtifactId, CorrelationId, NodeRunId, RequestId, RunId};
@@ -316,6 +316,48 @@ pub fn start_run(
     let root = step.state.flowchart.start();
     step.schedule(root, Vec::new(), None)?;
     step.settle()?;
+    let events = step.events;
+    Ok((state, events))
+}
+
+/// Starts a fork (`RunForked`, planned by [`crate::fork::plan_fork`]) with the run deadline
+/// from now; with an operator output, the fork node's re-run is scheduled and skipped with it.
+/// Nothing else: the fork node (or what follows the skip) is scheduled by the first settle
+/// step of whichever engine drives the fork, with that engine's settings (in-process or NATS
+/// dispatch), as after any recovery. Replay calls this with the recorded `RunForked`: the kept
+/// results are its input, the deadline and the skip are decided again.
+pub fn fork_run(
+    mut forked: events::RunForked,
+    env: &mut impl Env,
+    cause: &Cause,
+    settings: &Settings,
+) -> Result<(RunState, Vec<DomainEvent>), DecideError> {
+    if let Some(output) = &forked.output {
+        storable::storable_bytes(output).map_err(|e| DecideError::InvalidInput {
+            field: "output",
+            message: e.to_string(),
+        })?;
+    }
+    let flowchart_limits = forked
+        .definition
+        .get("limits")
+        .and_then(|l| l.get("max_runtime_s"))
+        .and_then(Value::as_u64);
+    forked.deadline = flowchart_limits.map(|s| add_ms(env.now(), s.saturating_mul(1000)));
+    let mut state = RunState::from_forked(&forked)?;
+    let output = forked.output.clone();
+    let control = forked.control.clone();
+    let from_node = forked.from_node.clone();
+    let mut step = Step {
+        state: &mut state,
+        env,
+        cause,
+        settings,
+        events: vec![forked.into()],
+    };
+    if let Some(output) = output {
+        step.fork_skip(&from_node, output, control)?;
+    }
     let events = step.events;
     Ok((state, events))
 }
@@ -1455,6 +1497,32 @@ impl<E: Env> Step<'_, E> {
         let (node, node_type, consumed) = (prev.node, prev.node_type, prev.consumed.clone());
         self.emit_scheduled(node, node_type, consumed, Some(failed))
             .map(|(i, _)| i)
+    }
+
+    /// A fork's node with an operator output: its re-run is scheduled and ended at once with
+    /// that output (`NodeSkipped`), as `skip` does, so downstream continues with it.
+    fn fork_skip(&mut self, id: &str, output: Value, control: Control) -> Result<(), DecideError> {
+        let node = self.node_index(id)?;
+        let Some(node_type) = self.state.flowchart.node_at(node).map(|n| n.node_type) else {
+            return Err(not_applicable("unknown_node", format!("no node `{id}`")));
+        };
+        let Some(pos) = self.state.reruns.iter().position(|r| r.node == node) else {
+            return Err(not_applicable(
+                "node_not_reached",
+                format!("node `{id}` has no re-run waiting"),
+            ));
+        };
+        let consumed = self.state.reruns[pos].consumed.clone();
+        let (i, _) = self.emit_scheduled(node, node_type, consumed, None)?;
+        let payload = json!({ "output": output, "actor": control.actor, "reason": control.reason });
+        self.emit(NodeSkipped {
+            run_id: self.run_id(),
+            node_id: id.to_owned(),
+            node_run_id: self.state.node_runs[i].id,
+            output,
+            control,
+        })?;
+        self.artifact(i, "skipped", payload)
     }
 
     fn rewind_node(&mut self, id: &str, control: Control) -> Result<(), DecideError> {

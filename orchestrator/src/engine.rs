@@ -164,7 +164,7 @@ pub async fn load_run<S: EventStore>(store: &S, run_id: RunId) -> Result<LoadedR
 
 /// [`load_run`], also returning the events that `request` wrote (in the same single read), so
 /// an idempotent control can tell whether it was applied before.
-async fn load_run_noting<S: EventStore>(
+pub(crate) async fn load_run_noting<S: EventStore>(
     store: &S,
     run_id: RunId,
     request: Option<&RequestId>,
@@ -269,7 +269,13 @@ fn apply_recorded(
             *state = Some(RunState::from_started(&started).map_err(|e| corrupt(e.to_string()))?);
             Ok(())
         }
-        _ => Err(corrupt("a run stream must begin with RunStarted".into())),
+        DomainEvent::RunForked(forked) => {
+            *state = Some(RunState::from_forked(&forked).map_err(|e| corrupt(e.to_string()))?);
+            Ok(())
+        }
+        _ => Err(corrupt(
+            "a run stream must begin with RunStarted or RunForked".into(),
+        )),
     }
 }
 
@@ -327,7 +333,7 @@ pub async fn apply_control<S: EventStore>(
 }
 
 /// The append of a step's events, recorded at the step's clock reading.
-fn append_request(
+pub(crate) fn append_request(
     cause: &Cause,
     events: &[DomainEvent],
     env: &StepEnv,
@@ -574,6 +580,17 @@ impl<S: EventStore + 'static> Engine<S> {
             Ok(_) | Err(StoreError::Conflict { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Forks a finished run ([`crate::fork::fork`]) and drives the fork, unless another
+    /// instance holds its lease (then that instance drives it, found through the run index).
+    pub async fn fork(
+        &self,
+        request: crate::fork::ForkRequest,
+    ) -> Result<crate::fork::ForkOutcome, EngineError> {
+        let outcome = crate::fork::fork(&self.inner.store, request).await?;
+        self.ensure_driven(outcome.run_id).await?;
+        Ok(outcome)
     }
 
     /// Loads a run and drives it, unless it is already driven here, has ended, or another

@@ -12,6 +12,7 @@
 //! - [`delivery`]: what became of an executor report (recorded, duplicate, refused for good,
 //!   transient), told back to the queue that carried it.
 //! - [`subflows`]: where sub-flow nodes' flowcharts come from (`FlowchartSource`).
+//! - [`fork`]: a new run from a node of a finished one, linked both ways.
 //! - [`lease`]: which engine instance drives which run (leases in PostgreSQL, takeover).
 //!
 //! See docs/engine.md for the rules the decider follows.
@@ -20,6 +21,7 @@ pub mod decide;
 pub mod delivery;
 pub mod engine;
 pub mod executor;
+pub mod fork;
 mod inputs;
 pub mod lease;
 pub mod provider;

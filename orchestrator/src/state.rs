@@ -108,6 +108,9 @@ pub struct NodeRun {
     /// Its result stopped counting (an operator rewound it or something upstream of it).
     pub invalidated: bool,
     pub child_run: Option<RunId>,
+    /// Order in which node runs ended (0 while active): a fork keeps results in this order,
+    /// which is the order their tokens were delivered.
+    pub ended_seq: u64,
 }
 
 impl NodeRun {
@@ -196,6 +199,13 @@ pub struct RunState {
     pub failure: Option<ErrorInfo>,
     index: HashMap<NodeRunId, usize>,
     token_seq: u64,
+    end_seq: u64,
+    /// Set on a run that began as a fork (`RunForked`).
+    pub forked_from: Option<events::ForkSource>,
+    /// On a fork: its first `kept` node runs are the source's results it kept.
+    pub kept: usize,
+    /// Forks of this run (`RunForkedTo`): the fork's run id and its fork node.
+    pub forks: Vec<(RunId, String)>,
 }
 
 /// An event that does not fit the state it is applied to: the stream is not one this engine
@@ -260,7 +270,129 @@ impl RunState {
             failure: None,
             index: HashMap::new(),
             token_seq: 0,
+            end_seq: 0,
+            forked_from: None,
+            kept: 0,
+            forks: Vec::new(),
         }
+    }
+
+    /// The state right after `RunForked`: a run of the same definition whose kept node runs are
+    /// the source's results, replayed in the order they ended (so tokens are delivered and
+    /// consumed as they were), and whose fork node waits to run again on the tokens its latest
+    /// source run consumed. See `crate::fork`.
+    pub fn from_forked(forked: &events::RunForked) -> Result<Self, StateError> {
+        const EVENT: &str = "RunForked";
+        let mut state =
+            Self::from_started(&forked.as_started()).map_err(|e| inconsistent(EVENT, e.message))?;
+        state.forked_from = Some(forked.source.clone());
+        for kept in &forked.kept {
+            state.keep(kept)?;
+        }
+        state.kept = state.node_runs.len();
+        let node = state
+            .flowchart
+            .node_index(&forked.from_node)
+            .ok_or_else(|| inconsistent(EVENT, format!("unknown node `{}`", forked.from_node)))?;
+        let mut consumed = Vec::with_capacity(forked.rerun_consumed.len());
+        for t in &forked.rerun_consumed {
+            consumed.push(state.rerun_token(node, t)?);
+        }
+        state.reruns.push_back(Rerun { node, consumed });
+        Ok(state)
+    }
+
+    /// Adds one kept node run of a fork's source: scheduled on the tokens it consumed, ended
+    /// with its recorded result, its output delivered downstream.
+    fn keep(&mut self, k: &events::KeptNodeRun) -> Result<(), StateError> {
+        const EVENT: &str = "RunForked";
+        if !matches!(
+            k.status,
+            NodeRunStatus::Succeeded
+                | NodeRunStatus::SuccessWithWarning
+                | NodeRunStatus::Skipped
+                | NodeRunStatus::Failed
+                | NodeRunStatus::TimedOut
+                | NodeRunStatus::Canceled
+        ) {
+            return Err(inconsistent(EVENT, "a kept node run must have ended"));
+        }
+        self.scheduled(&events::NodeScheduled {
+            run_id: self.run_id,
+            node_id: k.node_id.clone(),
+            node_run_id: k.node_run_id,
+            node_type: k.node_type,
+            attempt: k.attempt,
+            execution_index: k.execution_index,
+            // Not recorded for kept runs: the fork never compares their inputs again.
+            input_context_hash: Digest::of(b""),
+            consumed_tokens: k.consumed_tokens.clone(),
+            retry_of: k.retry_of,
+        })?;
+        let i = self.node_runs.len() - 1;
+        if let Some(routed) = &k.routed {
+            let mut connectors = Vec::with_capacity(routed.len());
+            for id in routed {
+                let c = self
+                    .flowchart
+                    .connector_index(id)
+                    .ok_or_else(|| inconsistent(EVENT, format!("unknown connector `{id}`")))?;
+                connectors.push(c);
+            }
+            self.node_runs[i].routed = Some(connectors);
+        }
+        let id = k.node_run_id;
+        self.end(EVENT, &id, k.status)?;
+        let nr = &mut self.node_runs[i];
+        nr.output = k.output.clone();
+        nr.error = k.error.clone();
+        nr.artifact = k.artifact_id;
+        if nr.delivered() {
+            self.deliver(i);
+        }
+        Ok(())
+    }
+
+    /// The token a fork's re-run consumes: still pending, or (when a kept earlier attempt of
+    /// the fork node consumed it) the one that attempt holds.
+    fn rerun_token(&mut self, node: usize, t: &ConsumedToken) -> Result<Token, StateError> {
+        const EVENT: &str = "RunForked";
+        let from = self.run_index(EVENT, &t.from_node_run_id)?;
+        let connector = self
+            .flowchart
+            .connector_index(&t.connector_id)
+            .ok_or_else(|| {
+                inconsistent(EVENT, format!("unknown connector `{}`", t.connector_id))
+            })?;
+        let slot = self
+            .flowchart
+            .solid_incoming(node)
+            .iter()
+            .position(|&c| c == connector);
+        if let Some(queue) = slot.and_then(|s| self.nodes[node].pending.get_mut(s))
+            && let Some(pos) = queue.iter().position(|k| k.from == from)
+            && let Some(token) = queue.remove(pos)
+        {
+            if self.nodes[node].pending.iter().all(VecDeque::is_empty) {
+                self.candidates.remove(&node);
+            }
+            return Ok(token);
+        }
+        self.nodes[node]
+            .runs
+            .iter()
+            .flat_map(|&r| self.node_runs[r].consumed.iter())
+            .find(|k| k.from == from && k.connector == connector)
+            .copied()
+            .ok_or_else(|| {
+                inconsistent(
+                    EVENT,
+                    format!(
+                        "no token on `{}` from {}",
+                        t.connector_id, t.from_node_run_id
+                    ),
+                )
+            })
     }
 
     /// Rebuilds a run from its events, first to last.
@@ -268,13 +400,16 @@ impl RunState {
         events: impl IntoIterator<Item = &'a DomainEvent>,
     ) -> Result<Self, StateError> {
         let mut events = events.into_iter();
-        let Some(DomainEvent::RunStarted(started)) = events.next() else {
-            return Err(inconsistent(
-                "RunStarted",
-                "a run stream must begin with RunStarted",
-            ));
+        let mut state = match events.next() {
+            Some(DomainEvent::RunStarted(started)) => Self::from_started(started)?,
+            Some(DomainEvent::RunForked(forked)) => Self::from_forked(forked)?,
+            _ => {
+                return Err(inconsistent(
+                    "RunStarted",
+                    "a run stream must begin with RunStarted or RunForked",
+                ));
+            }
         };
-        let mut state = Self::from_started(started)?;
         for event in events {
             state.evolve(event)?;
         }
@@ -451,6 +586,12 @@ impl RunState {
             DomainEvent::RunCanceled(_) => self.status = RunStatus::Canceled,
             // Who drives the run changes nothing about what it is.
             DomainEvent::RunTakenOver(_) => {}
+            DomainEvent::RunForked(_) => {
+                return Err(inconsistent("RunForked", "the run has already started"));
+            }
+            // A link to a fork: nothing the decider looks at changes (a finished run stays
+            // finished); the link is kept for `runs show`.
+            DomainEvent::RunForkedTo(e) => self.forks.push((e.fork_run_id, e.from_node.clone())),
             DomainEvent::ChildRunStarted(e) => {
                 let i = self.run_index("ChildRunStarted", &e.node_run_id)?;
                 self.node_runs[i].child_run = Some(e.child_run_id);
@@ -701,6 +842,7 @@ impl RunState {
             artifact: None,
             invalidated: false,
             child_run: None,
+            ended_seq: 0,
         });
         self.index.insert(e.node_run_id, i);
         self.active.insert(i);
@@ -773,8 +915,10 @@ impl RunState {
         status: NodeRunStatus,
     ) -> Result<usize, StateError> {
         let i = self.active_index(event, id)?;
+        self.end_seq += 1;
         let nr = &mut self.node_runs[i];
         nr.phase = Phase::Ended(status);
+        nr.ended_seq = self.end_seq;
         if let Some(at) = nr.deadline {
             self.timers.remove(&Timer {
                 at,

@@ -69,6 +69,8 @@ pub(crate) fn decode_all(events: &[RecordedEvent]) -> Result<Vec<DomainEvent>, A
 pub(crate) fn run_of(event: &DomainEvent) -> Option<RunId> {
     Some(match event {
         DomainEvent::RunStarted(e) => e.run_id,
+        DomainEvent::RunForked(e) => e.run_id,
+        DomainEvent::RunForkedTo(e) => e.run_id,
         DomainEvent::RunCompleted(e) => e.run_id,
         DomainEvent::RunFailed(e) => e.run_id,
         DomainEvent::RunPaused(e) => e.run_id,

@@ -9,14 +9,14 @@ use runledger_ledger::testing::{TestLedger, test_database_url};
 use serde_json::{Value, json};
 
 /// A `runledger serve` process, killed when dropped (also when an assertion fails).
-struct Serve {
+pub(super) struct Serve {
     child: Child,
-    base: String,
+    pub(super) base: String,
     log: std::path::PathBuf,
 }
 
 impl Serve {
-    fn start(schema: &str) -> Self {
+    pub(super) fn start(schema: &str) -> Self {
         // A free port: bind, read it, let it go (the serve binds it right after).
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -59,7 +59,7 @@ impl Serve {
         }
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -72,7 +72,7 @@ impl Drop for Serve {
     }
 }
 
-async fn json_of(response: reqwest::Response) -> (reqwest::StatusCode, Value) {
+pub(super) async fn json_of(response: reqwest::Response) -> (reqwest::StatusCode, Value) {
     let status = response.status();
     let text = response.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))

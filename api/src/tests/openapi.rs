@@ -64,6 +64,7 @@ fn the_document_covers_exactly_the_routes() {
             "runs::",
             "read::",
             "control::",
+            "fork::",
             "live::",
             "models::",
         ]

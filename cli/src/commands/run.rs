@@ -325,6 +325,21 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
             None,
             format!("by {} (lease epoch {})", e.instance_id, e.epoch),
         ),
+        DomainEvent::RunForked(e) => (
+            Some(&e.from_node),
+            None,
+            None,
+            format!(
+                "forked from run {} at version {}",
+                e.source.run_id, e.source.stream_version
+            ),
+        ),
+        DomainEvent::RunForkedTo(e) => (
+            Some(&e.from_node),
+            None,
+            None,
+            format!("forked to run {}", e.fork_run_id),
+        ),
         DomainEvent::ChildRunStarted(e) => (
             Some(&e.node_id),
             Some(e.node_run_id.to_string()),

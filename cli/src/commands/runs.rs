@@ -8,6 +8,7 @@ use runledger_orchestrator::ControlAction;
 use runledger_orchestrator::engine::{
     ControlOutcome, EngineError, apply_control, load_run, status_counts,
 };
+use runledger_orchestrator::fork::ForkRequest;
 use runledger_orchestrator::state::Phase;
 use serde_json::{Value, json};
 
@@ -19,6 +20,10 @@ pub enum RunsCommand {
     Control(ControlArgs),
     /// Retry, skip or rewind one node of a run.
     Node(NodeArgs),
+    /// Start a new run from a node of a finished run: the source's results upstream of the node
+    /// are kept, the node and everything downstream of it run again (`serve` drives the fork).
+    /// The source is unchanged but for a link to the fork.
+    Fork(ForkArgs),
     /// Show a run's status and its node runs (execution index, attempt, status, output or
     /// error, warnings), rebuilt from the run's stream; a broken stream is reported, not shown.
     Show {
@@ -97,9 +102,24 @@ pub struct NodeArgs {
     meta: ControlMeta,
 }
 
+#[derive(Debug, Args)]
+pub struct ForkArgs {
+    /// The source run's id (a UUID): a completed, failed or canceled run.
+    run: RunId,
+    /// The node to run again, with everything downstream of it.
+    #[arg(long = "from", value_name = "NODE")]
+    from: String,
+    /// An output (JSON) for NODE instead of running it, as `skip` takes one.
+    #[arg(long, value_name = "JSON")]
+    output: Option<String>,
+    #[command(flatten)]
+    meta: ControlMeta,
+}
+
 impl RunsCommand {
     pub fn wants_json(&self) -> bool {
         match self {
+            RunsCommand::Fork(args) => args.meta.json,
             RunsCommand::Control(args) => args.meta.json,
             RunsCommand::Node(args) => args.meta.json,
             RunsCommand::Show { json, .. } => *json,
@@ -145,6 +165,77 @@ pub async fn run(global: &GlobalArgs, command: RunsCommand) -> Result<(), Failur
             control(global, args.run, action, args.meta).await
         }
         RunsCommand::Show { run, json } => show(global, run, json).await,
+        RunsCommand::Fork(args) => fork(global, args).await,
+    }
+}
+
+async fn fork(global: &GlobalArgs, args: ForkArgs) -> Result<(), Failure> {
+    let output =
+        match &args.output {
+            Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|e| {
+                Failure::caused("--output: not JSON", e).with_code("invalid_argument")
+            })?),
+            None => None,
+        };
+    let meta = args.meta;
+    let request_id = match meta.request_id {
+        Some(id) => RequestId::new(id).map_err(|e| Failure::usage(format!("--request-id: {e}")))?,
+        None => RequestId::generate(),
+    };
+    let store = super::open_existing(global).await?;
+    let request = ForkRequest {
+        source: args.run,
+        from_node: args.from.clone(),
+        output,
+        control: Control {
+            actor: meta.actor,
+            reason: meta.reason,
+        },
+        request_id: request_id.clone(),
+        correlation_id: None,
+    };
+    match runledger_orchestrator::fork::fork(&store, request).await {
+        Ok(outcome) => {
+            if meta.json {
+                let line = json!({
+                    "ok": true,
+                    "run_id": outcome.run_id,
+                    "source_run_id": args.run,
+                    "from_node": args.from,
+                    "source_version": outcome.source.stream_version,
+                    "source_head_hash": outcome.source.head_hash.to_hex(),
+                    "request_id": request_id,
+                    "deduplicated": outcome.deduplicated,
+                });
+                outln!("{line}");
+            } else if outcome.deduplicated {
+                outln!(
+                    "fork: request {request_id} already forked run {} as run {}; nothing written",
+                    args.run,
+                    outcome.run_id
+                );
+            } else {
+                outln!(
+                    "fork: run {} from node `{}` of run {} (at version {})",
+                    outcome.run_id,
+                    args.from,
+                    args.run,
+                    outcome.source.stream_version
+                );
+            }
+            hint_when_undriven(&store, outcome.run_id, "the fork runs").await;
+            Ok(())
+        }
+        Err(e) => {
+            if meta.json {
+                let envelope =
+                    runledger_contracts::error::ErrorEnvelope::new(e.code(), e.to_string())
+                        .with_ids(Some(request_id.as_str().to_owned()), None);
+                outln!("{}", serde_json::to_string(&envelope).unwrap_or_default());
+                return Err(Failure::silent());
+            }
+            Err(describe(args.run, "fork", e))
+        }
     }
 }
 
@@ -167,11 +258,7 @@ async fn control(
     match apply_control(&store, run_id, action, control, request_id.clone()).await {
         Ok(outcome) => {
             print_outcome(run_id, name, &request_id, &outcome, meta.json);
-            if let Some(store) = store.as_postgres() {
-                hint_when_undriven(store, run_id).await;
-            } else if let Some(path) = store.sqlite_path() {
-                hint_when_no_engine(path, run_id);
-            }
+            hint_when_undriven(&store, run_id, "the control takes effect").await;
             Ok(())
         }
         Err(e) => {
@@ -189,7 +276,16 @@ async fn control(
 
 /// A control on a run that no engine instance drives is recorded but changes nothing until one
 /// does: say so on stderr.
-async fn hint_when_undriven(store: &runledger_ledger::PgEventStore, run_id: RunId) {
+async fn hint_when_undriven(store: &runledger_ledger::LedgerStore, run_id: RunId, what: &str) {
+    match (store.as_postgres(), store.sqlite_path()) {
+        (Some(pg), _) => hint_when_unleased(pg, run_id, what).await,
+        (None, Some(path)) => hint_when_no_engine(path, run_id, what),
+        (None, None) => {}
+    }
+}
+
+/// On PostgreSQL a run is driven when it is in the run index under a live lease.
+async fn hint_when_unleased(store: &runledger_ledger::PgEventStore, run_id: RunId, what: &str) {
     let leases = runledger_ledger::leases::LeaseStore::new(store.pool().clone());
     let (indexed, lease) = match (
         leases.is_indexed(run_id).await,
@@ -202,22 +298,20 @@ async fn hint_when_undriven(store: &runledger_ledger::PgEventStore, run_id: RunI
         }
     };
     if indexed && !lease.is_some_and(|l| l.live) {
-        errln!(
-            "runledger: no engine drives run {run_id} now; the control takes effect when `runledger serve` runs"
-        );
+        errln!("runledger: no engine drives run {run_id} now; {what} when `runledger serve` runs");
     }
 }
 
 /// On SQLite the only engine is a process holding the file's engine lock (`run --wait`): when
 /// the lock is free, nothing drives the run now; say so on stderr.
-fn hint_when_no_engine(ledger: &std::path::Path, run_id: RunId) {
+fn hint_when_no_engine(ledger: &std::path::Path, run_id: RunId, what: &str) {
     let path = runledger_ledger::sqlite::lock_file_path(ledger, "engine");
-    let Ok(file) = std::fs::OpenOptions::new().read(true).open(&path) else {
-        errln!("runledger: no engine drives run {run_id} now; the control is recorded");
-        return;
-    };
-    if file.try_lock_shared().is_ok() {
-        errln!("runledger: no engine drives run {run_id} now; the control is recorded");
+    let free = std::fs::OpenOptions::new()
+        .read(true)
+        .open(&path)
+        .map_or(true, |file| file.try_lock_shared().is_ok());
+    if free {
+        errln!("runledger: no engine drives run {run_id} now; {what} once an engine drives it (a SQLite ledger has none running)");
     }
 }
 
@@ -279,7 +373,8 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
     let node_runs: Vec<Value> = state
         .node_runs
         .iter()
-        .map(|nr| {
+        .enumerate()
+        .map(|(i, nr)| {
             let status = match nr.phase {
                 Phase::Scheduled => "scheduled".to_owned(),
                 Phase::Running => "running".to_owned(),
@@ -299,6 +394,7 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
                 "error": nr.error,
                 "warnings": nr.warnings,
                 "has_artifact": nr.artifact.is_some(),
+                "kept_from_source": i < state.kept,
             })
         })
         .collect();
@@ -312,6 +408,8 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
             "node_run_statuses": status_counts(state),
             "output": state.output,
             "error": state.failure,
+            "forked_from": forked_from(state),
+            "forks": forks(state),
             "nodes": node_runs,
         });
         outln!("{line}");
@@ -326,6 +424,17 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
     if let Some(error) = &state.failure {
         outln!("  error: {} [{}]", error.message, error.code);
     }
+    if let Some(from) = &state.forked_from {
+        outln!(
+            "  forked from run {} at version {} (its first {} node run(s) are the source's)",
+            from.run_id,
+            from.stream_version,
+            state.kept
+        );
+    }
+    for (fork, node) in &state.forks {
+        outln!("  forked to run {fork} from node `{node}`");
+    }
     // `#E.A`: execution E of the node (a loop or a rewind runs it again), attempt A of that
     // execution (retries).
     for nr in &node_runs {
@@ -337,6 +446,8 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
             nr["node_run_id"].as_str().unwrap_or_default(),
             if nr["invalidated"] == json!(true) {
                 "  (invalidated)"
+            } else if nr["kept_from_source"] == json!(true) {
+                "  (kept from the source)"
             } else {
                 ""
             }
@@ -366,6 +477,24 @@ async fn show(global: &GlobalArgs, run_id: RunId, as_json: bool) -> Result<(), F
         }
     }
     Ok(())
+}
+
+fn forked_from(state: &runledger_orchestrator::RunState) -> Value {
+    state.forked_from.as_ref().map_or(Value::Null, |f| {
+        json!({
+            "run_id": f.run_id,
+            "stream_version": f.stream_version,
+            "head_hash": f.head_hash.to_hex(),
+        })
+    })
+}
+
+fn forks(state: &runledger_orchestrator::RunState) -> Value {
+    state
+        .forks
+        .iter()
+        .map(|(run_id, node)| json!({ "run_id": run_id, "from_node": node }))
+        .collect()
 }
 
 /// `text` cut to `width` characters (never inside a UTF-8 sequence) with the full length when

@@ -77,7 +77,7 @@ pub enum ReplayOutcome {
 pub enum ReplayError {
     #[error("the stream is empty")]
     Empty,
-    #[error("{stream_id} is not a run stream (it does not begin with RunStarted)")]
+    #[error("{stream_id} is not a run stream (it does not begin with RunStarted or RunForked)")]
     NotARun { stream_id: String },
     #[error("version {stream_version}: cannot decode {event_type}")]
     Decode {
@@ -105,12 +105,15 @@ pub fn replay_run(events: &[RecordedEvent]) -> Result<ReplayOutcome, ReplayError
             source,
         })?);
     }
-    let DomainEvent::RunStarted(started) = &decoded[0] else {
-        return Err(ReplayError::NotARun {
-            stream_id: first.stream_id.to_string(),
-        });
+    let run_id = match &decoded[0] {
+        DomainEvent::RunStarted(started) => started.run_id,
+        DomainEvent::RunForked(forked) => forked.run_id,
+        _ => {
+            return Err(ReplayError::NotARun {
+                stream_id: first.stream_id.to_string(),
+            });
+        }
     };
-    let run_id = started.run_id;
     let settings = recorded_settings(events, &decoded);
     let mut replay = Replay {
         run_id,
@@ -171,6 +174,19 @@ impl Replay {
             correlation_id: head.correlation_id.clone(),
         };
         let Some(state) = self.state.as_mut() else {
+            if let DomainEvent::RunForked(forked) = &decoded[0] {
+                // The kept results are the fork's input; what follows is decided again.
+                self.fed += 1;
+                return Ok(
+                    match decide::fork_run(forked.clone(), &mut env, &cause, &self.settings) {
+                        Ok((state, replayed)) => {
+                            self.state = Some(state);
+                            self.compare(recorded, decoded, &replayed)
+                        }
+                        Err(e) => Some(self.refused(recorded, decoded, &e)),
+                    },
+                );
+            }
             let DomainEvent::RunStarted(started) = &decoded[0] else {
                 return Err(ReplayError::NotARun {
                     stream_id: head.stream_id.to_string(),
@@ -360,6 +376,7 @@ fn is_decision(event: &DomainEvent) -> bool {
     matches!(
         event,
         DomainEvent::RunStarted(_)
+            | DomainEvent::RunForked(_)
             | DomainEvent::RunCompleted(_)
             | DomainEvent::RunFailed(_)
             | DomainEvent::RunPaused(_)

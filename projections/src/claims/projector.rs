@@ -211,7 +211,7 @@ impl ClaimEvidenceProjector {
             let run = run_of(domain).unwrap_or(NO_RUN);
             runs.insert(run.0);
             match domain {
-                DomainEvent::RunStarted(_) => {
+                DomainEvent::RunStarted(_) | DomainEvent::RunForked(_) => {
                     started_here.insert(run);
                 }
                 DomainEvent::RunCompleted(_)
@@ -358,10 +358,14 @@ impl ClaimEvidenceProjector {
             for (event_type, version, payload) in rows {
                 let payload: serde_json::Value = serde_json::from_str(&payload)
                     .map_err(|e| ApplyError::Encode(e.to_string()))?;
-                if let Ok(DomainEvent::RunStarted(started)) =
-                    DomainEvent::decode(&event_type, version as u32, payload)
-                {
-                    loaded.push((started.run_id, flowchart_of(&started.definition)));
+                match DomainEvent::decode(&event_type, version as u32, payload) {
+                    Ok(DomainEvent::RunStarted(started)) => {
+                        loaded.push((started.run_id, flowchart_of(&started.definition)));
+                    }
+                    Ok(DomainEvent::RunForked(forked)) => {
+                        loaded.push((forked.run_id, flowchart_of(&forked.definition)));
+                    }
+                    _ => {}
                 }
             }
             if let Ok(mut cache) = self.flowcharts.lock() {
@@ -486,6 +490,20 @@ impl Batch {
 
         match domain {
             DomainEvent::RunStarted(e) => {
+                self.runs.entry(run).or_insert_with(|| Entry {
+                    row: RunRow {
+                        run_id: run,
+                        stream_id: stream.to_owned(),
+                        terminal_event: None,
+                        terminal_version: None,
+                    },
+                    dirty: true,
+                });
+                self.flowcharts
+                    .entry(run)
+                    .or_insert_with(|| flowchart_of(&e.definition));
+            }
+            DomainEvent::RunForked(e) => {
                 self.runs.entry(run).or_insert_with(|| Entry {
                     row: RunRow {
                         run_id: run,

@@ -18,7 +18,8 @@ use runledger_contracts::ids::{NodeRunId, RunId};
 use sqlx::{PgConnection, Postgres, Transaction};
 
 pub use rows::{
-    CancelInfo, RetryInfo, Routing, RunWarning, TimelineEntry, TimeoutInfo, ToolCallRow,
+    CancelInfo, ForkLink, ForkedFrom, RetryInfo, Routing, RunWarning, TimelineEntry, TimeoutInfo,
+    ToolCallRow,
 };
 pub(crate) use rows::{NodeRunRow, RunRow};
 
@@ -64,6 +65,9 @@ async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), Ap
     for event in &decoded {
         match event {
             DomainEvent::RunStarted(e) => {
+                started.insert(e.run_id.0);
+            }
+            DomainEvent::RunForked(e) => {
                 started.insert(e.run_id.0);
             }
             DomainEvent::NodeScheduled(e) => {
@@ -137,7 +141,8 @@ const INSERT_RUNS: &str = "INSERT INTO run_detail_runs SELECT * FROM json_popula
 const UPDATE_RUNS: &str = "UPDATE run_detail_runs t
         SET status = r.status, ended_at = r.ended_at, duration_ms = r.duration_ms, output = r.output,
             error = r.error, node_runs = r.node_runs, status_counts = r.status_counts,
-            warnings = r.warnings, last_version = r.last_version, updated_at = r.updated_at
+            warnings = r.warnings, last_version = r.last_version, updated_at = r.updated_at,
+            forks = r.forks
        FROM json_populate_recordset(NULL::run_detail_runs, $1::json) r
       WHERE t.run_id = r.run_id";
 const INSERT_NODE_RUNS: &str = "INSERT INTO run_detail_node_runs SELECT * FROM json_populate_recordset(NULL::run_detail_node_runs, $1::json)";
@@ -310,6 +315,59 @@ impl Batch {
         Ok(run)
     }
 
+    /// Creates the row of a run that begins (`RunStarted`, or `RunForked` with its source).
+    fn start_run(
+        &mut self,
+        index: usize,
+        event: &RecordedEvent,
+        run_id: RunId,
+        e: &runledger_contracts::events::RunStarted,
+        forked_from: Option<ForkedFrom>,
+    ) -> Result<(), ApplyError> {
+        if self.runs.contains_key(&run_id) {
+            return Err(ApplyError::event(
+                index,
+                format!("run {run_id} was already started"),
+            ));
+        }
+        let at = event.recorded_at;
+        let row = RunRow {
+            run_id,
+            stream_id: event.stream_id.to_string(),
+            status: "running".into(),
+            flowchart_name: e.flowchart.name.clone(),
+            flowchart_version: e.flowchart.version,
+            definition_hash: e.flowchart.definition_hash.to_hex(),
+            inputs: e.inputs.clone(),
+            actor: e.actor.clone(),
+            parent_run_id: e.parent.as_ref().map(|p| p.run_id),
+            parent_node_id: e.parent.as_ref().map(|p| p.node_id.clone()),
+            parent_node_run_id: e.parent.as_ref().map(|p| p.node_run_id),
+            deadline: e.deadline,
+            started_at: at,
+            ended_at: None,
+            duration_ms: None,
+            output: None,
+            error: None,
+            node_runs: 0,
+            status_counts: Default::default(),
+            warnings: Vec::new(),
+            last_version: event.stream_version,
+            updated_at: at,
+            forked_from,
+            forks: Vec::new(),
+        };
+        self.runs.insert(
+            run_id,
+            Entry {
+                row,
+                new: true,
+                dirty: true,
+            },
+        );
+        Ok(())
+    }
+
     fn apply(
         &mut self,
         index: usize,
@@ -324,50 +382,46 @@ impl Batch {
         let line = Line::new(event, run_id);
         let entry = match domain {
             DomainEvent::RunStarted(e) => {
-                if self.runs.contains_key(&run_id) {
-                    return Err(ApplyError::event(
-                        index,
-                        format!("run {run_id} was already started"),
-                    ));
-                }
-                let row = RunRow {
-                    run_id,
-                    stream_id: event.stream_id.to_string(),
-                    status: "running".into(),
-                    flowchart_name: e.flowchart.name.clone(),
-                    flowchart_version: e.flowchart.version,
-                    definition_hash: e.flowchart.definition_hash.to_hex(),
-                    inputs: e.inputs.clone(),
-                    actor: e.actor.clone(),
-                    parent_run_id: e.parent.as_ref().map(|p| p.run_id),
-                    parent_node_id: e.parent.as_ref().map(|p| p.node_id.clone()),
-                    parent_node_run_id: e.parent.as_ref().map(|p| p.node_run_id),
-                    deadline: e.deadline,
-                    started_at: at,
-                    ended_at: None,
-                    duration_ms: None,
-                    output: None,
-                    error: None,
-                    node_runs: 0,
-                    status_counts: Default::default(),
-                    warnings: Vec::new(),
-                    last_version: event.stream_version,
-                    updated_at: at,
-                };
-                self.runs.insert(
-                    run_id,
-                    Entry {
-                        row,
-                        new: true,
-                        dirty: true,
-                    },
-                );
+                self.start_run(index, event, run_id, e, None)?;
                 let version = e
                     .flowchart
                     .version
                     .map_or(String::new(), |v| format!(" v{v}"));
                 line.run(format!("flowchart {}{version}", e.flowchart.name))
                     .actor(&e.actor)
+            }
+            DomainEvent::RunForked(e) => {
+                let from = ForkedFrom {
+                    run_id: e.source.run_id,
+                    stream_version: e.source.stream_version,
+                    head_hash: e.source.head_hash.to_hex(),
+                    from_node: e.from_node.clone(),
+                };
+                self.start_run(index, event, run_id, &e.as_started(), Some(from))?;
+                line.operator(
+                    &e.control,
+                    format!(
+                        "forked from run {} at version {}, node `{}` ({} node runs kept)",
+                        e.source.run_id,
+                        e.source.stream_version,
+                        e.from_node,
+                        e.kept.len()
+                    ),
+                )
+            }
+            DomainEvent::RunForkedTo(e) => {
+                self.run(index, run_id)?.forks.push(ForkLink {
+                    run_id: e.fork_run_id,
+                    from_node: e.from_node.clone(),
+                    stream_version: e.stream_version,
+                });
+                line.operator(
+                    &e.control,
+                    format!(
+                        "forked to run {} from node `{}`",
+                        e.fork_run_id, e.from_node
+                    ),
+                )
             }
             DomainEvent::RunCompleted(e) => {
                 let run = self.end_run(index, event, run_id, "completed")?;

@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::rows::{
-    CancelInfo, NodeRunRow, RetryInfo, Routing, RunRow, RunWarning, TimelineEntry, TimeoutInfo,
-    ToolCallRow,
+    CancelInfo, ForkLink, ForkedFrom, NodeRunRow, RetryInfo, Routing, RunRow, RunWarning,
+    TimelineEntry, TimeoutInfo, ToolCallRow,
 };
 use crate::artifact_history::ArtifactDetail;
 use crate::cursor;
@@ -73,6 +73,11 @@ pub struct RunDetail {
     /// The run's durable deadline (`limits.max_runtime_s`).
     pub deadline: Option<Timestamp>,
     pub parent: Option<ParentLink>,
+    /// The run this one was forked from (`RunForked`), with the version and head hash of the
+    /// source it was planned from and the node it starts again at.
+    pub forked_from: Option<ForkedFrom>,
+    /// Runs forked from this one (`RunForkedTo`), oldest first.
+    pub forks: Vec<ForkLink>,
     /// What reached `end`, once completed.
     pub output: Option<Value>,
     /// Why the run failed, while it is failed.
@@ -332,6 +337,8 @@ pub async fn run_detail(pool: &PgPool, run_id: RunId) -> Result<Option<RunDetail
             node_id: r.parent_node_id.clone(),
             node_run_id: r.parent_node_run_id,
         }),
+        forked_from: r.forked_from,
+        forks: r.forks,
         stream_id: r.stream_id,
         definition_hash: r.definition_hash,
         inputs: r.inputs,

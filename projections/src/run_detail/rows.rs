@@ -38,6 +38,32 @@ pub(crate) struct RunRow {
     pub warnings: Vec<RunWarning>,
     pub last_version: u64,
     pub updated_at: Timestamp,
+    /// The source of a fork (`RunForked`).
+    #[serde(default)]
+    pub forked_from: Option<ForkedFrom>,
+    /// Forks of this run (`RunForkedTo`), oldest first.
+    #[serde(default)]
+    pub forks: Vec<ForkLink>,
+}
+
+/// Where a fork came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkedFrom {
+    pub run_id: RunId,
+    /// The source's stream version the fork was planned from.
+    pub stream_version: u64,
+    /// Hex of the source's event hash at that version.
+    pub head_hash: String,
+    pub from_node: String,
+}
+
+/// One fork of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkLink {
+    pub run_id: RunId,
+    pub from_node: String,
+    /// The source's stream version the fork was planned from.
+    pub stream_version: u64,
 }
 
 /// A warning of one node run, collected on its run.
