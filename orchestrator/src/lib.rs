@@ -13,6 +13,7 @@
 //!
 //! See docs/engine.md for the rules the decider follows.
 
+pub mod commit;
 pub mod decide;
 pub mod engine;
 pub mod executor;

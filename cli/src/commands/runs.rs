@@ -166,6 +166,13 @@ async fn control(
     let name = action.name();
     match apply_control(&store, run_id, action, control, request_id.clone()).await {
         Ok(outcome) => {
+            if !outcome.deduplicated {
+                // The serve that drives the run reads the control now, not on a poll.
+                let leases = runledger_ledger::leases::LeaseStore::new(store.pool().clone());
+                if let Err(e) = leases.wake_owner(run_id).await {
+                    tracing::warn!(error = %e, "cannot wake the engine that drives the run");
+                }
+            }
             print_outcome(run_id, name, &request_id, &outcome, meta.json);
             hint_when_undriven(&store, run_id).await;
             Ok(())
