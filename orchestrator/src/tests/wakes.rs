@@ -163,7 +163,7 @@ fn chain(n: usize) -> Arc<Flowchart> {
     let mut yaml = String::from("name: chain\nnodes:\n  - { id: start, type: start }\n");
     for i in 0..n {
         yaml.push_str(&format!(
-            "  - {{ id: t{i}, type: task, model: scripted }}\n"
+            "  - {{ id: t{i}, type: task, model: scripted, scripted: [{{ output: {{ ok: true }} }}] }}\n"
         ));
     }
     yaml.push_str("  - { id: end, type: end }\nconnectors:\n");
