@@ -210,6 +210,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// An append whose outcome never arrived because the task writing it was dropped (a group
+    /// commit cancelled mid-way): transient, since whether it committed is unknown and a
+    /// retry with the same request id settles it.
+    pub fn interrupted() -> Self {
+        StoreError::Database(sqlx::Error::WorkerCrashed)
+    }
+
     /// A stable code for the API error envelope and CLI messages.
     pub fn code(&self) -> &'static str {
         match self {

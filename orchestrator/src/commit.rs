@@ -159,5 +159,5 @@ pub(crate) async fn write<S: EventStore>(store: &S, batch: Vec<Queued>) {
 /// The outcome of a queued append whose reply was dropped (its flush was cancelled): a
 /// transient failure, so the step is retried after a reload.
 pub(crate) fn lost() -> StoreError {
-    StoreError::Database(sqlx::Error::WorkerCrashed)
+    StoreError::interrupted()
 }
