@@ -36,6 +36,9 @@ impl Default for GroupCommitConfig {
 }
 
 type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+type Outcome = oneshot::Receiver<Result<AppendOutcome, StoreError>>;
+/// A commit slot and the batch its holder must write.
+type Lead = Option<(Slot, Vec<Queued>)>;
 
 /// One queued append and where its outcome goes.
 pub(crate) struct Queued {
@@ -94,13 +97,7 @@ impl GroupCommit {
 
     /// Queues an append. Returns where its outcome will arrive, and, when a commit slot was
     /// free, the slot and the batch the caller must now write (its own append among them).
-    pub(crate) fn enqueue(
-        self: &Arc<Self>,
-        item: StreamAppend,
-    ) -> (
-        oneshot::Receiver<Result<AppendOutcome, StoreError>>,
-        Option<(Slot, Vec<Queued>)>,
-    ) {
+    pub(crate) fn enqueue(self: &Arc<Self>, item: StreamAppend) -> (Outcome, Lead) {
         let (reply, outcome) = oneshot::channel();
         let Ok(mut q) = self.queue.lock() else {
             let _ = reply.send(Err(StoreError::InvalidRequest(
