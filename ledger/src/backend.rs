@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use runledger_contracts::digest::Digest;
 use runledger_contracts::envelope::{Position, RecordedEvent};
-use runledger_contracts::ids::StreamId;
+use runledger_contracts::ids::{RequestId, StreamId};
 
 use crate::import::{StreamImport, StreamImporter};
 use crate::{
@@ -164,6 +164,21 @@ impl EventStore for LedgerStore {
         items: Vec<StreamAppend>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         delegate!(self, s => s.append_many(items).await)
+    }
+
+    async fn append_batch(
+        &self,
+        items: Vec<StreamAppend>,
+    ) -> Vec<Result<AppendOutcome, StoreError>> {
+        delegate!(self, s => s.append_batch(items).await)
+    }
+
+    async fn find_request(
+        &self,
+        stream: &StreamId,
+        request_id: &RequestId,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        delegate!(self, s => s.find_request(stream, request_id).await)
     }
 
     async fn read_stream(

@@ -18,6 +18,23 @@ use crate::StoreError;
 /// payload is the schema, so instances on other schemas of the database ignore it.
 pub const RUNS_CHANNEL: &str = "runledger_runs";
 
+/// The NOTIFY channel that wakes a run's owner after someone else wrote to the run (a report
+/// recorded by an instance that does not own it, a control applied straight to the ledger);
+/// the payload is `<schema> <run id>`.
+pub const RUN_WAKE_CHANNEL: &str = "runledger_run_wake";
+
+/// What a [`RunWakeups`] heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wakeup {
+    /// A run entered the run index or a lease was handed back.
+    Runs,
+    /// Someone other than its owner wrote to this run.
+    Run(RunId),
+    /// The listening connection broke and is reconnecting: notifications sent meanwhile are
+    /// lost, so the listener should look at everything it waits for once.
+    Lost,
+}
+
 /// A lease this instance now holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -272,32 +289,64 @@ impl LeaseStore {
             .map_err(db_err)
     }
 
-    /// A connection listening for [`RUNS_CHANNEL`]; see [`RunWakeups::next`].
-    pub async fn wakeups(&self) -> Result<RunWakeups, StoreError> {
+    /// Wakes the owner of `run_id` (whichever instance that is) to read what was just written
+    /// to the run. Sent after the write commits; one small statement.
+    pub async fn wake_owner(&self, run_id: RunId) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, current_schema() || ' ' || $2)")
+            .bind(RUN_WAKE_CHANNEL)
+            .bind(run_id.0.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// A connection listening for [`RUN_WAKE_CHANNEL`] and, with `runs`, [`RUNS_CHANNEL`]; see
+    /// [`RunWakeups::next`].
+    pub async fn wakeups(&self, runs: bool) -> Result<RunWakeups, StoreError> {
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&self.pool)
             .await
             .map_err(db_err)?;
         let mut listener = PgListener::connect_with(&self.pool).await.map_err(db_err)?;
-        listener.listen(RUNS_CHANNEL).await.map_err(db_err)?;
+        let mut channels = vec![RUN_WAKE_CHANNEL];
+        if runs {
+            channels.push(RUNS_CHANNEL);
+        }
+        listener.listen_all(channels).await.map_err(db_err)?;
         Ok(RunWakeups { listener, schema })
     }
 }
 
-/// Notifications that a run may be waiting for an owner.
+/// Notifications that a run may be waiting for an owner, or that an owned run was written to.
 pub struct RunWakeups {
     listener: PgListener,
     schema: String,
 }
 
 impl RunWakeups {
-    /// Returns when a run of this schema entered the index or was handed back. An error means
-    /// the listening connection broke (it reconnects on the next call); callers keep polling.
-    pub async fn next(&mut self) -> Result<(), StoreError> {
+    /// Returns the next notification for this schema. [`Wakeup::Lost`] means the connection
+    /// broke (the next call reconnects); an error means reconnecting failed (callers keep
+    /// polling and call again later).
+    pub async fn next(&mut self) -> Result<Wakeup, StoreError> {
         loop {
-            let note = self.listener.recv().await.map_err(db_err)?;
-            if note.payload() == self.schema {
-                return Ok(());
+            let Some(note) = self.listener.try_recv().await.map_err(db_err)? else {
+                return Ok(Wakeup::Lost);
+            };
+            if note.channel() == RUNS_CHANNEL {
+                if note.payload() == self.schema {
+                    return Ok(Wakeup::Runs);
+                }
+                continue;
+            }
+            let Some((schema, run)) = note.payload().split_once(' ') else {
+                continue;
+            };
+            if schema != self.schema {
+                continue;
+            }
+            if let Ok(id) = uuid::Uuid::parse_str(run) {
+                return Ok(Wakeup::Run(RunId(id)));
             }
         }
     }

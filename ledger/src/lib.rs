@@ -219,6 +219,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// An append whose outcome never arrived because the task writing it was dropped (a group
+    /// commit cancelled mid-way): transient, since whether it committed is unknown and a
+    /// retry with the same request id settles it.
+    pub fn interrupted() -> Self {
+        StoreError::Database(sqlx::Error::WorkerCrashed)
+    }
+
     /// A stable code for the API error envelope and CLI messages.
     pub fn code(&self) -> &'static str {
         match self {
@@ -321,6 +328,53 @@ pub trait EventStore: Send + Sync {
         &self,
         items: Vec<StreamAppend>,
     ) -> impl Future<Output = Result<Vec<AppendOutcome>, StoreError>> + Send;
+
+    /// Appends several independent requests in one go, each with its own outcome (group
+    /// commit): unlike [`EventStore::append_many`], the items are not all-or-nothing. Each keeps
+    /// the rules of [`EventStore::append`] on its own stream (expected version, idempotency,
+    /// hash chain), and a conflict, a reused request id or a refused request fails only its own
+    /// item while the others are written. Several items may name one stream; they apply in
+    /// item order. Outcomes come back in item order.
+    ///
+    /// The default appends the items one after the other; a store that can share one
+    /// transaction among them (PostgreSQL) overrides it.
+    fn append_batch(
+        &self,
+        items: Vec<StreamAppend>,
+    ) -> impl Future<Output = Vec<Result<AppendOutcome, StoreError>>> + Send {
+        async move {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for item in items {
+                outcomes.push(self.append(&item.stream, item.expected, item.request).await);
+            }
+            outcomes
+        }
+    }
+
+    /// The events that `request_id` appended to `stream`, in order; empty when it appended
+    /// none there. Lets a caller tell whether a request was applied before without reading the
+    /// whole stream: stores with an index of requests answer from it. The default reads the
+    /// stream page by page and keeps the request's events.
+    fn find_request(
+        &self,
+        stream: &StreamId,
+        request_id: &RequestId,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        async move {
+            const PAGE: usize = 5_000;
+            let mut found = Vec::new();
+            let mut from = 1;
+            loop {
+                let page = self.read_stream(stream, from, PAGE).await?;
+                let done = page.len() < PAGE;
+                from = page.last().map_or(from, |e| e.stream_version + 1);
+                found.extend(page.into_iter().filter(|e| e.request_id == *request_id));
+                if done {
+                    return Ok(found);
+                }
+            }
+        }
+    }
 
     /// Events of one stream with `from_version <= version`, in order, at most `limit`.
     fn read_stream(

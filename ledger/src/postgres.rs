@@ -649,6 +649,16 @@ const READ_STREAM: &str = select_events!(
     "FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
 );
 
+// The versions a request wrote, from its idempotency row (the `requests` primary key).
+const FIND_REQUEST: &str = select_events!(
+    "FROM events
+      WHERE stream_id = $1
+        AND stream_version BETWEEN
+            (SELECT first_version FROM requests WHERE stream_id = $1 AND request_id = $2)
+        AND (SELECT last_version FROM requests WHERE stream_id = $1 AND request_id = $2)
+      ORDER BY stream_version"
+);
+
 // Below the horizon every transaction has finished, so nothing can still appear before the
 // returned checkpoint.
 // ORDER BY names the table's columns: a bare `tx_id` would mean the `tx_id::text` output
@@ -780,6 +790,28 @@ impl EventStore for PgEventStore {
         items: Vec<StreamAppend>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         self.append_items(items).await
+    }
+
+    async fn append_batch(
+        &self,
+        items: Vec<StreamAppend>,
+    ) -> Vec<Result<AppendOutcome, StoreError>> {
+        self.append_group(items).await
+    }
+
+    /// One probe of the `requests` primary key and a range read of the events it names.
+    async fn find_request(
+        &self,
+        stream: &StreamId,
+        request_id: &RequestId,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(FIND_REQUEST)
+            .bind(stream.as_str())
+            .bind(request_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn read_stream(
@@ -946,6 +978,8 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+#[path = "postgres/batch.rs"]
+mod batch;
 mod ends;
 
 #[path = "postgres/import.rs"]
@@ -955,5 +989,8 @@ pub use import::StreamImport;
 #[cfg(test)]
 #[path = "postgres/audit_tests.rs"]
 mod audit_tests;
+#[cfg(test)]
+#[path = "postgres/batch_tests.rs"]
+mod batch_tests;
 #[cfg(test)]
 mod tests;

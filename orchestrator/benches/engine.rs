@@ -115,6 +115,8 @@ fn fanout(n: usize) -> BenchResult<Arc<Flowchart>> {
 #[derive(Default)]
 struct Counters {
     appends: AtomicU64,
+    /// Group commits (transactions shared by several appends).
+    commits: AtomicU64,
     events: AtomicU64,
     append_ns: AtomicU64,
     reads: AtomicU64,
@@ -124,7 +126,13 @@ struct Counters {
 
 impl Counters {
     fn reset(&self) {
-        for c in [&self.appends, &self.events, &self.append_ns, &self.reads] {
+        for c in [
+            &self.appends,
+            &self.commits,
+            &self.events,
+            &self.append_ns,
+            &self.reads,
+        ] {
             c.store(0, Ordering::Relaxed);
         }
         if let Ok(mut log) = self.log.lock() {
@@ -182,6 +190,39 @@ impl EventStore for Metered {
             log.push((events, took));
         }
         outcome
+    }
+
+    /// One group commit: its items count as appends, its time once.
+    async fn append_batch(
+        &self,
+        items: Vec<runledger_ledger::StreamAppend>,
+    ) -> Vec<Result<AppendOutcome, StoreError>> {
+        let events: usize = items.iter().map(|i| i.request.events.len()).sum();
+        let n = items.len() as u64;
+        let start = Instant::now();
+        let outcome = self.inner.append_batch(items).await;
+        let took = start.elapsed();
+        let c = &self.counters;
+        c.append_ns.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        c.appends.fetch_add(n, Ordering::Relaxed);
+        c.commits.fetch_add(1, Ordering::Relaxed);
+        c.events.fetch_add(events as u64, Ordering::Relaxed);
+        if let Ok(mut log) = c.log.lock() {
+            log.push((events, took));
+        }
+        outcome
+    }
+
+    async fn find_request(
+        &self,
+        stream: &StreamId,
+        request_id: &RequestId,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.find_request(stream, request_id).await
     }
 
     async fn read_stream(
@@ -387,6 +428,7 @@ struct Measured {
     node_runs: usize,
     wall: Duration,
     appends: u64,
+    commits: u64,
     events: u64,
     append_time: Duration,
     reads: u64,
@@ -425,6 +467,9 @@ struct Scenario {
     mode: Mode,
     /// Connections of the engine's pool (8, the default, unless a what-if says otherwise).
     connections: u32,
+    /// Group commit across runs (the default); `false` is the engine before it, one
+    /// transaction per step, measured in the same run as the baseline.
+    group_commit: bool,
 }
 
 /// One scenario on a fresh schema and engine: a warm-up of the same shape, the commit floor,
@@ -447,12 +492,9 @@ async fn measure_in(ledger: &TestLedger, s: Scenario) -> BenchResult<Measured> {
         counters: Arc::clone(&counters),
     };
     let pool = InProcessPool::new(Providers::scripted(ScriptedProvider::new()), 256);
-    let engine = Engine::new(
-        store,
-        Arc::new(pool),
-        Arc::new(NoFlowcharts),
-        EngineConfig::default(),
-    );
+    let mut config = EngineConfig::default();
+    config.group_commit.enabled = s.group_commit;
+    let engine = Engine::new(store, Arc::new(pool), Arc::new(NoFlowcharts), config);
 
     drive(&engine, &s.flowchart, s.runs, s.node_runs, s.mode).await?;
     let floor = commit_floor(&ledger.store, "before").await?;
@@ -471,6 +513,7 @@ async fn measure_in(ledger: &TestLedger, s: Scenario) -> BenchResult<Measured> {
         node_runs: s.runs * s.node_runs,
         wall,
         appends: counters.appends.load(Ordering::Relaxed),
+        commits: counters.commits.load(Ordering::Relaxed),
         events: counters.events.load(Ordering::Relaxed),
         append_time: Duration::from_nanos(counters.append_ns.load(Ordering::Relaxed)),
         reads: counters.reads.load(Ordering::Relaxed),
@@ -574,22 +617,28 @@ fn verdict(met: bool) -> &'static str {
 
 fn result_header() {
     println!(
-        "| scenario                  |  runs | node runs |    wall ms | ms / node run | node runs / s |"
+        "| scenario                  |  runs | node runs |    wall ms | ms / node run | node runs / s | group commits | appends / commit |"
     );
     println!(
-        "|---------------------------|------:|----------:|-----------:|--------------:|--------------:|"
+        "|---------------------------|------:|----------:|-----------:|--------------:|--------------:|--------------:|-----------------:|"
     );
 }
 
 fn result_row(m: &Measured) {
     println!(
-        "| {:<25} | {:>5} | {:>9} | {:>10.1} | {:>13.3} | {:>13.0} |",
+        "| {:<25} | {:>5} | {:>9} | {:>10.1} | {:>13.3} | {:>13.0} | {:>13} | {:>16.1} |",
         m.name,
         m.runs,
         m.node_runs,
         m.wall.as_secs_f64() * 1e3,
         m.ms_per_node_run(),
-        m.node_runs_per_s()
+        m.node_runs_per_s(),
+        m.commits,
+        if m.commits == 0 {
+            1.0
+        } else {
+            m.appends as f64 / m.commits as f64
+        }
     );
 }
 
@@ -652,7 +701,9 @@ async fn main() -> BenchResult<()> {
         node_runs,
         mode,
         connections: 8,
+        group_commit: std::env::var("RUNLEDGER_BENCH_GROUP_COMMIT").map_or(true, |v| v != "0"),
     };
+    let only_main = std::env::var("RUNLEDGER_BENCH_ONLY").is_ok_and(|v| v == "main");
 
     println!(
         "Run engine benchmark (RUNLEDGER_BENCH_SCALE={scale}); node runs include start and end."
@@ -702,6 +753,16 @@ async fn main() -> BenchResult<()> {
         .await?,
     );
 
+    if only_main {
+        // `RUNLEDGER_BENCH_ONLY=main`: the four main scenarios with their floors, no more.
+        println!("Load average at end: {}", load_average());
+        result_header();
+        main_results.iter().for_each(result_row);
+        println!();
+        breakdown_header();
+        main_results.iter().for_each(breakdown_row);
+        return Ok(());
+    }
     let mut per_node = Vec::new();
     let mut unstartable = Vec::new();
     for base in [100.0, 1000.0, 10_000.0] {
@@ -742,6 +803,7 @@ async fn main() -> BenchResult<()> {
         node_runs: chain + 2,
         mode: Mode::Concurrent,
         connections: 32,
+        group_commit: std::env::var("RUNLEDGER_BENCH_GROUP_COMMIT").map_or(true, |v| v != "0"),
     })
     .await?;
 

@@ -7,9 +7,10 @@
 //! again. One step is one append, so everything a result causes (the node's end, its artifact,
 //! the next node runs) commits together.
 //!
-//! Timers are deadlines recorded in events; a driver sleeps until the earliest one. A driver
-//! also polls its stream's head when idle, so controls written by other processes (the CLI)
-//! take effect. A restarted engine rebuilds each unfinished run from its stream and hands its
+//! Timers are deadlines recorded in events; a driver sleeps until the earliest one. Writes of
+//! other processes to its run (a control from the CLI, a report recorded by another instance)
+//! reach a driver as a wake from the lease keeper (NOTIFY); only an engine without one (alone on
+//! its ledger) polls its stream's head when idle. A restarted engine rebuilds each unfinished run from its stream and hands its
 //! running node runs to the executor again; the attempt fence absorbs any duplicate result.
 
 use std::collections::{HashMap, HashSet};
@@ -22,11 +23,14 @@ use runledger_contracts::envelope::{NewEvent, RecordedEvent};
 use runledger_contracts::events::{Control, DomainEvent, ErrorInfo, ParentRun, RunTakenOver};
 use runledger_contracts::ids::{CorrelationId, NodeRunId, RequestId, RunId, StreamId};
 use runledger_ledger::leases::Claim;
-use runledger_ledger::{AppendRequest, EventStore, ExpectedVersion, StoreError};
+use runledger_ledger::{
+    AppendOutcome, AppendRequest, EventStore, ExpectedVersion, StoreError, StreamAppend,
+};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::Instrument;
 
+use crate::commit::{self, GroupCommit, GroupCommitConfig};
 use crate::decide::{
     self, Cause, Command, ControlAction, DecideError, Env, NodeOutcome, NodeResult, Settings,
     StartRun, StepEnv,
@@ -93,10 +97,13 @@ impl From<StateError> for EngineError {
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub settings: Settings,
-    /// How often an idle driver checks its stream for events written by someone else.
+    /// How often an idle driver checks its stream for events written by someone else, when
+    /// nobody wakes it for them ([`crate::lease::Ownership::hears_wakes`]).
     pub poll_interval: Duration,
     /// Recorded as the actor of runs the engine starts itself (child runs).
     pub actor: String,
+    /// Steps of different runs that are ready together share one commit ([`crate::commit`]).
+    pub group_commit: GroupCommitConfig,
 }
 
 impl Default for EngineConfig {
@@ -105,6 +112,7 @@ impl Default for EngineConfig {
             settings: Settings::default(),
             poll_interval: Duration::from_millis(250),
             actor: "runledger".into(),
+            group_commit: GroupCommitConfig::default(),
         }
     }
 }
@@ -280,8 +288,9 @@ fn apply_recorded(
 }
 
 /// Applies an operator control straight to the ledger, without a running engine: reads the
-/// run, decides, appends. Idempotent by request id. An engine driving the run picks the
-/// events up on its next poll and carries on from there.
+/// run, decides, appends. Idempotent by request id (looked up in the store's request index).
+/// The caller wakes the run's owner ([`crate::lease::Ownership::wake_owner`], or
+/// `LeaseStore::wake_owner` from the CLI), which reads the events and carries on from there.
 pub async fn apply_control<S: EventStore>(
     store: &S,
     run_id: RunId,
@@ -291,13 +300,15 @@ pub async fn apply_control<S: EventStore>(
 ) -> Result<ControlOutcome, EngineError> {
     let stream = StreamId::for_run(run_id);
     for _ in 0..MAX_STEP_ATTEMPTS {
-        let (mut loaded, used) = load_run_noting(store, run_id, Some(&request_id)).await?;
+        // Applied before? One index probe, not a read of the stream.
+        let used = store.find_request(&stream, &request_id).await?;
         if !used.is_empty() {
             return Ok(ControlOutcome {
                 events: used,
                 deduplicated: true,
             });
         }
+        let mut loaded = load_run(store, run_id).await?;
         let cause = Cause {
             request_id: request_id.clone(),
             correlation_id: loaded.correlation_id.clone(),
@@ -385,6 +396,8 @@ enum Msg {
         request_id: RequestId,
         reply: oneshot::Sender<Result<ControlOutcome, EngineError>>,
     },
+    /// Someone else wrote to the run (a wake from the lease keeper): read the new events.
+    CatchUp,
     /// The instance is shutting down: dispatch nothing new, stop once local work has reported.
     Drain,
     /// The run's lease is gone (taken over, or the drain ran out of time): stop now.
@@ -419,6 +432,7 @@ struct Inner<S> {
     results: ResultSender,
     appended: broadcast::Sender<Arc<AppendedBatch>>,
     ownership: Arc<dyn Ownership>,
+    commits: Arc<GroupCommit>,
 }
 
 /// The run engine. Cheap to clone; all clones drive the same runs.
@@ -456,6 +470,7 @@ impl<S: EventStore + 'static> Engine<S> {
     ) -> Self {
         let (results, mut results_rx) = mpsc::unbounded_channel::<Delivery>();
         let (appended, _) = broadcast::channel(4096);
+        let commits = Arc::new(GroupCommit::new(config.group_commit));
         let inner = Arc::new(Inner {
             store,
             executor,
@@ -466,6 +481,7 @@ impl<S: EventStore + 'static> Engine<S> {
             results,
             appended,
             ownership,
+            commits,
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -484,6 +500,41 @@ impl<S: EventStore + 'static> Engine<S> {
 
     pub fn store(&self) -> &S {
         &self.inner.store
+    }
+
+    /// Appends one step's events: through group commit, so steps of other runs that are ready
+    /// at the same time share its transaction (or straight, when group commit is off). The
+    /// outcome is this append's own, as [`EventStore::append`] would give it.
+    async fn commit(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        let commits = &self.inner.commits;
+        if !commits.enabled() {
+            return self.inner.store.append(stream, expected, request).await;
+        }
+        let (outcome, lead) = commits.enqueue(StreamAppend::new(stream.clone(), expected, request));
+        if let Some((mut slot, batch)) = lead {
+            commit::write(&self.inner.store, batch).await;
+            if let Some(more) = GroupCommit::next_batch(&mut slot) {
+                // Appends queued while this one committed: written on a task of their own, so
+                // this driver goes on with its run now.
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    let mut batch = more;
+                    loop {
+                        commit::write(&engine.inner.store, batch).await;
+                        match GroupCommit::next_batch(&mut slot) {
+                            Some(next) => batch = next,
+                            None => break,
+                        }
+                    }
+                });
+            }
+        }
+        outcome.await.unwrap_or_else(|_| Err(commit::lost()))
     }
 
     /// Where executors that run outside this process (result intake) send their reports.
@@ -560,9 +611,7 @@ impl<S: EventStore + 'static> Engine<S> {
             decide::start_run(start, &mut env, &cause, &self.inner.config.settings)?;
         let request = append_request(&cause, &events, &env)?;
         match self
-            .inner
-            .store
-            .append(&stream, ExpectedVersion::NoStream, request)
+            .commit(&stream, ExpectedVersion::NoStream, request)
             .await
         {
             Ok(outcome) if !outcome.deduplicated => {
@@ -691,6 +740,33 @@ impl<S: EventStore + 'static> Engine<S> {
             tracing::info!(%run_id, epoch = claim.epoch, previous = ?claim.previous_owner, "took the run over");
         }
         self.spawn_driver(loaded)
+    }
+
+    /// Has the run's driver read what others wrote to the run (a wake from another instance);
+    /// nothing when the run is not driven here.
+    pub fn poke(&self, run_id: RunId) {
+        let tx = self
+            .inner
+            .drivers
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&run_id).map(|h| h.tx.clone()));
+        if let Some(tx) = tx {
+            let _ = tx.send(Msg::CatchUp);
+        }
+    }
+
+    /// [`Engine::poke`] for every run driven here (wakes may have been lost).
+    pub fn poke_all(&self) {
+        let senders: Vec<_> = self
+            .inner
+            .drivers
+            .lock()
+            .map(|d| d.values().map(|h| h.tx.clone()).collect())
+            .unwrap_or_default();
+        for tx in senders {
+            let _ = tx.send(Msg::CatchUp);
+        }
     }
 
     /// Stops driving a run whose lease this instance lost.
@@ -887,6 +963,9 @@ impl<S: EventStore + 'static> Engine<S> {
                 // An ended run: controls that reopen it go to the ledger, then it is driven.
                 let outcome =
                     apply_control(&self.inner.store, run_id, action, control, request_id).await?;
+                if !outcome.deduplicated {
+                    self.inner.ownership.wake_owner(run_id).await;
+                }
                 self.ensure_driven(run_id).await?;
                 Ok(outcome)
             }
@@ -928,8 +1007,8 @@ impl<S: EventStore + 'static> Engine<S> {
 
     /// A report for a run not driven here: drive the run when this instance may take its
     /// lease; otherwise (another instance drives it, or it has ended) decide the report
-    /// against the run as recorded and append it, fenced by the version read. The owner picks
-    /// the events up on its next poll and dispatches what they scheduled.
+    /// against the run as recorded and append it, fenced by the version read, then wake the
+    /// owner (NOTIFY), which reads the events and dispatches what they scheduled.
     async fn record_late(&self, mut delivery: Delivery) -> Result<(), EngineError> {
         let run_id = delivery.run_id;
         let mut loaded = match load_run(&self.inner.store, run_id).await {
@@ -1002,7 +1081,12 @@ impl<S: EventStore + 'static> Engine<S> {
                     .await
                 {
                     Ok(o) if o.deduplicated => break 'attempts DeliveryOutcome::Duplicate,
-                    Ok(_) => break 'attempts DeliveryOutcome::Recorded,
+                    Ok(_) => {
+                        // The owner dispatches what this report scheduled (or, if it ended the
+                        // run, stops and hands its lease back): tell it now.
+                        self.inner.ownership.wake_owner(run_id).await;
+                        break 'attempts DeliveryOutcome::Recorded;
+                    }
                     Err(StoreError::RequestMismatch { .. }) => {
                         break 'attempts DeliveryOutcome::Duplicate;
                     }
@@ -1211,6 +1295,7 @@ impl<S: EventStore + 'static> Driver<S> {
                 }
                 Msg::ChildStarted { .. }
                 | Msg::ToolNode(_)
+                | Msg::CatchUp
                 | Msg::Drain
                 | Msg::Stop
                 | Msg::ExecutorsLost(_) => {}
@@ -1264,7 +1349,9 @@ impl<S: EventStore + 'static> Driver<S> {
                     Some(other) => self.handle(other).await?,
                 },
                 _ = sleep_until(wake) => self.step_settle().await?,
-                _ = tokio::time::sleep(poll) => {
+                // Writes of others arrive as `Msg::CatchUp` when the instance hears wakes;
+                // otherwise (one engine alone, no lease keeper) look for them every `poll`.
+                _ = tokio::time::sleep(poll), if !self.engine.inner.ownership.hears_wakes() => {
                     if self.last_append.elapsed() >= poll {
                         self.catch_up().await?;
                     }
@@ -1315,6 +1402,7 @@ impl<S: EventStore + 'static> Driver<S> {
             }
             Msg::Report(delivery) => return self.record_reports(vec![delivery]).await,
             Msg::ToolNode(node_run_id) => return self.run_tool_node(node_run_id).await,
+            Msg::CatchUp => return self.catch_up().await,
             Msg::Drain => {
                 // Tool node runs already queued still run (they are this driver's own work).
                 self.draining = true;
@@ -1341,16 +1429,12 @@ impl<S: EventStore + 'static> Driver<S> {
         request_id: RequestId,
     ) -> Result<ControlOutcome, EngineError> {
         self.catch_up().await?;
-        let earlier = self
+        let used = self
             .engine
             .inner
             .store
-            .read_stream(&self.stream, 1, usize::MAX)
+            .find_request(&self.stream, &request_id)
             .await?;
-        let used: Vec<RecordedEvent> = earlier
-            .into_iter()
-            .filter(|e| e.request_id == request_id)
-            .collect();
         if !used.is_empty() {
             return Ok(ControlOutcome {
                 events: used,

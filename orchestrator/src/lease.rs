@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runledger_contracts::ids::RunId;
-use runledger_ledger::leases::{Claim, LeaseStore};
+use runledger_ledger::leases::{Claim, LeaseStore, Wakeup};
 use runledger_ledger::{EventStore, StoreError};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -39,7 +39,21 @@ pub trait Ownership: Send + Sync + 'static {
     fn holds(&self, run_id: RunId) -> bool;
     /// The driver of the run stopped; `wake`: let another instance (or this one) take it now.
     fn release(&self, run_id: RunId, wake: bool);
+    /// Tells the run's owner, wherever it runs, that this instance wrote to the run (a late
+    /// report, a control on a run it does not drive), so the owner reads it now instead of on
+    /// a poll. One engine alone has nobody to tell.
+    fn wake_owner(&self, _run_id: RunId) -> WakeFuture<'_> {
+        Box::pin(std::future::ready(()))
+    }
+    /// Whether this instance hears [`Ownership::wake_owner`] from the others (its lease keeper
+    /// listens and hands each wake to the run's driver): then an idle driver need not poll its
+    /// stream for writes of others.
+    fn hears_wakes(&self) -> bool {
+        false
+    }
 }
+
+pub type WakeFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// One engine, alone on its ledger: every run is its own.
 pub struct Solo;
@@ -106,6 +120,8 @@ pub struct Leases {
     /// the grant was known here (a renewal sent before that may not have seen it).
     held: Mutex<HashMap<RunId, Held>>,
     draining: AtomicBool,
+    /// [`keep`] is running: it listens for wakes and pokes the drivers.
+    listening: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +137,7 @@ impl Leases {
             config,
             held: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
+            listening: AtomicBool::new(false),
         })
     }
 
@@ -278,6 +295,29 @@ impl Ownership for Leases {
             }
         });
     }
+
+    fn wake_owner(&self, run_id: RunId) -> WakeFuture<'_> {
+        Box::pin(async move {
+            if let Err(e) = self.store.wake_owner(run_id).await {
+                // The owner still reads the write before its next append (its version check
+                // fails and it reloads), or when its keeper's connection comes back.
+                tracing::warn!(%run_id, error = %e, "cannot wake the run's owner");
+            }
+        })
+    }
+
+    fn hears_wakes(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
+    }
+}
+
+/// Clears [`Leases::listening`] when [`keep`] ends, however it ends.
+struct Listening<'a>(&'a AtomicBool);
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Keeps the instance's leases until `shutdown` turns true: renews them every third of the
@@ -295,21 +335,21 @@ pub async fn keep<S: EventStore + 'static>(
     let mut look =
         tokio::time::interval(leases.config.look_interval.max(Duration::from_millis(50)));
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut wakeups = if leases.config.takes_runs {
-        match leases.store.wakeups().await {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN for new runs; looking every interval only");
-                None
-            }
+    // One listening connection: wakes for runs this instance drives (reports and controls
+    // recorded elsewhere) and, when it takes runs, for runs waiting for an owner.
+    let mut wakeups = match leases.store.wakeups(leases.config.takes_runs).await {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot LISTEN for wakes; looking every interval only");
+            None
         }
-    } else {
-        None
     };
+    leases.listening.store(true, Ordering::SeqCst);
+    let _listening = Listening(&leases.listening);
     loop {
         let woken = async {
             match wakeups.as_mut() {
-                Some(w) => w.next().await.is_ok(),
+                Some(w) => w.next().await,
                 None => std::future::pending().await,
             }
         };
@@ -327,15 +367,35 @@ pub async fn keep<S: EventStore + 'static>(
                 }
                 continue;
             }
-            ok = woken => {
-                if !ok {
-                    // The listening connection broke: look now, then wait for the next tick.
+            wake = woken => match wake {
+                Ok(Wakeup::Run(run_id)) => {
+                    engine.poke(run_id);
+                    continue;
+                }
+                Ok(Wakeup::Runs) => {}
+                Ok(Wakeup::Lost) | Err(_) => {
+                    // Wakes sent while the connection was down are lost: every driver reads
+                    // its stream's head once, then the keeper looks for runs.
+                    if let Err(e) = wake {
+                        tracing::warn!(error = %e, "the wake listener cannot reconnect yet");
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    engine.poke_all();
+                }
+            },
+            _ = look.tick() => {
+                if wakeups.is_none() {
+                    // Nobody tells the drivers about writes of others: they look on each tick.
+                    engine.poke_all();
+                }
+                if !leases.config.takes_runs {
+                    continue;
                 }
             }
-            _ = look.tick() => {}
         }
-        take_unowned(&leases, &engine).await;
+        if leases.config.takes_runs {
+            take_unowned(&leases, &engine).await;
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //!
 //! See docs/engine.md for the rules the decider follows.
 
+pub mod commit;
 pub mod decide;
 pub mod delivery;
 pub mod engine;

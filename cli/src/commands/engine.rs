@@ -101,7 +101,7 @@ impl ExecArgs {
                 max_active_runs,
                 look_interval,
             } => (true, *max_active_runs, *look_interval),
-            Role::Cli => (false, usize::MAX, Duration::from_secs(3600)),
+            Role::Cli => (false, usize::MAX, Duration::from_secs(2)),
         };
         Ok(LeaseConfig {
             instance_id,

@@ -257,6 +257,13 @@ async fn control(
     let name = action.name();
     match apply_control(&store, run_id, action, control, request_id.clone()).await {
         Ok(outcome) => {
+            if !outcome.deduplicated {
+                // The serve that drives the run reads the control now, not on a poll.
+                let leases = runledger_ledger::leases::LeaseStore::new(store.pool().clone());
+                if let Err(e) = leases.wake_owner(run_id).await {
+                    tracing::warn!(error = %e, "cannot wake the engine that drives the run");
+                }
+            }
             print_outcome(run_id, name, &request_id, &outcome, meta.json);
             hint_when_undriven(&store, run_id, "the control takes effect").await;
             Ok(())
@@ -311,7 +318,9 @@ fn hint_when_no_engine(ledger: &std::path::Path, run_id: RunId, what: &str) {
         .open(&path)
         .map_or(true, |file| file.try_lock_shared().is_ok());
     if free {
-        errln!("runledger: no engine drives run {run_id} now; {what} once an engine drives it (a SQLite ledger has none running)");
+        errln!(
+            "runledger: no engine drives run {run_id} now; {what} once an engine drives it (a SQLite ledger has none running)"
+        );
     }
 }
 

@@ -5,6 +5,7 @@ mod fixtures;
 mod property;
 mod refusals;
 mod rules;
+mod wakes;
 
 use std::collections::HashMap;
 

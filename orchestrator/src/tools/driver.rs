@@ -182,7 +182,7 @@ impl<S: EventStore + 'static> Driver<S> {
             .as_ref()
             .filter(|t| ends_node_run(&append, t.node_run_id))
         else {
-            return store.append(&self.stream, expected, append).await;
+            return self.engine.commit(&self.stream, expected, append).await;
         };
         let mut events = Vec::with_capacity(tool.events.len());
         for event in &tool.events {
