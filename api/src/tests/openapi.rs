@@ -66,6 +66,7 @@ fn the_document_covers_exactly_the_routes() {
             "control::",
             "live::",
             "models::",
+            "session::",
         ]
         .iter()
         .any(|m| call.contains(m));
