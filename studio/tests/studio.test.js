@@ -87,7 +87,7 @@ test('the runs list shows the recorded runs, and a new run appears live', async 
   });
   assert.equal(r.status, 201);
   const { run_id: id } = await r.json();
-  await page.locator(`tr[data-run-id="${id}"]`).waitFor();
+  await page.locator(`tr[data-run-id="${id}"]`).waitFor({ timeout: 30000 });
   await page.locator(`tr[data-run-id="${id}"] .badge`, { hasText: 'completed' }).waitFor();
 });
 
@@ -126,11 +126,12 @@ test('the run graph shows every node with its status; the inspector shows routin
   await inspector.getByText('Routing decision').waitFor();
   const evaluations = inspector.locator('table.evaluations tbody tr');
   assert.equal(await evaluations.count(), 2);
-  assert.ok((await evaluations.first().innerText()).length > 10);
+  await evaluations.first().locator('td', { hasText: 'to_bugs' }).waitFor();
+  await inspector.locator('table.evaluations td', { hasText: 'is false' }).first().waitFor();
   await inspector.getByText('routed through the fallback connector to_triage').waitFor();
   await page.locator('g.node[data-node="classify"]').click();
   await inspector.locator('pre.json', { hasText: '"category": "question"' }).waitFor();
-  assert.ok((await page.locator('table.timeline tbody tr').count()) > 5);
+  await page.locator('table.timeline tbody tr').first().waitFor();
   await shot('run');
 });
 
