@@ -3,8 +3,11 @@
 //! - `X-Request-ID` and `X-Correlation-ID` are taken from the request (1 to 128 visible ASCII
 //!   characters) or generated, handed to handlers as a [`RequestContext`], and returned on every
 //!   response. Handlers write them on the events the request causes.
-//! - With a token configured, POST, PUT, PATCH and DELETE need `Authorization: Bearer <token>`;
-//!   the comparison takes the same time whatever the guess, and the token is never logged.
+//! - With a token configured, every request needs it, as `Authorization: Bearer <token>` or the
+//!   Studio's session cookie (`session.rs`), except the console's own files, `/healthz`,
+//!   `/readyz`, `/openapi.json` and `/v1/session`; `open_reads` opens GET requests again. A
+//!   mutating request authenticated by the cookie alone must carry `X-Runledger-Csrf`. The
+//!   comparison takes the same time whatever the guess, and the token is never logged.
 //! - Every error response leaves here as the error envelope, naming the request's ids.
 
 use axum::body::Body;
@@ -100,13 +103,61 @@ fn nul_in_uri(request: &Request) -> Option<ApiError> {
 
 /// Compares the presented bearer token with the configured one in time independent of where
 /// they differ (blake3 digests compare in constant time).
-fn token_matches(headers: &HeaderMap, token: &str) -> bool {
+pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_credentials)
         .unwrap_or("");
     blake3::hash(presented.as_bytes()) == blake3::hash(token.as_bytes())
+}
+
+pub fn unauthorized() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this request needs `Authorization: Bearer <token>` with the server's API token (or a Studio session)",
+    )
+}
+
+/// Requests anyone may make even with a token set: probes, the API's description, the
+/// console's files (they hold no data) and the session endpoint that trades the token for a
+/// cookie.
+fn is_public(method: &Method, path: &str) -> bool {
+    if path == "/v1/session" {
+        return true;
+    }
+    (*method == Method::GET || *method == Method::HEAD)
+        && (matches!(path, "/healthz" | "/readyz" | "/openapi.json")
+            || crate::studio::is_studio_path(path))
+}
+
+/// With a token configured: the request's credentials, or why it is refused.
+fn authorize(config: &crate::state::ApiConfig, request: &Request) -> Option<ApiError> {
+    let token = config.token.as_deref()?;
+    let method = request.method();
+    if is_public(method, request.uri().path()) {
+        return None;
+    }
+    let mutating = is_mutating(method);
+    if !mutating && config.open_reads {
+        return None;
+    }
+    let headers = request.headers();
+    if bearer_matches(headers, token) {
+        return None;
+    }
+    if crate::session::cookie_matches(headers, token) {
+        if mutating && !headers.contains_key(crate::session::CSRF_HEADER) {
+            return Some(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "csrf_header_missing",
+                "a request authenticated by the session cookie must carry the `X-Runledger-Csrf` header",
+            ));
+        }
+        return None;
+    }
+    Some(unauthorized())
 }
 
 pub async fn middleware(
@@ -127,18 +178,7 @@ pub async fn middleware(
         correlation_id: correlation_id.unwrap_or_else(CorrelationId::generate),
     };
     let early = early
-        .or_else(|| {
-            let token = state.config().token.as_deref()?;
-            (is_mutating(request.method()) && !token_matches(request.headers(), token)).then(
-                || {
-                    ApiError::new(
-                        axum::http::StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "this request needs `Authorization: Bearer <token>` with the server's API token",
-                    )
-                },
-            )
-        })
+        .or_else(|| authorize(state.config(), &request))
         .or_else(|| nul_in_uri(&request));
     let started = std::time::Instant::now();
     let method = request.method().clone();

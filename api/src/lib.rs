@@ -6,7 +6,8 @@
 //! Every error is the error envelope (`contracts/src/error.rs`) with a stable code; requests
 //! that fail validation write nothing. `X-Request-ID` and `X-Correlation-ID` are taken or
 //! generated, returned, and written on the events a request causes. With
-//! `RUNLEDGER_API_TOKEN` set, mutating requests need it as a bearer token. See docs/api.md.
+//! `RUNLEDGER_API_TOKEN` set, requests need it as a bearer token (or a Studio session cookie).
+//! The Studio web console (`studio.rs`) is served at `/`. See docs/api.md and docs/studio.md.
 
 pub mod cache;
 pub mod context;
@@ -27,7 +28,9 @@ pub mod read;
 pub mod registry;
 pub mod runs;
 pub mod server;
+pub mod session;
 pub mod state;
+pub mod studio;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -80,6 +83,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/artifacts/{artifact_id}", get(read::artifact_detail))
         .route("/claims", get(read::claims))
         .route("/events", get(live::events))
+        .route(
+            "/session",
+            get(session::get)
+                .post(session::create)
+                .delete(session::delete),
+        )
         .route("/models", get(models::list).post(models::create))
         .route(
             "/models/{name}",
@@ -92,6 +101,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        .merge(studio::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(

@@ -40,7 +40,7 @@ impl Modify for BearerToken {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("Needed by POST, PUT, PATCH and DELETE when the server has RUNLEDGER_API_TOKEN set."))
+                    .description(Some("Needed by every request but /healthz, /readyz, /openapi.json and /v1/session when the server has RUNLEDGER_API_TOKEN set (GET requests not, with RUNLEDGER_API_OPEN_READS=1); the Studio console uses a session cookie instead."))
                     .build(),
             ),
         );
@@ -82,8 +82,15 @@ impl Modify for CommonResponses {
                     "a malformed request: `invalid_header` (X-Request-ID, X-Correlation-ID, Idempotency-Key, Last-Event-ID), `invalid_query` (an unknown, malformed or out-of-range query parameter, U+0000), `invalid_id` (a path id that is not a UUID, U+0000 in the path)".to_owned()
                         + if has_body { ", `malformed_json`, `unknown_field`, `unreadable_body`" } else { "" },
                 )];
-                if mutating {
-                    common.push(("401", "`unauthorized`: the server has RUNLEDGER_API_TOKEN set and the request lacks `Authorization: Bearer <token>`".into()));
+                let public = matches!(
+                    path.as_str(),
+                    "/healthz" | "/readyz" | "/openapi.json" | "/v1/session"
+                );
+                if mutating && !public {
+                    common.push(("401", "`unauthorized`: the server has RUNLEDGER_API_TOKEN set and the request has neither `Authorization: Bearer <token>` nor a Studio session cookie".into()));
+                    common.push(("403", "`csrf_header_missing`: authenticated by the Studio session cookie alone, without the `X-Runledger-Csrf` header".into()));
+                } else if !public {
+                    common.push(("401", "`unauthorized`: the server has RUNLEDGER_API_TOKEN set (reads not opened by RUNLEDGER_API_OPEN_READS) and the request has neither `Authorization: Bearer <token>` nor a Studio session cookie".into()));
                 }
                 if has_body {
                     common.push((
@@ -102,7 +109,7 @@ impl Modify for CommonResponses {
                 }
                 let static_route = matches!(
                     path.as_str(),
-                    "/healthz" | "/openapi.json" | "/v1/flowcharts/validate"
+                    "/healthz" | "/openapi.json" | "/v1/flowcharts/validate" | "/v1/session"
                 );
                 if !static_route {
                     common.push((
@@ -164,6 +171,9 @@ impl Modify for CommonResponses {
         crate::models::create,
         crate::models::update,
         crate::models::delete,
+        crate::session::get,
+        crate::session::create,
+        crate::session::delete,
         crate::ops::healthz,
         crate::ops::readyz,
         crate::ops::metrics,
@@ -177,6 +187,7 @@ impl Modify for CommonResponses {
         (name = "claims", description = "Claims evaluated over the ledger (claim_evidence projection)."),
         (name = "events", description = "Live ledger events over Server-Sent Events."),
         (name = "models", description = "The model registry: which provider and model id each `model:` name means."),
+        (name = "session", description = "Browser sessions of the Studio console: the token traded once for an HttpOnly cookie."),
         (name = "operations", description = "Health, readiness, metrics, this document."),
     )
 )]

@@ -80,6 +80,10 @@ pub struct RunListQuery {
     /// Runs started before this time (RFC 3339).
     #[param(format = DateTime)]
     pub started_before: Option<String>,
+    /// Case-insensitive search: runs whose id starts with it, or whose flowchart name or actor
+    /// contains it (1 to 200 characters).
+    #[param(min_length = 1, max_length = 200)]
+    pub q: Option<String>,
     /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Page size, 1 to 500 (default 50).
@@ -100,6 +104,12 @@ pub async fn list_runs(
         flowchart: q.flowchart,
         started_after: timestamp("started_after", q.started_after.as_deref())?,
         started_before: timestamp("started_before", q.started_before.as_deref())?,
+        search: match q.q {
+            Some(text) if text.is_empty() || text.chars().count() > 200 => {
+                return Err(invalid_query("q", "q: 1 to 200 characters"));
+            }
+            other => other,
+        },
         cursor: q.cursor,
         limit: q.limit,
     };

@@ -29,6 +29,9 @@ pub struct ApiConfig {
     /// When set, every mutating request (POST, PUT, PATCH, DELETE) needs
     /// `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// With a token set, GET requests need no token either (`RUNLEDGER_API_OPEN_READS=1`); by
+    /// default they need it, since run details, exports and live events carry model outputs.
+    pub open_reads: bool,
     /// NATS server probed by `/readyz`.
     pub nats_url: String,
     pub body_limit: usize,
@@ -75,6 +78,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             token: None,
+            open_reads: false,
             nats_url: "nats://127.0.0.1:4222".into(),
             body_limit: DEFAULT_BODY_LIMIT,
             sse_poll: Duration::from_millis(200),
@@ -100,11 +104,14 @@ impl ApiConfig {
         .with_token_from_env()
     }
 
-    /// Reads `RUNLEDGER_API_TOKEN` (an empty value counts as unset).
+    /// Reads `RUNLEDGER_API_TOKEN` (an empty value counts as unset) and
+    /// `RUNLEDGER_API_OPEN_READS` (`1` or `true` opens reads without the token).
     pub fn with_token_from_env(mut self) -> Self {
         self.token = std::env::var("RUNLEDGER_API_TOKEN")
             .ok()
             .filter(|t| !t.is_empty());
+        self.open_reads = std::env::var("RUNLEDGER_API_OPEN_READS")
+            .is_ok_and(|v| matches!(v.trim(), "1" | "true"));
         self
     }
 }

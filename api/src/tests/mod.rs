@@ -14,6 +14,7 @@ mod openapi;
 mod ops;
 mod read;
 mod runs;
+mod studio;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -67,6 +67,7 @@ fn the_document_covers_exactly_the_routes() {
             "fork::",
             "live::",
             "models::",
+            "session::",
         ]
         .iter()
         .any(|m| call.contains(m));

@@ -36,10 +36,11 @@ pub struct ServeArgs {
     /// handing the runs back anyway (their next owner dispatches that work again).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     drain_timeout_s: u64,
-    /// Address of the HTTP API (docs/api.md) [default: 127.0.0.1:8420; when that is taken,
-    /// serve runs without the API and says so]. It has no TLS: keep it on loopback, or put a TLS
-    /// proxy in front and set RUNLEDGER_API_TOKEN (then POST/PUT/PATCH/DELETE need
-    /// `Authorization: Bearer <token>`).
+    /// Address of the HTTP API (docs/api.md) and the Studio console at `/` (docs/studio.md)
+    /// [default: 127.0.0.1:8420; when that is taken, serve runs without the API and says so].
+    /// It has no TLS: keep it on loopback, or put a TLS proxy in front and set
+    /// RUNLEDGER_API_TOKEN (then API requests need `Authorization: Bearer <token>` or a Studio
+    /// session).
     #[arg(long, value_name = "ADDR", env = "RUNLEDGER_API_LISTEN")]
     listen: Option<std::net::SocketAddr>,
     #[command(flatten)]

@@ -206,6 +206,10 @@ pub struct RunFilter {
     pub flowchart: Option<String>,
     pub started_after: Option<Timestamp>,
     pub started_before: Option<Timestamp>,
+    /// Case-insensitive text search: runs whose id starts with it, or whose flowchart name or
+    /// actor contains it (the Studio's search box).
+    #[serde(default)]
+    pub search: Option<String>,
     pub cursor: Option<String>,
     pub limit: Option<u32>,
 }
@@ -440,6 +444,19 @@ pub async fn list_runs(
     if filter.started_before.is_some() {
         conditions.push(format!("started_at < ${}", next()));
     }
+    let search = filter
+        .search
+        .as_deref()
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty());
+    if search.is_some() {
+        // strpos rather than LIKE: no wildcard in the text can widen the match.
+        let p = next();
+        conditions.push(format!(
+            "(strpos(run_id::text, ${p}) = 1 OR strpos(lower(flowchart_name), ${p}) > 0 \
+               OR strpos(lower(actor), ${p}) > 0)"
+        ));
+    }
     if after_key.is_some() {
         let (a, b) = (next(), next());
         conditions.push(format!("(started_at, run_id) < (${a}, ${b})"));
@@ -469,6 +486,9 @@ pub async fn list_runs(
     }
     if let Some(v) = filter.started_before {
         query = query.bind(v.as_datetime());
+    }
+    if let Some(v) = search {
+        query = query.bind(v);
     }
     if let Some((at, run)) = after_key {
         query = query.bind(at.as_datetime()).bind(run);

@@ -388,6 +388,26 @@ async fn runs_list_newest_first_with_filters_and_cursor_pagination() {
     .await
     .unwrap();
     assert_eq!(before.items.len(), 3);
+    // Search: a case-insensitive part of the flowchart name, a run id's prefix; `%` is text.
+    let search = |text: &str| RunFilter {
+        search: Some(text.into()),
+        ..RunFilter::default()
+    };
+    let found = list_runs(&pool, &search("WO-ST")).await.unwrap();
+    assert_eq!(found.items.len(), 3);
+    let prefix = runs[3].to_string()[..30].to_owned();
+    let found = list_runs(&pool, &search(&prefix)).await.unwrap();
+    assert_eq!(
+        found.items.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+        [runs[3]]
+    );
+    assert!(
+        list_runs(&pool, &search("%"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 
     let bad = list_runs(
         &pool,
