@@ -18,6 +18,7 @@ pub mod events;
 pub mod flowchart;
 pub mod ids;
 pub mod model;
+pub mod rag;
 pub mod schema;
 pub mod storable;
 pub mod time;

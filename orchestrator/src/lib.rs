@@ -19,6 +19,7 @@ pub mod executor;
 mod inputs;
 pub mod lease;
 pub mod provider;
+pub mod rag;
 pub mod replay;
 pub mod state;
 pub mod tools;

@@ -243,8 +243,8 @@ pub async fn build(
     let leases = Leases::new(LeaseStore::new(store.pool().clone()), lease_config);
     let ownership: Arc<dyn Ownership> = leases.clone();
     let models = live_models(&store, exec.script.as_deref()).await?;
-    let local: Arc<dyn NodeExecutor> =
-        Arc::new(InProcessPool::new(models.providers(), exec.concurrency));
+    let providers = models.providers().with_rag(rag_backend(global).await?);
+    let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::new(store.pool().clone());
     let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource {
         dir: DirSource { dir: flowcharts },
@@ -441,4 +441,16 @@ impl FlowchartSource for DirSource {
             dir.display()
         ))
     }
+}
+
+/// The backend of `rag` nodes: collections from the ledger (its own connection pool), search
+/// indexes under `--rag-data-dir`.
+pub async fn rag_backend(
+    global: &GlobalArgs,
+) -> Result<Arc<dyn runledger_orchestrator::rag::RagBackend>, Failure> {
+    let store = super::connect(global).await?;
+    Ok(Arc::new(runledger_rag::Rag::new(
+        store,
+        global.rag_data_dir.clone(),
+    )))
 }

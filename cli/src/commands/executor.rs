@@ -64,7 +64,8 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
     let providers = Arc::new(
         super::engine::live_models(&store, args.script.as_deref())
             .await?
-            .providers(),
+            .providers()
+            .with_rag(super::engine::rag_backend(global).await?),
     );
     drop(store);
     let js = super::engine::jetstream(global).await?;

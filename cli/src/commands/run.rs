@@ -213,7 +213,12 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
         DomainEvent::FlowchartVersionCreated(_) | DomainEvent::IdempotencyKeyRecorded(_) => return,
         DomainEvent::ModelCreated(_)
         | DomainEvent::ModelUpdated(_)
-        | DomainEvent::ModelDeleted(_) => return,
+        | DomainEvent::ModelDeleted(_)
+        | DomainEvent::RagCollectionCreated(_)
+        | DomainEvent::RagCollectionDeleted(_)
+        | DomainEvent::RagIndexStarted(_)
+        | DomainEvent::RagIndexCompleted(_)
+        | DomainEvent::RagIndexFailed(_) => return,
         // Tool state events live in the tools' own streams (memory, plans, milestones).
         DomainEvent::MemoryEntryCreated(_)
         | DomainEvent::MemoryEntryUpdated(_)
