@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use globset::Glob;
 use runledger_contracts::events::ErrorInfo;
 use runledger_contracts::flowchart::RagOperation;
 use runledger_ledger::EventStore;
@@ -119,7 +118,7 @@ impl<S: EventStore> Rag<S> {
         }
         let glob = match &request.path_glob {
             Some(g) => Some(
-                Glob::new(g)
+                crate::walk::glob(g)
                     .map_err(|source| RagError::BadGlob {
                         field: "path_glob".into(),
                         glob: g.clone(),

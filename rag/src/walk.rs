@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use runledger_contracts::rag::SourceSpec;
 
 use crate::error::RagError;
@@ -18,10 +18,15 @@ pub struct Filter {
     hidden: bool,
 }
 
+/// A glob whose `*` and `?` stop at `/` (only `**` crosses directories), as in `.gitignore`.
+pub fn glob(pattern: &str) -> Result<Glob, globset::Error> {
+    GlobBuilder::new(pattern).literal_separator(true).build()
+}
+
 fn build(field: &str, globs: &[String]) -> Result<GlobSet, RagError> {
     let mut builder = GlobSetBuilder::new();
     for (i, g) in globs.iter().enumerate() {
-        let glob = Glob::new(g).map_err(|source| RagError::BadGlob {
+        let glob = glob(g).map_err(|source| RagError::BadGlob {
             field: format!("{field}[{i}]"),
             glob: g.clone(),
             source,
@@ -126,6 +131,7 @@ mod tests {
         assert!(f.matches("a.md"));
         assert!(f.matches("deep/er/b.md"));
         assert!(f.matches("c.txt"));
+        assert!(!f.matches("deep/c.txt"), "`*` does not cross `/`");
         assert!(!f.matches("c.rs"));
         assert!(!f.matches("drafts/d.md"));
         assert!(!f.matches(".git/x.md"));

@@ -61,7 +61,9 @@ pub(super) fn check(id: &str, at: &str, rag: &RagConfig) -> Vec<(C, String, Stri
         }
     }
     if let Some(glob) = &rag.path_glob
-        && let Err(e) = globset::Glob::new(glob)
+        && let Err(e) = globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
     {
         out.push((
             C::InvalidValue,
