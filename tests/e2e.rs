@@ -17,6 +17,8 @@ mod gateway;
 mod leases;
 #[path = "e2e/models.rs"]
 mod models;
+#[path = "e2e/rag.rs"]
+mod rag;
 #[path = "e2e/replay.rs"]
 mod replay;
 #[path = "e2e/sqlite.rs"]

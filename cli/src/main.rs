@@ -83,6 +83,16 @@ pub struct GlobalArgs {
         help_heading = "Services"
     )]
     pub nats_namespace: String,
+    /// Where the derived RAG search indexes live (one directory per collection); rebuilt
+    /// from the ledger and the sources when missing.
+    #[arg(
+        long,
+        global = true,
+        env = "RUNLEDGER_RAG_DATA_DIR",
+        default_value = ".runledger/rag",
+        help_heading = "Storage"
+    )]
+    pub rag_data_dir: PathBuf,
 }
 
 impl GlobalArgs {
@@ -154,6 +164,9 @@ enum Command {
     /// Manage the model registry: the models `task` nodes name, bound to their providers.
     #[command(subcommand)]
     Models(commands::models::ModelsCommand),
+    /// RAG: collections of sources, full and delta index runs, queries (docs/rag.md).
+    #[command(subcommand)]
+    Rag(commands::rag::RagCommand),
     /// `memory`, `plans`, `milestones`: show the tools' state (list, get), replayed from the ledger.
     #[command(flatten)]
     Tools(commands::tools::ToolsCommand),
@@ -177,6 +190,7 @@ impl Command {
             Command::Projections(command) => command.wants_json(),
             Command::Check(args) => args.wants_json(),
             Command::Models(command) => command.wants_json(),
+            Command::Rag(command) => command.wants_json(),
             Command::Tools(command) => command.wants_json(),
             Command::Migrate
             | Command::Export(_)
@@ -221,6 +235,7 @@ fn main() -> ExitCode {
             Command::Projections(command) => commands::projections::run(&cli.global, command).await,
             Command::Check(args) => commands::check::run(&cli.global, args).await,
             Command::Models(command) => commands::models::run(&cli.global, command).await,
+            Command::Rag(command) => commands::rag::run(&cli.global, command).await,
             Command::Tools(command) => commands::tools::run(&cli.global, command).await,
             Command::Status { json } => commands::status::run(&cli.global, json).await,
         }

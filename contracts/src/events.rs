@@ -17,6 +17,7 @@ use crate::digest::Digest;
 use crate::flowchart::NodeType;
 use crate::ids::{ArtifactId, CorrelationId, NodeRunId, RequestId, RunId};
 use crate::model::ModelSpec;
+use crate::rag::{CollectionSpec, IndexMode};
 use crate::time::Timestamp;
 
 /// Who did an operator action, and why. Recorded on every control event.
@@ -632,6 +633,91 @@ pub struct ModelDeleted {
     pub actor: String,
 }
 
+// ---- RAG collections and index runs (one stream per collection, `rag-<name>`) ------------
+//
+// The stream version of a `RagIndexCompleted` is the collection's *index version*: query hits
+// cite it, so an answer traces to the exact index (and manifest) its text came from.
+
+/// A collection was registered (or registered again after `RagCollectionDeleted`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RagCollectionCreated {
+    pub collection: CollectionSpec,
+    pub actor: String,
+}
+
+/// A collection was removed; its index runs stay in the stream as history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RagCollectionDeleted {
+    pub name: String,
+    pub actor: String,
+}
+
+/// An index run began. A run that never reaches `RagIndexCompleted`/`RagIndexFailed` was
+/// interrupted: the next run starts over from the last completed manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RagIndexStarted {
+    pub collection: String,
+    /// UUID v7 of this index run.
+    pub index_run_id: String,
+    pub mode: IndexMode,
+    /// Index version (stream version of the `RagIndexCompleted`) a delta compares against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<u64>,
+    pub actor: String,
+    /// The node run that asked for it, when a `rag` node did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_run_id: Option<NodeRunId>,
+}
+
+/// Files an index run looked at, by what happened to them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IndexFileCounts {
+    /// Files the sources hold now (after include/exclude).
+    pub scanned: u64,
+    /// Files whose bytes were read and hashed (a delta reads only files whose size or
+    /// modification time moved).
+    pub read: u64,
+    pub added: u64,
+    pub changed: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    /// Of `scanned`, files not in the search index (binary, not UTF-8 text, too large,
+    /// unreadable). `scanned = added + changed + unchanged`.
+    pub skipped: u64,
+}
+
+/// An index run finished; the manifest of file digests is a blob (`manifest`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RagIndexCompleted {
+    pub collection: String,
+    pub index_run_id: String,
+    pub mode: IndexMode,
+    pub files: IndexFileCounts,
+    /// Chunks written and removed by this run, and held by the index after it.
+    pub chunks_added: u64,
+    pub chunks_deleted: u64,
+    pub chunks_total: u64,
+    /// Bytes of the files read (new and changed files only for a delta).
+    pub bytes_read: u64,
+    /// blake3 of the manifest blob: canonical JSON `{"files": {"<source>/<path>": {digest, bytes, chunks}}}`.
+    pub manifest: Digest,
+    pub duration_ms: u64,
+}
+
+/// An index run stopped on an error; the previous index version stays current.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RagIndexFailed {
+    pub collection: String,
+    pub index_run_id: String,
+    pub error: ErrorInfo,
+}
+
 // ---- Tools: memory, plans, milestones (event-sourced tool state) ---------------------------
 //
 // Each tool keeps its state in streams of its own: `memory-<scope>`, `plan-<plan_id>`,
@@ -986,6 +1072,11 @@ catalog! {
     ModelCreated = 1,
     ModelUpdated = 1,
     ModelDeleted = 1,
+    RagCollectionCreated = 1,
+    RagCollectionDeleted = 1,
+    RagIndexStarted = 1,
+    RagIndexCompleted = 1,
+    RagIndexFailed = 1,
     MemoryEntryCreated = 1,
     MemoryEntryUpdated = 1,
     MemoryEntryDeleted = 1,

@@ -19,6 +19,7 @@ pub mod events;
 pub mod flowchart;
 pub mod ids;
 pub mod model;
+pub mod rag;
 pub mod schema;
 pub mod storable;
 pub mod strict_json;

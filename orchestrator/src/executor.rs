@@ -25,6 +25,7 @@ use crate::provider::{
     Answer, BoxFuture, DEFAULT_SCHEMA_REPAIR_ATTEMPTS, ModelProvider, ModelRequest, OutputSchema,
     RepairTurn, SchemaViolation, ScriptedProvider, render_prompt, repair_feedback,
 };
+use crate::rag::RagBackend;
 use crate::state::RunState;
 
 /// `NodeStarted.executor` of node runs the in-process pool runs.
@@ -158,6 +159,7 @@ pub trait ModelSource: Send + Sync {
 pub struct Providers {
     by_model: HashMap<String, Arc<dyn ModelProvider>>,
     source: Option<Arc<dyn ModelSource>>,
+    rag: Option<Arc<dyn RagBackend>>,
 }
 
 impl Providers {
@@ -170,6 +172,7 @@ impl Providers {
         Self {
             by_model,
             source: None,
+            rag: None,
         }
     }
 
@@ -181,6 +184,16 @@ impl Providers {
     pub fn with_source(mut self, source: Arc<dyn ModelSource>) -> Self {
         self.source = Some(source);
         self
+    }
+
+    /// Serves `rag` nodes with `backend`.
+    pub fn with_rag(mut self, backend: Arc<dyn RagBackend>) -> Self {
+        self.rag = Some(backend);
+        self
+    }
+
+    pub fn rag(&self) -> Option<&Arc<dyn RagBackend>> {
+        self.rag.as_ref()
     }
 
     pub fn get(&self, model: &str) -> Option<&Arc<dyn ModelProvider>> {
@@ -244,7 +257,7 @@ pub async fn run_node(providers: &Providers, work: &NodeWork) -> NodeResult {
         ),
         Some(node) => match node.node_type {
             NodeType::Task => run_task(providers, work, node).await,
-            NodeType::Rag => record_tool(work, node),
+            NodeType::Rag => crate::rag::run_rag(providers, work, node).await,
             // Their tools keep state in the ledger: the run's driver executes them
             // (crate::tools), so their events commit with the node's end.
             NodeType::Memory | NodeType::Plan | NodeType::Milestone => (
@@ -288,7 +301,7 @@ fn error(code: &str, message: &str, retryable: bool) -> ErrorInfo {
     }
 }
 
-fn hash_of(value: &Value) -> Digest {
+pub(crate) fn hash_of(value: &Value) -> Digest {
     Digest::of(&canonical::to_canonical_vec(value).unwrap_or_default())
 }
 
@@ -523,51 +536,4 @@ impl ProviderCallRecord<'_> {
             error: failure,
         }
     }
-}
-
-/// `rag` nodes: the query is recorded as a tool call and becomes the node's output
-/// (`applied: false`); retrieval comes with a retrieval backend. (`memory`, `plan` and
-/// `milestone` nodes are real tools run by the engine: see `crate::tools`.)
-fn record_tool(work: &NodeWork, node: &Node) -> (NodeOutcome, Vec<ToolCalled>) {
-    let (operation, args) = match node.node_type {
-        NodeType::Rag => node.rag.as_ref().map(|c| {
-            (json!("query"), json!({ "collection": c.collection, "query": render_prompt(&c.query, &work.input_context), "top_k": c.top_k }))
-        }),
-        _ => None,
-    }
-    .unwrap_or((Value::Null, Value::Null));
-    let operation_name = operation.as_str().unwrap_or("unknown").to_owned();
-    let output = json!({ "operation": operation, "args": args, "applied": false });
-    let call = ToolCalled {
-        run_id: work.run_id,
-        node_id: node.id.clone(),
-        node_run_id: work.node_run_id,
-        tool: node.node_type.as_str().to_owned(),
-        operation: operation_name.clone(),
-        idempotency_key: format!(
-            "{}:{}:{operation_name}",
-            work.node_run_id,
-            node.node_type.as_str()
-        ),
-        input_hash: hash_of(&args),
-        outcome: ToolOutcome::Ok,
-        attempts: vec![ToolAttempt {
-            attempt: 1,
-            started_at: Timestamp::now(),
-            duration_ms: 0,
-            error: None,
-        }],
-        duration_ms: 0,
-        provider: None,
-        output: Some(output.clone()),
-        error: None,
-    };
-    (
-        NodeOutcome::Succeeded {
-            output,
-            warnings: Vec::new(),
-            fallback_used: false,
-        },
-        vec![call],
-    )
 }

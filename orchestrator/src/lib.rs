@@ -26,6 +26,7 @@ pub mod fork;
 mod inputs;
 pub mod lease;
 pub mod provider;
+pub mod rag;
 pub mod replay;
 pub mod state;
 pub mod subflows;

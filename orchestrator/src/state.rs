@@ -702,7 +702,12 @@ impl RunState {
             // The model registry has a stream per model.
             DomainEvent::ModelCreated(_)
             | DomainEvent::ModelUpdated(_)
-            | DomainEvent::ModelDeleted(_) => {
+            | DomainEvent::ModelDeleted(_)
+            | DomainEvent::RagCollectionCreated(_)
+            | DomainEvent::RagCollectionDeleted(_)
+            | DomainEvent::RagIndexStarted(_)
+            | DomainEvent::RagIndexCompleted(_)
+            | DomainEvent::RagIndexFailed(_) => {
                 return Err(inconsistent(
                     event.event_type().as_str(),
                     "not an event of a run stream",

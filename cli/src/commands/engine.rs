@@ -257,10 +257,12 @@ pub async fn build(
         .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     let leases = Leases::new(LeaseStore::new(store.pool().clone()), lease_config);
     let ownership: Arc<dyn Ownership> = leases.clone();
-    let shared = PgEventStore::from_pool(store.pool().clone());
-    let models = live_models(shared, exec.script.as_deref()).await?;
-    let local: Arc<dyn NodeExecutor> =
-        Arc::new(InProcessPool::new(models.providers(), exec.concurrency));
+    let shared = || PgEventStore::from_pool(store.pool().clone());
+    let models = live_models(shared(), exec.script.as_deref()).await?;
+    let providers = models
+        .providers()
+        .with_rag(rag_backend(shared(), &global.rag_data_dir));
+    let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::new(store.pool().clone());
     let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource {
         dir: DirSource { dir: flowcharts },
@@ -370,6 +372,7 @@ pub async fn build_sqlite(
     store: SqliteEventStore,
     exec: &ExecArgs,
     flowcharts: Option<PathBuf>,
+    rag_data_dir: &std::path::Path,
 ) -> Result<Built<SqliteEventStore>, Failure> {
     if exec.kube_settings.is_some() {
         return Err(super::needs_postgres(
@@ -379,8 +382,10 @@ pub async fn build_sqlite(
     }
     let lock = engine_lock(store.path())?;
     let models = live_models(store.share(), exec.script.as_deref()).await?;
-    let local: Arc<dyn NodeExecutor> =
-        Arc::new(InProcessPool::new(models.providers(), exec.concurrency));
+    let providers = models
+        .providers()
+        .with_rag(rag_backend(store.share(), rag_data_dir));
+    let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::on_store(store.share());
     let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource {
         dir: DirSource { dir: flowcharts },
@@ -532,4 +537,13 @@ impl FlowchartSource for DirSource {
             what: format!("no {name}.yaml, .yml or .json in {}", dir.display()),
         })
     }
+}
+
+/// The backend of `rag` nodes: collections from the ledger (its own connection pool), search
+/// indexes under `--rag-data-dir`.
+pub fn rag_backend<S: EventStore + 'static>(
+    store: S,
+    data_dir: &std::path::Path,
+) -> Arc<dyn runledger_orchestrator::rag::RagBackend> {
+    Arc::new(runledger_rag::Rag::new(store, data_dir.to_path_buf()))
 }

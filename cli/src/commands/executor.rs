@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use runledger_executor_gateway::worker::{WorkerConfig, run_worker};
+use runledger_ledger::PgEventStore;
 
 use crate::{Failure, GlobalArgs};
 
@@ -62,9 +63,13 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
         .await
         .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
     let providers = Arc::new(
-        super::engine::live_models(store, args.script.as_deref())
-            .await?
-            .providers(),
+        super::engine::live_models(
+            PgEventStore::from_pool(store.pool().clone()),
+            args.script.as_deref(),
+        )
+        .await?
+        .providers()
+        .with_rag(super::engine::rag_backend(store, &global.rag_data_dir)),
     );
     let js = super::engine::jetstream(global).await?;
     topology

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod migrate;
 pub mod models;
 pub mod projections;
+pub mod rag;
 pub mod replay;
 pub mod run;
 pub mod runs;

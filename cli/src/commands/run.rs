@@ -123,7 +123,8 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
                     "the ledger URL named SQLite but opened another backend",
                 ));
             };
-            let built = super::engine::build_sqlite(store, &args.exec, dir).await?;
+            let built =
+                super::engine::build_sqlite(store, &args.exec, dir, &global.rag_data_dir).await?;
             if !args.json {
                 errln!("runledger: ledger file {}", path.display());
             }
@@ -277,7 +278,12 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
         DomainEvent::FlowchartVersionCreated(_) | DomainEvent::IdempotencyKeyRecorded(_) => return,
         DomainEvent::ModelCreated(_)
         | DomainEvent::ModelUpdated(_)
-        | DomainEvent::ModelDeleted(_) => return,
+        | DomainEvent::ModelDeleted(_)
+        | DomainEvent::RagCollectionCreated(_)
+        | DomainEvent::RagCollectionDeleted(_)
+        | DomainEvent::RagIndexStarted(_)
+        | DomainEvent::RagIndexCompleted(_)
+        | DomainEvent::RagIndexFailed(_) => return,
         // Tool state events live in the tools' own streams (memory, plans, milestones).
         DomainEvent::MemoryEntryCreated(_)
         | DomainEvent::MemoryEntryUpdated(_)

@@ -15,6 +15,7 @@ mod error;
 mod graph;
 mod model;
 mod parse;
+mod rag_keys;
 mod validate;
 
 pub use error::{ValidationCode, ValidationError};
@@ -22,9 +23,9 @@ pub use graph::{CompiledCondition, Flowchart, NoMatchRoute};
 pub use model::{
     ConditionDoc, Connector, ConnectorMode, DEFAULT_BACKOFF_MS, DEFAULT_BACKOFF_MULTIPLIER,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, DEFAULT_TOP_K, Defaults, FanIn, FlowchartDoc, Limits,
-    MemoryConfig, MemoryOperation, MilestoneConfig, MilestoneOperation, NoMatch, NoMatchPolicy,
-    Node, NodeType, PlanConfig, PlanOperation, RagConfig, Retry, SCRIPTED_MODEL, ScriptedError,
-    ScriptedResponse,
+    MAX_TOP_K, MemoryConfig, MemoryOperation, MilestoneConfig, MilestoneOperation, NoMatch,
+    NoMatchPolicy, Node, NodeType, PlanConfig, PlanOperation, RagConfig, RagOperation, Retry,
+    SCRIPTED_MODEL, ScriptedError, ScriptedResponse,
 };
 pub use parse::{SourceFormat, parse};
 pub use validate::{CONDITION_ROOTS, is_valid_id, validate};

@@ -577,16 +577,56 @@ pub struct MilestoneConfig {
     pub fallback_output: Option<Value>,
 }
 
+/// Most hits a `rag` query may ask for.
+pub const MAX_TOP_K: u32 = 100;
+
+/// What a `rag` node does with its collection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RagOperation {
+    /// Retrieve the `top_k` best chunks for `query` (the default).
+    #[default]
+    Query,
+    /// Index the collection's sources (`mode: full | delta`).
+    Index,
+}
+
+impl RagOperation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RagOperation::Query => "query",
+            RagOperation::Index => "index",
+        }
+    }
+
+    fn is_query(&self) -> bool {
+        *self == RagOperation::Query
+    }
+}
+
 /// Config of a `rag` node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RagConfig {
+    /// A collection of the RAG registry (`runledger rag sources create`).
     pub collection: String,
-    /// Query template.
-    pub query: String,
+    #[serde(default, skip_serializing_if = "RagOperation::is_query")]
+    pub operation: RagOperation,
+    /// Query template, rendered from the input context like a prompt. Required for `query`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     #[serde(default = "default_top_k")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 100))]
     pub top_k: u32,
+    /// `index` only: `full` or `delta` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::rag::IndexMode>,
+    /// `query` only: search only these sources of the collection (none: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// `query` only: search only files whose `<source>/<path>` matches this glob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_glob: Option<String>,
 }
 
 /// `solid` triggers the target and counts toward its fan-in; `dotted` only passes context.

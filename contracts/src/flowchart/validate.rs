@@ -10,7 +10,8 @@
 use super::error::{ValidationCode as C, ValidationError, join_index, join_key};
 use super::graph::{CompiledCondition, Flowchart, NoMatchRoute, NodeFacts};
 use super::model::{
-    DEFAULT_TIMEOUT_S, FanIn, FlowchartDoc, NoMatchPolicy, Node, NodeType, Retry, SCRIPTED_MODEL,
+    DEFAULT_TIMEOUT_S, FanIn, FlowchartDoc, MAX_TOP_K, NoMatchPolicy, Node, NodeType, Retry,
+    SCRIPTED_MODEL,
 };
 use crate::condition::{self, Segment};
 use std::collections::{HashMap, VecDeque};
@@ -502,12 +503,18 @@ impl Validator {
                     format!("node `{id}`: `collection` must not be empty"),
                 );
             }
-            if rag.top_k == 0 {
+            if rag.top_k == 0 || rag.top_k > MAX_TOP_K {
                 self.push(
                     C::InvalidValue,
                     join_key(&rag_at, "top_k"),
-                    format!("node `{id}`: `top_k` must be at least 1, found 0"),
+                    format!(
+                        "node `{id}`: `top_k` must be 1 to {MAX_TOP_K}, found {}",
+                        rag.top_k
+                    ),
                 );
+            }
+            for (code, path, message) in super::rag_keys::check(id, &rag_at, rag) {
+                self.push(code, path, message);
             }
         }
     }

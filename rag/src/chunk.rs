@@ -1,0 +1,266 @@
+//! Chunking by structure, else by size with overlap.
+//!
+//! - Markdown (and HTML, whose extracted text keeps headings as `#` lines): a chunk per
+//!   section, split before each heading outside fenced code blocks; its title is the heading.
+//! - Code and plain text: blank-line blocks (items, paragraphs), merged in order until a chunk
+//!   would pass [`TARGET_CHARS`].
+//! - Any section still longer than [`MAX_CHARS`] is cut into windows of about
+//!   [`TARGET_CHARS`] that overlap by about [`OVERLAP_CHARS`], so a sentence on a cut is whole
+//!   in one of the two chunks.
+//!
+//! Every chunk keeps its 1-based inclusive line range in the extracted text (for files other
+//! than HTML, the file's own lines) and the blake3 of its text.
+
+use crate::extract::DocKind;
+
+/// Size a chunk is grown to (bytes of text).
+pub const TARGET_CHARS: usize = 1200;
+/// Longest section kept whole.
+pub const MAX_CHARS: usize = 2000;
+/// Overlap between consecutive windows of one long section.
+pub const OVERLAP_CHARS: usize = 200;
+
+/// One chunk of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub text: String,
+    pub start_line: u64,
+    pub end_line: u64,
+    /// The heading of the section the chunk is in, if the document has headings.
+    pub title: String,
+    /// blake3 of `text`, hex.
+    pub digest: String,
+}
+
+/// A run of lines: (1-based number, text) each.
+type Lines<'a> = Vec<(u64, &'a str)>;
+
+/// Chunks of `text`, a document of `kind`.
+pub fn chunk(kind: DocKind, text: &str) -> Vec<Chunk> {
+    let lines: Lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l))
+        .collect();
+    let sections = match kind {
+        DocKind::Markdown | DocKind::Html => by_headings(&lines),
+        DocKind::Code | DocKind::Text => by_blocks(&lines),
+    };
+    let mut out = Vec::new();
+    for (title, section) in sections {
+        let size: usize = section.iter().map(|(_, l)| l.len() + 1).sum();
+        if size <= MAX_CHARS {
+            push(&mut out, &title, &section);
+        } else {
+            for window in windows(&section) {
+                push(&mut out, &title, &window);
+            }
+        }
+    }
+    out
+}
+
+fn push(out: &mut Vec<Chunk>, title: &str, lines: &[(u64, &str)]) {
+    let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
+        return;
+    };
+    let mut text = String::new();
+    for (_, l) in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    if text.trim().is_empty() {
+        return;
+    }
+    let digest = blake3::hash(text.as_bytes()).to_hex().to_string();
+    out.push(Chunk {
+        text,
+        start_line: first.0,
+        end_line: last.0,
+        title: title.to_owned(),
+        digest,
+    });
+}
+
+fn heading(line: &str) -> Option<&str> {
+    let hashes = line.bytes().take_while(|b| *b == b'#').count();
+    if (1..=6).contains(&hashes) && line[hashes..].starts_with(' ') {
+        Some(line[hashes..].trim())
+    } else {
+        None
+    }
+}
+
+/// Sections that start at each heading outside ``` / ~~~ fences.
+fn by_headings<'a>(lines: &Lines<'a>) -> Vec<(String, Lines<'a>)> {
+    let mut sections: Vec<(String, Lines)> = Vec::new();
+    let mut title = String::new();
+    let mut current: Lines = Vec::new();
+    let mut fenced = false;
+    for &(n, line) in lines {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            fenced = !fenced;
+        }
+        if !fenced && let Some(h) = heading(line) {
+            if !current.is_empty() {
+                sections.push((title.clone(), std::mem::take(&mut current)));
+            }
+            title = h.to_owned();
+        }
+        current.push((n, line));
+    }
+    if !current.is_empty() {
+        sections.push((title, current));
+    }
+    sections
+}
+
+/// Blank-line blocks merged up to [`TARGET_CHARS`].
+fn by_blocks<'a>(lines: &Lines<'a>) -> Vec<(String, Lines<'a>)> {
+    let mut blocks: Vec<Lines> = Vec::new();
+    let mut current: Lines = Vec::new();
+    for &(n, line) in lines {
+        if line.trim().is_empty() {
+            if !current.is_empty() {
+                blocks.push(std::mem::take(&mut current));
+            }
+        } else {
+            current.push((n, line));
+        }
+    }
+    if !current.is_empty() {
+        blocks.push(current);
+    }
+    let mut sections: Vec<(String, Lines)> = Vec::new();
+    let mut merged: Lines = Vec::new();
+    let mut size = 0;
+    for block in blocks {
+        let block_size: usize = block.iter().map(|(_, l)| l.len() + 1).sum();
+        if !merged.is_empty() && size + block_size > TARGET_CHARS {
+            sections.push((String::new(), std::mem::take(&mut merged)));
+            size = 0;
+        }
+        size += block_size;
+        merged.extend(block);
+    }
+    if !merged.is_empty() {
+        sections.push((String::new(), merged));
+    }
+    sections
+}
+
+/// Windows of about [`TARGET_CHARS`] overlapping by about [`OVERLAP_CHARS`]. Lines longer
+/// than [`MAX_CHARS`] are first cut at character boundaries (pieces keep their line number).
+fn windows<'a>(section: &[(u64, &'a str)]) -> Vec<Lines<'a>> {
+    let mut units: Lines = Vec::new();
+    for &(n, line) in section {
+        let mut rest = line;
+        while rest.len() > MAX_CHARS {
+            let mut cut = TARGET_CHARS;
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            // Prefer to cut after a space.
+            if let Some(space) = rest[..cut].rfind(' ')
+                && space > TARGET_CHARS / 2
+            {
+                cut = space + 1;
+            }
+            units.push((n, &rest[..cut]));
+            rest = &rest[cut..];
+        }
+        units.push((n, rest));
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < units.len() {
+        let mut end = start;
+        let mut size = 0;
+        while end < units.len() && (end == start || size + units[end].1.len() < TARGET_CHARS) {
+            size += units[end].1.len() + 1;
+            end += 1;
+        }
+        out.push(units[start..end].to_vec());
+        if end >= units.len() {
+            break;
+        }
+        // Step back over about OVERLAP_CHARS of the window's tail, but always move forward.
+        let mut back = end;
+        let mut overlap = 0;
+        while back > start + 1 && overlap + units[back - 1].1.len() <= OVERLAP_CHARS {
+            back -= 1;
+            overlap += units[back].1.len() + 1;
+        }
+        start = back.max(start + 1);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_splits_at_headings_outside_fences() {
+        let md = "intro line\n# One\nbody one\n```\n# not a heading\n```\n## Two\nbody two\n";
+        let chunks = chunk(DocKind::Markdown, md);
+        let summary: Vec<(&str, u64, u64)> = chunks
+            .iter()
+            .map(|c| (c.title.as_str(), c.start_line, c.end_line))
+            .collect();
+        assert_eq!(summary, vec![("", 1, 1), ("One", 2, 6), ("Two", 7, 8)]);
+        assert!(chunks[1].text.contains("# not a heading"));
+        assert_eq!(
+            chunks[2].digest,
+            blake3::hash(b"## Two\nbody two\n").to_hex().to_string()
+        );
+    }
+
+    #[test]
+    fn code_merges_blank_line_blocks_up_to_the_target() {
+        let item = |i: usize| format!("fn f{i}() {{\n    {}\n}}\n", "x".repeat(300));
+        let code: String = (0..10).map(|i| item(i) + "\n").collect();
+        let chunks = chunk(DocKind::Code, &code);
+        assert!(chunks.len() >= 3, "{}", chunks.len());
+        for c in &chunks {
+            assert!(c.text.len() <= TARGET_CHARS + 400, "{}", c.text.len());
+            // Items are never cut: every chunk starts at an item.
+            assert!(c.text.starts_with("fn f"), "{}", c.text);
+        }
+        // Every item is in exactly one chunk.
+        let all: String = chunks.iter().map(|c| c.text.clone()).collect();
+        for i in 0..10 {
+            assert_eq!(all.matches(&format!("fn f{i}()")).count(), 1);
+        }
+    }
+
+    #[test]
+    fn long_sections_are_windows_that_overlap() {
+        let text: String = (1..=200).map(|i| format!("line number {i:04}\n")).collect();
+        let chunks = chunk(DocKind::Markdown, &text);
+        assert!(chunks.len() > 2);
+        for pair in chunks.windows(2) {
+            assert!(
+                pair[1].start_line <= pair[0].end_line,
+                "no overlap: {pair:?}"
+            );
+            assert!(pair[1].start_line > pair[0].start_line);
+        }
+        assert_eq!(chunks[0].start_line, 1);
+        assert_eq!(chunks.last().unwrap().end_line, 200);
+    }
+
+    #[test]
+    fn one_huge_line_is_cut_at_char_boundaries() {
+        let text = "é".repeat(5000);
+        let chunks = chunk(DocKind::Text, &text);
+        assert!(chunks.len() >= 4);
+        let joined: usize = chunks
+            .iter()
+            .map(|c| c.text.trim_end().chars().count())
+            .sum();
+        assert!(joined >= 5000);
+        assert!(chunks.iter().all(|c| c.start_line == 1 && c.end_line == 1));
+    }
+}
