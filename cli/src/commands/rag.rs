@@ -399,7 +399,7 @@ fn read_spec(path: &Path) -> Result<CollectionSpec, Failure> {
     })
 }
 
-async fn create(rag: &Rag<PgEventStore>, args: CreateArgs) -> Result<(), Failure> {
+async fn create(rag: &Rag<LedgerStore>, args: CreateArgs) -> Result<(), Failure> {
     let request_id = request_id(args.change.request_id.as_deref())?;
     let spec = match (&args.spec, &args.dir) {
         (Some(file), _) => {

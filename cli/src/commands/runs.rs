@@ -257,9 +257,12 @@ async fn control(
     let name = action.name();
     match apply_control(&store, run_id, action, control, request_id.clone()).await {
         Ok(outcome) => {
-            if !outcome.deduplicated {
-                // The serve that drives the run reads the control now, not on a poll.
-                let leases = runledger_ledger::leases::LeaseStore::new(store.pool().clone());
+            if !outcome.deduplicated
+                && let Some(pg) = store.as_postgres()
+            {
+                // The serve that drives the run reads the control now, not on a poll. (On
+                // SQLite the one engine polls its runs.)
+                let leases = runledger_ledger::leases::LeaseStore::new(pg.pool().clone());
                 if let Err(e) = leases.wake_owner(run_id).await {
                     tracing::warn!(error = %e, "cannot wake the engine that drives the run");
                 }

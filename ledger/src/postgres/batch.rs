@@ -48,7 +48,7 @@ impl PgEventStore {
         let mut results: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
         let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(n);
         for (i, item) in items.iter().enumerate() {
-            let checked = match Self::prepare(&item.request) {
+            let checked = match crate::prepare::prepare(&item.request) {
                 Ok(p) => self.check_blob_refs(&item.request, &p).await.map(|()| p),
                 Err(e) => Err(e),
             };

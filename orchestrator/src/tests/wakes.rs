@@ -246,7 +246,7 @@ async fn a_report_recorded_by_another_instance_wakes_the_owner_which_never_polls
                 run_id: run,
                 report: Report::Finished(succeeded(&work)),
                 message_id: Some(format!("result-msg-{n}")),
-                recorded: None,
+                receipt: None,
             })
             .await;
         if n < 3 {
