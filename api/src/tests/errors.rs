@@ -124,7 +124,7 @@ async fn every_error_class_is_an_envelope_and_writes_nothing() {
         .await
         .assert_error(StatusCode::NOT_FOUND, "route_not_found");
     server
-        .get("/")
+        .get("/v2/runs")
         .await
         .assert_error(StatusCode::NOT_FOUND, "route_not_found");
     let r = server.call(Method::DELETE, "/v1/runs", None, &[]).await;

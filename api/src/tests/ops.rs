@@ -24,20 +24,29 @@ async fn health_readiness_and_metrics() {
     let run = server.start_inline(GREET, json!({})).await;
     server.wait(run).await;
     server.projected(run).await;
-    let r = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/openmetrics-text; version=1.0.0")
-    );
-    let text = r.text().await.unwrap();
+    // The shared follower counts events on its own schedule, apart from the projections:
+    // wait (bounded) until it has seen the run end.
+    let mut text = String::new();
+    for _ in 0..200 {
+        let r = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text; version=1.0.0")
+        );
+        text = r.text().await.unwrap();
+        if text.contains("runledger_runs_finished_total{status=\"completed\"}") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let value = |line_start: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(line_start))
