@@ -90,6 +90,7 @@ pub struct GlobalArgs {
         global = true,
         env = "RUNLEDGER_RAG_DATA_DIR",
         default_value = ".runledger/rag",
+        hide_env_values = true,
         help_heading = "Storage"
     )]
     pub rag_data_dir: PathBuf,
