@@ -10,6 +10,7 @@
 //! - [`error`]: the API error envelope.
 //! - [`schema`]: the JSON Schemas committed under `contracts/schemas/`.
 
+pub mod agent_tool;
 pub mod canonical;
 pub mod condition;
 pub mod digest;
