@@ -9,6 +9,7 @@
 pub mod backend;
 #[cfg(test)]
 mod conformance;
+mod migrations;
 pub mod export;
 pub mod export_file;
 pub mod import;

@@ -149,7 +149,7 @@ impl PgEventStore {
     /// Applies the migrations in `migrations/` that have not run yet. Safe to run concurrently
     /// and repeatedly. Returns how many were applied now.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
-        let migrator = sqlx::migrate!("../migrations");
+        let migrator = crate::migrations::postgres();
         let before = applied_migrations(&self.pool).await?;
         migrator
             .run(&self.pool)
@@ -161,7 +161,7 @@ impl PgEventStore {
 
     /// Migrations applied and still pending.
     pub async fn migration_status(&self) -> Result<(usize, usize), StoreError> {
-        let known = sqlx::migrate!("../migrations").iter().count();
+        let known = crate::migrations::postgres().iter().count();
         let applied = applied_migrations(&self.pool).await?;
         Ok((applied, known.saturating_sub(applied)))
     }

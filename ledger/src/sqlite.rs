@@ -160,7 +160,7 @@ impl SqliteEventStore {
         .await
         .map_err(|e| StoreError::Database(sqlx::Error::Io(std::io::Error::other(e))))?
         .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
-        let migrator = sqlx::migrate!("./migrations-sqlite");
+        let migrator = crate::migrations::sqlite();
         let before = self.applied_migrations().await?;
         let result = migrator.run(&self.writer).await;
         drop(lock);
@@ -171,7 +171,7 @@ impl SqliteEventStore {
 
     /// Migrations applied and still pending.
     pub async fn migration_status(&self) -> Result<(usize, usize), StoreError> {
-        let known = sqlx::migrate!("./migrations-sqlite").iter().count();
+        let known = crate::migrations::sqlite().iter().count();
         let applied = self.applied_migrations().await?;
         Ok((applied, known.saturating_sub(applied)))
     }
