@@ -28,7 +28,10 @@ fn migration_list(dir: &Path) -> String {
         .map(|entry| entry.expect("listing migrations").path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
         .map(|path| {
-            let name = path.file_stem().and_then(|s| s.to_str()).expect("UTF-8 name");
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("UTF-8 name");
             let (version, description) = name
                 .split_once('_')
                 .unwrap_or_else(|| panic!("migration {name} is not <version>_<description>.sql"));
@@ -38,17 +41,29 @@ fn migration_list(dir: &Path) -> String {
             let sql = fs::read_to_string(&path).expect("migration is UTF-8");
             let no_tx = sql.starts_with("-- no-transaction");
             let path = path.canonicalize().expect("migration path resolves");
-            (version, description.replace('_', " "), path.display().to_string(), no_tx)
+            (
+                version,
+                description.replace('_', " "),
+                path.display().to_string(),
+                no_tx,
+            )
         })
         .collect();
     entries.sort_by_key(|entry| entry.0);
     for pair in entries.windows(2) {
-        assert!(pair[0].0 != pair[1].0, "two migrations share version {}", pair[0].0);
+        assert!(
+            pair[0].0 != pair[1].0,
+            "two migrations share version {}",
+            pair[0].0
+        );
     }
     let mut code = String::from("&[\n");
     for (version, description, path, no_tx) in entries {
-        writeln!(code, "    ({version}, {description:?}, include_str!({path:?}), {no_tx}),")
-            .expect("writing to a String");
+        writeln!(
+            code,
+            "    ({version}, {description:?}, include_str!({path:?}), {no_tx}),"
+        )
+        .expect("writing to a String");
     }
     code.push(']');
     code

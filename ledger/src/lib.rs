@@ -9,11 +9,11 @@
 pub mod backend;
 #[cfg(test)]
 mod conformance;
-mod migrations;
 pub mod export;
 pub mod export_file;
 pub mod import;
 pub mod leases;
+mod migrations;
 pub mod postgres;
 mod prepare;
 pub mod sign;

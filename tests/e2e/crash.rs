@@ -18,14 +18,15 @@ use serde_json::Value;
 
 /// A command of the binary against the test's schema (flags, not environment).
 fn runledger(schema: &str, args: &[&str]) -> Command {
+    runledger_at(&test_database_url(), schema, args)
+}
+
+/// [`runledger`] against another database URL (the same database under another
+/// `application_name`, say).
+fn runledger_at(database_url: &str, schema: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runledger"));
     cmd.args(args)
-        .args([
-            "--database-url",
-            &test_database_url(),
-            "--database-schema",
-            schema,
-        ])
+        .args(["--database-url", database_url, "--database-schema", schema])
         .env_remove("RUNLEDGER_DATABASE_URL")
         .env_remove("RUNLEDGER_DATABASE_SCHEMA")
         .env_remove("RUNLEDGER_LOG");
@@ -63,6 +64,7 @@ impl Drop for Scratch {
 /// failed assertion never leaves an engine behind.
 struct Serves {
     schema: String,
+    database_url: String,
     logs: PathBuf,
     running: Vec<Child>,
     started: usize,
@@ -74,6 +76,7 @@ impl Serves {
     fn new(schema: &str, logs: &Path) -> Self {
         Self {
             schema: schema.to_owned(),
+            database_url: test_database_url(),
             logs: logs.to_path_buf(),
             running: Vec::new(),
             started: 0,
@@ -89,7 +92,8 @@ impl Serves {
         let log = File::create(self.log(self.started)).unwrap();
         // Short leases: each restarted engine takes the run over once the killed one's lease
         // runs out.
-        let child = runledger(
+        let child = runledger_at(
+            &self.database_url,
             &self.schema,
             &[
                 "serve",
@@ -486,6 +490,87 @@ async fn two_engines_keep_one_run_linear() {
     );
     drop(serves);
     ledger.drop_schema().await.unwrap();
+}
+
+/// How many times the engine's database connections are cut in
+/// `serve_survives_database_connections_cut_mid_run`.
+const CUTS: usize = 10;
+
+/// A database failover or a flaky network cuts every connection of an engine, again and again,
+/// while it drives a run. The engine must neither exit nor lose, repeat or stall work: the run
+/// completes with every node run ended once, and the engine is still up at the end.
+#[tokio::test]
+async fn serve_survives_database_connections_cut_mid_run() {
+    let clock = Instant::now();
+    let ledger = TestLedger::new().await.unwrap();
+    let schema = ledger.schema().to_owned();
+    let scratch = Scratch::new();
+    let (yaml, nodes) = chain("cut-chain", 98);
+    let flow = scratch.path("cut-chain.yaml");
+    std::fs::write(&flow, yaml).unwrap();
+
+    // The engine's connections carry a name of their own, so the test cuts exactly those.
+    let application = format!("cut-{}", std::process::id());
+    let base = test_database_url();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let mut serves = Serves::new(&schema, &scratch.0);
+    serves.database_url = format!("{base}{separator}application_name={application}");
+    serves.start();
+    let run = RunId::new_v7();
+    start_run(&schema, &flow, run);
+
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    let mut rng = Rng(DEFAULT_SEED);
+    let mut cut_connections = Vec::new();
+    let mut progress = Vec::new();
+    for _ in 0..CUTS {
+        tokio::time::sleep(Duration::from_millis(rng.between(50, 150))).await;
+        let cut: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(&application)
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        cut_connections.push(cut.len());
+        progress.push(head_version(&ledger, run).await);
+    }
+    admin.close().await;
+    let mid_run = recorded_until_completion(&read_run(&ledger, run).await, &progress);
+    assert!(
+        mid_run >= CUTS / 2,
+        "only {mid_run} of {CUTS} cuts fell before the run completed: {progress:?}"
+    );
+    assert!(
+        cut_connections.iter().any(|&n| n > 0),
+        "no connection of the engine was found to cut: {cut_connections:?}"
+    );
+    wait_completed(&schema, run, Duration::from_secs(120), &serves).await;
+    serves.kill_all();
+    serves.assert_healthy();
+
+    let recorded = read_run(&ledger, run).await;
+    let tally = check_run(&recorded, &nodes);
+    println!(
+        "serve_survives_database_connections_cut_mid_run: {CUTS} cuts ({mid_run} before the run \
+         completed), connections cut each time {cut_connections:?}, stream version at each cut \
+         {progress:?}; {} events, {} node runs, {} ignored results; {:.1}s",
+        tally.events,
+        tally.node_runs,
+        tally.ignored,
+        clock.elapsed().as_secs_f64()
+    );
+    drop(serves);
+    ledger.drop_schema().await.unwrap();
+}
+
+/// How many of the stream versions seen at each cut lie before the run's `RunCompleted`.
+fn recorded_until_completion(recorded: &[RecordedEvent], progress: &[u64]) -> usize {
+    let completed_at = recorded
+        .iter()
+        .find(|e| e.event_type == "RunCompleted")
+        .map_or(u64::MAX, |e| e.stream_version);
+    progress.iter().filter(|&&v| v < completed_at).count()
 }
 
 /// A retry's backoff timer lives in the ledger: an engine killed while the timer runs is
