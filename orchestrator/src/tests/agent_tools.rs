@@ -596,8 +596,6 @@ async fn decisions_are_event_sourced_and_conditions_evaluate() {
         .await
         .iter()
         .map(|e| e.event_type().as_str())
-        .collect::<Vec<_>>()
-        .into_iter()
         .collect();
     assert_eq!(
         types,
@@ -1110,6 +1108,45 @@ async fn model_tools_read_the_registry_and_never_show_a_secret() {
     assert_eq!(
         code(h.call(&c, "model_get", json!({ "name": "missing" })).await),
         "not_found"
+    );
+    h.ledger.drop_schema().await.unwrap();
+}
+
+#[tokio::test]
+async fn workflow_cancel_with_force_ends_the_callers_run() {
+    let h = harness().await;
+    let run = h.start(flowchart(PAUSABLE)).await;
+    let canceled = h
+        .ok(
+            &ctx(run, "work", 1),
+            "workflow_cancel",
+            json!({ "reason": "the task is moot", "force": true }),
+        )
+        .await;
+    assert_eq!(canceled["control"], "cancel --force");
+    assert_eq!(h.finish(run).await, RunStatus::Canceled);
+    let events = h.run_events(run).await;
+    let requested = events.iter().find_map(|e| match e {
+        DomainEvent::RunCancelRequested(r) => Some(r.control.actor.clone()),
+        _ => None,
+    });
+    assert_eq!(requested.as_deref(), Some("node:work"));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, DomainEvent::NodeCanceled(c) if c.node_id == "work" && c.forced)),
+        "the calling node's own run is canceled too"
+    );
+    assert_eq!(
+        code(
+            h.call(
+                &ctx(run, "work", 2),
+                "workflow_resume",
+                json!({ "reason": "too late" })
+            )
+            .await
+        ),
+        "run_not_paused"
     );
     h.ledger.drop_schema().await.unwrap();
 }
