@@ -181,10 +181,18 @@ impl Harness {
         let (domain, spec) = self
             .domains
             .iter()
-            .find_map(|d| d.specs().into_iter().find(|s| s.name == name).map(|s| (d, s)))
+            .find_map(|d| {
+                d.specs()
+                    .into_iter()
+                    .find(|s| s.name == name)
+                    .map(|s| (d, s))
+            })
             .unwrap_or_else(|| panic!("no domain serves {name}"));
         let validator = jsonschema::validator_for(&spec.parameters).unwrap();
-        assert!(!validator.is_valid(&arguments), "{name}: the schema takes {arguments}");
+        assert!(
+            !validator.is_valid(&arguments),
+            "{name}: the schema takes {arguments}"
+        );
         domain.call(ctx, name, arguments).await
     }
 
