@@ -952,6 +952,79 @@ pub struct MilestoneEvidenceAttached {
     pub evidence: MilestoneEvidence,
 }
 
+// ---- Decisions recorded by agents (stream `decision-<decision_id>`) -------------------------
+//
+// An agent's `decision_*` tools keep a decision's question, options, scores and outcome in a
+// stream of its own, like memory and plans: every event names the node run that caused it and
+// carries the call's idempotency key, the request id of the append that wrote it.
+
+/// One option of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionOption {
+    /// Unique within the decision: 1 to 100 of `A-Z a-z 0-9 - _ . :`.
+    pub id: String,
+    pub description: String,
+}
+
+/// The score one option received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptionScore {
+    pub option_id: String,
+    /// A finite number; higher is better.
+    pub score: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rationale: Option<String>,
+}
+
+/// A decision was opened: its question and the options it chooses between.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionCreated {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub decision_id: String,
+    pub question: String,
+    /// At least one, ids unique.
+    pub options: Vec<DecisionOption>,
+    /// What the options are weighed by (free text, in order of importance).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub criteria: Vec<String>,
+    /// Facts the decision is made on, as the agent gave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+}
+
+/// Options of a decision were scored; a later score of an option replaces an earlier one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionOptionsScored {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub decision_id: String,
+    /// At least one, each naming an option of the decision once.
+    pub scores: Vec<OptionScore>,
+}
+
+/// A decision was made: the option chosen and why. Recorded once per decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionOutcomeRecorded {
+    pub run_id: RunId,
+    pub node_id: String,
+    pub node_run_id: NodeRunId,
+    pub idempotency_key: String,
+    pub decision_id: String,
+    pub chosen_option_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rationale: Option<String>,
+}
+
 /// Generates the catalog enum, its type names and current versions from one table.
 macro_rules! catalog {
     ($($name:ident = $version:literal),+ $(,)?) => {
@@ -1090,6 +1163,9 @@ catalog! {
     MilestoneDeleted = 1,
     MilestoneStatusSet = 1,
     MilestoneEvidenceAttached = 1,
+    DecisionCreated = 1,
+    DecisionOptionsScored = 1,
+    DecisionOutcomeRecorded = 1,
 }
 
 impl std::fmt::Display for EventType {

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use runledger_contracts::canonical;
 use runledger_contracts::digest::Digest;
 use runledger_contracts::events::{
-    self, ArtifactPersisted, ConditionEvaluation, ConditionOutcome, ConsumedToken, Control,
-    DomainEvent, ErrorInfo, FlowchartRef, NodeCanceled, NodeFailed, NodeResultIgnored,
-    NodeRetryScheduled, NodeRewound, NodeRunStatus, NodeScheduled, NodeSkipped, NodeStarted,
-    NodeSucceeded, NodeTimedOut, ParentRun, RoutingDecided, RunCancelRequested, RunCanceled,
-    RunCompleted, RunFailed, RunPaused, RunResumed, RunStarted, TimeoutPhase, ToolCalled, Warning,
+    self, ArtifactPersisted, ConsumedToken, Control, DomainEvent, ErrorInfo, FlowchartRef,
+    NodeCanceled, NodeFailed, NodeResultIgnored, NodeRetryScheduled, NodeRewound, NodeRunStatus,
+    NodeScheduled, NodeSkipped, NodeStarted, NodeSucceeded, NodeTimedOut, ParentRun,
+    RoutingDecided, RunCancelRequested, RunCanceled, RunCompleted, RunFailed, RunPaused,
+    RunResumed, RunStarted, TimeoutPhase, ToolCalled, Warning,
 };
-use runledger_contracts::flowchart::{FanIn, Flowchart, NoMatchRoute, NodeType};
+use runledger_contracts::flowchart::{FanIn, Flowchart, NodeType};
 use runledger_contracts::ids::{ArtifactId, CorrelationId, NodeRunId, RequestId, RunId};
 use runledger_contracts::storable;
 use runledger_contracts::time::Timestamp;
@@ -802,109 +802,27 @@ impl<E: Env> Step<'_, E> {
     fn route(&mut self, i: usize, context: &Value) -> Result<(), DecideError> {
         let node = self.state.node_runs[i].node;
         let flowchart = Arc::clone(&self.state.flowchart);
-        let mut fired = std::collections::BTreeSet::new();
-        let mut evaluations = Vec::new();
-        for condition in flowchart.conditions(node) {
-            let evaluation = condition.when.evaluate_explained(context);
-            let outcome = match evaluation.outcome {
-                Ok(true) => {
-                    fired.insert(condition.connector);
-                    ConditionOutcome::Matched
-                }
-                Ok(false) => ConditionOutcome::NotMatched,
-                Err(_) => ConditionOutcome::Error,
-            };
-            evaluations.push(ConditionEvaluation {
-                connector_id: connector_id(&flowchart, condition.connector),
-                condition: condition.when.source().to_owned(),
-                outcome,
-                reason: evaluation.reason,
-            });
-        }
+        let routed = crate::routing::route(&flowchart, node, context);
         let upstream_output = context.get("latest_upstream").and_then(|l| l.get("output"));
-        let route_key = upstream_output.and_then(|o| o.get("route_key"));
-        let mut failure = None;
-        let mut route_key_text = None;
-        let mut route_key_matched = false;
-        match route_key {
-            None | Some(Value::Null) => {}
-            Some(Value::String(key)) => {
-                route_key_text = Some(key.clone());
-                let own = flowchart
-                    .solid_outgoing(node)
-                    .iter()
-                    .copied()
-                    .find(|&c| flowchart.connector_at(c).is_some_and(|k| &k.id == key));
-                match own {
-                    Some(c) => {
-                        route_key_matched = true;
-                        fired.insert(c);
-                    }
-                    None => {
-                        let known: Vec<String> = flowchart
-                            .solid_outgoing(node)
-                            .iter()
-                            .map(|&c| connector_id(&flowchart, c))
-                            .collect();
-                        failure = Some(ErrorInfo {
-                            code: "unknown_route".into(),
-                            message: format!(
-                                "route_key `{key}` names no connector of decision `{}` (its connectors: {})",
-                                self.node_id(node),
-                                known.join(", ")
-                            ),
-                            retryable: false,
-                            details: None,
-                        });
-                    }
-                }
-            }
-            Some(other) => {
-                failure = Some(ErrorInfo {
-                    code: "unknown_route".into(),
-                    message: format!("route_key must be a string, got {other}"),
-                    retryable: false,
-                    details: None,
-                });
-            }
-        }
-        if failure.is_some() {
-            fired.clear();
-        }
-        let no_match = failure.is_none() && fired.is_empty();
-        let mut fallback_connector = None;
-        if no_match {
-            match flowchart.no_match(node) {
-                NoMatchRoute::Fallback { connector } => {
-                    fired.insert(connector);
-                    fallback_connector = Some(connector_id(&flowchart, connector));
-                }
-                NoMatchRoute::Fail => {
-                    failure = Some(ErrorInfo {
-                        code: "no_route_matched".into(),
-                        message: format!(
-                            "no condition of decision `{}` matched and it has no fallback",
-                            self.node_id(node)
-                        ),
-                        retryable: false,
-                        details: None,
-                    });
-                }
-            }
-        }
-        let matched_connectors: Vec<String> =
-            fired.iter().map(|&c| connector_id(&flowchart, c)).collect();
+        let failure = routed.failure;
+        let matched_connectors: Vec<String> = routed
+            .fired
+            .iter()
+            .map(|&c| connector_id(&flowchart, c))
+            .collect();
         let node_run_id = self.state.node_runs[i].id;
         let routing = RoutingDecided {
             run_id: self.run_id(),
             node_id: self.node_id(node),
             node_run_id,
-            evaluations,
-            route_key: route_key_text,
-            route_key_matched,
+            evaluations: routed.evaluations,
+            route_key: routed.route_key,
+            route_key_matched: routed.route_key_matched,
             matched_connectors,
-            no_match,
-            fallback_connector,
+            no_match: routed.no_match,
+            fallback_connector: routed
+                .fallback_connector
+                .map(|c| connector_id(&flowchart, c)),
         };
         let routing_payload = serde_json::to_value(&routing).unwrap_or(Value::Null);
         let outcome = crate::tools::decision::outcome_call(
@@ -1559,12 +1477,7 @@ impl<E: Env> Step<'_, E> {
     }
 }
 
-fn connector_id(flowchart: &Flowchart, connector: usize) -> String {
-    flowchart
-        .connector_at(connector)
-        .map(|c| c.id.clone())
-        .unwrap_or_default()
-}
+use crate::routing::connector_id;
 
 fn success_artifact_type(node_type: NodeType) -> &'static str {
     match node_type {

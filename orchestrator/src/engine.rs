@@ -756,6 +756,12 @@ impl<S: EventStore + 'static> Engine<S> {
         }
     }
 
+    /// Tells the run's owner, wherever it runs, that something else wrote to the run
+    /// ([`crate::lease::Ownership::wake_owner`]); nothing when this engine is alone.
+    pub async fn wake_owner(&self, run_id: RunId) {
+        self.inner.ownership.wake_owner(run_id).await;
+    }
+
     /// [`Engine::poke`] for every run driven here (wakes may have been lost).
     pub fn poke_all(&self) {
         let senders: Vec<_> = self

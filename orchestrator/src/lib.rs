@@ -7,6 +7,10 @@
 //!   model) behind the `NodeExecutor` and `ModelProvider` traits.
 //! - [`tools`]: the memory, plan and milestone tools (state event-sourced in their own
 //!   streams), run by the engine in the same transaction as the node's end.
+//! - [`agent_tools`]: the ledger-backed tool domains an agent `task` node may call (memory,
+//!   plans, milestones, decisions, workflow controls, observability, connectors, contracts,
+//!   models), behind the `ToolDomain` contract.
+//! - [`routing`]: how a decision node routes, shared by the decider and the connector tools.
 //! - [`engine`]: the run service that drives runs against an `EventStore`: one append per step,
 //!   durable timers, operator controls, recovery after a crash.
 //! - [`delivery`]: what became of an executor report (recorded, duplicate, refused for good,
@@ -17,6 +21,7 @@
 //!
 //! See docs/engine.md for the rules the decider follows.
 
+pub mod agent_tools;
 pub mod commit;
 pub mod decide;
 pub mod delivery;
@@ -28,6 +33,7 @@ pub mod lease;
 pub mod provider;
 pub mod rag;
 pub mod replay;
+pub mod routing;
 pub mod state;
 pub mod subflows;
 pub mod tools;

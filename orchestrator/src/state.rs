@@ -726,7 +726,10 @@ impl RunState {
             | DomainEvent::MilestoneUpdated(_)
             | DomainEvent::MilestoneDeleted(_)
             | DomainEvent::MilestoneStatusSet(_)
-            | DomainEvent::MilestoneEvidenceAttached(_) => {
+            | DomainEvent::MilestoneEvidenceAttached(_)
+            | DomainEvent::DecisionCreated(_)
+            | DomainEvent::DecisionOptionsScored(_)
+            | DomainEvent::DecisionOutcomeRecorded(_) => {
                 return Err(inconsistent(
                     event.event_type().as_str(),
                     "not an event of a run stream",

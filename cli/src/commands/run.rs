@@ -297,7 +297,10 @@ fn print_transition(event: &RecordedEvent, as_json: bool, clock: Instant) {
         | DomainEvent::MilestoneUpdated(_)
         | DomainEvent::MilestoneDeleted(_)
         | DomainEvent::MilestoneStatusSet(_)
-        | DomainEvent::MilestoneEvidenceAttached(_) => return,
+        | DomainEvent::MilestoneEvidenceAttached(_)
+        | DomainEvent::DecisionCreated(_)
+        | DomainEvent::DecisionOptionsScored(_)
+        | DomainEvent::DecisionOutcomeRecorded(_) => return,
         DomainEvent::RunStarted(e) => (None, None, None, format!("flowchart {}", e.flowchart.name)),
         DomainEvent::RunCompleted(e) => (None, None, None, format!("{} node runs", e.node_runs)),
         DomainEvent::RunFailed(e) => (

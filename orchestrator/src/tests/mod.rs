@@ -1,6 +1,7 @@
 //! The engine's rules, each run end to end on real PostgreSQL (`rules`), a property test of the
 //! pure decider over random flowcharts (`property`), and the recorded ledgers (`fixtures`).
 
+mod agent_tools;
 mod fixtures;
 mod property;
 mod refusals;

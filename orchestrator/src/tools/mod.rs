@@ -1,5 +1,6 @@
 //! Deterministic tools: the memory, plan and milestone stores that `memory`, `plan` and
-//! `milestone` nodes call, and the outcome record of `decision` nodes.
+//! `milestone` nodes call, the decisions agents record ([`decisions`], called only through the
+//! agent tools), and the outcome record of `decision` nodes.
 //!
 //! Tool state is event-sourced in streams of its own (`memory-<scope>`, `plan-<plan_id>`,
 //! `milestone-<milestone_id>`). A tool node run is executed by the run's driver, not by an
@@ -15,6 +16,7 @@
 
 pub mod cache;
 pub mod decision;
+pub mod decisions;
 pub mod memory;
 pub mod milestone;
 pub mod plan;
@@ -53,10 +55,17 @@ pub enum ToolKind {
     Memory,
     Plan,
     Milestone,
+    /// Decisions an agent records (`decision-<decision_id>`); no node type calls it.
+    Decision,
 }
 
 impl ToolKind {
-    pub const ALL: [ToolKind; 3] = [ToolKind::Memory, ToolKind::Plan, ToolKind::Milestone];
+    pub const ALL: [ToolKind; 4] = [
+        ToolKind::Memory,
+        ToolKind::Plan,
+        ToolKind::Milestone,
+        ToolKind::Decision,
+    ];
 
     /// The tool that nodes of this type call; `None` for nodes that call none.
     pub fn of(node_type: NodeType) -> Option<ToolKind> {
@@ -74,6 +83,7 @@ impl ToolKind {
             ToolKind::Memory => "memory",
             ToolKind::Plan => "plan",
             ToolKind::Milestone => "milestone",
+            ToolKind::Decision => "decision",
         }
     }
 
@@ -83,6 +93,7 @@ impl ToolKind {
             ToolKind::Memory => "memory-",
             ToolKind::Plan => "plan-",
             ToolKind::Milestone => "milestone-",
+            ToolKind::Decision => "decision-",
         }
     }
 
@@ -236,6 +247,9 @@ pub fn event_idempotency_key(event: &DomainEvent) -> Option<&str> {
         DomainEvent::MilestoneDeleted(e) => &e.idempotency_key,
         DomainEvent::MilestoneStatusSet(e) => &e.idempotency_key,
         DomainEvent::MilestoneEvidenceAttached(e) => &e.idempotency_key,
+        DomainEvent::DecisionCreated(e) => &e.idempotency_key,
+        DomainEvent::DecisionOptionsScored(e) => &e.idempotency_key,
+        DomainEvent::DecisionOutcomeRecorded(e) => &e.idempotency_key,
         _ => return None,
     })
 }
@@ -413,6 +427,7 @@ impl ToolCall {
                     c.fallback_output.clone(),
                 )
             }),
+            ToolKind::Decision => None,
         }?;
         let (args, args_error) = match resolve_args(args, &work.input_context) {
             Ok(resolved) => (resolved, None),
@@ -491,6 +506,7 @@ pub async fn attempt<S: EventStore>(
         ToolKind::Memory => attempt_with::<memory::Memory, S>(store, cache, call).await,
         ToolKind::Plan => attempt_with::<plan::Plans, S>(store, cache, call).await,
         ToolKind::Milestone => attempt_with::<milestone::Milestones, S>(store, cache, call).await,
+        ToolKind::Decision => attempt_with::<decisions::Decisions, S>(store, cache, call).await,
     }?;
     let size = canonical::to_canonical_vec(&planned.output)
         .map_err(|e| ToolError::Corrupt(e.to_string()))?
