@@ -42,6 +42,7 @@ use crate::{
 };
 
 mod import;
+mod run_index;
 mod rows;
 
 use rows::{event_from_row, head_from_row};
