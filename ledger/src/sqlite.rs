@@ -42,8 +42,8 @@ use crate::{
 };
 
 mod import;
-mod run_index;
 mod rows;
+mod run_index;
 
 use rows::{event_from_row, head_from_row};
 

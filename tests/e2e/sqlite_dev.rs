@@ -22,10 +22,7 @@ fn chain_flow(name: &str, delay_ms: u64) -> String {
     }
     text.push_str("  - { id: end, type: end }\nconnectors:\n  - { id: c0, from: start, to: t1 }\n");
     for i in 1..4 {
-        text.push_str(&format!(
-            "  - {{ id: c{i}, from: t{i}, to: t{} }}\n",
-            i + 1
-        ));
+        text.push_str(&format!("  - {{ id: c{i}, from: t{i}, to: t{} }}\n", i + 1));
     }
     text.push_str("  - { id: c4, from: t4, to: end }\n");
     text
@@ -47,7 +44,9 @@ fn on_file(dir: &Path, args: &[&str]) -> Command {
 }
 
 fn output(dir: &Path, args: &[&str]) -> Output {
-    on_file(dir, args).output().expect("run the runledger binary")
+    on_file(dir, args)
+        .output()
+        .expect("run the runledger binary")
 }
 
 /// A background process whose stderr goes to a file; killed (SIGKILL) if still running when
@@ -189,9 +188,11 @@ fn a_run_of_a_killed_dev_is_resumed_by_the_next_dev_with_no_node_run_twice() {
     let run_id = started["run_id"].as_str().unwrap().to_owned();
 
     let mut first = Process::spawn(&dir.0, &["dev", "--scan-ms", "100"], "dev1.log");
-    wait_for("t2 to start under the first dev", Duration::from_secs(30), || {
-        count(&run_events(&dir.0, &run_id), "NodeSucceeded") >= 2
-    });
+    wait_for(
+        "t2 to start under the first dev",
+        Duration::from_secs(30),
+        || count(&run_events(&dir.0, &run_id), "NodeSucceeded") >= 2,
+    );
     // The file has one engine: a second `dev` is refused while the first lives.
     let second = output(&dir.0, &["dev"]);
     assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
@@ -209,9 +210,11 @@ fn a_run_of_a_killed_dev_is_resumed_by_the_next_dev_with_no_node_run_twice() {
     );
 
     let mut again = Process::spawn(&dir.0, &["dev", "--scan-ms", "100"], "dev2.log");
-    wait_for("the resumed run to complete", Duration::from_secs(30), || {
-        status_of(&dir.0, &run_id) == "completed"
-    });
+    wait_for(
+        "the resumed run to complete",
+        Duration::from_secs(30),
+        || status_of(&dir.0, &run_id) == "completed",
+    );
     assert!(
         again.log().contains("resumed 1 unfinished run(s)"),
         "{}",
@@ -233,12 +236,23 @@ fn a_run_of_a_killed_dev_is_resumed_by_the_next_dev_with_no_node_run_twice() {
     );
     let other: Value = serde_json::from_str(stdout(&other).trim()).unwrap();
     let other_id = other["run_id"].as_str().unwrap().to_owned();
-    wait_for("the run recorded meanwhile", Duration::from_secs(30), || {
-        status_of(&dir.0, &other_id) == "completed"
-    });
+    wait_for(
+        "the run recorded meanwhile",
+        Duration::from_secs(30),
+        || status_of(&dir.0, &other_id) == "completed",
+    );
     again.signal("-INT");
-    assert_eq!(again.wait_exit(Duration::from_secs(20)), Some(0), "{}", again.log());
-    assert!(again.log().contains("runledger dev: stopped"), "{}", again.log());
+    assert_eq!(
+        again.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        again.log()
+    );
+    assert!(
+        again.log().contains("runledger dev: stopped"),
+        "{}",
+        again.log()
+    );
     assert_ran_once(&run_events(&dir.0, &other_id));
 }
 
@@ -250,7 +264,11 @@ fn a_run_of_a_killed_run_wait_is_resumed_by_the_next_run_wait() {
     std::fs::write(dir.path("chain.yaml"), chain_flow("chain", 600)).unwrap();
     // Long enough for the left run to finish while this one runs.
     std::fs::write(dir.path("long.yaml"), chain_flow("long", 1500)).unwrap();
-    let mut killed = Process::spawn(&dir.0, &["run", "chain.yaml", "--wait", "--json"], "run1.log");
+    let mut killed = Process::spawn(
+        &dir.0,
+        &["run", "chain.yaml", "--wait", "--json"],
+        "run1.log",
+    );
     let mut run_id = String::new();
     wait_for("the first run to reach t2", Duration::from_secs(30), || {
         let out = output(&dir.0, &["export", "--all"]);

@@ -62,6 +62,16 @@ pub async fn run(global: &GlobalArgs, args: DevArgs) -> Result<(), Failure> {
             "--listen (the HTTP API, live events and the Studio console read the projections, whose SQL is PostgreSQL's)",
         ));
     }
+    // Refused before the file is opened, so a refused command creates no ledger.
+    if args.exec.dispatch == Some(Dispatch::Nats) {
+        return Err(super::needs_postgres(&location, "`--dispatch nats`"));
+    }
+    if args.exec.kube_settings.is_some() {
+        return Err(super::needs_postgres(
+            &location,
+            "--kube-settings (executors as Kubernetes Jobs)",
+        ));
+    }
     let LedgerStore::Sqlite(store) = super::open(global).await? else {
         return Err(Failure::new(
             "the ledger URL named SQLite but opened another backend",
@@ -95,7 +105,7 @@ pub async fn run(global: &GlobalArgs, args: DevArgs) -> Result<(), Failure> {
                 match super::engine::take_unfinished(&engine, &mut refused).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(runs = n, "took runs recorded by another process"),
-                    Err(e) => tracing::warn!(error = %e, "cannot read the run index; trying again"),
+                    Err(e) => tracing::warn!(error = %e.chain().join(": "), "cannot read the run index; trying again"),
                 }
             }
         }

@@ -155,7 +155,9 @@ fn take_left_behind(engine: &runledger_orchestrator::Engine<SqliteEventStore>, a
                 errln!("runledger: resumed {n} unfinished run(s) left on the ledger file")
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot resume the unfinished runs"),
+            Err(e) => {
+                tracing::warn!(error = %e.chain().join(": "), "cannot resume the unfinished runs")
+            }
         }
     });
 }

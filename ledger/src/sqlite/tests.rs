@@ -226,7 +226,12 @@ async fn the_run_index_holds_the_runs_started_or_reopened_and_not_ended() {
                 .unwrap()
         }
     };
-    append(StreamId::for_run(ended), "e1", &["RunStarted", "NodeScheduled"]).await;
+    append(
+        StreamId::for_run(ended),
+        "e1",
+        &["RunStarted", "NodeScheduled"],
+    )
+    .await;
     append(StreamId::for_run(open), "o1", &["RunStarted"]).await;
     append(StreamId::for_run(reopened), "r1", &["RunStarted"]).await;
     append(stream("run-not-a-uuid"), "x1", &["RunStarted"]).await;

@@ -28,9 +28,11 @@ struct Row {
 /// store's writer connection: the least a durable commit costs on this file.
 async fn bare_floor(ledger: &TestSqliteLedger) -> BenchResult<Duration> {
     let pool = ledger.store.writer();
-    sqlx::query("CREATE TABLE IF NOT EXISTS bench_floor (i INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_floor (i INTEGER PRIMARY KEY, payload TEXT NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
     let start = Instant::now();
     for _ in 0..FLOOR_APPENDS {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -93,8 +95,24 @@ pub async fn main(scale: f64) -> BenchResult<()> {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for round in 1..=3 {
         let rows = [
-            measure(&linear_name, round, &long_chart, 1, long + 2, Mode::Sequential).await?,
-            measure(&conc_name, round, &short_chart, runs, chain + 2, Mode::Concurrent).await?,
+            measure(
+                &linear_name,
+                round,
+                &long_chart,
+                1,
+                long + 2,
+                Mode::Sequential,
+            )
+            .await?,
+            measure(
+                &conc_name,
+                round,
+                &short_chart,
+                runs,
+                chain + 2,
+                Mode::Concurrent,
+            )
+            .await?,
         ];
         for row in rows {
             println!(
