@@ -23,6 +23,8 @@ mod rag;
 mod replay;
 #[path = "e2e/sqlite.rs"]
 mod sqlite;
+#[path = "e2e/sqlite_dev.rs"]
+mod sqlite_dev;
 #[path = "e2e/tools.rs"]
 mod tools;
 

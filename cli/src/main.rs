@@ -152,6 +152,9 @@ enum Command {
     Runs(commands::runs::RunsCommand),
     /// Run the engine as a service: resume every unfinished run, pick up new ones.
     Serve(commands::serve::ServeArgs),
+    /// One process for a laptop: drive every run of the ledger (on the SQLite file, resume
+    /// the runs a killed process left, take those `run` records without --wait); Ctrl-C stops.
+    Dev(commands::dev::DevArgs),
     /// Run an executor worker: take node work of one class from NATS JetStream, run it,
     /// publish the results; drains on SIGTERM.
     Executor(commands::executor::ExecutorArgs),
@@ -196,6 +199,7 @@ impl Command {
             Command::Migrate
             | Command::Export(_)
             | Command::Serve(_)
+            | Command::Dev(_)
             | Command::Executor(_)
             | Command::Replay(_)
             | Command::Import(_)
@@ -232,6 +236,7 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(&cli.global, args).await,
             Command::Runs(command) => commands::runs::run(&cli.global, command).await,
             Command::Serve(args) => commands::serve::run(&cli.global, args).await,
+            Command::Dev(args) => commands::dev::run(&cli.global, args).await,
             Command::Executor(args) => commands::executor::run(&cli.global, args).await,
             Command::Projections(command) => commands::projections::run(&cli.global, command).await,
             Command::Check(args) => commands::check::run(&cli.global, args).await,

@@ -43,6 +43,7 @@ use crate::{
 
 mod import;
 mod rows;
+mod run_index;
 
 use rows::{event_from_row, head_from_row};
 

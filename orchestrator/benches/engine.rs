@@ -21,7 +21,9 @@
 //!
 //! Run: `cargo bench -p runledger-orchestrator --bench engine`. `RUNLEDGER_BENCH_SCALE`
 //! (default 1.0) scales node and run counts. Uses `RUNLEDGER_TEST_DATABASE_URL` (default: the
-//! local `runledger_test` database).
+//! local `runledger_test` database). `RUNLEDGER_BENCH_BACKEND=sqlite` measures linear-1000 and
+//! concurrent-200x5 on a SQLite file instead, beside a bare SQLite insert+commit floor
+//! (`engine/sqlite.rs`).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -46,6 +48,9 @@ use runledger_orchestrator::executor::{InProcessPool, Providers, run_node};
 use runledger_orchestrator::provider::ScriptedProvider;
 use runledger_orchestrator::state::RunStatus;
 use serde_json::json;
+
+#[path = "engine/sqlite.rs"]
+mod sqlite;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -341,8 +346,8 @@ fn start_of(flowchart: &Arc<Flowchart>) -> StartRun {
 }
 
 /// Starts a run, waits for it, and checks it completed with the expected node runs.
-async fn one_run(
-    engine: Engine<Metered>,
+async fn one_run<S: EventStore + 'static>(
+    engine: Engine<S>,
     flowchart: Arc<Flowchart>,
     node_runs: usize,
 ) -> BenchResult<()> {
@@ -374,8 +379,8 @@ enum Mode {
     Concurrent,
 }
 
-async fn drive(
-    engine: &Engine<Metered>,
+async fn drive<S: EventStore + 'static>(
+    engine: &Engine<S>,
     flowchart: &Arc<Flowchart>,
     runs: usize,
     node_runs: usize,
@@ -397,7 +402,7 @@ async fn drive(
 }
 
 /// Mean latency of one-event appends on a scratch stream: the commit floor right now.
-async fn commit_floor(store: &PgEventStore, tag: &str) -> BenchResult<Duration> {
+async fn commit_floor(store: &impl EventStore, tag: &str) -> BenchResult<Duration> {
     let stream = StreamId::new(format!("bench-floor-{tag}"))?;
     let start = Instant::now();
     for v in 0..FLOOR_APPENDS {
@@ -692,6 +697,9 @@ async fn main() -> BenchResult<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
+    if std::env::var("RUNLEDGER_BENCH_BACKEND").is_ok_and(|v| v == "sqlite") {
+        return sqlite::main(scale).await;
+    }
     let n = |base: f64| ((base * scale).round() as usize).max(1);
     let (short, long, width, runs, chain) = (n(100.0), n(1000.0), n(100.0), n(200.0), 3);
     let scenario = |name: String, flowchart, runs, node_runs, mode| Scenario {

@@ -364,6 +364,16 @@ fn engine_config(exec: &ExecArgs) -> EngineConfig {
     }
 }
 
+/// What an engine on a SQLite file is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteRole {
+    /// Drives runs: takes the file's engine lock (refused while another engine holds it).
+    Drives,
+    /// Only records run starts (`runledger run` without `--wait`) for the engine that holds
+    /// the lock (`runledger dev`), or the next one, to drive: plain appends, no lock.
+    RecordsOnly,
+}
+
 /// The engine on a SQLite ledger (migrated): in-process executors, every run its own, and the
 /// only engine on the file. A second one (another `run --wait`, a `dev`) is refused while
 /// this one lives, so no run is ever driven by two processes; the OS drops the lock when the
@@ -373,14 +383,22 @@ pub async fn build_sqlite(
     exec: &ExecArgs,
     flowcharts: Option<PathBuf>,
     rag_data_dir: &std::path::Path,
+    role: SqliteRole,
 ) -> Result<Built<SqliteEventStore>, Failure> {
+    let location = runledger_ledger::LedgerLocation::Sqlite(store.path().to_path_buf());
     if exec.kube_settings.is_some() {
         return Err(super::needs_postgres(
-            &runledger_ledger::LedgerLocation::Sqlite(store.path().to_path_buf()),
+            &location,
             "--kube-settings (executors as Kubernetes Jobs)",
         ));
     }
-    let lock = engine_lock(store.path())?;
+    if exec.dispatch == Some(Dispatch::Nats) {
+        return Err(super::needs_postgres(&location, "`--dispatch nats`"));
+    }
+    let lock = match role {
+        SqliteRole::Drives => Some(engine_lock(store.path())?),
+        SqliteRole::RecordsOnly => None,
+    };
     let models = live_models(store.share(), exec.script.as_deref()).await?;
     let providers = models
         .providers()
@@ -397,8 +415,49 @@ pub async fn build_sqlite(
         leases: None,
         keeper: None,
         gateway: None,
-        _engine_lock: Some(lock),
+        _engine_lock: lock,
     })
+}
+
+/// Drives the unfinished runs of the SQLite file (its run index) that this engine does not
+/// drive yet: runs a killed process left behind, and runs `runledger run` recorded without
+/// driving them. The engine holds the file's engine lock, so no other process drives them.
+/// A run that cannot be loaded is named once (in `refused`) and left in the index. Returns
+/// how many runs it took.
+pub async fn take_unfinished(
+    engine: &Engine<SqliteEventStore>,
+    refused: &mut std::collections::HashSet<runledger_contracts::ids::RunId>,
+) -> Result<usize, Failure> {
+    let runs = engine
+        .store()
+        .unfinished_runs()
+        .await
+        .map_err(|e| Failure::coded("cannot read the run index", e))?;
+    let mut taken = 0;
+    for run_id in runs {
+        if engine.is_driven(run_id) || refused.contains(&run_id) {
+            continue;
+        }
+        match engine.ensure_driven(run_id).await {
+            Ok(_) if engine.is_driven(run_id) => taken += 1,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%run_id, error = %e, "cannot drive an unfinished run; it is left in the run index");
+                refused.insert(run_id);
+            }
+        }
+    }
+    Ok(taken)
+}
+
+/// Whether an engine holds the SQLite file's engine lock now (`runledger run` without `--wait`
+/// says when nothing will drive the run it records).
+pub fn engine_running(ledger: &Path) -> bool {
+    let path = lock_file_path(ledger, "engine");
+    let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
 }
 
 /// Takes `<ledger>.engine.lock`, or says which file another engine holds.

@@ -1,4 +1,5 @@
 pub mod check;
+pub mod dev;
 pub mod engine;
 pub mod executor;
 pub mod export;

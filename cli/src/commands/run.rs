@@ -13,7 +13,7 @@ use runledger_orchestrator::engine::{RunSummary, status_counts};
 use runledger_orchestrator::{RunStatus, StartRun};
 use serde_json::{Value, json};
 
-use runledger_ledger::{EventStore, LedgerLocation, LedgerStore};
+use runledger_ledger::{EventStore, LedgerLocation, LedgerStore, SqliteEventStore};
 
 use super::engine::{Built, ExecArgs};
 use crate::{Failure, GlobalArgs};
@@ -110,27 +110,56 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
             if dispatch == super::engine::Dispatch::Nats {
                 return Err(super::needs_postgres(&location, "`--dispatch nats`"));
             }
-            if !args.wait {
-                return Err(Failure::new(format!(
-                    "without --wait a run is left for `runledger serve` to drive, and serve needs a PostgreSQL ledger; this ledger is {}: add --wait",
-                    location.describe()
-                ))
-                .with_code("needs_postgres"));
-            }
             let store = super::open(global).await?;
             let LedgerStore::Sqlite(store) = store else {
                 return Err(Failure::new(
                     "the ledger URL named SQLite but opened another backend",
                 ));
             };
+            // Without --wait the run is only recorded, for `runledger dev` (or the next engine
+            // on the file) to drive; with it this process is the file's engine.
+            let role = if args.wait {
+                super::engine::SqliteRole::Drives
+            } else {
+                super::engine::SqliteRole::RecordsOnly
+            };
             let built =
-                super::engine::build_sqlite(store, &args.exec, dir, &global.rag_data_dir).await?;
+                super::engine::build_sqlite(store, &args.exec, dir, &global.rag_data_dir, role)
+                    .await?;
             if !args.json {
                 errln!("runledger: ledger file {}", path.display());
+            }
+            if args.wait {
+                take_left_behind(&built.engine, args.json);
+            } else if !super::engine::engine_running(path) {
+                errln!(
+                    "runledger: no `runledger dev` runs on {}; the run waits until one starts (or the next `run --wait` on the file)",
+                    path.display()
+                );
             }
             drive(built, args, start).await
         }
     }
+}
+
+/// `run --wait` on a SQLite file is the file's one engine while it lives: it also drives the
+/// runs a killed process left unfinished (or `run` recorded without driving), in the
+/// background. What they have not finished when this run ends waits for the next engine.
+fn take_left_behind(engine: &runledger_orchestrator::Engine<SqliteEventStore>, as_json: bool) {
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let mut refused = std::collections::HashSet::new();
+        match super::engine::take_unfinished(&engine, &mut refused).await {
+            Ok(0) => {}
+            Ok(n) if !as_json => {
+                errln!("runledger: resumed {n} unfinished run(s) left on the ledger file")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e.chain().join(": "), "cannot resume the unfinished runs")
+            }
+        }
+    });
 }
 
 /// What `run` starts, read from its arguments.
@@ -166,7 +195,8 @@ async fn drive<S: EventStore + 'static>(
     };
     let clock = Instant::now();
     if !args.wait {
-        // Recorded only: whichever `serve` instance is free takes it from the run index.
+        // Recorded only: whichever `serve` instance is free (or the `dev` on a SQLite file)
+        // takes it from the run index.
         engine
             .start_detached(start, request_id, correlation_id)
             .await
@@ -177,7 +207,9 @@ async fn drive<S: EventStore + 'static>(
                 json!({ "kind": "started", "run_id": run_id, "status": "running" })
             );
         } else {
-            outln!("run {run_id} started; `runledger serve` drives it to the end");
+            outln!(
+                "run {run_id} started; `runledger serve` (or `runledger dev` on a SQLite file) drives it to the end"
+            );
         }
         if let Some(leases) = &built.leases {
             match leases.store().live_instances().await {

@@ -312,7 +312,8 @@ async fn hint_when_unleased(store: &runledger_ledger::PgEventStore, run_id: RunI
     }
 }
 
-/// On SQLite the only engine is a process holding the file's engine lock (`run --wait`): when
+/// On SQLite the only engine is a process holding the file's engine lock (`dev`, `run --wait`,
+/// either of which takes the unfinished runs of the run index when it starts): when
 /// the lock is free, nothing drives the run now; say so on stderr.
 fn hint_when_no_engine(ledger: &std::path::Path, run_id: RunId, what: &str) {
     let path = runledger_ledger::sqlite::lock_file_path(ledger, "engine");
@@ -322,7 +323,7 @@ fn hint_when_no_engine(ledger: &std::path::Path, run_id: RunId, what: &str) {
         .map_or(true, |file| file.try_lock_shared().is_ok());
     if free {
         errln!(
-            "runledger: no engine drives run {run_id} now; {what} once an engine drives it (a SQLite ledger has none running)"
+            "runledger: no engine drives run {run_id} now; {what} once `runledger dev` (or the next `run --wait`) runs on this file"
         );
     }
 }

@@ -47,6 +47,26 @@ pub struct ServeArgs {
     exec: ExecArgs,
 }
 
+impl ServeArgs {
+    /// `runledger dev` on PostgreSQL: serve with its defaults, the given API address and
+    /// executors.
+    pub fn for_dev(
+        flowcharts: Option<PathBuf>,
+        listen: Option<std::net::SocketAddr>,
+        drain_timeout_s: u64,
+        exec: ExecArgs,
+    ) -> Self {
+        Self {
+            flowcharts,
+            scan_ms: 2000,
+            max_active_runs: 1000,
+            drain_timeout_s,
+            listen,
+            exec,
+        }
+    }
+}
+
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     // Production default: with a NATS URL in the environment, work goes to executors.
     let dispatch =

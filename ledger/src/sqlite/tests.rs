@@ -197,3 +197,57 @@ async fn a_locked_file_is_transient_and_a_foreign_file_is_permanent() {
     assert_eq!(err.code(), "database_error");
     ledger.remove().await.unwrap();
 }
+
+fn typed(event_type: &str) -> NewEvent {
+    NewEvent {
+        event_type: event_type.into(),
+        schema_version: 1,
+        payload: json!({}),
+        blob_refs: vec![],
+    }
+}
+
+/// The run index follows the appends that start, end and reopen runs, in their transaction;
+/// streams that are not `run-<uuid>` never enter it, whatever their events are called.
+#[tokio::test]
+async fn the_run_index_holds_the_runs_started_or_reopened_and_not_ended() {
+    let ledger = TestSqliteLedger::new().await.unwrap();
+    let store = &ledger.store;
+    let ended = runledger_contracts::ids::RunId::new_v7();
+    let open = runledger_contracts::ids::RunId::new_v7();
+    let reopened = runledger_contracts::ids::RunId::new_v7();
+    let append = |stream: StreamId, id: &str, types: &[&str]| {
+        let mut req = request(id, json!(0));
+        req.events = types.iter().map(|t| typed(t)).collect();
+        async move {
+            store
+                .append(&stream, ExpectedVersion::Any, req)
+                .await
+                .unwrap()
+        }
+    };
+    append(
+        StreamId::for_run(ended),
+        "e1",
+        &["RunStarted", "NodeScheduled"],
+    )
+    .await;
+    append(StreamId::for_run(open), "o1", &["RunStarted"]).await;
+    append(StreamId::for_run(reopened), "r1", &["RunStarted"]).await;
+    append(stream("run-not-a-uuid"), "x1", &["RunStarted"]).await;
+    append(stream("flowchart-run"), "x2", &["RunStarted"]).await;
+    assert_eq!(
+        store.unfinished_runs().await.unwrap(),
+        vec![ended, open, reopened]
+    );
+    append(StreamId::for_run(ended), "e2", &["RunCompleted"]).await;
+    append(StreamId::for_run(reopened), "r2", &["RunFailed"]).await;
+    assert_eq!(store.unfinished_runs().await.unwrap(), vec![open]);
+    append(StreamId::for_run(reopened), "r3", &["RunResumed"]).await;
+    append(StreamId::for_run(open), "o2", &["RunPaused"]).await;
+    assert_eq!(
+        store.unfinished_runs().await.unwrap(),
+        vec![open, reopened],
+        "a paused run is unfinished; a reopened one is back"
+    );
+}
