@@ -8,33 +8,20 @@ use serde_json::json;
 
 use crate::{Domains, Scratch, code, config, ctx};
 
-/// The test server binary, built by cargo as an example of this crate (built now when the test
-/// run did not build examples, e.g. `cargo test --test tools`).
+/// The test server binary, built by cargo as an example of this crate: `cargo test -p
+/// runledger-tools` (and `cargo test --workspace`) build examples. A nested cargo here would
+/// wait for the build lock the running `cargo test` may hold, so a missing binary is an error
+/// saying what to run.
 fn test_server() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .to_owned();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap().to_owned();
     let server = profile_dir.join("examples").join("mcp_test_server");
-    if !server.exists() {
-        let target_dir = profile_dir.parent().unwrap();
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "runledger-tools",
-                "--example",
-                "mcp_test_server",
-            ])
-            .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the test MCP server failed");
-    }
+    assert!(
+        server.exists(),
+        "{} is missing: run `cargo build -p runledger-tools --example mcp_test_server` first \
+         (cargo test --test tools does not build examples)",
+        server.display()
+    );
     server
 }
 
