@@ -109,7 +109,9 @@ pub async fn run(args: McpArgs) -> Result<(), Failure> {
                     args: rest.to_vec(),
                     env_allowlist: add.env_allowlist.clone(),
                 },
-                (None, None) => return Err(Failure::usage("give --command CMD [ARGS..] or --url URL")),
+                (None, None) => {
+                    return Err(Failure::usage("give --command CMD [ARGS..] or --url URL"));
+                }
             };
             let mut registry = load()?;
             registry
@@ -117,11 +119,17 @@ pub async fn run(args: McpArgs) -> Result<(), Failure> {
                 .map_err(|e| failure("mcp add", e))?;
             registry.save(&path).map_err(|e| failure("mcp add", e))?;
             if add.json {
-                let mut line = json!({ "ok": true, "action": "add", "name": add.name, "registry": path });
+                let mut line =
+                    json!({ "ok": true, "action": "add", "name": add.name, "registry": path });
                 line["server"] = serde_json::to_value(&server).unwrap_or(Value::Null);
                 outln!("{line}");
             } else {
-                outln!("mcp add: server {} ({}) registered in {}", add.name, server.describe(), path.display());
+                outln!(
+                    "mcp add: server {} ({}) registered in {}",
+                    add.name,
+                    server.describe(),
+                    path.display()
+                );
             }
             Ok(())
         }
@@ -148,10 +156,15 @@ pub async fn run(args: McpArgs) -> Result<(), Failure> {
         }
         McpCommand::Remove { name, json } => {
             let mut registry = load()?;
-            registry.remove(&name).map_err(|e| failure("mcp remove", e))?;
+            registry
+                .remove(&name)
+                .map_err(|e| failure("mcp remove", e))?;
             registry.save(&path).map_err(|e| failure("mcp remove", e))?;
             if json {
-                outln!("{}", json!({ "ok": true, "action": "remove", "name": name }));
+                outln!(
+                    "{}",
+                    json!({ "ok": true, "action": "remove", "name": name })
+                );
             } else {
                 outln!("mcp remove: server {name} removed from {}", path.display());
             }
@@ -198,11 +211,18 @@ async fn tools(name: &str, server: &McpServer, json: bool) -> Result<(), Failure
 
 #[cfg(not(feature = "mcp"))]
 async fn tools(_name: &str, _server: &McpServer, _json: bool) -> Result<(), Failure> {
-    Err(Failure::new("this runledger was built without the `mcp` feature").with_code("mcp_unsupported"))
+    Err(
+        Failure::new("this runledger was built without the `mcp` feature")
+            .with_code("mcp_unsupported"),
+    )
 }
 
 fn failure(what: &str, e: ToolsError) -> Failure {
     let code = e.code();
     let failure = Failure::caused(what, e).with_code(code);
-    if code == "invalid_argument" { failure.as_usage() } else { failure }
+    if code == "invalid_argument" {
+        failure.as_usage()
+    } else {
+        failure
+    }
 }

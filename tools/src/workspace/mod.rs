@@ -39,9 +39,8 @@ impl WorkspaceDomain {
         arguments: Value,
     ) -> Result<Value, ToolCallError> {
         let ws = self.runtime.workspace(ctx).await?;
-        let limits = &self.runtime.config.limits;
         let root = ws.repo.clone();
-        let limits = limits.clone();
+        let limits = self.runtime.config.limits.clone();
         let name = name.to_owned();
         // File-system work is blocking: off the async workers.
         let work = tokio::task::spawn_blocking(move || match name.as_str() {

@@ -14,7 +14,11 @@ use crate::{Domains, Scratch, code, config, ctx};
 /// saying what to run.
 fn test_server() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap().to_owned();
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_owned();
     let server = profile_dir.join("examples").join("mcp_test_server");
     assert!(
         server.exists(),
