@@ -171,6 +171,8 @@ enum Command {
     /// RAG: collections of sources, full and delta index runs, queries (docs/rag.md).
     #[command(subcommand)]
     Rag(commands::rag::RagCommand),
+    /// Manage the MCP server registry: servers whose tools task nodes may call (docs/tools.md).
+    Mcp(commands::mcp::McpArgs),
     /// `memory`, `plans`, `milestones`: show the tools' state (list, get), replayed from the ledger.
     #[command(flatten)]
     Tools(commands::tools::ToolsCommand),
@@ -196,6 +198,7 @@ impl Command {
             Command::Models(command) => command.wants_json(),
             Command::Rag(command) => command.wants_json(),
             Command::Tools(command) => command.wants_json(),
+            Command::Mcp(args) => args.wants_json(),
             Command::Migrate
             | Command::Export(_)
             | Command::Serve(_)
@@ -243,6 +246,7 @@ fn main() -> ExitCode {
             Command::Models(command) => commands::models::run(&cli.global, command).await,
             Command::Rag(command) => commands::rag::run(&cli.global, command).await,
             Command::Tools(command) => commands::tools::run(&cli.global, command).await,
+            Command::Mcp(args) => commands::mcp::run(args).await,
             Command::Status { json } => commands::status::run(&cli.global, json).await,
         }
     });

@@ -5,6 +5,7 @@ pub mod executor;
 pub mod export;
 pub mod import;
 pub mod keys;
+pub mod mcp;
 pub mod migrate;
 pub mod models;
 pub mod projections;
