@@ -477,7 +477,7 @@ async fn run_rejects_bad_input_in_one_line_and_writes_nothing() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("draft[0]: give exactly one of `output` and `error`"),
+        stderr(&out).contains("draft[0]: give exactly one of `output`, `error` and `tool_calls`"),
         "{}",
         stderr(&out)
     );

@@ -16,16 +16,17 @@ mod graph;
 mod model;
 mod parse;
 mod rag_keys;
+mod agent_keys;
 mod validate;
 
 pub use error::{ValidationCode, ValidationError};
 pub use graph::{CompiledCondition, Flowchart, NoMatchRoute};
 pub use model::{
-    ConditionDoc, Connector, ConnectorMode, DEFAULT_BACKOFF_MS, DEFAULT_BACKOFF_MULTIPLIER,
+    AgentDoc, ConditionDoc, Connector, ConnectorMode, DEFAULT_BACKOFF_MS, DEFAULT_BACKOFF_MULTIPLIER,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, DEFAULT_TOP_K, Defaults, FanIn, FlowchartDoc, Limits,
     MAX_TOP_K, MemoryConfig, MemoryOperation, MilestoneConfig, MilestoneOperation, NoMatch,
     NoMatchPolicy, Node, NodeType, PlanConfig, PlanOperation, RagConfig, RagOperation, Retry,
-    SCRIPTED_MODEL, ScriptedError, ScriptedResponse,
+    SCRIPTED_MODEL, ScriptedError, ScriptedResponse, ScriptedToolCall, WorkspaceDoc, GitPolicyDoc, DEFAULT_MAX_TURNS, MAX_MAX_TURNS,
 };
 pub use parse::{SourceFormat, parse};
 pub use validate::{CONDITION_ROOTS, is_valid_id, validate};
@@ -315,6 +316,8 @@ connectors:
                 Node::new("e", NodeType::End),
             ],
             connectors: vec![Connector::new("c", "s", "e")],
+            workspace: None,
+            git_policy: None,
         };
         let fc = Flowchart::try_from(doc.clone()).unwrap();
         assert_eq!(fc.doc(), &doc);
