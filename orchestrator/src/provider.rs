@@ -636,6 +636,9 @@ mod tests {
                 deadline: None,
                 input_context: json!({}),
                 node: Arc::new(node),
+                workspace: None,
+                git_policy: None,
+                recorded_calls: Vec::new(),
             };
             run_node(&Providers::scripted(ScriptedProvider::new()), &work).await
         }

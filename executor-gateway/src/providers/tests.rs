@@ -249,6 +249,9 @@ fn work(node: Node, deadline: Option<Timestamp>) -> NodeWork {
         deadline,
         input_context: json!({ "inputs": { "topic": "owls" } }),
         node: Arc::new(node),
+        workspace: None,
+        git_policy: None,
+        recorded_calls: Vec::new(),
     }
 }
 
