@@ -1,6 +1,8 @@
 //! End-to-end tests of the `runledger` binary against real PostgreSQL (and NATS for `status`).
 //! Each test works in its own database schema.
 
+#[path = "e2e/agents.rs"]
+mod agents;
 #[path = "e2e/api.rs"]
 mod api;
 #[path = "e2e/check.rs"]

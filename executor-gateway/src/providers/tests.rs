@@ -23,6 +23,8 @@ use tokio::net::TcpListener;
 
 use super::provider_for;
 
+mod tools;
+
 // ---- the stub -----------------------------------------------------------------------------
 
 /// One request the stub received.
