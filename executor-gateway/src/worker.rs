@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
-use runledger_contracts::time::Timestamp;
 use runledger_contracts::events::ToolCalled;
+use runledger_contracts::time::Timestamp;
 use runledger_orchestrator::agent::CallReporter;
 use runledger_orchestrator::executor::{Providers, Report, run_node_reporting};
 use tokio::sync::{Semaphore, watch};

@@ -104,7 +104,9 @@ pub(crate) fn recorded_report(events: &[DomainEvent]) -> Option<Report> {
                     DomainEvent::NodeSucceeded(e) => {
                         // An agent node's lineage is in its artifact, right after.
                         let agent = match events.get(k + 1) {
-                            Some(DomainEvent::ArtifactPersisted(a)) => a.payload.get("agent").cloned(),
+                            Some(DomainEvent::ArtifactPersisted(a)) => {
+                                a.payload.get("agent").cloned()
+                            }
                             _ => None,
                         };
                         let outcome = NodeOutcome::Succeeded {

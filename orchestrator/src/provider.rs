@@ -108,7 +108,10 @@ pub enum Role {
 /// its native shape.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message<'a> {
-    Text { role: Role, content: &'a str },
+    Text {
+        role: Role,
+        content: &'a str,
+    },
     ToolCalls {
         text: &'a str,
         calls: &'a [ToolCallRequest],
@@ -422,10 +425,9 @@ impl ScriptedProvider {
             if let Value::Array(items) = &responses {
                 for (i, item) in items.iter().enumerate() {
                     let unknown = item.as_object().and_then(|o| {
-                        o.keys()
-                            .find(|k| {
-                                !matches!(k.as_str(), "output" | "error" | "tool_calls" | "delay_ms")
-                            })
+                        o.keys().find(|k| {
+                            !matches!(k.as_str(), "output" | "error" | "tool_calls" | "delay_ms")
+                        })
                     });
                     if let Some(key) = unknown {
                         return Err(ScriptError::UnknownKey {
@@ -440,8 +442,7 @@ impl ScriptedProvider {
                 Ok(list) => list,
                 Err(source) => return Err(ScriptError::Response { node, source }),
             };
-            if let Some(index) = list.iter().position(|r| r.kinds() != 1)
-            {
+            if let Some(index) = list.iter().position(|r| r.kinds() != 1) {
                 return Err(ScriptError::OutputOrError { node, index });
             }
             if list.is_empty() {
@@ -473,9 +474,10 @@ impl ModelProvider for ScriptedProvider {
                 .map(Vec::as_slice)
                 .or(request.node.scripted.as_deref())
                 .unwrap_or_default();
-            let index = usize::try_from(request.ordinal.saturating_add(request.model_calls_before()))
-                .unwrap_or(usize::MAX)
-                .min(responses.len().saturating_sub(1));
+            let index =
+                usize::try_from(request.ordinal.saturating_add(request.model_calls_before()))
+                    .unwrap_or(usize::MAX)
+                    .min(responses.len().saturating_sub(1));
             let Some(response) = responses.get(index) else {
                 return Err(ErrorInfo {
                     code: "script_missing".into(),

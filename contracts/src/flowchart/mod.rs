@@ -11,22 +11,23 @@
 //! The format itself is a user-facing contract (FLOWCHART-FORMAT.md): keys may be added, never
 //! renamed.
 
+mod agent_keys;
 mod error;
 mod graph;
 mod model;
 mod parse;
 mod rag_keys;
-mod agent_keys;
 mod validate;
 
 pub use error::{ValidationCode, ValidationError};
 pub use graph::{CompiledCondition, Flowchart, NoMatchRoute};
 pub use model::{
-    AgentDoc, ConditionDoc, Connector, ConnectorMode, DEFAULT_BACKOFF_MS, DEFAULT_BACKOFF_MULTIPLIER,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, DEFAULT_TOP_K, Defaults, FanIn, FlowchartDoc, Limits,
-    MAX_TOP_K, MemoryConfig, MemoryOperation, MilestoneConfig, MilestoneOperation, NoMatch,
-    NoMatchPolicy, Node, NodeType, PlanConfig, PlanOperation, RagConfig, RagOperation, Retry,
-    SCRIPTED_MODEL, ScriptedError, ScriptedResponse, ScriptedToolCall, WorkspaceDoc, GitPolicyDoc, DEFAULT_MAX_TURNS, MAX_MAX_TURNS,
+    AgentDoc, ConditionDoc, Connector, ConnectorMode, DEFAULT_BACKOFF_MS,
+    DEFAULT_BACKOFF_MULTIPLIER, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_TURNS, DEFAULT_TIMEOUT_S,
+    DEFAULT_TOP_K, Defaults, FanIn, FlowchartDoc, GitPolicyDoc, Limits, MAX_MAX_TURNS, MAX_TOP_K,
+    MemoryConfig, MemoryOperation, MilestoneConfig, MilestoneOperation, NoMatch, NoMatchPolicy,
+    Node, NodeType, PlanConfig, PlanOperation, RagConfig, RagOperation, Retry, SCRIPTED_MODEL,
+    ScriptedError, ScriptedResponse, ScriptedToolCall, WorkspaceDoc,
 };
 pub use parse::{SourceFormat, parse};
 pub use validate::{CONDITION_ROOTS, is_valid_id, validate};

@@ -10,9 +10,9 @@
 
 use super::error::{ValidationCode, ValidationError, join_index, join_key};
 use super::model::{
-    AgentDoc, ConditionDoc, Connector, Defaults, FlowchartDoc, GitPolicyDoc, Limits,
-    MemoryConfig, MilestoneConfig, NoMatch, Node, PlanConfig, RagConfig, Retry, ScriptedError,
-    ScriptedResponse, ScriptedToolCall, WorkspaceDoc,
+    AgentDoc, ConditionDoc, Connector, Defaults, FlowchartDoc, GitPolicyDoc, Limits, MemoryConfig,
+    MilestoneConfig, NoMatch, Node, PlanConfig, RagConfig, Retry, ScriptedError, ScriptedResponse,
+    ScriptedToolCall, WorkspaceDoc,
 };
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};

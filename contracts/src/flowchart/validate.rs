@@ -1251,7 +1251,11 @@ connectors:
             C::UnknownTool,
             "nodes[1].tools[1]",
         );
-        one(&linear(", tools: [\"svn_*\"]"), C::UnknownTool, "nodes[1].tools[0]");
+        one(
+            &linear(", tools: [\"svn_*\"]"),
+            C::UnknownTool,
+            "nodes[1].tools[0]",
+        );
         one(
             &linear(", tools: [mcp__Docs__x]"),
             C::InvalidValue,
@@ -1262,8 +1266,16 @@ connectors:
             C::InvalidValue,
             "nodes[1].mcp_servers[0]",
         );
-        one(&linear(", max_turns: 0"), C::InvalidValue, "nodes[1].max_turns");
-        one(&linear(", max_turns: 201"), C::InvalidValue, "nodes[1].max_turns");
+        one(
+            &linear(", max_turns: 0"),
+            C::InvalidValue,
+            "nodes[1].max_turns",
+        );
+        one(
+            &linear(", max_turns: 201"),
+            C::InvalidValue,
+            "nodes[1].max_turns",
+        );
         one(
             &linear(", agent: { skills: [\" \"] }"),
             C::InvalidValue,

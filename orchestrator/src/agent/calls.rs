@@ -91,10 +91,9 @@ impl CallSite<'_> {
                 )
             });
         }
-        let (Some(domain), Some(validator)) = (
-            self.registry.domain_of(name),
-            self.registry.validator(name),
-        ) else {
+        let (Some(domain), Some(validator)) =
+            (self.registry.domain_of(name), self.registry.validator(name))
+        else {
             return Err(failure(
                 "tool_unavailable",
                 format!("`{name}` is not served here"),

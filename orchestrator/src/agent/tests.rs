@@ -188,7 +188,10 @@ async fn parallel_calls_run_in_order_and_every_call_is_reported() {
     let work = agent_work(
         vec![
             calls(&[
-                ("workspace_write", json!({ "path": "a.txt", "text": "hello" })),
+                (
+                    "workspace_write",
+                    json!({ "path": "a.txt", "text": "hello" }),
+                ),
                 ("workspace_read", json!({ "path": "a.txt" })),
             ]),
             answer(json!({ "summary": "done" })),
@@ -206,13 +209,22 @@ async fn parallel_calls_run_in_order_and_every_call_is_reported() {
     assert_eq!(keys(&reported), ["provider:1", "1:0", "1:1", "provider:2"]);
     assert_eq!(reported[2].output, Some(json!({ "text": "hello" })));
     let call = reported[1].agent.as_ref().unwrap();
-    assert_eq!((call.turn, call.call_index, call.side_effects), (1, Some(0), true));
-    assert_eq!(call.arguments, Some(json!({ "path": "a.txt", "text": "hello" })));
+    assert_eq!(
+        (call.turn, call.call_index, call.side_effects),
+        (1, Some(0), true)
+    );
+    assert_eq!(
+        call.arguments,
+        Some(json!({ "path": "a.txt", "text": "hello" }))
+    );
     assert_eq!(writes.lock().unwrap().len(), 1);
     let lineage = agent.as_ref().unwrap();
     assert_eq!(lineage["turns"], 2);
     assert_eq!(lineage["tool_calls"], 2);
-    assert_eq!(lineage["tools_used"], json!(["workspace_read", "workspace_write"]));
+    assert_eq!(
+        lineage["tools_used"],
+        json!(["workspace_read", "workspace_write"])
+    );
     assert_eq!(lineage["request_digests"].as_array().unwrap().len(), 2);
 }
 
@@ -256,9 +268,18 @@ async fn bad_arguments_and_tool_errors_go_back_to_the_model() {
             "tool_unavailable"
         ]
     );
-    let violations = &reported[1].error.as_ref().unwrap().details.as_ref().unwrap()["violations"];
+    let violations = &reported[1]
+        .error
+        .as_ref()
+        .unwrap()
+        .details
+        .as_ref()
+        .unwrap()["violations"];
     assert!(violations.to_string().contains("text"), "{violations}");
-    assert!(writes.lock().unwrap().is_empty(), "an invalid call is not made");
+    assert!(
+        writes.lock().unwrap().is_empty(),
+        "an invalid call is not made"
+    );
 }
 
 #[tokio::test]
@@ -333,7 +354,12 @@ async fn an_attempt_run_again_after_a_crash_applies_no_recorded_call_twice() {
         "{:?}",
         result.outcome
     );
-    let applied: Vec<String> = writes.lock().unwrap().iter().map(|(_, p)| p.clone()).collect();
+    let applied: Vec<String> = writes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, p)| p.clone())
+        .collect();
     assert_eq!(applied, ["a", "b"], "each write applied once");
     // The reused call is not reported again; the model calls are (the ledger keeps the first).
     assert_eq!(
@@ -360,10 +386,15 @@ async fn a_node_without_tools_records_its_calls_with_its_end() {
 fn the_registry_maps_names_to_domains_and_resolves_globs() {
     let registry = ToolRegistry::new(vec![Arc::new(Files::default())]).unwrap();
     assert_eq!(
-        registry.domain_of("workspace_read").map(|d| d.domain().to_owned()),
+        registry
+            .domain_of("workspace_read")
+            .map(|d| d.domain().to_owned()),
         Some("workspace".into())
     );
-    let allowed = registry.resolve(&["workspace_*".into(), "git_status".into()], &["docs".into()]);
+    let allowed = registry.resolve(
+        &["workspace_*".into(), "git_status".into()],
+        &["docs".into()],
+    );
     let offered: Vec<&str> = allowed.offered.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(offered, ["workspace_read", "workspace_write"]);
     assert!(allowed.is_unavailable("workspace_chmod"));
@@ -446,18 +477,28 @@ connectors:
         let calls: Vec<(&str, String)> = recorded
             .iter()
             .filter(|e| e.event_type == "ToolCalled")
-            .map(|e| (e.request_id.as_str(), e.payload["tool"].as_str().unwrap_or_default().to_owned()))
+            .map(|e| {
+                (
+                    e.request_id.as_str(),
+                    e.payload["tool"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
             .collect();
         assert_eq!(calls.len(), 4, "{calls:?}");
         for (request, _) in &calls {
             assert!(request.starts_with("toolcall-"), "{request}");
         }
         let tools: Vec<&str> = calls.iter().map(|(_, t)| t.as_str()).collect();
-        assert_eq!(tools, ["provider", "workspace_write", "workspace_read", "provider"]);
-        assert!(recorded
-            .iter()
-            .filter(|e| e.event_type == "ToolCalled")
-            .all(|e| e.schema_version == 2));
+        assert_eq!(
+            tools,
+            ["provider", "workspace_write", "workspace_read", "provider"]
+        );
+        assert!(
+            recorded
+                .iter()
+                .filter(|e| e.event_type == "ToolCalled")
+                .all(|e| e.schema_version == 2)
+        );
         let events: Vec<DomainEvent> = recorded.iter().map(|e| e.decode().unwrap()).collect();
         crate::tests::check_invariants(&events);
         let artifact = events

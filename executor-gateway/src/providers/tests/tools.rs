@@ -73,7 +73,10 @@ fn assert_calls(result: &NodeResult) {
             ("provider", ToolOutcome::Ok),
         ]
     );
-    assert_eq!(result.tool_calls[1].output, Some(json!({ "text": "hoot a.txt" })));
+    assert_eq!(
+        result.tool_calls[1].output,
+        Some(json!({ "text": "hoot a.txt" }))
+    );
     assert_eq!(
         result.tool_calls[2].error.as_ref().map(|e| e.code.as_str()),
         Some("invalid_arguments")
@@ -203,7 +206,9 @@ async fn gemini_sends_function_declarations_and_answers_function_calls() {
         }] }])
     );
     assert!(
-        seen[0].body["generationConfig"].get("responseMimeType").is_none(),
+        seen[0].body["generationConfig"]
+            .get("responseMimeType")
+            .is_none(),
         "no JSON response type with function calling"
     );
     let contents = &seen[1].body["contents"];
