@@ -1,6 +1,8 @@
 //! End-to-end tests of the `runledger` binary against real PostgreSQL (and NATS for `status`).
 //! Each test works in its own database schema.
 
+#[path = "e2e/agents.rs"]
+mod agents;
 #[path = "e2e/api.rs"]
 mod api;
 #[path = "e2e/check.rs"]
@@ -479,7 +481,7 @@ async fn run_rejects_bad_input_in_one_line_and_writes_nothing() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("draft[0]: give exactly one of `output` and `error`"),
+        stderr(&out).contains("draft[0]: give exactly one of `output`, `error` and `tool_calls`"),
         "{}",
         stderr(&out)
     );

@@ -45,6 +45,7 @@ coded!(
     runledger_ledger::StoreError,
     runledger_orchestrator::engine::EngineError,
     runledger_orchestrator::tools::ToolError,
+    runledger_orchestrator::agent::RegistryError,
     runledger_executor_gateway::GatewayError,
     runledger_executor_gateway::models::RegistryError,
     runledger_executor_gateway::kube::ConnectError,

@@ -546,6 +546,33 @@ pub struct ToolCalled {
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// Set on the calls of an agent loop (v2): which model turn asked for the call and where it
+    /// stood among the turn's parallel calls, the arguments as the model gave them, and where a
+    /// result too large to sit in the event went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentCall>,
+}
+
+/// The agent-loop part of a [`ToolCalled`] (schema version 2). A call reused on a re-run (its
+/// key already recorded) is not recorded again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCall {
+    /// 1-based model turn.
+    pub turn: u32,
+    /// 0-based index of the call within its turn; absent on the model call of the turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_index: Option<u32>,
+    /// The arguments object the model sent (tool calls only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
+    /// The tool changes something outside the ledger; the call is not applied again once
+    /// recorded as done.
+    #[serde(default)]
+    pub side_effects: bool,
+    /// The result, when it was too large for `output`, in the blob table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_blob: Option<BlobRef>,
 }
 
 /// The one artifact that ends every node run, failed ones included.
@@ -1138,7 +1165,7 @@ catalog! {
     NodeRewound = 1,
     NodeResultIgnored = 1,
     RoutingDecided = 1,
-    ToolCalled = 1,
+    ToolCalled = 2,
     ArtifactPersisted = 1,
     FlowchartVersionCreated = 1,
     IdempotencyKeyRecorded = 1,
@@ -1182,12 +1209,24 @@ pub struct Upcaster {
     pub step: fn(Value) -> Result<Value, String>,
 }
 
-/// The upcasters of the catalog. Empty: every event type is still at version 1, because no
-/// recorded shape has changed since the catalog was versioned (new facts came as new event
-/// types, such as `RunTakenOver`, `RunForked` and `RunForkedTo`, or as optional fields that
-/// version 1 readers already accept). When a type moves to version N+1, add its N -> N+1 step
-/// here and bump the catalog table; recorded ledgers keep decoding through [`upcast`].
-pub const UPCASTERS: &[Upcaster] = &[];
+/// The upcasters of the catalog. When a type moves to version N+1, add its N -> N+1 step here
+/// and bump the catalog table; recorded ledgers keep decoding through [`upcast`].
+///
+/// `ToolCalled` v2 added the optional `agent` object (turn, call index, arguments, result
+/// blob) of agent-loop calls; every v1 payload is a v2 payload without it, which the step checks.
+pub const UPCASTERS: &[Upcaster] = &[Upcaster {
+    event_type: EventType::ToolCalled,
+    from: 1,
+    step: tool_called_v1_to_v2,
+}];
+
+fn tool_called_v1_to_v2(payload: Value) -> Result<Value, String> {
+    match &payload {
+        Value::Object(map) if !map.contains_key("agent") => Ok(payload),
+        Value::Object(_) => Err("a v1 ToolCalled has no `agent` key".to_owned()),
+        _ => Err("a ToolCalled payload is an object".to_owned()),
+    }
+}
 
 /// Brings a stored payload from `from_version` up to the current version of `kind`, one step
 /// of [`UPCASTERS`] at a time.

@@ -25,6 +25,7 @@ pub mod schema;
 pub mod storable;
 pub mod strict_json;
 pub mod time;
+pub mod tool_catalog;
 
 #[cfg(test)]
 mod fuzz;

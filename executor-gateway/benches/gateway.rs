@@ -719,6 +719,9 @@ async fn nats_pings(
             deadline: None,
             input_context: context.clone(),
             node: Arc::clone(node),
+            workspace: None,
+            git_policy: None,
+            recorded_calls: Vec::new(),
         };
         let message = DispatchMessage {
             wire_version: WIRE_VERSION,

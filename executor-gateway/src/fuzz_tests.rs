@@ -74,6 +74,7 @@ fn outcome() -> impl Strategy<Value = NodeOutcome> {
                         .map(|(code, message)| Warning { code, message })
                         .collect(),
                     fallback_used,
+                    agent: None,
                 }
             }),
         (text(), text(), any::<bool>(), prop::option::of(value())).prop_map(

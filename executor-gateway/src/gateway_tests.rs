@@ -401,6 +401,7 @@ async fn a_result_published_many_times_is_recorded_once() {
             output: json!({"ok": true}),
             warnings: Vec::new(),
             fallback_used: false,
+            agent: None,
         },
         tool_calls: Vec::new(),
     };

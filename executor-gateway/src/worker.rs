@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
+use runledger_contracts::events::ToolCalled;
 use runledger_contracts::time::Timestamp;
-use runledger_orchestrator::executor::{Providers, Report, run_node};
+use runledger_orchestrator::agent::CallReporter;
+use runledger_orchestrator::executor::{Providers, Report, run_node_reporting};
 use tokio::sync::{Semaphore, watch};
 
 use crate::GatewayError;
@@ -228,7 +230,15 @@ async fn handle(
     let work = dispatch.work;
     let (run_id, node_run_id, attempt) = (work.run_id, work.node_run_id, work.attempt);
     let subject = topology.results_subject(run_id);
-    let run = run_node(providers, &work);
+    // An agent node's calls are published as they happen, in order, ahead of its result.
+    let (calls_tx, calls_rx) = tokio::sync::mpsc::unbounded_channel();
+    let call_publisher = tokio::spawn(publish_calls(js.clone(), subject.clone(), run_id, calls_rx));
+    let reporter = QueueReporter(calls_tx);
+    let run = async {
+        let result = run_node_reporting(providers, &work, Some(&reporter)).await;
+        drop(reporter);
+        result
+    };
     tokio::pin!(run);
     // An interval of zero would panic; a heartbeat more often than 10 ms is pointless anyway.
     let heartbeat = heartbeat.max(Duration::from_millis(10));
@@ -280,6 +290,10 @@ async fn handle(
             }
         }
     };
+    // Every call's report is out (or given up on) before the result that ends the node run.
+    if let Err(e) = call_publisher.await {
+        tracing::warn!(%node_run_id, error = %e, "tool call publisher stopped");
+    }
     let finished = ReportMessage {
         wire_version: WIRE_VERSION,
         run_id,
@@ -312,6 +326,43 @@ async fn handle(
         tracing::debug!(%node_run_id, error = %e, "ack failed; the work will be redelivered and its result found recorded");
     }
     Outcome::Ran
+}
+
+/// Hands an agent node's calls to [`publish_calls`].
+struct QueueReporter(tokio::sync::mpsc::UnboundedSender<ToolCalled>);
+
+impl CallReporter for QueueReporter {
+    fn report(&self, call: ToolCalled) {
+        let _ = self.0.send(call);
+    }
+}
+
+/// Publishes each call as a `Report::ToolCall` (`Nats-Msg-Id: toolcall:<key>`), in order,
+/// until the reporter is dropped. A call that cannot be published within
+/// [`RESULT_PUBLISH_BOUND`] is logged and left out: the node's result still goes.
+async fn publish_calls(
+    js: jetstream::Context,
+    subject: String,
+    run_id: runledger_contracts::ids::RunId,
+    mut calls: tokio::sync::mpsc::UnboundedReceiver<ToolCalled>,
+) {
+    while let Some(call) = calls.recv().await {
+        let id = format!("toolcall:{}", call.idempotency_key);
+        let message = ReportMessage {
+            wire_version: WIRE_VERSION,
+            run_id,
+            report: Report::ToolCall(Box::new(call)),
+        };
+        let Ok(payload) = serde_json::to_vec(&message) else {
+            continue;
+        };
+        if publish_within(&js, subject.clone(), &id, payload, RESULT_PUBLISH_BOUND)
+            .await
+            .is_none()
+        {
+            tracing::warn!(message_id = %id, "tool call report not published");
+        }
+    }
 }
 
 /// How long an executor retries publishing a result before it leaves the work to be

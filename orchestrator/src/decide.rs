@@ -150,6 +150,10 @@ pub enum NodeOutcome {
         warnings: Vec<Warning>,
         #[serde(default)]
         fallback_used: bool,
+        /// An agent node's lineage (turns, tools used, prompt and request digests), recorded
+        /// in its artifact's payload as `agent`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<Value>,
     },
     Failed(ErrorInfo),
 }
@@ -196,6 +200,8 @@ pub enum Command {
     /// Fire due timers and schedule whatever can run now.
     Settle,
     RecordResult(NodeResult),
+    /// One agent-loop call of a node run, reported as it happened.
+    RecordToolCall(Box<ToolCalled>),
     /// The engine started the child run of a `flowchart` node.
     ChildStarted {
         node_run_id: NodeRunId,
@@ -383,6 +389,7 @@ pub fn decide(
     match command {
         Command::Settle => step.settle()?,
         Command::RecordResult(result) => step.record_result(result)?,
+        Command::RecordToolCall(call) => step.record_tool_call(*call)?,
         Command::ChildStarted {
             node_run_id,
             child_run_id,
@@ -864,10 +871,27 @@ impl<E: Env> Step<'_, E> {
         warnings: Vec<Warning>,
         fallback_used: bool,
     ) -> Result<(), DecideError> {
+        self.succeed_with(i, output, warnings, fallback_used, None)
+    }
+
+    /// [`Self::succeed`], with an agent node's lineage in the artifact.
+    fn succeed_with(
+        &mut self,
+        i: usize,
+        output: Value,
+        warnings: Vec<Warning>,
+        fallback_used: bool,
+        agent: Option<Value>,
+    ) -> Result<(), DecideError> {
         let nr = &self.state.node_runs[i];
         let (node, node_type) = (nr.node, nr.node_type);
-        let payload =
+        let mut payload =
             json!({ "output": output, "warnings": warnings, "fallback_used": fallback_used });
+        if let (Some(agent), Value::Object(map)) = (agent, &mut payload)
+            && unstorable::check_output(&agent).is_ok()
+        {
+            map.insert("agent".into(), agent);
+        }
         self.emit(NodeSucceeded {
             run_id: self.run_id(),
             node_id: self.node_id(node),
@@ -1128,13 +1152,37 @@ impl<E: Env> Step<'_, E> {
                 output,
                 warnings,
                 fallback_used,
+                agent,
             } => match unstorable::check_output(&output) {
-                Ok(()) => self.succeed(i, output, warnings, fallback_used)?,
+                Ok(()) => self.succeed_with(i, output, warnings, fallback_used, agent)?,
                 Err(e) => self.fail(i, unstorable::invalid_output("the output", &e), None)?,
             },
             NodeOutcome::Failed(error) => self.fail(i, unstorable::storable_error(error), None)?,
         }
         self.settle()
+    }
+
+    /// Records one agent-loop call of a node run of this run. The call happened, whatever
+    /// became of its node run since (a call reported after its node run's end is still
+    /// recorded); a call of another run or of a node run this run does not have is refused.
+    fn record_tool_call(&mut self, call: ToolCalled) -> Result<(), DecideError> {
+        if call.run_id != self.run_id() {
+            return Err(DecideError::InvalidInput {
+                field: "tool_call",
+                message: "the tool call belongs to another run".into(),
+            });
+        }
+        let i = self
+            .state
+            .node_run_index(&call.node_run_id)
+            .ok_or(DecideError::UnknownNodeRun(call.node_run_id))?;
+        if call.agent.is_none() || call.node_id != self.node_id(self.state.node_runs[i].node) {
+            return Err(DecideError::InvalidInput {
+                field: "tool_call",
+                message: "a reported tool call names its node and its turn".into(),
+            });
+        }
+        self.emit(unstorable::storable_tool_call(call))
     }
 
     /// Records the publish of a remote node run's work and arms its dispatch timeout. A report

@@ -1365,6 +1365,12 @@ impl<S: EventStore + 'static> Driver<S> {
             }
         }
         self.notify_parent().await;
+        if self.state.status.is_terminal() {
+            self.engine
+                .inner
+                .executor
+                .run_finished(self.state.run_id, self.state.status != RunStatus::Completed);
+        }
         Ok(())
     }
 
@@ -1463,6 +1469,14 @@ impl<S: EventStore + 'static> Driver<S> {
     /// Decides a batch of executor reports as one step; queues hear that their messages are
     /// recorded only after the append commits.
     async fn record_reports(&mut self, deliveries: Vec<Delivery>) -> Result<(), EngineError> {
+        // Agent-loop calls are steps of their own, each idempotent by its call's key; they
+        // come before the result of their node run on the same channel, so they go first.
+        let (calls, deliveries): (Vec<Delivery>, Vec<Delivery>) = deliveries
+            .into_iter()
+            .partition(|d| matches!(d.report, Report::ToolCall(_)));
+        for call in calls {
+            self.record_tool_call(call).await?;
+        }
         if deliveries.is_empty() {
             return Ok(());
         }
@@ -1522,6 +1536,41 @@ impl<S: EventStore + 'static> Driver<S> {
         Ok(())
     }
 
+    /// Appends one agent-loop call. A call whose key the ledger already holds (the attempt
+    /// ran again after a crash, or the message came twice) is a duplicate: the first record
+    /// stands. A result larger than [`MAX_INLINE_TOOL_RESULT`] goes to the blob table and the
+    /// event names its digest.
+    async fn record_tool_call(&mut self, delivery: Delivery) -> Result<(), EngineError> {
+        let Delivery {
+            report, receipt, ..
+        } = delivery;
+        let Report::ToolCall(mut call) = report else {
+            return Ok(());
+        };
+        let request = request_id(format!("toolcall-{}", call.idempotency_key));
+        let store = &self.engine.inner.store;
+        let outcome = if !store.find_request(&self.stream, &request).await?.is_empty() {
+            DeliveryOutcome::Duplicate
+        } else {
+            if let Err(e) = offload_result(store, &mut call).await {
+                // Not stored: the receipt (or its absence) makes the report come again.
+                tracing::warn!(run_id = %self.state.run_id, error = %e, "tool result blob not stored");
+                return Ok(());
+            }
+            match self.step(Command::RecordToolCall(call), request).await? {
+                Some(events) if !events.is_empty() => DeliveryOutcome::Recorded,
+                _ => match self.refused.pop() {
+                    Some((_, refusal)) => DeliveryOutcome::Refused(refusal),
+                    None => DeliveryOutcome::Duplicate,
+                },
+            }
+        };
+        if let Some(receipt) = receipt {
+            receipt.settle(outcome);
+        }
+        Ok(())
+    }
+
     async fn step_settle(&mut self) -> Result<(), EngineError> {
         let request = request_id(settle_request_id(self.state.run_id, self.version));
         self.step(Command::Settle, request).await.map(|_| ())
@@ -1574,6 +1623,7 @@ impl<S: EventStore + 'static> Driver<S> {
                     ) if matches!(
                         command,
                         Command::RecordResult(_)
+                            | Command::RecordToolCall(_)
                             | Command::Dispatched { .. }
                             | Command::Started { .. }
                     ) =>
@@ -2004,7 +2054,42 @@ fn report_request_id(report: &Report, message_id: Option<&str>) -> RequestId {
         }
         Report::Dispatched { node_run_id, .. } => request_id(format!("dispatched-{node_run_id}")),
         Report::Started { node_run_id, .. } => request_id(format!("started-{node_run_id}")),
+        Report::ToolCall(call) => request_id(format!("toolcall-{}", call.idempotency_key)),
     }
+}
+
+/// Results of agent tool calls larger than this (canonical JSON bytes) are kept in the blob
+/// table; the `ToolCalled` names the blob.
+pub const MAX_INLINE_TOOL_RESULT: usize = 16 * 1024;
+
+/// Moves a large tool result of `call` to the blob table.
+async fn offload_result<S: EventStore>(
+    store: &S,
+    call: &mut runledger_contracts::events::ToolCalled,
+) -> Result<(), StoreError> {
+    let (Some(output), Some(agent)) = (&call.output, call.agent.as_mut()) else {
+        return Ok(());
+    };
+    let Ok(bytes) = runledger_contracts::canonical::to_canonical_vec(output) else {
+        return Ok(());
+    };
+    if bytes.len() <= MAX_INLINE_TOOL_RESULT {
+        return Ok(());
+    }
+    let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    let hash = store
+        .put_blob(runledger_ledger::Blob {
+            media_type: "application/json".into(),
+            data: bytes,
+        })
+        .await?;
+    agent.result_blob = Some(runledger_contracts::events::BlobRef {
+        hash,
+        media_type: "application/json".into(),
+        size,
+    });
+    call.output = None;
+    Ok(())
 }
 
 fn child_result(summary: &RunSummary, node_run_id: NodeRunId, attempt: u32) -> NodeResult {
@@ -2013,6 +2098,7 @@ fn child_result(summary: &RunSummary, node_run_id: NodeRunId, attempt: u32) -> N
             output: serde_json::json!({ "run_id": summary.run_id, "output": summary.output }),
             warnings: Vec::new(),
             fallback_used: false,
+            agent: None,
         },
         other => {
             let reason = summary

@@ -7,24 +7,22 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
+use runledger_contracts::agent_tool::{GitPolicy, WorkspaceSource};
 use runledger_contracts::canonical;
 use runledger_contracts::digest::Digest;
-use runledger_contracts::events::{ErrorInfo, ProviderCall, ToolAttempt, ToolCalled, ToolOutcome};
+use runledger_contracts::events::{ErrorInfo, ToolCalled};
 use runledger_contracts::flowchart::{Node, NodeType};
 use runledger_contracts::ids::{NodeRunId, RunId};
 use runledger_contracts::time::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::agent::{CallReporter, ChannelReporter, ToolRegistry};
 use crate::decide::{NodeOutcome, NodeResult};
 use crate::delivery::Receipt;
-use crate::provider::{
-    Answer, BoxFuture, DEFAULT_SCHEMA_REPAIR_ATTEMPTS, ModelProvider, ModelRequest, OutputSchema,
-    RepairTurn, SchemaViolation, ScriptedProvider, render_prompt, repair_feedback,
-};
+use crate::provider::{BoxFuture, ModelProvider, ScriptedProvider};
 use crate::rag::RagBackend;
 use crate::state::RunState;
 
@@ -51,11 +49,28 @@ pub struct NodeWork {
     pub deadline: Option<Timestamp>,
     pub input_context: Value,
     pub node: Arc<Node>,
+    /// The flowchart's `workspace:` (agent nodes' workspace and git tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceSource>,
+    /// The flowchart's `git_policy:`; a node's own replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_policy: Option<GitPolicy>,
+    /// The agent-loop calls of this node run the ledger already records (the attempt is run
+    /// again after a crash): a call whose key is here is not applied again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recorded_calls: Vec<ToolCalled>,
 }
 
 impl NodeWork {
     pub fn node(&self) -> Option<&Node> {
         Some(&self.node)
+    }
+
+    /// The recorded call with idempotency key `key`, if any.
+    pub fn recorded_call(&self, key: &str) -> Option<&ToolCalled> {
+        self.recorded_calls
+            .iter()
+            .find(|c| c.idempotency_key == key)
     }
 }
 
@@ -71,6 +86,9 @@ impl RunState {
             deadline: nr.deadline,
             input_context: self.input_context(index),
             node: Arc::new(self.flowchart.node_at(nr.node)?.clone()),
+            workspace: self.flowchart.doc().workspace.as_ref().map(|w| w.source()),
+            git_policy: self.flowchart.doc().git_policy.as_ref().map(|p| p.policy()),
+            recorded_calls: nr.agent_calls.clone(),
         })
     }
 }
@@ -102,6 +120,9 @@ pub enum Report {
         executor: String,
         result: NodeResult,
     },
+    /// One call of an agent node run's loop (model or tool), reported as it happens; the
+    /// engine appends it as its own step, idempotently by its idempotency key.
+    ToolCall(Box<ToolCalled>),
 }
 
 impl Report {
@@ -111,6 +132,7 @@ impl Report {
                 *node_run_id
             }
             Report::Finished(result) | Report::Ran { result, .. } => result.node_run_id,
+            Report::ToolCall(call) => call.node_run_id,
         }
     }
 }
@@ -145,6 +167,9 @@ pub type ResultSender = mpsc::UnboundedSender<Delivery>;
 pub trait NodeExecutor: Send + Sync + 'static {
     /// Starts the work and returns at once; reports go to `results` as they are known.
     fn submit(&self, work: NodeWork, results: ResultSender);
+
+    /// The run ended: tool domains release what they hold for it (workspaces, jobs).
+    fn run_finished(&self, _run_id: RunId, _failed: bool) {}
 }
 
 /// Where providers of models that are not in the fixed table come from: the model registry,
@@ -160,6 +185,7 @@ pub struct Providers {
     by_model: HashMap<String, Arc<dyn ModelProvider>>,
     source: Option<Arc<dyn ModelSource>>,
     rag: Option<Arc<dyn RagBackend>>,
+    tools: ToolRegistry,
 }
 
 impl Providers {
@@ -173,6 +199,7 @@ impl Providers {
             by_model,
             source: None,
             rag: None,
+            tools: ToolRegistry::empty(),
         }
     }
 
@@ -194,6 +221,17 @@ impl Providers {
 
     pub fn rag(&self) -> Option<&Arc<dyn RagBackend>> {
         self.rag.as_ref()
+    }
+
+    /// Serves agent nodes' tool calls from `registry`.
+    pub fn with_tools(mut self, registry: ToolRegistry) -> Self {
+        self.tools = registry;
+        self
+    }
+
+    /// The tools agent nodes run here may call.
+    pub fn tools(&self) -> &ToolRegistry {
+        &self.tools
     }
 
     pub fn get(&self, model: &str) -> Option<&Arc<dyn ModelProvider>> {
@@ -237,15 +275,33 @@ impl NodeExecutor for InProcessPool {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
-            let result = run_node(&providers, &work).await;
+            let reporter = ChannelReporter {
+                run_id: work.run_id,
+                results: results.clone(),
+            };
+            let result = run_node_reporting(&providers, &work, Some(&reporter)).await;
             // The engine may have shut down; then the result is recovered on restart.
             let _ = results.send(Delivery::finished(work.run_id, result));
         });
     }
+
+    fn run_finished(&self, run_id: RunId, failed: bool) {
+        self.providers.tools().run_finished(run_id, failed);
+    }
 }
 
-/// Runs one node run to its result.
+/// Runs one node run to its result; an agent node's calls come back in the result.
 pub async fn run_node(providers: &Providers, work: &NodeWork) -> NodeResult {
+    run_node_reporting(providers, work, None).await
+}
+
+/// Runs one node run to its result; an agent node's calls go to `reporter` as they happen
+/// (and are then not in the result).
+pub async fn run_node_reporting(
+    providers: &Providers,
+    work: &NodeWork,
+    reporter: Option<&dyn CallReporter>,
+) -> NodeResult {
     let (outcome, tool_calls) = match work.node() {
         None => (
             NodeOutcome::Failed(error(
@@ -256,7 +312,12 @@ pub async fn run_node(providers: &Providers, work: &NodeWork) -> NodeResult {
             Vec::new(),
         ),
         Some(node) => match node.node_type {
-            NodeType::Task => run_task(providers, work, node).await,
+            NodeType::Task => {
+                let run =
+                    crate::agent::run_task(providers, providers.tools(), reporter, work, node)
+                        .await;
+                (run.outcome, run.unreported)
+            }
             NodeType::Rag => crate::rag::run_rag(providers, work, node).await,
             // Their tools keep state in the ledger: the run's driver executes them
             // (crate::tools), so their events commit with the node's end.
@@ -303,237 +364,4 @@ fn error(code: &str, message: &str, retryable: bool) -> ErrorInfo {
 
 pub(crate) fn hash_of(value: &Value) -> Digest {
     Digest::of(&canonical::to_canonical_vec(value).unwrap_or_default())
-}
-
-/// A `task` node run: render the prompt, call the node's model, and check the answer. An
-/// answer that is not JSON, or (with `output_schema`) does not satisfy the schema, is sent back
-/// to the model with what was wrong, up to `schema_repair_attempts` times; then the node fails
-/// with `output_schema_invalid` (or `invalid_output` without a schema, where non-JSON answers
-/// are not repaired). Every call, repair calls included, is one `ToolCalled` with its own
-/// idempotency key `<node_run_id>:provider:<n>`. A provider error ends the node run at once
-/// with that error: no further call, no other model.
-async fn run_task(
-    providers: &Providers,
-    work: &NodeWork,
-    node: &Node,
-) -> (NodeOutcome, Vec<ToolCalled>) {
-    let model = node
-        .model
-        .as_deref()
-        .unwrap_or(runledger_contracts::flowchart::SCRIPTED_MODEL);
-    let Some(provider) = providers.resolve(model).await else {
-        let e = error(
-            "unknown_model",
-            &format!("no provider is configured for model `{model}`"),
-            false,
-        );
-        return (NodeOutcome::Failed(e), Vec::new());
-    };
-    let schema = match node
-        .output_schema
-        .as_ref()
-        .map(OutputSchema::compile)
-        .transpose()
-    {
-        Ok(schema) => schema,
-        Err(reason) => {
-            let message = format!("the node's output_schema is not a usable JSON Schema: {reason}");
-            return (
-                NodeOutcome::Failed(error("invalid_output_schema", &message, false)),
-                Vec::new(),
-            );
-        }
-    };
-    let max_repairs = match schema {
-        Some(_) => node
-            .schema_repair_attempts
-            .unwrap_or(DEFAULT_SCHEMA_REPAIR_ATTEMPTS),
-        None => 0,
-    };
-    let prompt = render_prompt(
-        node.prompt.as_deref().unwrap_or_default(),
-        &work.input_context,
-    );
-    let mut repairs: Vec<RepairTurn> = Vec::new();
-    let mut calls = Vec::new();
-    loop {
-        let input_hash = if repairs.is_empty() {
-            hash_of(&json!({ "model": model, "prompt": prompt }))
-        } else {
-            hash_of(&json!({ "model": model, "prompt": prompt, "repairs": repairs }))
-        };
-        let started_at = Timestamp::now();
-        let clock = Instant::now();
-        let request = ModelRequest {
-            run_id: work.run_id,
-            node_run_id: work.node_run_id,
-            node,
-            model,
-            prompt: prompt.clone(),
-            input_context: &work.input_context,
-            ordinal: work.ordinal,
-            attempt: work.attempt,
-            repairs: &repairs,
-            deadline: work.deadline,
-        };
-        let answer = provider.complete(request).await;
-        let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let call = ProviderCallRecord {
-            work,
-            node,
-            provider: provider.name(),
-            model,
-            number: calls.len() + 1,
-            input_hash,
-            started_at,
-            duration_ms,
-        };
-        let response = match answer {
-            Ok(response) => response,
-            Err(e) => {
-                calls.push(call.event(None, Some(e.clone())));
-                return (NodeOutcome::Failed(e), calls);
-            }
-        };
-        let tokens = Some((response.input_tokens, response.output_tokens));
-        let violations = match (&response.answer, &schema) {
-            (Answer::Json(output), Some(schema)) => schema.violations(output),
-            (Answer::Json(_), None) => Vec::new(),
-            (Answer::NotJson { error, .. }, _) => {
-                vec![SchemaViolation {
-                    path: String::new(),
-                    message: format!("the answer is not JSON: {error}"),
-                }]
-            }
-        };
-        if violations.is_empty()
-            && let Answer::Json(output) = response.answer
-        {
-            calls.push(call.event(tokens, None));
-            return (
-                NodeOutcome::Succeeded {
-                    output,
-                    warnings: Vec::new(),
-                    fallback_used: false,
-                },
-                calls,
-            );
-        }
-        let rejection = rejected_answer(
-            model,
-            schema.is_some(),
-            &violations,
-            repairs.len(),
-            calls.len() + 1,
-        );
-        calls.push(call.event(tokens, Some(rejection.clone())));
-        if rejection.code != "output_schema_invalid"
-            || repairs.len() >= usize::try_from(max_repairs).unwrap_or(usize::MAX)
-        {
-            return (NodeOutcome::Failed(rejection), calls);
-        }
-        repairs.push(RepairTurn {
-            answer: response.answer.text(),
-            feedback: repair_feedback(&response.answer, &violations),
-        });
-    }
-}
-
-/// Why an answer was rejected: `output_schema_invalid` (the node has a schema; details list
-/// the violations) or `invalid_output` (no schema, and the answer is not JSON). Neither is
-/// retryable by the node's retry policy: `schema_repair_attempts` is how a node asks again.
-fn rejected_answer(
-    model: &str,
-    has_schema: bool,
-    violations: &[SchemaViolation],
-    repairs: usize,
-    calls: usize,
-) -> ErrorInfo {
-    let listed: Vec<String> = violations
-        .iter()
-        .map(|v| {
-            format!(
-                "{}: {}",
-                if v.path.is_empty() { "(root)" } else { &v.path },
-                v.message
-            )
-        })
-        .collect();
-    if !has_schema {
-        return ErrorInfo {
-            code: "invalid_output".into(),
-            message: format!(
-                "model `{model}` did not answer JSON ({})",
-                listed.join("; ")
-            ),
-            retryable: false,
-            details: None,
-        };
-    }
-    ErrorInfo {
-        code: "output_schema_invalid".into(),
-        message: format!(
-            "the answer of model `{model}` does not satisfy the output_schema after {repairs} repair attempt(s): {}",
-            listed.join("; ")
-        ),
-        retryable: false,
-        details: Some(
-            json!({ "violations": violations, "repair_attempts": repairs, "provider_calls": calls }),
-        ),
-    }
-}
-
-/// What one provider call of a task node run is recorded with.
-struct ProviderCallRecord<'a> {
-    work: &'a NodeWork,
-    node: &'a Node,
-    provider: &'a str,
-    model: &'a str,
-    /// 1 for the first call of the node run, +1 per repair call.
-    number: usize,
-    input_hash: Digest,
-    started_at: Timestamp,
-    duration_ms: u64,
-}
-
-impl ProviderCallRecord<'_> {
-    /// The `ToolCalled` of the call: `tokens` when the provider answered, `failure` when the
-    /// call failed or its answer was rejected.
-    fn event(
-        self,
-        tokens: Option<(Option<u64>, Option<u64>)>,
-        failure: Option<ErrorInfo>,
-    ) -> ToolCalled {
-        let (input_tokens, output_tokens) = tokens.unwrap_or_default();
-        ToolCalled {
-            run_id: self.work.run_id,
-            node_id: self.node.id.clone(),
-            node_run_id: self.work.node_run_id,
-            tool: "provider".into(),
-            operation: "complete".into(),
-            idempotency_key: format!("{}:provider:{}", self.work.node_run_id, self.number),
-            input_hash: self.input_hash,
-            outcome: if failure.is_some() {
-                ToolOutcome::Error
-            } else {
-                ToolOutcome::Ok
-            },
-            attempts: vec![ToolAttempt {
-                attempt: 1,
-                started_at: self.started_at,
-                duration_ms: self.duration_ms,
-                error: failure.clone(),
-            }],
-            duration_ms: self.duration_ms,
-            provider: Some(ProviderCall {
-                provider: self.provider.to_owned(),
-                model: self.model.to_owned(),
-                latency_ms: self.duration_ms,
-                input_tokens,
-                output_tokens,
-            }),
-            output: None,
-            error: failure,
-        }
-    }
 }

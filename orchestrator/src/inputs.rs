@@ -30,6 +30,7 @@ pub(crate) fn is_settle_request(run_id: RunId, request_id: &str) -> bool {
 pub(crate) fn report_commands(report: Report) -> Vec<Command> {
     match report {
         Report::Finished(result) => vec![Command::RecordResult(result)],
+        Report::ToolCall(call) => vec![Command::RecordToolCall(call)],
         Report::Dispatched {
             node_run_id,
             attempt,
@@ -66,8 +67,9 @@ pub(crate) fn report_commands(report: Report) -> Vec<Command> {
 }
 
 /// The report whose command decided the events starting at `events[0]`, if they begin with
-/// one: a `NodeDispatched`, a `NodeStarted`, or a result (its `ToolCalled`s, then the node
-/// run's `NodeSucceeded`/`NodeFailed`, or a `NodeResultIgnored`).
+/// one: a `NodeDispatched`, a `NodeStarted`, a result (its `ToolCalled`s, then the node run's
+/// `NodeSucceeded`/`NodeFailed`, or a `NodeResultIgnored`), or one agent-loop call reported on
+/// its own.
 pub(crate) fn recorded_report(events: &[DomainEvent]) -> Option<Report> {
     match events.first()? {
         DomainEvent::NodeDispatched(e) => Some(Report::Dispatched {
@@ -96,14 +98,22 @@ pub(crate) fn recorded_report(events: &[DomainEvent]) -> Option<Report> {
         })),
         DomainEvent::ToolCalled(_) | DomainEvent::NodeSucceeded(_) | DomainEvent::NodeFailed(_) => {
             let mut tool_calls = Vec::new();
-            for event in events {
+            for (k, event) in events.iter().enumerate() {
                 match event {
                     DomainEvent::ToolCalled(call) => tool_calls.push(call.clone()),
                     DomainEvent::NodeSucceeded(e) => {
+                        // An agent node's lineage is in its artifact, right after.
+                        let agent = match events.get(k + 1) {
+                            Some(DomainEvent::ArtifactPersisted(a)) => {
+                                a.payload.get("agent").cloned()
+                            }
+                            _ => None,
+                        };
                         let outcome = NodeOutcome::Succeeded {
                             output: e.output.clone(),
                             warnings: e.warnings.clone(),
                             fallback_used: e.fallback_used,
+                            agent,
                         };
                         return Some(Report::Finished(NodeResult {
                             node_run_id: e.node_run_id,
@@ -121,10 +131,21 @@ pub(crate) fn recorded_report(events: &[DomainEvent]) -> Option<Report> {
                             tool_calls,
                         }));
                     }
-                    _ => return None,
+                    _ => return reported_call(events),
                 }
             }
-            None
+            reported_call(events)
+        }
+        _ => None,
+    }
+}
+
+/// A step that records one agent-loop call reported as it happened ([`Report::ToolCall`]):
+/// an agent `ToolCalled` not followed by its node run's end.
+fn reported_call(events: &[DomainEvent]) -> Option<Report> {
+    match events.first()? {
+        DomainEvent::ToolCalled(call) if call.agent.is_some() => {
+            Some(Report::ToolCall(Box::new(call.clone())))
         }
         _ => None,
     }

@@ -3,6 +3,8 @@
 //! - [`state`]: `RunState` and `evolve`, the only way run state changes.
 //! - [`decide`]: the pure decider, `decide(state, command) -> events`, with clock and ids
 //!   injected through [`decide::Env`].
+//! - [`agent`]: the loop of task nodes that call tools (registry, prompt composition,
+//!   turns, tool calls, transcript).
 //! - [`executor`] and [`provider`]: where work nodes run (the in-process pool, the `scripted`
 //!   model) behind the `NodeExecutor` and `ModelProvider` traits.
 //! - [`tools`]: the memory, plan and milestone tools (state event-sourced in their own
@@ -21,6 +23,7 @@
 //!
 //! See docs/engine.md for the rules the decider follows.
 
+pub mod agent;
 pub mod agent_tools;
 pub mod commit;
 pub mod decide;

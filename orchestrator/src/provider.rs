@@ -2,8 +2,9 @@
 //! answers from the flowchart (or a fixture file) so runs are offline and deterministic; HTTP
 //! providers live in the executor gateway behind the same trait.
 //!
-//! A node run's conversation with its model is one prompt, then, when the answer does not
-//! satisfy the node's `output_schema`, one repair turn per rejected answer: the answer and
+//! A node run's conversation with its model is one prompt, then its [`Turn`]s: tool calls the
+//! model asked for and their results (the agent loop, `crate::agent`), and, when an answer does
+//! not satisfy the node's `output_schema`, one repair turn per rejected answer: the answer and
 //! feedback naming what was wrong ([`RepairTurn`]). Every provider sees the same turns through
 //! [`ModelRequest::messages`] and the same [`ModelRequest::system_instruction`].
 
@@ -12,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use runledger_contracts::agent_tool::ToolSpec;
 use runledger_contracts::events::ErrorInfo;
 use runledger_contracts::flowchart::{Node, ScriptedResponse};
 use runledger_contracts::ids::{NodeRunId, RunId};
@@ -33,15 +35,21 @@ pub struct ModelRequest<'a> {
     pub node_run_id: NodeRunId,
     pub node: &'a Node,
     pub model: &'a str,
-    /// The node's prompt with `{{ path }}` placeholders filled from the input context.
+    /// The user prompt: the node's prompt with `{{ path }}` placeholders filled from the input
+    /// context, then its `additional_prompt` (see `crate::agent::prompt`).
     pub prompt: String,
+    /// The agent's system prompt, role and skills composed, when the node has an `agent:`
+    /// block; it comes before [`ModelRequest::system_instruction`]'s own text.
+    pub agent_system: Option<&'a str>,
     pub input_context: &'a Value,
     /// How many node runs of this node came before this one in the run.
     pub ordinal: u32,
     pub attempt: u32,
-    /// The answers of this node run rejected so far, each with its feedback; empty on the
-    /// first call, one more on each repair call.
-    pub repairs: &'a [RepairTurn],
+    /// What happened in this node run since the prompt: tool-call turns with their results,
+    /// and rejected answers with their feedback; empty on the first call.
+    pub turns: &'a [Turn],
+    /// The tools the model may call (empty: it must answer).
+    pub tools: &'a [ToolSpec],
     /// When the node run's execution timeout fires; a provider stops waiting by then.
     pub deadline: Option<Timestamp>,
 }
@@ -54,17 +62,61 @@ pub struct RepairTurn {
     pub feedback: String,
 }
 
+/// One tool call the model asked for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCallRequest {
+    /// The provider's id of the call (OpenAI `call_...`, Anthropic `toolu_...`); providers
+    /// that give none (Gemini, `scripted`) get `call_<turn>_<index>`.
+    pub id: String,
+    pub name: String,
+    pub arguments: Value,
+}
+
+/// What a tool call gave back to the model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolResultTurn {
+    /// The [`ToolCallRequest::id`] it answers.
+    pub call_id: String,
+    pub name: String,
+    /// The result, or `{ "error": { "code", "message" } }`.
+    pub content: Value,
+    pub is_error: bool,
+}
+
+/// One step of a node run's conversation after the prompt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Turn {
+    /// The model asked for tools (its accompanying text, if any, kept).
+    ToolCalls {
+        text: String,
+        calls: Vec<ToolCallRequest>,
+    },
+    /// The results of the calls of the turn before, in call order.
+    ToolResults { results: Vec<ToolResultTurn> },
+    /// A final answer rejected by the output schema, and the feedback.
+    Repair(RepairTurn),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     User,
     Assistant,
 }
 
-/// One turn of the conversation, in provider-neutral form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatMessage {
-    pub role: Role,
-    pub content: String,
+/// One message of the conversation, in provider-neutral form; each provider writes these in
+/// its native shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message<'a> {
+    Text {
+        role: Role,
+        content: &'a str,
+    },
+    ToolCalls {
+        text: &'a str,
+        calls: &'a [ToolCallRequest],
+    },
+    ToolResults(&'a [ToolResultTurn]),
 }
 
 impl ModelRequest<'_> {
@@ -73,36 +125,60 @@ impl ModelRequest<'_> {
         self.node.output_schema.as_ref()
     }
 
-    /// 0 for the first call of a node run, n for its n-th repair call.
-    pub fn repair(&self) -> u32 {
-        u32::try_from(self.repairs.len()).unwrap_or(u32::MAX)
+    /// How many model calls of this node run came before this one (tool-call turns and
+    /// rejected answers): 0 on the first call.
+    pub fn model_calls_before(&self) -> u32 {
+        let n = self
+            .turns
+            .iter()
+            .filter(|t| matches!(t, Turn::ToolCalls { .. } | Turn::Repair(_)))
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
     }
 
-    /// The prompt, then for each rejected answer: the answer (assistant) and the feedback (user).
-    pub fn messages(&self) -> Vec<ChatMessage> {
-        let mut out = Vec::with_capacity(1 + 2 * self.repairs.len());
-        out.push(ChatMessage {
+    /// The prompt, then every turn: tool calls (assistant), their results, and each rejected
+    /// answer (assistant) with its feedback (user).
+    pub fn messages(&self) -> Vec<Message<'_>> {
+        let mut out = Vec::with_capacity(1 + 2 * self.turns.len());
+        out.push(Message::Text {
             role: Role::User,
-            content: self.prompt.clone(),
+            content: &self.prompt,
         });
-        for turn in self.repairs {
-            out.push(ChatMessage {
-                role: Role::Assistant,
-                content: turn.answer.clone(),
-            });
-            out.push(ChatMessage {
-                role: Role::User,
-                content: turn.feedback.clone(),
-            });
+        for turn in self.turns {
+            match turn {
+                Turn::ToolCalls { text, calls } => out.push(Message::ToolCalls { text, calls }),
+                Turn::ToolResults { results } => out.push(Message::ToolResults(results)),
+                Turn::Repair(r) => {
+                    out.push(Message::Text {
+                        role: Role::Assistant,
+                        content: &r.answer,
+                    });
+                    out.push(Message::Text {
+                        role: Role::User,
+                        content: &r.feedback,
+                    });
+                }
+            }
         }
         out
     }
 
-    /// What every provider is told besides the prompt: answer with JSON only, and the schema
-    /// the answer must satisfy when the node has one.
+    /// What every provider is told besides the prompt: the agent's system prompt when there
+    /// is one, then answer with JSON only, and the schema the answer must satisfy when the
+    /// node has one.
     pub fn system_instruction(&self) -> String {
-        let mut text = String::from(
-            "Answer with exactly one JSON value and nothing else: no prose, no Markdown code fences.",
+        let mut text = String::new();
+        if let Some(agent) = self.agent_system {
+            text.push_str(agent);
+            text.push_str("\n\n");
+        }
+        if !self.tools.is_empty() {
+            text.push_str("Call the tools you need. When you are done, a");
+        } else {
+            text.push('A');
+        }
+        text.push_str(
+            "nswer with exactly one JSON value and nothing else: no prose, no Markdown code fences.",
         );
         if let Some(schema) = self.output_schema() {
             text.push_str(" The value must satisfy this JSON Schema:\n");
@@ -145,9 +221,13 @@ impl Answer {
     }
 }
 
+/// What one model call returned: a final answer, or (when `tool_calls` is not empty) a turn
+/// asking for tools, several at once for parallel calls, whose `answer` is only the text that
+/// came with them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelResponse {
     pub answer: Answer,
+    pub tool_calls: Vec<ToolCallRequest>,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
 }
@@ -156,8 +236,30 @@ impl ModelResponse {
     pub fn json(output: Value) -> Self {
         Self {
             answer: Answer::Json(output),
+            tool_calls: Vec::new(),
             input_tokens: None,
             output_tokens: None,
+        }
+    }
+
+    /// A turn that asks for `calls`.
+    pub fn calls(text: String, calls: Vec<ToolCallRequest>) -> Self {
+        Self {
+            answer: Answer::NotJson {
+                text,
+                error: "tool calls are not an answer".into(),
+            },
+            tool_calls: calls,
+            input_tokens: None,
+            output_tokens: None,
+        }
+    }
+
+    /// The text that came with a tool-call turn.
+    pub fn text(&self) -> String {
+        match &self.answer {
+            Answer::Json(v) => v.to_string(),
+            Answer::NotJson { text, .. } => text.clone(),
         }
     }
 }
@@ -286,15 +388,16 @@ pub enum ScriptError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{node}[{index}]: give exactly one of `output` and `error`")]
+    #[error("{node}[{index}]: give exactly one of `output`, `error` and `tool_calls`")]
     OutputOrError { node: String, index: usize },
     #[error("{node}: at least one response is needed")]
     Empty { node: String },
 }
 
 /// The built-in `scripted` model: node run number `ordinal` of a node gets response number
-/// `ordinal`, and its n-th schema repair call the response n after that (`ordinal + n`); when
-/// the list runs out the last one repeats. Each answer comes after its `delay_ms`.
+/// `ordinal`, and its n-th further model call (after a tool-call turn or a rejected answer) the
+/// response n after that (`ordinal + n`); when the list runs out the last one repeats. A
+/// response with `tool_calls` asks for those calls (ids `call_<turn>_<index>`). Each answer comes after its `delay_ms`.
 #[derive(Debug, Clone, Default)]
 pub struct ScriptedProvider {
     fixture: Script,
@@ -322,8 +425,9 @@ impl ScriptedProvider {
             if let Value::Array(items) = &responses {
                 for (i, item) in items.iter().enumerate() {
                     let unknown = item.as_object().and_then(|o| {
-                        o.keys()
-                            .find(|k| !matches!(k.as_str(), "output" | "error" | "delay_ms"))
+                        o.keys().find(|k| {
+                            !matches!(k.as_str(), "output" | "error" | "tool_calls" | "delay_ms")
+                        })
                     });
                     if let Some(key) = unknown {
                         return Err(ScriptError::UnknownKey {
@@ -338,10 +442,7 @@ impl ScriptedProvider {
                 Ok(list) => list,
                 Err(source) => return Err(ScriptError::Response { node, source }),
             };
-            if let Some(index) = list
-                .iter()
-                .position(|r| r.output.is_some() == r.error.is_some())
-            {
+            if let Some(index) = list.iter().position(|r| r.kinds() != 1) {
                 return Err(ScriptError::OutputOrError { node, index });
             }
             if list.is_empty() {
@@ -373,9 +474,10 @@ impl ModelProvider for ScriptedProvider {
                 .map(Vec::as_slice)
                 .or(request.node.scripted.as_deref())
                 .unwrap_or_default();
-            let index = usize::try_from(request.ordinal.saturating_add(request.repair()))
-                .unwrap_or(usize::MAX)
-                .min(responses.len().saturating_sub(1));
+            let index =
+                usize::try_from(request.ordinal.saturating_add(request.model_calls_before()))
+                    .unwrap_or(usize::MAX)
+                    .min(responses.len().saturating_sub(1));
             let Some(response) = responses.get(index) else {
                 return Err(ErrorInfo {
                     code: "script_missing".into(),
@@ -386,6 +488,19 @@ impl ModelProvider for ScriptedProvider {
             };
             if let Some(ms) = response.delay_ms.filter(|&ms| ms > 0) {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            if let Some(calls) = &response.tool_calls {
+                let turn = request.model_calls_before() + 1;
+                let calls = calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| ToolCallRequest {
+                        id: format!("call_{turn}_{i}"),
+                        name: c.tool.clone(),
+                        arguments: c.arguments.clone(),
+                    })
+                    .collect();
+                return Ok(ModelResponse::calls(String::new(), calls));
             }
             match (&response.error, &response.output) {
                 (Some(error), _) => Err(ErrorInfo {
@@ -496,6 +611,7 @@ mod tests {
             outputs
                 .iter()
                 .map(|o| ScriptedResponse {
+                    tool_calls: None,
                     output: Some(o.clone()),
                     error: None,
                     delay_ms: None,
@@ -522,6 +638,9 @@ mod tests {
                 deadline: None,
                 input_context: json!({}),
                 node: Arc::new(node),
+                workspace: None,
+                git_policy: None,
+                recorded_calls: Vec::new(),
             };
             run_node(&Providers::scripted(ScriptedProvider::new()), &work).await
         }
@@ -545,7 +664,8 @@ mod tests {
                 NodeOutcome::Succeeded {
                     output: json!({ "text": "fixed" }),
                     warnings: vec![],
-                    fallback_used: false
+                    fallback_used: false,
+                    agent: None,
                 }
             );
             let keys: Vec<String> = result
@@ -610,6 +730,7 @@ mod tests {
             let result = run(None, Some(3), scripted(&[json!(5)]), 0).await;
             assert!(matches!(result.outcome, NodeOutcome::Succeeded { .. }));
             let failing = vec![ScriptedResponse {
+                tool_calls: None,
                 output: None,
                 error: Some(ScriptedError {
                     code: "provider_unavailable".into(),

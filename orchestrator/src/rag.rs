@@ -107,6 +107,7 @@ pub(crate) async fn run_rag(
                     output,
                     warnings: Vec::new(),
                     fallback_used: false,
+                    agent: None,
                 },
                 Some(summary),
                 None,
@@ -137,6 +138,7 @@ pub(crate) async fn run_rag(
         provider: None,
         output: summary,
         error,
+        agent: None,
     };
     (outcome, vec![call])
 }

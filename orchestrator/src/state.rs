@@ -111,6 +111,9 @@ pub struct NodeRun {
     /// Order in which node runs ended (0 while active): a fork keeps results in this order,
     /// which is the order their tokens were delivered.
     pub ended_seq: u64,
+    /// The agent-loop calls recorded for it (`ToolCalled` with `agent`), so that an attempt
+    /// run again after a crash does not apply a recorded call twice.
+    pub agent_calls: Vec<runledger_contracts::events::ToolCalled>,
 }
 
 impl NodeRun {
@@ -691,7 +694,15 @@ impl RunState {
                 let i = self.run_index("NodeResultIgnored", &e.node_run_id)?;
                 self.node_runs[i].late_result_recorded = true;
             }
-            DomainEvent::ToolCalled(_) => {}
+            DomainEvent::ToolCalled(e) => {
+                // Only agent-loop calls are kept, and only while the node run may run again.
+                if e.agent.is_some()
+                    && let Some(i) = self.node_run_index(&e.node_run_id)
+                    && self.node_runs[i].is_active()
+                {
+                    self.node_runs[i].agent_calls.push(e.clone());
+                }
+            }
             // The flowchart registry and the API's idempotency keys have streams of their own.
             DomainEvent::FlowchartVersionCreated(_) | DomainEvent::IdempotencyKeyRecorded(_) => {
                 return Err(inconsistent(
@@ -851,6 +862,7 @@ impl RunState {
             invalidated: false,
             child_run: None,
             ended_seq: 0,
+            agent_calls: Vec::new(),
         });
         self.index.insert(e.node_run_id, i);
         self.active.insert(i);
@@ -927,6 +939,8 @@ impl RunState {
         let nr = &mut self.node_runs[i];
         nr.phase = Phase::Ended(status);
         nr.ended_seq = self.end_seq;
+        // An ended node run never runs again: its recorded calls are the ledger's business.
+        nr.agent_calls = Vec::new();
         if let Some(at) = nr.deadline {
             self.timers.remove(&Timer {
                 at,

@@ -345,6 +345,7 @@ fn synthetic_run(
                         }),
                         output: Some(output.clone()),
                         error: None,
+                        agent: None,
                     }
                     .into(),
                 );

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use runledger_contracts::agent_tool::ToolDomain;
 use runledger_contracts::flowchart::{Flowchart, SourceFormat, load};
 use runledger_executor_gateway::dispatcher::NatsDispatcher;
 use runledger_executor_gateway::intake::{IntakeSink, run_intake};
@@ -20,6 +21,7 @@ use runledger_executor_gateway::topology::Topology;
 use runledger_ledger::leases::LeaseStore;
 use runledger_ledger::sqlite::lock_file_path;
 use runledger_ledger::{EventStore, PgEventStore, SqliteEventStore};
+use runledger_orchestrator::agent::ToolRegistry;
 use runledger_orchestrator::decide::{RemoteDispatch, Settings};
 use runledger_orchestrator::engine::{Engine, EngineConfig, FlowchartSource, ResolveError};
 use runledger_orchestrator::executor::{InProcessPool, NodeExecutor};
@@ -261,7 +263,8 @@ pub async fn build(
     let models = live_models(shared(), exec.script.as_deref()).await?;
     let providers = models
         .providers()
-        .with_rag(rag_backend(shared(), &global.rag_data_dir));
+        .with_rag(rag_backend(shared(), &global.rag_data_dir))
+        .with_tools(tool_registry(shared())?);
     let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::new(store.pool().clone());
     let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource {
@@ -402,7 +405,8 @@ pub async fn build_sqlite(
     let models = live_models(store.share(), exec.script.as_deref()).await?;
     let providers = models
         .providers()
-        .with_rag(rag_backend(store.share(), rag_data_dir));
+        .with_rag(rag_backend(store.share(), rag_data_dir))
+        .with_tools(tool_registry(store.share())?);
     let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::on_store(store.share());
     let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource {
@@ -600,6 +604,17 @@ impl FlowchartSource for DirSource {
 
 /// The backend of `rag` nodes: collections from the ledger (its own connection pool), search
 /// indexes under `--rag-data-dir`.
+/// The tool domains agent nodes run by this engine's in-process pool may call: every domain
+/// the engine's process can serve, the ledger-backed ones (memory, plan, workflow, ...) on
+/// `store`. One line per domain; a tool no domain here serves is answered `tool_unavailable`
+/// (docs/agents.md, "Where tools run").
+pub fn tool_registry<S: EventStore + 'static>(store: S) -> Result<ToolRegistry, Failure> {
+    // No domain is built yet: the ledger-backed ones will use the store.
+    drop(store);
+    let domains: Vec<Arc<dyn ToolDomain>> = Vec::new();
+    ToolRegistry::new(domains).map_err(|e| Failure::coded("cannot build the tool registry", e))
+}
+
 pub fn rag_backend<S: EventStore + 'static>(
     store: S,
     data_dir: &std::path::Path,

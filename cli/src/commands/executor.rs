@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use runledger_contracts::agent_tool::ToolDomain;
 use runledger_executor_gateway::worker::{WorkerConfig, run_worker};
 use runledger_ledger::PgEventStore;
+use runledger_orchestrator::agent::ToolRegistry;
 
 use crate::{Failure, GlobalArgs};
 
@@ -69,7 +71,8 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
         )
         .await?
         .providers()
-        .with_rag(super::engine::rag_backend(store, &global.rag_data_dir)),
+        .with_rag(super::engine::rag_backend(store, &global.rag_data_dir))
+        .with_tools(tool_registry()?),
     );
     let js = super::engine::jetstream(global).await?;
     topology
@@ -117,4 +120,13 @@ fn default_executor_id() -> String {
         host
     };
     format!("{host}-{}", std::process::id())
+}
+
+/// The tool domains agent nodes run on this executor may call: the ones that need no ledger
+/// (workspace, git, command, MCP). Ledger-backed domains run only in the engine's process, so
+/// a node that uses them must run there (docs/agents.md, "Where tools run"). One line per
+/// domain.
+pub fn tool_registry() -> Result<ToolRegistry, Failure> {
+    let domains: Vec<Arc<dyn ToolDomain>> = Vec::new();
+    ToolRegistry::new(domains).map_err(|e| Failure::coded("cannot build the tool registry", e))
 }

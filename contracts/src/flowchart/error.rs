@@ -115,6 +115,8 @@ codes! {
     CycleWithoutLimit => "cycle_without_limit",
     /// A task with `model: scripted` has no (or an empty) `scripted` list.
     ScriptedMissing => "scripted_missing",
+    /// A `tools:` entry names no tool of the catalog, or is a glob that matches none.
+    UnknownTool => "unknown_tool",
 }
 
 impl fmt::Display for ValidationCode {
@@ -155,7 +157,7 @@ mod tests {
             let back: ValidationCode = serde_json::from_value(json).unwrap();
             assert_eq!(back, *code);
         }
-        assert_eq!(ValidationCode::ALL.len(), 24);
+        assert_eq!(ValidationCode::ALL.len(), 25);
     }
 
     #[test]

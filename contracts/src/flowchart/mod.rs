@@ -11,6 +11,7 @@
 //! The format itself is a user-facing contract (FLOWCHART-FORMAT.md): keys may be added, never
 //! renamed.
 
+mod agent_keys;
 mod error;
 mod graph;
 mod model;
@@ -21,11 +22,12 @@ mod validate;
 pub use error::{ValidationCode, ValidationError};
 pub use graph::{CompiledCondition, Flowchart, NoMatchRoute};
 pub use model::{
-    ConditionDoc, Connector, ConnectorMode, DEFAULT_BACKOFF_MS, DEFAULT_BACKOFF_MULTIPLIER,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S, DEFAULT_TOP_K, Defaults, FanIn, FlowchartDoc, Limits,
-    MAX_TOP_K, MemoryConfig, MemoryOperation, MilestoneConfig, MilestoneOperation, NoMatch,
-    NoMatchPolicy, Node, NodeType, PlanConfig, PlanOperation, RagConfig, RagOperation, Retry,
-    SCRIPTED_MODEL, ScriptedError, ScriptedResponse,
+    AgentDoc, ConditionDoc, Connector, ConnectorMode, DEFAULT_BACKOFF_MS,
+    DEFAULT_BACKOFF_MULTIPLIER, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_TURNS, DEFAULT_TIMEOUT_S,
+    DEFAULT_TOP_K, Defaults, FanIn, FlowchartDoc, GitPolicyDoc, Limits, MAX_MAX_TURNS, MAX_TOP_K,
+    MemoryConfig, MemoryOperation, MilestoneConfig, MilestoneOperation, NoMatch, NoMatchPolicy,
+    Node, NodeType, PlanConfig, PlanOperation, RagConfig, RagOperation, Retry, SCRIPTED_MODEL,
+    ScriptedError, ScriptedResponse, ScriptedToolCall, WorkspaceDoc,
 };
 pub use parse::{SourceFormat, parse};
 pub use validate::{CONDITION_ROOTS, is_valid_id, validate};
@@ -315,6 +317,8 @@ connectors:
                 Node::new("e", NodeType::End),
             ],
             connectors: vec![Connector::new("c", "s", "e")],
+            workspace: None,
+            git_policy: None,
         };
         let fc = Flowchart::try_from(doc.clone()).unwrap();
         assert_eq!(fc.doc(), &doc);

@@ -26,6 +26,10 @@ pub const DEFAULT_BACKOFF_MS: u64 = 500;
 pub const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
 /// Built-in `rag.top_k`.
 pub const DEFAULT_TOP_K: u32 = 5;
+/// Model turns of a task node that sets no `max_turns`.
+pub const DEFAULT_MAX_TURNS: u32 = 20;
+/// Largest `max_turns`.
+pub const MAX_MAX_TURNS: u32 = 200;
 /// Name of the built-in model whose answers are listed in the node's `scripted` key.
 pub const SCRIPTED_MODEL: &str = "scripted";
 
@@ -45,6 +49,12 @@ pub struct FlowchartDoc {
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub connectors: Vec<Connector>,
+    /// Where the run's workspace comes from (tool nodes that use `workspace_*` / `git_*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceDoc>,
+    /// What git may do beyond the local repository, for every node that sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_policy: Option<GitPolicyDoc>,
 }
 
 impl FlowchartDoc {
@@ -316,6 +326,26 @@ pub struct Node {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub version: Option<u32>,
+    /// Tools the model may call: names from the tool catalog, globs over them (`git_*`) or
+    /// `mcp__<server>__<tool>` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
+    /// MCP servers (by registry name) whose tools join the allowlist as `mcp__<server>__<tool>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<Vec<String>>,
+    /// Model turns allowed before the node fails with `max_turns_exceeded` (1-200, default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 200))]
+    pub max_turns: Option<u32>,
+    /// The agent's system prompt, role and skills, composed before the node's prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentDoc>,
+    /// Text appended after the node's prompt (a template like `prompt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_prompt: Option<String>,
+    /// What git may do beyond the local repository; replaces the flowchart's `git_policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_policy: Option<GitPolicyDoc>,
 }
 
 impl Node {
@@ -341,6 +371,12 @@ impl Node {
             rag: None,
             flowchart: None,
             version: None,
+            tools: None,
+            mcp_servers: None,
+            max_turns: None,
+            agent: None,
+            additional_prompt: None,
+            git_policy: None,
         }
     }
 
@@ -380,6 +416,12 @@ impl Node {
         add(self.rag.is_some(), "rag");
         add(self.flowchart.is_some(), "flowchart");
         add(self.version.is_some(), "version");
+        add(self.tools.is_some(), "tools");
+        add(self.mcp_servers.is_some(), "mcp_servers");
+        add(self.max_turns.is_some(), "max_turns");
+        add(self.agent.is_some(), "agent");
+        add(self.additional_prompt.is_some(), "additional_prompt");
+        add(self.git_policy.is_some(), "git_policy");
         keys
     }
 }
@@ -400,6 +442,12 @@ impl NodeType {
                 "output_schema",
                 "schema_repair_attempts",
                 "scripted",
+                "tools",
+                "mcp_servers",
+                "max_turns",
+                "agent",
+                "additional_prompt",
+                "git_policy",
             ],
             NodeType::Decision => &["fan_in", "conditions", "no_match"],
             NodeType::Memory => &["fan_in", "timeout_s", "retry", "memory"],
@@ -429,10 +477,13 @@ impl NodeType {
     }
 }
 
-/// One answer of the scripted model: exactly one of `output` / `error`.
+/// One answer of the scripted model: exactly one of `output` / `error` / `tool_calls`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct ScriptedResponse {
+    /// Tool calls the model asks for in this turn (several: parallel calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ScriptedToolCall>>,
     /// The output (any JSON, `null` included).
     #[serde(
         default,
@@ -446,6 +497,93 @@ pub struct ScriptedResponse {
     /// Delay before answering (use with `timeout_s` to script a timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
+}
+
+impl ScriptedResponse {
+    /// How many of `output`, `error` and `tool_calls` the response has (1 when it is valid).
+    pub fn kinds(&self) -> usize {
+        usize::from(self.output.is_some())
+            + usize::from(self.error.is_some())
+            + usize::from(self.tool_calls.is_some())
+    }
+}
+
+/// One tool call of a scripted model turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ScriptedToolCall {
+    pub tool: String,
+    /// The arguments object; absent means `{}`.
+    #[serde(default = "empty_object")]
+    pub arguments: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+/// The `agent:` block of a task node: prompt fragments composed before the node's prompt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AgentDoc {
+    /// The system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// The role the model plays (`reviewer`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Skill names, each a prompt fragment in composition order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skills: Vec<String>,
+}
+
+/// Flowchart key `workspace:`: the repository cloned into each run's workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct WorkspaceDoc {
+    /// A local path or a git URL.
+    pub repo: String,
+    /// Branch, tag or commit; the remote's default when absent.
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Keep the workspace of a failed run for inspection.
+    #[serde(default)]
+    pub keep_on_failure: bool,
+}
+
+impl WorkspaceDoc {
+    /// The contract form tool domains receive.
+    pub fn source(&self) -> crate::agent_tool::WorkspaceSource {
+        crate::agent_tool::WorkspaceSource {
+            repo: self.repo.clone(),
+            git_ref: self.git_ref.clone(),
+            keep_on_failure: self.keep_on_failure,
+        }
+    }
+}
+
+/// `git_policy:` (flowchart or node): what git may do beyond the local repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct GitPolicyDoc {
+    #[serde(default)]
+    pub push: bool,
+    #[serde(default)]
+    pub pr_create: bool,
+    /// Globs of branch names that may be pushed; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<String>,
+}
+
+impl GitPolicyDoc {
+    /// The contract form tool domains receive.
+    pub fn policy(&self) -> crate::agent_tool::GitPolicy {
+        crate::agent_tool::GitPolicy {
+            push: self.push,
+            pr_create: self.pr_create,
+            branches: self.branches.clone(),
+        }
+    }
 }
 
 /// `Some` whenever the key is present, so that `output: null` is an output of `null`.

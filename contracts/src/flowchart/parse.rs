@@ -10,8 +10,9 @@
 
 use super::error::{ValidationCode, ValidationError, join_index, join_key};
 use super::model::{
-    ConditionDoc, Connector, Defaults, FlowchartDoc, Limits, MemoryConfig, MilestoneConfig,
-    NoMatch, Node, PlanConfig, RagConfig, Retry, ScriptedError, ScriptedResponse,
+    AgentDoc, ConditionDoc, Connector, Defaults, FlowchartDoc, GitPolicyDoc, Limits, MemoryConfig,
+    MilestoneConfig, NoMatch, Node, PlanConfig, RagConfig, Retry, ScriptedError, ScriptedResponse,
+    ScriptedToolCall, WorkspaceDoc,
 };
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
@@ -572,6 +573,10 @@ fn known_keys(parent: &[Seg]) -> Option<&'static [&'static str]> {
         (Some(Seg::Index(_)), _, Some("connectors")) => struct_fields::<Connector>(),
         (Some(Seg::Index(_)), _, Some("scripted")) => struct_fields::<ScriptedResponse>(),
         (Some(Seg::Index(_)), _, Some("conditions")) => struct_fields::<ConditionDoc>(),
+        (Some(Seg::Index(_)), _, Some("tool_calls")) => struct_fields::<ScriptedToolCall>(),
+        (_, Some("agent"), _) => struct_fields::<AgentDoc>(),
+        (_, Some("workspace"), _) => struct_fields::<WorkspaceDoc>(),
+        (_, Some("git_policy"), _) => struct_fields::<GitPolicyDoc>(),
         (_, Some("limits"), _) => struct_fields::<Limits>(),
         (_, Some("defaults"), _) => struct_fields::<Defaults>(),
         (_, Some("retry"), _) => struct_fields::<Retry>(),

@@ -54,6 +54,9 @@ pub fn validate(doc: FlowchartDoc) -> Result<Flowchart, Vec<ValidationError>> {
     for (i, node) in doc.nodes.iter().enumerate() {
         v.node_keys(i, node);
     }
+    for (code, path, message) in super::agent_keys::check_doc(&doc) {
+        v.push(code, path, message);
+    }
     let starts = v.start_count(&doc);
 
     // Resolve connectors into per-node adjacency. Connectors naming unknown nodes are reported
@@ -441,16 +444,19 @@ impl Validator {
             }
             if let Some(list) = &node.scripted {
                 for (k, response) in list.iter().enumerate() {
-                    if response.output.is_some() == response.error.is_some() {
+                    if response.kinds() != 1 {
                         self.push(
                             C::InvalidValue,
                             join_index(&join_key(&at, "scripted"), k),
                             format!(
-                                "scripted response {k} of node `{id}` must have exactly one of `output` and `error`"
+                                "scripted response {k} of node `{id}` must have exactly one of `output`, `error` and `tool_calls`"
                             ),
                         );
                     }
                 }
+            }
+            for (code, path, message) in super::agent_keys::check_node(&at, node) {
+                self.push(code, path, message);
             }
         }
         if allows("timeout_s") {
@@ -1231,6 +1237,77 @@ connectors:
             (C::MissingKey, "nodes[1].model")
         );
         assert!(errors[0].message.contains("model: scripted"));
+    }
+
+    #[test]
+    fn agent_keys_are_checked_with_their_paths() {
+        // A valid agent node: names, globs, MCP names, servers, every agent key.
+        let ok = linear(
+            ", tools: [workspace_read, \"git_*\", mcp__docs__search], mcp_servers: [docs], max_turns: 5, agent: { system: s, role: r, skills: [rust] }, additional_prompt: more, git_policy: { push: true, branches: [\"feature/*\"] }",
+        );
+        assert_eq!(problems(&ok), vec![]);
+        one(
+            &linear(", tools: [workspace_read, workspace_reed]"),
+            C::UnknownTool,
+            "nodes[1].tools[1]",
+        );
+        one(
+            &linear(", tools: [\"svn_*\"]"),
+            C::UnknownTool,
+            "nodes[1].tools[0]",
+        );
+        one(
+            &linear(", tools: [mcp__Docs__x]"),
+            C::InvalidValue,
+            "nodes[1].tools[0]",
+        );
+        one(
+            &linear(", mcp_servers: [\"a__b\"]"),
+            C::InvalidValue,
+            "nodes[1].mcp_servers[0]",
+        );
+        one(
+            &linear(", max_turns: 0"),
+            C::InvalidValue,
+            "nodes[1].max_turns",
+        );
+        one(
+            &linear(", max_turns: 201"),
+            C::InvalidValue,
+            "nodes[1].max_turns",
+        );
+        one(
+            &linear(", agent: { skills: [\" \"] }"),
+            C::InvalidValue,
+            "nodes[1].agent.skills[0]",
+        );
+        one(
+            &linear(", git_policy: { branches: [\"[\"] }"),
+            C::InvalidValue,
+            "nodes[1].git_policy.branches[0]",
+        );
+        let workspace = linear("").replace("name: x\n", "name: x\nworkspace: { repo: \" \" }\n");
+        one(&workspace, C::InvalidValue, "workspace.repo");
+        let typo = linear(", agent: { sytem: s }");
+        assert_eq!(
+            problems(&typo),
+            vec![(C::UnknownKey, "nodes[1].agent.sytem".to_owned())]
+        );
+        // Agent keys belong to task nodes.
+        let on_decision = linear("").replace(
+            "{ id: e, type: end }",
+            "{ id: e, type: end, tools: [git_status] }",
+        );
+        one(&on_decision, C::KeyNotAllowed, "nodes[2].tools");
+        // A scripted turn of tool calls is one kind of response.
+        one(
+            &linear("").replace(
+                "scripted: [{ output: 1 }]",
+                "scripted: [{ output: 1, tool_calls: [{ tool: git_status }] }]",
+            ),
+            C::InvalidValue,
+            "nodes[1].scripted[0]",
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ fn succeeded(nr: runledger_contracts::ids::NodeRunId, attempt: u32, output: Valu
             output,
             warnings: Vec::new(),
             fallback_used: false,
+            agent: None,
         },
         tool_calls: Vec::new(),
     })
@@ -188,6 +189,7 @@ fn forged_tool_call(run: RunId, nr: NodeRunId, attempt: u32) -> Report {
         provider: None,
         output: None,
         error: None,
+        agent: None,
     };
     let Report::Finished(mut result) = succeeded(nr, attempt, json!({"forged": true})) else {
         unreachable!()

@@ -8,11 +8,14 @@
 //!
 //! `responseMimeType: application/json` asks for JSON; the schema is named in the system
 //! instruction, since Gemini's own `responseSchema` accepts only a subset of JSON Schema.
+//! Tools go as `tools: [{functionDeclarations: [...]}]` (then without the JSON response type,
+//! which Gemini refuses with function calling); `functionCall` parts come back as calls and
+//! their results go as `functionResponse` parts.
 
 use runledger_contracts::events::ErrorInfo;
 use runledger_contracts::model::ModelSpec;
 use runledger_orchestrator::provider::{
-    Answer, BoxFuture, ModelProvider, ModelRequest, ModelResponse, Role,
+    Answer, BoxFuture, Message, ModelProvider, ModelRequest, ModelResponse, Role, ToolCallRequest,
 };
 use serde_json::{Value, json};
 
@@ -47,15 +50,42 @@ impl Gemini {
         let contents: Vec<Value> = request
             .messages()
             .into_iter()
-            .map(|m| {
-                let role = match m.role {
-                    Role::User => "user",
-                    Role::Assistant => "model",
-                };
-                json!({ "role": role, "parts": [{ "text": m.content }] })
+            .map(|m| match m {
+                Message::Text { role, content } => {
+                    let role = match role {
+                        Role::User => "user",
+                        Role::Assistant => "model",
+                    };
+                    json!({ "role": role, "parts": [{ "text": content }] })
+                }
+                Message::ToolCalls { text, calls } => {
+                    let mut parts = Vec::with_capacity(calls.len() + 1);
+                    if !text.is_empty() {
+                        parts.push(json!({ "text": text }));
+                    }
+                    for c in calls {
+                        parts.push(json!({ "functionCall": { "name": c.name, "args": c.arguments } }));
+                    }
+                    json!({ "role": "model", "parts": parts })
+                }
+                Message::ToolResults(results) => {
+                    let parts: Vec<Value> = results
+                        .iter()
+                        .map(|r| {
+                            json!({ "functionResponse": { "name": r.name, "response": { "content": r.content } } })
+                        })
+                        .collect();
+                    json!({ "role": "user", "parts": parts })
+                }
             })
             .collect();
-        let mut config = json!({ "responseMimeType": "application/json" });
+        // Gemini refuses a JSON response type together with function calling: with tools the
+        // system instruction alone asks for JSON.
+        let mut config = if request.tools.is_empty() {
+            json!({ "responseMimeType": "application/json" })
+        } else {
+            json!({})
+        };
         if let Some(t) = s.temperature {
             config["temperature"] = json!(t);
         }
@@ -65,11 +95,22 @@ impl Gemini {
         if let Some(budget) = s.thinking_budget_tokens {
             config["thinkingConfig"] = json!({ "thinkingBudget": budget });
         }
-        json!({
+        let mut body = json!({
             "contents": contents,
             "systemInstruction": { "parts": [{ "text": request.system_instruction() }] },
             "generationConfig": config,
-        })
+        });
+        if !request.tools.is_empty() {
+            let declarations: Vec<Value> = request
+                .tools
+                .iter()
+                .map(|t| {
+                    json!({ "name": t.name, "description": t.description, "parameters": t.parameters })
+                })
+                .collect();
+            body["tools"] = json!([{ "functionDeclarations": declarations }]);
+        }
+        body
     }
 
     async fn call(&self, request: ModelRequest<'_>) -> Result<ModelResponse, ProviderError> {
@@ -89,12 +130,17 @@ impl Gemini {
             .http
             .send(call, credential.as_ref(), request.deadline)
             .await?;
-        self.answer(&body)
+        self.answer_turn(&body, request.model_calls_before() + 1)
     }
 
     /// Joins the non-thought text parts of the first candidate and reads `usageMetadata`
     /// (output tokens = candidate tokens + thinking tokens, as billed).
     pub fn answer(&self, body: &Value) -> Result<ModelResponse, ProviderError> {
+        self.answer_turn(body, 1)
+    }
+
+    /// [`Self::answer`] for model turn `turn` (names the turn's function calls).
+    pub fn answer_turn(&self, body: &Value, turn: u32) -> Result<ModelResponse, ProviderError> {
         if let Some(reason) = body
             .pointer("/promptFeedback/blockReason")
             .and_then(Value::as_str)
@@ -113,7 +159,30 @@ impl Gemini {
             .filter(|p| p.get("thought").and_then(Value::as_bool) != Some(true))
             .filter_map(|p| p.get("text").and_then(Value::as_str))
             .collect();
+        let calls: Vec<ToolCallRequest> = parts
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("functionCall"))
+            .enumerate()
+            .filter_map(|(i, call)| {
+                let name = call.get("name").and_then(Value::as_str)?;
+                Some(ToolCallRequest {
+                    // Gemini names calls only in some versions; the turn's order is the id.
+                    id: call
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .map_or_else(|| format!("call_{}_{i}", turn), str::to_owned),
+                    name: name.to_owned(),
+                    arguments: call.get("args").cloned().unwrap_or_else(|| json!({})),
+                })
+            })
+            .collect();
+        let has_calls = parts
+            .into_iter()
+            .flatten()
+            .any(|p| p.get("functionCall").is_some());
         if text.is_empty()
+            && !has_calls
             && let Some(reason) = candidate.get("finishReason").and_then(Value::as_str)
             && !matches!(reason, "STOP" | "MAX_TOKENS")
         {
@@ -126,8 +195,15 @@ impl Gemini {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
         };
+        if !calls.is_empty() {
+            let mut response = ModelResponse::calls(text, calls);
+            response.input_tokens = tokens(body, "/usageMetadata/promptTokenCount");
+            response.output_tokens = output_tokens;
+            return Ok(response);
+        }
         Ok(ModelResponse {
             answer: Answer::from_text(&text),
+            tool_calls: Vec::new(),
             input_tokens: tokens(body, "/usageMetadata/promptTokenCount"),
             output_tokens,
         })

@@ -23,6 +23,8 @@ use tokio::net::TcpListener;
 
 use super::provider_for;
 
+mod tools;
+
 // ---- the stub -----------------------------------------------------------------------------
 
 /// One request the stub received.
@@ -249,6 +251,9 @@ fn work(node: Node, deadline: Option<Timestamp>) -> NodeWork {
         deadline,
         input_context: json!({ "inputs": { "topic": "owls" } }),
         node: Arc::new(node),
+        workspace: None,
+        git_policy: None,
+        recorded_calls: Vec::new(),
     }
 }
 

@@ -190,6 +190,7 @@ fn answer(state: &RunState, index: usize) -> Option<NodeOutcome> {
             output: response.output.clone().unwrap_or(Value::Null),
             warnings: vec![],
             fallback_used: false,
+            agent: None,
         },
     })
 }
@@ -265,6 +266,7 @@ fn simulate(seed: u64) -> bool {
                 output: json!({ "v": 1 }),
                 warnings: vec![],
                 fallback_used: false,
+                agent: None,
             };
             Command::RecordResult(NodeResult {
                 node_run_id,

@@ -205,6 +205,7 @@ fn succeeded(work: &NodeWork) -> NodeResult {
             output: json!({ "ok": true }),
             warnings: Vec::new(),
             fallback_used: false,
+            agent: None,
         },
         tool_calls: Vec::new(),
     }

@@ -89,6 +89,7 @@ pub fn outcome_call(
         provider: None,
         output: Some(Value::Object(output)),
         error: failure.cloned(),
+        agent: None,
     }
 }
 

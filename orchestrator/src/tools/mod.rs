@@ -621,12 +621,14 @@ pub fn finish(
         provider: None,
         output,
         error,
+        agent: None,
     };
     let outcome = match result {
         Ok(output) => NodeOutcome::Succeeded {
             output,
             warnings: Vec::new(),
             fallback_used: false,
+            agent: None,
         },
         Err(e) if call.allow_fallback => {
             let info = e.to_error_info();
@@ -647,6 +649,7 @@ pub fn finish(
                 output,
                 warnings: vec![warning],
                 fallback_used: true,
+                agent: None,
             }
         }
         Err(e) => NodeOutcome::Failed(e.to_error_info()),

@@ -230,6 +230,10 @@ struct OutputContract {
     warnings: Vec<Warning>,
     #[allow(dead_code)]
     fallback_used: bool,
+    /// An agent node's lineage (`task_output` only; docs/agents.md).
+    #[serde(default)]
+    #[allow(dead_code)]
+    agent: Option<Value>,
 }
 
 #[derive(Deserialize)]

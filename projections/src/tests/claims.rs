@@ -461,6 +461,7 @@ async fn frontier_node_runs_must_call_an_http_provider() {
                 }),
                 output: None,
                 error: None,
+                agent: None,
             }
             .into(),
             succeeded(run, "work", work, json!(1)),

@@ -1,0 +1,102 @@
+//! An agent task through the binary: its scripted model calls tools, every call is a
+//! `ToolCalled` (v2) in the export, and the run replays with no divergence.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use super::{TempDir, root, stderr, stdout};
+
+fn bare(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_runledger"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUNLEDGER_DATABASE_URL")
+        .env_remove("RUNLEDGER_DATABASE_SCHEMA")
+        .env_remove("RUNLEDGER_NATS_URL")
+        .output()
+        .expect("run the runledger binary")
+}
+
+#[test]
+fn an_agent_task_records_every_tool_call_in_the_export() {
+    let dir = TempDir::new();
+    let cwd = dir.0.clone();
+    let flow = root().join("examples/agent-tool-call.yaml");
+    let out = bare(
+        &cwd,
+        &[
+            "run",
+            flow.to_str().unwrap(),
+            "--input",
+            r#"{"path":"src/lib.rs"}"#,
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["status"], "completed", "{summary}");
+    let run_id = summary["run_id"].as_str().unwrap().to_owned();
+
+    let file = cwd.join("run.jsonl");
+    let out = bare(
+        &cwd,
+        &["export", "--run", &run_id, "-o", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let calls: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["event_type"] == "ToolCalled")
+        .collect();
+    let tools: Vec<&str> = calls
+        .iter()
+        .map(|c| c["payload"]["tool"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools,
+        ["provider", "workspace_read", "git_status", "provider"]
+    );
+    for call in &calls {
+        assert_eq!(call["schema_version"], 2);
+        assert!(
+            call["request_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("toolcall-"),
+            "each call is a step of its own: {call}"
+        );
+    }
+    let read = &calls[1]["payload"];
+    assert_eq!(read["agent"]["turn"], 1);
+    assert_eq!(read["agent"]["call_index"], 0);
+    assert_eq!(read["agent"]["arguments"]["path"], "README.md");
+    // The binary registers no tool domain yet: the call is answered `tool_unavailable`.
+    assert_eq!(read["outcome"], "error");
+    assert_eq!(read["error"]["code"], "tool_unavailable");
+    let artifact = lines
+        .iter()
+        .find(|l| l["event_type"] == "ArtifactPersisted" && l["payload"]["node_id"] == "fix")
+        .unwrap();
+    assert_eq!(artifact["payload"]["payload"]["agent"]["turns"], 2);
+    assert_eq!(
+        artifact["payload"]["payload"]["agent"]["tools_used"],
+        serde_json::json!(["git_status", "workspace_read"])
+    );
+
+    let out = bare(&cwd, &["verify", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let out = bare(&cwd, &["replay", "--run", &run_id]);
+    assert!(
+        stdout(&out).starts_with(&format!("ok: run {run_id} replays with 0 divergence")),
+        "{} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
