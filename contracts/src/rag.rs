@@ -49,11 +49,7 @@ pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// `git`: the branch, tag or commit to index; `HEAD` (the remote's default) when absent.
-    #[serde(
-        default,
-        rename = "ref",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub git_ref: Option<String>,
     /// Globs over paths relative to `path` (`**/*.md`); none means every file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -152,7 +148,10 @@ pub fn check_name(field: &str, name: &str) -> Result<(), CollectionSpecError> {
 /// never with a password (it would reach the ledger and exports).
 pub fn check_repo(field: &str, repo: &str) -> Result<(), CollectionSpecError> {
     if repo.is_empty() || repo.len() > 2000 || repo.chars().any(char::is_control) {
-        return Err(invalid(field, "must be 1 to 2000 characters without control characters"));
+        return Err(invalid(
+            field,
+            "must be 1 to 2000 characters without control characters",
+        ));
     }
     if let Some((scheme, rest)) = repo.split_once("://") {
         if !matches!(scheme, "https" | "http" | "ssh" | "git" | "file") {
@@ -162,7 +161,10 @@ pub fn check_repo(field: &str, repo: &str) -> Result<(), CollectionSpecError> {
             ));
         }
         let authority = rest.split('/').next().unwrap_or_default();
-        if authority.rsplit_once('@').is_some_and(|(user, _)| user.contains(':')) {
+        if authority
+            .rsplit_once('@')
+            .is_some_and(|(user, _)| user.contains(':'))
+        {
             return Err(invalid(
                 field,
                 "must not carry a password; use a credential helper or an SSH key",
@@ -191,9 +193,9 @@ pub fn check_ref(field: &str, git_ref: &str) -> Result<(), CollectionSpecError> 
         && git_ref.len() <= 250
         && !git_ref.starts_with('-')
         && !git_ref.contains("..")
-        && git_ref
-            .chars()
-            .all(|c| c.is_ascii_graphic() && !matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\'));
+        && git_ref.chars().all(|c| {
+            c.is_ascii_graphic() && !matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+        });
     if ok {
         Ok(())
     } else {
@@ -253,10 +255,7 @@ impl CollectionSpec {
                     }
                     for (key, given) in [("repo", &source.repo), ("ref", &source.git_ref)] {
                         if given.is_some() {
-                            return Err(invalid(
-                                format!("{at}.{key}"),
-                                "only for `kind: git`",
-                            ));
+                            return Err(invalid(format!("{at}.{key}"), "only for `kind: git`"));
                         }
                     }
                 }
@@ -346,16 +345,25 @@ mod tests {
         assert_eq!(git("/srv/repo", Some("main")), Ok(()));
         assert_eq!(git("https://example.org/a/b.git", Some("v1.2")), Ok(()));
         assert_eq!(git("git@example.org:a/b.git", None), Ok(()));
-        assert_eq!(git("https://user:token@example.org/a.git", None).unwrap_err(), "sources[0].repo");
+        assert_eq!(
+            git("https://user:token@example.org/a.git", None).unwrap_err(),
+            "sources[0].repo"
+        );
         assert_eq!(git("relative/repo", None).unwrap_err(), "sources[0].repo");
         assert_eq!(git("--upload-pack=x", None).unwrap_err(), "sources[0].repo");
-        assert_eq!(git("/srv/repo", Some("--force")).unwrap_err(), "sources[0].ref");
+        assert_eq!(
+            git("/srv/repo", Some("--force")).unwrap_err(),
+            "sources[0].ref"
+        );
         assert_eq!(git("/srv/repo", Some("a b")).unwrap_err(), "sources[0].ref");
         let mut s = spec();
         s.sources[0].git_ref = Some("main".into());
         assert_eq!(s.validate().unwrap_err().field, "sources[0].ref");
         let json = serde_json::to_value(&spec()).unwrap();
-        assert!(json["sources"][0].get("repo").is_none(), "a directory source records no git keys");
+        assert!(
+            json["sources"][0].get("repo").is_none(),
+            "a directory source records no git keys"
+        );
     }
 
     #[test]

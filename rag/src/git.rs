@@ -72,7 +72,11 @@ pub fn checkout(collection_dir: &Path, source: &SourceSpec) -> Result<(String, P
     let bare_s = path_str(source, &bare)?;
     let tree_s = path_str(source, &tree)?;
     if !bare.join("HEAD").is_file() {
-        run(source, "init", &["init", "--quiet", "--bare", "--", bare_s.as_str()])?;
+        run(
+            source,
+            "init",
+            &["init", "--quiet", "--bare", "--", bare_s.as_str()],
+        )?;
     }
     run(
         source,
@@ -93,7 +97,13 @@ pub fn checkout(collection_dir: &Path, source: &SourceSpec) -> Result<(String, P
     let commit = run(
         source,
         "rev-parse",
-        &["--git-dir", bare_s.as_str(), "rev-parse", "--verify", "FETCH_HEAD^{commit}"],
+        &[
+            "--git-dir",
+            bare_s.as_str(),
+            "rev-parse",
+            "--verify",
+            "FETCH_HEAD^{commit}",
+        ],
     )?;
     check_out(source, bare_s.as_str(), tree_s.as_str(), &commit)?;
     Ok((commit, tree))
@@ -114,7 +124,13 @@ pub fn checkout_commit(
         && run(
             source,
             "cat-file",
-            &["--git-dir", bare_s.as_str(), "cat-file", "-e", object.as_str()],
+            &[
+                "--git-dir",
+                bare_s.as_str(),
+                "cat-file",
+                "-e",
+                object.as_str(),
+            ],
         )
         .is_ok();
     if !have {
@@ -124,13 +140,27 @@ pub fn checkout_commit(
             source: e,
         })?;
         if !bare.join("HEAD").is_file() {
-            run(source, "init", &["init", "--quiet", "--bare", "--", bare_s.as_str()])?;
+            run(
+                source,
+                "init",
+                &["init", "--quiet", "--bare", "--", bare_s.as_str()],
+            )?;
         }
         let repo = source.repo.as_deref().unwrap_or_default();
         run(
             source,
             "fetch",
-            &["--git-dir", bare_s.as_str(), "fetch", "--quiet", "--no-tags", "--depth=1", "--", repo, commit],
+            &[
+                "--git-dir",
+                bare_s.as_str(),
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--depth=1",
+                "--",
+                repo,
+                commit,
+            ],
         )?;
     }
     check_out(source, bare_s.as_str(), tree_s.as_str(), commit)?;
@@ -141,15 +171,26 @@ fn check_out(source: &SourceSpec, bare: &str, tree: &str, commit: &str) -> Resul
     run(
         source,
         "checkout",
-        &["--git-dir", bare, "--work-tree", tree, "read-tree", "-u", "--reset", commit],
+        &[
+            "--git-dir",
+            bare,
+            "--work-tree",
+            tree,
+            "read-tree",
+            "-u",
+            "--reset",
+            commit,
+        ],
     )
     .map(|_| ())
 }
 
 fn path_str(source: &SourceSpec, path: &Path) -> Result<String, RagError> {
-    path.to_str().map(str::to_owned).ok_or_else(|| RagError::Source {
-        source_name: source.name.clone(),
-        path: path.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is not UTF-8"),
-    })
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| RagError::Source {
+            source_name: source.name.clone(),
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is not UTF-8"),
+        })
 }

@@ -27,13 +27,13 @@ use runledger_ledger::{Blob, EventStore, ExpectedVersion};
 use serde::Serialize;
 
 use crate::chunk::chunk;
+use crate::dense;
 use crate::error::RagError;
 use crate::extract::{self, kind_of};
-use crate::dense;
 use crate::git;
-use crate::search::Hit;
 use crate::manifest::{self, FileEntry, Manifest};
 use crate::registry::{ChangeRequest, CollectionState, Collections};
+use crate::search::Hit;
 use crate::search::{SearchIndex, Writer};
 use crate::walk::{self, Filter};
 
@@ -95,7 +95,12 @@ fn step_ids(caller: Option<&RequestId>, index_run_id: &str) -> Result<[RequestId
     let base = match caller {
         Some(id) if id.as_str().len() <= 100 => format!("{}:", id.as_str()),
         Some(id) => format!("{}:", &blake3::hash(id.as_str().as_bytes()).to_hex()[..32]),
-        None => return Ok([request_id(index_run_id, "started")?, request_id(index_run_id, "finished")?]),
+        None => {
+            return Ok([
+                request_id(index_run_id, "started")?,
+                request_id(index_run_id, "finished")?,
+            ]);
+        }
     };
     let make = |step: &str| {
         RequestId::new(format!("{base}rag-index-{step}")).map_err(|e| RagError::Corrupt {
@@ -154,9 +159,13 @@ pub async fn run_index<S: EventStore>(
     let index_run_id = uuid::Uuid::now_v7().to_string();
     let [started_id, finished_id] = step_ids(request.request_id.as_ref(), &index_run_id)?;
     if let Some(caller) = &request.request_id
-        && let Some(done) =
-            recorded_run(store, &spec.name, &[started_id.clone(), finished_id.clone()], caller)
-                .await?
+        && let Some(done) = recorded_run(
+            store,
+            &spec.name,
+            &[started_id.clone(), finished_id.clone()],
+            caller,
+        )
+        .await?
     {
         return Ok(done);
     }

@@ -150,15 +150,17 @@ impl<S: EventStore> Rag<S> {
                 // Each ranking looks deeper than top_k, so fusion can promote a chunk that
                 // only one of them ranks high.
                 let depth = top_k.saturating_mul(4).max(50);
-                let lexical = opened
-                    .search
-                    .search(&opened.reader, &request.query, depth, &filters)?;
+                let lexical =
+                    opened
+                        .search
+                        .search(&opened.reader, &request.query, depth, &filters)?;
                 let embeddings = crate::dense::embedder(&self.store, &spec.name, model).await?;
-                let query = crate::dense::embed(&embeddings, &spec.name, vec![request.query.clone()])
-                    .await?
-                    .into_iter()
-                    .next()
-                    .unwrap_or_default();
+                let query =
+                    crate::dense::embed(&embeddings, &spec.name, vec![request.query.clone()])
+                        .await?
+                        .into_iter()
+                        .next()
+                        .unwrap_or_default();
                 let semantic = vectors.search(&query, depth, &filters);
                 crate::dense::fuse(&[lexical, semantic], top_k)
             }

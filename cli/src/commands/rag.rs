@@ -416,14 +416,15 @@ async fn create(rag: &Rag<LedgerStore>, args: CreateArgs) -> Result<(), Failure>
         (None, None) if args.git.is_some() => {
             // A local repository is recorded as an absolute path, like --dir.
             let repo = args.git.clone().unwrap_or_default();
-            let repo = if !repo.contains("://") && !repo.starts_with('/') && Path::new(&repo).exists() {
-                std::fs::canonicalize(&repo)
-                    .ok()
-                    .and_then(|p| p.to_str().map(str::to_owned))
-                    .unwrap_or(repo)
-            } else {
-                repo
-            };
+            let repo =
+                if !repo.contains("://") && !repo.starts_with('/') && Path::new(&repo).exists() {
+                    std::fs::canonicalize(&repo)
+                        .ok()
+                        .and_then(|p| p.to_str().map(str::to_owned))
+                        .unwrap_or(repo)
+                } else {
+                    repo
+                };
             CollectionSpec {
                 name: args.name.clone(),
                 sources: vec![SourceSpec {

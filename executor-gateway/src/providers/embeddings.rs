@@ -74,7 +74,10 @@ impl Embeddings {
                 .iter()
                 .map(|x| x.as_f64().map(|f| f as f32))
                 .collect::<Option<Vec<f32>>>()
-                .ok_or_else(|| self.http.bad_response("data[].embedding holds a non-number"))?;
+                .ok_or_else(|| {
+                    self.http
+                        .bad_response("data[].embedding holds a non-number")
+                })?;
             match out.get_mut(index) {
                 Some(slot) => *slot = Some(vector),
                 None => return Err(self.http.bad_response("data[].index out of range")),

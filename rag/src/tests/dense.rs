@@ -76,7 +76,11 @@ async fn stub(inputs: Arc<AtomicUsize>) -> String {
                 let request: Value = serde_json::from_slice(&buf[head_end..]).unwrap_or_default();
                 let texts: Vec<String> = request["input"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|t| t.as_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 inputs.fetch_add(texts.len(), Ordering::SeqCst);
                 let data: Vec<Value> = texts
@@ -84,7 +88,8 @@ async fn stub(inputs: Arc<AtomicUsize>) -> String {
                     .enumerate()
                     .map(|(i, t)| json!({ "object": "embedding", "index": i, "embedding": embed(t) }))
                     .collect();
-                let body = json!({ "object": "list", "model": request["model"], "data": data }).to_string();
+                let body = json!({ "object": "list", "model": request["model"], "data": data })
+                    .to_string();
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
@@ -115,7 +120,10 @@ async fn dense_hits_are_fused_with_bm25_and_only_changed_chunks_are_embedded() {
         .await
         .unwrap();
     let rag = Rag::new(store, data.path());
-    docs.write("pets.md", "# Pets\n\nThe cat sleeps on the mat all afternoon.\n");
+    docs.write(
+        "pets.md",
+        "# Pets\n\nThe cat sleeps on the mat all afternoon.\n",
+    );
     docs.write("tools.md", "# Tools\n\nA hammer drives nails into wood.\n");
     docs.write("yard.md", "# Yard\n\nA dog fetches the ball.\n");
     let spec = CollectionSpec {
@@ -141,7 +149,11 @@ async fn dense_hits_are_fused_with_bm25_and_only_changed_chunks_are_embedded() {
     let mut filtered = query("home", "feline");
     filtered.path_glob = Some("main/yard.md".into());
     let hits = rag.query(&filtered).await.unwrap();
-    assert!(hits.hits.iter().all(|h| h.path == "yard.md"), "{:?}", hits.hits);
+    assert!(
+        hits.hits.iter().all(|h| h.path == "yard.md"),
+        "{:?}",
+        hits.hits
+    );
 
     // A delta over unchanged sources embeds nothing; a changed file embeds its chunks only.
     let before = inputs.load(Ordering::SeqCst);
@@ -162,7 +174,11 @@ async fn dense_hits_are_fused_with_bm25_and_only_changed_chunks_are_embedded() {
     let fresh = Rag::new(ledger.second_store().await.unwrap(), elsewhere.path());
     let hits = fresh.query(&query("home", "feline")).await.unwrap();
     assert_eq!(hits.index_version, delta.index_version);
-    assert!(hits.hits.iter().any(|h| h.path == "pets.md"), "{:?}", hits.hits);
+    assert!(
+        hits.hits.iter().any(|h| h.path == "pets.md"),
+        "{:?}",
+        hits.hits
+    );
     assert!(collection_vectors(&elsewhere).exists());
 
     // A collection naming a model the registry does not have: refused, nothing recorded.
@@ -172,9 +188,15 @@ async fn dense_hits_are_fused_with_bm25_and_only_changed_chunks_are_embedded() {
         description: None,
         embedding_model: Some("nobody".into()),
     };
-    rag.collections().create(ghost, &change("g1")).await.unwrap();
+    rag.collections()
+        .create(ghost, &change("g1"))
+        .await
+        .unwrap();
     let version = rag.status("ghost").await.unwrap().version;
-    let err = rag.index(&index("ghost", IndexMode::Full)).await.unwrap_err();
+    let err = rag
+        .index(&index("ghost", IndexMode::Full))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "model_not_found");
     assert_eq!(rag.status("ghost").await.unwrap().version, version);
     drop((rag, fresh));

@@ -66,7 +66,10 @@ async fn a_git_source_is_indexed_at_its_ref_full_then_delta_by_commit() {
     repo.write("guide.md", "# Guide\n\nUncommitted axolotl.\n");
     let same = rag.index(&index("repo", IndexMode::Delta)).await.unwrap();
     let f = same.completed.files;
-    assert_eq!((f.read, f.unchanged, f.added + f.changed + f.deleted), (0, 3, 0));
+    assert_eq!(
+        (f.read, f.unchanged, f.added + f.changed + f.deleted),
+        (0, 3, 0)
+    );
     assert_eq!(same.completed.manifest, full.completed.manifest);
 
     // A new commit: one file changed, one added, one deleted; only those are read.
@@ -77,7 +80,14 @@ async fn a_git_source_is_indexed_at_its_ref_full_then_delta_by_commit() {
     let delta = rag.index(&index("repo", IndexMode::Delta)).await.unwrap();
     let f = delta.completed.files;
     assert_eq!(
-        (f.scanned, f.read, f.added, f.changed, f.deleted, f.unchanged),
+        (
+            f.scanned,
+            f.read,
+            f.added,
+            f.changed,
+            f.deleted,
+            f.unchanged
+        ),
         (3, 2, 1, 1, 1, 1)
     );
     assert_eq!(delta.completed.commits.get("code"), Some(&second));
@@ -85,7 +95,13 @@ async fn a_git_source_is_indexed_at_its_ref_full_then_delta_by_commit() {
         rag.query(&query("repo", "pangolin")).await.unwrap().hits[0].path,
         "new.md"
     );
-    assert!(rag.query(&query("repo", "dodo")).await.unwrap().hits.is_empty());
+    assert!(
+        rag.query(&query("repo", "dodo"))
+            .await
+            .unwrap()
+            .hits
+            .is_empty()
+    );
 
     // A fresh machine (empty data directory) rebuilds the index of the recorded commit,
     // even after the branch moved on.
@@ -113,7 +129,10 @@ async fn a_git_source_is_indexed_at_its_ref_full_then_delta_by_commit() {
         embedding_model: None,
     };
     rag.collections().create(bad, &change("g2")).await.unwrap();
-    let err = rag.index(&index("gone", IndexMode::Full)).await.unwrap_err();
+    let err = rag
+        .index(&index("gone", IndexMode::Full))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "git_failed");
     let state = rag.status("gone").await.unwrap();
     assert_eq!(

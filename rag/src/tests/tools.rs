@@ -74,10 +74,17 @@ async fn list_status_trigger_and_query_answer_from_the_ledger_and_the_index() {
     let status = call(&tools, INDEX_STATUS, json!({"collection": "docs"}))
         .await
         .unwrap();
-    assert_eq!((status["indexed"].clone(), status["index_runs"].clone()), (json!(false), json!(0)));
-    let err = call(&tools, QUERY, json!({"collection": "docs", "query": "zebrafish"}))
-        .await
-        .unwrap_err();
+    assert_eq!(
+        (status["indexed"].clone(), status["index_runs"].clone()),
+        (json!(false), json!(0))
+    );
+    let err = call(
+        &tools,
+        QUERY,
+        json!({"collection": "docs", "query": "zebrafish"}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), "never_indexed");
 
     let indexed = call(
@@ -102,7 +109,10 @@ async fn list_status_trigger_and_query_answer_from_the_ledger_and_the_index() {
     let delta = call(&tools, TRIGGER_INDEX, json!({"collection": "docs"}))
         .await
         .unwrap();
-    assert_eq!((delta["mode"].clone(), delta["files"]["read"].clone()), (json!("delta"), json!(0)));
+    assert_eq!(
+        (delta["mode"].clone(), delta["files"]["read"].clone()),
+        (json!("delta"), json!(0))
+    );
 
     let hits = call(
         &tools,
@@ -114,7 +124,10 @@ async fn list_status_trigger_and_query_answer_from_the_ledger_and_the_index() {
     assert_eq!(hits["index_version"], delta["index_version"]);
     assert_eq!(hits["hits"][0]["path"], "guide.md");
     assert_eq!(
-        (hits["hits"][0]["start_line"].clone(), hits["hits"][0]["end_line"].clone()),
+        (
+            hits["hits"][0]["start_line"].clone(),
+            hits["hits"][0]["end_line"].clone()
+        ),
         (json!(5), json!(8))
     );
     assert!(hits["hits"].as_array().unwrap().len() <= 2);
@@ -165,9 +178,13 @@ async fn bad_calls_are_typed_errors_that_write_nothing() {
         };
         assert_eq!(err.code(), expected, "{args}");
     }
-    let err = call(&tools, TRIGGER_INDEX, json!({"collection": "docs", "mode": "sideways"}))
-        .await
-        .unwrap_err();
+    let err = call(
+        &tools,
+        TRIGGER_INDEX,
+        json!({"collection": "docs", "mode": "sideways"}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), "invalid_arguments");
     let err = call(&tools, "rag_drop", json!({})).await.unwrap_err();
     assert_eq!(err.code(), "unknown_tool");
