@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod ops;
+pub mod rag;
 pub mod read;
 pub mod registry;
 pub mod runs;
@@ -93,7 +94,14 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/models/{name}",
             get(models::get).put(models::update).delete(models::delete),
-        );
+        )
+        .route("/rag/collections", get(rag::list).post(rag::create))
+        .route("/rag/collections/{name}", get(rag::get).delete(rag::delete))
+        .route(
+            "/rag/collections/{name}/index",
+            get(rag::status).post(rag::index),
+        )
+        .route("/rag/collections/{name}/query", post(rag::query));
     let body_limit = state.config().body_limit;
     Router::new()
         .nest("/v1", v1)
@@ -159,6 +167,7 @@ pub async fn spawn_for_serve(
     listen: Option<std::net::SocketAddr>,
     engine: runledger_orchestrator::Engine<runledger_ledger::PgEventStore>,
     nats_url: &str,
+    rag_data_dir: &std::path::Path,
 ) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, ListenError> {
     let addr = listen.unwrap_or(DEFAULT_LISTEN);
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -172,7 +181,10 @@ pub async fn spawn_for_serve(
     let bound = listener
         .local_addr()
         .map_err(|source| ListenError { addr, source })?;
-    let state = ApiState::for_engine(engine, ApiConfig::for_serve(nats_url));
+    let state = ApiState::for_engine(
+        engine,
+        ApiConfig::for_serve(nats_url).with_rag_data_dir(rag_data_dir),
+    );
     if state.config().token.is_none() && !bound.ip().is_loopback() {
         tracing::warn!(%bound, "the HTTP API listens beyond loopback without RUNLEDGER_API_TOKEN: anyone who reaches it can start and control runs");
     }

@@ -105,7 +105,7 @@ impl Modify for CommonResponses {
                 }
                 let names_something = path.contains("{name}");
                 if has_body || mutating || names_something {
-                    common.push(("422", "`invalid_body` (the body is not an object, a field has the wrong type or is missing, a value is out of bounds, e.g. `actor`; `details.field`), `invalid_flowchart_name` (a flowchart name outside `A-Z a-z 0-9 _ - .`, 1 to 128), a model spec code with `details.field` (an invalid model name or spec)".into()));
+                    common.push(("422", "`invalid_body` (the body is not an object, a field has the wrong type or is missing, a value is out of bounds, e.g. `actor`; `details.field`), `invalid_flowchart_name` (a flowchart name outside `A-Z a-z 0-9 _ - .`, 1 to 128), a model spec code with `details.field` (an invalid model name or spec), `invalid_value` with `details.field` (an invalid collection name)".into()));
                 }
                 let static_route = matches!(
                     path.as_str(),
@@ -171,6 +171,13 @@ impl Modify for CommonResponses {
         crate::models::create,
         crate::models::update,
         crate::models::delete,
+        crate::rag::list,
+        crate::rag::get,
+        crate::rag::create,
+        crate::rag::delete,
+        crate::rag::status,
+        crate::rag::index,
+        crate::rag::query,
         crate::session::get,
         crate::session::create,
         crate::session::delete,
@@ -187,6 +194,7 @@ impl Modify for CommonResponses {
         (name = "claims", description = "Claims evaluated over the ledger (claim_evidence projection)."),
         (name = "events", description = "Live ledger events over Server-Sent Events."),
         (name = "models", description = "The model registry: which provider and model id each `model:` name means."),
+        (name = "rag", description = "RAG collections, their index runs (full or delta) and queries."),
         (name = "session", description = "Browser sessions of the Studio console: the token traded once for an HttpOnly cookie."),
         (name = "operations", description = "Health, readiness, metrics, this document."),
     )

@@ -1,6 +1,7 @@
 //! What every handler shares: the engine (which owns the ledger), the flowchart registry, a
 //! pool for projection queries, and the server's settings.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,8 @@ pub struct ApiConfig {
     pub body_read_timeout: Duration,
     /// Connections served at once; further ones wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Where the RAG search indexes (a derived read model) live: `--rag-data-dir`.
+    pub rag_data_dir: PathBuf,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -70,6 +73,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("body_read_timeout", &self.body_read_timeout)
             .field("max_connections", &self.max_connections)
+            .field("rag_data_dir", &self.rag_data_dir)
             .finish()
     }
 }
@@ -88,6 +92,7 @@ impl Default for ApiConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            rag_data_dir: PathBuf::from(".runledger/rag"),
         }
     }
 }
@@ -102,6 +107,12 @@ impl ApiConfig {
             ..Self::default()
         }
         .with_token_from_env()
+    }
+
+    /// Serves RAG collections with search indexes under `dir` (the binary's `--rag-data-dir`).
+    pub fn with_rag_data_dir(mut self, dir: &std::path::Path) -> Self {
+        self.rag_data_dir = dir.to_path_buf();
+        self
     }
 
     /// Reads `RUNLEDGER_API_TOKEN` (an empty value counts as unset) and
@@ -136,6 +147,8 @@ pub(crate) struct Inner {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The shared ledger follower of live events and metrics (see `hub.rs`).
     pub hub: crate::hub::LedgerHub,
+    /// RAG collections, index runs and queries (see `rag.rs`).
+    pub rag: runledger_rag::Rag<PgEventStore>,
 }
 
 impl ApiState {
@@ -148,6 +161,10 @@ impl ApiState {
     ) -> Self {
         let pool = engine.store().pool().clone();
         let details = crate::cache::DetailCache::new(config.detail_cache_bytes);
+        let rag = runledger_rag::Rag::new(
+            PgEventStore::from_pool(pool.clone()),
+            config.rag_data_dir.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 engine,
@@ -159,6 +176,7 @@ impl ApiState {
                 details,
                 metrics: Arc::new(crate::metrics::Metrics::new()),
                 hub: crate::hub::LedgerHub::new(),
+                rag,
             }),
         }
     }
@@ -200,6 +218,10 @@ impl ApiState {
 
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    pub fn rag(&self) -> &runledger_rag::Rag<PgEventStore> {
+        &self.inner.rag
     }
 
     pub fn config(&self) -> &ApiConfig {

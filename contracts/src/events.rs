@@ -734,6 +734,9 @@ pub struct RagIndexCompleted {
     /// blake3 of the manifest blob: canonical JSON `{"files": {"<source>/<path>": {digest, bytes, chunks}}}`.
     pub manifest: Digest,
     pub duration_ms: u64,
+    /// The commit each `git` source was indexed at, by source name (none for directories).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub commits: std::collections::BTreeMap<String, String>,
 }
 
 /// An index run stopped on an error; the previous index version stays current.

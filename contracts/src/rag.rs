@@ -30,6 +30,8 @@ pub const MAX_GLOBS: usize = 256;
 pub enum SourceKind {
     /// A directory on the executor's file system, walked recursively.
     Directory,
+    /// A git repository (local path or URL) at a ref: indexed from a checkout of that ref.
+    Git,
 }
 
 /// One source of a collection.
@@ -39,8 +41,16 @@ pub struct SourceSpec {
     /// Names the source in hits and in `sources:` filters; unique in the collection.
     pub name: String,
     pub kind: SourceKind,
-    /// Absolute path of the directory.
+    /// `directory`: absolute path of the directory. Not used by `git`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
+    /// `git`: the repository, an absolute local path or a URL (`https://`, `ssh://`,
+    /// `git://`, `file://`, `user@host:path`) without a password in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// `git`: the branch, tag or commit to index; `HEAD` (the remote's default) when absent.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
     /// Globs over paths relative to `path` (`**/*.md`); none means every file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub include: Vec<String>,
@@ -58,6 +68,11 @@ pub struct CollectionSpec {
     pub sources: Vec<SourceSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// A model of the model registry (`openai_compatible`, served at `/v1/embeddings`): chunks
+    /// and queries are embedded with it and dense hits are fused with BM25 by reciprocal rank.
+    /// Absent: BM25 alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<String>,
 }
 
 /// Full: every file of the sources. Delta: only files new, changed (by digest) or deleted since
@@ -129,6 +144,68 @@ pub fn check_name(field: &str, name: &str) -> Result<(), CollectionSpecError> {
     }
 }
 
+/// A git repository a source may name: an absolute path or a URL, never an option (`-...`),
+/// never with a password (it would reach the ledger and exports).
+pub fn check_repo(field: &str, repo: &str) -> Result<(), CollectionSpecError> {
+    if repo.is_empty() || repo.len() > 2000 || repo.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            "must be 1 to 2000 characters without control characters",
+        ));
+    }
+    if let Some((scheme, rest)) = repo.split_once("://") {
+        if !matches!(scheme, "https" | "http" | "ssh" | "git" | "file") {
+            return Err(invalid(
+                field,
+                format!("`{scheme}://` is not a git transport (https, http, ssh, git, file)"),
+            ));
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority
+            .rsplit_once('@')
+            .is_some_and(|(user, _)| user.contains(':'))
+        {
+            return Err(invalid(
+                field,
+                "must not carry a password; use a credential helper or an SSH key",
+            ));
+        }
+        return Ok(());
+    }
+    if repo.starts_with('/') {
+        return Ok(());
+    }
+    // scp-like `user@host:path`
+    match repo.split_once(':') {
+        Some((host, _)) if !host.is_empty() && !host.starts_with('-') && !host.contains('/') => {
+            Ok(())
+        }
+        _ => Err(invalid(
+            field,
+            format!("`{repo}` must be an absolute path or a URL"),
+        )),
+    }
+}
+
+/// A ref a git source may name: a branch, tag or commit, not an option, no spaces.
+pub fn check_ref(field: &str, git_ref: &str) -> Result<(), CollectionSpecError> {
+    let ok = !git_ref.is_empty()
+        && git_ref.len() <= 250
+        && !git_ref.starts_with('-')
+        && !git_ref.contains("..")
+        && git_ref.chars().all(|c| {
+            c.is_ascii_graphic() && !matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("`{git_ref}` is not a branch, tag or commit name"),
+        ))
+    }
+}
+
 impl CollectionSpec {
     /// The ledger stream of the collection named `name`.
     pub fn stream_id(name: &str) -> Result<StreamId, IdError> {
@@ -150,6 +227,9 @@ impl CollectionSpec {
                 ),
             ));
         }
+        if let Some(model) = &self.embedding_model {
+            check_name("embedding_model", model)?;
+        }
         if let Some(d) = &self.description
             && d.len() > 2000
         {
@@ -165,11 +245,35 @@ impl CollectionSpec {
                     format!("`{}` names two sources", source.name),
                 ));
             }
-            if !source.path.starts_with('/') || source.path.contains('\0') {
-                return Err(invalid(
-                    format!("{at}.path"),
-                    format!("`{}` must be an absolute path", source.path),
-                ));
+            match source.kind {
+                SourceKind::Directory => {
+                    if !source.path.starts_with('/') || source.path.contains('\0') {
+                        return Err(invalid(
+                            format!("{at}.path"),
+                            format!("`{}` must be an absolute path", source.path),
+                        ));
+                    }
+                    for (key, given) in [("repo", &source.repo), ("ref", &source.git_ref)] {
+                        if given.is_some() {
+                            return Err(invalid(format!("{at}.{key}"), "only for `kind: git`"));
+                        }
+                    }
+                }
+                SourceKind::Git => {
+                    if !source.path.is_empty() {
+                        return Err(invalid(
+                            format!("{at}.path"),
+                            "not used by `kind: git` (name the repository in `repo`)",
+                        ));
+                    }
+                    let Some(repo) = &source.repo else {
+                        return Err(invalid(format!("{at}.repo"), "required for `kind: git`"));
+                    };
+                    check_repo(&format!("{at}.repo"), repo)?;
+                    if let Some(r) = &source.git_ref {
+                        check_ref(&format!("{at}.ref"), r)?;
+                    }
+                }
             }
             for (list, globs) in [("include", &source.include), ("exclude", &source.exclude)] {
                 if globs.len() > MAX_GLOBS {
@@ -198,10 +302,13 @@ mod tests {
                 name: "book".into(),
                 kind: SourceKind::Directory,
                 path: "/srv/book".into(),
+                repo: None,
+                git_ref: None,
                 include: vec!["**/*.md".into()],
                 exclude: vec![],
             }],
             description: None,
+            embedding_model: None,
         }
     }
 
@@ -223,6 +330,40 @@ mod tests {
         let mut s = spec();
         s.sources[0].exclude = vec![" ".into()];
         assert_eq!(s.validate().unwrap_err().field, "sources[0].exclude[0]");
+    }
+
+    #[test]
+    fn git_sources_need_a_safe_repo_and_ref() {
+        let git = |repo: &str, git_ref: Option<&str>| {
+            let mut s = spec();
+            s.sources[0].kind = SourceKind::Git;
+            s.sources[0].path.clear();
+            s.sources[0].repo = Some(repo.into());
+            s.sources[0].git_ref = git_ref.map(Into::into);
+            s.validate().map_err(|e| e.field)
+        };
+        assert_eq!(git("/srv/repo", Some("main")), Ok(()));
+        assert_eq!(git("https://example.org/a/b.git", Some("v1.2")), Ok(()));
+        assert_eq!(git("git@example.org:a/b.git", None), Ok(()));
+        assert_eq!(
+            git("https://user:token@example.org/a.git", None).unwrap_err(),
+            "sources[0].repo"
+        );
+        assert_eq!(git("relative/repo", None).unwrap_err(), "sources[0].repo");
+        assert_eq!(git("--upload-pack=x", None).unwrap_err(), "sources[0].repo");
+        assert_eq!(
+            git("/srv/repo", Some("--force")).unwrap_err(),
+            "sources[0].ref"
+        );
+        assert_eq!(git("/srv/repo", Some("a b")).unwrap_err(), "sources[0].ref");
+        let mut s = spec();
+        s.sources[0].git_ref = Some("main".into());
+        assert_eq!(s.validate().unwrap_err().field, "sources[0].ref");
+        let json = serde_json::to_value(&spec()).unwrap();
+        assert!(
+            json["sources"][0].get("repo").is_none(),
+            "a directory source records no git keys"
+        );
     }
 
     #[test]

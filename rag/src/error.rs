@@ -47,6 +47,22 @@ pub enum RagError {
         #[source]
         source: std::io::Error,
     },
+    #[error("source `{source_name}`: git {step}: {message}")]
+    Git {
+        source_name: String,
+        step: &'static str,
+        message: String,
+        #[source]
+        io: Option<std::io::Error>,
+    },
+    #[error("collection `{collection}`: embedding model `{model}`: {message}")]
+    Embedding {
+        collection: String,
+        model: String,
+        code: &'static str,
+        retryable: bool,
+        message: String,
+    },
     #[error("search index at {path}")]
     Index {
         path: PathBuf,
@@ -74,6 +90,8 @@ impl RagError {
             RagError::RequestReused { .. } => "request_id_reused",
             RagError::Busy { .. } => "index_busy",
             RagError::Source { .. } => "source_unreadable",
+            RagError::Git { .. } => "git_failed",
+            RagError::Embedding { code, .. } => code,
             RagError::Index { .. } => "index_error",
             RagError::Corrupt { .. } => "ledger_corrupt",
             RagError::Manifest { .. } => "manifest_missing",
@@ -86,6 +104,7 @@ impl RagError {
     pub fn retryable(&self) -> bool {
         match self {
             RagError::Busy { .. } | RagError::VersionConflict { .. } => true,
+            RagError::Embedding { retryable, .. } => *retryable,
             RagError::Store(e) => e.is_transient(),
             _ => false,
         }
@@ -98,6 +117,7 @@ impl RagError {
             RagError::BadGlob { field, .. } => Some(field.clone()),
             RagError::Exists { .. } | RagError::NotFound { .. } => Some("name".into()),
             RagError::UnknownSource { .. } => Some("sources".into()),
+            RagError::Embedding { .. } => Some("embedding_model".into()),
             RagError::VersionConflict { .. } => Some("expected_version".into()),
             RagError::RequestReused { .. } => Some("request_id".into()),
             _ => None,

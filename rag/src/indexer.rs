@@ -13,6 +13,7 @@
 //! after its commit, a deleted data directory) rebuilds it like a full run, while its counts
 //! still compare with the last completed manifest.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,15 +22,18 @@ use runledger_contracts::events::{
     DomainEvent, ErrorInfo, IndexFileCounts, RagIndexCompleted, RagIndexFailed, RagIndexStarted,
 };
 use runledger_contracts::ids::{NodeRunId, RequestId};
-use runledger_contracts::rag::{CollectionSpec, IndexMode};
+use runledger_contracts::rag::{CollectionSpec, IndexMode, SourceKind};
 use runledger_ledger::{Blob, EventStore, ExpectedVersion};
 use serde::Serialize;
 
 use crate::chunk::chunk;
+use crate::dense;
 use crate::error::RagError;
 use crate::extract::{self, kind_of};
+use crate::git;
 use crate::manifest::{self, FileEntry, Manifest};
 use crate::registry::{ChangeRequest, CollectionState, Collections};
+use crate::search::Hit;
 use crate::search::{SearchIndex, Writer};
 use crate::walk::{self, Filter};
 
@@ -40,6 +44,9 @@ pub struct IndexRequest {
     pub mode: IndexMode,
     pub actor: String,
     pub node_run_id: Option<NodeRunId>,
+    /// Makes the trigger idempotent (the API's `X-Request-ID`): a request id whose run
+    /// completed answers that run again and writes nothing. Without one, every call is a run.
+    pub request_id: Option<RequestId>,
 }
 
 /// A completed index run.
@@ -49,6 +56,9 @@ pub struct IndexOutcome {
     pub index_version: u64,
     /// Whether the local search index was rebuilt from scratch.
     pub rebuilt: bool,
+    /// The request id had already completed this run: nothing was read or written.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deduplicated: bool,
     #[serde(flatten)]
     pub completed: RagIndexCompleted,
 }
@@ -79,6 +89,59 @@ fn request_id(index_run_id: &str, step: &str) -> Result<RequestId, RagError> {
     })
 }
 
+/// The request ids of a run's two appends: from the caller's request id when there is one
+/// (hashed when it would be too long), else from the run's own id.
+fn step_ids(caller: Option<&RequestId>, index_run_id: &str) -> Result<[RequestId; 2], RagError> {
+    let base = match caller {
+        Some(id) if id.as_str().len() <= 100 => format!("{}:", id.as_str()),
+        Some(id) => format!("{}:", &blake3::hash(id.as_str().as_bytes()).to_hex()[..32]),
+        None => {
+            return Ok([
+                request_id(index_run_id, "started")?,
+                request_id(index_run_id, "finished")?,
+            ]);
+        }
+    };
+    let make = |step: &str| {
+        RequestId::new(format!("{base}rag-index-{step}")).map_err(|e| RagError::Corrupt {
+            name: index_run_id.to_owned(),
+            reason: e.to_string(),
+        })
+    };
+    Ok([make("started")?, make("finished")?])
+}
+
+/// What a caller's request id already did on the collection's stream: the completed run it
+/// recorded, or a refusal when its run never completed (failed or interrupted).
+async fn recorded_run<S: EventStore>(
+    store: &S,
+    collection: &str,
+    ids: &[RequestId; 2],
+    caller: &RequestId,
+) -> Result<Option<IndexOutcome>, RagError> {
+    let stream = CollectionSpec::stream_id(collection).map_err(|e| RagError::Corrupt {
+        name: collection.to_owned(),
+        reason: e.to_string(),
+    })?;
+    for event in store.find_request(&stream, &ids[1]).await? {
+        if let Ok(DomainEvent::RagIndexCompleted(completed)) = event.decode() {
+            return Ok(Some(IndexOutcome {
+                index_version: event.stream_version,
+                rebuilt: false,
+                deduplicated: true,
+                completed,
+            }));
+        }
+    }
+    if !store.find_request(&stream, &ids[0]).await?.is_empty() {
+        return Err(RagError::RequestReused {
+            name: collection.to_owned(),
+            request_id: caller.to_string(),
+        });
+    }
+    Ok(None)
+}
+
 /// Runs one index run of `request.collection` with derived data under `data_dir`.
 pub async fn run_index<S: EventStore>(
     store: &S,
@@ -93,6 +156,19 @@ pub async fn run_index<S: EventStore>(
             name: request.collection.clone(),
         });
     };
+    let index_run_id = uuid::Uuid::now_v7().to_string();
+    let [started_id, finished_id] = step_ids(request.request_id.as_ref(), &index_run_id)?;
+    if let Some(caller) = &request.request_id
+        && let Some(done) = recorded_run(
+            store,
+            &spec.name,
+            &[started_id.clone(), finished_id.clone()],
+            caller,
+        )
+        .await?
+    {
+        return Ok(done);
+    }
     let filters = spec
         .sources
         .iter()
@@ -107,16 +183,27 @@ pub async fn run_index<S: EventStore>(
     let dir = collection_dir(data_dir, &spec.name);
     let search = SearchIndex::open(&dir)?;
     let writer = search.writer(&spec.name)?;
-    let local_current = is_current(&search, &state)?;
+    // The embedding model is resolved before anything is recorded: a missing one writes nothing.
+    let embedder = match &spec.embedding_model {
+        Some(model) => Some(dense::embedder(store, &spec.name, model).await?),
+        None => None,
+    };
+    let vectors_current = match (&spec.embedding_model, &state.last_completed) {
+        (None, _) => true,
+        (Some(model), Some(done)) => {
+            dense::Vectors::is_current(&dir, model, &done.event.manifest.to_hex())
+        }
+        (Some(_), None) => false,
+    };
+    let local_current = is_current(&search, &state)? && vectors_current;
     let rebuild = request.mode == IndexMode::Full || !local_current;
 
-    let index_run_id = uuid::Uuid::now_v7().to_string();
     let started = registry
         .append(
             &spec.name,
             ExpectedVersion::Exact(state.version),
             &ChangeRequest {
-                request_id: request_id(&index_run_id, "started")?,
+                request_id: started_id,
                 actor: request.actor.clone(),
             },
             DomainEvent::from(RagIndexStarted {
@@ -132,9 +219,21 @@ pub async fn run_index<S: EventStore>(
         .await?;
 
     let scan_spec = spec.clone();
+    let scan_dir = dir.clone();
+    let dense = embedder.is_some();
     let scanned = tokio::task::spawn_blocking(move || {
         let mut writer = writer;
-        let scan = scan(&scan_spec, &filters, &base, &mut writer, rebuild)?;
+        let (roots, commits) = source_roots(&scan_dir, &scan_spec)?;
+        let mut scan = scan(
+            &scan_spec,
+            &roots,
+            &filters,
+            &base,
+            &mut writer,
+            rebuild,
+            dense,
+        )?;
+        scan.commits = commits;
         let digest = scan.manifest.digest();
         if rebuild || digest != base.digest() {
             writer.commit(&digest.to_hex())?;
@@ -149,8 +248,14 @@ pub async fn run_index<S: EventStore>(
         })
     });
     let finish = ChangeRequest {
-        request_id: request_id(&index_run_id, "finished")?,
+        request_id: finished_id,
         actor: request.actor.clone(),
+    };
+    let scanned = match (scanned, &embedder) {
+        (Ok(scan), Some(embeddings)) => {
+            embed_scan(embeddings, &spec.name, &dir, scan, rebuild).await
+        }
+        (other, _) => other,
     };
     let scan = match scanned {
         Ok(scan) => scan,
@@ -194,6 +299,7 @@ pub async fn run_index<S: EventStore>(
         bytes_read: scan.bytes_read,
         manifest: blob.hash(),
         duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+        commits: scan.commits,
     };
     let done = registry
         .append(
@@ -207,8 +313,36 @@ pub async fn run_index<S: EventStore>(
     Ok(IndexOutcome {
         index_version: done.version,
         rebuilt: rebuild,
+        deduplicated: false,
         completed,
     })
+}
+
+/// Embeds what a scan wrote and saves the collection's vectors beside the search index.
+async fn embed_scan(
+    embeddings: &runledger_executor_gateway::providers::embeddings::Embeddings,
+    collection: &str,
+    dir: &Path,
+    mut scan: Scan,
+    rebuild: bool,
+) -> Result<Scan, RagError> {
+    let base = if rebuild {
+        dense::Vectors::default()
+    } else {
+        dense::Vectors::load(dir).unwrap_or_default()
+    };
+    let added = std::mem::take(&mut scan.dense_added);
+    let vectors = dense::update(
+        embeddings,
+        collection,
+        base,
+        &scan.dense_removed,
+        added,
+        scan.manifest.digest().to_hex(),
+    )
+    .await?;
+    vectors.save(dir)?;
+    Ok(scan)
 }
 
 /// Whether the search index on disk reflects the collection's last completed index run.
@@ -221,8 +355,34 @@ pub fn is_current(search: &SearchIndex, state: &CollectionState) -> Result<bool,
     })
 }
 
+/// The directory each source is walked from (a git source: the checkout of its ref, fetched
+/// now), and the commit of each git source.
+fn source_roots(
+    dir: &Path,
+    spec: &CollectionSpec,
+) -> Result<(Vec<PathBuf>, BTreeMap<String, String>), RagError> {
+    let mut roots = Vec::with_capacity(spec.sources.len());
+    let mut commits = BTreeMap::new();
+    for source in &spec.sources {
+        match source.kind {
+            SourceKind::Directory => roots.push(PathBuf::from(&source.path)),
+            SourceKind::Git => {
+                let (commit, tree) = git::checkout(dir, source)?;
+                commits.insert(source.name.clone(), commit);
+                roots.push(tree);
+            }
+        }
+    }
+    Ok((roots, commits))
+}
+
 /// What a scan found and did.
 struct Scan {
+    /// With an embedding model: the chunks written, by file key, to embed.
+    dense_added: Vec<(String, Vec<Hit>)>,
+    /// Files whose chunks were removed (changed or deleted).
+    dense_removed: Vec<String>,
+    commits: BTreeMap<String, String>,
     manifest: Manifest,
     files: IndexFileCounts,
     chunks_added: u64,
@@ -241,12 +401,17 @@ fn mtime_of(meta: &std::fs::Metadata) -> String {
 /// Scans every source against `base`, writing what changed (or, with `rebuild`, everything).
 fn scan(
     spec: &CollectionSpec,
+    roots: &[PathBuf],
     filters: &[Filter],
     base: &Manifest,
     writer: &mut Writer,
     rebuild: bool,
+    dense: bool,
 ) -> Result<Scan, RagError> {
     let mut out = Scan {
+        dense_added: Vec::new(),
+        dense_removed: Vec::new(),
+        commits: BTreeMap::new(),
         manifest: Manifest::default(),
         files: IndexFileCounts::default(),
         chunks_added: 0,
@@ -257,9 +422,8 @@ fn scan(
         writer.delete_all()?;
         out.chunks_deleted = base.chunks();
     }
-    for (source, filter) in spec.sources.iter().zip(filters) {
-        let root = PathBuf::from(&source.path);
-        for (relative, path) in walk::list(&source.name, &root, filter)? {
+    for ((source, filter), root) in spec.sources.iter().zip(filters).zip(roots) {
+        for (relative, path) in walk::list(&source.name, root, filter)? {
             let key = format!("{}/{relative}", source.name);
             out.files.scanned += 1;
             let previous = base.files.get(&key);
@@ -315,6 +479,7 @@ fn scan(
             if !rebuild && let Some(prev) = previous {
                 writer.delete_file(&key);
                 out.chunks_deleted += prev.chunks;
+                out.dense_removed.push(key.clone());
             }
             let mut entry = FileEntry {
                 digest,
@@ -333,6 +498,23 @@ fn scan(
                 Ok((kind, text)) => {
                     let chunks = chunk(kind, &text);
                     writer.add_file(&source.name, &relative, &entry.digest, &chunks)?;
+                    if dense {
+                        let hits = chunks
+                            .iter()
+                            .map(|c| Hit {
+                                source: source.name.clone(),
+                                path: relative.clone(),
+                                start_line: c.start_line,
+                                end_line: c.end_line,
+                                score: 0.0,
+                                title: c.title.clone(),
+                                text: c.text.clone(),
+                                chunk_digest: c.digest.clone(),
+                                file_digest: entry.digest.clone(),
+                            })
+                            .collect();
+                        out.dense_added.push((key.clone(), hits));
+                    }
                     entry.chunks = chunks.len() as u64;
                     out.chunks_added += entry.chunks;
                 }
@@ -350,6 +532,7 @@ fn scan(
             if !rebuild {
                 writer.delete_file(key);
                 out.chunks_deleted += prev.chunks;
+                out.dense_removed.push(key.clone());
             }
         }
     }
@@ -362,10 +545,24 @@ fn scan(
 pub fn rebuild_from_manifest(
     spec: &CollectionSpec,
     manifest: &Manifest,
+    commits: &BTreeMap<String, String>,
+    dir: &Path,
     mut writer: Writer,
-) -> Result<u64, RagError> {
+    dense: bool,
+) -> Result<(u64, Vec<(String, Vec<Hit>)>), RagError> {
+    // Git sources: the work tree at the commit the ledger recorded.
+    let mut roots = BTreeMap::new();
+    for source in &spec.sources {
+        let root = match (source.kind, commits.get(&source.name)) {
+            (SourceKind::Git, Some(commit)) => git::checkout_commit(dir, source, commit)?,
+            (SourceKind::Git, None) => git::paths(dir, &source.name).1,
+            (SourceKind::Directory, _) => PathBuf::from(&source.path),
+        };
+        roots.insert(source.name.as_str(), root);
+    }
     writer.delete_all()?;
     let mut stale = 0;
+    let mut added = Vec::new();
     for (key, entry) in &manifest.files {
         if entry.skipped.is_some() {
             continue;
@@ -374,11 +571,11 @@ pub fn rebuild_from_manifest(
             stale += 1;
             continue;
         };
-        let Some(source) = spec.sources.iter().find(|s| s.name == source_name) else {
+        let Some(root) = roots.get(source_name) else {
             stale += 1;
             continue;
         };
-        let path = Path::new(&source.path).join(relative);
+        let path = root.join(relative);
         let Ok(bytes) = std::fs::read(&path) else {
             stale += 1;
             continue;
@@ -389,9 +586,27 @@ pub fn rebuild_from_manifest(
         }
         let kind = kind_of(relative).unwrap_or(extract::DocKind::Text);
         if let Ok(text) = extract::extract(kind, &bytes) {
-            writer.add_file(source_name, relative, &entry.digest, &chunk(kind, &text))?;
+            let chunks = chunk(kind, &text);
+            writer.add_file(source_name, relative, &entry.digest, &chunks)?;
+            if dense {
+                let hits = chunks
+                    .into_iter()
+                    .map(|c| Hit {
+                        source: source_name.to_owned(),
+                        path: relative.to_owned(),
+                        start_line: c.start_line,
+                        end_line: c.end_line,
+                        score: 0.0,
+                        title: c.title,
+                        text: c.text,
+                        chunk_digest: c.digest,
+                        file_digest: entry.digest.clone(),
+                    })
+                    .collect();
+                added.push((key.clone(), hits));
+            }
         }
     }
     writer.commit(&manifest.digest().to_hex())?;
-    Ok(stale)
+    Ok((stale, added))
 }

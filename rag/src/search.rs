@@ -71,7 +71,7 @@ fn schema() -> (Schema, Fields) {
 }
 
 /// One hit, as a query returns it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Hit {
     pub source: String,
     pub path: String,

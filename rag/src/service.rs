@@ -50,6 +50,8 @@ pub struct QueryResult {
 struct Opened {
     manifest_hex: String,
     manifest: Manifest,
+    /// With an embedding model: the chunks' vectors.
+    vectors: Option<crate::dense::Vectors>,
     search: SearchIndex,
     reader: IndexReader,
 }
@@ -143,9 +145,29 @@ impl<S: EventStore> Rag<S> {
             keys,
         };
         let top_k = usize::try_from(request.top_k).unwrap_or(usize::MAX);
-        let hits = opened
-            .search
-            .search(&opened.reader, &request.query, top_k, &filters)?;
+        let hits = match (&opened.vectors, &spec.embedding_model) {
+            (Some(vectors), Some(model)) => {
+                // Each ranking looks deeper than top_k, so fusion can promote a chunk that
+                // only one of them ranks high.
+                let depth = top_k.saturating_mul(4).max(50);
+                let lexical =
+                    opened
+                        .search
+                        .search(&opened.reader, &request.query, depth, &filters)?;
+                let embeddings = crate::dense::embedder(&self.store, &spec.name, model).await?;
+                let query =
+                    crate::dense::embed(&embeddings, &spec.name, vec![request.query.clone()])
+                        .await?
+                        .into_iter()
+                        .next()
+                        .unwrap_or_default();
+                let semantic = vectors.search(&query, depth, &filters);
+                crate::dense::fuse(&[lexical, semantic], top_k)
+            }
+            _ => opened
+                .search
+                .search(&opened.reader, &request.query, top_k, &filters)?,
+        };
         Ok(QueryResult {
             operation: "query",
             collection: spec.name.clone(),
@@ -173,17 +195,41 @@ impl<S: EventStore> Rag<S> {
         let manifest = load_manifest(&self.store, &spec.name, &done.event.manifest).await?;
         let dir = collection_dir(&self.data_dir, &spec.name);
         let search = SearchIndex::open(&dir)?;
-        if search.manifest_digest()?.as_deref() != Some(hex.as_str()) {
+        let vectors_current = spec
+            .embedding_model
+            .as_ref()
+            .is_none_or(|model| crate::dense::Vectors::is_current(&dir, model, &hex));
+        if search.manifest_digest()?.as_deref() != Some(hex.as_str()) || !vectors_current {
+            // Resolved first: without its embedding model the index cannot be rebuilt whole.
+            let embeddings = match &spec.embedding_model {
+                Some(model) => Some(crate::dense::embedder(&self.store, &spec.name, model).await?),
+                None => None,
+            };
             let writer = search.writer(&spec.name)?;
             let (spec_c, manifest_c) = (spec.clone(), manifest.clone());
-            let stale = tokio::task::spawn_blocking(move || {
-                rebuild_from_manifest(&spec_c, &manifest_c, writer)
+            let commits = done.event.commits.clone();
+            let rebuild_dir = dir.clone();
+            let dense = embeddings.is_some();
+            let (stale, added) = tokio::task::spawn_blocking(move || {
+                rebuild_from_manifest(&spec_c, &manifest_c, &commits, &rebuild_dir, writer, dense)
             })
             .await
             .map_err(|e| RagError::Corrupt {
                 name: spec.name.clone(),
                 reason: format!("the rebuild task ended abnormally: {e}"),
             })??;
+            if let Some(embeddings) = &embeddings {
+                crate::dense::update(
+                    embeddings,
+                    &spec.name,
+                    crate::dense::Vectors::default(),
+                    &[],
+                    added,
+                    hex.clone(),
+                )
+                .await?
+                .save(&dir)?;
+            }
             tracing::info!(
                 collection = %spec.name,
                 stale,
@@ -194,9 +240,14 @@ impl<S: EventStore> Rag<S> {
         reader
             .reload()
             .map_err(|e| RagError::index(search.path(), e))?;
+        let vectors = match spec.embedding_model {
+            Some(_) => crate::dense::Vectors::load(&dir),
+            None => None,
+        };
         let opened = Arc::new(Opened {
             manifest_hex: hex,
             manifest,
+            vectors,
             search,
             reader,
         });
@@ -242,6 +293,7 @@ impl<S: EventStore + 'static> RagBackend for Rag<S> {
                             mode: request.mode,
                             actor: format!("node_run:{}", request.node_run_id),
                             node_run_id: Some(request.node_run_id),
+                            request_id: None,
                         })
                         .await
                         .map_err(|e| node_error(&e))?;

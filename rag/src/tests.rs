@@ -12,20 +12,24 @@ use crate::registry::ChangeRequest;
 use crate::search::SearchIndex;
 use crate::{QueryRequest, Rag};
 
-struct Dir(PathBuf);
+mod dense;
+mod git;
+mod tools;
+
+pub(crate) struct Dir(pub(crate) PathBuf);
 
 impl Dir {
-    fn new() -> Dir {
+    pub(crate) fn new() -> Dir {
         let path = std::env::temp_dir().join(format!("rl-rag-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&path).unwrap();
         Dir(path)
     }
-    fn write(&self, relative: &str, text: &str) {
+    pub(crate) fn write(&self, relative: &str, text: &str) {
         let path = self.0.join(relative);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -36,33 +40,36 @@ impl Drop for Dir {
     }
 }
 
-fn source(name: &str, dir: &Dir, include: &[&str]) -> SourceSpec {
+pub(crate) fn source(name: &str, dir: &Dir, include: &[&str]) -> SourceSpec {
     SourceSpec {
         name: name.into(),
         kind: SourceKind::Directory,
         path: dir.path().to_str().unwrap().into(),
+        repo: None,
+        git_ref: None,
         include: include.iter().map(|s| s.to_string()).collect(),
         exclude: vec!["ignored/**".into()],
     }
 }
 
-fn change(id: &str) -> ChangeRequest {
+pub(crate) fn change(id: &str) -> ChangeRequest {
     ChangeRequest {
         request_id: RequestId::new(id).unwrap(),
         actor: "tester".into(),
     }
 }
 
-fn index(collection: &str, mode: IndexMode) -> IndexRequest {
+pub(crate) fn index(collection: &str, mode: IndexMode) -> IndexRequest {
     IndexRequest {
         collection: collection.into(),
         mode,
         actor: "tester".into(),
         node_run_id: None,
+        request_id: None,
     }
 }
 
-fn query(collection: &str, text: &str) -> QueryRequest {
+pub(crate) fn query(collection: &str, text: &str) -> QueryRequest {
     QueryRequest {
         collection: collection.into(),
         query: text.into(),
@@ -72,9 +79,9 @@ fn query(collection: &str, text: &str) -> QueryRequest {
     }
 }
 
-const GUIDE: &str = "# Guide\n\nIntro text.\n\n## Ownership\n\nEach value in Rust has a variable that is its owner, called the zebrafish rule.\n\n## Borrowing\n\nReferences borrow values without taking ownership.\n";
+pub(crate) const GUIDE: &str = "# Guide\n\nIntro text.\n\n## Ownership\n\nEach value in Rust has a variable that is its owner, called the zebrafish rule.\n\n## Borrowing\n\nReferences borrow values without taking ownership.\n";
 
-async fn setup(docs: &Dir, data: &Dir) -> (TestLedger, Rag<PgEventStore>) {
+pub(crate) async fn setup(docs: &Dir, data: &Dir) -> (TestLedger, Rag<PgEventStore>) {
     let ledger = TestLedger::new().await.unwrap();
     let rag = Rag::new(ledger.second_store().await.unwrap(), data.path());
     docs.write("guide.md", GUIDE);
@@ -89,6 +96,7 @@ async fn setup(docs: &Dir, data: &Dir) -> (TestLedger, Rag<PgEventStore>) {
         name: "docs".into(),
         sources: vec![source("main", docs, &[])],
         description: None,
+        embedding_model: None,
     };
     rag.collections().create(spec, &change("c1")).await.unwrap();
     (ledger, rag)
@@ -223,6 +231,7 @@ async fn filters_by_source_and_path_glob() {
             source("other", &other, &[]),
         ],
         description: None,
+        embedding_model: None,
     };
     rag.collections().create(spec, &change("m1")).await.unwrap();
     rag.index(&index("multi", IndexMode::Full)).await.unwrap();
@@ -273,6 +282,7 @@ async fn never_indexed_unknown_and_bad_specs_are_typed_errors_that_write_nothing
         name: "bad".into(),
         sources: vec![source("main", &docs, &["[unclosed"])],
         description: None,
+        embedding_model: None,
     };
     let err = rag
         .collections()

@@ -120,6 +120,8 @@ mod tests {
             name: "s".into(),
             kind: SourceKind::Directory,
             path: "/x".into(),
+            repo: None,
+            git_ref: None,
             include: include.iter().map(|s| s.to_string()).collect(),
             exclude: exclude.iter().map(|s| s.to_string()).collect(),
         }

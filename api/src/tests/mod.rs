@@ -12,6 +12,7 @@ mod live;
 mod models;
 mod openapi;
 mod ops;
+mod rag;
 mod read;
 mod runs;
 mod studio;

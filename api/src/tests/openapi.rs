@@ -67,6 +67,7 @@ fn the_document_covers_exactly_the_routes() {
             "fork::",
             "live::",
             "models::",
+            "rag::",
             "session::",
         ]
         .iter()
@@ -134,4 +135,39 @@ fn the_documented_model_spec_matches_the_contract() {
         schema["required"],
         serde_json::json!(["name", "provider", "model_id"])
     );
+}
+
+/// The documented collection and source specs have exactly the fields of the contract's.
+#[test]
+fn the_documented_collection_spec_matches_the_contract() {
+    use runledger_contracts::rag::{CollectionSpec, SourceKind, SourceSpec};
+    let spec = CollectionSpec {
+        name: "c".into(),
+        sources: vec![SourceSpec {
+            name: "s".into(),
+            kind: SourceKind::Git,
+            path: "/p".into(),
+            repo: Some("/r".into()),
+            git_ref: Some("main".into()),
+            include: vec!["*".into()],
+            exclude: vec!["x".into()],
+        }],
+        description: Some("d".into()),
+        embedding_model: Some("e".into()),
+    };
+    let value = serde_json::to_value(&spec).unwrap();
+    let document: Value = serde_json::from_str(&document()).unwrap();
+    for (schema, fields) in [
+        ("CollectionSpec", &value),
+        ("SourceSpec", &value["sources"][0]),
+    ] {
+        let mut fields: Vec<&String> = fields.as_object().unwrap().keys().collect();
+        fields.sort();
+        let properties = document["components"]["schemas"][schema]["properties"]
+            .as_object()
+            .unwrap();
+        let mut documented: Vec<&String> = properties.keys().collect();
+        documented.sort();
+        assert_eq!(documented, fields, "{schema}");
+    }
 }

@@ -114,10 +114,16 @@ pub struct CreateArgs {
     #[arg(
         long,
         value_name = "PATH",
-        conflicts_with = "spec",
-        required_unless_present = "spec"
+        conflicts_with_all = ["spec", "git"],
+        required_unless_present_any = ["spec", "git"]
     )]
     dir: Option<PathBuf>,
+    /// A git repository to index instead of --dir: an absolute path or a URL (no password).
+    #[arg(long, value_name = "REPO", conflicts_with = "spec")]
+    git: Option<String>,
+    /// The branch, tag or commit of --git to index (default: the repository's HEAD).
+    #[arg(long = "ref", value_name = "REF", requires = "git")]
+    git_ref: Option<String>,
     /// Name of the --dir source in hits and filters (default `main`).
     #[arg(long, value_name = "NAME", default_value = "main")]
     source_name: String,
@@ -129,6 +135,10 @@ pub struct CreateArgs {
     exclude: Vec<String>,
     #[arg(long, value_name = "TEXT")]
     description: Option<String>,
+    /// A registered openai_compatible model to embed chunks and queries with: dense retrieval
+    /// fused with BM25 (default: BM25 alone).
+    #[arg(long, value_name = "MODEL")]
+    embedding_model: Option<String>,
     /// A collection spec file (YAML or JSON) instead of --dir; its `name` must be NAME.
     #[arg(long, value_name = "FILE")]
     spec: Option<PathBuf>,
@@ -242,6 +252,7 @@ pub async fn run(global: &GlobalArgs, command: RagCommand) -> Result<(), Failure
                 },
                 actor,
                 node_run_id: None,
+                request_id: None,
             };
             match rag.index(&request).await {
                 Ok(outcome) => {
@@ -402,6 +413,33 @@ fn read_spec(path: &Path) -> Result<CollectionSpec, Failure> {
 async fn create(rag: &Rag<LedgerStore>, args: CreateArgs) -> Result<(), Failure> {
     let request_id = request_id(args.change.request_id.as_deref())?;
     let spec = match (&args.spec, &args.dir) {
+        (None, None) if args.git.is_some() => {
+            // A local repository is recorded as an absolute path, like --dir.
+            let repo = args.git.clone().unwrap_or_default();
+            let repo =
+                if !repo.contains("://") && !repo.starts_with('/') && Path::new(&repo).exists() {
+                    std::fs::canonicalize(&repo)
+                        .ok()
+                        .and_then(|p| p.to_str().map(str::to_owned))
+                        .unwrap_or(repo)
+                } else {
+                    repo
+                };
+            CollectionSpec {
+                name: args.name.clone(),
+                sources: vec![SourceSpec {
+                    name: args.source_name.clone(),
+                    kind: SourceKind::Git,
+                    path: String::new(),
+                    repo: Some(repo),
+                    git_ref: args.git_ref.clone(),
+                    include: args.include.clone(),
+                    exclude: args.exclude.clone(),
+                }],
+                description: args.description.clone(),
+                embedding_model: args.embedding_model.clone(),
+            }
+        }
         (Some(file), _) => {
             let spec = read_spec(file)?;
             if spec.name != args.name {
@@ -432,10 +470,13 @@ async fn create(rag: &Rag<LedgerStore>, args: CreateArgs) -> Result<(), Failure>
                     name: args.source_name.clone(),
                     kind: SourceKind::Directory,
                     path,
+                    repo: None,
+                    git_ref: None,
                     include: args.include.clone(),
                     exclude: args.exclude.clone(),
                 }],
                 description: args.description.clone(),
+                embedding_model: args.embedding_model.clone(),
             }
         }
         (None, None) => return Err(Failure::usage("give --dir or --spec")),
@@ -523,13 +564,21 @@ fn print_state(state: &CollectionState) {
     outln!("{}", summary_line(state));
     if let Some(spec) = &state.spec {
         for s in &spec.sources {
+            let location = match (&s.repo, &s.git_ref) {
+                (Some(repo), Some(r)) => format!("git {repo} at {r}"),
+                (Some(repo), None) => format!("git {repo} at HEAD"),
+                _ => s.path.clone(),
+            };
             outln!(
                 "  source {}: {} include {:?} exclude {:?}",
                 s.name,
-                s.path,
+                location,
                 s.include,
                 s.exclude
             );
+        }
+        if let Some(model) = &spec.embedding_model {
+            outln!("  embedding model: {model} (BM25 and dense, fused by reciprocal rank)");
         }
     }
     if let Some(c) = &state.last_completed {
@@ -540,6 +589,9 @@ fn print_state(state: &CollectionState) {
             c.completed_at,
             c.event.manifest
         );
+        for (source, commit) in &c.event.commits {
+            outln!("  source {source} indexed at commit {commit}");
+        }
     }
     if let Some(r) = &state.running {
         outln!(

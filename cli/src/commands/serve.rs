@@ -95,9 +95,14 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     let projections =
         tokio::spawn(async move { projectors.run_live(std::future::pending()).await });
     // The HTTP API beside the engine (its projections are the ones spawned above).
-    let api = runledger_api::spawn_for_serve(args.listen, engine.clone(), &global.nats_url)
-        .await
-        .map_err(|e| Failure::from(e).with_code("listen_failed"))?;
+    let api = runledger_api::spawn_for_serve(
+        args.listen,
+        engine.clone(),
+        &global.nats_url,
+        &global.rag_data_dir,
+    )
+    .await
+    .map_err(|e| Failure::from(e).with_code("listen_failed"))?;
     built.spawn_keeper().await?;
     if let Some(leases) = &built.leases {
         let config = leases.config();

@@ -14,6 +14,7 @@
 //! - Each request has a timeout: the model's `timeout_s`, cut short by the node run's deadline.
 
 pub mod anthropic;
+pub mod embeddings;
 pub mod gemini;
 pub mod openai;
 #[cfg(test)]
