@@ -22,6 +22,9 @@ use runledger_ledger::leases::LeaseStore;
 use runledger_ledger::sqlite::lock_file_path;
 use runledger_ledger::{EventStore, PgEventStore, SqliteEventStore};
 use runledger_orchestrator::agent::ToolRegistry;
+use runledger_orchestrator::agent_tools::{
+    LateEngine, LedgerToolDeps, RunWaker, WakeOwner, ledger_domains,
+};
 use runledger_orchestrator::decide::{RemoteDispatch, Settings};
 use runledger_orchestrator::engine::{Engine, EngineConfig, FlowchartSource, ResolveError};
 use runledger_orchestrator::executor::{InProcessPool, NodeExecutor};
@@ -261,10 +264,12 @@ pub async fn build(
     let ownership: Arc<dyn Ownership> = leases.clone();
     let shared = || PgEventStore::from_pool(store.pool().clone());
     let models = live_models(shared(), exec.script.as_deref()).await?;
+    let rag = rag_service(shared(), &global.rag_data_dir);
+    let waker: Arc<dyn RunWaker> = Arc::new(WakeOwner(ownership.clone()));
     let providers = models
         .providers()
-        .with_rag(rag_backend(shared(), &global.rag_data_dir))
-        .with_tools(tool_registry(shared())?);
+        .with_rag(rag.clone())
+        .with_tools(tool_registry(shared(), waker, rag).await?);
     let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::new(store.pool().clone());
     let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource {
@@ -403,10 +408,13 @@ pub async fn build_sqlite(
         SqliteRole::RecordsOnly => None,
     };
     let models = live_models(store.share(), exec.script.as_deref()).await?;
+    let rag = rag_service(store.share(), rag_data_dir);
+    // The engine holds the executors that hold the tools: it is bound to the waker once built.
+    let late_engine = Arc::new(LateEngine::new());
     let providers = models
         .providers()
-        .with_rag(rag_backend(store.share(), rag_data_dir))
-        .with_tools(tool_registry(store.share())?);
+        .with_rag(rag.clone())
+        .with_tools(tool_registry(store.share(), late_engine.clone(), rag).await?);
     let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::on_store(store.share());
     let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource {
@@ -414,6 +422,7 @@ pub async fn build_sqlite(
         registry,
     });
     let engine = Engine::with_ownership(store, local, source, engine_config(exec), Arc::new(Solo));
+    late_engine.bind(engine.clone());
     Ok(Built {
         engine,
         leases: None,
@@ -602,22 +611,42 @@ impl FlowchartSource for DirSource {
     }
 }
 
-/// The backend of `rag` nodes: collections from the ledger (its own connection pool), search
-/// indexes under `--rag-data-dir`.
 /// The tool domains agent nodes run by this engine's in-process pool may call: every domain
 /// the engine's process can serve, the ledger-backed ones (memory, plan, workflow, ...) on
-/// `store`. One line per domain; a tool no domain here serves is answered `tool_unavailable`
+/// `store`, RAG on `rag`, and the workspace, git, command and MCP domains of `runledger-tools`.
+/// One line per domain; a tool no domain here serves is answered `tool_unavailable`
 /// (docs/agents.md, "Where tools run").
-pub fn tool_registry<S: EventStore + 'static>(store: S) -> Result<ToolRegistry, Failure> {
-    // No domain is built yet: the ledger-backed ones will use the store.
-    drop(store);
-    let domains: Vec<Arc<dyn ToolDomain>> = Vec::new();
+pub async fn tool_registry<S: EventStore + 'static>(
+    store: S,
+    waker: Arc<dyn RunWaker>,
+    rag: Arc<runledger_rag::Rag<S>>,
+) -> Result<ToolRegistry, Failure> {
+    let mut domains: Vec<Arc<dyn ToolDomain>> = ledger_domains(LedgerToolDeps {
+        store: Arc::new(store),
+        waker,
+    });
+    domains.push(runledger_rag::tools::RagTools::shared(rag));
+    domains.extend(outside_domains().await?);
     ToolRegistry::new(domains).map_err(|e| Failure::coded("cannot build the tool registry", e))
 }
 
-pub fn rag_backend<S: EventStore + 'static>(
+/// The domains that act outside the ledger (workspace, git, command, MCP servers of
+/// `.runledger/mcp.json`), with `runledger-tools`' defaults; engines and executors serve them.
+pub async fn outside_domains() -> Result<Vec<Arc<dyn ToolDomain>>, Failure> {
+    runledger_tools::domains(&runledger_tools::ToolsConfig::default())
+        .await
+        .map_err(|e| {
+            let code = e.code();
+            Failure::caused("cannot build the workspace, git, command and MCP tools", e)
+                .with_code(code)
+        })
+}
+
+/// The RAG service of this process: `rag` nodes and the `rag_*` tools share it (collections
+/// from the ledger, search indexes under `--rag-data-dir`).
+pub fn rag_service<S: EventStore + 'static>(
     store: S,
     data_dir: &std::path::Path,
-) -> Arc<dyn runledger_orchestrator::rag::RagBackend> {
+) -> Arc<runledger_rag::Rag<S>> {
     Arc::new(runledger_rag::Rag::new(store, data_dir.to_path_buf()))
 }

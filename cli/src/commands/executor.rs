@@ -64,6 +64,10 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
         .migrate()
         .await
         .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
+    let rag = super::engine::rag_service(
+        PgEventStore::from_pool(store.pool().clone()),
+        &global.rag_data_dir,
+    );
     let providers = Arc::new(
         super::engine::live_models(
             PgEventStore::from_pool(store.pool().clone()),
@@ -71,8 +75,8 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
         )
         .await?
         .providers()
-        .with_rag(super::engine::rag_backend(store, &global.rag_data_dir))
-        .with_tools(tool_registry()?),
+        .with_rag(rag.clone())
+        .with_tools(tool_registry(rag).await?),
     );
     let js = super::engine::jetstream(global).await?;
     topology
@@ -122,11 +126,14 @@ fn default_executor_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// The tool domains agent nodes run on this executor may call: the ones that need no ledger
-/// (workspace, git, command, MCP). Ledger-backed domains run only in the engine's process, so
-/// a node that uses them must run there (docs/agents.md, "Where tools run"). One line per
-/// domain.
-pub fn tool_registry() -> Result<ToolRegistry, Failure> {
-    let domains: Vec<Arc<dyn ToolDomain>> = Vec::new();
+/// The tool domains agent nodes run on this executor may call: the ones that act outside the
+/// ledger (workspace, git, command, MCP) and RAG, which this executor serves for `rag` nodes
+/// too. Ledger-backed domains (memory, workflow, ...) run only in the engine's process, so a
+/// node that uses them must run there (docs/agents.md, "Where tools run"). One line per domain.
+pub async fn tool_registry(
+    rag: Arc<runledger_rag::Rag<PgEventStore>>,
+) -> Result<ToolRegistry, Failure> {
+    let mut domains: Vec<Arc<dyn ToolDomain>> = super::engine::outside_domains().await?;
+    domains.push(runledger_rag::tools::RagTools::shared(rag));
     ToolRegistry::new(domains).map_err(|e| Failure::coded("cannot build the tool registry", e))
 }
