@@ -359,7 +359,7 @@ mod tests {
         let mut s = spec();
         s.sources[0].git_ref = Some("main".into());
         assert_eq!(s.validate().unwrap_err().field, "sources[0].ref");
-        let json = serde_json::to_value(&spec()).unwrap();
+        let json = serde_json::to_value(spec()).unwrap();
         assert!(
             json["sources"][0].get("repo").is_none(),
             "a directory source records no git keys"

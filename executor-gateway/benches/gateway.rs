@@ -450,6 +450,8 @@ async fn tap(
                 m.started = Some(now);
                 m.finished = Some(now);
             }
+            // Agent tool calls: not a step of the node's dispatch timeline.
+            Report::ToolCall(_) => {}
         });
         if engine.send(delivery).is_err() {
             return;

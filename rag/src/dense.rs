@@ -222,7 +222,7 @@ pub async fn update(
     }
     let texts: Vec<String> = added
         .iter()
-        .flat_map(|(_, hits)| hits.iter().map(|h| chunk_input(h)))
+        .flat_map(|(_, hits)| hits.iter().map(chunk_input))
         .collect();
     let mut embedded = embed(embeddings, collection, texts).await?.into_iter();
     for (key, hits) in added {

@@ -539,6 +539,9 @@ fn scan(
     Ok(out)
 }
 
+/// Each file's path and the chunks it gave, for embedding.
+type ChunksByFile = Vec<(String, Vec<Hit>)>;
+
 /// Rebuilds the search index from a manifest and the sources: the files whose bytes still
 /// have the manifest's digest are indexed, the others (changed since) are left out and
 /// counted. Used when a query finds no current local index (a new executor, a lost disk).
@@ -549,7 +552,7 @@ pub fn rebuild_from_manifest(
     dir: &Path,
     mut writer: Writer,
     dense: bool,
-) -> Result<(u64, Vec<(String, Vec<Hit>)>), RagError> {
+) -> Result<(u64, ChunksByFile), RagError> {
     // Git sources: the work tree at the commit the ledger recorded.
     let mut roots = BTreeMap::new();
     for source in &spec.sources {
