@@ -77,9 +77,14 @@ fn an_agent_task_records_every_tool_call_in_the_export() {
     assert_eq!(read["agent"]["turn"], 1);
     assert_eq!(read["agent"]["call_index"], 0);
     assert_eq!(read["agent"]["arguments"]["path"], "README.md");
-    // The binary registers no tool domain yet: the call is answered `tool_unavailable`.
-    assert_eq!(read["outcome"], "error");
-    assert_eq!(read["error"]["code"], "tool_unavailable");
+    // The run has no `workspace:` source, so its workspace is an empty repository: the read is
+    // answered `not_found` (a result the model sees, not a failure of the node) ...
+    assert_eq!(read["outcome"], "error", "{read}");
+    assert_eq!(read["error"]["code"], "not_found", "{read}");
+    // ... and git_status, served by the same workspace, succeeds.
+    let status = &calls[2]["payload"];
+    assert_eq!(status["agent"]["call_index"], 1);
+    assert_ne!(status["outcome"], "error", "{status}");
     let artifact = lines
         .iter()
         .find(|l| l["event_type"] == "ArtifactPersisted" && l["payload"]["node_id"] == "fix")
