@@ -11,8 +11,11 @@ const NAMES = [
   'ledger:event:appended',
 ];
 
-/** Subscribes to live events (of one run when `runId` is given); returns a function that stops. */
-export function subscribe({ runId } = {}, onEvent) {
+/** Subscribes to live events (of one run when `runId` is given); returns a function that stops.
+ *  `onOpen` runs on every (re)connection: a tail without a cursor starts at the ledger's end, so
+ *  whatever was appended between the page's first read and the connection is only caught by
+ *  reading again then. */
+export function subscribe({ runId, onOpen } = {}, onEvent) {
   const url = runId ? `/v1/events?run_id=${encodeURIComponent(runId)}` : '/v1/events';
   const source = new EventSource(url);
   const handler = (message) => {
@@ -21,5 +24,6 @@ export function subscribe({ runId } = {}, onEvent) {
     onEvent(data);
   };
   for (const name of NAMES) source.addEventListener(name, handler);
+  if (onOpen) source.addEventListener('open', () => onOpen());
   return () => source.close();
 }

@@ -169,8 +169,15 @@ export async function runPage({ main, params, query, alive }) {
   showTimeline();
   showInspector();
   loadClaims();
-  const refresh = coalesce(() => reload(), 300);
+  // Each refresh reads the run detail at least at the newest version an event announced, so a
+  // live event never shows an older state than itself.
+  let seenVersion = 0;
+  const refresh = coalesce(() => reload(seenVersion || undefined).catch(() => {}), 300);
   const refreshClaims = coalesce(() => loadClaims(), 2000);
-  const stop = subscribe({ runId }, () => { refresh(); refreshClaims(); });
+  const stop = subscribe({ runId, onOpen: refresh }, (ev) => {
+    if (ev.stream_id === `run-${runId}` && ev.stream_version > seenVersion) seenVersion = ev.stream_version;
+    refresh();
+    refreshClaims();
+  });
   return { dispose: stop };
 }

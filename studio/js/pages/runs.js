@@ -4,7 +4,7 @@
 
 import { api, qs } from '../api.js';
 import { navigate } from '../app.js';
-import { badge, coalesce, h } from '../dom.js';
+import { badge, coalesce, debounce, h } from '../dom.js';
 import { duration, localToRfc3339, rfc3339ToLocal, shortId, time } from '../format.js';
 import { subscribe } from '../live.js';
 
@@ -108,9 +108,15 @@ export async function runsPage({ main, query, state, alive }) {
   });
 
   await load();
+  // The list has no version to wait for: an event can arrive before the projection has applied
+  // it, so a burst of events is followed by one more read once the burst has settled.
   const refresh = coalesce(() => load(), 400);
-  const stop = subscribe({}, (ev) => {
-    if (ev.event === 'flowchart:run:updated' || ev.event === 'flowchart:node:updated') refresh();
+  const settle = debounce(() => load(), 1500);
+  const stop = subscribe({ onOpen: refresh }, (ev) => {
+    if (ev.event === 'flowchart:run:updated' || ev.event === 'flowchart:node:updated') {
+      refresh();
+      settle();
+    }
   });
   return { dispose: stop };
 }
