@@ -67,6 +67,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("js/pages/claims.js", JS),
     asset!("js/pages/models.js", JS),
     asset!("js/pages/flowcharts.js", JS),
+    asset!("js/pages/routing.js", JS),
 ];
 
 /// The pages the console routes in the browser; each answers `index.html`.
@@ -82,6 +83,7 @@ const PAGES: &[&str] = &[
     "/flowcharts",
     "/flowcharts/{name}",
     "/flowcharts/{name}/{version}",
+    "/validate",
 ];
 
 fn etags() -> &'static Vec<String> {
@@ -165,5 +167,5 @@ pub fn is_studio_path(path: &str) -> bool {
         return true;
     }
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    ["runs", "artifacts", "claims", "models", "flowcharts"].contains(&first)
+    ["runs", "artifacts", "claims", "models", "flowcharts", "validate"].contains(&first)
 }

@@ -50,14 +50,3 @@ export function qs(params) {
   const text = q.toString();
   return text ? `?${text}` : '';
 }
-
-let routes = null;
-
-/** Whether the server serves `method path` (from its OpenAPI document), e.g. the fork route. */
-export async function hasRoute(method, path) {
-  if (!routes) {
-    routes = api('/openapi.json').then((doc) => doc.paths || {}).catch(() => ({}));
-  }
-  const paths = await routes;
-  return Boolean(paths[path] && paths[path][method.toLowerCase()]);
-}

@@ -9,7 +9,7 @@ import { runPage } from './pages/run.js';
 import { artifactsPage, artifactPage } from './pages/artifacts.js';
 import { claimsPage } from './pages/claims.js';
 import { modelsPage, modelPage } from './pages/models.js';
-import { flowchartsPage, flowchartPage } from './pages/flowcharts.js';
+import { flowchartsPage, flowchartPage, validatePage } from './pages/flowcharts.js';
 
 const ROUTES = [
   [/^\/(?:runs\/?)?$/, runsPage, 'runs'],
@@ -21,6 +21,7 @@ const ROUTES = [
   [/^\/models\/([^/]+)$/, modelPage, 'models'],
   [/^\/flowcharts\/?$/, flowchartsPage, 'flowcharts'],
   [/^\/flowcharts\/([^/]+)(?:\/(\d+))?$/, flowchartPage, 'flowcharts'],
+  [/^\/validate\/?$/, validatePage, 'flowcharts'],
 ];
 
 const main = document.getElementById('main');

@@ -16,7 +16,10 @@ export function duration(ms) {
 }
 
 export function shortId(id) {
-  return id ? id.slice(0, 8) : '—';
+  if (!id) return '—';
+  // Ids are UUIDv7: the first 8 digits are the time to about a minute, so ids made together
+  // share them; the last digits are random and tell them apart. The head stays for prefix search.
+  return id.length > 16 ? `${id.slice(0, 8)}…${id.slice(-4)}` : id;
 }
 
 /** `datetime-local` value -> RFC 3339 UTC, or '' */

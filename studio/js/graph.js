@@ -73,17 +73,18 @@ export function drawGraph(container, definition, { onSelect } = {}) {
     const counter = s('text', { x: NODE_W - 8, y: 15, class: 'counter', 'text-anchor': 'end' });
     const extra = s('text', { x: 10, y: NODE_H - 9, class: 'extra' });
     const warn = s('text', { x: NODE_W - 8, y: NODE_H - 9, class: 'warn', 'text-anchor': 'end' });
+    const bad = s('text', { x: NODE_W - 8, y: NODE_H - 9, class: 'bad', 'text-anchor': 'end' });
     const g = s('g', { class: `node t-${node.type} st-none`, transform: `translate(${box.x},${box.y})`, tabindex: 0, role: 'button', 'aria-label': `${id} (${node.type})`, dataset: { node: id } },
       s('rect', { width: NODE_W, height: NODE_H, rx: node.type === 'decision' ? 14 : 6 }),
       s('text', { x: 10, y: 20, class: 'label' }, clip(id, 19)),
       s('text', { x: 10, y: 34, class: 'type' }, node.type),
-      counter, extra, warn,
+      counter, extra, warn, bad,
       s('title', {}, `${id} (${node.type})`));
     const activate = () => onSelect && onSelect(id);
     g.addEventListener('click', activate);
     g.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); activate(); } });
     nodesG.append(g);
-    nodeEls.set(id, { g, counter, extra, warn, type: node.type });
+    nodeEls.set(id, { g, counter, extra, warn, bad, type: node.type });
   }
   svg.append(edges, labels, nodesG);
   container.replaceChildren(svg);
@@ -109,6 +110,22 @@ export function drawGraph(container, definition, { onSelect } = {}) {
         if (st) for (const c of st.matched || []) fired.add(c);
       }
       for (const [id, path] of edgeEls) path.classList.toggle('fired', fired.has(id));
+    },
+    /** Marks nodes and connectors with validation problems (Maps id -> problems): a red
+     *  outline and `✕N` on a node, a red line on a connector, the messages in their titles. */
+    problems(byNode, byConnector) {
+      for (const [id, el] of nodeEls) {
+        const list = byNode.get(id) || [];
+        el.g.classList.toggle('invalid', list.length > 0);
+        el.g.dataset.problems = String(list.length);
+        el.bad.textContent = list.length ? `✕${list.length}` : '';
+        if (list.length) el.g.setAttribute('aria-label', `${id} (${el.type}): ${list.length} problem${list.length === 1 ? '' : 's'}: ${list.map((e) => e.message).join('; ')}`);
+      }
+      for (const [id, path] of edgeEls) {
+        const list = byConnector.get(id) || [];
+        path.classList.toggle('invalid', list.length > 0);
+        if (list.length) path.append(s('title', {}, list.map((e) => e.message).join('\n')));
+      }
     },
     select(id) {
       selected = id;

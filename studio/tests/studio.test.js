@@ -168,6 +168,26 @@ test('node retry on a failed run completes it; the skip editor refuses bad JSON'
   await page.locator('h1 .badge', { hasText: 'completed' }).waitFor();
 });
 
+test('fork from a node of a finished run opens the new run, linked both ways', async () => {
+  const source = runs.flaky;
+  await page.goto(`${base}/runs/${source}`);
+  await page.locator('h1 .badge', { hasText: 'completed' }).waitFor();
+  await page.locator('g.node[data-node="work"]').click();
+  await page.locator('button[data-action="fork"]:not([disabled])').click();
+  await confirmDialog();
+  await page.locator('#flash', { hasText: 'Run forked' }).waitFor();
+  await page.waitForURL((url) => /\/runs\/[0-9a-f-]{36}/.test(url.pathname) && !url.pathname.includes(source));
+  const fork = page.url().match(/\/runs\/([0-9a-f-]{36})/)[1];
+  await page.locator(`a[data-link="forked-from"][href="/runs/${source}"]`).waitFor();
+  const detail = await apiGet(`/v1/runs/${fork}`);
+  assert.equal(detail.forked_from.run_id, source);
+  assert.equal(detail.forked_from.from_node, 'work');
+  await until('the source lists its fork', async () => (await apiGet(`/v1/runs/${source}`)).forks.some((f) => f.run_id === fork));
+  await page.goto(`${base}/runs/${source}`);
+  await page.locator(`a[data-link="fork"][href="/runs/${fork}"]`).waitFor();
+  await shot('run-fork');
+});
+
 test('a 1,000-node run draws', async () => {
   const t0 = Date.now();
   await page.goto(`${base}/runs/${runs.big}`);
@@ -198,6 +218,38 @@ test('artifacts, claims and flowcharts pages show the ledger', async () => {
   await page.goto(`${base}/flowcharts/fallback-route`);
   await page.locator('.fallback-badge').waitFor();
   await shot('flowchart');
+});
+
+test('the routing inspector shows fan-in and fallback; the problems of a draft sit on their nodes', async () => {
+  await page.goto(`${base}/flowcharts/fallback-route`);
+  const inspector = page.locator('section.routing-inspector');
+  await inspector.getByText('Valid under this server’s rules.').waitFor();
+  const route = inspector.locator('tr[data-node="route"]');
+  assert.match(await route.innerText(), /fallback → to_triage/);
+  assert.match(await inspector.locator('tr[data-node="start"]').innerText(), /all/);
+  await page.goto(`${base}/validate`);
+  const draft = {
+    name: 'draft', nodes: [
+      { id: 'start', type: 'start' }, { id: 'd', type: 'decision' },
+      { id: 'done', type: 'end', fan_in: { custom: 5 } }],
+    connectors: [{ id: 'c1', from: 'start', to: 'd' }, { id: 'c2', from: 'd', to: 'nowhere' }],
+  };
+  await page.locator('#draft').fill(JSON.stringify(draft, null, 2));
+  await page.getByRole('button', { name: 'Check' }).click();
+  await page.locator('#draft-result p[data-problems="4"]').waitFor();
+  assert.equal(await page.locator('g.node[data-node="done"]').getAttribute('data-problems'), '2');
+  assert.equal(await page.locator('g.node[data-node="done"] .bad').textContent(), '✕2');
+  assert.equal(await page.locator('g.node[data-node="d"]').getAttribute('data-problems'), '1');
+  assert.equal(await page.locator('g.node[data-node="start"]').getAttribute('data-problems'), '0');
+  const done = page.locator('tr[data-node="done"]');
+  assert.match(await done.innerText(), /custom: 5/);
+  assert.equal(await done.locator('.invalid-chip').count(), 2);
+  await page.locator('tr[data-connector="c2"] .invalid-chip', { hasText: 'unknown_node' }).waitFor();
+  await shot('flowchart-check');
+  // YAML is checked by the server too; its problems are listed.
+  await page.locator('#draft').fill('name: y\nnodes:\n  - { id: start, type: start, colour: red }\nconnectors: []\n');
+  await page.getByRole('button', { name: 'Check' }).click();
+  await page.locator('ul.problems li', { hasText: 'nodes[0].colour' }).waitFor();
 });
 
 test('models: create, edit (Save disabled until changed), search, two-click delete', async () => {

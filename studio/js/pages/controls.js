@@ -3,7 +3,7 @@
 // with the stream version of the last event the control wrote, so the page can read its own
 // write (`?min_version=`).
 
-import { api, hasRoute } from '../api.js';
+import { api } from '../api.js';
 import { confirmAction, flash, navigate } from '../app.js';
 import { h } from '../dom.js';
 
@@ -38,19 +38,14 @@ export function runControls(runId, status, after) {
     button('Cancel', 'danger', cancelable && status !== 'canceling', { action: 'cancel', path: `${base}/cancel`, question: 'Cancel this run? Running nodes are asked to stop.', okLabel: 'Cancel run', done: 'Cancel requested' }),
     button('Force cancel', 'danger', cancelable, { action: 'force-cancel', path: `${base}/cancel`, body: { force: true }, question: 'Force-cancel this run? It ends now, without waiting for running nodes.', okLabel: 'Force cancel', done: 'Run canceled' }),
     h('a', { class: 'button', href: `${base}/export`, download: `run-${runId}.jsonl` }, 'Export'));
-  // Fork exists only once the fork route is served (another slice adds it).
-  hasRoute('POST', '/v1/runs/{run_id}/fork').then((has) => {
-    if (!has) return;
-    bar.append(h('button', { type: 'button', 'data-action': 'fork', onclick: () => control({
-      path: `${base}/fork`, question: 'Fork this run into a new run?', okLabel: 'Fork', done: 'Run forked',
-      after: async (_, r) => { if (r && r.run_id) navigate(`/runs/${r.run_id}`); },
-    }) }, 'Fork'));
-  });
   return bar;
 }
 
-/** Node-level controls: retry, skip (with an output editor that must hold JSON), rewind. */
-export function nodeControls(runId, nodeId, latest, after) {
+const FINISHED = ['completed', 'failed', 'canceled'];
+
+/** Node-level controls: retry, skip (with an output editor that must hold JSON), rewind, and
+ *  on a finished run, fork from this node (`POST /v1/runs/{id}/fork`, which opens the new run). */
+export function nodeControls(runId, nodeId, latest, after, runStatus) {
   const base = `/v1/runs/${runId}/nodes/${encodeURIComponent(nodeId)}`;
   const output = h('textarea', { id: 'skip-output', rows: 4, spellcheck: 'false', 'aria-describedby': 'skip-help' }, '{}');
   const help = h('p', { id: 'skip-help', class: 'small muted' }, 'The output the skipped node stands in with (JSON).');
@@ -80,6 +75,10 @@ export function nodeControls(runId, nodeId, latest, after) {
     h('h3', {}, 'Controls'),
     h('div', { class: 'controls' },
       h('button', { type: 'button', 'data-action': 'retry', disabled: !failed, onclick: () => control({ path: `${base}/retry`, question: `Retry node ${nodeId}? A new attempt is scheduled.`, okLabel: 'Retry', done: `Node ${nodeId} retried`, after }) }, 'Retry'),
-      h('button', { type: 'button', 'data-action': 'rewind', disabled: !latest, onclick: () => control({ path: `${base}/rewind`, question: `Rewind to node ${nodeId}? It and everything downstream of it run again; upstream results are kept.`, okLabel: 'Rewind', done: `Rewound to node ${nodeId}`, after }) }, 'Rewind')),
+      h('button', { type: 'button', 'data-action': 'rewind', disabled: !latest, onclick: () => control({ path: `${base}/rewind`, question: `Rewind to node ${nodeId}? It and everything downstream of it run again; upstream results are kept.`, okLabel: 'Rewind', done: `Rewound to node ${nodeId}`, after }) }, 'Rewind'),
+      h('button', { type: 'button', 'data-action': 'fork', disabled: !FINISHED.includes(runStatus), title: 'A new run that keeps this run\'s results upstream of this node and runs it and what follows again', onclick: () => control({
+        path: `/v1/runs/${runId}/fork`, body: { from_node: nodeId }, question: `Fork this run from node ${nodeId}? A new run starts; this one is unchanged.`, okLabel: 'Fork', done: 'Run forked',
+        after: async (_, r) => { if (r && r.run_id) navigate(`/runs/${r.run_id}`); },
+      }) }, 'Fork from here')),
     h('label', { for: 'skip-output' }, 'Skip output'), output, help, skip);
 }

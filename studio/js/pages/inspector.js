@@ -108,6 +108,6 @@ export function renderInspector(container, { runId, nodeId, detail, definition, 
         json(inputContext(detail, n, definition))),
     );
   }
-  parts.push(nodeControls(runId, nodeId, latest, after));
+  parts.push(nodeControls(runId, nodeId, latest, after, detail.run.status));
   container.replaceChildren(...parts.filter(Boolean));
 }
