@@ -167,5 +167,13 @@ pub fn is_studio_path(path: &str) -> bool {
         return true;
     }
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    ["runs", "artifacts", "claims", "models", "flowcharts", "validate"].contains(&first)
+    [
+        "runs",
+        "artifacts",
+        "claims",
+        "models",
+        "flowcharts",
+        "validate",
+    ]
+    .contains(&first)
 }
