@@ -27,6 +27,7 @@ pub mod ops;
 pub mod rag;
 pub mod read;
 pub mod registry;
+pub mod request_head;
 pub mod runs;
 pub mod server;
 pub mod session;

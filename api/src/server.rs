@@ -10,9 +10,10 @@
 //! - beyond `max_connections`, new connections are not accepted until one closes (they wait in
 //!   the kernel's accept queue), so the process's tasks and sockets stay bounded.
 //!
-//! What hyper answers by itself, before any handler runs, has no envelope (hyper writes the
-//! status line only, with an empty body): a malformed request line or header (`400`), a head
-//! over hyper's buffer (`431`), an unsupported HTTP version (`505`).
+//! - the first request head of each connection is read and checked here before hyper sees it
+//!   ([`crate::request_head`]): one hyper would answer with a bare status line (malformed,
+//!   `400`; too large, `431`; target too long, `414`) is answered with the error envelope
+//!   instead, as is a head that starts but does not finish within `header_read_timeout` (`408`).
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::request_head::{self, FirstHead, Prefixed};
 use crate::state::ApiConfig;
 
 /// Serves `router` on `listener` until the listener fails for good or the future is dropped.
@@ -50,9 +52,19 @@ pub async fn run(listener: TcpListener, router: Router, config: &ApiConfig) -> s
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
+        let header_read_timeout = config.header_read_timeout;
         tokio::spawn(async move {
+            let mut stream = stream;
+            let read = match request_head::read_first(&mut stream, header_read_timeout).await {
+                FirstHead::Accepted(read) => read,
+                FirstHead::Gone => return drop(slot),
+                FirstHead::Refused(error) => {
+                    request_head::refuse(stream, &error).await;
+                    return drop(slot);
+                }
+            };
             let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(Prefixed::new(read, stream)), service)
                 .with_upgrades();
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");

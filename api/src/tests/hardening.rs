@@ -9,6 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{GREET, TestServer, slow};
 use crate::ApiConfig;
+use crate::request_head;
+use runledger_contracts::error::ErrorEnvelope;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_control_reusing_another_requests_id_is_refused_and_applies_nothing() {
@@ -289,11 +291,87 @@ async fn slow_clients_are_disconnected_and_the_server_keeps_answering() {
     assert!(sent.starts_with("HTTP/1.1 408"), "{sent}");
     assert!(sent.contains("\"request_timeout\""), "{sent}");
     assert_eq!(server.event_count().await, before);
-    // A request line hyper cannot parse: hyper answers 400 itself, without an envelope.
+    // A head that starts and never ends: 408 with the envelope.
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    stream.write_all(b"NOT A REQUEST\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
     let sent = read_until_closed(&mut stream).await;
-    assert!(sent.starts_with("HTTP/1.1 400"), "{sent}");
+    assert!(sent.starts_with("HTTP/1.1 408"), "{sent}");
+    assert!(sent.contains("\"request_timeout\""), "{sent}");
     assert_eq!(server.get("/healthz").await.status, StatusCode::OK);
+    server.finish().await;
+}
+
+/// Sends `bytes` on a new connection; the status line and the envelope of what came back.
+async fn raw_exchange(addr: &str, bytes: &[u8]) -> (String, ErrorEnvelope) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before all of a large head is written.
+    let _ = stream.write_all(bytes).await;
+    let sent = read_until_closed(&mut stream).await;
+    let (head, body) = sent.split_once("\r\n\r\n").unwrap_or((&sent, ""));
+    let envelope = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {head}"));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    (head.lines().next().unwrap_or("").to_owned(), envelope)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_hyper_cannot_parse_are_answered_with_the_envelope() {
+    let server = TestServer::start().await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let big_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(request_head::MAX_HEAD_BYTES)
+    );
+    let long_target = format!(
+        "GET /v1/runs?flowchart={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(request_head::MAX_TARGET_BYTES)
+    );
+    let mut many_headers = "GET /healthz HTTP/1.1\r\n".to_owned();
+    for i in 0..=request_head::MAX_HEADERS {
+        many_headers.push_str(&format!("X-H{i}: y\r\n"));
+    }
+    many_headers.push_str("\r\n");
+    let cases: [(&[u8], &str, &str); 7] = [
+        (b"NOT A REQUEST\r\n\r\n", "HTTP/1.1 400", "malformed_request"),
+        (b"GET /healthz HTTP/1.1\r\nBad Header: x\r\n\r\n", "HTTP/1.1 400", "malformed_request"),
+        (b"GET /healthz HTTP/2.0\r\n\r\n", "HTTP/1.1 400", "malformed_request"),
+        (
+            b"POST /v1/flowcharts HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+            "HTTP/1.1 400",
+            "malformed_request",
+        ),
+        (big_header.as_bytes(), "HTTP/1.1 431", "request_header_too_large"),
+        (many_headers.as_bytes(), "HTTP/1.1 431", "request_header_too_large"),
+        (long_target.as_bytes(), "HTTP/1.1 414", "uri_too_long"),
+    ];
+    let before = server.event_count().await;
+    for (bytes, status, code) in cases {
+        let (line, envelope) = raw_exchange(&addr, bytes).await;
+        assert!(!line.is_empty(), "no answer for {code}");
+        assert!(line.starts_with(status), "{line} for {code}");
+        assert_eq!(envelope.error.code, code);
+        assert!(envelope.error.request_id.is_some(), "{envelope:?}");
+    }
+    assert_eq!(server.event_count().await, before);
+    // A good head is handed to hyper with everything read after it: a body in the same
+    // packet, then a second request on the same connection.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = serde_json::to_string(&json!({ "definition": GREET })).unwrap();
+    let request = format!(
+        "POST /v1/flowcharts/validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let sent = read_until_closed(&mut stream).await;
+    assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
+    assert!(sent.contains("\"valid\":true"), "{sent}");
+    assert_eq!(sent.matches("HTTP/1.1 200").count(), 2, "{sent}");
     server.finish().await;
 }
