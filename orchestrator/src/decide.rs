@@ -285,6 +285,16 @@ pub fn start_run(
         field: "inputs",
         message: e.to_string(),
     })?;
+    // The workspace is made from the run's inputs: a start that cannot fill it is refused now,
+    // not at the run's first workspace call.
+    if let Some(workspace) = &start.flowchart.doc().workspace {
+        workspace
+            .resolve(&start.inputs)
+            .map_err(|e| DecideError::InvalidInput {
+                field: "inputs",
+                message: e.to_string(),
+            })?;
+    }
     let definition =
         serde_json::to_value(start.flowchart.doc()).map_err(|e| DecideError::InvalidInput {
             field: "definition",

@@ -86,10 +86,27 @@ impl RunState {
             deadline: nr.deadline,
             input_context: self.input_context(index),
             node: Arc::new(self.flowchart.node_at(nr.node)?.clone()),
-            workspace: self.flowchart.doc().workspace.as_ref().map(|w| w.source()),
+            workspace: self.workspace(),
             git_policy: self.flowchart.doc().git_policy.as_ref().map(|p| p.policy()),
             recorded_calls: nr.agent_calls.clone(),
         })
+    }
+}
+
+impl RunState {
+    /// The run's workspace source, its `{{ inputs.* }}` filled from the run's inputs. The run's
+    /// start checked that they fill ([`crate::decide::start_run`]); a run recorded before that
+    /// rule gets its templates as written, and its clone fails naming them.
+    fn workspace(&self) -> Option<WorkspaceSource> {
+        let doc = self.flowchart.doc().workspace.as_ref()?;
+        Some(
+            doc.resolve(&self.inputs)
+                .unwrap_or_else(|_| WorkspaceSource {
+                    repo: doc.repo.clone(),
+                    git_ref: doc.git_ref.clone(),
+                    keep_on_failure: doc.keep_on_failure,
+                }),
+        )
     }
 }
 

@@ -1,10 +1,12 @@
 //! Save-time checks of the keys that make a task node an agent (`tools`, `mcp_servers`,
 //! `max_turns`, `agent`, `additional_prompt`, `git_policy`) and of the flowchart's `workspace`
+//! (whose `repo` and `ref` may hold only `{{ inputs.* }}` placeholders: [`super::workspace`])
 //! and `git_policy`. Tool names are checked against [`crate::tool_catalog`]: an unknown name or
 //! a glob that matches nothing fails the save with `unknown_tool`, not the run.
 
 use super::error::{ValidationCode as C, join_index, join_key};
 use super::model::{FlowchartDoc, GitPolicyDoc, MAX_MAX_TURNS, Node};
+use super::workspace;
 use crate::tool_catalog::{self, AllowlistError};
 
 /// Every problem of the agent keys of task node `node` (at path `at`), as (code, path, message).
@@ -94,6 +96,15 @@ pub(super) fn check_doc(doc: &FlowchartDoc) -> Vec<(C, String, String)> {
                 "workspace.ref".to_owned(),
                 "`workspace.ref` must not be empty".to_owned(),
             ));
+        }
+        for (key, template) in [("repo", Some(&ws.repo)), ("ref", ws.git_ref.as_ref())] {
+            if let Some(Err(problem)) = template.map(|t| workspace::check(t)) {
+                out.push((
+                    C::InvalidValue,
+                    format!("workspace.{key}"),
+                    format!("`workspace.{key}`: {problem}"),
+                ));
+            }
         }
     }
     if let Some(policy) = &doc.git_policy {

@@ -18,6 +18,7 @@ mod model;
 mod parse;
 mod rag_keys;
 mod validate;
+mod workspace;
 
 pub use error::{ValidationCode, ValidationError};
 pub use graph::{CompiledCondition, Flowchart, NoMatchRoute};
@@ -31,6 +32,7 @@ pub use model::{
 };
 pub use parse::{SourceFormat, parse};
 pub use validate::{CONDITION_ROOTS, is_valid_id, validate};
+pub use workspace::WorkspaceTemplateError;
 
 /// Parses and validates: the text becomes a [`Flowchart`], or every problem is returned.
 ///

@@ -537,11 +537,13 @@ pub struct AgentDoc {
     pub skills: Vec<String>,
 }
 
-/// Flowchart key `workspace:`: the repository cloned into each run's workspace.
+/// Flowchart key `workspace:`: the repository cloned into each run's workspace. `repo` and
+/// `ref` may hold `{{ inputs.<name> }}` placeholders, filled at run start
+/// ([`WorkspaceDoc::resolve`], `flowchart/workspace.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct WorkspaceDoc {
-    /// A local path or a git URL.
+    /// A local path or a git URL; may name an input (`{{ inputs.repo }}`).
     pub repo: String,
     /// Branch, tag or commit; the remote's default when absent.
     #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
@@ -549,17 +551,6 @@ pub struct WorkspaceDoc {
     /// Keep the workspace of a failed run for inspection.
     #[serde(default)]
     pub keep_on_failure: bool,
-}
-
-impl WorkspaceDoc {
-    /// The contract form tool domains receive.
-    pub fn source(&self) -> crate::agent_tool::WorkspaceSource {
-        crate::agent_tool::WorkspaceSource {
-            repo: self.repo.clone(),
-            git_ref: self.git_ref.clone(),
-            keep_on_failure: self.keep_on_failure,
-        }
-    }
 }
 
 /// `git_policy:` (flowchart or node): what git may do beyond the local repository.

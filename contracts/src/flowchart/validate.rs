@@ -1288,6 +1288,25 @@ connectors:
         );
         let workspace = linear("").replace("name: x\n", "name: x\nworkspace: { repo: \" \" }\n");
         one(&workspace, C::InvalidValue, "workspace.repo");
+        // A workspace is made for the whole run: only the run's inputs can fill it.
+        let templated =
+            |ws: &str| linear("").replace("name: x\n", &format!("name: x\nworkspace: {ws}\n"));
+        assert!(
+            problems(&templated(
+                "{ repo: \"{{ inputs.repo }}\", ref: \"{{ inputs.ref }}\" }"
+            ))
+            .is_empty()
+        );
+        one(
+            &templated("{ repo: \"{{ upstream.a.output }}\" }"),
+            C::InvalidValue,
+            "workspace.repo",
+        );
+        one(
+            &templated("{ repo: /r, ref: \"{{ inputs.ref\" }"),
+            C::InvalidValue,
+            "workspace.ref",
+        );
         let typo = linear(", agent: { sytem: s }");
         assert_eq!(
             problems(&typo),
