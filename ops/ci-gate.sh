@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The invariant gate CI runs after the tests, over a fresh ledger schema of real runs:
-# - every example flowchart in-process (the offline `scripted` model);
+# - every example flowchart in-process (the offline `scripted` model; code-change.yaml on a
+#   local bare repository made here);
 # - a flowchart whose task node uses a registered model over HTTP (ops/ci-gate/openai_stub.py, a
 #   local OpenAI-compatible server), dispatched over NATS to two `runledger executor` processes;
 # then `runledger check` evaluates every claim and fails the build when a critical or high claim
@@ -24,6 +25,7 @@ cleanup() {
     for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -f "$stub_out"
+    if [ -n "${repo_dir:-}" ]; then rm -rf "$repo_dir"; fi
     psql "$RUNLEDGER_DATABASE_URL" -q -c "DROP SCHEMA IF EXISTS \"$RUNLEDGER_DATABASE_SCHEMA\" CASCADE" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -41,11 +43,17 @@ for n in 1 2; do
     children+=("$!")
 done
 
+# code-change.yaml clones, patches and pushes to the repository its `repo` input names: a bare
+# one made here, whose README.md is the patch's context.
+repo_dir="$(mktemp -d)"
+git init --quiet --initial-branch main "$repo_dir/demo"
+printf '# demo\n\nHello.\n' >"$repo_dir/demo/README.md"
+git -C "$repo_dir/demo" add README.md
+git -C "$repo_dir/demo" -c user.name=ci-gate -c user.email=ci-gate@example.org commit --quiet -m initial
+git clone --quiet --bare "$repo_dir/demo" "$repo_dir/demo.git"
+inputs="{\"topic\":\"owls\",\"project\":\"owls\",\"repo\":\"$repo_dir/demo.git\"}"
 for flow in examples/*.yaml; do
-    # code-change.yaml clones the repository its `repo` input names; `workspace.repo` is not
-    # templated from inputs yet (docs/agents.md), so it cannot run from here.
-    [ "$flow" = examples/code-change.yaml ] && continue
-    if ! "$bin" run "$flow" --input '{"topic":"owls","project":"owls"}' --wait --json >/dev/null; then
+    if ! "$bin" run "$flow" --input "$inputs" --wait --json >/dev/null; then
         echo "ci-gate: $flow did not complete" >&2
         exit 1
     fi

@@ -1,5 +1,12 @@
-//! An agent task through the binary: its scripted model calls tools, every call is a
-//! `ToolCalled` (v2) in the export, and the run replays with no divergence.
+//! Agent tasks through the binary, on the SQLite ledger of a temporary directory: a scripted
+//! model calls tools, every call is a `ToolCalled` (v2) in the export, and the runs replay with
+//! no divergence. `code_change` runs examples/code-change.yaml against a local repository;
+//! `mcp` calls a stdio MCP server written for the test.
+
+#[path = "agents/code_change.rs"]
+mod code_change;
+#[path = "agents/mcp.rs"]
+mod mcp;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -9,14 +16,78 @@ use serde_json::Value;
 use super::{TempDir, root, stderr, stdout};
 
 fn bare(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_runledger"))
-        .args(args)
+    bare_with(cwd, args, &[])
+}
+
+/// The binary in `cwd` with no database URL (so the ledger is `cwd`'s SQLite file) and `env`.
+fn bare_with(cwd: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runledger"));
+    cmd.args(args)
         .current_dir(cwd)
         .env_remove("RUNLEDGER_DATABASE_URL")
         .env_remove("RUNLEDGER_DATABASE_SCHEMA")
-        .env_remove("RUNLEDGER_NATS_URL")
-        .output()
-        .expect("run the runledger binary")
+        .env_remove("RUNLEDGER_NATS_URL");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd.output().expect("run the runledger binary")
+}
+
+/// `run FLOW --input INPUTS --wait --json` in `cwd`: the last line, the run's summary.
+fn run_flow(cwd: &Path, flow: &Path, inputs: &Value, env: &[(&str, &Path)]) -> Value {
+    let inputs = inputs.to_string();
+    let out = bare_with(
+        cwd,
+        &[
+            "run",
+            flow.to_str().unwrap(),
+            "--input",
+            &inputs,
+            "--wait",
+            "--json",
+        ],
+        env,
+    );
+    let summary: Value = stdout(&out)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no summary: {} {}", stdout(&out), stderr(&out)));
+    assert_eq!(summary["status"], "completed", "{summary} {}", stderr(&out));
+    summary
+}
+
+/// The run's export, verified offline, and its replay with no divergence; the export's lines.
+fn export_verified(cwd: &Path, run_id: &str) -> Vec<Value> {
+    let file = cwd.join(format!("{run_id}.jsonl"));
+    let out = bare(
+        cwd,
+        &["export", "--run", run_id, "-o", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = bare(cwd, &["verify", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let out = bare(cwd, &["replay", "--run", run_id]);
+    assert!(
+        stdout(&out).starts_with(&format!("ok: run {run_id} replays with 0 divergence")),
+        "{} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The payloads of the export's `ToolCalled` events, in ledger order.
+fn tool_calls(lines: &[Value]) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|l| l["event_type"] == "ToolCalled")
+        .map(|l| &l["payload"])
+        .collect()
 }
 
 #[test]
