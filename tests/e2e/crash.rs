@@ -631,3 +631,97 @@ async fn a_retry_timer_survives_a_restart() {
     drop(serves);
     ledger.drop_schema().await.unwrap();
 }
+
+/// An agent node's engine killed between two tool calls: the restarted engine runs the node's
+/// attempt again with the calls the ledger records, so the first call (a command appending a
+/// line to a file outside the ledger) is not applied again, and each call is recorded once.
+#[tokio::test]
+async fn an_agent_tool_call_recorded_before_a_sigkill_is_not_applied_again() {
+    let ledger = TestLedger::new().await.unwrap();
+    let schema = ledger.schema().to_owned();
+    let scratch = Scratch::new();
+    let applied = scratch.path("applied.log");
+    let append = |line: &str| {
+        format!(
+            "{{ tool: command_run, arguments: {{ argv: [sh, -c, \"echo {line} >> {}\"] }} }}",
+            applied.display()
+        )
+    };
+    // The second model turn takes 4 s: the engine is killed in it, after call 1 is recorded.
+    let yaml = format!(
+        "name: agent-crash
+nodes:
+  - {{ id: start, type: start }}
+  - id: work
+    type: task
+    model: scripted
+    prompt: Append two lines.
+    tools: [command_run]
+    scripted:
+      - tool_calls: [{one}]
+      - {{ delay_ms: 4000, tool_calls: [{two}] }}
+      - output: {{ done: true }}
+  - {{ id: end, type: end }}
+connectors:
+  - {{ id: c1, from: start, to: work }}
+  - {{ id: c2, from: work, to: end }}
+",
+        one = append("one"),
+        two = append("two"),
+    );
+    let flow = scratch.path("agent-crash.yaml");
+    std::fs::write(&flow, yaml).unwrap();
+    let mut serves = Serves::new(&schema, &scratch.0);
+    serves.start();
+    let run = RunId::new_v7();
+    start_run(&schema, &flow, run);
+
+    let first_call_recorded = |events: &[RecordedEvent]| {
+        events.iter().any(|e| {
+            e.event_type == "ToolCalled"
+                && e.payload["idempotency_key"]
+                    .as_str()
+                    .is_some_and(|k| k.ends_with(":1:0"))
+        })
+    };
+    let clock = Instant::now();
+    while !first_call_recorded(&read_run(&ledger, run).await) {
+        assert!(
+            clock.elapsed() < Duration::from_secs(60),
+            "call 1 never recorded\n{}",
+            serves.all_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serves.kill_all();
+    assert_eq!(std::fs::read_to_string(&applied).unwrap(), "one\n");
+    let recorded = read_run(&ledger, run).await;
+    assert!(
+        !recorded
+            .iter()
+            .any(|e| e.event_type == "NodeSucceeded" && e.payload["node_id"] == "work"),
+        "killed before the node ended"
+    );
+
+    serves.start();
+    wait_completed(&schema, run, Duration::from_secs(120), &serves).await;
+    serves.kill_all();
+    serves.assert_healthy();
+    assert_eq!(
+        std::fs::read_to_string(&applied).unwrap(),
+        "one\ntwo\n",
+        "each call applied once"
+    );
+    let recorded = read_run(&ledger, run).await;
+    let calls: Vec<String> = recorded
+        .iter()
+        .filter(|e| e.event_type == "ToolCalled" && e.payload["tool"] == "command_run")
+        .map(|e| {
+            let key = e.payload["idempotency_key"].as_str().unwrap();
+            key.split_once(':').unwrap().1.to_owned()
+        })
+        .collect();
+    assert_eq!(calls, ["1:0", "2:0"], "each call recorded once");
+    drop(serves);
+    ledger.drop_schema().await.unwrap();
+}

@@ -441,9 +441,11 @@ connectors:
   - { id: c2, from: fix, to: end }
 "#;
 
-    #[tokio::test]
-    async fn calls_are_steps_of_their_own_and_the_artifact_holds_the_lineage() {
-        let ledger = TestLedger::new().await.unwrap();
+    /// Runs `flow` to its end on a fresh schema; the summary's status and the run's events.
+    async fn run_to_end(
+        ledger: &TestLedger,
+        flow: &str,
+    ) -> (RunStatus, Vec<runledger_contracts::envelope::RecordedEvent>) {
         let store = ledger.second_store().await.unwrap();
         let pool = InProcessPool::new(providers(Files::default()), 8);
         let engine = Engine::new(
@@ -454,7 +456,7 @@ connectors:
         );
         let start = StartRun {
             run_id: RunId::new_v7(),
-            flowchart: Arc::new(load(FLOW, SourceFormat::Yaml).unwrap()),
+            flowchart: Arc::new(load(flow, SourceFormat::Yaml).unwrap()),
             version: None,
             inputs: json!({ "path": "notes.txt" }),
             parent: None,
@@ -468,12 +470,52 @@ connectors:
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(summary.status, RunStatus::Completed);
         let recorded = ledger
             .store
             .read_stream(&StreamId::for_run(run), 1, usize::MAX)
             .await
             .unwrap();
+        (summary.status, recorded)
+    }
+
+    #[tokio::test]
+    async fn max_turns_fails_the_node_with_the_transcript_in_its_failure_artifact() {
+        let ledger = TestLedger::new().await.unwrap();
+        // The last scripted response repeats: the model asks for a read forever.
+        let flow = FLOW
+            .replace(
+                "    tools: [workspace_write, workspace_read]\n",
+                "    tools: [workspace_write, workspace_read]\n    max_turns: 2\n",
+            )
+            .replace("      - output: { summary: done }\n", "");
+        let (status, recorded) = run_to_end(&ledger, &flow).await;
+        assert_eq!(status, RunStatus::Failed);
+        let calls = recorded
+            .iter()
+            .filter(|e| e.event_type == "ToolCalled")
+            .count();
+        assert_eq!(calls, 6, "two turns of a model call and two tool calls");
+        let failure = recorded
+            .iter()
+            .find(|e| {
+                e.event_type == "ArtifactPersisted" && e.payload["artifact_type"] == "failure"
+            })
+            .unwrap();
+        let error = &failure.payload["payload"]["error"];
+        assert_eq!(error["code"], "max_turns_exceeded");
+        assert_eq!(error["details"]["turns"], 2);
+        let transcript = error["details"]["transcript"].as_array().unwrap();
+        assert_eq!(transcript.len(), 4, "{transcript:?}");
+        assert_eq!(transcript[1]["results"].as_array().unwrap().len(), 2);
+        assert_eq!(error["details"]["tool_calls"], 4);
+        ledger.drop_schema().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn calls_are_steps_of_their_own_and_the_artifact_holds_the_lineage() {
+        let ledger = TestLedger::new().await.unwrap();
+        let (status, recorded) = run_to_end(&ledger, FLOW).await;
+        assert_eq!(status, RunStatus::Completed);
         let calls: Vec<(&str, String)> = recorded
             .iter()
             .filter(|e| e.event_type == "ToolCalled")
