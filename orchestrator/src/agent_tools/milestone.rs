@@ -1,25 +1,11 @@
 //! `milestone_*`: milestones with a status and evidence (`milestone-<milestone_id>` streams),
 //! the operations of `milestone` nodes.
 
-use std::sync::Arc;
-
-use runledger_contracts::agent_tool::{ToolCallContext, ToolDomain, ToolFuture, ToolSpec};
-use runledger_ledger::EventStore;
+use runledger_contracts::agent_tool::ToolSpec;
 use serde_json::{Value, json};
 
 use super::schema::{any, id, limit, object, one_of, spec, string};
-use super::{store_call, unknown_tool};
-use crate::tools::{MAX_LIST_LIMIT, ToolKind};
-
-pub struct MilestoneDomain<S> {
-    store: Arc<S>,
-}
-
-impl<S> MilestoneDomain<S> {
-    pub fn new(store: Arc<S>) -> Self {
-        Self { store }
-    }
-}
+use crate::tools::MAX_LIST_LIMIT;
 
 /// Milestone statuses, as `MilestoneStatus` serializes them.
 pub const MILESTONE_STATUSES: &[&str] =
@@ -42,90 +28,71 @@ fn fields() -> serde_json::Map<String, Value> {
     map
 }
 
-impl<S: EventStore + 'static> ToolDomain for MilestoneDomain<S> {
-    fn domain(&self) -> &str {
-        "milestone"
-    }
-
-    fn specs(&self) -> Vec<ToolSpec> {
-        vec![
-            spec(
-                "milestone_get",
-                "Read one milestone with its status, evidence and revision.",
-                object(json!({ "milestone_id": milestone_id() }), &["milestone_id"]),
-                false,
+/// The `milestone_*` tools.
+pub fn specs() -> Vec<ToolSpec> {
+    vec![
+        spec(
+            "milestone_get",
+            "Read one milestone with its status, evidence and revision.",
+            object(json!({ "milestone_id": milestone_id() }), &["milestone_id"]),
+            false,
+        ),
+        spec(
+            "milestone_list",
+            "List milestones, optionally of one plan or with one status.",
+            object(
+                json!({
+                    "plan_id": id("Only milestones of this plan."),
+                    "status": one_of(MILESTONE_STATUSES, "Only milestones with this status."),
+                    "limit": limit(MAX_LIST_LIMIT, "Most milestones returned (default 100)."),
+                }),
+                &[],
             ),
-            spec(
-                "milestone_list",
-                "List milestones, optionally of one plan or with one status.",
-                object(
-                    json!({
-                        "plan_id": id("Only milestones of this plan."),
-                        "status": one_of(MILESTONE_STATUSES, "Only milestones with this status."),
-                        "limit": limit(MAX_LIST_LIMIT, "Most milestones returned (default 100)."),
-                    }),
-                    &[],
-                ),
-                false,
+            false,
+        ),
+        spec(
+            "milestone_create",
+            "Create a milestone (status pending); fails with already_exists when the id is taken.",
+            object(Value::Object(fields()), &["milestone_id", "title"]),
+            true,
+        ),
+        spec(
+            "milestone_update",
+            "Change a milestone's title, description, due date or plan.",
+            object(Value::Object(fields()), &["milestone_id"]),
+            true,
+        ),
+        spec(
+            "milestone_delete",
+            "Delete a milestone.",
+            object(json!({ "milestone_id": milestone_id() }), &["milestone_id"]),
+            true,
+        ),
+        spec(
+            "milestone_set_status",
+            "Set a milestone's status.",
+            object(
+                json!({
+                    "milestone_id": milestone_id(),
+                    "status": one_of(MILESTONE_STATUSES, "The new status."),
+                }),
+                &["milestone_id", "status"],
             ),
-            spec(
-                "milestone_create",
-                "Create a milestone (status pending); fails with already_exists when the id is taken.",
-                object(Value::Object(fields()), &["milestone_id", "title"]),
-                true,
+            true,
+        ),
+        spec(
+            "milestone_attach_evidence",
+            "Attach evidence of progress to a milestone; the calling node run is recorded with it.",
+            object(
+                json!({
+                    "milestone_id": milestone_id(),
+                    "summary": string("What the evidence shows."),
+                    "reference": string("Where it is (a URL, a CI run, an artifact id)."),
+                    "data": any("Any JSON, at most 64 KiB."),
+                }),
+                &["milestone_id", "summary"],
             ),
-            spec(
-                "milestone_update",
-                "Change a milestone's title, description, due date or plan.",
-                object(Value::Object(fields()), &["milestone_id"]),
-                true,
-            ),
-            spec(
-                "milestone_delete",
-                "Delete a milestone.",
-                object(json!({ "milestone_id": milestone_id() }), &["milestone_id"]),
-                true,
-            ),
-            spec(
-                "milestone_set_status",
-                "Set a milestone's status.",
-                object(
-                    json!({
-                        "milestone_id": milestone_id(),
-                        "status": one_of(MILESTONE_STATUSES, "The new status."),
-                    }),
-                    &["milestone_id", "status"],
-                ),
-                true,
-            ),
-            spec(
-                "milestone_attach_evidence",
-                "Attach evidence of progress to a milestone; the calling node run is recorded with it.",
-                object(
-                    json!({
-                        "milestone_id": milestone_id(),
-                        "summary": string("What the evidence shows."),
-                        "reference": string("Where it is (a URL, a CI run, an artifact id)."),
-                        "data": any("Any JSON, at most 64 KiB."),
-                    }),
-                    &["milestone_id", "summary"],
-                ),
-                true,
-            ),
-        ]
-    }
-
-    fn call<'a>(
-        &'a self,
-        ctx: &'a ToolCallContext,
-        name: &'a str,
-        arguments: Value,
-    ) -> ToolFuture<'a> {
-        Box::pin(async move {
-            let operation = name
-                .strip_prefix("milestone_")
-                .ok_or_else(|| unknown_tool("milestone", name))?;
-            store_call::call(&*self.store, ToolKind::Milestone, operation, arguments, ctx).await
-        })
-    }
+            true,
+        ),
+    ]
 }

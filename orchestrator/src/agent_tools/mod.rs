@@ -10,7 +10,8 @@
 //! - `memory_*`, `plan_*`, `milestone_*`, `decision_*` go through [`crate::tools`] (the same
 //!   typed operations, pure deciders and events as `memory`/`plan`/`milestone` nodes), with the
 //!   call's idempotency key `<node_run>:<turn>:<call>` as the tool stream's request id, so a call
-//!   the ledger already holds is never applied twice ([`store_call`]);
+//!   the ledger already holds is never applied twice ([`store_call`]); one generic
+//!   [`StoreDomain`] serves the four kinds, whose modules only describe their tools;
 //! - `workflow_*` and `node_*` controls go through [`crate::engine::apply_control`], the path of
 //!   `runledger runs control|node`, with `node:<node_id>` as actor, and wake the run's owner;
 //! - everything else only reads.
@@ -29,6 +30,7 @@ mod observability;
 mod plan;
 mod schema;
 mod store_call;
+mod store_domain;
 mod workflow;
 
 use std::sync::{Arc, OnceLock};
@@ -45,15 +47,13 @@ use serde_json::Value;
 use crate::engine::Engine;
 use crate::lease::{Ownership, WakeFuture};
 use crate::state::RunState;
+use crate::tools::ToolKind;
 
 pub use connector::ConnectorDomain;
 pub use contract::ContractDomain;
-pub use decision::DecisionDomain;
-pub use memory::MemoryDomain;
-pub use milestone::MilestoneDomain;
 pub use model::ModelDomain;
 pub use observability::{MAX_READ_LIMIT, ObservabilityDomain};
-pub use plan::PlanDomain;
+pub use store_domain::StoreDomain;
 pub use workflow::WorkflowDomain;
 
 /// What the ledger-backed domains need from the process that runs the agent loop.
@@ -80,10 +80,25 @@ pub fn ledger_domains<S: EventStore + 'static>(
 ) -> Vec<Arc<dyn ToolDomain>> {
     let store = deps.store;
     vec![
-        Arc::new(MemoryDomain::new(Arc::clone(&store))),
-        Arc::new(PlanDomain::new(Arc::clone(&store))),
-        Arc::new(MilestoneDomain::new(Arc::clone(&store))),
-        Arc::new(DecisionDomain::new(Arc::clone(&store))),
+        Arc::new(StoreDomain::new(
+            Arc::clone(&store),
+            ToolKind::Memory,
+            memory::specs,
+        )),
+        Arc::new(StoreDomain::new(
+            Arc::clone(&store),
+            ToolKind::Plan,
+            plan::specs,
+        )),
+        Arc::new(StoreDomain::new(
+            Arc::clone(&store),
+            ToolKind::Milestone,
+            milestone::specs,
+        )),
+        Arc::new(
+            StoreDomain::new(Arc::clone(&store), ToolKind::Decision, decision::specs)
+                .with_local("decision_evaluate", decision::evaluate),
+        ),
         Arc::new(WorkflowDomain::new(Arc::clone(&store), deps.waker)),
         Arc::new(ObservabilityDomain::new(Arc::clone(&store))),
         Arc::new(ConnectorDomain::new(Arc::clone(&store))),

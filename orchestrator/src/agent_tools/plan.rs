@@ -1,25 +1,11 @@
 //! `plan_*`: plans of ordered stages (`plan-<plan_id>` streams), the operations of `plan`
 //! nodes.
 
-use std::sync::Arc;
-
-use runledger_contracts::agent_tool::{ToolCallContext, ToolDomain, ToolFuture, ToolSpec};
-use runledger_ledger::EventStore;
+use runledger_contracts::agent_tool::ToolSpec;
 use serde_json::{Value, json};
 
 use super::schema::{id, limit, object, one_of, spec, string};
-use super::{store_call, unknown_tool};
-use crate::tools::{MAX_LIST_LIMIT, ToolKind};
-
-pub struct PlanDomain<S> {
-    store: Arc<S>,
-}
-
-impl<S> PlanDomain<S> {
-    pub fn new(store: Arc<S>) -> Self {
-        Self { store }
-    }
-}
+use crate::tools::MAX_LIST_LIMIT;
 
 /// Stage statuses, as `StageStatus` serializes them.
 pub const STAGE_STATUSES: &[&str] = &["pending", "in_progress", "done", "blocked", "skipped"];
@@ -43,101 +29,82 @@ fn stages() -> Value {
     })
 }
 
-impl<S: EventStore + 'static> ToolDomain for PlanDomain<S> {
-    fn domain(&self) -> &str {
-        "plan"
-    }
-
-    fn specs(&self) -> Vec<ToolSpec> {
-        vec![
-            spec(
-                "plan_get",
-                "Read one plan with its stages and revision.",
-                object(json!({ "plan_id": plan_id() }), &["plan_id"]),
-                false,
+/// The `plan_*` tools.
+pub fn specs() -> Vec<ToolSpec> {
+    vec![
+        spec(
+            "plan_get",
+            "Read one plan with its stages and revision.",
+            object(json!({ "plan_id": plan_id() }), &["plan_id"]),
+            false,
+        ),
+        spec(
+            "plan_list",
+            "List the plans that exist, by id.",
+            object(
+                json!({ "limit": limit(MAX_LIST_LIMIT, "Most plans returned (default 100).") }),
+                &[],
             ),
-            spec(
-                "plan_list",
-                "List the plans that exist, by id.",
-                object(
-                    json!({ "limit": limit(MAX_LIST_LIMIT, "Most plans returned (default 100).") }),
-                    &[],
-                ),
-                false,
+            false,
+        ),
+        spec(
+            "plan_create",
+            "Create a plan; fails with already_exists when the id is taken.",
+            object(
+                json!({
+                    "plan_id": plan_id(),
+                    "title": string("The plan's title."),
+                    "description": string("What the plan is for."),
+                    "stages": stages(),
+                }),
+                &["plan_id", "title"],
             ),
-            spec(
-                "plan_create",
-                "Create a plan; fails with already_exists when the id is taken.",
-                object(
-                    json!({
-                        "plan_id": plan_id(),
-                        "title": string("The plan's title."),
-                        "description": string("What the plan is for."),
-                        "stages": stages(),
-                    }),
-                    &["plan_id", "title"],
-                ),
-                true,
+            true,
+        ),
+        spec(
+            "plan_update",
+            "Change a plan's title, description or whole list of stages (at least one).",
+            object(
+                json!({
+                    "plan_id": plan_id(),
+                    "title": string("The new title."),
+                    "description": string("The new description."),
+                    "stages": stages(),
+                }),
+                &["plan_id"],
             ),
-            spec(
-                "plan_update",
-                "Change a plan's title, description or whole list of stages (at least one).",
-                object(
-                    json!({
-                        "plan_id": plan_id(),
-                        "title": string("The new title."),
-                        "description": string("The new description."),
-                        "stages": stages(),
-                    }),
-                    &["plan_id"],
-                ),
-                true,
+            true,
+        ),
+        spec(
+            "plan_delete",
+            "Delete a plan.",
+            object(json!({ "plan_id": plan_id() }), &["plan_id"]),
+            true,
+        ),
+        spec(
+            "plan_reorder_stages",
+            "Put a plan's stages in a new order: every stage id once.",
+            object(
+                json!({
+                    "plan_id": plan_id(),
+                    "order": { "type": "array", "items": { "type": "string" }, "description": "Every stage id of the plan, once each, in the new order." },
+                }),
+                &["plan_id", "order"],
             ),
-            spec(
-                "plan_delete",
-                "Delete a plan.",
-                object(json!({ "plan_id": plan_id() }), &["plan_id"]),
-                true,
+            true,
+        ),
+        spec(
+            "plan_set_stage_status",
+            "Set the status of one stage of a plan.",
+            object(
+                json!({
+                    "plan_id": plan_id(),
+                    "stage_id": id("The stage's id."),
+                    "status": one_of(STAGE_STATUSES, "The stage's new status."),
+                }),
+                &["plan_id", "stage_id", "status"],
             ),
-            spec(
-                "plan_reorder_stages",
-                "Put a plan's stages in a new order: every stage id once.",
-                object(
-                    json!({
-                        "plan_id": plan_id(),
-                        "order": { "type": "array", "items": { "type": "string" }, "description": "Every stage id of the plan, once each, in the new order." },
-                    }),
-                    &["plan_id", "order"],
-                ),
-                true,
-            ),
-            spec(
-                "plan_set_stage_status",
-                "Set the status of one stage of a plan.",
-                object(
-                    json!({
-                        "plan_id": plan_id(),
-                        "stage_id": id("The stage's id."),
-                        "status": one_of(STAGE_STATUSES, "The stage's new status."),
-                    }),
-                    &["plan_id", "stage_id", "status"],
-                ),
-                true,
-            ),
-        ]
-    }
-
-    fn call<'a>(
-        &'a self,
-        ctx: &'a ToolCallContext,
-        name: &'a str,
-        arguments: Value,
-    ) -> ToolFuture<'a> {
-        Box::pin(async move {
-            let operation = name
-                .strip_prefix("plan_")
-                .ok_or_else(|| unknown_tool("plan", name))?;
-            store_call::call(&*self.store, ToolKind::Plan, operation, arguments, ctx).await
-        })
-    }
+            true,
+        ),
+    ]
 }
