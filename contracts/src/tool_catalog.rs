@@ -209,6 +209,25 @@ mod tests {
         assert_eq!(TOOL_NAMES.len(), 80);
     }
 
+    /// docs/tools.md documents every tool of the catalog in a table row of its own (arguments,
+    /// result, errors, side effects), and agents.md's catalog table names each.
+    #[test]
+    fn every_catalog_tool_is_documented() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        let tools = std::fs::read_to_string(docs.join("tools.md")).unwrap();
+        let agents = std::fs::read_to_string(docs.join("agents.md")).unwrap();
+        for name in TOOL_NAMES {
+            assert!(
+                tools.contains(&format!("\n| `{name}` |")),
+                "docs/tools.md has no row for `{name}`"
+            );
+            assert!(
+                agents.contains(&format!("`{name}`")),
+                "docs/agents.md's catalog lacks `{name}`"
+            );
+        }
+    }
+
     #[test]
     fn entries_are_names_globs_or_mcp_tools() {
         assert_eq!(check_entry("workspace_read"), Ok(()));
