@@ -51,7 +51,7 @@ impl NewEvent {
             event_type: event.event_type().as_str().to_owned(),
             schema_version: event.schema_version(),
             payload: event.to_payload()?,
-            blob_refs: Vec::new(),
+            blob_refs: event.blob_refs(),
         })
     }
 }

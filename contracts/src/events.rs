@@ -1198,6 +1198,21 @@ catalog! {
     DecisionOutcomeRecorded = 1,
 }
 
+impl DomainEvent {
+    /// The blobs the event names (a large tool result, an artifact's content): recorded as the
+    /// event's `blob_refs`, so the ledger checks they are stored and an export carries them.
+    pub fn blob_refs(&self) -> Vec<Digest> {
+        let named = match self {
+            DomainEvent::ToolCalled(call) => {
+                call.agent.as_ref().and_then(|a| a.result_blob.as_ref())
+            }
+            DomainEvent::ArtifactPersisted(artifact) => artifact.content.as_ref(),
+            _ => None,
+        };
+        named.map(|blob| blob.hash).into_iter().collect()
+    }
+}
+
 impl std::fmt::Display for EventType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -176,3 +176,47 @@ fn an_agent_task_records_every_tool_call_in_the_export() {
         stderr(&out)
     );
 }
+
+/// A tool result larger than 16 KiB is kept in the blob table: its `ToolCalled` names the blob
+/// instead of holding it, and the export carries the blob, which verification hashes.
+#[test]
+fn a_large_tool_result_goes_to_a_blob_that_the_export_carries() {
+    let dir = TempDir::new();
+    let cwd = dir.0.clone();
+    let flow = cwd.join("large-result.yaml");
+    std::fs::write(
+        &flow,
+        r#"
+name: large-result
+nodes:
+  - { id: start, type: start }
+  - id: print
+    type: task
+    model: scripted
+    prompt: Print a lot.
+    tools: [command_run]
+    scripted:
+      - tool_calls:
+          - { tool: command_run, arguments: { argv: [sh, -c, "head -c 20000 /dev/zero | tr '\\0' a"] } }
+      - output: { printed: true }
+  - { id: done, type: end }
+connectors:
+  - { id: c1, from: start, to: print }
+  - { id: c2, from: print, to: done }
+"#,
+    )
+    .unwrap();
+    let summary = run_flow(&cwd, &flow, &serde_json::json!({}), &[]);
+    let lines = export_verified(&cwd, summary["run_id"].as_str().unwrap());
+    let calls = tool_calls(&lines);
+    let printed = calls.iter().find(|c| c["tool"] == "command_run").unwrap();
+    assert_eq!(printed["outcome"], "ok", "{printed}");
+    assert!(printed.get("output").is_none(), "{printed}");
+    let blob = &printed["agent"]["result_blob"];
+    assert!(blob["size"].as_u64().unwrap() > 20_000, "{blob}");
+    let carried = lines
+        .iter()
+        .find(|l| l["kind"] == "blob" && l["hash"] == blob["hash"])
+        .unwrap_or_else(|| panic!("the export lacks blob {blob}"));
+    assert_eq!(carried["media_type"], "application/json");
+}
