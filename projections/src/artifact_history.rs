@@ -11,11 +11,12 @@ use runledger_contracts::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::postgres::PgPool;
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{PgConnection, SqliteConnection};
 
 use crate::cursor;
+use crate::db::{DbRef, ProjectionTx, ReadSource};
 use crate::error::{ApplyError, QueryError};
-use crate::projector::{ApplyFuture, Projector, decode_all, rows_json, status_name};
+use crate::projector::{ApplyFuture, Projector, decode_all, doc, rows_json, status_name};
 use crate::query::Page;
 
 pub struct ArtifactHistoryProjector;
@@ -33,10 +34,32 @@ impl Projector for ArtifactHistoryProjector {
 
     fn apply<'a>(
         &'a self,
-        tx: &'a mut Transaction<'static, Postgres>,
+        tx: &'a mut ProjectionTx,
         events: &'a [RecordedEvent],
     ) -> ApplyFuture<'a> {
-        Box::pin(apply(tx, events))
+        Box::pin(async move {
+            let (rows, index_of) = rows_of(events)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let inserted = match tx {
+                ProjectionTx::Postgres(tx) => insert_pg(tx, &rows).await?,
+                ProjectionTx::Sqlite(tx) => insert_sqlite(tx, &rows).await?,
+            };
+            if inserted.len() != rows.len() {
+                // An artifact id that an earlier batch already holds: name the event that
+                // repeats it.
+                let inserted: HashSet<uuid::Uuid> = inserted.into_iter().collect();
+                if let Some((id, index)) = index_of.iter().find(|(id, _)| !inserted.contains(&id.0))
+                {
+                    return Err(ApplyError::event(
+                        *index,
+                        format!("artifact {id} was persisted twice"),
+                    ));
+                }
+            }
+            Ok(())
+        })
     }
 }
 
@@ -102,7 +125,16 @@ const INSERT: &str = "INSERT INTO artifact_history
      ON CONFLICT (artifact_id) DO NOTHING
      RETURNING artifact_id";
 
-async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ApplyError> {
+const SQLITE_INSERT: &str = "INSERT INTO artifact_history
+        (artifact_id, run_id, node_run_id, node_id, node_type, artifact_type, global_position, doc)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (artifact_id) DO NOTHING";
+
+/// The batch's artifacts as rows, and the index of the event that persisted each.
+#[allow(clippy::type_complexity)]
+fn rows_of(
+    events: &[RecordedEvent],
+) -> Result<(Vec<ArtifactDetail>, Vec<(ArtifactId, usize)>), ApplyError> {
     let decoded = decode_all(events)?;
     let mut rows = Vec::new();
     let mut seen = HashSet::new();
@@ -139,24 +171,42 @@ async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), Ap
             recorded_at: event.recorded_at,
         });
     }
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let inserted: Vec<uuid::Uuid> = sqlx::query_scalar(INSERT)
-        .bind(rows_json(&rows)?)
+    Ok((rows, index_of))
+}
+
+/// Inserts the rows; returns the ids inserted (one already there is not).
+async fn insert_pg(
+    tx: &mut PgConnection,
+    rows: &[ArtifactDetail],
+) -> Result<Vec<uuid::Uuid>, ApplyError> {
+    Ok(sqlx::query_scalar(INSERT)
+        .bind(rows_json(rows)?)
         .fetch_all(&mut *tx)
-        .await?;
-    if inserted.len() != rows.len() {
-        // An artifact id that an earlier batch already holds: name the event that repeats it.
-        let inserted: HashSet<uuid::Uuid> = inserted.into_iter().collect();
-        if let Some((id, index)) = index_of.iter().find(|(id, _)| !inserted.contains(&id.0)) {
-            return Err(ApplyError::event(
-                *index,
-                format!("artifact {id} was persisted twice"),
-            ));
+        .await?)
+}
+
+async fn insert_sqlite(
+    tx: &mut SqliteConnection,
+    rows: &[ArtifactDetail],
+) -> Result<Vec<uuid::Uuid>, ApplyError> {
+    let mut inserted = Vec::with_capacity(rows.len());
+    for a in rows {
+        let done = sqlx::query(SQLITE_INSERT)
+            .bind(a.artifact_id.to_string())
+            .bind(a.run_id.to_string())
+            .bind(a.node_run_id.to_string())
+            .bind(&a.node_id)
+            .bind(&a.node_type)
+            .bind(&a.artifact_type)
+            .bind(a.global_position as i64)
+            .bind(doc(a)?)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 1 {
+            inserted.push(a.artifact_id.0);
         }
     }
-    Ok(())
+    Ok(inserted)
 }
 
 const LIST_COLUMNS: &str =
@@ -165,7 +215,7 @@ const LIST_COLUMNS: &str =
 
 /// Artifacts newest first (by ledger position), filtered, one page at a time.
 pub async fn list_artifacts(
-    pool: &PgPool,
+    db: &(impl ReadSource + ?Sized),
     filter: &ArtifactFilter,
 ) -> Result<Page<ArtifactRow>, QueryError> {
     let limit = cursor::limit(filter.limit)?;
@@ -183,28 +233,30 @@ pub async fn list_artifacts(
     // Only the conditions asked for are in the statement, so the planner picks the index of
     // that filter (a `$n IS NULL OR ...` form would defeat it under generic plans).
     let mut conditions: Vec<String> = Vec::new();
+    let sqlite = matches!(db.db(), DbRef::Sqlite(_));
+    let mark = if sqlite { '?' } else { '$' };
     let mut n = 0;
     let mut next = || {
         n += 1;
-        n
+        format!("{mark}{n}")
     };
     if filter.run_id.is_some() {
-        conditions.push(format!("run_id = ${}", next()));
+        conditions.push(format!("run_id = {}", next()));
     }
     if filter.node_run_id.is_some() {
-        conditions.push(format!("node_run_id = ${}", next()));
+        conditions.push(format!("node_run_id = {}", next()));
     }
     if filter.node_id.is_some() {
-        conditions.push(format!("node_id = ${}", next()));
+        conditions.push(format!("node_id = {}", next()));
     }
     if filter.node_type.is_some() {
-        conditions.push(format!("node_type = ${}", next()));
+        conditions.push(format!("node_type = {}", next()));
     }
     if filter.artifact_type.is_some() {
-        conditions.push(format!("artifact_type = ${}", next()));
+        conditions.push(format!("artifact_type = {}", next()));
     }
     if before.is_some() {
-        conditions.push(format!("global_position < ${}", next()));
+        conditions.push(format!("global_position < {}", next()));
     }
     let limit_param = next();
     let where_clause = if conditions.is_empty() {
@@ -212,10 +264,86 @@ pub async fn list_artifacts(
     } else {
         format!("WHERE {}", conditions.join(" AND "))
     };
+    let mut items: Vec<ArtifactRow> = match db.db() {
+        DbRef::Postgres(pool) => {
+            list_pg(pool, filter, before, &where_clause, &limit_param, limit).await?
+        }
+        DbRef::Sqlite(store) => {
+            let sql = format!(
+                "SELECT doc FROM artifact_history {where_clause}
+                  ORDER BY global_position DESC LIMIT {limit_param}"
+            );
+            // Built from the fixed fragments above; every value is a bind parameter.
+            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            if let Some(v) = filter.run_id {
+                query = query.bind(v.to_string());
+            }
+            if let Some(v) = filter.node_run_id {
+                query = query.bind(v.to_string());
+            }
+            if let Some(v) = &filter.node_id {
+                query = query.bind(v.clone());
+            }
+            if let Some(v) = filter.node_type {
+                query = query.bind(v.as_str());
+            }
+            if let Some(v) = &filter.artifact_type {
+                query = query.bind(v.clone());
+            }
+            if let Some(v) = before {
+                query = query.bind(v);
+            }
+            let rows = query
+                .bind(i64::from(limit) + 1)
+                .fetch_all(store.readers())
+                .await?;
+            let details: Vec<ArtifactDetail> = crate::query::parse(rows)?;
+            details.into_iter().map(ArtifactRow::from).collect()
+        }
+    };
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items
+            .last()
+            .map(|a| cursor::encode("a", &[a.global_position.to_string()]))
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+impl From<ArtifactDetail> for ArtifactRow {
+    fn from(a: ArtifactDetail) -> Self {
+        Self {
+            artifact_id: a.artifact_id,
+            run_id: a.run_id,
+            node_run_id: a.node_run_id,
+            node_id: a.node_id,
+            node_type: a.node_type,
+            artifact_type: a.artifact_type,
+            status: a.status,
+            contract_version: a.contract_version,
+            content_hash: a.content_hash,
+            stream_id: a.stream_id,
+            stream_version: a.stream_version,
+            global_position: a.global_position,
+            recorded_at: a.recorded_at,
+        }
+    }
+}
+
+async fn list_pg(
+    pool: &PgPool,
+    filter: &ArtifactFilter,
+    before: Option<i64>,
+    where_clause: &str,
+    limit_param: &str,
+    limit: u32,
+) -> Result<Vec<ArtifactRow>, QueryError> {
     let sql = format!(
         "SELECT to_json(x)::text FROM (
              SELECT {LIST_COLUMNS} FROM artifact_history {where_clause}
-              ORDER BY global_position DESC LIMIT ${limit_param}) x
+              ORDER BY global_position DESC LIMIT {limit_param}) x
           ORDER BY x.global_position DESC"
     );
     // Built from the fixed fragments above; every value is a bind parameter.
@@ -239,42 +367,55 @@ pub async fn list_artifacts(
         query = query.bind(v);
     }
     let rows = query.bind(i64::from(limit) + 1).fetch_all(pool).await?;
-    let mut items: Vec<ArtifactRow> = crate::query::parse(rows)?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items
-            .last()
-            .map(|a| cursor::encode("a", &[a.global_position.to_string()]))
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    crate::query::parse(rows)
 }
 
 /// One artifact in full, with its payload.
 pub async fn artifact(
-    pool: &PgPool,
+    db: &(impl ReadSource + ?Sized),
     artifact_id: ArtifactId,
 ) -> Result<Option<ArtifactDetail>, QueryError> {
-    let row: Option<String> = sqlx::query_scalar(
-        "SELECT to_json(a)::text FROM artifact_history a WHERE artifact_id = $1",
-    )
-    .bind(artifact_id.0)
-    .fetch_optional(pool)
-    .await?;
+    let row: Option<String> = match db.db() {
+        DbRef::Postgres(pool) => {
+            sqlx::query_scalar(
+                "SELECT to_json(a)::text FROM artifact_history a WHERE artifact_id = $1",
+            )
+            .bind(artifact_id.0)
+            .fetch_optional(pool)
+            .await?
+        }
+        DbRef::Sqlite(store) => {
+            sqlx::query_scalar("SELECT doc FROM artifact_history WHERE artifact_id = ?1")
+                .bind(artifact_id.to_string())
+                .fetch_optional(store.readers())
+                .await?
+        }
+    };
     row.map(|text| crate::query::parse_one(&text)).transpose()
 }
 
 /// The artifacts of one node run, oldest first (normally exactly one).
 pub async fn artifacts_of_node_run(
-    pool: &PgPool,
+    db: &(impl ReadSource + ?Sized),
     node_run_id: NodeRunId,
 ) -> Result<Vec<ArtifactDetail>, QueryError> {
-    let rows: Vec<String> = sqlx::query_scalar(
-        "SELECT to_json(a)::text FROM artifact_history a WHERE node_run_id = $1 ORDER BY global_position",
-    )
-    .bind(node_run_id.0)
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<String> = match db.db() {
+        DbRef::Postgres(pool) => {
+            sqlx::query_scalar(
+                "SELECT to_json(a)::text FROM artifact_history a WHERE node_run_id = $1 ORDER BY global_position",
+            )
+            .bind(node_run_id.0)
+            .fetch_all(pool)
+            .await?
+        }
+        DbRef::Sqlite(store) => {
+            sqlx::query_scalar(
+                "SELECT doc FROM artifact_history WHERE node_run_id = ?1 ORDER BY global_position",
+            )
+            .bind(node_run_id.to_string())
+            .fetch_all(store.readers())
+            .await?
+        }
+    };
     crate::query::parse(rows)
 }

@@ -1,10 +1,12 @@
 //! How far each projector is behind the ledger (for `/metrics`, `projections status`).
 
 use runledger_contracts::time::Timestamp;
+use runledger_ledger::SqliteEventStore;
 use serde::Serialize;
 use sqlx::postgres::PgPool;
 use time::OffsetDateTime;
 
+use crate::db::{DbRef, ReadSource};
 use crate::error::QueryError;
 use crate::projector::PROJECTOR_NAMES;
 use crate::runner::parse_xid;
@@ -43,7 +45,60 @@ type LagRow = (
 
 /// Lag of every built-in projector, in their run order. Counting is an index range scan over
 /// the events after each checkpoint, so it costs in proportion to the lag.
-pub async fn lag(pool: &PgPool) -> Result<Vec<ProjectorLag>, QueryError> {
+pub async fn lag(db: &(impl ReadSource + ?Sized)) -> Result<Vec<ProjectorLag>, QueryError> {
+    match db.db() {
+        DbRef::Postgres(pool) => lag_pg(pool).await,
+        DbRef::Sqlite(store) => lag_sqlite(store).await,
+    }
+}
+
+/// name's checkpoint (tx, global), applied, updated (micros), error, events behind, oldest
+/// event's time (micros).
+type SqliteLagRow = (
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+async fn lag_sqlite(store: &SqliteEventStore) -> Result<Vec<ProjectorLag>, QueryError> {
+    let mut tx = store.readers().begin().await?;
+    let now = Timestamp::now().unix_micros();
+    let mut lags = Vec::with_capacity(PROJECTOR_NAMES.len());
+    for name in PROJECTOR_NAMES {
+        let (tx_id, global, applied, updated_at, error, behind, oldest): SqliteLagRow =
+            sqlx::query_as(
+                "SELECT c.tx_id, c.global_position, c.events_applied, c.updated_at, c.error,
+                        (SELECT count(*) FROM events e
+                          WHERE (e.tx_id, e.global_position) > (COALESCE(c.tx_id, 0), COALESCE(c.global_position, 0))),
+                        (SELECT e.recorded_at FROM events e
+                          WHERE (e.tx_id, e.global_position) > (COALESCE(c.tx_id, 0), COALESCE(c.global_position, 0))
+                          ORDER BY e.tx_id, e.global_position LIMIT 1)
+                   FROM (SELECT ?1 AS name) n
+                   LEFT JOIN projection_checkpoints c ON c.name = n.name",
+            )
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        lags.push(ProjectorLag {
+            name: name.to_owned(),
+            events_behind: behind.max(0) as u64,
+            seconds_behind: oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6),
+            checkpoint_tx_id: tx_id.unwrap_or(0).max(0) as u64,
+            checkpoint_global_position: global.unwrap_or(0).max(0) as u64,
+            events_applied: applied.unwrap_or(0).max(0) as u64,
+            updated_at: updated_at.and_then(Timestamp::from_unix_micros),
+            error,
+        });
+    }
+    tx.commit().await?;
+    Ok(lags)
+}
+
+async fn lag_pg(pool: &PgPool) -> Result<Vec<ProjectorLag>, QueryError> {
     let names: Vec<&str> = PROJECTOR_NAMES.to_vec();
     let rows: Vec<LagRow> = sqlx::query_as(
             "SELECT n.name, c.tx_id::text, c.global_position, c.events_applied, c.updated_at, c.error,

@@ -1,5 +1,6 @@
 //! The projector contract and what every projector shares: decoding a batch through the
-//! contracts catalog (so upcasting applies) and moving rows to PostgreSQL in few round trips.
+//! contracts catalog (so upcasting applies) and moving rows to the database: PostgreSQL in few
+//! round trips, SQLite as one JSON document per row beside its key columns.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,8 +11,9 @@ use runledger_contracts::events::{DomainEvent, NodeRunStatus};
 use runledger_contracts::ids::RunId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{PgConnection, SqliteConnection};
 
+use crate::db::ProjectionTx;
 use crate::error::ApplyError;
 
 pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ApplyError>> + Send + 'a>>;
@@ -33,7 +35,7 @@ pub trait Projector: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str];
     fn apply<'a>(
         &'a self,
-        tx: &'a mut Transaction<'static, Postgres>,
+        tx: &'a mut ProjectionTx,
         events: &'a [RecordedEvent],
     ) -> ApplyFuture<'a>;
 }
@@ -138,4 +140,24 @@ pub(crate) fn parse_rows<T: DeserializeOwned>(texts: Vec<String>) -> Result<Vec<
                 .map_err(|e| ApplyError::Encode(format!("stored row does not decode: {e}")))
         })
         .collect()
+}
+
+/// A row as stored in a SQLite read-model table's `doc` column.
+pub(crate) fn doc<T: Serialize>(row: &T) -> Result<String, ApplyError> {
+    serde_json::to_string(row).map_err(|e| ApplyError::Encode(e.to_string()))
+}
+
+/// The `doc`s selected by `sql`, whose one parameter is a JSON array of keys (read with
+/// `json_each`), decoded; nothing is read for no keys.
+pub(crate) async fn load_docs<T: DeserializeOwned>(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    keys: &[String],
+) -> Result<Vec<T>, ApplyError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = serde_json::to_string(keys).map_err(|e| ApplyError::Encode(e.to_string()))?;
+    let texts: Vec<String> = sqlx::query_scalar(sql).bind(keys).fetch_all(conn).await?;
+    parse_rows(texts)
 }

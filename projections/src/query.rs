@@ -23,7 +23,7 @@ pub use crate::cursor::{DEFAULT_LIMIT, MAX_LIMIT};
 pub use crate::lag::{ProjectorLag, lag};
 pub use crate::run_detail::query::{
     NodeRunDetail, NodeRunView, ParentLink, RunDetail, RunFilter, RunSummaryRow, list_runs,
-    node_run_detail, run_detail,
+    node_run_detail, run_detail, run_version,
 };
 pub use crate::run_detail::{
     CancelInfo, RetryInfo, Routing, RunWarning, TimelineEntry, TimeoutInfo, ToolCallRow,

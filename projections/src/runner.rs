@@ -1,6 +1,6 @@
 //! Runs projectors over the ledger: one batch at a time, each in one transaction with the
-//! projector's checkpoint; live (woken by LISTEN/NOTIFY, polling as a backstop); catch-up; and
-//! rebuild from position zero.
+//! projector's checkpoint; live (woken by LISTEN/NOTIFY on PostgreSQL, polling as a backstop,
+//! and polling alone on SQLite); catch-up; and rebuild from position zero.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runledger_contracts::envelope::{Position, RecordedEvent};
-use runledger_ledger::{EventStore, PgEventStore};
-use sqlx::postgres::{PgListener, PgPool};
+use runledger_contracts::time::Timestamp;
+use runledger_ledger::{EventStore, LedgerStore};
+use sqlx::postgres::PgListener;
 
+use crate::db::{ProjectionTx, ReadDb};
 use crate::error::{ApplyError, EventRef, ProjectionError};
 use crate::projector::{self, Projector};
 
@@ -22,6 +24,10 @@ pub const DEFAULT_BATCH_SIZE: usize = 2_000;
 
 /// How long a live runner sleeps between polls when no notification arrives.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The poll of a live runner on SQLite, which has no notifications: a look is one indexed
+/// read of a local file, so it can be frequent.
+pub const SQLITE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long a catch-up waits for older transactions to end so it can read to the ledger's end.
 pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(60);
@@ -40,8 +46,8 @@ const TRANSIENT_RETRY_CAP: Duration = Duration::from_secs(2);
 /// The projectors of one database schema and how to drive them.
 #[derive(Clone)]
 pub struct Projections {
-    pool: PgPool,
-    store: Arc<PgEventStore>,
+    db: ReadDb,
+    store: Arc<LedgerStore>,
     projectors: Vec<Arc<dyn Projector>>,
     batch_size: usize,
     poll_interval: Duration,
@@ -85,25 +91,31 @@ impl Report {
 }
 
 impl Projections {
-    /// All built-in projectors on the pool's schema (its `search_path`, as the ledger uses).
-    pub fn new(pool: PgPool) -> Self {
-        Self::with_projectors(pool, projector::builtin())
+    /// All built-in projectors on the ledger's database: a PostgreSQL pool (its schema, as the
+    /// ledger uses) or the SQLite file.
+    pub fn new(db: impl Into<ReadDb>) -> Self {
+        Self::with_projectors(db, projector::builtin())
     }
 
-    pub fn with_projectors(pool: PgPool, projectors: Vec<Arc<dyn Projector>>) -> Self {
-        let store = Arc::new(PgEventStore::from_pool(pool.clone()));
+    pub fn with_projectors(db: impl Into<ReadDb>, projectors: Vec<Arc<dyn Projector>>) -> Self {
+        let db = db.into();
+        let store = Arc::new(db.ledger());
+        let poll_interval = match db {
+            ReadDb::Postgres(_) => DEFAULT_POLL_INTERVAL,
+            ReadDb::Sqlite(_) => SQLITE_POLL_INTERVAL,
+        };
         Self {
-            pool,
+            db,
             store,
             projectors,
             batch_size: DEFAULT_BATCH_SIZE,
-            poll_interval: DEFAULT_POLL_INTERVAL,
+            poll_interval,
             patience: DEFAULT_PATIENCE,
         }
     }
 
     /// Only the named built-in projector, or all of them for `None`.
-    pub fn select(pool: PgPool, name: Option<&str>) -> Result<Self, ProjectionError> {
+    pub fn select(db: impl Into<ReadDb>, name: Option<&str>) -> Result<Self, ProjectionError> {
         let all = projector::builtin();
         let chosen = match name {
             None => all,
@@ -118,7 +130,7 @@ impl Projections {
                 one
             }
         };
-        Ok(Self::with_projectors(pool, chosen))
+        Ok(Self::with_projectors(db, chosen))
     }
 
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
@@ -137,8 +149,9 @@ impl Projections {
         self
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The database the read models live in.
+    pub fn db(&self) -> &ReadDb {
+        &self.db
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -170,14 +183,14 @@ impl Projections {
             let (after, events) = match ahead.take() {
                 Some(a) if !a.events.is_empty() => (a.after, a.events),
                 _ => {
-                    let after = read_checkpoint(&self.pool, name).await.map_err(db)?;
+                    let after = read_checkpoint(&self.db, name).await.map_err(db)?;
                     (after, self.read_batch(name, after).await?)
                 }
             };
             if events.is_empty() {
                 return Ok((0, None));
             }
-            let mut tx = self.pool.begin().await.map_err(db)?;
+            let mut tx = self.db.begin().await.map_err(db)?;
             // The row lock serializes runners of the same projector (two `serve`s, `check`
             // beside `serve`). One that finds the checkpoint moved lets the other's work stand
             // and reads again from there.
@@ -215,7 +228,7 @@ impl Projections {
                 .position(|e| e.position.commit == bad_tx)
                 .unwrap_or(0);
             if prefix > 0 {
-                let mut tx = self.pool.begin().await.map_err(db)?;
+                let mut tx = self.db.begin().await.map_err(db)?;
                 // Another runner may have moved the checkpoint meanwhile; then it owns these.
                 let unchanged = lock_checkpoint(&mut tx, name).await.map_err(db)? == after;
                 if unchanged && projector.apply(&mut tx, &events[..prefix]).await.is_ok() {
@@ -230,7 +243,7 @@ impl Projections {
                 event: EventRef::of(&events[index]),
                 reason,
             };
-            record_error(&self.pool, name, &error.to_string()).await;
+            record_error(&self.db, name, &error.to_string()).await;
             return Err(error);
         }
         move_checkpoint(&mut tx, name, &events).await.map_err(db)?;
@@ -299,7 +312,7 @@ impl Projections {
         let mut applied = 0u64;
         loop {
             // Idle wake-ups (polls, other schemas' appends) cost one read and no transaction id.
-            if has_pending(&self.pool, name).await.map_err(db)? {
+            if has_pending(&self.db, name).await.map_err(db)? {
                 let mut ahead = None;
                 loop {
                     let (n, next) = self.step_ahead(projector, ahead.take(), true).await?;
@@ -315,11 +328,11 @@ impl Projections {
                     });
                 }
             }
-            let checkpoint = read_checkpoint(&self.pool, name).await.map_err(db)?;
+            let checkpoint = read_checkpoint(&self.db, name).await.map_err(db)?;
             match until {
                 Some(end) if checkpoint < end => {
                     if started.elapsed() > self.patience {
-                        let behind = events_after(&self.pool, checkpoint).await.map_err(db)?;
+                        let behind = events_after(&self.db, checkpoint).await.map_err(db)?;
                         return Err(ProjectionError::HorizonHeld {
                             projector: name,
                             behind,
@@ -360,24 +373,10 @@ impl Projections {
         for p in &self.projectors {
             let name = p.name();
             let db = |e: sqlx::Error| ProjectionError::database(name, e);
-            let total = ledger_size(&self.pool).await.map_err(db)?;
-            let mut tx = self.pool.begin().await.map_err(db)?;
+            let total = ledger_size(&self.db).await.map_err(db)?;
+            let mut tx = self.db.begin().await.map_err(db)?;
             lock_checkpoint(&mut tx, name).await.map_err(db)?;
-            // Table names are the projector's own static identifiers.
-            let truncate = format!("TRUNCATE {}", p.tables().join(", "));
-            sqlx::query(sqlx::AssertSqlSafe(truncate))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            sqlx::query(
-                "UPDATE projection_checkpoints
-                    SET tx_id = '0', global_position = 0, events_applied = 0, updated_at = now(), error = NULL
-                  WHERE name = $1",
-            )
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            empty(&mut tx, name, p.tables()).await.map_err(db)?;
             tx.commit().await.map_err(db)?;
             reports.push(self.catch_up_one(p.as_ref(), total, progress).await?);
         }
@@ -393,10 +392,13 @@ impl Projections {
     /// is parked (looked at again every 30 s, logged once); the others keep going.
     pub async fn run_live(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
-            .fetch_one(&self.pool)
-            .await
-            .ok();
+        let schema: Option<String> = match &self.db {
+            ReadDb::Postgres(pool) => sqlx::query_scalar("SELECT current_schema()::text")
+                .fetch_one(pool)
+                .await
+                .ok(),
+            ReadDb::Sqlite(_) => None,
+        };
         let mut listener = self.listen().await;
         let mut waiting: HashMap<&'static str, Waiting> = HashMap::new();
         let mut retry_soon: Option<Duration> = None;
@@ -482,8 +484,12 @@ impl Projections {
         }
     }
 
+    /// The LISTEN connection of a PostgreSQL ledger; `None` on SQLite (polling alone).
     async fn listen(&self) -> Option<PgListener> {
-        let mut listener = match PgListener::connect_with(&self.pool).await {
+        let ReadDb::Postgres(pool) = &self.db else {
+            return None;
+        };
+        let mut listener = match PgListener::connect_with(pool).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot LISTEN for appends; polling only");
@@ -571,88 +577,203 @@ async fn recv(listener: &mut Option<PgListener>) -> Option<Result<String, sqlx::
     }
 }
 
-/// Runs every built-in projector live on the pool's schema until the task is aborted or the
-/// process ends. `runledger serve` calls this next to the engine.
-pub fn spawn_live(pool: PgPool) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        Projections::new(pool)
-            .run_live(std::future::pending())
-            .await
-    })
+/// Runs every built-in projector live on the ledger's database until the task is aborted or
+/// the process ends. `runledger serve` and `runledger dev` call this next to the engine.
+pub fn spawn_live(db: impl Into<ReadDb>) -> tokio::task::JoinHandle<()> {
+    let projections = Projections::new(db);
+    tokio::spawn(async move { projections.run_live(std::future::pending()).await })
 }
 
 /// Moves the checkpoint past `events` (in the transaction that applied them).
 async fn move_checkpoint(
-    tx: &mut sqlx::PgConnection,
+    tx: &mut ProjectionTx,
     name: &str,
     events: &[RecordedEvent],
 ) -> Result<(), sqlx::Error> {
     let Some(last) = events.last().map(|e| e.position) else {
         return Ok(());
     };
-    sqlx::query(
-        "UPDATE projection_checkpoints
-            SET tx_id = $2::text::xid8, global_position = $3, events_applied = events_applied + $4,
-                updated_at = now(), error = NULL
-          WHERE name = $1",
-    )
-    .bind(name)
-    .bind(last.commit.to_string())
-    .bind(last.global as i64)
-    .bind(events.len() as i64)
-    .execute(&mut *tx)
-    .await?;
+    match tx {
+        ProjectionTx::Postgres(tx) => {
+            sqlx::query(
+                "UPDATE projection_checkpoints
+                    SET tx_id = $2::text::xid8, global_position = $3, events_applied = events_applied + $4,
+                        updated_at = now(), error = NULL
+                  WHERE name = $1",
+            )
+            .bind(name)
+            .bind(last.commit.to_string())
+            .bind(last.global as i64)
+            .bind(events.len() as i64)
+            .execute(&mut **tx)
+            .await?;
+        }
+        ProjectionTx::Sqlite(tx) => {
+            sqlx::query(
+                "UPDATE projection_checkpoints
+                    SET tx_id = ?2, global_position = ?3, events_applied = events_applied + ?4,
+                        updated_at = ?5, error = NULL
+                  WHERE name = ?1",
+            )
+            .bind(name)
+            .bind(last.commit as i64)
+            .bind(last.global as i64)
+            .bind(events.len() as i64)
+            .bind(Timestamp::now().unix_micros())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
     Ok(())
 }
 
-/// Creates the checkpoint row when missing and locks it for this transaction; returns it.
-async fn lock_checkpoint(tx: &mut sqlx::PgConnection, name: &str) -> Result<Position, sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(name)
-    .execute(&mut *tx)
-    .await?;
-    let (commit, global): (String, i64) = sqlx::query_as(
-        "SELECT tx_id::text, global_position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
-    )
-    .bind(name)
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(Position {
-        commit: parse_xid(&commit)?,
-        global: global as u64,
-    })
+/// Creates the checkpoint row when missing and locks it for this transaction; returns it. (On
+/// SQLite the transaction already holds the file's write lock.)
+async fn lock_checkpoint(tx: &mut ProjectionTx, name: &str) -> Result<Position, sqlx::Error> {
+    match tx {
+        ProjectionTx::Postgres(tx) => {
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
+            let (commit, global): (String, i64) = sqlx::query_as(
+                "SELECT tx_id::text, global_position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+            )
+            .bind(name)
+            .fetch_one(&mut **tx)
+            .await?;
+            Ok(Position {
+                commit: parse_xid(&commit)?,
+                global: global as u64,
+            })
+        }
+        ProjectionTx::Sqlite(tx) => {
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
+            let (commit, global): (i64, i64) = sqlx::query_as(
+                "SELECT tx_id, global_position FROM projection_checkpoints WHERE name = ?1",
+            )
+            .bind(name)
+            .fetch_one(&mut **tx)
+            .await?;
+            Ok(Position {
+                commit: commit.max(0) as u64,
+                global: global.max(0) as u64,
+            })
+        }
+    }
 }
 
-/// Whether events past the projector's checkpoint are readable below the horizon.
-async fn has_pending(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (
-             SELECT 1 FROM events e
-              WHERE (e.tx_id, e.global_position) >
-                    (COALESCE((SELECT c.tx_id FROM projection_checkpoints c WHERE c.name = $1), '0'::xid8),
-                     COALESCE((SELECT c.global_position FROM projection_checkpoints c WHERE c.name = $1), 0))
-                AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot()))",
-    )
-    .bind(name)
-    .fetch_one(pool)
-    .await
+/// Empties a projector's tables and resets its checkpoint (a rebuild's first transaction).
+async fn empty(
+    tx: &mut ProjectionTx,
+    name: &str,
+    tables: &[&'static str],
+) -> Result<(), sqlx::Error> {
+    match tx {
+        ProjectionTx::Postgres(tx) => {
+            // Table names are the projector's own static identifiers.
+            let truncate = format!("TRUNCATE {}", tables.join(", "));
+            sqlx::query(sqlx::AssertSqlSafe(truncate))
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "UPDATE projection_checkpoints
+                    SET tx_id = '0', global_position = 0, events_applied = 0, updated_at = now(), error = NULL
+                  WHERE name = $1",
+            )
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
+        }
+        ProjectionTx::Sqlite(tx) => {
+            for table in tables {
+                // Table names are the projector's own static identifiers.
+                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            sqlx::query(
+                "UPDATE projection_checkpoints
+                    SET tx_id = 0, global_position = 0, events_applied = 0, updated_at = ?2, error = NULL
+                  WHERE name = ?1",
+            )
+            .bind(name)
+            .bind(Timestamp::now().unix_micros())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
-async fn read_checkpoint(pool: &PgPool, name: &str) -> Result<Position, sqlx::Error> {
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "SELECT tx_id::text, global_position FROM projection_checkpoints WHERE name = $1",
-    )
-    .bind(name)
-    .fetch_optional(pool)
-    .await?;
-    match row {
-        Some((commit, global)) => Ok(Position {
-            commit: parse_xid(&commit)?,
-            global: global as u64,
-        }),
-        None => Ok(Position::START),
+/// Whether events past the projector's checkpoint are readable (below the horizon on
+/// PostgreSQL; on SQLite every committed event is).
+async fn has_pending(db: &ReadDb, name: &str) -> Result<bool, sqlx::Error> {
+    match db {
+        ReadDb::Postgres(pool) => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (
+                     SELECT 1 FROM events e
+                      WHERE (e.tx_id, e.global_position) >
+                            (COALESCE((SELECT c.tx_id FROM projection_checkpoints c WHERE c.name = $1), '0'::xid8),
+                             COALESCE((SELECT c.global_position FROM projection_checkpoints c WHERE c.name = $1), 0))
+                        AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot()))",
+            )
+            .bind(name)
+            .fetch_one(pool)
+            .await
+        }
+        ReadDb::Sqlite(store) => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (
+                     SELECT 1 FROM events e
+                      WHERE (e.tx_id, e.global_position) >
+                            (COALESCE((SELECT c.tx_id FROM projection_checkpoints c WHERE c.name = ?1), 0),
+                             COALESCE((SELECT c.global_position FROM projection_checkpoints c WHERE c.name = ?1), 0)))",
+            )
+            .bind(name)
+            .fetch_one(store.readers())
+            .await
+        }
+    }
+}
+
+async fn read_checkpoint(db: &ReadDb, name: &str) -> Result<Position, sqlx::Error> {
+    match db {
+        ReadDb::Postgres(pool) => {
+            let row: Option<(String, i64)> = sqlx::query_as(
+                "SELECT tx_id::text, global_position FROM projection_checkpoints WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+            match row {
+                Some((commit, global)) => Ok(Position {
+                    commit: parse_xid(&commit)?,
+                    global: global as u64,
+                }),
+                None => Ok(Position::START),
+            }
+        }
+        ReadDb::Sqlite(store) => {
+            let row: Option<(i64, i64)> = sqlx::query_as(
+                "SELECT tx_id, global_position FROM projection_checkpoints WHERE name = ?1",
+            )
+            .bind(name)
+            .fetch_optional(store.readers())
+            .await?;
+            Ok(row.map_or(Position::START, |(commit, global)| Position {
+                commit: commit.max(0) as u64,
+                global: global.max(0) as u64,
+            }))
+        }
     }
 }
 
@@ -663,29 +784,61 @@ pub(crate) fn parse_xid(text: &str) -> Result<u64, sqlx::Error> {
 
 /// Best effort: the stop reason is shown by `projections status` and the API's lag; losing it
 /// (the database is down) changes nothing else.
-async fn record_error(pool: &PgPool, name: &str, message: &str) {
-    let _ = sqlx::query("UPDATE projection_checkpoints SET error = $2 WHERE name = $1")
-        .bind(name)
-        .bind(message)
-        .execute(pool)
-        .await;
+async fn record_error(db: &ReadDb, name: &str, message: &str) {
+    match db {
+        ReadDb::Postgres(pool) => {
+            let _ = sqlx::query("UPDATE projection_checkpoints SET error = $2 WHERE name = $1")
+                .bind(name)
+                .bind(message)
+                .execute(pool)
+                .await;
+        }
+        ReadDb::Sqlite(store) => {
+            let _ = sqlx::query("UPDATE projection_checkpoints SET error = ?2 WHERE name = ?1")
+                .bind(name)
+                .bind(message)
+                .execute(store.writer())
+                .await;
+        }
+    }
 }
 
-async fn events_after(pool: &PgPool, after: Position) -> Result<u64, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2)",
-    )
-    .bind(after.commit.to_string())
-    .bind(after.global as i64)
-    .fetch_one(pool)
-    .await?;
+async fn events_after(db: &ReadDb, after: Position) -> Result<u64, sqlx::Error> {
+    let n: i64 =
+        match db {
+            ReadDb::Postgres(pool) => sqlx::query_scalar(
+                "SELECT count(*) FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2)",
+            )
+            .bind(after.commit.to_string())
+            .bind(after.global as i64)
+            .fetch_one(pool)
+            .await?,
+            ReadDb::Sqlite(store) => {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM events WHERE (tx_id, global_position) > (?1, ?2)",
+                )
+                .bind(after.commit as i64)
+                .bind(after.global as i64)
+                .fetch_one(store.readers())
+                .await?
+            }
+        };
     Ok(n as u64)
 }
 
-async fn ledger_size(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(pool)
-        .await?;
+async fn ledger_size(db: &ReadDb) -> Result<u64, sqlx::Error> {
+    let n: i64 = match db {
+        ReadDb::Postgres(pool) => {
+            sqlx::query_scalar("SELECT count(*) FROM events")
+                .fetch_one(pool)
+                .await?
+        }
+        ReadDb::Sqlite(store) => {
+            sqlx::query_scalar("SELECT count(*) FROM events")
+                .fetch_one(store.readers())
+                .await?
+        }
+    };
     Ok(n as u64)
 }
 
@@ -693,7 +846,7 @@ async fn ledger_size(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// half an append (claims judge whole appends: a node run's end and its artifact arrive
 /// together).
 async fn read_batch(
-    store: &PgEventStore,
+    store: &LedgerStore,
     limit: usize,
     name: &'static str,
     after: Position,

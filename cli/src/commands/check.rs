@@ -88,16 +88,9 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<(), Failure> {
         })?,
         None => Registry::builtin().map_err(|e| Failure::coded("built-in claims", e))?,
     };
-    let store = super::connect(
-        global,
-        "`runledger check` (the claims are evaluated over the projections)",
-    )
-    .await?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
-    let pool = store.pool().clone();
+    // PostgreSQL or the SQLite file: the claims are read from the projections of either.
+    let store = super::open_existing(global).await?;
+    let pool = runledger_projections::ReadDb::from(&store);
     Projections::select(pool.clone(), Some("claim_evidence"))
         .map_err(|e| Failure::coded("claim_evidence", e))?
         .catch_up()

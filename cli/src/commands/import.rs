@@ -51,19 +51,14 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
         written += summary.written;
         unchanged += summary.unchanged;
     }
-    // The read models follow the imported events now, not at the next `serve`. (A SQLite
-    // ledger has no projection tables: its reads replay the ledger.)
-    let caught_up = match store.as_postgres() {
-        Some(pg) => {
-            let projections = super::projections::select(pg.pool().clone(), None)?;
-            projections
-                .catch_up()
-                .await
-                .map_err(|e| Failure::coded("projections did not catch up", e))?;
-            "; projections caught up"
-        }
-        None => "",
-    };
+    // The read models follow the imported events now, not at the next `serve` or `dev`.
+    let projections =
+        super::projections::select(runledger_projections::ReadDb::from(&store), None)?;
+    projections
+        .catch_up()
+        .await
+        .map_err(|e| Failure::coded("projections did not catch up", e))?;
+    let caught_up = "; projections caught up";
     outln!(
         "imported {written} event(s) from {} file(s) ({unchanged} stream(s) already there){caught_up}",
         files.len()

@@ -43,12 +43,9 @@ impl ProjectionsCommand {
 }
 
 pub async fn run(global: &GlobalArgs, command: ProjectionsCommand) -> Result<(), Failure> {
-    let store = super::connect(global, "`runledger projections`").await?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| Failure::coded("cannot migrate the ledger", e))?;
-    let pool = store.pool().clone();
+    // PostgreSQL or the SQLite file: the read models live beside the ledger in either.
+    let store = super::open_existing(global).await?;
+    let pool = runledger_projections::ReadDb::from(&store);
     match command {
         ProjectionsCommand::Rebuild { name, batch_size } => {
             if batch_size == 0 {
@@ -118,7 +115,10 @@ pub async fn run(global: &GlobalArgs, command: ProjectionsCommand) -> Result<(),
     }
 }
 
-pub(super) fn select(pool: sqlx::PgPool, name: Option<&str>) -> Result<Projections, Failure> {
+pub(super) fn select(
+    pool: runledger_projections::ReadDb,
+    name: Option<&str>,
+) -> Result<Projections, Failure> {
     Projections::select(pool, name).map_err(|e| {
         let code = e.code();
         Failure::from(e).with_code(code).as_usage()

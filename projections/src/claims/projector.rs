@@ -15,13 +15,14 @@ use runledger_contracts::events::{DomainEvent, NodeRunStatus};
 use runledger_contracts::flowchart::{Flowchart, FlowchartDoc, validate};
 use runledger_contracts::ids::{NodeRunId, RunId};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{PgConnection, SqliteConnection};
 use uuid::Uuid;
 
 use super::checkers::{self, SourceRun};
+use crate::db::ProjectionTx;
 use crate::error::{ApplyError, EventRef};
 use crate::projector::{
-    ApplyFuture, Projector, decode_all, parse_rows, run_of, status_name, write_rows,
+    ApplyFuture, Projector, decode_all, doc, load_docs, parse_rows, run_of, status_name, write_rows,
 };
 
 /// Supporting events kept per checker and run.
@@ -58,7 +59,7 @@ impl Projector for ClaimEvidenceProjector {
 
     fn apply<'a>(
         &'a self,
-        tx: &'a mut Transaction<'static, Postgres>,
+        tx: &'a mut ProjectionTx,
         events: &'a [RecordedEvent],
     ) -> ApplyFuture<'a> {
         Box::pin(self.apply_batch(tx, events))
@@ -173,6 +174,78 @@ const LOAD_TALLIES: &str = "SELECT to_json(t)::text
 const LOAD_DEFINITIONS: &str = "SELECT event_type, schema_version, payload::text FROM events
      WHERE stream_id = ANY($1) AND stream_version = 1";
 
+const SQLITE_LOAD_RUNS: &str =
+    "SELECT doc FROM claim_runs WHERE run_id IN (SELECT value FROM json_each(?1))";
+const SQLITE_LOAD_NODE_RUNS: &str = "SELECT doc FROM claim_node_runs
+     WHERE node_run_id IN (SELECT value FROM json_each(?1))";
+const SQLITE_LOAD_OPEN_NODE_RUNS: &str = "SELECT doc FROM claim_node_runs
+     WHERE run_id IN (SELECT value FROM json_each(?1)) AND open = 1";
+const SQLITE_LOAD_TALLIES: &str =
+    "SELECT doc FROM claim_tallies WHERE run_id IN (SELECT value FROM json_each(?1))";
+const SQLITE_LOAD_DEFINITIONS: &str = "SELECT event_type, schema_version, payload FROM events
+     WHERE stream_id IN (SELECT value FROM json_each(?1)) AND stream_version = 1";
+const SQLITE_PUT_RUN: &str = "REPLACE INTO claim_runs (run_id, doc) VALUES (?1, ?2)";
+const SQLITE_PUT_NODE_RUN: &str =
+    "REPLACE INTO claim_node_runs (node_run_id, run_id, open, doc) VALUES (?1, ?2, ?3, ?4)";
+const SQLITE_PUT_TALLY: &str =
+    "REPLACE INTO claim_tallies (run_id, checker, checked, violations, doc)
+     VALUES (?1, ?2, ?3, ?4, ?5)";
+const SQLITE_INSERT_EVIDENCE: &str = "INSERT OR IGNORE INTO claim_evidence
+     (checker, verdict, subject, run_id, global_position, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// The rows a batch starts from.
+type Loaded = (Vec<RunRow>, Vec<NodeRunRow>, Vec<TallyRow>);
+
+async fn load_pg(
+    tx: &mut PgConnection,
+    runs: &[Uuid],
+    node_runs: &[Uuid],
+    ending_runs: &[Uuid],
+    tally_runs: &[Uuid],
+) -> Result<Loaded, ApplyError> {
+    let run_rows: Vec<RunRow> = parse_rows(
+        sqlx::query_scalar(LOAD_RUNS)
+            .bind(runs)
+            .fetch_all(&mut *tx)
+            .await?,
+    )?;
+    let node_rows: Vec<NodeRunRow> = parse_rows(
+        sqlx::query_scalar(LOAD_NODE_RUNS)
+            .bind(node_runs)
+            .bind(ending_runs)
+            .fetch_all(&mut *tx)
+            .await?,
+    )?;
+    let tallies: Vec<TallyRow> = parse_rows(
+        sqlx::query_scalar(LOAD_TALLIES)
+            .bind(tally_runs)
+            .fetch_all(&mut *tx)
+            .await?,
+    )?;
+    Ok((run_rows, node_rows, tallies))
+}
+
+async fn load_sqlite(
+    tx: &mut SqliteConnection,
+    runs: &[Uuid],
+    node_runs: &[Uuid],
+    ending_runs: &[Uuid],
+    tally_runs: &[Uuid],
+) -> Result<Loaded, ApplyError> {
+    let text = |ids: &[Uuid]| ids.iter().map(Uuid::to_string).collect::<Vec<_>>();
+    let run_rows: Vec<RunRow> = load_docs(&mut *tx, SQLITE_LOAD_RUNS, &text(runs)).await?;
+    let mut node_rows: Vec<NodeRunRow> =
+        load_docs(&mut *tx, SQLITE_LOAD_NODE_RUNS, &text(node_runs)).await?;
+    let open: Vec<NodeRunRow> =
+        load_docs(&mut *tx, SQLITE_LOAD_OPEN_NODE_RUNS, &text(ending_runs)).await?;
+    // The union of both, as PostgreSQL's UNION gives it.
+    let seen: HashSet<NodeRunId> = node_rows.iter().map(|n| n.node_run_id).collect();
+    node_rows.extend(open.into_iter().filter(|n| !seen.contains(&n.node_run_id)));
+    let tallies: Vec<TallyRow> =
+        load_docs(&mut *tx, SQLITE_LOAD_TALLIES, &text(tally_runs)).await?;
+    Ok((run_rows, node_rows, tallies))
+}
+
 const UPSERT_RUNS: &str = "INSERT INTO claim_runs
      SELECT * FROM json_populate_recordset(NULL::claim_runs, $1::json)
      ON CONFLICT (run_id) DO UPDATE
@@ -197,7 +270,7 @@ const INSERT_EVIDENCE: &str = "INSERT INTO claim_evidence
 impl ClaimEvidenceProjector {
     async fn apply_batch(
         &self,
-        tx: &mut PgConnection,
+        tx: &mut ProjectionTx,
         events: &[RecordedEvent],
     ) -> Result<(), ApplyError> {
         let decoded = decode_all(events)?;
@@ -253,25 +326,14 @@ impl ClaimEvidenceProjector {
             .filter(|n| !scheduled_here.contains(n))
             .collect();
         let ending_runs: Vec<Uuid> = ending_runs.into_iter().collect();
-        let run_rows: Vec<RunRow> = parse_rows(
-            sqlx::query_scalar(LOAD_RUNS)
-                .bind(&runs)
-                .fetch_all(&mut *tx)
-                .await?,
-        )?;
-        let node_rows: Vec<NodeRunRow> = parse_rows(
-            sqlx::query_scalar(LOAD_NODE_RUNS)
-                .bind(&node_runs)
-                .bind(&ending_runs)
-                .fetch_all(&mut *tx)
-                .await?,
-        )?;
-        let tallies: Vec<TallyRow> = parse_rows(
-            sqlx::query_scalar(LOAD_TALLIES)
-                .bind(&tally_runs)
-                .fetch_all(&mut *tx)
-                .await?,
-        )?;
+        let (run_rows, node_rows, tallies) = match tx {
+            ProjectionTx::Postgres(tx) => {
+                load_pg(tx, &runs, &node_runs, &ending_runs, &tally_runs).await?
+            }
+            ProjectionTx::Sqlite(tx) => {
+                load_sqlite(tx, &runs, &node_runs, &ending_runs, &tally_runs).await?
+            }
+        };
         let flowcharts = self
             .flowcharts_for(tx, need_flowchart, &started_here)
             .await?;
@@ -319,14 +381,17 @@ impl ClaimEvidenceProjector {
                 }
             }
         }
-        batch.write(tx).await
+        match tx {
+            ProjectionTx::Postgres(tx) => batch.write(tx).await,
+            ProjectionTx::Sqlite(tx) => batch.write_sqlite(tx).await,
+        }
     }
 
     /// The flowchart of every run whose checks need one: from the cache, else from its
     /// RunStarted in the ledger (runs started in this batch are added as they are met).
     async fn flowcharts_for(
         &self,
-        tx: &mut PgConnection,
+        tx: &mut ProjectionTx,
         need: HashSet<(RunId, String)>,
         started_here: &HashSet<RunId>,
     ) -> Result<HashMap<RunId, Option<Arc<Flowchart>>>, ApplyError> {
@@ -350,10 +415,22 @@ impl ClaimEvidenceProjector {
             }
         }
         if !missing.is_empty() {
-            let rows: Vec<(String, i32, String)> = sqlx::query_as(LOAD_DEFINITIONS)
-                .bind(&missing)
-                .fetch_all(&mut *tx)
-                .await?;
+            let rows: Vec<(String, i32, String)> = match tx {
+                ProjectionTx::Postgres(tx) => {
+                    sqlx::query_as(LOAD_DEFINITIONS)
+                        .bind(&missing)
+                        .fetch_all(&mut **tx)
+                        .await?
+                }
+                ProjectionTx::Sqlite(tx) => {
+                    let keys = serde_json::to_string(&missing)
+                        .map_err(|e| ApplyError::Encode(e.to_string()))?;
+                    sqlx::query_as(SQLITE_LOAD_DEFINITIONS)
+                        .bind(keys)
+                        .fetch_all(&mut **tx)
+                        .await?
+                }
+            };
             let mut loaded = Vec::new();
             for (event_type, version, payload) in rows {
                 let payload: serde_json::Value = serde_json::from_str(&payload)
@@ -868,6 +945,52 @@ impl Batch {
         write_rows(&mut *tx, UPSERT_NODE_RUNS, &node_runs).await?;
         write_rows(&mut *tx, UPSERT_TALLIES, &tallies).await?;
         write_rows(&mut *tx, INSERT_EVIDENCE, &self.evidence).await?;
+        Ok(())
+    }
+
+    async fn write_sqlite(self, tx: &mut SqliteConnection) -> Result<(), ApplyError> {
+        for r in dirty_sorted(self.runs, |r| r.run_id) {
+            sqlx::query(SQLITE_PUT_RUN)
+                .bind(r.run_id.to_string())
+                .bind(doc(&r)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for n in dirty_sorted(self.node_runs, |n| n.node_run_id) {
+            sqlx::query(SQLITE_PUT_NODE_RUN)
+                .bind(n.node_run_id.to_string())
+                .bind(n.run_id.to_string())
+                .bind(n.ended_status.is_none())
+                .bind(doc(&n)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for t in self
+            .tallies
+            .into_values()
+            .filter(|e| e.dirty)
+            .map(|e| e.row)
+        {
+            sqlx::query(SQLITE_PUT_TALLY)
+                .bind(t.run_id.to_string())
+                .bind(&t.checker)
+                .bind(t.checked as i64)
+                .bind(t.violations as i64)
+                .bind(doc(&t)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for e in &self.evidence {
+            sqlx::query(SQLITE_INSERT_EVIDENCE)
+                .bind(e.checker)
+                .bind(e.verdict)
+                .bind(&e.subject)
+                .bind(e.run_id.to_string())
+                .bind(e.global_position as i64)
+                .bind(doc(e)?)
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use sqlx::postgres::PgPool;
 use uuid::Uuid;
 
 use super::registry::{Registry, Severity};
+use crate::db::{DbRef, ReadSource};
 use crate::error::QueryError;
 use crate::query::parse;
 
@@ -75,9 +76,12 @@ pub struct ClaimResult {
 }
 
 /// The built-in claims (`contracts/claims/`), over the whole ledger or one run.
-pub async fn claims(pool: &PgPool, run: Option<RunId>) -> Result<Vec<ClaimResult>, QueryError> {
+pub async fn claims(
+    db: &(impl ReadSource + ?Sized),
+    run: Option<RunId>,
+) -> Result<Vec<ClaimResult>, QueryError> {
     let registry = Registry::builtin().map_err(QueryError::Registry)?;
-    claims_with(pool, &registry, run).await
+    claims_with(db, &registry, run).await
 }
 
 #[derive(Deserialize)]
@@ -117,34 +121,113 @@ const EVIDENCE_RUN: &str = "SELECT to_json(x)::text FROM unnest($1::text[]) AS c
 /// The claims of `registry`, over the whole ledger (`run: None`) or one run. Reads the
 /// claim_evidence projection as it is: catch it up first for an answer about the ledger's end.
 pub async fn claims_with(
-    pool: &PgPool,
+    db: &(impl ReadSource + ?Sized),
     registry: &Registry,
     run: Option<RunId>,
 ) -> Result<Vec<ClaimResult>, QueryError> {
     let checkers: Vec<String> = registry.checkers().into_iter().map(str::to_owned).collect();
-    let tallies: Vec<(String, i64, i64)> = match run {
-        None => {
-            sqlx::query_as(TALLIES_ALL)
-                .bind(&checkers)
-                .fetch_all(pool)
-                .await?
-        }
-        Some(run) => {
-            sqlx::query_as(TALLIES_RUN)
-                .bind(&checkers)
-                .bind(run.0)
-                .fetch_all(pool)
-                .await?
-        }
+    let (tallies, rows) = match db.db() {
+        DbRef::Postgres(pool) => read_pg(pool, &checkers, run).await?,
+        DbRef::Sqlite(store) => read_sqlite(store, &checkers, run).await?,
     };
     let tallies: HashMap<String, (u64, u64)> = tallies
         .into_iter()
         .map(|(c, checked, violations)| (c, (checked.max(0) as u64, violations.max(0) as u64)))
         .collect();
+    let rows: Vec<EvidenceRow> = parse(rows)?;
+    evaluate(registry, tallies, rows)
+}
+
+/// Tallies per checker (checked, violations) and evidence rows as JSON.
+type Read = (Vec<(String, i64, i64)>, Vec<String>);
+
+async fn read_sqlite(
+    store: &runledger_ledger::SqliteEventStore,
+    checkers: &[String],
+    run: Option<RunId>,
+) -> Result<Read, QueryError> {
+    let mut tx = store.readers().begin().await?;
+    let mut tallies = Vec::new();
+    let mut rows = Vec::new();
+    for checker in checkers {
+        let tally: Option<(i64, i64)> = match run {
+            None => {
+                sqlx::query_as(
+                    "SELECT sum(checked), sum(violations) FROM claim_tallies WHERE checker = ?1
+                     HAVING count(*) > 0",
+                )
+                .bind(checker)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+            Some(run) => sqlx::query_as(
+                "SELECT checked, violations FROM claim_tallies WHERE checker = ?1 AND run_id = ?2",
+            )
+            .bind(checker)
+            .bind(run.to_string())
+            .fetch_optional(&mut *tx)
+            .await?,
+        };
+        if let Some((checked, violations)) = tally {
+            tallies.push((checker.clone(), checked, violations));
+        }
+        for (verdict, shown) in [("violation", VIOLATIONS_SHOWN), ("support", SUPPORTS_SHOWN)] {
+            let docs: Vec<String> = match run {
+                None => {
+                    sqlx::query_scalar(
+                        "SELECT doc FROM claim_evidence WHERE checker = ?1 AND verdict = ?2
+                          ORDER BY global_position LIMIT ?3",
+                    )
+                    .bind(checker)
+                    .bind(verdict)
+                    .bind(shown)
+                    .fetch_all(&mut *tx)
+                    .await?
+                }
+                Some(run) => {
+                    sqlx::query_scalar(
+                        "SELECT doc FROM claim_evidence WHERE checker = ?1 AND verdict = ?2
+                            AND run_id = ?4 ORDER BY global_position LIMIT ?3",
+                    )
+                    .bind(checker)
+                    .bind(verdict)
+                    .bind(shown)
+                    .bind(run.to_string())
+                    .fetch_all(&mut *tx)
+                    .await?
+                }
+            };
+            rows.extend(docs);
+        }
+    }
+    tx.commit().await?;
+    Ok((tallies, rows))
+}
+
+async fn read_pg(
+    pool: &PgPool,
+    checkers: &[String],
+    run: Option<RunId>,
+) -> Result<Read, QueryError> {
+    let tallies: Vec<(String, i64, i64)> = match run {
+        None => {
+            sqlx::query_as(TALLIES_ALL)
+                .bind(checkers)
+                .fetch_all(pool)
+                .await?
+        }
+        Some(run) => {
+            sqlx::query_as(TALLIES_RUN)
+                .bind(checkers)
+                .bind(run.0)
+                .fetch_all(pool)
+                .await?
+        }
+    };
     let rows: Vec<String> = match run {
         None => {
             sqlx::query_scalar(EVIDENCE_ALL)
-                .bind(&checkers)
+                .bind(checkers)
                 .bind(VIOLATIONS_SHOWN)
                 .bind(SUPPORTS_SHOWN)
                 .fetch_all(pool)
@@ -152,7 +235,7 @@ pub async fn claims_with(
         }
         Some(run) => {
             sqlx::query_scalar(EVIDENCE_RUN)
-                .bind(&checkers)
+                .bind(checkers)
                 .bind(VIOLATIONS_SHOWN)
                 .bind(SUPPORTS_SHOWN)
                 .bind(run.0)
@@ -160,7 +243,15 @@ pub async fn claims_with(
                 .await?
         }
     };
-    let rows: Vec<EvidenceRow> = parse(rows)?;
+    Ok((tallies, rows))
+}
+
+/// Each claim of the registry, from its checker's tallies and evidence.
+fn evaluate(
+    registry: &Registry,
+    tallies: HashMap<String, (u64, u64)>,
+    rows: Vec<EvidenceRow>,
+) -> Result<Vec<ClaimResult>, QueryError> {
     let mut evidence: HashMap<String, Evidence> = HashMap::new();
     for row in rows {
         let event = EvidenceEvent {
@@ -210,13 +301,26 @@ pub async fn claims_with(
 }
 
 /// Whether the claim_evidence projection has seen the run (its RunStarted or any of its events).
-pub async fn run_known(pool: &PgPool, run: RunId) -> Result<bool, QueryError> {
-    let known: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM claim_runs WHERE run_id = $1)
-             OR EXISTS (SELECT 1 FROM claim_tallies WHERE run_id = $1)",
-    )
-    .bind(run.0)
-    .fetch_one(pool)
-    .await?;
+pub async fn run_known(db: &(impl ReadSource + ?Sized), run: RunId) -> Result<bool, QueryError> {
+    let known: bool = match db.db() {
+        DbRef::Postgres(pool) => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM claim_runs WHERE run_id = $1)
+                     OR EXISTS (SELECT 1 FROM claim_tallies WHERE run_id = $1)",
+            )
+            .bind(run.0)
+            .fetch_one(pool)
+            .await?
+        }
+        DbRef::Sqlite(store) => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM claim_runs WHERE run_id = ?1)
+                     OR EXISTS (SELECT 1 FROM claim_tallies WHERE run_id = ?1)",
+            )
+            .bind(run.to_string())
+            .fetch_one(store.readers())
+            .await?
+        }
+    };
     Ok(known)
 }

@@ -9,13 +9,14 @@
 
 pub mod query;
 mod rows;
+mod sqlite;
 
 use std::collections::{HashMap, HashSet};
 
 use runledger_contracts::envelope::RecordedEvent;
 use runledger_contracts::events::{Control, DomainEvent, NodeRunStatus};
 use runledger_contracts::ids::{NodeRunId, RunId};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{PgConnection, SqliteConnection};
 
 pub use rows::{
     CancelInfo, ForkLink, ForkedFrom, RetryInfo, Routing, RunWarning, TimelineEntry, TimeoutInfo,
@@ -23,9 +24,10 @@ pub use rows::{
 };
 pub(crate) use rows::{NodeRunRow, RunRow};
 
+use crate::db::ProjectionTx;
 use crate::error::ApplyError;
 use crate::projector::{
-    ApplyFuture, Projector, decode_all, parse_rows, run_of, status_name, write_rows,
+    ApplyFuture, Projector, decode_all, doc, load_docs, parse_rows, run_of, status_name, write_rows,
 };
 
 pub struct RunDetailProjector;
@@ -48,14 +50,14 @@ impl Projector for RunDetailProjector {
 
     fn apply<'a>(
         &'a self,
-        tx: &'a mut Transaction<'static, Postgres>,
+        tx: &'a mut ProjectionTx,
         events: &'a [RecordedEvent],
     ) -> ApplyFuture<'a> {
         Box::pin(apply(tx, events))
     }
 }
 
-async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ApplyError> {
+async fn apply(tx: &mut ProjectionTx, events: &[RecordedEvent]) -> Result<(), ApplyError> {
     let decoded = decode_all(events)?;
     // Rows to load: those the batch touches but does not create (a rebuild creates most).
     let mut run_ids = HashSet::new();
@@ -86,11 +88,17 @@ async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), Ap
             }
         });
     }
-    let mut batch = Batch::load(tx, run_ids, node_run_ids).await?;
+    let mut batch = match tx {
+        ProjectionTx::Postgres(tx) => Batch::load(tx, run_ids, node_run_ids).await?,
+        ProjectionTx::Sqlite(tx) => Batch::load_sqlite(tx, run_ids, node_run_ids).await?,
+    };
     for (index, (event, domain)) in events.iter().zip(&decoded).enumerate() {
         batch.apply(index, event, domain)?;
     }
-    batch.write(tx).await
+    match tx {
+        ProjectionTx::Postgres(tx) => batch.write(tx).await,
+        ProjectionTx::Sqlite(tx) => batch.write_sqlite(tx).await,
+    }
 }
 
 /// Every node run id an event refers to.
@@ -160,6 +168,25 @@ const UPDATE_NODE_RUNS: &str = "UPDATE run_detail_node_runs t
 const INSERT_TIMELINE: &str = "INSERT INTO run_detail_timeline SELECT * FROM json_populate_recordset(NULL::run_detail_timeline, $1::json)";
 const INSERT_TOOL_CALLS: &str = "INSERT INTO run_detail_tool_calls SELECT * FROM json_populate_recordset(NULL::run_detail_tool_calls, $1::json)";
 
+const SQLITE_LOAD_RUNS: &str =
+    "SELECT doc FROM run_detail_runs WHERE run_id IN (SELECT value FROM json_each(?1))";
+const SQLITE_LOAD_NODE_RUNS: &str =
+    "SELECT doc FROM run_detail_node_runs WHERE node_run_id IN (SELECT value FROM json_each(?1))";
+// A row the batch created is inserted (a second RunStarted of a run fails, as on PostgreSQL);
+// one it loaded is replaced.
+const SQLITE_INSERT_RUN: &str = "INSERT INTO run_detail_runs
+        (run_id, status, flowchart_name, actor, started_at, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const SQLITE_REPLACE_RUN: &str = "REPLACE INTO run_detail_runs
+        (run_id, status, flowchart_name, actor, started_at, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const SQLITE_INSERT_NODE_RUN: &str = "INSERT INTO run_detail_node_runs
+        (node_run_id, run_id, ordinal, doc) VALUES (?1, ?2, ?3, ?4)";
+const SQLITE_REPLACE_NODE_RUN: &str = "REPLACE INTO run_detail_node_runs
+        (node_run_id, run_id, ordinal, doc) VALUES (?1, ?2, ?3, ?4)";
+const SQLITE_INSERT_TIMELINE: &str = "INSERT INTO run_detail_timeline
+        (run_id, stream_version, node_run_id, doc) VALUES (?1, ?2, ?3, ?4)";
+const SQLITE_INSERT_TOOL_CALL: &str = "INSERT INTO run_detail_tool_calls
+        (run_id, stream_version, node_run_id, doc) VALUES (?1, ?2, ?3, ?4)";
+
 impl Batch {
     async fn load(
         conn: &mut PgConnection,
@@ -180,7 +207,24 @@ impl Batch {
                 .fetch_all(&mut *conn)
                 .await?,
         )?;
-        Ok(Self {
+        Ok(Self::of_rows(run_rows, node_rows))
+    }
+
+    async fn load_sqlite(
+        conn: &mut SqliteConnection,
+        runs: HashSet<uuid::Uuid>,
+        node_runs: HashSet<uuid::Uuid>,
+    ) -> Result<Self, ApplyError> {
+        let runs: Vec<String> = runs.into_iter().map(|id| id.to_string()).collect();
+        let node_runs: Vec<String> = node_runs.into_iter().map(|id| id.to_string()).collect();
+        let run_rows: Vec<RunRow> = load_docs(&mut *conn, SQLITE_LOAD_RUNS, &runs).await?;
+        let node_rows: Vec<NodeRunRow> =
+            load_docs(&mut *conn, SQLITE_LOAD_NODE_RUNS, &node_runs).await?;
+        Ok(Self::of_rows(run_rows, node_rows))
+    }
+
+    fn of_rows(run_rows: Vec<RunRow>, node_rows: Vec<NodeRunRow>) -> Self {
+        Self {
             runs: run_rows
                 .into_iter()
                 .map(|row| {
@@ -210,7 +254,54 @@ impl Batch {
             timeline: Vec::new(),
             tool_calls: Vec::new(),
             version: 0,
-        })
+        }
+    }
+
+    /// One statement per row: SQLite runs in this process, so a row costs no round trip.
+    async fn write_sqlite(self, conn: &mut SqliteConnection) -> Result<(), ApplyError> {
+        let (new_runs, old_runs) = split(self.runs);
+        let runs = new_runs.iter().map(|r| (SQLITE_INSERT_RUN, r));
+        for (sql, r) in runs.chain(old_runs.iter().map(|r| (SQLITE_REPLACE_RUN, r))) {
+            sqlx::query(sql)
+                .bind(r.run_id.to_string())
+                .bind(&r.status)
+                .bind(&r.flowchart_name)
+                .bind(&r.actor)
+                .bind(r.started_at.unix_micros())
+                .bind(doc(r)?)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let (new_nodes, old_nodes) = split(self.node_runs);
+        let nodes = new_nodes.iter().map(|n| (SQLITE_INSERT_NODE_RUN, n));
+        for (sql, n) in nodes.chain(old_nodes.iter().map(|n| (SQLITE_REPLACE_NODE_RUN, n))) {
+            sqlx::query(sql)
+                .bind(n.node_run_id.to_string())
+                .bind(n.run_id.to_string())
+                .bind(i64::from(n.ordinal))
+                .bind(doc(n)?)
+                .execute(&mut *conn)
+                .await?;
+        }
+        for t in &self.timeline {
+            sqlx::query(SQLITE_INSERT_TIMELINE)
+                .bind(t.run_id.to_string())
+                .bind(t.stream_version as i64)
+                .bind(t.node_run_id.map(|id| id.to_string()))
+                .bind(doc(t)?)
+                .execute(&mut *conn)
+                .await?;
+        }
+        for c in &self.tool_calls {
+            sqlx::query(SQLITE_INSERT_TOOL_CALL)
+                .bind(c.run_id.to_string())
+                .bind(c.stream_version as i64)
+                .bind(c.node_run_id.to_string())
+                .bind(doc(c)?)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn write(self, conn: &mut PgConnection) -> Result<(), ApplyError> {

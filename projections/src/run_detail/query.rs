@@ -18,6 +18,7 @@ use super::rows::{
 };
 use crate::artifact_history::ArtifactDetail;
 use crate::cursor;
+use crate::db::{DbRef, ReadSource};
 use crate::error::QueryError;
 use crate::query::{Page, parse, parse_one};
 
@@ -214,7 +215,7 @@ pub struct RunFilter {
     pub limit: Option<u32>,
 }
 
-fn summary(r: &RunRow) -> RunSummaryRow {
+pub(super) fn summary(r: &RunRow) -> RunSummaryRow {
     RunSummaryRow {
         run_id: r.run_id,
         status: r.status.clone(),
@@ -311,8 +312,43 @@ fn node_run_from_row(row: &PgRow) -> Result<NodeRunRow, QueryError> {
     })
 }
 
+/// The stream version of the last event the projection applied to the run; `None` when it
+/// has no such run (yet). A cheap look before reading the whole detail.
+pub async fn run_version(
+    db: &(impl ReadSource + ?Sized),
+    run_id: RunId,
+) -> Result<Option<u64>, QueryError> {
+    let version: Option<i64> = match db.db() {
+        DbRef::Postgres(pool) => {
+            sqlx::query_scalar("SELECT last_version FROM run_detail_runs WHERE run_id = $1")
+                .bind(run_id.0)
+                .fetch_optional(pool)
+                .await?
+        }
+        DbRef::Sqlite(store) => {
+            sqlx::query_scalar(
+                "SELECT json_extract(doc, '$.last_version') FROM run_detail_runs WHERE run_id = ?1",
+            )
+            .bind(run_id.to_string())
+            .fetch_optional(store.readers())
+            .await?
+        }
+    };
+    Ok(version.map(|v| v.max(0) as u64))
+}
+
 /// One run in full, or `None` when the projection has no such run (yet).
-pub async fn run_detail(pool: &PgPool, run_id: RunId) -> Result<Option<RunDetail>, QueryError> {
+pub async fn run_detail(
+    db: &(impl ReadSource + ?Sized),
+    run_id: RunId,
+) -> Result<Option<RunDetail>, QueryError> {
+    match db.db() {
+        DbRef::Postgres(pool) => run_detail_pg(pool, run_id).await,
+        DbRef::Sqlite(store) => super::sqlite::run_detail(store, run_id).await,
+    }
+}
+
+async fn run_detail_pg(pool: &PgPool, run_id: RunId) -> Result<Option<RunDetail>, QueryError> {
     let text: Option<String> = sqlx::query_scalar(
         "SELECT json_build_object(
                  'run', to_json(r),
@@ -333,8 +369,16 @@ pub async fn run_detail(pool: &PgPool, run_id: RunId) -> Result<Option<RunDetail
         .iter()
         .map(|row| node_run_from_row(row).map(NodeRunView::from))
         .collect::<Result<Vec<_>, _>>()?;
-    let r = raw.run;
-    Ok(Some(RunDetail {
+    Ok(Some(assemble(raw.run, node_runs, raw.timeline)))
+}
+
+/// A run's detail from its rows (both backends).
+pub(super) fn assemble(
+    r: RunRow,
+    node_runs: Vec<NodeRunView>,
+    timeline: Vec<TimelineEntry>,
+) -> RunDetail {
+    RunDetail {
         run: summary(&r),
         parent: r.parent_run_id.map(|run_id| ParentLink {
             run_id,
@@ -351,8 +395,8 @@ pub async fn run_detail(pool: &PgPool, run_id: RunId) -> Result<Option<RunDetail
         error: r.error,
         warnings: r.warnings,
         node_runs,
-        timeline: raw.timeline,
-    }))
+        timeline,
+    }
 }
 
 #[derive(Deserialize)]
@@ -365,6 +409,17 @@ struct RawNodeRun {
 
 /// One node run of a run, or `None` when the run has no such node run.
 pub async fn node_run_detail(
+    db: &(impl ReadSource + ?Sized),
+    run_id: RunId,
+    node_run_id: NodeRunId,
+) -> Result<Option<NodeRunDetail>, QueryError> {
+    match db.db() {
+        DbRef::Postgres(pool) => node_run_detail_pg(pool, run_id, node_run_id).await,
+        DbRef::Sqlite(store) => super::sqlite::node_run_detail(store, run_id, node_run_id).await,
+    }
+}
+
+async fn node_run_detail_pg(
     pool: &PgPool,
     run_id: RunId,
     node_run_id: NodeRunId,
@@ -400,7 +455,7 @@ const SUMMARY_COLUMNS: &str = "run_id, status, flowchart_name, flowchart_version
 
 /// Runs newest first (by start time), filtered, one page at a time.
 pub async fn list_runs(
-    pool: &PgPool,
+    db: &(impl ReadSource + ?Sized),
     filter: &RunFilter,
 ) -> Result<Page<RunSummaryRow>, QueryError> {
     let limit = cursor::limit(filter.limit)?;
@@ -426,6 +481,39 @@ pub async fn list_runs(
         }
         None => None,
     };
+    let search = filter
+        .search
+        .as_deref()
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty());
+    let mut items = match db.db() {
+        DbRef::Postgres(pool) => list_runs_pg(pool, filter, search, after_key, limit).await?,
+        DbRef::Sqlite(store) => {
+            super::sqlite::list_runs(store, filter, search, after_key, limit).await?
+        }
+    };
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|r| {
+            cursor::encode(
+                "r",
+                &[r.started_at.unix_micros().to_string(), r.run_id.to_string()],
+            )
+        })
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// Up to `limit + 1` runs of the filter, newest first.
+async fn list_runs_pg(
+    pool: &PgPool,
+    filter: &RunFilter,
+    search: Option<String>,
+    after_key: Option<(Timestamp, uuid::Uuid)>,
+    limit: u32,
+) -> Result<Vec<RunSummaryRow>, QueryError> {
     let mut conditions: Vec<String> = Vec::new();
     let mut n = 0;
     let mut next = || {
@@ -444,11 +532,6 @@ pub async fn list_runs(
     if filter.started_before.is_some() {
         conditions.push(format!("started_at < ${}", next()));
     }
-    let search = filter
-        .search
-        .as_deref()
-        .map(|s| s.trim().to_lowercase())
-        .filter(|s| !s.is_empty());
     if search.is_some() {
         // strpos rather than LIKE: no wildcard in the text can widen the match.
         let p = next();
@@ -494,17 +577,5 @@ pub async fn list_runs(
         query = query.bind(at.as_datetime()).bind(run);
     }
     let rows = query.bind(i64::from(limit) + 1).fetch_all(pool).await?;
-    let mut items: Vec<RunSummaryRow> = parse(rows)?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|r| {
-            cursor::encode(
-                "r",
-                &[r.started_at.unix_micros().to_string(), r.run_id.to_string()],
-            )
-        })
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    parse(rows)
 }

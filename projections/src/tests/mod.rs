@@ -6,6 +6,7 @@ mod artifacts;
 mod claims;
 mod run_detail;
 mod runner;
+mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
