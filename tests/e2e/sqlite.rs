@@ -98,6 +98,39 @@ fn a_flowchart_runs_exports_verifies_and_replays_on_the_default_file() {
         stdout(&out),
         stderr(&out)
     );
+    // The read models on the file: caught up by `check`, rebuilt, and their status.
+    let out = bare_output(&cwd, &["check", "--run", &run_id, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let check: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(check["ok"], true, "{check}");
+    assert!(
+        check["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["status"] == "pass" && c["checked"].as_u64() > Some(0)),
+        "{check}"
+    );
+    let out = bare_output(&cwd, &["projections", "rebuild"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("run_detail: rebuilt from position zero"),
+        "{}",
+        stdout(&out)
+    );
+    let out = bare_output(&cwd, &["projections", "status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lags: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let lags = lags.as_array().unwrap();
+    assert_eq!(lags.len(), 3, "{lags:?}");
+    for lag in lags {
+        assert_eq!(lag["events_behind"], 0, "{lag}");
+        assert!(
+            lag["events_applied"].as_u64() > Some(40),
+            "two runs rebuilt: {lag}"
+        );
+    }
+
     // A control on an ended run is refused by the decider, and says which run.
     let out = bare_output(
         &cwd,
@@ -246,8 +279,6 @@ fn postgresql_features_say_so_on_sqlite_and_bad_urls_name_the_flag() {
         vec!["dev", "--listen", "127.0.0.1:0"],
         vec!["dev", "--dispatch", "nats"],
         vec!["executor", "--class", "frontier"],
-        vec!["projections", "status"],
-        vec!["check"],
     ];
     for args in cases {
         let out = bare_output(&dir.0, &args);
