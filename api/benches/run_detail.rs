@@ -66,8 +66,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let nodes = env_usize("RUNLEDGER_BENCH_NODES", 1_000);
     let requests = env_usize("RUNLEDGER_BENCH_REQUESTS", 500);
     let ledger = TestLedger::new().await?;
-    let store = ledger.second_store().await?;
-    let registry = Arc::new(LedgerFlowcharts::new(store.pool().clone()));
+    let store = runledger_ledger::LedgerStore::Postgres(ledger.second_store().await?);
+    let registry = Arc::new(LedgerFlowcharts::on_store(store.share()));
     let providers = Providers::scripted(ScriptedProvider::with_fixture(Script::new()));
     let engine = Engine::new(
         store,
@@ -82,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A second server on the same engine with no detail cache: every request runs the query.
     let uncached = ApiState::new(
         engine.clone(),
-        Arc::new(LedgerFlowcharts::new(engine.store().pool().clone())),
+        Arc::new(LedgerFlowcharts::on_store(engine.store().share())),
         ApiConfig {
             detail_cache_bytes: 0,
             run_projections: false,
@@ -185,7 +185,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut encode = Vec::with_capacity(requests);
     for _ in 0..requests {
         let t = Instant::now();
-        let detail = runledger_projections::query::run_detail(state.pool(), run)
+        let detail = runledger_projections::query::run_detail(state.db(), run)
             .await?
             .ok_or("run missing")?;
         query.push(t.elapsed());

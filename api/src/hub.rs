@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use runledger_contracts::envelope::RecordedEvent;
-use runledger_ledger::{EventStore, PgEventStore};
+use runledger_ledger::{EventStore, LedgerStore};
 use tokio::sync::{Notify, broadcast};
 
 use crate::metrics::Metrics;
@@ -54,7 +54,7 @@ impl LedgerHub {
     /// `appended`, polling every `poll`. It stops when `appended` is dropped with the state.
     pub fn start(
         &self,
-        store: PgEventStore,
+        store: LedgerStore,
         appended: Weak<Notify>,
         metrics: Arc<Metrics>,
         poll: Duration,
@@ -71,7 +71,7 @@ impl LedgerHub {
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
 async fn follow(
-    store: PgEventStore,
+    store: LedgerStore,
     sender: broadcast::Sender<Arc<RecordedEvent>>,
     appended: Weak<Notify>,
     metrics: Arc<Metrics>,

@@ -13,7 +13,7 @@ use runledger_contracts::digest::Digest;
 use runledger_contracts::envelope::NewEvent;
 use runledger_contracts::events::{DomainEvent, IdempotencyKeyRecorded};
 use runledger_contracts::ids::{CorrelationId, RequestId, RunId, StreamId};
-use runledger_ledger::{AppendRequest, EventStore, ExpectedVersion, PgEventStore, StoreError};
+use runledger_ledger::{AppendRequest, EventStore, ExpectedVersion, LedgerStore, StoreError};
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -62,7 +62,7 @@ pub fn request_hash(body: &Value) -> Result<Digest, ApiError> {
 
 /// Claims `key` for this request, or finds what it was claimed for.
 pub async fn claim(
-    store: &PgEventStore,
+    store: &LedgerStore,
     key: &str,
     request: Digest,
     proposed: RunId,

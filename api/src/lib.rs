@@ -132,7 +132,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::i
     let _projections = state
         .config()
         .run_projections
-        .then(|| AbortOnDrop(runledger_projections::spawn_live(state.pool().clone())));
+        .then(|| AbortOnDrop(runledger_projections::spawn_live(state.db().clone())));
     state.start_follower();
     let config = state.config().clone();
     server::run(listener, router(state), &config).await
@@ -166,7 +166,7 @@ pub struct ListenError {
 /// address it serves on.
 pub async fn spawn_for_serve(
     listen: Option<std::net::SocketAddr>,
-    engine: runledger_orchestrator::Engine<runledger_ledger::PgEventStore>,
+    engine: runledger_orchestrator::Engine<runledger_ledger::LedgerStore>,
     nats_url: &str,
     rag_data_dir: &std::path::Path,
 ) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, ListenError> {

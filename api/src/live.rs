@@ -358,7 +358,10 @@ pub(crate) fn start_listener(state: &ApiState) {
     if state.inner.listening.swap(true, Ordering::SeqCst) {
         return;
     }
-    let pool = state.pool().clone();
+    // SQLite has no notifications: the follower polls every `sse_poll`.
+    let Some(pool) = state.db().postgres().cloned() else {
+        return;
+    };
     let appended = std::sync::Arc::downgrade(&state.inner.appended);
     tokio::spawn(async move {
         let schema: String = match sqlx::query_scalar("SELECT current_schema()::text")

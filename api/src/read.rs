@@ -113,7 +113,7 @@ pub async fn list_runs(
         cursor: q.cursor,
         limit: q.limit,
     };
-    to_json(&query::list_runs(state.pool(), &filter).await?)
+    to_json(&query::list_runs(state.db(), &filter).await?)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -136,12 +136,7 @@ async fn projected_version(
     let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
     let mut checked_ledger = false;
     loop {
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT last_version FROM run_detail_runs WHERE run_id = $1")
-                .bind(run.0)
-                .fetch_optional(state.pool())
-                .await?;
-        let version = version.map(|v| v.max(0) as u64);
+        let version = query::run_version(state.db(), run).await?;
         if let Some(v) = version
             && min_version.is_none_or(|min| v >= min)
         {
@@ -225,7 +220,7 @@ pub async fn run_detail(
     let (version, body) = match state.inner.details.get(run, version) {
         Some(body) => (version, body),
         None => {
-            let detail = query::run_detail(state.pool(), run).await?.ok_or_else(|| {
+            let detail = query::run_detail(state.db(), run).await?.ok_or_else(|| {
                 ApiError::not_found("run_not_found", format!("run {run} does not exist"))
             })?;
             let version = detail.run.last_version;
@@ -262,7 +257,7 @@ pub async fn node_run_detail(
 ) -> Result<Json<Value>, ApiError> {
     let run = run_id(&run)?;
     let node_run = node_run_id(&node_run)?;
-    match query::node_run_detail(state.pool(), run, node_run).await? {
+    match query::node_run_detail(state.db(), run, node_run).await? {
         Some(detail) => to_json(&detail),
         None => Err(ApiError::not_found(
             "node_run_not_found",
@@ -323,7 +318,7 @@ pub async fn list_artifacts(
         cursor: q.cursor,
         limit: q.limit,
     };
-    to_json(&query::list_artifacts(state.pool(), &filter).await?)
+    to_json(&query::list_artifacts(state.db(), &filter).await?)
 }
 
 /// One artifact with its payload, contract version, request and correlation ids, idempotency
@@ -338,7 +333,7 @@ pub async fn artifact_detail(
     let id: ArtifactId = id.parse().map_err(|e: runledger_contracts::ids::IdError| {
         ApiError::bad_request("invalid_id", e.to_string())
     })?;
-    match query::artifact(state.pool(), id).await? {
+    match query::artifact(state.db(), id).await? {
         Some(a) => to_json(&a),
         None => Err(ApiError::not_found(
             "artifact_not_found",
@@ -354,7 +349,7 @@ pub async fn claims(
     State(state): State<ApiState>,
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let results = query::claims(state.pool(), None).await?;
+    let results = query::claims(state.db(), None).await?;
     Ok(Json(
         serde_json::json!({ "items": serde_json::to_value(&results).map_err(|e| ApiError::internal("internal_error", e))? }),
     ))
@@ -380,7 +375,7 @@ pub async fn run_claims(
             format!("run {run} does not exist"),
         ));
     }
-    let results = query::claims(state.pool(), Some(run)).await?;
+    let results = query::claims(state.db(), Some(run)).await?;
     Ok(Json(
         serde_json::json!({ "items": serde_json::to_value(&results).map_err(|e| ApiError::internal("internal_error", e))? }),
     ))

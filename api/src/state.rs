@@ -1,13 +1,13 @@
-//! What every handler shares: the engine (which owns the ledger), the flowchart registry, a
-//! pool for projection queries, and the server's settings.
+//! What every handler shares: the engine (which owns the ledger, PostgreSQL or a SQLite file),
+//! the flowchart registry, the database of the projection queries, and the server's settings.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runledger_ledger::PgEventStore;
+use runledger_ledger::LedgerStore;
 use runledger_orchestrator::Engine;
-use sqlx::PgPool;
+use runledger_projections::ReadDb;
 
 use crate::registry::LedgerFlowcharts;
 
@@ -134,9 +134,10 @@ pub struct ApiState {
 }
 
 pub(crate) struct Inner {
-    pub engine: Engine<PgEventStore>,
-    pub flowcharts: Arc<LedgerFlowcharts>,
-    pub pool: PgPool,
+    pub engine: Engine<LedgerStore>,
+    pub flowcharts: Arc<LedgerFlowcharts<LedgerStore>>,
+    /// Where the read models are: the ledger's own database.
+    pub db: ReadDb,
     pub config: ApiConfig,
     /// Woken when the ledger's append trigger notifies (see `live.rs`).
     pub appended: Arc<tokio::sync::Notify>,
@@ -148,28 +149,25 @@ pub(crate) struct Inner {
     /// The shared ledger follower of live events and metrics (see `hub.rs`).
     pub hub: crate::hub::LedgerHub,
     /// RAG collections, index runs and queries (see `rag.rs`).
-    pub rag: runledger_rag::Rag<PgEventStore>,
+    pub rag: runledger_rag::Rag<LedgerStore>,
 }
 
 impl ApiState {
     /// `flowcharts` should be the registry the engine resolves sub-flows with, so both see
-    /// the same cache; [`LedgerFlowcharts::new`] on the engine's pool otherwise.
+    /// the same cache; [`LedgerFlowcharts::on_store`] on the engine's store otherwise.
     pub fn new(
-        engine: Engine<PgEventStore>,
-        flowcharts: Arc<LedgerFlowcharts>,
+        engine: Engine<LedgerStore>,
+        flowcharts: Arc<LedgerFlowcharts<LedgerStore>>,
         config: ApiConfig,
     ) -> Self {
-        let pool = engine.store().pool().clone();
+        let db = ReadDb::from(engine.store());
         let details = crate::cache::DetailCache::new(config.detail_cache_bytes);
-        let rag = runledger_rag::Rag::new(
-            PgEventStore::from_pool(pool.clone()),
-            config.rag_data_dir.clone(),
-        );
+        let rag = runledger_rag::Rag::new(engine.store().share(), config.rag_data_dir.clone());
         Self {
             inner: Arc::new(Inner {
                 engine,
                 flowcharts,
-                pool,
+                db,
                 config,
                 appended: Arc::new(tokio::sync::Notify::new()),
                 listening: std::sync::atomic::AtomicBool::new(false),
@@ -181,11 +179,12 @@ impl ApiState {
         }
     }
 
-    /// Starts the shared ledger follower (once) and the LISTEN connection that wakes it.
+    /// Starts the shared ledger follower (once) and, on PostgreSQL, the LISTEN connection that
+    /// wakes it (on SQLite it polls every `sse_poll`).
     pub fn start_follower(&self) {
         crate::live::start_listener(self);
         self.inner.hub.start(
-            PgEventStore::from_pool(self.pool().clone()),
+            self.store().share(),
             Arc::downgrade(&self.inner.appended),
             self.inner.metrics.clone(),
             self.config().sse_poll,
@@ -198,29 +197,30 @@ impl ApiState {
     }
 
     /// An API over an engine whose sub-flows come from elsewhere: the registry gets its own
-    /// handle on the engine's pool.
-    pub fn for_engine(engine: Engine<PgEventStore>, config: ApiConfig) -> Self {
-        let flowcharts = Arc::new(LedgerFlowcharts::new(engine.store().pool().clone()));
+    /// handle on the engine's store.
+    pub fn for_engine(engine: Engine<LedgerStore>, config: ApiConfig) -> Self {
+        let flowcharts = Arc::new(LedgerFlowcharts::on_store(engine.store().share()));
         Self::new(engine, flowcharts, config)
     }
 
-    pub fn engine(&self) -> &Engine<PgEventStore> {
+    pub fn engine(&self) -> &Engine<LedgerStore> {
         &self.inner.engine
     }
 
-    pub fn store(&self) -> &PgEventStore {
+    pub fn store(&self) -> &LedgerStore {
         self.inner.engine.store()
     }
 
-    pub fn flowcharts(&self) -> &LedgerFlowcharts {
+    pub fn flowcharts(&self) -> &LedgerFlowcharts<LedgerStore> {
         &self.inner.flowcharts
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.inner.pool
+    /// The database of the projection queries.
+    pub fn db(&self) -> &ReadDb {
+        &self.inner.db
     }
 
-    pub fn rag(&self) -> &runledger_rag::Rag<PgEventStore> {
+    pub fn rag(&self) -> &runledger_rag::Rag<LedgerStore> {
         &self.inner.rag
     }
 

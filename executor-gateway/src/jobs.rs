@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use runledger_contracts::events::ErrorInfo;
 use runledger_contracts::ids::RunId;
-use runledger_ledger::PgEventStore;
+use runledger_ledger::EventStore;
 use runledger_orchestrator::engine::{Engine, ExecutorsLost};
 
 use crate::dispatcher::OnDispatch;
@@ -47,7 +47,10 @@ pub fn launch_on_dispatch(launcher: Arc<JobLauncher>) -> OnDispatch {
 /// own; the drivers check their in-memory state, nothing is read from the ledger). The report's
 /// message id is derived from the Job's uid, so a failure reported again writes nothing.
 /// Returns how many runs were told.
-pub fn fail_started_node_runs(engine: &Engine<PgEventStore>, failure: &InfraFailure) -> usize {
+pub fn fail_started_node_runs<S: EventStore + 'static>(
+    engine: &Engine<S>,
+    failure: &InfraFailure,
+) -> usize {
     if failure.executor_ids.is_empty() {
         return 0;
     }

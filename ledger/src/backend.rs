@@ -137,6 +137,30 @@ impl LedgerStore {
             Self::Sqlite(s) => s.horizon_position().await,
         }
     }
+
+    /// The highest global position written (0 for an empty ledger).
+    pub async fn last_global_position(&self) -> Result<u64, StoreError> {
+        match self {
+            Self::Postgres(s) => s.last_global_position().await,
+            Self::Sqlite(s) => s.last_global_position().await,
+        }
+    }
+
+    /// The SQLite store, when that is the backend.
+    pub fn as_sqlite(&self) -> Option<&SqliteEventStore> {
+        match self {
+            Self::Postgres(_) => None,
+            Self::Sqlite(s) => Some(s),
+        }
+    }
+
+    /// Closes the store's connections (waits for those in use).
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(s) => s.pool().close().await,
+            Self::Sqlite(s) => s.close().await,
+        }
+    }
 }
 
 /// `match self { Postgres(s) => s.$call, Sqlite(s) => s.$call }`.

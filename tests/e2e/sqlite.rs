@@ -276,7 +276,6 @@ fn postgresql_features_say_so_on_sqlite_and_bad_urls_name_the_flag() {
     let cases: Vec<Vec<&str>> = vec![
         vec!["run", &flow, "--wait", "--dispatch", "nats"],
         vec!["serve"],
-        vec!["dev", "--listen", "127.0.0.1:0"],
         vec!["dev", "--dispatch", "nats"],
         vec!["executor", "--class", "frontier"],
     ];

@@ -296,3 +296,192 @@ fn a_run_of_a_killed_run_wait_is_resumed_by_the_next_run_wait() {
     assert_eq!(status_of(&dir.0, &run_id), "completed");
     assert_ran_once(&run_events(&dir.0, &run_id));
 }
+
+/// A free port on loopback (bound, read, let go; the server binds it right after).
+fn free_listen() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+async fn wait_healthy(client: &reqwest::Client, base: &str, dev: &Process) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.get(format!("{base}/healthz")).send().await {
+            Ok(r) if r.status().is_success() => return,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => panic!("the API did not come up:\n{}", dev.log()),
+        }
+    }
+}
+
+/// `dev --listen` on a SQLite file with no service running: it prints the URL, serves the
+/// Studio console and the API (a flowchart stored and started over HTTP, followed over SSE, its
+/// run detail read from the projections), stops cleanly on SIGTERM mid-run, and the next
+/// `dev --listen` resumes the run to its end, every node run once.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_listen_serves_the_api_live_events_and_studio_on_the_file_and_resumes() {
+    let dir = TempDir::new();
+    runledger_executor_gateway::providers::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let listen = free_listen();
+    let base = format!("http://{listen}");
+    let mut dev = Process::spawn(
+        &dir.0,
+        &["dev", "--listen", &listen, "--scan-ms", "100"],
+        "dev1.log",
+    );
+    wait_healthy(&client, &base, &dev).await;
+    assert!(
+        dev.log()
+            .contains(&format!("API and Studio console on {base}/")),
+        "{}",
+        dev.log()
+    );
+    let studio = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(studio.status(), 200);
+    assert!(
+        studio.text().await.unwrap().contains("<html"),
+        "the Studio page"
+    );
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "ready with no NATS needed");
+
+    let (status, created) = super::api::json_of(
+        client
+            .post(format!("{base}/v1/flowcharts"))
+            .json(&serde_json::json!({ "definition": chain_flow("chain", 700) }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, started) = super::api::json_of(
+        client
+            .post(format!("{base}/v1/runs"))
+            .json(&serde_json::json!({ "flowchart": "chain", "inputs": {} }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{started}");
+    let run_id = started["run_id"].as_str().unwrap().to_owned();
+
+    // Live events of the run until its first task node succeeded.
+    let mut events = client
+        .get(format!("{base}/v1/events?run_id={run_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let (mut buffer, mut seen) = (String::new(), Vec::<Value>::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    'follow: loop {
+        let chunk = tokio::time::timeout_at(deadline, events.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no NodeSucceeded over SSE: {seen:?}\n{}", dev.log()))
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else {
+                continue;
+            };
+            let event: Value = serde_json::from_str(data.trim()).unwrap();
+            let t1_done = event["event_type"] == "NodeSucceeded" && event["node_id"] == "t1";
+            seen.push(event);
+            if t1_done {
+                break 'follow;
+            }
+        }
+    }
+    drop(events);
+    assert_eq!(seen[0]["event_type"], "RunStarted", "{seen:?}");
+
+    // The run's detail from the projections on the file.
+    let detail = loop {
+        let (status, detail) = super::api::json_of(
+            client
+                .get(format!("{base}/v1/runs/{run_id}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{detail}");
+        if detail["node_runs"].as_array().is_some_and(|n| n.len() >= 2) {
+            break detail;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(detail["run"]["flowchart_name"], "chain", "{detail}");
+
+    // SIGTERM mid-run: a clean stop, the run left for the next engine.
+    dev.signal("-TERM");
+    assert_eq!(
+        dev.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        dev.log()
+    );
+    assert!(
+        dev.log().contains("runledger dev: stopped"),
+        "{}",
+        dev.log()
+    );
+    assert_eq!(
+        count(&run_events(&dir.0, &run_id), "RunCompleted"),
+        0,
+        "stopped mid-run"
+    );
+
+    let listen = free_listen();
+    let base = format!("http://{listen}");
+    let mut again = Process::spawn(
+        &dir.0,
+        &["dev", "--listen", &listen, "--scan-ms", "100"],
+        "dev2.log",
+    );
+    wait_healthy(&client, &base, &again).await;
+    assert!(
+        again.log().contains("resumed 1 unfinished run(s)"),
+        "{}",
+        again.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let detail = loop {
+        let (status, detail) = super::api::json_of(
+            client
+                .get(format!("{base}/v1/runs/{run_id}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{detail}");
+        if detail["run"]["status"] == "completed" {
+            break detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not completed: {detail}\n{}",
+            again.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(detail["node_runs"].as_array().unwrap().len(), 6, "{detail}");
+    assert_ran_once(&run_events(&dir.0, &run_id));
+    again.signal("-INT");
+    assert_eq!(
+        again.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        again.log()
+    );
+}

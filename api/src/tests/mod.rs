@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use runledger_contracts::ids::{RunId, StreamId};
-use runledger_ledger::EventStore;
 use runledger_ledger::testing::TestLedger;
+use runledger_ledger::{EventStore, LedgerStore};
 use runledger_orchestrator::engine::{Engine, EngineConfig};
 use runledger_orchestrator::executor::{InProcessPool, Providers};
 use runledger_orchestrator::provider::{Script, ScriptedProvider};
@@ -109,8 +109,8 @@ impl TestServer {
 
     pub async fn with_config(config: ApiConfig) -> Self {
         let ledger = TestLedger::new().await.expect("test ledger");
-        let store = ledger.second_store().await.expect("second store");
-        let registry = Arc::new(LedgerFlowcharts::new(store.pool().clone()));
+        let store = LedgerStore::Postgres(ledger.second_store().await.expect("second store"));
+        let registry = Arc::new(LedgerFlowcharts::on_store(store.share()));
         let providers = Providers::scripted(ScriptedProvider::with_fixture(Script::new()));
         let executor = InProcessPool::new(providers, 64);
         let engine_config = EngineConfig {
@@ -221,7 +221,7 @@ impl TestServer {
     /// Waits until every projector has applied every event of the ledger.
     pub async fn caught_up(&self) {
         for _ in 0..400 {
-            let lag = runledger_projections::lag(self.state.pool())
+            let lag = runledger_projections::lag(self.state.db())
                 .await
                 .expect("lag");
             if lag.iter().all(|l| l.events_behind == 0) {
@@ -245,7 +245,7 @@ impl TestServer {
         let _ = self.server.await;
         // Nothing of this server may hold locks while the schema is dropped: close its pool
         // (waits for connections in use, e.g. an aborted projector's transaction).
-        self.state.pool().close().await;
+        self.state.store().close().await;
         self.ledger.drop_schema().await.expect("drop schema");
     }
 }

@@ -4,7 +4,9 @@
 //! `runledger run` records without `--wait` or a control from another process reopens (it
 //! looks in the run index every `--scan-ms`). Ctrl-C (or SIGTERM) lets the work it handed out
 //! report, then stops; what is unfinished is taken again by the next `dev` (or `run --wait`)
-//! on the file. On PostgreSQL it is `runledger serve` with in-process executors.
+//! on the file. With `--listen ADDR` it also serves the HTTP API, live events (SSE) and the
+//! Studio console at `/` on the file, with the projections kept live beside it, and prints the
+//! URL. On PostgreSQL it is `runledger serve` with in-process executors.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -30,8 +32,8 @@ pub struct DevArgs {
     /// stopping anyway (the next start runs that work again).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     drain_timeout_s: u64,
-    /// Address of the HTTP API and the Studio console. PostgreSQL ledgers only for now: the
-    /// API reads the projections, whose SQL is PostgreSQL's.
+    /// Address of the HTTP API (docs/api.md), its live events and the Studio console at `/`
+    /// (docs/studio.md), e.g. 127.0.0.1:8420. No TLS: keep it on loopback.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     #[command(flatten)]
@@ -56,12 +58,6 @@ pub async fn run(global: &GlobalArgs, args: DevArgs) -> Result<(), Failure> {
         }
         LedgerLocation::Sqlite(path) => path.clone(),
     };
-    if args.listen.is_some() {
-        return Err(super::needs_postgres(
-            &location,
-            "--listen (the HTTP API, live events and the Studio console read the projections, whose SQL is PostgreSQL's)",
-        ));
-    }
     // Refused before the file is opened, so a refused command creates no ledger.
     if args.exec.dispatch == Some(Dispatch::Nats) {
         return Err(super::needs_postgres(&location, "`--dispatch nats`"));
@@ -72,6 +68,14 @@ pub async fn run(global: &GlobalArgs, args: DevArgs) -> Result<(), Failure> {
             "--kube-settings (executors as Kubernetes Jobs)",
         ));
     }
+    // Bound before the file is opened: an address in use writes nothing.
+    let listener = match args.listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Failure::caused(format!("--listen: cannot listen on {addr}"), e)
+                .with_code("listen_failed")
+        })?),
+        None => None,
+    };
     let LedgerStore::Sqlite(store) = super::open(global).await? else {
         return Err(Failure::new(
             "the ledger URL named SQLite but opened another backend",
@@ -92,9 +96,15 @@ pub async fn run(global: &GlobalArgs, args: DevArgs) -> Result<(), Failure> {
         "runledger dev: ledger file {}; resumed {resumed} unfinished run(s); drives the runs `runledger run FLOW` records here (Ctrl-C stops)",
         path.display()
     );
-    errln!(
-        "runledger dev: no HTTP API on a SQLite ledger yet; follow runs with `runledger runs show RUN`"
-    );
+    let api = match listener {
+        Some(listener) => Some(spawn_api(listener, &engine, global)?),
+        None => {
+            errln!(
+                "runledger dev: no HTTP API (add --listen 127.0.0.1:8420 for it and the Studio console); follow runs with `runledger runs show RUN`"
+            );
+            None
+        }
+    };
     let scan = Duration::from_millis(args.scan_ms.max(50));
     let stop = super::serve::shutdown_signal();
     tokio::pin!(stop);
@@ -110,6 +120,10 @@ pub async fn run(global: &GlobalArgs, args: DevArgs) -> Result<(), Failure> {
             }
         }
     }
+    // No new starts over HTTP while the engine drains (the projections stop with the API).
+    if let Some(api) = &api {
+        api.abort();
+    }
     let driven = engine.driven();
     errln!("runledger dev: stopping ({driven} run(s) driven here)");
     built.drain(Duration::from_secs(args.drain_timeout_s)).await;
@@ -117,4 +131,27 @@ pub async fn run(global: &GlobalArgs, args: DevArgs) -> Result<(), Failure> {
     engine.store().close().await;
     errln!("runledger dev: stopped; unfinished runs resume when dev starts again");
     Ok(())
+}
+
+/// Serves the HTTP API, its live events and the Studio console on the SQLite file, with the
+/// projections running live beside it; prints the URL to open.
+fn spawn_api(
+    listener: tokio::net::TcpListener,
+    engine: &runledger_orchestrator::Engine<LedgerStore>,
+    global: &GlobalArgs,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, Failure> {
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Failure::caused("--listen", e).with_code("listen_failed"))?;
+    let config = runledger_api::ApiConfig {
+        run_projections: true,
+        ..runledger_api::ApiConfig::for_serve(&global.nats_url)
+    }
+    .with_rag_data_dir(&global.rag_data_dir);
+    let state = runledger_api::ApiState::for_engine(engine.clone(), config);
+    if state.config().token.is_none() && !bound.ip().is_loopback() {
+        tracing::warn!(%bound, "the HTTP API listens beyond loopback without RUNLEDGER_API_TOKEN: anyone who reaches it can start and control runs");
+    }
+    errln!("runledger dev: API and Studio console on http://{bound}/");
+    Ok(tokio::spawn(runledger_api::serve(listener, state)))
 }

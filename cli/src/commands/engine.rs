@@ -20,7 +20,7 @@ use runledger_executor_gateway::live_models::{DEFAULT_MAX_AGE, LiveModels};
 use runledger_executor_gateway::topology::Topology;
 use runledger_ledger::leases::LeaseStore;
 use runledger_ledger::sqlite::lock_file_path;
-use runledger_ledger::{EventStore, PgEventStore, SqliteEventStore};
+use runledger_ledger::{EventStore, LedgerStore, PgEventStore, SqliteEventStore};
 use runledger_orchestrator::agent::ToolRegistry;
 use runledger_orchestrator::agent_tools::{
     LateEngine, LedgerToolDeps, RunWaker, WakeOwner, ledger_domains,
@@ -136,7 +136,7 @@ pub enum Dispatch {
 }
 
 /// The engine and, with NATS dispatch, the gateway tasks feeding it.
-pub struct Built<S: EventStore + 'static = PgEventStore> {
+pub struct Built<S: EventStore + 'static = LedgerStore> {
     pub engine: Engine<S>,
     /// The run leases (PostgreSQL); `None` on SQLite, where one engine owns every run.
     pub leases: Option<Arc<Leases>>,
@@ -278,6 +278,7 @@ pub async fn build(
     });
     let mut config = engine_config(exec);
     if dispatch == Dispatch::Inprocess {
+        let store = LedgerStore::Postgres(store);
         let engine = Engine::with_ownership(store, local, source, config, ownership);
         return Ok(Built {
             engine,
@@ -328,6 +329,7 @@ pub async fn build(
             dispatch_timeout_ms: exec.dispatch_timeout_s.max(1).saturating_mul(1000),
         }),
     };
+    let store = LedgerStore::Postgres(store);
     let engine = Engine::with_ownership(store, Arc::new(dispatcher), source, config, ownership);
     if let Some(mut failures) = failures {
         let engine = engine.clone();
@@ -392,7 +394,7 @@ pub async fn build_sqlite(
     flowcharts: Option<PathBuf>,
     rag_data_dir: &std::path::Path,
     role: SqliteRole,
-) -> Result<Built<SqliteEventStore>, Failure> {
+) -> Result<Built, Failure> {
     let location = runledger_ledger::LedgerLocation::Sqlite(store.path().to_path_buf());
     if exec.kube_settings.is_some() {
         return Err(super::needs_postgres(
@@ -421,6 +423,7 @@ pub async fn build_sqlite(
         dir: DirSource { dir: flowcharts },
         registry,
     });
+    let store = LedgerStore::Sqlite(store);
     let engine = Engine::with_ownership(store, local, source, engine_config(exec), Arc::new(Solo));
     late_engine.bind(engine.clone());
     Ok(Built {
@@ -438,11 +441,14 @@ pub async fn build_sqlite(
 /// A run that cannot be loaded is named once (in `refused`) and left in the index. Returns
 /// how many runs it took.
 pub async fn take_unfinished(
-    engine: &Engine<SqliteEventStore>,
+    engine: &Engine<LedgerStore>,
     refused: &mut std::collections::HashSet<runledger_contracts::ids::RunId>,
 ) -> Result<usize, Failure> {
-    let runs = engine
-        .store()
+    // On PostgreSQL the leases' keeper takes runs; only a SQLite file has this index.
+    let Some(store) = engine.store().as_sqlite() else {
+        return Ok(0);
+    };
+    let runs = store
         .unfinished_runs()
         .await
         .map_err(|e| Failure::coded("cannot read the run index", e))?;

@@ -13,7 +13,7 @@ use runledger_orchestrator::engine::{RunSummary, status_counts};
 use runledger_orchestrator::{RunStatus, StartRun};
 use serde_json::{Value, json};
 
-use runledger_ledger::{EventStore, LedgerLocation, LedgerStore, SqliteEventStore};
+use runledger_ledger::{EventStore, LedgerLocation, LedgerStore};
 
 use super::engine::{Built, ExecArgs};
 use crate::{Failure, GlobalArgs};
@@ -145,7 +145,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
 /// `run --wait` on a SQLite file is the file's one engine while it lives: it also drives the
 /// runs a killed process left unfinished (or `run` recorded without driving), in the
 /// background. What they have not finished when this run ends waits for the next engine.
-fn take_left_behind(engine: &runledger_orchestrator::Engine<SqliteEventStore>, as_json: bool) {
+fn take_left_behind(engine: &runledger_orchestrator::Engine<LedgerStore>, as_json: bool) {
     let engine = engine.clone();
     tokio::spawn(async move {
         let mut refused = std::collections::HashSet::new();

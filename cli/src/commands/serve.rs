@@ -90,7 +90,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     // The read models follow the ledger beside the engine (LISTEN/NOTIFY, polling as backstop).
     // NOTIFY wakes them after appends; the poll is only a backstop, kept rare so that an idle
     // serve costs next to nothing.
-    let projectors = runledger_projections::Projections::new(engine.store().pool().clone())
+    let projectors = runledger_projections::Projections::new(engine.store())
         .with_poll_interval(PROJECTION_BACKSTOP_POLL);
     let projections =
         tokio::spawn(async move { projectors.run_live(std::future::pending()).await });

@@ -318,22 +318,21 @@ pub async fn run_version(
     db: &(impl ReadSource + ?Sized),
     run_id: RunId,
 ) -> Result<Option<u64>, QueryError> {
-    let version: Option<i64> = match db.db() {
-        DbRef::Postgres(pool) => {
-            sqlx::query_scalar("SELECT last_version FROM run_detail_runs WHERE run_id = $1")
-                .bind(run_id.0)
-                .fetch_optional(pool)
-                .await?
-        }
-        DbRef::Sqlite(store) => {
-            sqlx::query_scalar(
+    let version: Option<i64> =
+        match db.db() {
+            DbRef::Postgres(pool) => {
+                sqlx::query_scalar("SELECT last_version FROM run_detail_runs WHERE run_id = $1")
+                    .bind(run_id.0)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            DbRef::Sqlite(store) => sqlx::query_scalar(
                 "SELECT json_extract(doc, '$.last_version') FROM run_detail_runs WHERE run_id = ?1",
             )
             .bind(run_id.to_string())
             .fetch_optional(store.readers())
-            .await?
-        }
-    };
+            .await?,
+        };
     Ok(version.map(|v| v.max(0) as u64))
 }
 
