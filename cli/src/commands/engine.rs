@@ -31,6 +31,7 @@ use runledger_orchestrator::executor::{InProcessPool, NodeExecutor};
 use runledger_orchestrator::lease::{LeaseConfig, Leases, Ownership, Solo};
 use runledger_orchestrator::provider::{Script, ScriptedProvider};
 
+use super::tool_args::ToolArgs;
 use crate::{Failure, GlobalArgs};
 
 /// Options shared by the commands that execute node runs.
@@ -77,6 +78,8 @@ pub struct ExecArgs {
     /// [default: <host>-<pid>-<random>].
     #[arg(long, value_name = "ID", env = "RUNLEDGER_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    #[command(flatten)]
+    pub tools: ToolArgs,
 }
 
 impl ExecArgs {
@@ -269,7 +272,7 @@ pub async fn build(
     let providers = models
         .providers()
         .with_rag(rag.clone())
-        .with_tools(tool_registry(shared(), waker, rag).await?);
+        .with_tools(tool_registry(shared(), waker, rag, &exec.tools).await?);
     let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::new(store.pool().clone());
     let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource {
@@ -416,7 +419,7 @@ pub async fn build_sqlite(
     let providers = models
         .providers()
         .with_rag(rag.clone())
-        .with_tools(tool_registry(store.share(), late_engine.clone(), rag).await?);
+        .with_tools(tool_registry(store.share(), late_engine.clone(), rag, &exec.tools).await?);
     let local: Arc<dyn NodeExecutor> = Arc::new(InProcessPool::new(providers, exec.concurrency));
     let registry = runledger_api::registry::LedgerFlowcharts::on_store(store.share());
     let source: Arc<dyn FlowchartSource> = Arc::new(SubflowSource {
@@ -626,20 +629,21 @@ pub async fn tool_registry<S: EventStore + 'static>(
     store: S,
     waker: Arc<dyn RunWaker>,
     rag: Arc<runledger_rag::Rag<S>>,
+    tools: &ToolArgs,
 ) -> Result<ToolRegistry, Failure> {
     let mut domains: Vec<Arc<dyn ToolDomain>> = ledger_domains(LedgerToolDeps {
         store: Arc::new(store),
         waker,
     });
     domains.push(runledger_rag::tools::RagTools::shared(rag));
-    domains.extend(outside_domains().await?);
+    domains.extend(outside_domains(tools).await?);
     ToolRegistry::new(domains).map_err(|e| Failure::coded("cannot build the tool registry", e))
 }
 
-/// The domains that act outside the ledger (workspace, git, command, MCP servers of
-/// `.runledger/mcp.json`), with `runledger-tools`' defaults; engines and executors serve them.
-pub async fn outside_domains() -> Result<Vec<Arc<dyn ToolDomain>>, Failure> {
-    runledger_tools::domains(&runledger_tools::ToolsConfig::default())
+/// The domains that act outside the ledger (workspace, git, command, the MCP servers of
+/// `--mcp-registry`), workspaces under `--workspace-root`; engines and executors serve them.
+pub async fn outside_domains(tools: &ToolArgs) -> Result<Vec<Arc<dyn ToolDomain>>, Failure> {
+    runledger_tools::domains(&tools.config())
         .await
         .map_err(|e| {
             let code = e.code();

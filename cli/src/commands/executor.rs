@@ -14,6 +14,7 @@ use runledger_executor_gateway::worker::{WorkerConfig, run_worker};
 use runledger_ledger::PgEventStore;
 use runledger_orchestrator::agent::ToolRegistry;
 
+use super::tool_args::ToolArgs;
 use crate::{Failure, GlobalArgs};
 
 #[derive(Debug, Args)]
@@ -37,6 +38,8 @@ pub struct ExecutorArgs {
     /// consumer is first created; heartbeats go out every third of it).
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     ack_wait_s: u64,
+    #[command(flatten)]
+    tools: ToolArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -76,7 +79,7 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
         .await?
         .providers()
         .with_rag(rag.clone())
-        .with_tools(tool_registry(rag).await?),
+        .with_tools(tool_registry(rag, &args.tools).await?),
     );
     let js = super::engine::jetstream(global).await?;
     topology
@@ -132,8 +135,9 @@ fn default_executor_id() -> String {
 /// node that uses them must run there (docs/agents.md, "Where tools run"). One line per domain.
 pub async fn tool_registry(
     rag: Arc<runledger_rag::Rag<PgEventStore>>,
+    tools: &ToolArgs,
 ) -> Result<ToolRegistry, Failure> {
-    let mut domains: Vec<Arc<dyn ToolDomain>> = super::engine::outside_domains().await?;
+    let mut domains: Vec<Arc<dyn ToolDomain>> = super::engine::outside_domains(tools).await?;
     domains.push(runledger_rag::tools::RagTools::shared(rag));
     ToolRegistry::new(domains).map_err(|e| Failure::coded("cannot build the tool registry", e))
 }

@@ -15,6 +15,7 @@ pub mod run;
 pub mod runs;
 pub mod serve;
 pub mod status;
+pub mod tool_args;
 pub mod tools;
 pub mod validate;
 pub mod verify;

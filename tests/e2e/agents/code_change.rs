@@ -77,14 +77,13 @@ fn a_code_change_is_cloned_patched_checked_committed_tagged_pushed_and_exported(
     let cwd = dir.0.clone();
     let repo = origin(&cwd);
     let before = git(&repo, &["rev-parse", "main"]);
-    // Workspaces go under `$TMPDIR/runledger-workspaces`: here, inside the test's directory.
-    let tmp = cwd.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
+    // Workspaces go under RUNLEDGER_WORKSPACE_ROOT: here, inside the test's directory.
+    let workspaces = cwd.join("workspaces");
     let summary = run_flow(
         &cwd,
         &root().join("examples/code-change.yaml"),
         &json!({ "repo": repo.to_str().unwrap() }),
-        &[("TMPDIR", &tmp)],
+        &[("RUNLEDGER_WORKSPACE_ROOT", &workspaces)],
     );
     let run_id = summary["run_id"].as_str().unwrap();
 
@@ -169,9 +168,9 @@ fn a_code_change_is_cloned_patched_checked_committed_tagged_pushed_and_exported(
     assert_eq!(git(&repo, &["rev-parse", "main"]), before);
     assert_eq!(git(&repo, &["tag", "--list"]), "");
     // The run completed: its workspace was torn down.
-    let workspace = tmp.join("runledger-workspaces").join(run_id);
+    let workspace = workspaces.join(run_id);
     assert!(
-        tmp.join("runledger-workspaces").is_dir() && !workspace.exists(),
+        workspaces.is_dir() && !workspace.exists(),
         "{} is left",
         workspace.display()
     );
@@ -187,13 +186,12 @@ fn without_a_git_policy_the_push_is_refused_recorded_and_nothing_is_pushed() {
     assert!(example.contains(policy));
     let flow = cwd.join("no-policy.yaml");
     std::fs::write(&flow, example.replace(policy, "")).unwrap();
-    let tmp = cwd.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
+    let workspaces = cwd.join("workspaces");
     let summary = run_flow(
         &cwd,
         &flow,
         &json!({ "repo": repo.to_str().unwrap() }),
-        &[("TMPDIR", &tmp)],
+        &[("RUNLEDGER_WORKSPACE_ROOT", &workspaces)],
     );
     let lines = export_verified(&cwd, summary["run_id"].as_str().unwrap());
     let calls = tool_calls(&lines);

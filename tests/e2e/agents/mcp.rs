@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::{TempDir, bare, export_verified, root, run_flow, stderr, stdout, tool_calls};
+use super::{TempDir, bare_with, export_verified, root, run_flow, stderr, stdout, tool_calls};
 
 const FLOW: &str = r#"
 name: mcp-lookup
@@ -35,7 +35,10 @@ fn a_stdio_mcp_server_is_called_from_a_node_and_every_call_recorded() {
     let cwd = dir.0.clone();
     let server = root().join("tests/e2e/mcp_server.py");
     let log = cwd.join("server-calls.jsonl");
-    let out = bare(
+    // The registry is where RUNLEDGER_MCP_REGISTRY says, for `mcp` and `run` alike.
+    let registry = cwd.join("config/mcp.json");
+    let env: &[(&str, &std::path::Path)] = &[("RUNLEDGER_MCP_REGISTRY", &registry)];
+    let out = bare_with(
         &cwd,
         &[
             "mcp",
@@ -47,9 +50,11 @@ fn a_stdio_mcp_server_is_called_from_a_node_and_every_call_recorded() {
             server.to_str().unwrap(),
             log.to_str().unwrap(),
         ],
+        env,
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = bare(&cwd, &["mcp", "tools", "lexicon", "--json"]);
+    assert!(registry.is_file());
+    let out = bare_with(&cwd, &["mcp", "tools", "lexicon", "--json"], env);
     assert!(out.status.success(), "{}", stderr(&out));
     let listed: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let names: Vec<(&str, bool)> = listed["tools"]
@@ -70,7 +75,7 @@ fn a_stdio_mcp_server_is_called_from_a_node_and_every_call_recorded() {
 
     let flow = cwd.join("mcp-lookup.yaml");
     std::fs::write(&flow, FLOW).unwrap();
-    let summary = run_flow(&cwd, &flow, &json!({}), &[]);
+    let summary = run_flow(&cwd, &flow, &json!({}), env);
     let lines = export_verified(&cwd, summary["run_id"].as_str().unwrap());
     let calls = tool_calls(&lines);
     let seen: Vec<(&str, &str)> = calls
