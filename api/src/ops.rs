@@ -116,7 +116,7 @@ async fn nats_probe(url: &str) -> Probe {
         },
         Err(error) => Probe {
             reachable: false,
-            error: Some(error),
+            error: Some(error.to_string()),
         },
     }
 }

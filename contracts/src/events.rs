@@ -1224,7 +1224,25 @@ impl std::fmt::Display for EventType {
 pub struct Upcaster {
     pub event_type: EventType,
     pub from: u32,
-    pub step: fn(Value) -> Result<Value, String>,
+    pub step: fn(Value) -> Result<Value, UpcastError>,
+}
+
+/// Why an upcaster step cannot rewrite a stored payload: the payload is not what its version
+/// recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UpcastError(pub String);
+
+impl From<&str> for UpcastError {
+    fn from(reason: &str) -> Self {
+        Self(reason.to_owned())
+    }
+}
+
+impl From<String> for UpcastError {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
 }
 
 /// The upcasters of the catalog. When a type moves to version N+1, add its N -> N+1 step here
@@ -1238,11 +1256,11 @@ pub const UPCASTERS: &[Upcaster] = &[Upcaster {
     step: tool_called_v1_to_v2,
 }];
 
-fn tool_called_v1_to_v2(payload: Value) -> Result<Value, String> {
+fn tool_called_v1_to_v2(payload: Value) -> Result<Value, UpcastError> {
     match &payload {
         Value::Object(map) if !map.contains_key("agent") => Ok(payload),
-        Value::Object(_) => Err("a v1 ToolCalled has no `agent` key".to_owned()),
-        _ => Err("a ToolCalled payload is an object".to_owned()),
+        Value::Object(_) => Err("a v1 ToolCalled has no `agent` key".into()),
+        _ => Err("a ToolCalled payload is an object".into()),
     }
 }
 
@@ -1274,10 +1292,10 @@ pub fn upcast_with(
         else {
             break;
         };
-        payload = (upcaster.step)(payload).map_err(|message| DecodeError::Payload {
+        payload = (upcaster.step)(payload).map_err(|e| DecodeError::Payload {
             event_type: kind.as_str(),
             schema_version: version,
-            message,
+            message: e.0,
         })?;
         version += 1;
     }
@@ -1373,13 +1391,13 @@ mod tests {
     /// it were at version 3: v1 had `attempt` as a string, v2 had no `retry_of` key at all.
     #[test]
     fn upcasters_chain_from_an_older_version_to_the_current_one() {
-        fn v1_to_v2(mut p: Value) -> Result<Value, String> {
+        fn v1_to_v2(mut p: Value) -> Result<Value, UpcastError> {
             let attempt = p["attempt"].as_str().ok_or("attempt is not a string")?;
             let n: u64 = attempt.parse().map_err(|e| format!("attempt: {e}"))?;
             p["attempt"] = Value::from(n);
             Ok(p)
         }
-        fn v2_to_v3(mut p: Value) -> Result<Value, String> {
+        fn v2_to_v3(mut p: Value) -> Result<Value, UpcastError> {
             p["marker"] = Value::from("v3");
             Ok(p)
         }

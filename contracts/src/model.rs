@@ -363,10 +363,10 @@ impl ModelSpec {
             }
         }
         if let Some(url) = &self.base_url {
-            check_base_url(url).map_err(|reason| invalid("base_url", reason))?;
+            check_base_url(url)?;
         }
         match &self.api_key_env {
-            Some(name) => check_env_name(name).map_err(|reason| invalid("api_key_env", reason))?,
+            Some(name) => check_env_name(name)?,
             None if matches!(provider, ProviderKind::Anthropic | ProviderKind::Gemini) => {
                 let what = if self.settings.vertex.is_some() {
                     "the OAuth access token"
@@ -536,25 +536,32 @@ pub fn check_model_name(name: &str) -> Result<(), ModelSpecError> {
 
 /// `http(s)://host[:port][/path]` with no user info, query or fragment: those are where
 /// credentials hide, and the spec is recorded in the ledger.
-fn check_base_url(url: &str) -> Result<(), String> {
+fn check_base_url(url: &str) -> Result<(), ModelSpecError> {
+    let invalid = |reason: String| invalid("base_url", reason);
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| "must start with http:// or https://".to_owned())?;
+        .ok_or_else(|| invalid("must start with http:// or https://".to_owned()))?;
     if url.len() > 2000 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("must be at most 2000 characters without spaces".into());
+        return Err(invalid(
+            "must be at most 2000 characters without spaces".into(),
+        ));
     }
     if url.contains(['?', '#']) {
-        return Err("must not have a query or fragment (keys belong in api_key_env)".into());
+        return Err(invalid(
+            "must not have a query or fragment (keys belong in api_key_env)".into(),
+        ));
     }
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.contains('@') {
-        return Err("must not contain user info (keys belong in api_key_env)".into());
+        return Err(invalid(
+            "must not contain user info (keys belong in api_key_env)".into(),
+        ));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (h, after) = v6
             .split_once(']')
-            .ok_or_else(|| "has an unclosed `[`".to_owned())?;
+            .ok_or_else(|| invalid("has an unclosed `[`".to_owned()))?;
         (h, after.strip_prefix(':'))
     } else {
         match authority.rsplit_once(':') {
@@ -563,19 +570,21 @@ fn check_base_url(url: &str) -> Result<(), String> {
         }
     };
     if host.is_empty() {
-        return Err("has no host".into());
+        return Err(invalid("has no host".into()));
     }
     if let Some(p) = port
         && p.parse::<u16>().is_err()
     {
-        return Err(format!("port `{p}` is not a number from 0 to 65535"));
+        return Err(invalid(format!(
+            "port `{p}` is not a number from 0 to 65535"
+        )));
     }
     Ok(())
 }
 
 /// Environment variable names as shells write them: upper case, digits and `_`. This also
 /// catches a key pasted where its variable's name belongs.
-fn check_env_name(name: &str) -> Result<(), String> {
+fn check_env_name(name: &str) -> Result<(), ModelSpecError> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.as_bytes()[0].is_ascii_digit()
@@ -585,7 +594,10 @@ fn check_env_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err("must be the NAME of an environment variable (A-Z 0-9 _, e.g. OPENAI_API_KEY), never the key itself".into())
+        Err(invalid(
+            "api_key_env",
+            "must be the NAME of an environment variable (A-Z 0-9 _, e.g. OPENAI_API_KEY), never the key itself",
+        ))
     }
 }
 

@@ -156,7 +156,7 @@ pub mod kube;
 pub async fn server_info(
     url: &str,
     timeout: std::time::Duration,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, ProbeError> {
     use tokio::io::AsyncBufReadExt;
     let address = url
         .split(',')
@@ -178,8 +178,23 @@ pub async fn server_info(
         Ok(Ok(line)) => line
             .strip_prefix("INFO ")
             .and_then(|info| serde_json::from_str(info.trim()).ok())
-            .ok_or_else(|| format!("{address} did not answer like a NATS server")),
-        Ok(Err(e)) => Err(format!("{address}: {e}")),
-        Err(_) => Err(format!("{address}: timed out")),
+            .ok_or(ProbeError::NotNats { address }),
+        Ok(Err(source)) => Err(ProbeError::Io { address, source }),
+        Err(_) => Err(ProbeError::Timeout { address }),
     }
+}
+
+/// Why [`server_info`] found no NATS server; each names the address it tried.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{address}: {source}")]
+    Io {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{address}: timed out")]
+    Timeout { address: String },
+    #[error("{address} did not answer like a NATS server")]
+    NotNats { address: String },
 }

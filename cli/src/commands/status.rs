@@ -101,6 +101,6 @@ async fn nats_status(url: &str) -> Value {
             "server_version": info["version"],
             "jetstream": info["jetstream"] == json!(true),
         }),
-        Err(error) => json!({"reachable": false, "error": error}),
+        Err(error) => json!({"reachable": false, "error": error.to_string()}),
     }
 }

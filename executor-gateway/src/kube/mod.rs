@@ -101,11 +101,24 @@ pub struct UnknownExecutorClass(pub String);
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("kubernetes settings: clusterUrl: {0}")]
-    ClusterUrl(String),
+    ClusterUrl(#[source] ClusterUrlError),
     #[error("cannot find a Kubernetes configuration (no kubeconfig and not in a cluster): {0}")]
-    Infer(String),
+    Infer(#[source] ::kube::config::InferConfigError),
     #[error("cannot build the Kubernetes client: {0}")]
-    Client(String),
+    Client(#[source] ::kube::Error),
+}
+
+/// Why a `clusterUrl` cannot be talked to.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterUrlError {
+    #[error("`{url}` is not a URL: {source}")]
+    NotUrl {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("`{url}` must be an http:// or https:// URL with a host")]
+    NotHttp { url: String },
 }
 
 impl ConnectError {
@@ -125,9 +138,7 @@ impl ConnectError {
 pub async fn connect(settings: &KubeSettings) -> Result<::kube::Client, ConnectError> {
     let mut config = match &settings.cluster_url {
         Some(url) => cluster_config(url).map_err(ConnectError::ClusterUrl)?,
-        None => ::kube::Config::infer()
-            .await
-            .map_err(|e| ConnectError::Infer(e.to_string()))?,
+        None => ::kube::Config::infer().await.map_err(ConnectError::Infer)?,
     };
     config.default_namespace = settings.namespace.clone();
     client_for(config)
@@ -135,19 +146,19 @@ pub async fn connect(settings: &KubeSettings) -> Result<::kube::Client, ConnectE
 
 /// A client for an explicit configuration.
 pub fn client_for(config: ::kube::Config) -> Result<::kube::Client, ConnectError> {
-    ::kube::Client::try_from(config).map_err(|e| ConnectError::Client(e.to_string()))
+    ::kube::Client::try_from(config).map_err(ConnectError::Client)
 }
 
 /// A configuration that talks to `url` (http or https) with no credentials.
-pub fn cluster_config(url: &str) -> Result<::kube::Config, String> {
-    let config = ::kube::Config::new(
-        url.parse()
-            .map_err(|e| format!("`{url}` is not a URL: {e}"))?,
-    );
+pub fn cluster_config(url: &str) -> Result<::kube::Config, ClusterUrlError> {
+    let config = ::kube::Config::new(url.parse().map_err(|e| ClusterUrlError::NotUrl {
+        url: url.to_owned(),
+        source: Box::new(e),
+    })?);
     match config.cluster_url.scheme_str() {
         Some("http") | Some("https") if config.cluster_url.host().is_some() => Ok(config),
-        _ => Err(format!(
-            "`{url}` must be an http:// or https:// URL with a host"
-        )),
+        _ => Err(ClusterUrlError::NotHttp {
+            url: url.to_owned(),
+        }),
     }
 }

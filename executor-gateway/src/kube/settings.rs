@@ -214,7 +214,7 @@ impl KubeSettings {
         if let Some(url) = &self.cluster_url
             && let Err(e) = super::cluster_config(url)
         {
-            p.add("clusterUrl", e);
+            p.add("clusterUrl", e.to_string());
         }
         if let Some(sa) = &self.service_account
             && !is_dns_subdomain(sa)

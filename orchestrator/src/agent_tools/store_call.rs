@@ -121,7 +121,7 @@ pub fn from_tool_error(e: ToolError) -> ToolCallError {
         ToolError::RevisionMismatch { .. } | ToolError::Conflict(_) => "conflict",
         ToolError::InvalidOperation(_) => "invalid_operation",
         ToolError::Unavailable(_) => "unavailable",
-        ToolError::Corrupt(_) => "state_corrupt",
+        ToolError::Corrupt(_) | ToolError::StateCorrupt { .. } => "state_corrupt",
     };
     ToolCallError::Failed {
         code,

@@ -134,7 +134,7 @@ async fn fold_into<T: Tool, S: EventStore>(
             let event = recorded
                 .decode()
                 .map_err(|e| ToolError::Corrupt(format!("{at}: {e}")))?;
-            T::evolve(state, &event).map_err(|e| ToolError::Corrupt(format!("{at}: {e}")))?;
+            T::evolve(state, &event).map_err(|source| ToolError::StateCorrupt { at, source })?;
             if let Some(key) = event_idempotency_key(&event) {
                 entry
                     .applied
@@ -164,7 +164,10 @@ pub async fn output_at<T: Tool, S: EventStore>(
         let event = recorded
             .decode()
             .map_err(|e| ToolError::Corrupt(e.to_string()))?;
-        T::evolve(&mut state, &event).map_err(ToolError::Corrupt)?;
+        T::evolve(&mut state, &event).map_err(|source| ToolError::StateCorrupt {
+            at: format!("{stream}#{}", recorded.stream_version),
+            source,
+        })?;
         output = T::output_after(&state, &event);
     }
     Ok(output)

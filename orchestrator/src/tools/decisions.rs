@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Decided, Target, Tool, ToolCause, ToolError, ToolKind, check_id, check_text, list_limit,
-    parse_args,
+    Decided, StateError, Target, Tool, ToolCause, ToolError, ToolKind, check_id, check_text,
+    list_limit, parse_args,
 };
 
 /// Most options one decision may have.
@@ -304,10 +304,13 @@ impl Tool for Decisions {
         }
     }
 
-    fn evolve(state: &mut DecisionStream, event: &DomainEvent) -> Result<(), String> {
+    fn evolve(state: &mut DecisionStream, event: &DomainEvent) -> Result<(), StateError> {
         if let DomainEvent::DecisionCreated(e) = event {
             if state.decision.is_some() {
-                return Err("DecisionCreated: the decision exists".into());
+                return Err(StateError::Exists {
+                    event: event.event_type(),
+                    what: "the decision".into(),
+                });
             }
             state.decision = Some(Decision {
                 decision_id: e.decision_id.clone(),
@@ -325,7 +328,10 @@ impl Tool for Decisions {
         }
         let name = event.event_type();
         let Some(d) = &mut state.decision else {
-            return Err(format!("{name}: the decision does not exist"));
+            return Err(StateError::Missing {
+                event: name,
+                what: "the decision".into(),
+            });
         };
         match event {
             DomainEvent::DecisionOptionsScored(e) => {
@@ -335,7 +341,10 @@ impl Tool for Decisions {
             }
             DomainEvent::DecisionOutcomeRecorded(e) => {
                 if d.outcome.is_some() {
-                    return Err("DecisionOutcomeRecorded: the decision was made already".into());
+                    return Err(StateError::Inconsistent {
+                        event: name,
+                        reason: "the decision was made already".into(),
+                    });
                 }
                 d.outcome = Some(Outcome {
                     chosen_option_id: e.chosen_option_id.clone(),
@@ -343,7 +352,12 @@ impl Tool for Decisions {
                     node_run_id: e.node_run_id,
                 });
             }
-            _ => return Err(format!("{name} is not a decision event")),
+            _ => {
+                return Err(StateError::Foreign {
+                    event: name,
+                    tool: "decision",
+                });
+            }
         }
         state.revision += 1;
         Ok(())

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Decided, Target, Tool, ToolCause, ToolError, ToolKind, check_id, list_limit, parse_args,
+    Decided, StateError, Target, Tool, ToolCause, ToolError, ToolKind, check_id, list_limit,
+    parse_args,
 };
 
 /// The scope of calls that name none.
@@ -186,11 +187,14 @@ impl Tool for Memory {
         ToolKind::Memory.stream(op.scope()).map(Target::Stream)
     }
 
-    fn evolve(state: &mut MemoryScope, event: &DomainEvent) -> Result<(), String> {
+    fn evolve(state: &mut MemoryScope, event: &DomainEvent) -> Result<(), StateError> {
         match event {
             DomainEvent::MemoryEntryCreated(e) => {
                 if state.entries.contains_key(&e.key) {
-                    return Err(format!("MemoryEntryCreated: entry `{}` exists", e.key));
+                    return Err(StateError::Exists {
+                        event: event.event_type(),
+                        what: format!("entry `{}`", e.key),
+                    });
                 }
                 state.entries.insert(
                     e.key.clone(),
@@ -204,7 +208,10 @@ impl Tool for Memory {
                 let entry = state
                     .entries
                     .get_mut(&e.key)
-                    .ok_or_else(|| format!("MemoryEntryUpdated: no entry `{}`", e.key))?;
+                    .ok_or_else(|| StateError::Missing {
+                        event: event.event_type(),
+                        what: format!("entry `{}`", e.key),
+                    })?;
                 entry.value = e.value.clone();
                 entry.revision = e.revision;
             }
@@ -212,9 +219,17 @@ impl Tool for Memory {
                 state
                     .entries
                     .remove(&e.key)
-                    .ok_or_else(|| format!("MemoryEntryDeleted: no entry `{}`", e.key))?;
+                    .ok_or_else(|| StateError::Missing {
+                        event: event.event_type(),
+                        what: format!("entry `{}`", e.key),
+                    })?;
             }
-            other => return Err(format!("{} is not a memory event", other.event_type())),
+            other => {
+                return Err(StateError::Foreign {
+                    event: other.event_type(),
+                    tool: "memory",
+                });
+            }
         }
         Ok(())
     }

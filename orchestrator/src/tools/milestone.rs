@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Decided, Target, Tool, ToolCause, ToolError, ToolKind, check_id, check_text, list_limit,
-    parse_args,
+    Decided, StateError, Target, Tool, ToolCause, ToolError, ToolKind, check_id, check_text,
+    list_limit, parse_args,
 };
 
 /// Largest evidence `data`, as canonical JSON.
@@ -245,10 +245,13 @@ impl Tool for Milestones {
         }
     }
 
-    fn evolve(state: &mut MilestoneStream, event: &DomainEvent) -> Result<(), String> {
+    fn evolve(state: &mut MilestoneStream, event: &DomainEvent) -> Result<(), StateError> {
         if let DomainEvent::MilestoneCreated(e) = event {
             if state.milestone.is_some() {
-                return Err("MilestoneCreated: the milestone exists".into());
+                return Err(StateError::Exists {
+                    event: event.event_type(),
+                    what: "the milestone".into(),
+                });
             }
             state.milestone = Some(Milestone {
                 milestone_id: e.milestone_id.clone(),
@@ -264,7 +267,10 @@ impl Tool for Milestones {
         }
         let name = event.event_type();
         let Some(m) = &mut state.milestone else {
-            return Err(format!("{name}: the milestone does not exist"));
+            return Err(StateError::Missing {
+                event: name,
+                what: "the milestone".into(),
+            });
         };
         match event {
             DomainEvent::MilestoneUpdated(e) => {
@@ -288,7 +294,12 @@ impl Tool for Milestones {
                 run_id: e.run_id,
                 node_run_id: e.node_run_id,
             }),
-            _ => return Err(format!("{name} is not a milestone event")),
+            _ => {
+                return Err(StateError::Foreign {
+                    event: name,
+                    tool: "milestone",
+                });
+            }
         }
         state.revision += 1;
         Ok(())

@@ -24,7 +24,7 @@ pub mod plan;
 use runledger_contracts::canonical;
 use runledger_contracts::digest::Digest;
 use runledger_contracts::events::{
-    DomainEvent, ErrorInfo, ToolAttempt, ToolCalled, ToolOutcome, Warning,
+    DomainEvent, ErrorInfo, EventType, ToolAttempt, ToolCalled, ToolOutcome, Warning,
 };
 use runledger_contracts::flowchart::{Node, NodeType};
 use runledger_contracts::ids::{NodeRunId, RequestId, RunId, StreamId};
@@ -142,6 +142,34 @@ pub enum ToolError {
     /// A tool stream holds an event that does not fit its state.
     #[error("{0}")]
     Corrupt(String),
+    /// The event at `at` (`<stream>#<version>`) does not fold into the state before it.
+    #[error("{at}: {source}")]
+    StateCorrupt {
+        at: String,
+        #[source]
+        source: StateError,
+    },
+}
+
+/// Why an event of a tool stream does not fit the state folded from the events before it:
+/// the stream was written by something other than the tool's decider.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The event creates `what`, which exists already.
+    #[error("{event}: {what} exists")]
+    Exists { event: EventType, what: String },
+    /// The event changes `what`, which does not exist.
+    #[error("{event}: {what} does not exist")]
+    Missing { event: EventType, what: String },
+    /// The event belongs to another tool.
+    #[error("{event} is not a {tool} event")]
+    Foreign {
+        event: EventType,
+        tool: &'static str,
+    },
+    /// The event contradicts the state in another way.
+    #[error("{event}: {reason}")]
+    Inconsistent { event: EventType, reason: String },
 }
 
 impl ToolError {
@@ -154,7 +182,7 @@ impl ToolError {
             ToolError::InvalidOperation(_) => "tool_invalid_operation",
             ToolError::Conflict(_) => "tool_conflict",
             ToolError::Unavailable(_) => "tool_unavailable",
-            ToolError::Corrupt(_) => "tool_state_corrupt",
+            ToolError::Corrupt(_) | ToolError::StateCorrupt { .. } => "tool_state_corrupt",
         }
     }
 
@@ -219,7 +247,7 @@ pub trait Tool {
     fn parse(operation: &str, args: Value) -> Result<Self::Op, ToolError>;
     fn target(op: &Self::Op) -> Result<Target, ToolError>;
     /// Applies one event of the tool's stream to its state.
-    fn evolve(state: &mut Self::State, event: &DomainEvent) -> Result<(), String>;
+    fn evolve(state: &mut Self::State, event: &DomainEvent) -> Result<(), StateError>;
     /// What the state looks like to a caller after `event` (the output of the write that
     /// recorded it, also when that write is found again by its idempotency key).
     fn output_after(state: &Self::State, event: &DomainEvent) -> Value;
@@ -568,7 +596,10 @@ async fn attempt_with<T: Tool, S: EventStore>(
                     let mut after = state;
                     let mut output = Value::Null;
                     for event in &events {
-                        T::evolve(&mut after, event).map_err(ToolError::Corrupt)?;
+                        T::evolve(&mut after, event).map_err(|source| ToolError::StateCorrupt {
+                            at: stream.to_string(),
+                            source,
+                        })?;
                         output = T::output_after(&after, event);
                     }
                     let append = ToolAppend {

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Decided, Target, Tool, ToolCause, ToolError, ToolKind, check_id, check_text, list_limit,
-    parse_args,
+    Decided, StateError, Target, Tool, ToolCause, ToolError, ToolKind, check_id, check_text,
+    list_limit, parse_args,
 };
 
 /// A plan as its stream tells it.
@@ -200,17 +200,28 @@ impl Tool for Plans {
         }
     }
 
-    fn evolve(state: &mut PlanStream, event: &DomainEvent) -> Result<(), String> {
-        let live = |state: &mut PlanStream, what: &str| -> Result<(), String> {
+    fn evolve(state: &mut PlanStream, event: &DomainEvent) -> Result<(), StateError> {
+        let name = event.event_type();
+        let live = |state: &mut PlanStream| -> Result<(), StateError> {
             if state.plan.is_none() {
-                return Err(format!("{what}: the plan does not exist"));
+                return Err(StateError::Missing {
+                    event: name,
+                    what: "the plan".into(),
+                });
             }
             Ok(())
+        };
+        let inconsistent = |reason: String| StateError::Inconsistent {
+            event: name,
+            reason,
         };
         match event {
             DomainEvent::PlanCreated(e) => {
                 if state.plan.is_some() {
-                    return Err("PlanCreated: the plan exists".into());
+                    return Err(StateError::Exists {
+                        event: name,
+                        what: "the plan".into(),
+                    });
                 }
                 state.plan = Some(Plan {
                     plan_id: e.plan_id.clone(),
@@ -220,7 +231,7 @@ impl Tool for Plans {
                 });
             }
             DomainEvent::PlanUpdated(e) => {
-                live(state, "PlanUpdated")?;
+                live(state)?;
                 if let Some(plan) = &mut state.plan {
                     if let Some(title) = &e.title {
                         plan.title = title.clone();
@@ -234,11 +245,11 @@ impl Tool for Plans {
                 }
             }
             DomainEvent::PlanDeleted(_) => {
-                live(state, "PlanDeleted")?;
+                live(state)?;
                 state.plan = None;
             }
             DomainEvent::PlanStagesReordered(e) => {
-                live(state, "PlanStagesReordered")?;
+                live(state)?;
                 if let Some(plan) = &mut state.plan {
                     let mut reordered = Vec::with_capacity(plan.stages.len());
                     for id in &e.order {
@@ -246,29 +257,32 @@ impl Tool for Plans {
                             .stages
                             .iter()
                             .find(|s| &s.id == id)
-                            .ok_or_else(|| format!("PlanStagesReordered: no stage `{id}`"))?;
+                            .ok_or_else(|| inconsistent(format!("no stage `{id}`")))?;
                         reordered.push(stage.clone());
                     }
                     if reordered.len() != plan.stages.len() {
-                        return Err(
-                            "PlanStagesReordered: the order does not list every stage".into()
-                        );
+                        return Err(inconsistent("the order does not list every stage".into()));
                     }
                     plan.stages = reordered;
                 }
             }
             DomainEvent::PlanStageStatusSet(e) => {
-                live(state, "PlanStageStatusSet")?;
+                live(state)?;
                 if let Some(plan) = &mut state.plan {
                     let stage = plan
                         .stages
                         .iter_mut()
                         .find(|s| s.id == e.stage_id)
-                        .ok_or_else(|| format!("PlanStageStatusSet: no stage `{}`", e.stage_id))?;
+                        .ok_or_else(|| inconsistent(format!("no stage `{}`", e.stage_id)))?;
                     stage.status = e.status;
                 }
             }
-            other => return Err(format!("{} is not a plan event", other.event_type())),
+            _ => {
+                return Err(StateError::Foreign {
+                    event: name,
+                    tool: "plan",
+                });
+            }
         }
         state.revision += 1;
         Ok(())

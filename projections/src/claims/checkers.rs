@@ -22,6 +22,17 @@ pub const FAN_IN: &str = "fan_in_satisfied_before_scheduling";
 pub const FRONTIER: &str = "frontier_runs_use_http_provider";
 pub const CONTRACT: &str = "artifact_payload_matches_contract";
 
+/// What a checker found wrong with the thing it judged: one line for the claim's evidence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Violation(pub String);
+
+impl From<&str> for Violation {
+    fn from(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
+
 /// Every checker a claim may name.
 pub const CHECKERS: &[&str] = &[
     ONE_ARTIFACT,
@@ -42,7 +53,7 @@ pub const SCRIPTED_PROVIDER: &str = "scripted";
 pub(crate) fn check_ids(
     event: &RecordedEvent,
     artifact: Option<&ArtifactPersisted>,
-) -> Result<(), String> {
+) -> Result<(), Violation> {
     if event.request_id.as_str().is_empty() {
         return Err("the event has no request id".into());
     }
@@ -51,28 +62,28 @@ pub(crate) fn check_ids(
     }
     if let Some(a) = artifact {
         if a.request_id != event.request_id {
-            return Err(format!(
+            return Err(Violation(format!(
                 "artifact {} names request id `{}`, but the append that recorded it is `{}`",
                 a.artifact_id, a.request_id, event.request_id
-            ));
+            )));
         }
         if a.correlation_id != event.correlation_id {
-            return Err(format!(
+            return Err(Violation(format!(
                 "artifact {} names correlation id `{}`, but the append that recorded it is `{}`",
                 a.artifact_id, a.correlation_id, event.correlation_id
-            ));
+            )));
         }
     }
     Ok(())
 }
 
 /// Every connector the decision names leaves its node.
-pub(crate) fn check_routing(flowchart: &Flowchart, e: &RoutingDecided) -> Result<(), String> {
+pub(crate) fn check_routing(flowchart: &Flowchart, e: &RoutingDecided) -> Result<(), Violation> {
     let Some(node) = flowchart.node_index(&e.node_id) else {
-        return Err(format!(
+        return Err(Violation(format!(
             "node `{}` is not in the run's flowchart",
             e.node_id
-        ));
+        )));
     };
     let outgoing: BTreeSet<&str> = flowchart
         .solid_outgoing(node)
@@ -92,7 +103,7 @@ pub(crate) fn check_routing(flowchart: &Flowchart, e: &RoutingDecided) -> Result
     if foreign.is_empty() {
         Ok(())
     } else {
-        Err(format!(
+        Err(Violation(format!(
             "decision `{}` names connector(s) {} that do not leave it",
             e.node_id,
             foreign
@@ -100,7 +111,7 @@ pub(crate) fn check_routing(flowchart: &Flowchart, e: &RoutingDecided) -> Result
                 .map(|c| format!("`{c}`"))
                 .collect::<Vec<_>>()
                 .join(", ")
-        ))
+        )))
     }
 }
 
@@ -117,12 +128,12 @@ pub(crate) fn check_fan_in<'a>(
     flowchart: &Flowchart,
     e: &NodeScheduled,
     source: impl Fn(&runledger_contracts::ids::NodeRunId) -> Option<SourceRun<'a>>,
-) -> Result<(), String> {
+) -> Result<(), Violation> {
     let Some(node) = flowchart.node_index(&e.node_id) else {
-        return Err(format!(
+        return Err(Violation(format!(
             "node `{}` is not in the run's flowchart",
             e.node_id
-        ));
+        )));
     };
     let mut problems = Vec::new();
     let mut connectors = BTreeSet::new();
@@ -218,7 +229,7 @@ pub(crate) fn check_fan_in<'a>(
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems.join("; "))
+        Err(Violation(problems.join("; ")))
     }
 }
 
@@ -283,28 +294,34 @@ struct SubflowOutput {
     output: Value,
 }
 
-fn shape<T: for<'de> Deserialize<'de>>(artifact_type: &str, payload: &Value) -> Result<T, String> {
-    T::deserialize(payload)
-        .map_err(|e| format!("`{artifact_type}` payload does not follow its contract: {e}"))
+fn shape<T: for<'de> Deserialize<'de>>(
+    artifact_type: &str,
+    payload: &Value,
+) -> Result<T, Violation> {
+    T::deserialize(payload).map_err(|e| {
+        Violation(format!(
+            "`{artifact_type}` payload does not follow its contract: {e}"
+        ))
+    })
 }
 
 /// The artifact payload contracts of docs/events.md (contract version 1), checked by
 /// structure: the generated JSON Schemas describe the event, whose `payload` is free JSON.
-pub(crate) fn check_artifact_contract(a: &ArtifactPersisted) -> Result<(), String> {
+pub(crate) fn check_artifact_contract(a: &ArtifactPersisted) -> Result<(), Violation> {
     if a.contract_version != 1 {
-        return Err(format!(
+        return Err(Violation(format!(
             "contract version {} of `{}` is unknown (known: 1)",
             a.contract_version, a.artifact_type
-        ));
+        )));
     }
     let hash = canonical::to_canonical_vec(&a.payload)
         .map(|bytes| Digest::of(&bytes))
-        .map_err(|e| format!("payload is not canonicalizable: {e}"))?;
+        .map_err(|e| Violation(format!("payload is not canonicalizable: {e}")))?;
     if hash != a.content_hash {
-        return Err(format!(
+        return Err(Violation(format!(
             "content_hash {} does not match the payload (it hashes to {})",
             a.content_hash, hash
-        ));
+        )));
     }
     let t = a.artifact_type.as_str();
     let success = matches!(
@@ -329,16 +346,19 @@ pub(crate) fn check_artifact_contract(a: &ArtifactPersisted) -> Result<(), Strin
         "timeout" => (a.status == NodeRunStatus::TimedOut, true),
         "skipped" => (a.status == NodeRunStatus::Skipped, true),
         "canceled" => (a.status == NodeRunStatus::Canceled, true),
-        other => return Err(format!("artifact type `{other}` is unknown")),
+        other => return Err(Violation(format!("artifact type `{other}` is unknown"))),
     };
     if !statuses_ok {
-        return Err(format!(
+        return Err(Violation(format!(
             "`{t}` artifact of a node run that ended as {}",
             crate::projector::status_name(a.status)
-        ));
+        )));
     }
     if !types_ok {
-        return Err(format!("`{t}` artifact of a `{}` node", a.node_type));
+        return Err(Violation(format!(
+            "`{t}` artifact of a `{}` node",
+            a.node_type
+        )));
     }
     match t {
         "routing" => {
@@ -369,7 +389,9 @@ pub(crate) fn check_artifact_contract(a: &ArtifactPersisted) -> Result<(), Strin
             let out: OutputContract = shape(t, &a.payload)?;
             if t == "subflow_result" {
                 SubflowOutput::deserialize(&out.output).map_err(|e| {
-                    format!("`subflow_result` output must be {{ run_id, output }}: {e}")
+                    Violation(format!(
+                        "`subflow_result` output must be {{ run_id, output }}: {e}"
+                    ))
                 })?;
             }
         }
@@ -377,7 +399,7 @@ pub(crate) fn check_artifact_contract(a: &ArtifactPersisted) -> Result<(), Strin
     Ok(())
 }
 
-fn same_node_run(a: &ArtifactPersisted, routing: &RoutingDecided) -> Result<(), String> {
+fn same_node_run(a: &ArtifactPersisted, routing: &RoutingDecided) -> Result<(), Violation> {
     if routing.run_id != a.run_id
         || routing.node_run_id != a.node_run_id
         || routing.node_id != a.node_id

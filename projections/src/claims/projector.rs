@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, SqliteConnection};
 use uuid::Uuid;
 
-use super::checkers::{self, SourceRun};
+use super::checkers::{self, SourceRun, Violation};
 use crate::db::ProjectionTx;
 use crate::error::{ApplyError, EventRef};
 use crate::projector::{
@@ -488,7 +488,7 @@ impl Batch {
         at: &EventRef,
         node_run: Option<NodeRunId>,
         subject: String,
-        verdict: Result<String, String>,
+        verdict: Result<String, Violation>,
     ) {
         let tally = &mut self.tallies.entry((checker, run)).or_insert_with(|| Entry {
             row: TallyRow {
@@ -503,7 +503,7 @@ impl Batch {
         tally.dirty = true;
         tally.row.checked += 1;
         let (verdict, message) = match verdict {
-            Err(message) => {
+            Err(Violation(message)) => {
                 tally.row.violations += 1;
                 ("violation", message)
             }
@@ -544,11 +544,13 @@ impl Batch {
         &mut entry.row
     }
 
-    fn flowchart(&self, run: RunId) -> Result<Arc<Flowchart>, String> {
+    fn flowchart(&self, run: RunId) -> Result<Arc<Flowchart>, Violation> {
         match self.flowcharts.get(&run) {
             Some(Some(fc)) => Ok(fc.clone()),
-            Some(None) => Err(format!("run {run}'s definition is not a valid flowchart")),
-            None => Err(format!("run {run} has no RunStarted")),
+            Some(None) => Err(Violation(format!(
+                "run {run}'s definition is not a valid flowchart"
+            ))),
+            None => Err(Violation(format!("run {run} has no RunStarted"))),
         }
     }
 
@@ -622,15 +624,15 @@ impl Batch {
             }
             DomainEvent::NodeScheduled(e) => {
                 let after_end = match self.runs.get(&run) {
-                    None => Err(format!(
+                    None => Err(Violation(format!(
                         "node run {} is scheduled in run {run}, which never started",
                         e.node_run_id
-                    )),
+                    ))),
                     Some(r) => match (&r.row.terminal_event, r.row.terminal_version) {
-                        (Some(t), Some(v)) => Err(format!(
+                        (Some(t), Some(v)) => Err(Violation(format!(
                             "node run {} of `{}` is scheduled after the run's {t} (version {v})",
                             e.node_run_id, e.node_id
-                        )),
+                        ))),
                         _ => Ok(format!(
                             "node run {} scheduled while the run is open",
                             e.node_run_id
@@ -665,7 +667,12 @@ impl Batch {
                             e.consumed_tokens.len()
                         )
                     })
-                    .map_err(|m| format!("node run {} of `{}`: {m}", e.node_run_id, e.node_id));
+                    .map_err(|m| {
+                        Violation(format!(
+                            "node run {} of `{}`: {m}",
+                            e.node_run_id, e.node_id
+                        ))
+                    });
                 self.judge(
                     checkers::FAN_IN,
                     run,
@@ -735,10 +742,10 @@ impl Batch {
                         )
                     })
                     .map_err(|m| {
-                        format!(
+                        Violation(format!(
                             "artifact {} of node run {}: {m}",
                             a.artifact_id, a.node_run_id
-                        )
+                        ))
                     });
                 self.judge(
                     checkers::CONTRACT,
@@ -776,7 +783,7 @@ impl Batch {
                         &at,
                         Some(a.node_run_id),
                         subject,
-                        Err(message),
+                        Err(Violation(message)),
                     ),
                     None => {
                         self.artifact_in_tx.insert(a.node_run_id, at);
@@ -788,7 +795,7 @@ impl Batch {
                     .flowchart(run)
                     .and_then(|fc| checkers::check_routing(&fc, e))
                     .map(|()| format!("decision `{}` fires only its own connectors", e.node_id))
-                    .map_err(|m| format!("node run {}: {m}", e.node_run_id));
+                    .map_err(|m| Violation(format!("node run {}: {m}", e.node_run_id)));
                 self.judge(
                     checkers::ROUTING,
                     run,
@@ -835,16 +842,16 @@ impl Batch {
             };
             let subject = format!("{}:{id}", end.global_position);
             let one = if node.scheduled_version.is_none() {
-                Some(Err(format!(
+                Some(Err(Violation(format!(
                     "node run {id} of `{}` ended with {} but was never scheduled",
                     node.node_id, end.event_type
-                )))
+                ))))
             } else {
                 match node.artifacts {
-                    0 => Some(Err(format!(
+                    0 => Some(Err(Violation(format!(
                         "node run {id} of `{}` ended with {} but has no ArtifactPersisted",
                         node.node_id, end.event_type
-                    ))),
+                    )))),
                     1 => Some(Ok(format!(
                         "node run {id} of `{}` ended with {} and one artifact",
                         node.node_id, end.event_type
@@ -873,15 +880,15 @@ impl Batch {
                     Some("succeeded" | "success_with_warning")
                 );
                 let verdict = if node.scripted_provider_calls > 0 {
-                    Err(format!(
+                    Err(Violation(format!(
                         "frontier node run {id} of `{}` called the scripted model {} time(s)",
                         node.node_id, node.scripted_provider_calls
-                    ))
+                    )))
                 } else if success && node.http_provider_calls == 0 {
-                    Err(format!(
+                    Err(Violation(format!(
                         "frontier node run {id} of `{}` succeeded without any provider call",
                         node.node_id
-                    ))
+                    )))
                 } else {
                     Ok(format!(
                         "frontier node run {id} of `{}` made {} HTTP provider call(s)",
@@ -925,7 +932,7 @@ impl Batch {
                     &scheduled,
                     Some(node.node_run_id),
                     subject,
-                    Err(message),
+                    Err(Violation(message)),
                 );
             }
         }
