@@ -499,7 +499,7 @@ pub async fn status(
 #[utoipa::path(post, path = "/v1/rag/collections/{name}/index", tag = "rag", request_body = IndexBody, params(("name" = String, Path, min_length = 1, max_length = 100, description = "collection name")),
     responses((status = 201, body = IndexRunDoc), (status = 200, body = IndexRunDoc),
         (status = 404, description = "`collection_not_found`", body = crate::openapi::ErrorEnvelopeDoc),
-        (status = 409, description = "`index_busy` (another process is indexing it; retry), `version_conflict` (another index run started at the same version; retry), `request_id_reused` (the request id's run did not complete), `source_unreadable`, `git_failed`, the embedding model's failure (`model_not_found`, `provider_unavailable`, ...)", body = crate::openapi::ErrorEnvelopeDoc)))]
+        (status = 409, description = "`index_busy` (another process is indexing it; retry), `version_conflict` (another index run started at the same version; retry), `request_id_reused` (the request id's run did not complete, asked for another `mode`, or the id wrote something else on the collection), `source_unreadable`, `git_failed`, the embedding model's failure (`model_not_found`, `provider_unavailable`, ...)", body = crate::openapi::ErrorEnvelopeDoc)))]
 pub async fn index(
     State(state): State<ApiState>,
     context: RequestContext,

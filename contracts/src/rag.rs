@@ -23,6 +23,8 @@ pub const MAX_NAME_LEN: usize = 100;
 pub const MAX_SOURCES: usize = 64;
 /// Most globs per list (include or exclude) of a source.
 pub const MAX_GLOBS: usize = 256;
+/// Longest glob a source may list, in bytes (the same bound as a query's `path_glob`).
+pub const MAX_GLOB_LEN: usize = 1000;
 
 /// Where a source's files come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -231,9 +233,12 @@ impl CollectionSpec {
             check_name("embedding_model", model)?;
         }
         if let Some(d) = &self.description
-            && d.len() > 2000
+            && (d.len() > 2000 || d.contains('\0'))
         {
-            return Err(invalid("description", "must be at most 2000 bytes"));
+            return Err(invalid(
+                "description",
+                "must be at most 2000 bytes, without U+0000",
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, source) in self.sources.iter().enumerate() {
@@ -285,6 +290,15 @@ impl CollectionSpec {
                 if let Some(j) = globs.iter().position(|g| g.trim().is_empty()) {
                     return Err(invalid(format!("{at}.{list}[{j}]"), "must not be empty"));
                 }
+                if let Some(j) = globs
+                    .iter()
+                    .position(|g| g.len() > MAX_GLOB_LEN || g.chars().any(char::is_control))
+                {
+                    return Err(invalid(
+                        format!("{at}.{list}[{j}]"),
+                        format!("must be at most {MAX_GLOB_LEN} bytes without control characters"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -310,6 +324,20 @@ mod tests {
             description: None,
             embedding_model: None,
         }
+    }
+
+    /// Before, these reached the ledger, which refused them as `invalid_event` with no field.
+    #[test]
+    fn u0000_and_overlong_globs_are_refused_with_their_field() {
+        let mut s = spec();
+        s.description = Some("a\0b".into());
+        assert_eq!(s.validate().unwrap_err().field, "description");
+        let mut s = spec();
+        s.sources[0].include = vec!["*.md".into(), "a\0".into()];
+        assert_eq!(s.validate().unwrap_err().field, "sources[0].include[1]");
+        let mut s = spec();
+        s.sources[0].exclude = vec!["a".repeat(MAX_GLOB_LEN + 1)];
+        assert_eq!(s.validate().unwrap_err().field, "sources[0].exclude[0]");
     }
 
     #[test]

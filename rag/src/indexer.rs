@@ -112,19 +112,31 @@ fn step_ids(caller: Option<&RequestId>, index_run_id: &str) -> Result<[RequestId
 }
 
 /// What a caller's request id already did on the collection's stream: the completed run it
-/// recorded, or a refusal when its run never completed (failed or interrupted).
+/// recorded, or a refusal when it asked for something else (another mode, or a create or
+/// delete of the collection) or its run never completed (failed or interrupted).
 async fn recorded_run<S: EventStore>(
     store: &S,
     collection: &str,
     ids: &[RequestId; 2],
     caller: &RequestId,
+    mode: IndexMode,
 ) -> Result<Option<IndexOutcome>, RagError> {
     let stream = CollectionSpec::stream_id(collection).map_err(|e| RagError::Corrupt {
         name: collection.to_owned(),
         reason: e.to_string(),
     })?;
+    let reused = || RagError::RequestReused {
+        name: collection.to_owned(),
+        request_id: caller.to_string(),
+    };
+    if !store.find_request(&stream, caller).await?.is_empty() {
+        return Err(reused());
+    }
     for event in store.find_request(&stream, &ids[1]).await? {
         if let Ok(DomainEvent::RagIndexCompleted(completed)) = event.decode() {
+            if completed.mode != mode {
+                return Err(reused());
+            }
             return Ok(Some(IndexOutcome {
                 index_version: event.stream_version,
                 rebuilt: false,
@@ -164,6 +176,7 @@ pub async fn run_index<S: EventStore>(
             &spec.name,
             &[started_id.clone(), finished_id.clone()],
             caller,
+            request.mode,
         )
         .await?
     {

@@ -131,6 +131,21 @@ async fn collections_index_runs_and_queries_over_http() {
         (StatusCode::OK, json!(true), version.clone())
     );
     assert_eq!(server.event_count().await, events);
+    // The same request id asking for something else: another mode, or the id of the
+    // collection's create. Before, the first answered the full run as `deduplicated` and the
+    // second ran a new index.
+    for (mode, request_id) in [("delta", "idx-1"), ("full", "rag-1")] {
+        server
+            .call(
+                Method::POST,
+                "/v1/rag/collections/handbook/index",
+                Some(json!({ "mode": mode })),
+                &[("x-request-id", request_id)],
+            )
+            .await
+            .assert_error(StatusCode::CONFLICT, "request_id_reused");
+    }
+    assert_eq!(server.event_count().await, events);
 
     docs.write("new.md", "# New\n\nThe axolotl chapter.\n");
     let delta = server
