@@ -11,7 +11,9 @@
 //!   strings, and a message or details that stay too large dropped: its code and retry policy
 //!   still apply;
 //! - a tool call whose output cannot be stored is recorded without it, as a failed call with
-//!   `invalid_output`; its other fields are cleaned like an error report.
+//!   `invalid_output`; its other fields are cleaned like an error report, and an agent call's
+//!   arguments the ledger cannot store are left out (the loop refuses such a call with
+//!   `invalid_arguments` before applying it).
 
 use runledger_contracts::canonical::MAX_SAFE_INTEGER;
 use runledger_contracts::events::{ErrorInfo, ToolCalled, ToolOutcome};
@@ -102,6 +104,14 @@ pub fn storable_tool_call(mut call: ToolCalled) -> ToolCalled {
         &mut call.idempotency_key,
     ] {
         *text = clean_text(text);
+    }
+    if let Some(agent) = &mut call.agent
+        && agent
+            .arguments
+            .as_ref()
+            .is_some_and(|arguments| check_output(arguments).is_err())
+    {
+        agent.arguments = None;
     }
     call
 }

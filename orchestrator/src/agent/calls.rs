@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::registry::{Allowed, ToolRegistry};
 use crate::executor::{NodeWork, hash_of};
 use crate::provider::{MAX_REPORTED_VIOLATIONS, ToolCallRequest, ToolResultTurn};
+use crate::unstorable;
 
 /// What a call gave: the result the model reads and the event, unless the ledger already has
 /// it (a reused call is not recorded twice).
@@ -99,6 +100,14 @@ impl CallSite<'_> {
                 format!("`{name}` is not served here"),
             ));
         };
+        // What the ledger cannot record (U+0000, integers beyond I-JSON, too many bytes) is
+        // never applied: the call could not be recorded, and its event would be refused.
+        if let Err(e) = unstorable::check_output(&request.arguments) {
+            return Err(failure(
+                "invalid_arguments",
+                format!("the arguments of `{name}` cannot be recorded in the ledger: {e}"),
+            ));
+        }
         let violations: Vec<Value> = validator
             .iter_errors(&request.arguments)
             .take(MAX_REPORTED_VIOLATIONS)
@@ -182,7 +191,10 @@ impl CallSite<'_> {
             agent: Some(AgentCall {
                 turn: self.context.turn,
                 call_index: Some(self.context.call_index),
-                arguments: Some(request.arguments.clone()),
+                // Arguments the ledger cannot store were refused above; recorded without.
+                arguments: unstorable::check_output(&request.arguments)
+                    .is_ok()
+                    .then(|| request.arguments.clone()),
                 side_effects,
                 result_blob: None,
             }),

@@ -563,3 +563,53 @@ connectors:
         );
     }
 }
+
+/// Arguments the ledger cannot store (U+0000, an integer beyond I-JSON, more bytes than an
+/// event holds) are refused before the domain runs, and the call is recorded without them.
+/// Before, the call was applied and its event refused by the ledger, which stopped the run's
+/// driver and lost the turn's records.
+#[tokio::test]
+async fn arguments_the_ledger_cannot_store_are_refused_before_the_call() {
+    let files = Files::default();
+    let writes = Arc::clone(&files.writes);
+    let providers = providers(files);
+    let work = agent_work(
+        vec![
+            calls(&[
+                ("workspace_write", json!({ "path": "a\u{0}b", "text": "x" })),
+                (
+                    "workspace_write",
+                    json!({ "path": "n", "text": "x", "n": 9_007_199_254_740_993_u64 }),
+                ),
+                (
+                    "workspace_write",
+                    json!({ "path": "big", "text": "y".repeat(5 << 20) }),
+                ),
+                ("workspace_write", json!({ "path": "ok", "text": "fine" })),
+            ]),
+            answer(json!({ "summary": "done" })),
+        ],
+        &["workspace_*"],
+        None,
+    );
+    let (result, reported) = run(&providers, &work).await;
+    assert!(
+        matches!(result.outcome, NodeOutcome::Succeeded { .. }),
+        "{:?}",
+        result.outcome
+    );
+    for call in &reported[1..4] {
+        assert_eq!(call.error.as_ref().unwrap().code, "invalid_arguments");
+        assert_eq!(call.agent.as_ref().unwrap().arguments, None);
+        let payload = serde_json::to_value(call).unwrap();
+        runledger_contracts::storable::storable_bytes(&payload).unwrap();
+    }
+    assert_eq!(reported[4].outcome, ToolOutcome::Ok);
+    let applied: Vec<String> = writes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(applied, ["ok"]);
+}
