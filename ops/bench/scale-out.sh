@@ -73,14 +73,17 @@ seq "$RUNS" | xargs -P 8 -I{} "$BIN" run "$WORK/chain.yaml" --input '{"tag":"r{}
 echo "started $RUNS runs in $(echo "$(date +%s.%N) - $start" | bc) s"
 # Midway: kill the instance holding the most leases while it still drives runs.
 until [ "$(sql "SELECT count(*) FROM run_index")" -le $((RUNS / 2)) ]; do sleep 0.05; done
-victim=$(sql "SELECT owner FROM run_leases WHERE owner IS NOT NULL GROUP BY owner ORDER BY count(*) DESC LIMIT 1")
-held=$(sql "SELECT count(*) FROM run_leases WHERE owner = '$victim'")
+# Only unfinished runs count: a finished run's lease row may still name its last owner until
+# it expires, and nobody takes over a finished run.
+victim=$(sql "SELECT owner FROM run_leases JOIN run_index USING (run_id) WHERE owner IS NOT NULL GROUP BY owner ORDER BY count(*) DESC LIMIT 1")
+held=$(sql "SELECT count(*) FROM run_leases JOIN run_index USING (run_id) WHERE owner = '$victim'")
 i=${victim#serve-}
 kill -KILL "${serve_pid[$i]}"
 killed=$(date +%s.%N)
 echo "SIGKILL $victim holding $held leases, $(sql "SELECT count(*) FROM run_index") runs unfinished"
-sql "CREATE TABLE scale_victim AS SELECT run_id FROM run_leases WHERE owner = '$victim'" >/dev/null
-until [ "$(sql "SELECT count(*) FROM run_leases l JOIN scale_victim v USING (run_id) WHERE l.owner = '$victim'")" = 0 ]; do sleep 0.05; done
+sql "CREATE TABLE scale_victim AS SELECT run_id FROM run_leases JOIN run_index USING (run_id) WHERE owner = '$victim'" >/dev/null
+# Taken over: every run the victim drove has another holder or has ended.
+until [ "$(sql "SELECT count(*) FROM run_leases l JOIN scale_victim v USING (run_id) JOIN run_index USING (run_id) WHERE l.owner = '$victim'")" = 0 ]; do sleep 0.05; done
 taken=$(date +%s.%N)
 until [ "$(sql "SELECT count(*) FROM run_index")" = 0 ]; do sleep 0.1; done
 done_at=$(date +%s.%N)

@@ -1128,9 +1128,11 @@ impl<E: Env> Step<'_, E> {
                 "attempt {} was superseded by attempt {}",
                 result.attempt, nr.attempt
             ))
-        } else if nr.phase != Phase::Running && !nr.dispatched {
-            Some("the node run was not started".to_owned())
         } else {
+            // A result of the current attempt is taken even before its `NodeDispatched` or
+            // `NodeStarted`: over NATS the executor's result and the outbox's dispatch report
+            // travel separately, and a fast executor's result can overtake them. Refusing it
+            // lost the work (the node then waited for its execution timeout).
             None
         };
         if let Some(reason) = stale {

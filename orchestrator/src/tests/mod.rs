@@ -5,6 +5,7 @@ mod agent_tools;
 mod fixtures;
 mod property;
 mod refusals;
+mod remote_order;
 mod rules;
 mod wakes;
 
