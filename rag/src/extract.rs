@@ -2,9 +2,12 @@
 //!
 //! The kind comes from the file name. HTML is turned into text by `html2text` (scripts,
 //! styles and markup dropped; headings kept as `#` lines so the Markdown chunker can split at
-//! them); everything else must be UTF-8 text and is kept as is, so line numbers of hits are
-//! line numbers of the file. Files that are not text (NUL bytes, invalid UTF-8) or too large
-//! are skipped and counted, never an error: one odd file must not fail an index run.
+//! them); a page with a `<main>` element gives only that element's text (navigation, sidebars
+//! and footers are not content), and a redirect page (`<meta http-equiv="refresh">`) gives
+//! none: it is skipped like a binary file. Everything else must be UTF-8 text and is kept as
+//! is, so line numbers of hits are line numbers of the file. Files that are not text (NUL
+//! bytes, invalid UTF-8) or too large are skipped and counted, never an error: one odd file
+//! must not fail an index run.
 
 /// Largest file read, in bytes; larger files are skipped.
 pub const MAX_FILE_BYTES: u64 = 8 << 20;
@@ -58,6 +61,9 @@ pub enum Skip {
     NotText,
     #[error("larger than {MAX_FILE_BYTES} bytes")]
     TooLarge,
+    /// An HTML page that only sends the browser elsewhere: it has no text of its own.
+    #[error("an HTML redirect page")]
+    Redirect,
 }
 
 /// The text of a document of `kind`, or why it is skipped.
@@ -70,9 +76,91 @@ pub fn extract(kind: DocKind, bytes: &[u8]) -> Result<String, Skip> {
     }
     let text = std::str::from_utf8(bytes).map_err(|_| Skip::NotText)?;
     match kind {
-        DocKind::Html => Ok(html_to_text(text)),
+        DocKind::Html if is_redirect(text) => Err(Skip::Redirect),
+        DocKind::Html => Ok(html_to_text(&fence_code(main_element(text)))),
         _ => Ok(text.to_owned()),
     }
+}
+
+/// Byte offset of the first ASCII-case-insensitive occurrence of `needle` in `hay` at or
+/// after `from`.
+fn find_ci(hay: &str, needle: &str, from: usize) -> Option<usize> {
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    (from..=hay.len().checked_sub(needle.len())?)
+        .find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+}
+
+/// Whether the page's head asks the browser to go elsewhere (`<meta http-equiv="refresh">`),
+/// the way rustdoc, mdBook and most generators write moved pages.
+fn is_redirect(html: &str) -> bool {
+    let mut head_end = find_ci(html, "</head", 0).unwrap_or(html.len().min(4096));
+    while !html.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
+    let head = &html[..head_end];
+    let mut at = 0;
+    while let Some(i) = find_ci(head, "<meta", at) {
+        let end = head[i..].find('>').map_or(head.len(), |e| i + e);
+        let tag = head[i..end].to_ascii_lowercase();
+        if tag.contains("http-equiv") && tag.contains("refresh") {
+            return true;
+        }
+        at = end;
+    }
+    false
+}
+
+/// The page's `<main>` element (from its start tag to the last `</main>`), when it has one;
+/// else the whole page.
+fn main_element(html: &str) -> &str {
+    let mut at = 0;
+    while let Some(i) = find_ci(html, "<main", at) {
+        // `<main>` or `<main attr...>`, not `<mainframe>`.
+        let next = html.as_bytes().get(i + 5).copied();
+        if matches!(next, Some(b'>' | b' ' | b'\t' | b'\n' | b'\r')) {
+            let end = rfind_ci(html, "</main>")
+                .filter(|&e| e > i)
+                .map_or(html.len(), |e| e + "</main>".len());
+            return &html[i..end];
+        }
+        at = i + 5;
+    }
+    html
+}
+
+/// The page with a ```` ``` ```` line before and after each `<pre>` block, so the chunker
+/// reads code as fenced: a `# comment` line of a shell or TOML sample is not a heading.
+fn fence_code(html: &str) -> String {
+    const FENCE: &str = "<p>```</p>";
+    let mut out = String::with_capacity(html.len() + 64);
+    let mut at = 0;
+    while let Some(i) = find_ci(html, "<pre", at) {
+        let next = html.as_bytes().get(i + 4).copied();
+        if !matches!(next, Some(b'>' | b' ' | b'\t' | b'\n' | b'\r')) {
+            out.push_str(&html[at..i + 4]);
+            at = i + 4;
+            continue;
+        }
+        let Some(close) = find_ci(html, "</pre>", i) else {
+            break;
+        };
+        let end = close + "</pre>".len();
+        out.push_str(&html[at..i]);
+        out.push_str(FENCE);
+        out.push_str(&html[i..end]);
+        out.push_str(FENCE);
+        at = end;
+    }
+    out.push_str(&html[at..]);
+    out
+}
+
+/// Byte offset of the last ASCII-case-insensitive occurrence of `needle` in `hay`.
+fn rfind_ci(hay: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    (0..=h.len().checked_sub(n.len())?)
+        .rev()
+        .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 /// Text of an HTML page: `html2text` without wrapping (a very wide line), and without link
@@ -120,6 +208,50 @@ mod tests {
         for noise in ["<p>", "color:red", "var secret", "https://example.org/x"] {
             assert!(!text.contains(noise), "`{noise}` leaked into {text}");
         }
+    }
+
+    #[test]
+    fn only_the_main_element_of_a_page_is_text() {
+        let html = r#"<html><body><nav class="sidebar"><a href="a.html">Sidebar entry</a></nav>
+            <MAIN id="content"><h1>Slices</h1><p>A string slice is a reference.</p></MAIN>
+            <footer>Footer words</footer></body></html>"#;
+        let text = extract(DocKind::Html, html.as_bytes()).unwrap();
+        assert!(text.contains("# Slices"), "{text}");
+        assert!(text.contains("A string slice is a reference."), "{text}");
+        for noise in ["Sidebar entry", "Footer words"] {
+            assert!(!text.contains(noise), "`{noise}` leaked into {text}");
+        }
+        // No `<main>`: the whole body; `<mainframe>` is not `<main>`.
+        let plain = "<body><mainframe>x</mainframe><p>Body text.</p></body>";
+        let text = extract(DocKind::Html, plain.as_bytes()).unwrap();
+        assert!(text.contains("Body text."), "{text}");
+    }
+
+    #[test]
+    fn a_comment_in_a_code_block_is_not_a_heading() {
+        let html = "<main><h2>Install</h2><p>Run:</p><pre><code># fetch the sources\ncargo build\n</code></pre><p>After.</p></main>";
+        let text = extract(DocKind::Html, html.as_bytes()).unwrap();
+        let fence = text.find("```").unwrap_or(usize::MAX);
+        let comment = text.find("# fetch the sources").unwrap_or(0);
+        assert!(fence < comment && text[comment..].contains("```"), "{text}");
+        let chunks = crate::chunk::chunk(DocKind::Html, &text);
+        let titles: Vec<&str> = chunks.iter().map(|c| c.title.as_str()).collect();
+        assert_eq!(titles, vec!["Install"], "{chunks:?}");
+    }
+
+    #[test]
+    fn a_redirect_page_is_skipped() {
+        let redirect = r#"<!DOCTYPE html><html><head>
+            <META HTTP-EQUIV="refresh" content="0;URL=struct.Vec.html"><title>Redirection</title>
+            </head><body><p>Redirecting to <a href="struct.Vec.html">struct.Vec.html</a>...</p>
+            </body></html>"#;
+        assert_eq!(
+            extract(DocKind::Html, redirect.as_bytes()),
+            Err(Skip::Redirect)
+        );
+        // A refresh named in the body text is not a redirect.
+        let prose = "<html><head><title>t</title></head><body><p>http-equiv refresh</p></body>";
+        assert!(extract(DocKind::Html, prose.as_bytes()).is_ok());
     }
 
     #[test]

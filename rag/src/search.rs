@@ -1,5 +1,5 @@
 //! The search index of one collection: a tantivy index under
-//! `<data_dir>/<collection>/index-v1/`, one document per chunk.
+//! `<data_dir>/<collection>/index-v2/`, one document per chunk.
 //!
 //! It is a read model: everything in it can be rebuilt from the ledger (the manifest of the
 //! last completed index run) and the sources. Each commit carries the digest of the manifest
@@ -9,8 +9,12 @@
 //!
 //! Fields: `key` (`<source>/<path>`, one term, for deletes and path filters), `source`,
 //! `path`, `path_text` (the path tokenized, so `ownership.html` helps find ownership), `title`
-//! (the section heading), `text` (English stemming, positions for phrase queries), line range
-//! and digests (stored only).
+//! (the section heading), `text` (English stop words dropped, then stemmed; positions for
+//! phrase queries), line range and digests (stored only).
+//!
+//! A query returns distinct chunk texts: the same text in several files (std re-exporting
+//! core's pages, one blanket-impl section on every type's page, a translation's untranslated
+//! code) takes one place in the hits, the best-scoring file's.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +25,9 @@ use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TEXT, TextFieldIndexing,
     TextOptions, Value,
 };
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::chunk::Chunk;
@@ -28,7 +35,37 @@ use crate::error::RagError;
 
 /// Directory of the index inside the collection's data directory; a new schema gets a new
 /// name, and the old one is simply rebuilt from the ledger.
-pub const INDEX_DIR: &str = "index-v1";
+pub const INDEX_DIR: &str = "index-v2";
+/// Directories of earlier schemas, removed when an index is opened.
+const OLD_INDEX_DIRS: &[&str] = &["index-v1"];
+/// The analyzer of `title` and `text`.
+const TOKENIZER: &str = "en_stem_stop";
+/// Query hits looked at, at the most, to find `top_k` distinct chunk texts.
+const MAX_SCAN: usize = 4096;
+
+/// English function words dropped from text and queries: they carry no topic, and their
+/// posting lists (every chunk) are what a natural-language query spends its time on. Words
+/// that are Rust keywords or names (`as`, `if`, `in`, `for`, `not`, `where`, `use`, `self`)
+/// are kept: questions about Rust ask for them.
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "are", "at", "be", "been", "but", "by", "can", "could", "did", "do", "does",
+    "how", "i", "into", "is", "it", "its", "me", "my", "of", "on", "or", "our", "should", "such",
+    "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "those",
+    "to", "was", "we", "were", "what", "when", "which", "why", "with", "would", "you", "your",
+];
+
+/// Tokens: split on non-alphanumerics, overlong tokens dropped, lowercased, stop words
+/// dropped, English stemming.
+fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(StopWordFilter::remove(
+            STOP_WORDS.iter().map(|w| (*w).to_owned()),
+        ))
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
 /// Indexing memory budget (split across writer threads).
 const WRITER_BUDGET: usize = 128 << 20;
 
@@ -51,7 +88,7 @@ fn schema() -> (Schema, Fields) {
     let stemmed = TextOptions::default()
         .set_indexing_options(
             TextFieldIndexing::default()
-                .set_tokenizer("en_stem")
+                .set_tokenizer(TOKENIZER)
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         )
         .set_stored();
@@ -103,6 +140,10 @@ impl SearchIndex {
     /// Opens (or creates) the index under `dir` (the collection's data directory).
     pub fn open(dir: &Path) -> Result<SearchIndex, RagError> {
         let path = dir.join(INDEX_DIR);
+        // An index of an older schema is never read again; the ledger rebuilds this one.
+        for old in OLD_INDEX_DIRS {
+            let _ = std::fs::remove_dir_all(dir.join(old));
+        }
         std::fs::create_dir_all(&path).map_err(|e| RagError::Index {
             path: path.clone(),
             source: e.into(),
@@ -114,6 +155,8 @@ impl SearchIndex {
         let (schema, fields) = schema();
         let index =
             Index::open_or_create(directory, schema).map_err(|e| RagError::index(&path, e))?;
+        // Custom analyzers are not stored with the index: registered at every open.
+        index.tokenizers().register(TOKENIZER, analyzer());
         Ok(SearchIndex {
             path,
             index,
@@ -200,34 +243,55 @@ impl SearchIndex {
         }
         let query = BooleanQuery::new(clauses);
         let searcher = reader.searcher();
-        let top = searcher
-            .search(&query, &TopDocs::with_limit(top_k.max(1)))
-            .map_err(|e| RagError::index(&self.path, e))?;
-        let mut hits = Vec::with_capacity(top.len());
-        for (score, address) in top {
-            let doc: TantivyDocument = searcher
-                .doc(address)
+        let want = top_k.max(1);
+        // Look a little deeper than `top_k`, deeper again when duplicates filled the window.
+        let mut limit = want.saturating_mul(2).max(10);
+        loop {
+            let top = searcher
+                .search(&query, &TopDocs::with_limit(limit))
                 .map_err(|e| RagError::index(&self.path, e))?;
-            let text = |field: Field| {
-                doc.get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let number = |field: Field| doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0);
-            hits.push(Hit {
-                source: text(f.source),
-                path: text(f.path),
-                start_line: number(f.start_line),
-                end_line: number(f.end_line),
-                score,
-                title: text(f.title),
-                text: text(f.text),
-                chunk_digest: text(f.chunk_digest),
-                file_digest: text(f.file_digest),
-            });
+            let exhausted = top.len() < limit || limit >= MAX_SCAN;
+            let mut hits: Vec<Hit> = Vec::with_capacity(want);
+            let mut seen = std::collections::HashSet::new();
+            for (score, address) in top {
+                let doc: TantivyDocument = searcher
+                    .doc(address)
+                    .map_err(|e| RagError::index(&self.path, e))?;
+                let hit = self.hit(&doc, score);
+                if seen.insert(hit.chunk_digest.clone()) {
+                    hits.push(hit);
+                    if hits.len() == want {
+                        return Ok(hits);
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(hits);
+            }
+            limit = limit.saturating_mul(4).min(MAX_SCAN);
         }
-        Ok(hits)
+    }
+
+    fn hit(&self, doc: &TantivyDocument, score: f32) -> Hit {
+        let f = self.fields;
+        let text = |field: Field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let number = |field: Field| doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0);
+        Hit {
+            source: text(f.source),
+            path: text(f.path),
+            start_line: number(f.start_line),
+            end_line: number(f.end_line),
+            score,
+            title: text(f.title),
+            text: text(f.text),
+            chunk_digest: text(f.chunk_digest),
+            file_digest: text(f.file_digest),
+        }
     }
 }
 

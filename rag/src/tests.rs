@@ -144,7 +144,9 @@ async fn full_then_delta_counts_added_changed_deleted_files() {
     );
 
     // A delta over unchanged sources reads nothing and leaves the search index alone.
-    let meta = collection_dir(data.path(), "docs").join("index-v1/meta.json");
+    let meta = collection_dir(data.path(), "docs")
+        .join(crate::search::INDEX_DIR)
+        .join("meta.json");
     let before = std::fs::read(&meta).unwrap();
     let same = rag.index(&index("docs", IndexMode::Delta)).await.unwrap();
     let f = same.completed.files;
