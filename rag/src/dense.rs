@@ -120,7 +120,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Reciprocal rank fusion of rankings: a chunk's score is `Σ 1 / (RRF_K + rank)` over the
-/// rankings it appears in (rank from 1); the best `top_k`.
+/// rankings it appears in (rank from 1); the best `top_k`, each chunk text once.
 pub fn fuse(rankings: &[Vec<Hit>], top_k: usize) -> Vec<Hit> {
     let mut fused: Vec<(f32, Hit)> = Vec::new();
     let mut at: HashMap<(String, String, String, u64), usize> = HashMap::new();
@@ -143,8 +143,11 @@ pub fn fuse(rankings: &[Vec<Hit>], top_k: usize) -> Vec<Hit> {
         }
     }
     fused.sort_by(|a, b| b.0.total_cmp(&a.0));
+    // One text once, as BM25 answers it (the dense ranking does not collapse copies).
+    let mut seen = std::collections::HashSet::new();
     fused
         .into_iter()
+        .filter(|(_, hit)| seen.insert(hit.chunk_digest.clone()))
         .take(top_k)
         .map(|(score, hit)| Hit { score, ..hit })
         .collect()

@@ -266,3 +266,213 @@ async fn index_query_and_a_rag_node_feeding_a_task_node() {
     assert_eq!(listed["collections"].as_array().map(Vec::len), Some(0));
     ledger.drop_schema().await.unwrap();
 }
+
+/// A deterministic embedding: one dimension per concept (cats, dogs), so a query word no chunk
+/// contains can still match, and a few hashed dimensions for every other word.
+fn embed(text: &str) -> Vec<f32> {
+    let mut v = vec![0.0f32; 8];
+    for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
+        match word.to_ascii_lowercase().as_str() {
+            "" => {}
+            "cat" | "cats" | "feline" | "kitten" => v[0] += 1.0,
+            "dog" | "dogs" | "canine" | "puppy" => v[1] += 1.0,
+            other => v[2 + other.len() % 6] += 0.05,
+        }
+    }
+    v
+}
+
+/// An OpenAI-compatible `POST /v1/embeddings` stub on 127.0.0.1, one request per connection;
+/// counts the texts it embedded.
+fn embeddings_stub() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&count);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.trim().eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let texts: Vec<&str> = request["input"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            seen.fetch_add(texts.len(), Ordering::SeqCst);
+            let data: Vec<Value> = texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| serde_json::json!({ "object": "embedding", "index": i, "embedding": embed(t) }))
+                .collect();
+            let reply =
+                serde_json::json!({ "object": "list", "model": request["model"], "data": data })
+                    .to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    (base, count)
+}
+
+fn git(repo: &TempDir, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&repo.0)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn commit(repo: &TempDir, message: &str) -> String {
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", message]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+#[tokio::test]
+async fn a_git_source_with_dense_retrieval_fused_with_bm25() {
+    use std::sync::atomic::Ordering;
+    let ledger = TestLedger::new().await.unwrap();
+    let schema = ledger.schema().to_owned();
+    let (repo, data) = (TempDir::new(), TempDir::new());
+    let data_dir = data.path("rag");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_runledger"))
+            .args(args)
+            .current_dir(super::root())
+            .env(
+                "RUNLEDGER_DATABASE_URL",
+                runledger_ledger::testing::test_database_url(),
+            )
+            .env("RUNLEDGER_DATABASE_SCHEMA", &schema)
+            .env("RUNLEDGER_RAG_DATA_DIR", &data_dir)
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| -> Value {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        serde_json::from_str(stdout(&out).lines().last().unwrap_or("")).unwrap_or(Value::Null)
+    };
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        repo.path("pets.md"),
+        "# Pets\n\nThe cat sleeps on the mat all afternoon.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.path("tools.md"),
+        "# Tools\n\nA hammer drives nails into wood.\n",
+    )
+    .unwrap();
+    std::fs::write(repo.path("yard.md"), "# Yard\n\nA dog fetches the ball.\n").unwrap();
+    let first = commit(&repo, "one");
+    let (base_url, embedded) = embeddings_stub();
+    ok(&[
+        "models",
+        "create",
+        "embedder",
+        "--provider",
+        "openai_compatible",
+        "--model-id",
+        "stub-embed",
+        "--base-url",
+        &base_url,
+        "--json",
+    ]);
+    ok(&[
+        "rag",
+        "sources",
+        "create",
+        "pets",
+        "--git",
+        repo.0.to_str().unwrap(),
+        "--ref",
+        "main",
+        "--embedding-model",
+        "embedder",
+        "--json",
+    ]);
+
+    // Full: every file of the commit, every chunk embedded, the commit recorded.
+    let full = ok(&["rag", "index", "pets", "--mode", "full", "--json"]);
+    assert_eq!(full["files"]["added"], 3, "{full}");
+    assert_eq!(full["commits"]["main"], first.as_str(), "{full}");
+    assert_eq!(
+        embedded.load(Ordering::SeqCst) as u64,
+        full["chunks_total"].as_u64().unwrap()
+    );
+    // No chunk says "feline": BM25 alone finds nothing; the fused ranking finds the cat.
+    let hits = ok(&["rag", "query", "pets", "feline", "--top-k", "1", "--json"]);
+    assert_eq!(hits["hits"][0]["path"], "pets.md", "{hits}");
+    // Both rankings agree on a word one chunk has: the fused score of two first places.
+    let hits = ok(&["rag", "query", "pets", "hammer", "--top-k", "1", "--json"]);
+    assert_eq!(hits["hits"][0]["path"], "tools.md", "{hits}");
+    let fused = hits["hits"][0]["score"].as_f64().unwrap();
+    assert!((fused - 2.0 / 61.0).abs() < 1e-6, "{hits}");
+
+    // A new commit: the delta reads what the commit changed and embeds only its chunks;
+    // an uncommitted edit is not indexed.
+    std::fs::write(repo.path("yard.md"), "# Yard\n\nA puppy chases the ball.\n").unwrap();
+    std::fs::write(repo.path("fish.md"), "# Fish\n\nA goldfish in a bowl.\n").unwrap();
+    let second = commit(&repo, "two");
+    std::fs::write(repo.path("tools.md"), "# Tools\n\nUncommitted saw.\n").unwrap();
+    let before = embedded.load(Ordering::SeqCst);
+    let delta = ok(&["rag", "index", "pets", "--json"]);
+    let f = &delta["files"];
+    assert_eq!(
+        [&f["added"], &f["changed"], &f["unchanged"], &f["deleted"]].map(|v| v.as_u64().unwrap()),
+        [1, 1, 2, 0],
+        "{delta}"
+    );
+    assert_eq!(delta["commits"]["main"], second.as_str());
+    assert_eq!(
+        (embedded.load(Ordering::SeqCst) - before) as u64,
+        delta["chunks_added"].as_u64().unwrap()
+    );
+    let hits = ok(&["rag", "query", "pets", "canine", "--top-k", "1", "--json"]);
+    assert_eq!(hits["hits"][0]["path"], "yard.md", "{hits}");
+    assert!(
+        hits["hits"][0]["text"].as_str().unwrap().contains("puppy"),
+        "{hits}"
+    );
+    let saw = ok(&["rag", "query", "pets", "saw", "--json"]);
+    assert!(
+        saw["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| !h["text"].as_str().unwrap_or("").contains("saw")),
+        "{saw}"
+    );
+    ledger.drop_schema().await.unwrap();
+}
