@@ -12,6 +12,7 @@
 
 pub mod agent_tool;
 pub mod canonical;
+pub mod canonical_scan;
 pub mod condition;
 pub mod digest;
 pub mod envelope;

@@ -1,12 +1,13 @@
 //! Reading a verified export back into recorded events and blobs (for replay and import).
 
+use std::borrow::Cow;
+
+use runledger_contracts::canonical_scan::{self, Member};
 use runledger_contracts::digest::Digest;
 use runledger_contracts::envelope::{Position, RecordedEvent};
-use serde_json::{Map, Value};
 
 use crate::Blob;
-use crate::export::base64_decode;
-use crate::verify::{VerifyError, VerifyReport, verify};
+use crate::verify::{Verified, VerifyError, VerifyReport, verify_each};
 
 /// An export, verified and decoded.
 #[derive(Debug, Clone)]
@@ -30,43 +31,31 @@ pub enum ExportFileError {
     },
 }
 
-/// Verifies `bytes` as an export, then decodes its events and blobs.
+/// Verifies `bytes` as an export and decodes its events and blobs in the same pass (each line
+/// is read once). A file that does not verify is `Invalid`, even when a line before the failing
+/// one also does not decode.
 pub fn read_export(bytes: &[u8]) -> Result<ExportFile, ExportFileError> {
-    let report = verify(bytes)?;
-    let mut events = Vec::with_capacity(usize::try_from(report.events).unwrap_or(0));
-    let mut blobs = Vec::with_capacity(report.blobs);
-    for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
+    let mut events = Vec::new();
+    let mut blobs = Vec::new();
+    let mut undecodable: Option<ExportFileError> = None;
+    let report = verify_each(bytes, None, |line| {
+        if undecodable.is_some() {
+            return;
         }
-        let line_no = index + 1;
-        let object: Map<String, Value> =
-            serde_json::from_slice(line).map_err(|e| ExportFileError::Field {
-                line: line_no,
-                field: "kind",
-                message: e.to_string(),
-            })?;
-        match object.get("kind").and_then(Value::as_str) {
-            Some("event") => events.push(event_from_line(line_no, object)?),
-            Some("blob") => {
-                let media_type = object
-                    .get("media_type")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                let data = object
-                    .get("data")
-                    .and_then(Value::as_str)
-                    .and_then(base64_decode)
-                    .ok_or_else(|| ExportFileError::Field {
-                        line: line_no,
-                        field: "data",
-                        message: "is not base64".into(),
-                    })?;
-                blobs.push(Blob { media_type, data });
-            }
-            _ => {}
+        match line {
+            Verified::Event {
+                line,
+                text,
+                members,
+            } => match event_from_line(line, text, members) {
+                Ok(event) => events.push(event),
+                Err(e) => undecodable = Some(e),
+            },
+            Verified::Blob { media_type, data } => blobs.push(Blob { media_type, data }),
         }
+    })?;
+    if let Some(e) = undecodable {
+        return Err(e);
     }
     Ok(ExportFile {
         report,
@@ -75,35 +64,36 @@ pub fn read_export(bytes: &[u8]) -> Result<ExportFile, ExportFileError> {
     })
 }
 
+/// Decodes a verified event line from its member spans, each field parsed on its own.
 fn event_from_line(
-    line: usize,
-    mut object: Map<String, Value>,
+    line: u64,
+    text: &str,
+    members: &[Member],
 ) -> Result<RecordedEvent, ExportFileError> {
-    fn take<T: serde::de::DeserializeOwned>(
-        object: &mut Map<String, Value>,
+    let line = usize::try_from(line).unwrap_or(usize::MAX);
+    let take = |field: &'static str| -> Result<&str, ExportFileError> {
+        Ok(canonical_scan::member(text, members, field).unwrap_or("null"))
+    };
+    fn parse<'de, T: serde::Deserialize<'de>>(
+        raw: &'de str,
         line: usize,
         field: &'static str,
     ) -> Result<T, ExportFileError> {
-        let value = object.remove(field).unwrap_or(Value::Null);
-        serde_json::from_value(value).map_err(|e| ExportFileError::Field {
+        serde_json::from_str(raw).map_err(|e| ExportFileError::Field {
             line,
             field,
             message: e.to_string(),
         })
     }
-    fn digest(
-        object: &mut Map<String, Value>,
-        line: usize,
-        field: &'static str,
-    ) -> Result<Digest, ExportFileError> {
-        let text: String = take(object, line, field)?;
+    let digest = |field: &'static str| -> Result<Digest, ExportFileError> {
+        let text: Cow<'_, str> = parse(take(field)?, line, field)?;
         Digest::parse_hex(&text).map_err(|e| ExportFileError::Field {
             line,
             field,
             message: e.to_string(),
         })
-    }
-    let blob_refs: Vec<String> = take(&mut object, line, "blob_refs")?;
+    };
+    let blob_refs: Vec<Cow<'_, str>> = parse(take("blob_refs")?, line, "blob_refs")?;
     let blob_refs = blob_refs
         .iter()
         .map(|h| {
@@ -115,19 +105,19 @@ fn event_from_line(
         })
         .collect::<Result<_, _>>()?;
     Ok(RecordedEvent {
-        event_id: take(&mut object, line, "event_id")?,
-        stream_id: take(&mut object, line, "stream_id")?,
-        stream_version: take(&mut object, line, "stream_version")?,
+        event_id: parse(take("event_id")?, line, "event_id")?,
+        stream_id: parse(take("stream_id")?, line, "stream_id")?,
+        stream_version: parse(take("stream_version")?, line, "stream_version")?,
         position: Position::START,
-        event_type: take(&mut object, line, "event_type")?,
-        schema_version: take(&mut object, line, "schema_version")?,
-        request_id: take(&mut object, line, "request_id")?,
-        correlation_id: take(&mut object, line, "correlation_id")?,
-        causation_id: take(&mut object, line, "causation_id")?,
-        recorded_at: take(&mut object, line, "recorded_at")?,
-        payload: take(&mut object, line, "payload")?,
+        event_type: parse(take("event_type")?, line, "event_type")?,
+        schema_version: parse(take("schema_version")?, line, "schema_version")?,
+        request_id: parse(take("request_id")?, line, "request_id")?,
+        correlation_id: parse(take("correlation_id")?, line, "correlation_id")?,
+        causation_id: parse(take("causation_id")?, line, "causation_id")?,
+        recorded_at: parse(take("recorded_at")?, line, "recorded_at")?,
+        payload: parse(take("payload")?, line, "payload")?,
         blob_refs,
-        prev_hash: digest(&mut object, line, "prev_hash")?,
-        hash: digest(&mut object, line, "hash")?,
+        prev_hash: digest("prev_hash")?,
+        hash: digest("hash")?,
     })
 }

@@ -8,12 +8,13 @@
 //! another in byte order of their ids; the file ends with a newline; and an optional last
 //! signature line verifies over the manifest line (see [`crate::sign`]).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufRead;
 
 use runledger_contracts::canonical;
+use runledger_contracts::canonical_scan::{self, Member};
 use runledger_contracts::digest::Digest;
-use runledger_contracts::envelope::chain_hash;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -75,8 +76,31 @@ pub fn verify<R: BufRead>(reader: R) -> Result<VerifyReport, VerifyError> {
 
 /// Verifies an export and, with `key`, requires it to be signed by that key.
 pub fn verify_with_key<R: BufRead>(
+    reader: R,
+    key: Option<&VerifyingKey>,
+) -> Result<VerifyReport, VerifyError> {
+    verify_each(reader, key, |_| {})
+}
+
+/// One line that passed every check of its own, handed to the caller of [`verify_each`] as it
+/// is verified (the file as a whole may still fail later).
+pub(crate) enum Verified<'a> {
+    /// An event line: its text and top-level members (see [`canonical_scan`]).
+    Event {
+        line: u64,
+        text: &'a str,
+        members: &'a [Member],
+    },
+    /// A blob line, its data decoded.
+    Blob { media_type: String, data: Vec<u8> },
+}
+
+/// [`verify_with_key`], handing each verified event and blob to `seen` in file order, so a
+/// reader of the file (replay, import) decodes from the same pass instead of reading it again.
+pub(crate) fn verify_each<R: BufRead>(
     mut reader: R,
     key: Option<&VerifyingKey>,
+    mut seen: impl FnMut(Verified<'_>),
 ) -> Result<VerifyReport, VerifyError> {
     let mut manifest: Option<Map<String, Value>> = None;
     let mut streams: BTreeMap<String, StreamState> = BTreeMap::new();
@@ -90,7 +114,10 @@ pub fn verify_with_key<R: BufRead>(
     let mut manifest_line: Vec<u8> = Vec::new();
     let mut signed_by: Option<VerifyingKey> = None;
     let mut current_stream: Option<String> = None;
+    // Reused for every line: the line, its members, and the bytes its hash covers.
     let mut bytes = Vec::new();
+    let mut members: Vec<Member> = Vec::new();
+    let mut body: Vec<u8> = Vec::new();
 
     loop {
         bytes.clear();
@@ -120,31 +147,137 @@ pub fn verify_with_key<R: BufRead>(
         if bytes.is_empty() {
             return Err(fail(line_no, None, "not_json", "empty line"));
         }
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| fail(line_no, None, "not_json", format!("not valid JSON: {e}")))?;
-        let Value::Object(mut object) = value else {
-            return Err(fail(
-                line_no,
-                None,
-                "not_json",
-                "a line must be a JSON object",
-            ));
+        let text = match canonical_scan::scan_object(&bytes, &mut members) {
+            Some(text) => text,
+            None => check_canonical(&bytes, line_no, &mut members)?,
         };
-        let canonical = canonical::canonicalize(&object)
-            .map_err(|e| fail(line_no, None, "not_canonical", e.to_string()))?;
-        if canonical != bytes {
-            return Err(fail(
-                line_no,
-                describe(&object),
-                "not_canonical",
-                "line is not in RFC 8785 canonical form",
-            ));
+        let line = Line {
+            text,
+            members: &members,
+        };
+        let kind = line.string("kind").unwrap_or_default();
+        if kind == "event" && manifest.is_some() {
+            let label = || line.describe();
+            if seen_blob {
+                return Err(fail(
+                    line_no,
+                    label(),
+                    "sequence",
+                    "event after the blob section",
+                ));
+            }
+            let (Some(stream_id), Some(version)) =
+                (line.string("stream_id"), line.unsigned("stream_version"))
+            else {
+                return Err(fail(
+                    line_no,
+                    label(),
+                    "not_json",
+                    "event without stream_id or stream_version",
+                ));
+            };
+            let recorded = line.digest("hash").ok_or_else(|| {
+                fail(
+                    line_no,
+                    label(),
+                    "hash_mismatch",
+                    "missing or malformed hash",
+                )
+            })?;
+            let prev = line.digest("prev_hash").ok_or_else(|| {
+                fail(
+                    line_no,
+                    label(),
+                    "prev_hash",
+                    "missing or malformed prev_hash",
+                )
+            })?;
+            if current_stream.as_deref() != Some(&*stream_id) {
+                if streams.contains_key(&*stream_id) {
+                    return Err(fail(
+                        line_no,
+                        label(),
+                        "sequence",
+                        format!(
+                            "stream `{stream_id}` resumes after another stream; each stream's events come together"
+                        ),
+                    ));
+                }
+                if current_stream
+                    .as_ref()
+                    .is_some_and(|previous| previous.as_bytes() >= stream_id.as_bytes())
+                {
+                    return Err(fail(
+                        line_no,
+                        label(),
+                        "sequence",
+                        format!(
+                            "stream `{stream_id}` comes after `{}`; streams appear in byte order of their ids",
+                            current_stream.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+                current_stream = Some(stream_id.to_string());
+                stream_order.push(stream_id.to_string());
+                streams.insert(
+                    stream_id.to_string(),
+                    StreamState {
+                        version: 0,
+                        head: Digest::GENESIS,
+                    },
+                );
+            }
+            let Some(state) = streams.get_mut(&*stream_id) else {
+                return Err(fail(line_no, label(), "sequence", "stream state lost"));
+            };
+            if version != state.version + 1 {
+                return Err(fail(
+                    line_no,
+                    label(),
+                    "sequence",
+                    format!(
+                        "version {version} follows version {} of the same stream",
+                        state.version
+                    ),
+                ));
+            }
+            if prev != state.head {
+                return Err(fail(
+                    line_no,
+                    label(),
+                    "prev_hash",
+                    format!(
+                        "prev_hash {prev} is not the hash of the event before it ({})",
+                        state.head
+                    ),
+                ));
+            }
+            line.blob_refs(&mut referenced)
+                .map_err(|()| fail(line_no, label(), "not_json", "malformed blob reference"))?;
+            line.chain_body(&mut body);
+            let computed = Digest::chained(&prev, &body);
+            if computed != recorded {
+                return Err(fail(
+                    line_no,
+                    label(),
+                    "hash_mismatch",
+                    format!("hash recomputes to {computed}, the file says {recorded}"),
+                ));
+            }
+            state.version = version;
+            state.head = computed;
+            events += 1;
+            seen(Verified::Event {
+                line: line_no,
+                text,
+                members: &members,
+            });
+            continue;
         }
-        let kind = object
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        // Manifest, blob and signature lines are few: they are read as JSON values.
+        let kind = kind.into_owned();
+        let object: Map<String, Value> = serde_json::from_str(text)
+            .map_err(|e| fail(line_no, None, "not_json", format!("not valid JSON: {e}")))?;
         match (kind.as_str(), manifest.is_some()) {
             ("manifest", false) if line_no == 1 => {
                 let version = object.get("format_version").and_then(Value::as_u64);
@@ -171,139 +304,6 @@ pub fn verify_with_key<R: BufRead>(
                 ));
             }
             ("manifest", true) => return Err(fail(line_no, None, "manifest", "a second manifest")),
-            ("event", true) => {
-                let label = describe(&object);
-                if seen_blob {
-                    return Err(fail(
-                        line_no,
-                        label,
-                        "sequence",
-                        "event after the blob section",
-                    ));
-                }
-                let stream_id = object
-                    .get("stream_id")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                let version = object.get("stream_version").and_then(Value::as_u64);
-                let (Some(stream_id), Some(version)) = (stream_id, version) else {
-                    return Err(fail(
-                        line_no,
-                        label,
-                        "not_json",
-                        "event without stream_id or stream_version",
-                    ));
-                };
-                let recorded = object
-                    .remove("hash")
-                    .and_then(|h| h.as_str().and_then(|h| Digest::parse_hex(h).ok()))
-                    .ok_or_else(|| {
-                        fail(
-                            line_no,
-                            label.clone(),
-                            "hash_mismatch",
-                            "missing or malformed hash",
-                        )
-                    })?;
-                let prev = object
-                    .get("prev_hash")
-                    .and_then(Value::as_str)
-                    .and_then(|h| Digest::parse_hex(h).ok())
-                    .ok_or_else(|| {
-                        fail(
-                            line_no,
-                            label.clone(),
-                            "prev_hash",
-                            "missing or malformed prev_hash",
-                        )
-                    })?;
-                if current_stream.as_deref() != Some(stream_id.as_str()) {
-                    if streams.contains_key(&stream_id) {
-                        return Err(fail(
-                            line_no,
-                            label,
-                            "sequence",
-                            format!(
-                                "stream `{stream_id}` resumes after another stream; each stream's events come together"
-                            ),
-                        ));
-                    }
-                    if current_stream
-                        .as_ref()
-                        .is_some_and(|previous| previous.as_bytes() >= stream_id.as_bytes())
-                    {
-                        return Err(fail(
-                            line_no,
-                            label,
-                            "sequence",
-                            format!(
-                                "stream `{stream_id}` comes after `{}`; streams appear in byte order of their ids",
-                                current_stream.as_deref().unwrap_or_default()
-                            ),
-                        ));
-                    }
-                    current_stream = Some(stream_id.clone());
-                }
-                let state = streams.entry(stream_id.clone()).or_insert_with(|| {
-                    stream_order.push(stream_id.clone());
-                    StreamState {
-                        version: 0,
-                        head: Digest::GENESIS,
-                    }
-                });
-                if version != state.version + 1 {
-                    return Err(fail(
-                        line_no,
-                        label,
-                        "sequence",
-                        format!(
-                            "version {version} follows version {} of the same stream",
-                            state.version
-                        ),
-                    ));
-                }
-                if prev != state.head {
-                    return Err(fail(
-                        line_no,
-                        label,
-                        "prev_hash",
-                        format!(
-                            "prev_hash {prev} is not the hash of the event before it ({})",
-                            state.head
-                        ),
-                    ));
-                }
-                if let Some(refs) = object.get("blob_refs").and_then(Value::as_array) {
-                    for r in refs {
-                        let digest = r
-                            .as_str()
-                            .and_then(|h| Digest::parse_hex(h).ok())
-                            .ok_or_else(|| {
-                                fail(
-                                    line_no,
-                                    label.clone(),
-                                    "not_json",
-                                    "malformed blob reference",
-                                )
-                            })?;
-                        referenced.insert(digest);
-                    }
-                }
-                object.remove("kind");
-                let computed = chain_hash(&prev, &object)
-                    .map_err(|e| fail(line_no, label.clone(), "not_canonical", e.to_string()))?;
-                if computed != recorded {
-                    return Err(fail(
-                        line_no,
-                        label,
-                        "hash_mismatch",
-                        format!("hash recomputes to {computed}, the file says {recorded}"),
-                    ));
-                }
-                state.version = version;
-                state.head = computed;
-                events += 1;
-            }
             ("blob", true) => {
                 seen_blob = true;
                 let keys: BTreeSet<&str> = object.keys().map(String::as_str).collect();
@@ -366,6 +366,10 @@ pub fn verify_with_key<R: BufRead>(
                     hash,
                     media_type: media_type.to_owned(),
                     size: data.len() as u64,
+                });
+                seen(Verified::Blob {
+                    media_type: media_type.to_owned(),
+                    data,
                 });
             }
             ("signature", true) => {
@@ -443,6 +447,45 @@ pub fn verify_with_key<R: BufRead>(
     })
 }
 
+/// The full check for a line the scan could not prove canonical: parse it, canonicalize it,
+/// compare. On success, returns the line as text with its members recorded.
+fn check_canonical<'a>(
+    bytes: &'a [u8],
+    line_no: u64,
+    members: &mut Vec<Member>,
+) -> Result<&'a str, VerifyError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| fail(line_no, None, "not_json", format!("not valid JSON: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(fail(
+            line_no,
+            None,
+            "not_json",
+            "a line must be a JSON object",
+        ));
+    };
+    let canonical = canonical::canonicalize(&object)
+        .map_err(|e| fail(line_no, None, "not_canonical", e.to_string()))?;
+    if canonical != bytes {
+        return Err(fail(
+            line_no,
+            describe(&object),
+            "not_canonical",
+            "line is not in RFC 8785 canonical form",
+        ));
+    }
+    // Canonical bytes came from a string, so they are UTF-8, and split into members.
+    match std::str::from_utf8(bytes) {
+        Ok(text) if canonical_scan::split_members(text, members) => Ok(text),
+        _ => Err(fail(
+            line_no,
+            None,
+            "not_json",
+            "a line must be a JSON object",
+        )),
+    }
+}
+
 /// The manifest must be exactly the one the verified content implies.
 fn check_manifest(
     manifest: &Map<String, Value>,
@@ -495,6 +538,95 @@ fn check_manifest(
                 .map_or("nothing".to_owned(), Value::to_string),
         ),
     ))
+}
+
+/// A canonical line read through its member spans, without parsing its values.
+struct Line<'a> {
+    text: &'a str,
+    members: &'a [Member],
+}
+
+impl<'a> Line<'a> {
+    fn raw(&self, name: &str) -> Option<&'a str> {
+        canonical_scan::member(self.text, self.members, name)
+    }
+
+    /// A string member (as `Value::as_str` would give it).
+    fn string(&self, name: &str) -> Option<Cow<'a, str>> {
+        let raw = self.raw(name)?;
+        let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+        if inner.contains('\\') {
+            serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(inner))
+        }
+    }
+
+    /// An unsigned integer member (as `Value::as_u64` would give it: canonical integers have
+    /// no sign, fraction or exponent when they are unsigned).
+    fn unsigned(&self, name: &str) -> Option<u64> {
+        let raw = self.raw(name)?;
+        if raw.bytes().all(|b| b.is_ascii_digit()) {
+            raw.parse().ok()
+        } else {
+            None
+        }
+    }
+
+    fn digest(&self, name: &str) -> Option<Digest> {
+        Digest::parse_hex(&self.string(name)?).ok()
+    }
+
+    /// Adds the digests of `blob_refs` (when it is an array) to `into`; `Err` if one is not a
+    /// digest string.
+    fn blob_refs(&self, into: &mut BTreeSet<Digest>) -> Result<(), ()> {
+        match self.raw("blob_refs") {
+            Some("[]") | None => Ok(()),
+            Some(raw) => match serde_json::from_str::<Value>(raw) {
+                Ok(Value::Array(refs)) => {
+                    for r in &refs {
+                        let digest = r
+                            .as_str()
+                            .and_then(|h| Digest::parse_hex(h).ok())
+                            .ok_or(())?;
+                        into.insert(digest);
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The bytes an event's hash covers: the line without its `hash` and `kind` members.
+    /// Removing members from a canonical object leaves the canonical form of the rest.
+    fn chain_body(&self, body: &mut Vec<u8>) {
+        body.clear();
+        body.push(b'{');
+        let mut first = true;
+        for member in self.members {
+            let name = &self.text[member.name.clone()];
+            if name == "hash" || name == "kind" {
+                continue;
+            }
+            if !first {
+                body.push(b',');
+            }
+            first = false;
+            body.extend_from_slice(self.text[member.span()].as_bytes());
+        }
+        body.push(b'}');
+    }
+
+    fn describe(&self) -> Option<String> {
+        let stream = self.string("stream_id")?;
+        let version = self.unsigned("stream_version")?;
+        let kind = self.string("event_type");
+        Some(format!(
+            "{stream}#{version} {}",
+            kind.as_deref().unwrap_or("?")
+        ))
+    }
 }
 
 fn describe(object: &Map<String, Value>) -> Option<String> {
