@@ -47,7 +47,10 @@
 //!
 //! # Which crate does the work
 //!
-//! Serialization is delegated to [`serde_json_canonicalizer`]. It passes every RFC 8785 test
+//! `Value`s are written by `canonical_write`, a direct writer that a property test holds
+//! byte-equal to [`serde_json_canonicalizer`] on arbitrary values (it skips that crate's
+//! per-member copies and sort keys, which made canonicalizing the ledger's hot path
+//! allocation-bound); numbers other than integers are still formatted by that crate. It passes every RFC 8785 test
 //! vector of the reference repository (`cyberphone/json-canonicalization`), the Appendix B number
 //! table and the examples in the RFC's text (see the tests and `testdata/rfc8785/`); it is the
 //! Rust implementation that repository lists; it formats numbers with `ryu-js` 1.x (ECMAScript
@@ -121,7 +124,14 @@ pub enum CanonicalError {
 /// `Value` that passed it.
 pub fn to_canonical_vec(value: &Value) -> Result<Vec<u8>, CanonicalError> {
     check_ijson(value)?;
-    serde_json_canonicalizer::to_vec(value).map_err(serialize_error)
+    Ok(write(value))
+}
+
+/// The canonical bytes of a value that passed [`check_ijson`].
+fn write(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    crate::canonical_write::write_value(&mut out, value);
+    out
 }
 
 /// [`to_canonical_vec`] as a `String`.
@@ -150,7 +160,7 @@ pub fn canonicalize<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Canonic
     value
         .serialize(&mut Probe::default())
         .map_err(|ProbeError(error)| error)?;
-    serde_json_canonicalizer::to_vec(&tree).map_err(serialize_error)
+    Ok(write(&tree))
 }
 
 /// I-JSON (RFC 7493) limits the ledger keeps to: integers within ±(2^53−1), finite numbers, and

@@ -267,7 +267,8 @@ impl Scanner<'_> {
             if negative && digits == b"0" {
                 return false; // JCS writes -0 as 0
             }
-            return digits.len() < 16 || (digits.len() == 16 && parse_digits(digits) <= MAX_SAFE_INTEGER);
+            return digits.len() < 16
+                || (digits.len() == 16 && parse_digits(digits) <= MAX_SAFE_INTEGER);
         }
         if self.eat(b'.') {
             let fraction = self.at;
@@ -384,9 +385,9 @@ fn canonical_escape(after: &[u8]) -> Option<usize> {
 }
 
 fn parse_digits(digits: &[u8]) -> u64 {
-    digits
-        .iter()
-        .fold(0u64, |n, d| n.saturating_mul(10).saturating_add(u64::from(d - b'0')))
+    digits.iter().fold(0u64, |n, d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    })
 }
 
 /// Whether escape-free name `a` sorts strictly before `b` in UTF-16 code units (RFC 8785

@@ -13,6 +13,7 @@
 pub mod agent_tool;
 pub mod canonical;
 pub mod canonical_scan;
+mod canonical_write;
 pub mod condition;
 pub mod digest;
 pub mod envelope;

@@ -35,7 +35,10 @@ fn canonical_lines_are_proven_and_their_members_found() {
     assert!(scan_object(&bytes, &mut members).is_some());
     let text = std::str::from_utf8(&bytes).unwrap();
     assert_eq!(member(text, &members, "kind"), Some("\"event\""));
-    assert_eq!(member(text, &members, "stream_version"), Some("9007199254740991"));
+    assert_eq!(
+        member(text, &members, "stream_version"),
+        Some("9007199254740991")
+    );
     assert_eq!(member(text, &members, "missing"), None);
     let mut split = Vec::new();
     assert!(split_members(text, &mut split));
@@ -234,4 +237,31 @@ proptest! {
             prop_assert!(full_path_says_canonical(&bytes), "{}", String::from_utf8_lossy(&bytes));
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// `to_canonical_vec` (the fast writer) writes exactly what `serde_json_canonicalizer`
+    /// writes, so hashes and exports stay byte-identical.
+    #[test]
+    fn the_writer_matches_serde_json_canonicalizer(value in object()) {
+        if let Ok(ours) = canonical::to_canonical_vec(&value) {
+            prop_assert_eq!(ours, serde_json_canonicalizer::to_vec(&value).unwrap());
+        }
+    }
+}
+
+#[test]
+fn the_writer_sorts_names_by_utf16_code_units() {
+    let value = json!({"\u{e000}": 1, "\u{1f600}": 2, "b": [0.5, -0.0, 1e21, 1e-7, -3], "a\u{1}\"\\\n": null});
+    assert_eq!(
+        canonical::to_canonical_vec(&value).unwrap(),
+        serde_json_canonicalizer::to_vec(&value).unwrap()
+    );
+    assert!(
+        String::from_utf8(canonical::to_canonical_vec(&value).unwrap())
+            .unwrap()
+            .contains("{\"a\\u0001\\\"\\\\\\n\":null,\"b\":[0.5,0,1e+21,1e-7,-3],\"\u{1f600}\":2,\"\u{e000}\":1}")
+    );
 }
