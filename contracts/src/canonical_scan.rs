@@ -332,10 +332,8 @@ impl Scanner<'_> {
                     return true;
                 }
                 loop {
-                    if open == b'{' {
-                        if !self.skip_string() || !self.eat(b':') {
-                            return false;
-                        }
+                    if open == b'{' && (!self.skip_string() || !self.eat(b':')) {
+                        return false;
                     }
                     if !self.skip_value(depth + 1) {
                         return false;
