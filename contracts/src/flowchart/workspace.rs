@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::model::WorkspaceDoc;
 use crate::agent_tool::WorkspaceSource;
-use crate::condition::{Path, parse_path};
+use crate::condition::{ParseError, Path, parse_path};
 
 /// Why a workspace template cannot be filled from a run's inputs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,8 +35,26 @@ enum Piece<'a> {
     Input { source: &'a str, path: Path },
 }
 
+/// Why a workspace template cannot be used, found at save time.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateSyntaxError {
+    #[error("a `{{{{` is not closed by `}}}}`")]
+    Unclosed,
+    #[error("`{{{{ {source_text} }}}}`: {source}")]
+    BadPath {
+        source_text: String,
+        #[source]
+        source: ParseError,
+    },
+    #[error(
+        "`{{{{ {0} }}}}` is not an input: only `{{{{ inputs.<name> }}}}` can fill the workspace, \
+         which is made for the whole run before any node's output exists"
+    )]
+    NotAnInput(String),
+}
+
 /// The pieces of `template`, or the first placeholder that is not `{{ inputs.<path> }}`.
-fn pieces(template: &str) -> Result<Vec<Piece<'_>>, String> {
+fn pieces(template: &str) -> Result<Vec<Piece<'_>>, TemplateSyntaxError> {
     let mut out = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find("{{") {
@@ -44,16 +62,14 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, String> {
             out.push(Piece::Text(&rest[..open]));
         }
         let after = &rest[open + 2..];
-        let close = after
-            .find("}}")
-            .ok_or_else(|| "a `{{` is not closed by `}}`".to_owned())?;
+        let close = after.find("}}").ok_or(TemplateSyntaxError::Unclosed)?;
         let source = after[..close].trim();
-        let path = parse_path(source).map_err(|e| format!("`{{{{ {source} }}}}`: {e}"))?;
+        let path = parse_path(source).map_err(|e| TemplateSyntaxError::BadPath {
+            source_text: source.to_owned(),
+            source: e,
+        })?;
         if path.root() != "inputs" || path.segments().len() < 2 {
-            return Err(format!(
-                "`{{{{ {source} }}}}` is not an input: only `{{{{ inputs.<name> }}}}` can fill \
-                 the workspace, which is made for the whole run before any node's output exists"
-            ));
+            return Err(TemplateSyntaxError::NotAnInput(source.to_owned()));
         }
         out.push(Piece::Input { source, path });
         rest = &after[close + 2..];
@@ -65,7 +81,7 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, String> {
 }
 
 /// Save-time check of one template: `Err` says what is wrong.
-pub(super) fn check(template: &str) -> Result<(), String> {
+pub(super) fn check(template: &str) -> Result<(), TemplateSyntaxError> {
     pieces(template).map(|_| ())
 }
 
@@ -82,7 +98,7 @@ fn fill(
     };
     let context = serde_json::json!({ "inputs": inputs });
     let mut out = String::with_capacity(template.len());
-    for piece in pieces(template).map_err(error)? {
+    for piece in pieces(template).map_err(|e| error(e.to_string()))? {
         match piece {
             Piece::Text(text) => out.push_str(text),
             Piece::Input { source, path } => match path.resolve(&context) {
