@@ -2,14 +2,17 @@
 # RAG benchmark (docs/benchmarks.md): index the Rust documentation shipped with the toolchain,
 # then a delta after touching 1% of its HTML files, then retrieval quality and query latency.
 #
-#   ops/bench/rag.sh [RUNLEDGER_BINARY]
+#   ops/bench/rag.sh [RUNLEDGER_BINARY]    (default: target/release/runledger if built, else debug)
 #
 # Needs PostgreSQL (RUNLEDGER_DATABASE_URL, default local); works in a schema of its own and a
 # copy of the docs under a temporary directory (the toolchain's files are never touched).
 # Baseline, measured in the same run: reading every file of the corpus once (cat), the floor of
 # any full index.
 set -euo pipefail
-BIN=${1:-${CARGO_TARGET_DIR:-target}/debug/runledger}
+# The binary: the argument, else a release build if there is one, else the debug build.
+TARGET=${CARGO_TARGET_DIR:-target}
+if [ -x "$TARGET/release/runledger" ]; then DEFAULT_BIN="$TARGET/release/runledger"; else DEFAULT_BIN="$TARGET/debug/runledger"; fi
+BIN=${1:-$DEFAULT_BIN}
 SRC="$(rustc --print sysroot)/share/doc/rust/html"
 [ -d "$SRC" ] || { echo "no Rust docs at $SRC (rustup component add rust-docs)" >&2; exit 1; }
 WORK=$(mktemp -d)

@@ -113,7 +113,32 @@ fn by_headings<'a>(lines: &Lines<'a>) -> Vec<(String, Lines<'a>)> {
     if !current.is_empty() {
         sections.push((title, current));
     }
-    sections
+    merge_bare_headings(sections)
+}
+
+/// A section that is only its heading (a chapter title right before its first subsection)
+/// has no text to retrieve: its lines go to the start of the next section, which keeps its
+/// own title.
+fn merge_bare_headings(sections: Vec<(String, Lines<'_>)>) -> Vec<(String, Lines<'_>)> {
+    let mut out: Vec<(String, Lines)> = Vec::with_capacity(sections.len());
+    let mut carried: Lines = Vec::new();
+    for (title, lines) in sections {
+        let bare = lines.iter().skip(1).all(|(_, l)| l.trim().is_empty())
+            && lines.first().is_some_and(|(_, l)| heading(l).is_some());
+        carried.extend(lines);
+        if !bare {
+            out.push((title, std::mem::take(&mut carried)));
+        }
+    }
+    if !carried.is_empty() {
+        let title = carried
+            .first()
+            .and_then(|(_, l)| heading(l))
+            .unwrap_or_default()
+            .to_owned();
+        out.push((title, carried));
+    }
+    out
 }
 
 /// Blank-line blocks merged up to [`TARGET_CHARS`].
@@ -215,6 +240,21 @@ mod tests {
             chunks[2].digest,
             blake3::hash(b"## Two\nbody two\n").to_hex().to_string()
         );
+    }
+
+    #[test]
+    fn a_heading_without_text_joins_the_next_section() {
+        let md = "# Ownership\n\n## Rules\nEach value has an owner.\n## Scope\nA scope.\n# Last\n";
+        let chunks = chunk(DocKind::Markdown, md);
+        let summary: Vec<(&str, u64, u64)> = chunks
+            .iter()
+            .map(|c| (c.title.as_str(), c.start_line, c.end_line))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![("Rules", 1, 4), ("Scope", 5, 6), ("Last", 7, 7)]
+        );
+        assert!(chunks[0].text.starts_with("# Ownership\n"));
     }
 
     #[test]

@@ -32,6 +32,54 @@ connectors:
   - { id: ctx, from: retrieve, to: answer, mode: dotted }
 "#;
 
+/// An agent task whose scripted model calls two `rag_*` tools, then answers.
+const AGENT_FLOW: &str = r#"
+name: rag-agent
+nodes:
+  - { id: start, type: start }
+  - id: ask
+    type: task
+    model: scripted
+    prompt: "How do I deploy?"
+    tools: ["rag_*"]
+    max_turns: 3
+    scripted:
+      - tool_calls:
+          - { tool: rag_query, arguments: { collection: handbook, query: "deploy the service", top_k: 1 } }
+          - { tool: rag_index_status, arguments: { collection: handbook } }
+      - output: { answer: "run the deploy script" }
+  - { id: done, type: end }
+connectors:
+  - { id: c1, from: start, to: ask }
+  - { id: c2, from: ask, to: done }
+"#;
+
+/// The binary on the test's schema, with its RAG data under `data_dir`.
+fn cli(schema: &str, data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_runledger"))
+        .args(args)
+        .current_dir(super::root())
+        .env(
+            "RUNLEDGER_DATABASE_URL",
+            runledger_ledger::testing::test_database_url(),
+        )
+        .env("RUNLEDGER_DATABASE_SCHEMA", schema)
+        .env("RUNLEDGER_RAG_DATA_DIR", data_dir)
+        .output()
+        .unwrap()
+}
+
+/// The last line of a successful command's output as JSON (`Null` when it is not JSON).
+fn succeeded(args: &[&str], out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        stdout(out),
+        stderr(out)
+    );
+    serde_json::from_str(stdout(out).lines().last().unwrap_or("")).unwrap_or(Value::Null)
+}
+
 fn json(args: &[&str], schema: &str) -> Value {
     let out = runledger(args, Some(schema));
     assert!(
@@ -50,31 +98,8 @@ async fn index_query_and_a_rag_node_feeding_a_task_node() {
     let docs = TempDir::new();
     let data = TempDir::new();
     let data_dir = data.path("rag");
-    let env = [("RUNLEDGER_RAG_DATA_DIR", data_dir.to_str().unwrap())];
-    let run = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_runledger"));
-        cmd.args(args)
-            .current_dir(super::root())
-            .env(
-                "RUNLEDGER_DATABASE_URL",
-                runledger_ledger::testing::test_database_url(),
-            )
-            .env("RUNLEDGER_DATABASE_SCHEMA", &schema);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    };
-    let ok = |args: &[&str]| -> Value {
-        let out = run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            stdout(&out),
-            stderr(&out)
-        );
-        serde_json::from_str(stdout(&out).lines().last().unwrap_or("")).unwrap_or(Value::Null)
-    };
+    let run = |args: &[&str]| cli(&schema, &data_dir, args);
+    let ok = |args: &[&str]| succeeded(args, &cli(&schema, &data_dir, args));
     std::fs::write(
         docs.path("deploy.md"),
         "# Deploy\n\nTo deploy the service, run the deploy script from the ops folder.\n",
@@ -230,6 +255,41 @@ async fn index_query_and_a_rag_node_feeding_a_task_node() {
     );
     assert_eq!(node("answer")["output"]["answer"], "run the deploy script");
 
+    // An agent task calls the rag tools; each call and its answer is a ToolCalled.
+    let agent = docs.path("agent.yaml.tmp");
+    std::fs::write(&agent, AGENT_FLOW).unwrap();
+    let out = run(&["run", agent.to_str().unwrap(), "--wait", "--json"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let run_id = json_lines(&stdout(&out)).last().unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let export = docs.path("agent.jsonl.tmp");
+    ok(&["export", "--run", &run_id, "-o", export.to_str().unwrap()]);
+    let calls: Vec<Value> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["event_type"] == "ToolCalled")
+        .map(|l| l["payload"].clone())
+        .collect();
+    let call = |tool: &str| {
+        calls
+            .iter()
+            .find(|c| c["tool"] == tool)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {tool} call in {calls:?}"))
+    };
+    let queried = call("rag_query");
+    assert_eq!(queried["outcome"], "ok", "{queried}");
+    assert_eq!(
+        queried["output"]["hits"][0]["path"], "deploy.md",
+        "{queried}"
+    );
+    assert_eq!(queried["output"]["index_version"], delta["index_version"]);
+    let status = call("rag_index_status");
+    assert_eq!(status["outcome"], "ok", "{status}");
+
     // Bad input: a rag node without `query` fails validation with its path.
     let bad = docs.path("bad.yaml.tmp");
     std::fs::write(
@@ -360,29 +420,7 @@ async fn a_git_source_with_dense_retrieval_fused_with_bm25() {
     let schema = ledger.schema().to_owned();
     let (repo, data) = (TempDir::new(), TempDir::new());
     let data_dir = data.path("rag");
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_runledger"))
-            .args(args)
-            .current_dir(super::root())
-            .env(
-                "RUNLEDGER_DATABASE_URL",
-                runledger_ledger::testing::test_database_url(),
-            )
-            .env("RUNLEDGER_DATABASE_SCHEMA", &schema)
-            .env("RUNLEDGER_RAG_DATA_DIR", &data_dir)
-            .output()
-            .unwrap()
-    };
-    let ok = |args: &[&str]| -> Value {
-        let out = run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            stdout(&out),
-            stderr(&out)
-        );
-        serde_json::from_str(stdout(&out).lines().last().unwrap_or("")).unwrap_or(Value::Null)
-    };
+    let ok = |args: &[&str]| succeeded(args, &cli(&schema, &data_dir, args));
     git(&repo, &["init", "-q", "-b", "main"]);
     std::fs::write(
         repo.path("pets.md"),
