@@ -10,6 +10,7 @@
 //! The Studio web console (`studio.rs`) is served at `/`. See docs/api.md and docs/studio.md.
 
 pub mod cache;
+pub mod change;
 pub mod context;
 pub mod control;
 pub mod control_match;

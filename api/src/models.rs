@@ -5,17 +5,17 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use runledger_contracts::model::ModelSpec;
 use runledger_executor_gateway::models::{
     ChangeOutcome, ChangeRequest, ModelRegistry, RegisteredModel, RegistryError,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::context::{CORRELATION_ID, RequestContext};
+use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, NoQuery};
 use crate::state::ApiState;
@@ -157,7 +157,7 @@ pub struct DeleteModelQuery {
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
-        let field = e.field();
+        let field = e.field().map(str::to_owned);
         let error = match e {
             RegistryError::Store(store) => return store.into(),
             e @ (RegistryError::Corrupt { .. } | RegistryError::Provider(_)) => {
@@ -170,10 +170,7 @@ impl From<RegistryError> for ApiError {
             | RegistryError::ProviderChanged { .. }
             | RegistryError::RequestReused { .. }) => ApiError::conflict(e.code(), e.to_string()),
         };
-        match field {
-            Some(field) => error.with_details(json!({ "field": field })),
-            None => error,
-        }
+        crate::change::with_field(error, field)
     }
 }
 
@@ -183,26 +180,13 @@ fn change_response(
     context: &RequestContext,
     status: StatusCode,
 ) -> Response {
-    let status = if outcome.deduplicated {
-        StatusCode::OK
-    } else {
-        status
-    };
     let body = ModelChange {
         name: name.to_owned(),
         version: outcome.version,
         event_type: outcome.event_type,
         deduplicated: outcome.deduplicated,
     };
-    let mut response = (status, Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(context.request_id.as_str()) {
-        response.headers_mut().insert(CORRELATION_ID, v);
-    }
-    response
-}
-
-fn actor(state: &ApiState, actor: Option<String>) -> Result<String, ApiError> {
-    crate::extract::actor(actor, &state.config().default_actor)
+    crate::change::respond(body, outcome.deduplicated, status, context)
 }
 
 /// Every registered model, by name.
@@ -248,7 +232,10 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateModelBody>,
 ) -> Result<Response, ApiError> {
     let name = body.spec.name.clone();
-    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor)?);
+    let change = ChangeRequest::new(
+        context.request_id.clone(),
+        crate::change::actor(&state, body.actor)?,
+    );
     let outcome = ModelRegistry::new(state.store())
         .create(body.spec, change)
         .await?;
@@ -272,7 +259,10 @@ pub async fn update(
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<UpdateModelBody>,
 ) -> Result<Response, ApiError> {
-    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, body.actor)?);
+    let change = ChangeRequest::new(
+        context.request_id.clone(),
+        crate::change::actor(&state, body.actor)?,
+    );
     let outcome = ModelRegistry::new(state.store())
         .update(&name, body.spec, body.expected_version, change)
         .await?;
@@ -289,7 +279,10 @@ pub async fn delete(
     Path(name): Path<String>,
     ApiQuery(query): ApiQuery<DeleteModelQuery>,
 ) -> Result<Response, ApiError> {
-    let change = ChangeRequest::new(context.request_id.clone(), actor(&state, query.actor)?);
+    let change = ChangeRequest::new(
+        context.request_id.clone(),
+        crate::change::actor(&state, query.actor)?,
+    );
     let outcome = ModelRegistry::new(state.store())
         .delete(&name, query.expected_version, change)
         .await?;

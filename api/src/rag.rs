@@ -7,8 +7,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use runledger_contracts::rag::{CollectionSpec, IndexMode};
 use runledger_rag::RagError;
 use runledger_rag::indexer::IndexRequest;
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::context::{CORRELATION_ID, RequestContext};
+use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, NoQuery};
 use crate::state::ApiState;
@@ -370,18 +370,8 @@ impl From<RagError> for ApiError {
                 ApiError::conflict(code, runledger_rag::error_chain(&e))
             }
         };
-        match field {
-            Some(field) => error.with_details(json!({ "field": field })),
-            None => error,
-        }
+        crate::change::with_field(error, field)
     }
-}
-
-fn with_correlation(mut response: Response, context: &RequestContext) -> Response {
-    if let Ok(v) = HeaderValue::from_str(context.request_id.as_str()) {
-        response.headers_mut().insert(CORRELATION_ID, v);
-    }
-    response
 }
 
 fn change_response(
@@ -390,22 +380,13 @@ fn change_response(
     context: &RequestContext,
     status: StatusCode,
 ) -> Response {
-    let status = if outcome.deduplicated {
-        StatusCode::OK
-    } else {
-        status
-    };
     let body = CollectionChange {
         name: name.to_owned(),
         version: outcome.version,
         event_type: outcome.event_type,
         deduplicated: outcome.deduplicated,
     };
-    with_correlation((status, Json(body)).into_response(), context)
-}
-
-fn actor(state: &ApiState, actor: Option<String>) -> Result<String, ApiError> {
-    crate::extract::actor(actor, &state.config().default_actor)
+    crate::change::respond(body, outcome.deduplicated, status, context)
 }
 
 /// Every collection, by name, with its index status.
@@ -448,7 +429,7 @@ pub async fn create(
     let name = body.spec.name.clone();
     let change = ChangeRequest {
         request_id: context.request_id.clone(),
-        actor: actor(&state, body.actor)?,
+        actor: crate::change::actor(&state, body.actor)?,
     };
     let outcome = state.rag().collections().create(body.spec, &change).await?;
     Ok(change_response(
@@ -471,7 +452,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let change = ChangeRequest {
         request_id: context.request_id.clone(),
-        actor: actor(&state, query.actor)?,
+        actor: crate::change::actor(&state, query.actor)?,
     };
     let outcome = state
         .rag()
@@ -510,20 +491,17 @@ pub async fn index(
     let request = IndexRequest {
         collection: name,
         mode: body.mode,
-        actor: actor(&state, body.actor)?,
+        actor: crate::change::actor(&state, body.actor)?,
         node_run_id: None,
         request_id: Some(context.request_id.clone()),
     };
     let outcome = state.rag().index(&request).await?;
-    let status = if outcome.deduplicated {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
     let body =
         serde_json::to_value(&outcome).map_err(|e| ApiError::internal("internal_error", e))?;
-    Ok(with_correlation(
-        (status, Json(body)).into_response(),
+    Ok(crate::change::respond(
+        body,
+        outcome.deduplicated,
+        StatusCode::CREATED,
         &context,
     ))
 }
