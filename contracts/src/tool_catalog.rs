@@ -103,6 +103,30 @@ pub const TOOL_NAMES: &[&str] = &[
     "command_kill",
 ];
 
+/// Whether the tool `name` works in the run's workspace (workspace, git and command tools):
+/// its first such call creates the workspace on the executor that serves it.
+pub fn uses_run_workspace(name: &str) -> bool {
+    ["workspace_", "git_", "command_"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+}
+
+/// Whether a node's `tools:` allowlist lets it call any tool of the run's workspace (a name
+/// or a glob matching one). Such a node must run where the run's workspace is.
+pub fn allowlist_reaches_run_workspace(entries: &[String]) -> bool {
+    entries.iter().any(|entry| {
+        if is_glob(entry) {
+            compile_glob(entry).is_ok_and(|glob| {
+                TOOL_NAMES
+                    .iter()
+                    .any(|name| uses_run_workspace(name) && glob.is_match(name))
+            })
+        } else {
+            uses_run_workspace(entry)
+        }
+    })
+}
+
 /// Prefix of tools served by MCP servers: `mcp__<server>__<tool>`.
 pub const MCP_PREFIX: &str = "mcp__";
 
@@ -207,6 +231,10 @@ mod tests {
             assert!(seen.insert(name), "{name} twice");
         }
         assert_eq!(TOOL_NAMES.len(), 80);
+        assert_eq!(
+            TOOL_NAMES.iter().filter(|n| uses_run_workspace(n)).count(),
+            26
+        );
     }
 
     /// docs/tools.md documents every tool of the catalog in a table row of its own (arguments,
@@ -254,5 +282,20 @@ mod tests {
             check_entry("mcp__docs"),
             Err(AllowlistError::BadMcpName(_))
         ));
+    }
+
+    #[test]
+    fn allowlists_reaching_the_run_workspace() {
+        let list = |entries: &[&str]| entries.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        assert!(allowlist_reaches_run_workspace(&list(&[
+            "memory_get",
+            "git_status"
+        ])));
+        assert!(allowlist_reaches_run_workspace(&list(&["*_run"])));
+        assert!(!allowlist_reaches_run_workspace(&list(&[
+            "memory_*",
+            "rag_query"
+        ])));
+        assert!(!allowlist_reaches_run_workspace(&list(&["mcp__docs__*"])));
     }
 }

@@ -724,6 +724,7 @@ async fn nats_pings(
             workspace: None,
             git_policy: None,
             recorded_calls: Vec::new(),
+            workspace_holder: None,
         };
         let message = DispatchMessage {
             wire_version: WIRE_VERSION,

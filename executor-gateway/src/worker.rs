@@ -14,7 +14,9 @@ use futures_util::StreamExt;
 use runledger_contracts::events::ToolCalled;
 use runledger_contracts::time::Timestamp;
 use runledger_orchestrator::agent::CallReporter;
-use runledger_orchestrator::executor::{Providers, Report, run_node_reporting};
+use runledger_orchestrator::executor::{
+    Providers, Report, refuse_workspace_elsewhere, run_node_reporting,
+};
 use tokio::sync::{Semaphore, watch};
 
 use crate::GatewayError;
@@ -235,6 +237,11 @@ async fn handle(
     let call_publisher = tokio::spawn(publish_calls(js.clone(), subject.clone(), run_id, calls_rx));
     let reporter = QueueReporter(calls_tx);
     let run = async {
+        // A node of a run whose workspace another executor holds fails before any tool runs.
+        if let Some(refusal) = refuse_workspace_elsewhere(&work, executor_id) {
+            drop(reporter);
+            return refusal;
+        }
         let result = run_node_reporting(providers, &work, Some(&reporter)).await;
         drop(reporter);
         result

@@ -59,6 +59,11 @@ pub struct NodeWork {
     /// again after a crash): a call whose key is here is not applied again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recorded_calls: Vec<ToolCalled>,
+    /// The executor that holds the run's workspace (`NodeStarted.executor` of the run's first
+    /// workspace, git or command call), set when this node's allowlist reaches those tools.
+    /// A remote executor other than this one refuses the work with `workspace_elsewhere`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_holder: Option<String>,
 }
 
 impl NodeWork {
@@ -89,11 +94,22 @@ impl RunState {
             workspace: self.workspace(),
             git_policy: self.flowchart.doc().git_policy.as_ref().map(|p| p.policy()),
             recorded_calls: nr.agent_calls.clone(),
+            workspace_holder: self.workspace_holder_for(nr.node),
         })
     }
 }
 
 impl RunState {
+    /// The run's workspace holder, for a node whose allowlist reaches workspace tools.
+    fn workspace_holder_for(&self, node: usize) -> Option<String> {
+        let tools = self.flowchart.node_at(node)?.tools.as_deref()?;
+        if runledger_contracts::tool_catalog::allowlist_reaches_run_workspace(tools) {
+            self.workspace_holder.clone()
+        } else {
+            None
+        }
+    }
+
     /// The run's workspace source, its `{{ inputs.* }}` filled from the run's inputs. The run's
     /// start checked that they fill ([`crate::decide::start_run`]); a run recorded before that
     /// rule gets its templates as written, and its clone fails naming them.
@@ -368,6 +384,32 @@ pub async fn run_node_reporting(
         outcome,
         tool_calls,
     }
+}
+
+/// The refusal of a remote executor `executor_id` to run `work` whose run's workspace another
+/// executor holds: a node run failing with `workspace_elsewhere` (naming the holder in
+/// `details.holder`), decided before any tool runs, instead of cloning a second workspace
+/// that would not see the earlier nodes' changes. `None` when the executor may run it.
+pub fn refuse_workspace_elsewhere(work: &NodeWork, executor_id: &str) -> Option<NodeResult> {
+    let holder = work.workspace_holder.as_deref()?;
+    if holder == executor_id {
+        return None;
+    }
+    let mut refusal = error(
+        "workspace_elsewhere",
+        &format!(
+            "the run's workspace is held by executor `{holder}`; this node uses workspace tools \
+             and must run there, not on `{executor_id}`"
+        ),
+        false,
+    );
+    refusal.details = Some(serde_json::json!({ "holder": holder, "executor": executor_id }));
+    Some(NodeResult {
+        node_run_id: work.node_run_id,
+        attempt: work.attempt,
+        outcome: NodeOutcome::Failed(refusal),
+        tool_calls: Vec::new(),
+    })
 }
 
 fn error(code: &str, message: &str, retryable: bool) -> ErrorInfo {

@@ -641,6 +641,7 @@ mod tests {
                 workspace: None,
                 git_policy: None,
                 recorded_calls: Vec::new(),
+                workspace_holder: None,
             };
             run_node(&Providers::scripted(ScriptedProvider::new()), &work).await
         }

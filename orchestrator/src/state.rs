@@ -209,6 +209,10 @@ pub struct RunState {
     pub kept: usize,
     /// Forks of this run (`RunForkedTo`): the fork's run id and its fork node.
     pub forks: Vec<(RunId, String)>,
+    /// The executor (`NodeStarted.executor`) of the first node run with a successful workspace,
+    /// git or command call: the run's workspace lives there, so later workspace nodes of the
+    /// run must run there too.
+    pub workspace_holder: Option<String>,
 }
 
 /// An event that does not fit the state it is applied to: the stream is not one this engine
@@ -218,6 +222,13 @@ pub struct RunState {
 pub struct StateError {
     pub event: &'static str,
     pub message: String,
+}
+
+/// A successful call of a workspace, git or command tool: the run's workspace exists where it
+/// ran.
+fn made_workspace(call: &events::ToolCalled) -> bool {
+    call.outcome == events::ToolOutcome::Ok
+        && runledger_contracts::tool_catalog::uses_run_workspace(&call.tool)
 }
 
 fn inconsistent(event: &'static str, message: impl Into<String>) -> StateError {
@@ -273,6 +284,7 @@ impl RunState {
             failure: None,
             index: HashMap::new(),
             token_seq: 0,
+            workspace_holder: None,
             end_seq: 0,
             forked_from: None,
             kept: 0,
@@ -623,6 +635,11 @@ impl RunState {
                 nr.phase = Phase::Running;
                 nr.executor = Some(e.executor.clone());
                 nr.deadline = e.deadline;
+                // A remote executor's calls may be recorded ahead of its NodeStarted.
+                if nr.agent_calls.iter().any(made_workspace) {
+                    self.workspace_holder
+                        .get_or_insert_with(|| e.executor.clone());
+                }
                 if let Some(at) = e.deadline {
                     self.timers.insert(Timer {
                         at,
@@ -700,6 +717,12 @@ impl RunState {
                     && let Some(i) = self.node_run_index(&e.node_run_id)
                     && self.node_runs[i].is_active()
                 {
+                    if made_workspace(e)
+                        && let Some(executor) = &self.node_runs[i].executor
+                    {
+                        self.workspace_holder
+                            .get_or_insert_with(|| executor.clone());
+                    }
                     self.node_runs[i].agent_calls.push(e.clone());
                 }
             }

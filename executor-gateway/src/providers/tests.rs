@@ -254,6 +254,7 @@ fn work(node: Node, deadline: Option<Timestamp>) -> NodeWork {
         workspace: None,
         git_policy: None,
         recorded_calls: Vec::new(),
+        workspace_holder: None,
     }
 }
 

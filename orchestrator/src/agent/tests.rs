@@ -151,6 +151,7 @@ fn agent_work(script: Vec<ScriptedResponse>, tools: &[&str], max_turns: Option<u
         workspace: None,
         git_policy: None,
         recorded_calls: Vec::new(),
+        workspace_holder: None,
     }
 }
 
@@ -342,6 +343,7 @@ async fn an_attempt_run_again_after_a_crash_applies_no_recorded_call_twice() {
     // Second try of the same attempt, with what the ledger recorded.
     let again = NodeWork {
         recorded_calls: recorded.clone(),
+        workspace_holder: None,
         ..work
     };
     let healthy = providers(Files {

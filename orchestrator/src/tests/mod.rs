@@ -8,6 +8,7 @@ mod refusals;
 mod remote_order;
 mod rules;
 mod wakes;
+mod workspace_holder;
 
 use std::collections::HashMap;
 
