@@ -6,6 +6,7 @@ mod fixtures;
 mod property;
 mod refusals;
 mod remote_order;
+mod remote_start;
 mod rules;
 mod wakes;
 mod workspace_holder;

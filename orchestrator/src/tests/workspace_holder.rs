@@ -1,34 +1,14 @@
 //! The run's workspace holder: the executor of the first node run with a successful workspace
 //! call, passed to later workspace nodes of the run so another executor refuses them.
 
-use std::sync::Arc;
-
 use runledger_contracts::digest::Digest;
 use runledger_contracts::events::{AgentCall, DomainEvent, NodeStarted, ToolCalled, ToolOutcome};
-use runledger_contracts::flowchart::{SourceFormat, load};
-use runledger_contracts::ids::{ArtifactId, CorrelationId, NodeRunId, RequestId, RunId};
-use runledger_contracts::time::Timestamp;
-use serde_json::json;
+use runledger_contracts::ids::{NodeRunId, RunId};
 use uuid::Uuid;
 
-use crate::decide::{self, Cause, Env, NodeOutcome, RemoteDispatch, Settings, StartRun};
+use super::remote_start::{FixedEnv, start_remote};
+use crate::decide::NodeOutcome;
 use crate::executor::refuse_workspace_elsewhere;
-
-struct FixedEnv(u128);
-
-impl Env for FixedEnv {
-    fn now(&self) -> Timestamp {
-        Timestamp::parse("2026-01-01T00:00:00Z").unwrap()
-    }
-    fn node_run_id(&mut self) -> NodeRunId {
-        self.0 += 1;
-        NodeRunId(Uuid::from_u128(self.0))
-    }
-    fn artifact_id(&mut self) -> ArtifactId {
-        self.0 += 1;
-        ArtifactId(Uuid::from_u128(self.0))
-    }
-}
 
 fn call(run_id: RunId, node_run_id: NodeRunId, tool: &str, outcome: ToolOutcome) -> DomainEvent {
     DomainEvent::ToolCalled(ToolCalled {
@@ -58,31 +38,12 @@ fn call(run_id: RunId, node_run_id: NodeRunId, tool: &str, outcome: ToolOutcome)
 #[test]
 fn the_first_executor_with_a_workspace_call_holds_the_workspace() {
     // Two parallel task nodes with workspace tools and one without.
-    let flowchart = load(
-        "name: ws\nnodes:\n  - { id: start, type: start }\n  - { id: a, type: task, model: scripted, tools: [workspace_write], scripted: [{ output: {} }] }\n  - { id: b, type: task, model: scripted, tools: ['git_*'], scripted: [{ output: {} }] }\n  - { id: c, type: task, model: scripted, tools: [memory_get], scripted: [{ output: {} }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: a }\n  - { id: c2, from: start, to: b }\n  - { id: c3, from: start, to: c }\n  - { id: c4, from: a, to: end }\n",
-        SourceFormat::Yaml,
-    )
-    .unwrap();
-    let settings = Settings {
-        executor: "nats".into(),
-        remote: Some(RemoteDispatch {
-            dispatch_timeout_ms: 60_000,
-        }),
-    };
-    let cause = Cause {
-        request_id: RequestId::new("req").unwrap(),
-        correlation_id: CorrelationId::new("corr").unwrap(),
-    };
     let run_id = RunId(Uuid::from_u128(1));
-    let start = StartRun {
+    let (mut state, _) = start_remote(
+        "name: ws\nnodes:\n  - { id: start, type: start }\n  - { id: a, type: task, model: scripted, tools: [workspace_write], scripted: [{ output: {} }] }\n  - { id: b, type: task, model: scripted, tools: ['git_*'], scripted: [{ output: {} }] }\n  - { id: c, type: task, model: scripted, tools: [memory_get], scripted: [{ output: {} }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: a }\n  - { id: c2, from: start, to: b }\n  - { id: c3, from: start, to: c }\n  - { id: c4, from: a, to: end }\n",
         run_id,
-        flowchart: Arc::new(flowchart),
-        version: None,
-        inputs: json!({}),
-        parent: None,
-        actor: "test".into(),
-    };
-    let (mut state, _) = decide::start_run(start, &mut FixedEnv(100), &cause, &settings).unwrap();
+        &mut FixedEnv(100),
+    );
     let index_of = |state: &crate::state::RunState, node: &str| {
         state
             .node_runs
