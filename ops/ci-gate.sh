@@ -46,12 +46,8 @@ done
 # code-change.yaml clones, patches and pushes to the repository its `repo` input names: a bare
 # one made here, whose README.md is the patch's context.
 repo_dir="$(mktemp -d)"
-git init --quiet --initial-branch main "$repo_dir/demo"
-printf '# demo\n\nHello.\n' >"$repo_dir/demo/README.md"
-git -C "$repo_dir/demo" add README.md
-git -C "$repo_dir/demo" -c user.name=ci-gate -c user.email=ci-gate@example.org commit --quiet -m initial
-git clone --quiet --bare "$repo_dir/demo" "$repo_dir/demo.git"
-inputs="{\"topic\":\"owls\",\"project\":\"owls\",\"repo\":\"$repo_dir/demo.git\"}"
+repo="$(bash ops/demo-repo.sh "$repo_dir")"
+inputs="{\"topic\":\"owls\",\"project\":\"owls\",\"repo\":\"$repo\"}"
 for flow in examples/*.yaml; do
     if ! "$bin" run "$flow" --input "$inputs" --wait --json >/dev/null; then
         echo "ci-gate: $flow did not complete" >&2

@@ -30,8 +30,10 @@ out="studio/tests/output"
 mkdir -p "$out"
 
 serve_pid=""
+repo_dir=""
 serve_log="$out/serve.log"
 cleanup() {
+    if [ -n "$repo_dir" ]; then rm -rf "$repo_dir"; fi
     if [ -n "$serve_pid" ]; then kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; fi
     psql "$RUNLEDGER_DATABASE_URL" -q -c "DROP SCHEMA IF EXISTS \"$RUNLEDGER_DATABASE_SCHEMA\" CASCADE" >/dev/null 2>&1 || true
 }
@@ -49,9 +51,12 @@ curl -fsS "$base/healthz" >/dev/null || { cat "$serve_log"; echo "serve did not 
 post() { # path, JSON body -> the answer
     curl -fsS "$base$1" -H "authorization: Bearer $token" -H 'content-type: application/json' -d "$2"
 }
+# code-change.yaml clones and pushes to the repository its `repo` input names.
+repo_dir="$(mktemp -d)"
+repo="$(bash ops/demo-repo.sh "$repo_dir")"
 for flow in examples/*.yaml; do
     post /v1/flowcharts "$(python3 -c 'import json, sys; print(json.dumps({"definition": open(sys.argv[1]).read()}))' "$flow")" >/dev/null
-    "$bin" run "$flow" --input '{"topic":"owls","project":"owls","ticket":"printer on fire"}' --wait >/dev/null
+    "$bin" run "$flow" --input "{\"topic\":\"owls\",\"project\":\"owls\",\"ticket\":\"printer on fire\",\"repo\":\"$repo\"}" --wait >/dev/null
 done
 start_inline() { # YAML text -> run id
     post /v1/runs "$(python3 -c 'import json, sys; print(json.dumps({"definition": sys.argv[1], "inputs": {}}))' "$1")" \
