@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::schema::{count, id, limit, object, spec, string, uuid};
 use super::{invalid, not_found, parse, unavailable, unknown_tool};
-use crate::engine::{EngineError, load_run, status_counts};
+use crate::engine::{EngineError, LoadedRun, load_run, status_counts};
 use crate::state::{NodeRun, Phase, RunState};
 
 /// Most items one read returns.
@@ -52,6 +52,17 @@ macro_rules! scope_of {
             limit: $args.limit,
         }
     };
+}
+
+/// One page of a run's events (`logs_get`, `tool_calls_get`).
+struct EventPage {
+    run_id: RunId,
+    /// The first `limit` matching events, in stream order.
+    shown: Vec<RecordedEvent>,
+    /// How many events matched in all.
+    total: usize,
+    /// The stream version to pass as `after_version` for the next page, when more matched.
+    next_after_version: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,24 +159,25 @@ fn resolve_scope(
     Ok((run_id, limit))
 }
 
-fn node_run_id(text: &str) -> Result<NodeRunId, ToolCallError> {
+fn parse_node_run_id(text: &str) -> Result<NodeRunId, ToolCallError> {
     text.parse::<NodeRunId>()
         .map_err(|e| invalid(format!("node_run_id: {e}")))
 }
 
 async fn state_of<S: EventStore>(store: &S, run_id: RunId) -> Result<RunState, ToolCallError> {
-    load_run(store, run_id)
-        .await
-        .map(|l| l.state)
-        .map_err(|e| match e {
-            EngineError::RunNotFound(run) => not_found(format!("run {run} does not exist")),
-            EngineError::Store(e) => unavailable(e),
-            e => ToolCallError::Failed {
-                code: "run_corrupt",
-                message: e.to_string(),
-                source: Some(Box::new(e)),
-            },
-        })
+    loaded_of(store, run_id).await.map(|l| l.state)
+}
+
+async fn loaded_of<S: EventStore>(store: &S, run_id: RunId) -> Result<LoadedRun, ToolCallError> {
+    load_run(store, run_id).await.map_err(|e| match e {
+        EngineError::RunNotFound(run) => not_found(format!("run {run} does not exist")),
+        EngineError::Store(e) => unavailable(e),
+        e => ToolCallError::Failed {
+            code: "run_corrupt",
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        },
+    })
 }
 
 /// Every event of the run's stream after `after` (its version), page by page.
@@ -274,15 +286,7 @@ impl<S: EventStore> ObservabilityDomain<S> {
     ) -> Result<Value, ToolCallError> {
         let args: RunArgs = parse(arguments)?;
         let (run_id, limit) = resolve_scope(ctx, &scope_of!(args))?;
-        let loaded = load_run(&*self.store, run_id).await.map_err(|e| match e {
-            EngineError::RunNotFound(run) => not_found(format!("run {run} does not exist")),
-            EngineError::Store(e) => unavailable(e),
-            e => ToolCallError::Failed {
-                code: "run_corrupt",
-                message: e.to_string(),
-                source: Some(Box::new(e)),
-            },
-        })?;
+        let loaded = loaded_of(&*self.store, run_id).await?;
         Ok(run_json(&loaded.state, loaded.version, limit))
     }
 
@@ -296,7 +300,7 @@ impl<S: EventStore> ObservabilityDomain<S> {
         let state = state_of(&*self.store, run_id).await?;
         match (&args.node_run_id, &args.node_id) {
             (Some(id), None) => {
-                let id = node_run_id(id)?;
+                let id = parse_node_run_id(id)?;
                 let nr = state
                     .node_run_index(&id)
                     .and_then(|i| state.node_runs.get(i))
@@ -325,34 +329,65 @@ impl<S: EventStore> ObservabilityDomain<S> {
         }
     }
 
+    /// The scope and paging steps `logs_get` and `tool_calls_get` share: the run the call
+    /// reads and its limit, the run's events after `after` (of one node run when `node_run_id`
+    /// is given), then the first `limit` of those `keep` accepts.
+    async fn event_page(
+        &self,
+        ctx: &ToolCallContext,
+        scope: Scope<'_>,
+        node_run_id: Option<&str>,
+        after: u64,
+        keep: impl Fn(&RecordedEvent) -> bool,
+    ) -> Result<EventPage, ToolCallError> {
+        let (run_id, limit) = resolve_scope(ctx, &scope)?;
+        let node_run = node_run_id.map(parse_node_run_id).transpose()?;
+        let node_run = node_run.map(|id| id.to_string());
+        let events = events_of(&*self.store, run_id, after).await?;
+        let matching: Vec<RecordedEvent> = events
+            .into_iter()
+            .filter(|e| {
+                node_run
+                    .as_deref()
+                    .is_none_or(|id| payload_str(e, "node_run_id") == Some(id))
+            })
+            .filter(|e| keep(e))
+            .collect();
+        let total = matching.len();
+        let next_after_version = matching
+            .get(limit.saturating_sub(1))
+            .filter(|_| total > limit)
+            .map(|e| e.stream_version);
+        let mut shown = matching;
+        shown.truncate(limit);
+        Ok(EventPage {
+            run_id,
+            shown,
+            total,
+            next_after_version,
+        })
+    }
+
     async fn logs_get(
         &self,
         ctx: &ToolCallContext,
         arguments: Value,
     ) -> Result<Value, ToolCallError> {
         let args: LogsArgs = parse(arguments)?;
-        let (run_id, limit) = resolve_scope(ctx, &scope_of!(args))?;
-        let node_run = args.node_run_id.as_deref().map(node_run_id).transpose()?;
-        let node_run = node_run.map(|id| id.to_string());
-        let events = events_of(&*self.store, run_id, args.after_version).await?;
-        let matching: Vec<&RecordedEvent> = events
-            .iter()
-            .filter(|e| args.event_types.is_empty() || args.event_types.contains(&e.event_type))
-            .filter(|e| {
-                node_run
-                    .as_deref()
-                    .is_none_or(|id| payload_str(e, "node_run_id") == Some(id))
-            })
-            .collect();
-        let lines: Vec<Value> = matching.iter().take(limit).map(|e| log_line(e)).collect();
-        let next_after = matching
-            .get(limit.saturating_sub(1))
-            .filter(|_| matching.len() > limit)
-            .map(|e| e.stream_version);
+        let page = self
+            .event_page(
+                ctx,
+                scope_of!(args),
+                args.node_run_id.as_deref(),
+                args.after_version,
+                |e| args.event_types.is_empty() || args.event_types.contains(&e.event_type),
+            )
+            .await?;
+        let lines: Vec<Value> = page.shown.iter().map(log_line).collect();
         Ok(json!({
-            "run_id": run_id,
+            "run_id": page.run_id,
             "events": lines,
-            "next_after_version": next_after,
+            "next_after_version": page.next_after_version,
         }))
     }
 
@@ -362,30 +397,21 @@ impl<S: EventStore> ObservabilityDomain<S> {
         arguments: Value,
     ) -> Result<Value, ToolCallError> {
         let args: ToolCallsArgs = parse(arguments)?;
-        let (run_id, limit) = resolve_scope(ctx, &scope_of!(args))?;
-        let node_run = args.node_run_id.as_deref().map(node_run_id).transpose()?;
-        let node_run = node_run.map(|id| id.to_string());
-        let events = events_of(&*self.store, run_id, 0).await?;
-        let calls: Vec<&RecordedEvent> = events
-            .iter()
-            .filter(|e| e.event_type == "ToolCalled")
-            .filter(|e| {
-                node_run
-                    .as_deref()
-                    .is_none_or(|id| payload_str(e, "node_run_id") == Some(id))
+        let page = self
+            .event_page(ctx, scope_of!(args), args.node_run_id.as_deref(), 0, |e| {
+                e.event_type == "ToolCalled"
+                    && args
+                        .tool
+                        .as_deref()
+                        .is_none_or(|t| payload_str(e, "tool") == Some(t))
             })
-            .filter(|e| {
-                args.tool
-                    .as_deref()
-                    .is_none_or(|t| payload_str(e, "tool") == Some(t))
-            })
-            .collect();
-        let shown: Vec<Value> = calls
+            .await?;
+        let shown: Vec<Value> = page
+            .shown
             .iter()
-            .take(limit)
             .map(|e| json!({ "version": e.stream_version, "call": e.payload }))
             .collect();
-        Ok(json!({ "run_id": run_id, "tool_calls": shown, "total": calls.len() }))
+        Ok(json!({ "run_id": page.run_id, "tool_calls": shown, "total": page.total }))
     }
 
     async fn artifact_get(
@@ -396,7 +422,7 @@ impl<S: EventStore> ObservabilityDomain<S> {
         let args: ArtifactArgs = parse(arguments)?;
         let (run_id, _) = resolve_scope(ctx, &scope_of!(args))?;
         let (key, wanted) = match (&args.node_run_id, &args.artifact_id) {
-            (Some(id), None) => ("node_run_id", node_run_id(id)?.to_string()),
+            (Some(id), None) => ("node_run_id", parse_node_run_id(id)?.to_string()),
             (None, Some(id)) => ("artifact_id", id.clone()),
             _ => return Err(invalid("give exactly one of node_run_id and artifact_id")),
         };
