@@ -36,7 +36,7 @@ use crate::decide::{
     StartRun, StepEnv,
 };
 use crate::delivery::{DeliveryOutcome, Receipt, Refusal};
-use crate::executor::{Delivery, INPROCESS, NodeExecutor, Report, ResultSender, SUBFLOW};
+use crate::executor::{Delivery, INPROCESS, NodeExecutor, NodeWork, Report, ResultSender, SUBFLOW};
 use crate::inputs::{report_commands, settle_request_id};
 use crate::lease::{Ownership, Solo};
 use crate::state::{Phase, RunState, RunStatus, StateError};
@@ -1538,7 +1538,7 @@ impl<S: EventStore + 'static> Driver<S> {
 
     /// Appends one agent-loop call. A call whose key the ledger already holds (the attempt
     /// ran again after a crash, or the message came twice) is a duplicate: the first record
-    /// stands. A result larger than [`MAX_INLINE_TOOL_RESULT`] goes to the blob table and the
+    /// stands. A result larger than [`crate::tool_results::MAX_INLINE_TOOL_RESULT`] goes to the blob table and the
     /// event names its digest.
     async fn record_tool_call(&mut self, delivery: Delivery) -> Result<(), EngineError> {
         let Delivery {
@@ -1552,7 +1552,7 @@ impl<S: EventStore + 'static> Driver<S> {
         let outcome = if !store.find_request(&self.stream, &request).await?.is_empty() {
             DeliveryOutcome::Duplicate
         } else {
-            if let Err(e) = offload_result(store, &mut call).await {
+            if let Err(e) = crate::tool_results::offload(store, &mut call).await {
                 // Not stored: the receipt (or its absence) makes the report come again.
                 tracing::warn!(run_id = %self.state.run_id, error = %e, "tool result blob not stored");
                 return Ok(());
@@ -1930,7 +1930,7 @@ impl<S: EventStore + 'static> Driver<S> {
                 .dispatches_remotely(nr.node_type);
         match nr.executor.as_deref() {
             None if remote => {
-                if let Some(work) = self.state.work(i) {
+                if let Some(work) = self.work(i).await {
                     self.engine
                         .inner
                         .executor
@@ -1942,7 +1942,7 @@ impl<S: EventStore + 'static> Driver<S> {
                 if executor == self.engine.inner.config.settings.executor
                     || executor == INPROCESS =>
             {
-                if let Some(work) = self.state.work(i) {
+                if let Some(work) = self.work(i).await {
                     self.engine
                         .inner
                         .executor
@@ -1954,6 +1954,14 @@ impl<S: EventStore + 'static> Driver<S> {
                 self.dispatched.remove(&id);
             }
         }
+    }
+
+    /// The work of node run `i`, with the results of its recorded calls that went to the blob
+    /// table read back ([`crate::tool_results::restore`]).
+    async fn work(&self, i: usize) -> Option<NodeWork> {
+        let mut work = self.state.work(i)?;
+        crate::tool_results::restore(&self.engine.inner.store, &mut work).await;
+        Some(work)
     }
 
     /// Starts (or finds) the child run in a task of its own; the driver records
@@ -2056,40 +2064,6 @@ fn report_request_id(report: &Report, message_id: Option<&str>) -> RequestId {
         Report::Started { node_run_id, .. } => request_id(format!("started-{node_run_id}")),
         Report::ToolCall(call) => request_id(format!("toolcall-{}", call.idempotency_key)),
     }
-}
-
-/// Results of agent tool calls larger than this (canonical JSON bytes) are kept in the blob
-/// table; the `ToolCalled` names the blob.
-pub const MAX_INLINE_TOOL_RESULT: usize = 16 * 1024;
-
-/// Moves a large tool result of `call` to the blob table.
-async fn offload_result<S: EventStore>(
-    store: &S,
-    call: &mut runledger_contracts::events::ToolCalled,
-) -> Result<(), StoreError> {
-    let (Some(output), Some(agent)) = (&call.output, call.agent.as_mut()) else {
-        return Ok(());
-    };
-    let Ok(bytes) = runledger_contracts::canonical::to_canonical_vec(output) else {
-        return Ok(());
-    };
-    if bytes.len() <= MAX_INLINE_TOOL_RESULT {
-        return Ok(());
-    }
-    let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    let hash = store
-        .put_blob(runledger_ledger::Blob {
-            media_type: "application/json".into(),
-            data: bytes,
-        })
-        .await?;
-    agent.result_blob = Some(runledger_contracts::events::BlobRef {
-        hash,
-        media_type: "application/json".into(),
-        size,
-    });
-    call.output = None;
-    Ok(())
 }
 
 fn child_result(summary: &RunSummary, node_run_id: NodeRunId, attempt: u32) -> NodeResult {

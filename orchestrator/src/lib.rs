@@ -20,6 +20,8 @@
 //! - [`subflows`]: where sub-flow nodes' flowcharts come from (`FlowchartSource`).
 //! - [`fork`]: a new run from a node of a finished one, linked both ways.
 //! - [`lease`]: which engine instance drives which run (leases in PostgreSQL, takeover).
+//! - [`tool_results`]: large agent tool results in the blob table (moved there before the
+//!   append, read back when a node run's work is handed out again).
 //!
 //! See docs/engine.md for the rules the decider follows.
 
@@ -39,6 +41,7 @@ pub mod replay;
 pub mod routing;
 pub mod state;
 pub mod subflows;
+pub mod tool_results;
 pub mod tools;
 pub mod unstorable;
 

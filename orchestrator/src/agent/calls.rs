@@ -51,7 +51,9 @@ impl CallSite<'_> {
                     return self.reused(request, recorded);
                 }
                 (true, true) => {
-                    // The result went to a blob this process cannot read: say where it is.
+                    // The engine reads blob results back into the work it hands out
+                    // (`tool_results::restore`); one it could not (past its budget, or an
+                    // unreadable blob) is answered with where the result is.
                     let blob = recorded.agent.as_ref().and_then(|a| a.result_blob.clone());
                     let mut record = recorded.clone();
                     record.output = Some(json!({ "reused": true, "result_blob": blob }));

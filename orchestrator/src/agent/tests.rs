@@ -29,6 +29,8 @@ struct Files {
     /// Every applied write: (idempotency key, path).
     writes: Arc<Mutex<Vec<(String, String)>>>,
     hang_on: Option<String>,
+    /// `workspace_write` answers with the text it wrote too (a large result).
+    echo: bool,
 }
 
 impl ToolDomain for Files {
@@ -76,11 +78,17 @@ impl ToolDomain for Files {
                         std::future::pending::<()>().await;
                     }
                     let text = arguments["text"].as_str().unwrap_or_default().to_owned();
-                    self.files.lock().unwrap().insert(path.clone(), text);
+                    self.files
+                        .lock()
+                        .unwrap()
+                        .insert(path.clone(), text.clone());
                     self.writes
                         .lock()
                         .unwrap()
                         .push((ctx.idempotency_key.clone(), path.clone()));
+                    if self.echo {
+                        return Ok(json!({ "written": path, "text": text }));
+                    }
                     Ok(json!({ "written": path }))
                 }
                 "workspace_read" => match self.files.lock().unwrap().get(&path) {
@@ -97,6 +105,16 @@ impl ToolDomain for Files {
             }
         })
     }
+}
+
+/// The paths of the writes applied, in order.
+fn applied_paths(writes: &Mutex<Vec<(String, String)>>) -> Vec<String> {
+    writes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, p)| p.clone())
+        .collect()
 }
 
 /// Collects reported calls.
@@ -356,12 +374,7 @@ async fn an_attempt_run_again_after_a_crash_applies_no_recorded_call_twice() {
         "{:?}",
         result.outcome
     );
-    let applied: Vec<String> = writes
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, p)| p.clone())
-        .collect();
+    let applied = applied_paths(&writes);
     assert_eq!(applied, ["a", "b"], "each write applied once");
     // The reused call is not reported again; the model calls are (the ledger keeps the first).
     assert_eq!(
@@ -443,6 +456,22 @@ connectors:
   - { id: c2, from: fix, to: end }
 "#;
 
+    /// Starts a run of `flow` with `inputs` on `engine`.
+    async fn start<S: EventStore>(engine: &Engine<S>, flow: &str, inputs: Value) -> RunId {
+        let start = StartRun {
+            run_id: RunId::new_v7(),
+            flowchart: Arc::new(load(flow, SourceFormat::Yaml).unwrap()),
+            version: None,
+            inputs,
+            parent: None,
+            actor: "test".into(),
+        };
+        engine
+            .start(start, RequestId::generate(), CorrelationId::generate())
+            .await
+            .unwrap()
+    }
+
     /// Runs `flow` to its end on a fresh schema; the summary's status and the run's events.
     async fn run_to_end(
         ledger: &TestLedger,
@@ -456,18 +485,7 @@ connectors:
             Arc::new(NoFlowcharts),
             EngineConfig::default(),
         );
-        let start = StartRun {
-            run_id: RunId::new_v7(),
-            flowchart: Arc::new(load(flow, SourceFormat::Yaml).unwrap()),
-            version: None,
-            inputs: json!({ "path": "notes.txt" }),
-            parent: None,
-            actor: "test".into(),
-        };
-        let run = engine
-            .start(start, RequestId::generate(), CorrelationId::generate())
-            .await
-            .unwrap();
+        let run = start(&engine, flow, json!({ "path": "notes.txt" })).await;
         let summary = tokio::time::timeout(Duration::from_secs(30), engine.wait(run))
             .await
             .unwrap()
@@ -564,6 +582,117 @@ connectors:
             "{report:?}"
         );
     }
+
+    /// The ToolCalled events of `run` recorded so far.
+    async fn tool_calls_of(ledger: &TestLedger, run: RunId) -> Vec<Value> {
+        ledger
+            .store
+            .read_stream(&StreamId::for_run(run), 1, usize::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event_type == "ToolCalled")
+            .map(|e| e.payload)
+            .collect()
+    }
+
+    /// A side-effecting call whose result went to the blob table (over 16 KiB), met again when
+    /// the attempt runs after a crash, is not applied again and the model reads the recorded
+    /// result itself, read back from the blob table: before, it read
+    /// `{"reused": true, "result_blob": ...}`.
+    #[tokio::test]
+    async fn a_recorded_result_kept_in_a_blob_is_given_back_to_the_model_after_a_restart() {
+        let ledger = TestLedger::new().await.unwrap();
+        let big = "x".repeat(20_000);
+        // Two turns that write, then no answer: the node fails with max_turns_exceeded, and its
+        // failure artifact holds the transcript, results included, the model was sent.
+        let flow = format!(
+            r#"
+name: blob-result
+nodes:
+  - {{ id: start, type: start }}
+  - id: fix
+    type: task
+    model: scripted
+    prompt: Write.
+    tools: [workspace_write]
+    max_turns: 2
+    scripted:
+      - tool_calls:
+          - {{ tool: workspace_write, arguments: {{ path: big.txt, text: "{big}" }} }}
+      - tool_calls:
+          - {{ tool: workspace_write, arguments: {{ path: b, text: "2" }} }}
+  - {{ id: end, type: end }}
+connectors:
+  - {{ id: c1, from: start, to: fix }}
+  - {{ id: c2, from: fix, to: end }}
+"#
+        );
+        let writes: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let engine = |hang_on: Option<&str>, store| {
+            let files = Files {
+                writes: Arc::clone(&writes),
+                hang_on: hang_on.map(str::to_owned),
+                echo: true,
+                ..Files::default()
+            };
+            Engine::new(
+                store,
+                Arc::new(InProcessPool::new(providers(files), 8)),
+                Arc::new(NoFlowcharts),
+                EngineConfig::default(),
+            )
+        };
+        // The first engine dies during the second write, after the first is recorded.
+        let first = engine(Some("b"), ledger.second_store().await.unwrap());
+        let run = start(&first, &flow, json!({})).await;
+        let recorded = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let calls = tool_calls_of(&ledger, run).await;
+                if calls.len() >= 3 {
+                    break calls;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let blob = &recorded[1]["agent"]["result_blob"];
+        assert!(blob["size"].as_u64().unwrap() > 20_000, "{}", recorded[1]);
+        assert!(recorded[1].get("output").is_none_or(Value::is_null));
+        first.drain(Duration::from_millis(100)).await;
+
+        // The next engine runs the attempt again.
+        let second = engine(None, ledger.second_store().await.unwrap());
+        second.ensure_driven(run).await.unwrap();
+        let summary = tokio::time::timeout(Duration::from_secs(30), second.wait(run))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(summary.status, RunStatus::Failed);
+        let applied = applied_paths(&writes);
+        assert_eq!(applied, ["big.txt", "b"], "each write applied once");
+        let events = ledger
+            .store
+            .read_stream(&StreamId::for_run(run), 1, usize::MAX)
+            .await
+            .unwrap();
+        let failure = events
+            .iter()
+            .find(|e| {
+                e.event_type == "ArtifactPersisted" && e.payload["artifact_type"] == "failure"
+            })
+            .unwrap();
+        let transcript = &failure.payload["payload"]["error"]["details"]["transcript"];
+        let content = &transcript[1]["results"][0]["content"];
+        assert!(
+            content.get("result_blob").is_none(),
+            "the model read a digest: {content}"
+        );
+        assert_eq!(content["written"], "big.txt");
+        assert!(content["text"] == json!(big), "another text came back");
+        ledger.drop_schema().await.unwrap();
+    }
 }
 
 /// Arguments the ledger cannot store (U+0000, an integer beyond I-JSON, more bytes than an
@@ -607,11 +736,6 @@ async fn arguments_the_ledger_cannot_store_are_refused_before_the_call() {
         runledger_contracts::storable::storable_bytes(&payload).unwrap();
     }
     assert_eq!(reported[4].outcome, ToolOutcome::Ok);
-    let applied: Vec<String> = writes
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, p)| p.clone())
-        .collect();
+    let applied = applied_paths(&writes);
     assert_eq!(applied, ["ok"]);
 }
