@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod change;
+pub mod connection;
 pub mod context;
 pub mod control;
 pub mod control_match;

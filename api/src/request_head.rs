@@ -1,28 +1,18 @@
-//! The first request head of a connection, read and checked before hyper sees it, so that what
-//! hyper would answer with a bare status line and an empty body gets the API's error envelope.
+//! Request heads checked as hyper would check them, and HTTP/1.1 message framing (where a
+//! body ends), for [`crate::connection::Checked`], which applies them to every request of a
+//! connection before hyper sees it.
 //!
 //! hyper answers a request it cannot parse by itself, before any handler or middleware runs:
 //! `400` for a malformed request line or header, `431` for a head over its buffer or with more
-//! than 100 headers, `414` for a target over 65,534 bytes. Here the same rules are applied with
-//! `httparse` (hyper's own parser) to the bytes of a connection's first request; a head that
-//! breaks one is answered with the envelope (fresh request and correlation ids) and the
-//! connection is closed. A head that passes is handed to hyper together with every byte read so
-//! far ([`Prefixed`]), so hyper parses exactly what the client sent.
-//!
-//! Only the first request of a connection is checked: a malformed head in a later request on
-//! the same keep-alive connection is still answered by hyper with a bare status. Clients that
-//! send a bad head usually send it first (each new connection is checked).
+//! than 100 headers, `414` for a target over 65,534 bytes. The same rules are applied here with
+//! `httparse` (hyper's own parser), so that such a head is answered with the API's error
+//! envelope ([`HeadError::response`]) instead of a bare status line.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode, Uri};
 use runledger_contracts::error::ErrorEnvelope;
 use runledger_contracts::ids::{CorrelationId, RequestId};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 
 /// hyper's default read buffer: a head that does not fit is `431` there too.
 pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
@@ -96,61 +86,31 @@ impl HeadError {
     }
 }
 
-/// What reading the first head found.
-pub enum FirstHead {
-    /// A head hyper will parse; every byte read so far (the head and what followed it).
-    Accepted(Vec<u8>),
-    /// The client closed the connection, or sent nothing before the timeout: nothing to answer.
-    Gone,
-    /// A head hyper would have refused.
-    Refused(HeadError),
+/// A whole request head that passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Its length in bytes (leading empty lines included).
+    pub len: usize,
+    /// Its body, if it has one.
+    pub body: Option<Body>,
+    /// The connection ends after this request (`Connection: close`, HTTP/1.0 without
+    /// keep-alive): hyper reads no further request on it.
+    pub closes: bool,
+    /// A `HEAD` request: its response has no body.
+    pub head_method: bool,
 }
 
-/// Reads the connection's first request head (within `timeout`) and checks it.
-pub async fn read_first(stream: &mut TcpStream, timeout: Duration) -> FirstHead {
-    let mut buf = Vec::with_capacity(8192);
-    let read = async {
-        let mut chunk = [0u8; 8192];
-        loop {
-            let n = match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => n,
-            };
-            buf.extend_from_slice(&chunk[..n]);
-            match check(&buf) {
-                Ok(true) => return Some(Ok(())),
-                Ok(false) if buf.len() >= MAX_HEAD_BYTES => return Some(Err(HeadError::TooLarge)),
-                Ok(false) => {}
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    };
-    match tokio::time::timeout(timeout, read).await {
-        Ok(Some(Ok(()))) => FirstHead::Accepted(buf),
-        Ok(Some(Err(e))) => FirstHead::Refused(e),
-        Ok(None) => FirstHead::Gone,
-        Err(_) if buf.is_empty() => FirstHead::Gone,
-        Err(_) => FirstHead::Refused(HeadError::Timeout(timeout)),
-    }
-}
-
-/// Writes the refusal and closes the connection; errors mean the client left, which is fine.
-pub async fn refuse(mut stream: TcpStream, error: &HeadError) {
-    tracing::debug!(error = %error, "refused a request head");
-    let _ = stream.write_all(&error.response()).await;
-    let _ = stream.shutdown().await;
-}
-
-/// `Ok(true)`: a whole head hyper accepts; `Ok(false)`: not whole yet.
-pub fn check(bytes: &[u8]) -> Result<bool, HeadError> {
+/// Checks the request head at the start of `bytes`: `Ok(None)` while it is not whole yet.
+pub fn check(bytes: &[u8]) -> Result<Option<Head>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(bytes) {
-        Ok(httparse::Status::Partial) => Ok(false),
+        Ok(httparse::Status::Partial) if bytes.len() >= MAX_HEAD_BYTES => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
         Err(e) => Err(HeadError::Malformed(e)),
         Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
-        Ok(httparse::Status::Complete(_)) => {
+        Ok(httparse::Status::Complete(len)) => {
             // httparse completed, so method, path and version are present.
             let (Some(method), Some(target), Some(version)) =
                 (request.method, request.path, request.version)
@@ -160,16 +120,21 @@ pub fn check(bytes: &[u8]) -> Result<bool, HeadError> {
             if target.len() > MAX_TARGET_BYTES {
                 return Err(HeadError::TargetTooLong);
             }
-            Method::from_bytes(method.as_bytes()).map_err(HeadError::InvalidMethod)?;
+            let method = Method::from_bytes(method.as_bytes()).map_err(HeadError::InvalidMethod)?;
             Uri::try_from(target).map_err(HeadError::InvalidTarget)?;
-            check_framing(version, request.headers)?;
-            Ok(true)
+            let body = check_framing(version, request.headers)?;
+            Ok(Some(Head {
+                len,
+                body,
+                closes: closes(version, request.headers),
+                head_method: method == Method::HEAD,
+            }))
         }
     }
 }
 
-/// The body-framing rules hyper enforces on a request (RFC 9112 §6.3).
-fn check_framing(version: u8, headers: &[httparse::Header<'_>]) -> Result<(), HeadError> {
+/// The body-framing rules hyper enforces on a request (RFC 9112 §6.3), and the body they give.
+fn check_framing(version: u8, headers: &[httparse::Header<'_>]) -> Result<Option<Body>, HeadError> {
     let mut length: Option<u64> = None;
     let mut chunked = None;
     for header in headers {
@@ -177,11 +142,7 @@ fn check_framing(version: u8, headers: &[httparse::Header<'_>]) -> Result<(), He
             if version == 0 {
                 return Err(HeadError::InvalidTransferEncoding);
             }
-            let last = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.rsplit(',').next())
-                .map(str::trim);
-            chunked = Some(last.is_some_and(|e| e.eq_ignore_ascii_case("chunked")));
+            chunked = Some(ends_in_chunked(header.value));
         } else if header.name.eq_ignore_ascii_case("content-length") && chunked.is_none() {
             let value = decimal(header.value).ok_or(HeadError::InvalidContentLength)?;
             if length.is_some_and(|previous| previous != value) {
@@ -190,10 +151,36 @@ fn check_framing(version: u8, headers: &[httparse::Header<'_>]) -> Result<(), He
             length = Some(value);
         }
     }
-    match chunked {
-        Some(false) => Err(HeadError::InvalidTransferEncoding),
-        _ => Ok(()),
+    match (chunked, length) {
+        (Some(false), _) => Err(HeadError::InvalidTransferEncoding),
+        (Some(true), _) => Ok(Some(Body::ChunkSize)),
+        (None, Some(n)) if n > 0 => Ok(Some(Body::Length(n))),
+        (None, _) => Ok(None),
     }
+}
+
+fn ends_in_chunked(value: &[u8]) -> bool {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.rsplit(',').next())
+        .map(str::trim)
+        .is_some_and(|e| e.eq_ignore_ascii_case("chunked"))
+}
+
+/// Whether the connection ends after this message, as hyper decides it.
+fn closes(version: u8, headers: &[httparse::Header<'_>]) -> bool {
+    let mut close = false;
+    let mut keep_alive = false;
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("connection") {
+            for token in String::from_utf8_lossy(header.value).split(',') {
+                let token = token.trim();
+                close |= token.eq_ignore_ascii_case("close");
+                keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+            }
+        }
+    }
+    close || (version == 0 && !keep_alive)
 }
 
 /// Digits only (no sign, no spaces), as hyper reads a length.
@@ -208,72 +195,147 @@ fn decimal(bytes: &[u8]) -> Option<u64> {
     })
 }
 
-/// A connection whose first bytes were already read: they are read again first.
-pub struct Prefixed {
-    prefix: Vec<u8>,
-    read: usize,
-    stream: TcpStream,
+/// What the head of one of hyper's responses says about the body after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseHead {
+    /// Not whole yet.
+    Partial,
+    /// An interim `1xx` response (`100 Continue`) of `len` bytes: the final one follows.
+    Interim(usize),
+    /// A final response head of `len` bytes and its body (`None`: no body).
+    Final(usize, Option<Body>),
+    /// Not a response head (never from hyper): stop following the connection's answers.
+    Unknown,
 }
 
-impl Prefixed {
-    pub fn new(prefix: Vec<u8>, stream: TcpStream) -> Self {
-        Self {
-            prefix,
-            read: 0,
-            stream,
-        }
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.read < this.prefix.len() {
-            let rest = &this.prefix[this.read..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.read += n;
-            if this.read == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.read = 0;
+/// Reads the response head at the start of `bytes`; `head_method`: it answers a `HEAD`.
+pub fn response_head(bytes: &[u8], head_method: bool) -> ResponseHead {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(bytes) {
+        Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD_BYTES => ResponseHead::Partial,
+        Ok(httparse::Status::Partial) | Err(_) => ResponseHead::Unknown,
+        Ok(httparse::Status::Complete(len)) => {
+            let status = response.code.unwrap_or(0);
+            if (100..200).contains(&status) {
+                return ResponseHead::Interim(len);
             }
-            return Poll::Ready(Ok(()));
+            if head_method || status == 204 || status == 304 {
+                return ResponseHead::Final(len, None);
+            }
+            let mut body = Body::UntilClose;
+            for header in response.headers.iter() {
+                if header.name.eq_ignore_ascii_case("transfer-encoding")
+                    && ends_in_chunked(header.value)
+                {
+                    body = Body::ChunkSize;
+                } else if header.name.eq_ignore_ascii_case("content-length")
+                    && body == Body::UntilClose
+                {
+                    match decimal(header.value) {
+                        Some(0) => return ResponseHead::Final(len, None),
+                        Some(n) => body = Body::Length(n),
+                        None => return ResponseHead::Unknown,
+                    }
+                }
+            }
+            ResponseHead::Final(len, Some(body))
         }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
+/// Where a message body ends (RFC 9112 §6.3, §7.1), followed as its bytes go by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// This many bytes are left.
+    Length(u64),
+    /// A chunk-size line (with extensions) is next.
+    ChunkSize,
+    /// This many bytes of chunk data are left.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data is next.
+    ChunkEnd,
+    /// The trailer section after the last chunk: fields, then an empty line.
+    Trailers,
+    /// Ends when the connection does (a response without a length).
+    UntilClose,
+}
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
+/// What [`Body::step`] did with the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// This many bytes belong to the body, which goes on.
+    Used(usize),
+    /// This many bytes end the body.
+    Done(usize),
+    /// More bytes are needed before anything can be said.
+    More,
+    /// The bytes break chunked framing: the receiver refuses the body.
+    Broken,
+}
 
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
+/// A chunk-size line longer than this is not one.
+const MAX_CHUNK_LINE: usize = 4096;
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+impl Body {
+    /// Consumes what belongs to the body at the start of `bytes`.
+    pub fn step(&mut self, bytes: &[u8]) -> Step {
+        if bytes.is_empty() {
+            return match self {
+                Body::Length(0) => Step::Done(0),
+                _ => Step::More,
+            };
+        }
+        match *self {
+            Body::Length(left) => {
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+                let left = left - n as u64;
+                *self = Body::Length(left);
+                if left == 0 {
+                    Step::Done(n)
+                } else {
+                    Step::Used(n)
+                }
+            }
+            Body::ChunkSize => match httparse::parse_chunk_size(bytes) {
+                Ok(httparse::Status::Complete((n, 0))) => {
+                    *self = Body::Trailers;
+                    Step::Used(n)
+                }
+                Ok(httparse::Status::Complete((n, size))) => {
+                    *self = Body::ChunkData(size);
+                    Step::Used(n)
+                }
+                Ok(httparse::Status::Partial) if bytes.len() < MAX_CHUNK_LINE => Step::More,
+                Ok(httparse::Status::Partial) | Err(_) => Step::Broken,
+            },
+            Body::ChunkData(left) => {
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+                let left = left - n as u64;
+                *self = if left == 0 {
+                    Body::ChunkEnd
+                } else {
+                    Body::ChunkData(left)
+                };
+                Step::Used(n)
+            }
+            Body::ChunkEnd => match bytes {
+                [b'\r'] => Step::More,
+                [b'\r', b'\n', ..] => {
+                    *self = Body::ChunkSize;
+                    Step::Used(2)
+                }
+                _ => Step::Broken,
+            },
+            Body::Trailers => match bytes.iter().position(|&b| b == b'\n') {
+                Some(0) => Step::Done(1),
+                Some(1) if bytes[0] == b'\r' => Step::Done(2),
+                Some(end) => Step::Used(end + 1),
+                None if bytes.len() < MAX_HEAD_BYTES => Step::More,
+                None => Step::Broken,
+            },
+            Body::UntilClose => Step::Used(bytes.len()),
+        }
     }
 }
 
@@ -281,15 +343,30 @@ impl AsyncWrite for Prefixed {
 mod tests {
     use super::*;
 
+    fn whole(head: &[u8]) -> Head {
+        check(head).unwrap().unwrap()
+    }
+
     #[test]
     fn heads_are_checked_as_hyper_would() {
-        assert!(!check(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap());
-        assert!(check(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap());
-        assert!(
-            check(b"POST /v1/x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n")
-                .unwrap()
+        assert_eq!(
+            check(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap(),
+            None
         );
-        assert!(check(b"POST /v1/x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap());
+        let get = whole(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /next");
+        assert_eq!(get.len, 34);
+        assert_eq!(
+            (get.body, get.closes, get.head_method),
+            (None, false, false)
+        );
+        let post = whole(b"POST /v1/x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(post.body, Some(Body::Length(5)));
+        let chunked = whole(b"POST /v1/x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(chunked.body, Some(Body::ChunkSize));
+        assert!(whole(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").closes);
+        assert!(whole(b"GET / HTTP/1.0\r\n\r\n").closes);
+        assert!(!whole(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").closes);
+        assert!(whole(b"HEAD / HTTP/1.1\r\n\r\n").head_method);
         let refused = |head: &[u8]| check(head).unwrap_err().code();
         assert_eq!(refused(b"NOT A REQUEST\r\n\r\n"), "malformed_request");
         assert_eq!(refused(b"GET /\x01 HTTP/1.1\r\n\r\n"), "malformed_request");
@@ -320,8 +397,85 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert_eq!(refused(&many), "request_header_too_large");
+        let unfinished = vec![b'a'; MAX_HEAD_BYTES];
+        let mut unfinished_head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        unfinished_head.extend_from_slice(&unfinished);
+        assert_eq!(refused(&unfinished_head), "request_header_too_large");
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_TARGET_BYTES));
         assert_eq!(refused(long.as_bytes()), "uri_too_long");
+    }
+
+    /// Feeds `bytes` to `body` in pieces of `piece` bytes, as they may arrive; where it ended.
+    fn follow(mut body: Body, bytes: &[u8], piece: usize) -> Option<usize> {
+        let mut held = Vec::new();
+        let mut at = 0;
+        for part in bytes.chunks(piece) {
+            held.extend_from_slice(part);
+            loop {
+                match body.step(&held) {
+                    Step::Used(n) => {
+                        held.drain(..n);
+                        at += n;
+                    }
+                    Step::Done(n) => return Some(at + n),
+                    Step::More => break,
+                    Step::Broken => return None,
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn bodies_end_where_their_framing_says_in_any_split() {
+        let chunked = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: y\r\n\r\nGET";
+        let end = chunked.len() - 3;
+        for piece in [1, 2, 3, 7, chunked.len()] {
+            assert_eq!(
+                follow(Body::ChunkSize, chunked, piece),
+                Some(end),
+                "{piece}"
+            );
+            assert_eq!(
+                follow(Body::Length(4), b"abcdGET", piece),
+                Some(4),
+                "{piece}"
+            );
+        }
+        assert_eq!(follow(Body::ChunkSize, b"0\r\n\r\n", 1), Some(5));
+        assert_eq!(follow(Body::ChunkSize, b"zz\r\n", 4), None);
+        assert_eq!(follow(Body::ChunkSize, b"1\r\naXY", 7), None);
+    }
+
+    #[test]
+    fn response_heads_say_where_their_bodies_end() {
+        assert_eq!(
+            response_head(b"HTTP/1.1 100 Continue\r\n\r\n", false),
+            ResponseHead::Interim(25)
+        );
+        assert_eq!(
+            response_head(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", false),
+            ResponseHead::Final(38, Some(Body::Length(7)))
+        );
+        assert_eq!(
+            response_head(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", true),
+            ResponseHead::Final(38, None)
+        );
+        assert_eq!(
+            response_head(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                false
+            ),
+            ResponseHead::Final(47, Some(Body::ChunkSize))
+        );
+        assert_eq!(
+            response_head(b"HTTP/1.1 304 Not Modified\r\n\r\n", false),
+            ResponseHead::Final(29, None)
+        );
+        assert_eq!(
+            response_head(b"HTTP/1.1 200 OK\r\n", false),
+            ResponseHead::Partial
+        );
     }
 
     #[test]

@@ -4,16 +4,17 @@
 //! `axum::serve` offers neither limit, so a client that opens connections and never finishes
 //! its headers (slowloris) held them forever. Here:
 //! - a connection that has not sent a whole request head within `header_read_timeout` (after
-//!   it opened, or after its previous response) is closed by hyper;
+//!   it opened, or after its previous response) is closed ([`Checked`]; hyper's own head
+//!   timeout, twice as long, stays as a backstop);
 //! - request bodies have their own limit (`body_read_timeout`, applied where bodies are read:
 //!   `extract::ApiJson`);
 //! - beyond `max_connections`, new connections are not accepted until one closes (they wait in
 //!   the kernel's accept queue), so the process's tasks and sockets stay bounded.
 //!
-//! - the first request head of each connection is read and checked here before hyper sees it
-//!   ([`crate::request_head`]): one hyper would answer with a bare status line (malformed,
-//!   `400`; too large, `431`; target too long, `414`) is answered with the error envelope
-//!   instead, as is a head that starts but does not finish within `header_read_timeout` (`408`).
+//! - every request head of a connection is checked before hyper sees it ([`Checked`]): one
+//!   hyper would answer with a bare status line (malformed, `400`; too large, `431`; target
+//!   too long, `414`) is answered with the error envelope instead, as is a head that starts
+//!   but does not finish within `header_read_timeout` (`408`).
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::request_head::{self, FirstHead, Prefixed};
+use crate::connection::Checked;
 use crate::state::ApiConfig;
 
 /// Serves `router` on `listener` until the listener fails for good or the future is dropped.
@@ -33,7 +34,7 @@ pub async fn run(listener: TcpListener, router: Router, config: &ApiConfig) -> s
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout);
+        .header_read_timeout(config.header_read_timeout.saturating_mul(2));
     let builder = Arc::new(builder);
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -54,18 +55,9 @@ pub async fn run(listener: TcpListener, router: Router, config: &ApiConfig) -> s
         let builder = builder.clone();
         let header_read_timeout = config.header_read_timeout;
         tokio::spawn(async move {
-            let mut stream = stream;
-            let read = match request_head::read_first(&mut stream, header_read_timeout).await {
-                FirstHead::Accepted(read) => read,
-                FirstHead::Gone => return drop(slot),
-                FirstHead::Refused(error) => {
-                    request_head::refuse(stream, &error).await;
-                    return drop(slot);
-                }
-            };
-            let connection = builder
-                .serve_connection(TokioIo::new(Prefixed::new(read, stream)), service)
-                .with_upgrades();
+            let connection = Checked::new(stream, header_read_timeout);
+            // No upgrades: `Checked` reads every byte as HTTP/1.1, and no route upgrades.
+            let connection = builder.serve_connection(TokioIo::new(connection), service);
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }

@@ -375,3 +375,187 @@ async fn requests_hyper_cannot_parse_are_answered_with_the_envelope() {
     assert_eq!(sent.matches("HTTP/1.1 200").count(), 2, "{sent}");
     server.finish().await;
 }
+
+/// The status lines of the responses in what a connection received, in order.
+/// (A response's body, when it has no line end, runs into the next status line.)
+fn status_lines(sent: &str) -> Vec<&str> {
+    sent.match_indices("HTTP/1.1 ")
+        .map(|(at, _)| {
+            let line = &sent[at..];
+            &line[..line.find("\r\n").unwrap_or(line.len())]
+        })
+        .collect()
+}
+
+/// The envelope in the body of the last response a connection received.
+fn last_envelope(sent: &str) -> ErrorEnvelope {
+    let body = sent.rsplit("\r\n\r\n").next().unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {sent}"))
+}
+
+/// Reads one whole response with a `Content-Length` body from a connection left open.
+async fn read_one_response(stream: &mut tokio::net::TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|l| l.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut chunk));
+        match read.await {
+            Ok(Ok(0)) => panic!("the server closed the connection: {text}"),
+            Ok(Ok(n)) => received.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => panic!("{e}: {text}"),
+            Err(_) => panic!("no whole response: {text}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_head_of_a_keep_alive_connection_is_checked() {
+    let server = TestServer::with_config(ApiConfig {
+        header_read_timeout: Duration::from_millis(500),
+        ..ApiConfig::default()
+    })
+    .await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let before = server.event_count().await;
+    let bad_head = "GET /healthz HTTP/1.1\r\nBad Header: x\r\n\r\n";
+    let exchange = |bytes: String| {
+        let addr = addr.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let _ = stream.write_all(bytes.as_bytes()).await;
+            read_until_closed(&mut stream).await
+        }
+    };
+
+    // A good request answered, then a bad head on the same connection: before, hyper's bare
+    // `400` with an empty body.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_one_response(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    stream.write_all(bad_head.as_bytes()).await.unwrap();
+    let sent = read_until_closed(&mut stream).await;
+    assert!(sent.starts_with("HTTP/1.1 400"), "{sent}");
+    let envelope = last_envelope(&sent);
+    assert_eq!(envelope.error.code, "malformed_request");
+    assert!(envelope.error.request_id.is_some(), "{envelope:?}");
+
+    // Pipelined: the good request's answer first, then the refusal of the bad head.
+    let sent = exchange(format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n{bad_head}"
+    ))
+    .await;
+    assert_eq!(
+        status_lines(&sent),
+        ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"],
+        "{sent}"
+    );
+    assert_eq!(last_envelope(&sent).error.code, "malformed_request");
+
+    // A good pipelined series is served whole, `HEAD` (a length and no body) included.
+    let sent = exchange(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nHEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+    )
+    .await;
+    assert_eq!(status_lines(&sent), ["HTTP/1.1 200 OK"; 3], "{sent}");
+    // `HEAD`, whose answer has a length but no body, then a bad head.
+    let sent = exchange(format!(
+        "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n{bad_head}"
+    ))
+    .await;
+    assert_eq!(
+        status_lines(&sent),
+        ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"],
+        "{sent}"
+    );
+
+    // A chunked body (an extension, chunks split anywhere, a trailer), then a bad head.
+    let body = serde_json::to_string(&json!({ "definition": GREET })).unwrap();
+    let (a, b) = body.split_at(body.len() / 3);
+    let sent = exchange(format!(
+        "POST /v1/flowcharts/validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x};ext=1\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\nX-Trailer: y\r\n\r\n\
+         {bad_head}",
+        a.len(),
+        b.len()
+    ))
+    .await;
+    assert_eq!(
+        status_lines(&sent),
+        ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"],
+        "{sent}"
+    );
+    assert!(sent.contains("\"valid\":true"), "{sent}");
+    assert_eq!(last_envelope(&sent).error.code, "malformed_request");
+
+    // A `Content-Length` body, then a head with too many headers, then one with a long target.
+    let mut many_headers = "GET /healthz HTTP/1.1\r\n".to_owned();
+    for i in 0..=request_head::MAX_HEADERS {
+        many_headers.push_str(&format!("X-H{i}: y\r\n"));
+    }
+    many_headers.push_str("\r\n");
+    let sent = exchange(format!(
+        "POST /v1/flowcharts/validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}{many_headers}",
+        body.len()
+    ))
+    .await;
+    assert_eq!(
+        status_lines(&sent),
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 431 Request Header Fields Too Large"
+        ],
+        "{sent}"
+    );
+    assert_eq!(last_envelope(&sent).error.code, "request_header_too_large");
+    let long_target = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/runs?flowchart={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(request_head::MAX_TARGET_BYTES)
+    );
+    let sent = exchange(long_target).await;
+    assert_eq!(
+        status_lines(&sent),
+        ["HTTP/1.1 200 OK", "HTTP/1.1 414 URI Too Long"],
+        "{sent}"
+    );
+    assert_eq!(last_envelope(&sent).error.code, "uri_too_long");
+
+    // A later head that starts and never ends: `408` with the envelope after the answer.
+    let sent =
+        exchange("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\n".to_owned())
+            .await;
+    assert_eq!(
+        status_lines(&sent),
+        ["HTTP/1.1 200 OK", "HTTP/1.1 408 Request Timeout"],
+        "{sent}"
+    );
+    assert_eq!(last_envelope(&sent).error.code, "request_timeout");
+    // An idle keep-alive connection is closed after the timeout without an answer.
+    let sent = exchange("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_owned()).await;
+    assert_eq!(status_lines(&sent), ["HTTP/1.1 200 OK"], "{sent}");
+
+    assert_eq!(server.event_count().await, before);
+    assert_eq!(server.get("/healthz").await.status, StatusCode::OK);
+    server.finish().await;
+}
