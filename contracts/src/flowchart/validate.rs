@@ -219,6 +219,21 @@ pub const MAX_DEFINITION_BYTES: usize = crate::storable::MAX_PAYLOAD_BYTES - (64
 
 /// The user-facing path (`nodes[1].prompt`) of the first unstorable value, from the JSON path
 /// the check reports (`$.nodes[1].prompt`).
+/// Why a connector a decision names is not one of its outgoing connectors.
+#[derive(Debug, thiserror::Error)]
+enum NotOutgoing {
+    #[error("there is no connector `{connector}`")]
+    Unknown { connector: String },
+    #[error("connector `{connector}` goes from `{from}`, not from decision `{decision}`")]
+    FromElsewhere {
+        connector: String,
+        from: String,
+        decision: String,
+    },
+    #[error("connector `{connector}` does not connect known nodes")]
+    Dangling { connector: String },
+}
+
 fn unstorable_path(e: &crate::storable::UnstorableError) -> String {
     use crate::canonical::CanonicalError as E;
     use crate::storable::UnstorableError as U;
@@ -609,18 +624,21 @@ impl Validator {
     ) -> (Vec<CompiledCondition>, NoMatchRoute) {
         let at = node_path(i);
         let id = &node.id;
-        let outgoing = |connector: &str| -> Result<usize, String> {
+        let outgoing = |connector: &str| -> Result<usize, NotOutgoing> {
             match connector_index.get(connector) {
-                None => Err(format!("there is no connector `{connector}`")),
+                None => Err(NotOutgoing::Unknown {
+                    connector: connector.to_owned(),
+                }),
                 Some(&c) => match ends.get(c).copied().flatten() {
                     Some((from, _)) if from == i => Ok(c),
-                    Some((from, _)) => Err(format!(
-                        "connector `{connector}` goes from `{}`, not from decision `{id}`",
-                        doc.nodes[from].id
-                    )),
-                    None => Err(format!(
-                        "connector `{connector}` does not connect known nodes"
-                    )),
+                    Some((from, _)) => Err(NotOutgoing::FromElsewhere {
+                        connector: connector.to_owned(),
+                        from: doc.nodes[from].id.clone(),
+                        decision: id.clone(),
+                    }),
+                    None => Err(NotOutgoing::Dangling {
+                        connector: connector.to_owned(),
+                    }),
                 },
             }
         };
