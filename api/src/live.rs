@@ -49,6 +49,7 @@ pub const EVENT_NAMES: &[(&str, &str)] = &[
     ("ChildRunStarted", "flowchart:run:updated"),
     ("RunForked", "flowchart:run:updated"),
     ("RunForkedTo", "flowchart:run:updated"),
+    ("RunTakenOver", "flowchart:run:updated"),
     ("NodeScheduled", "flowchart:node:updated"),
     ("NodeDispatched", "flowchart:node:updated"),
     ("NodeStarted", "flowchart:node:updated"),
@@ -406,4 +407,24 @@ pub(crate) fn start_listener(state: &ApiState) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod names {
+    use runledger_contracts::events::EventType;
+
+    use super::{FALLBACK_NAME, event_name};
+
+    /// A run's page listens for its named events only: an event type of a run stream left to the
+    /// fallback name would change the run without the page noticing.
+    #[test]
+    fn every_run_stream_event_type_has_a_name_of_its_own() {
+        let unnamed: Vec<String> = EventType::ALL
+            .iter()
+            .map(ToString::to_string)
+            .filter(|t| t.starts_with("Run") || t.starts_with("Node") || t.starts_with("ChildRun"))
+            .filter(|t| event_name(t) == FALLBACK_NAME)
+            .collect();
+        assert!(unnamed.is_empty(), "no SSE name: {unnamed:?}");
+    }
 }

@@ -277,14 +277,13 @@ impl Ownership for Leases {
             .unwrap_or(false)
     }
 
+    /// Hands the row back even when the run is no longer in `held` (a renewal that raced the
+    /// grant can drop it from the map while the row still names this instance): the statement
+    /// only touches a row this instance owns, and a row left owned would be renewed by every
+    /// heartbeat for as long as the instance lives.
     fn release(&self, run_id: RunId, wake: bool) {
-        let was_held = self
-            .held
-            .lock()
-            .map(|mut h| h.remove(&run_id).is_some())
-            .unwrap_or(false);
-        if !was_held {
-            return;
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(&run_id);
         }
         let store = self.store.clone();
         let instance = self.config.instance_id.clone();
@@ -425,5 +424,55 @@ async fn take_unowned<S: EventStore + 'static>(leases: &Arc<Leases>, engine: &En
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runledger_ledger::testing::TestLedger;
+
+    #[tokio::test]
+    async fn release_hands_back_a_row_this_instance_owns_but_no_longer_tracks() {
+        let ledger = TestLedger::new().await.unwrap();
+        let store = LeaseStore::new(ledger.store.pool().clone());
+        let leases = Leases::new(
+            store.clone(),
+            LeaseConfig {
+                instance_id: "engine-a".into(),
+                ttl: Duration::from_secs(30),
+                max_active_runs: 10,
+                look_interval: Duration::from_secs(3600),
+                takes_runs: true,
+            },
+        );
+        let run_id = RunId(uuid::Uuid::now_v7());
+        // Granted in the database but not noted in `held`, as after a renewal that raced it.
+        store
+            .acquire("engine-a", run_id, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!leases.holds(run_id));
+        leases.release(run_id, false);
+        let mut owner = Some(String::new());
+        for _ in 0..100 {
+            owner = store.lease_of(run_id).await.unwrap().unwrap().owner;
+            if owner.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(owner, None, "the row still names the instance");
+        // And the next heartbeat renews nothing.
+        assert!(leases.renew().await.unwrap().is_empty());
+        assert!(
+            store
+                .heartbeat("engine-a", Duration::from_secs(30), false)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        ledger.drop_schema().await.unwrap();
     }
 }
