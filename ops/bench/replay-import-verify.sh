@@ -7,17 +7,21 @@
 # Without EXPORT, records one: ops/bench/long-loop.yaml runs to its max_node_executions limit
 # (about 100,000 events) in a fresh schema. Each command runs RUNS times (default 3); the
 # fastest wall time is reported as events/s. Needs PostgreSQL; bounded by `timeout`.
-# Environment: RUNLEDGER (binary, default target/release/runledger if built, else
-# target/debug/runledger), RUNS, BENCH_SCHEMA_PREFIX (default replay_bench).
+# Environment: RUNLEDGER (binary, default $CARGO_TARGET_DIR/release/runledger if built, else
+# the debug one; CARGO_TARGET_DIR defaults to target), RUNS, BENCH_SCHEMA_PREFIX (default replay_bench),
+# RUNLEDGER_DATABASE_URL (default RUNLEDGER_TEST_DATABASE_URL, else the local `runledger_test`
+# database; the binary and psql both use it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 R=${RUNLEDGER:-}
 if [[ -z $R ]]; then
-  if [[ -x target/release/runledger ]]; then R=target/release/runledger; else R=target/debug/runledger; fi
+  T=${CARGO_TARGET_DIR:-target}
+  if [[ -x $T/release/runledger ]]; then R=$T/release/runledger; else R=$T/debug/runledger; fi
 fi
 RUNS=${RUNS:-3}
 PREFIX=${BENCH_SCHEMA_PREFIX:-replay_bench}
-DB_URL=${RUNLEDGER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/runledger}
+export RUNLEDGER_DATABASE_URL="${RUNLEDGER_DATABASE_URL:-${RUNLEDGER_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/runledger_test}}"
+DB_URL=$RUNLEDGER_DATABASE_URL
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"; for s in "${PREFIX}_src" "${PREFIX}_imp"; do psql -q "$DB_URL" -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null; done' EXIT
 drop() { psql -q "$DB_URL" -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS $1 CASCADE" >/dev/null; }
