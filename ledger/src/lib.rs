@@ -256,6 +256,15 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// True when the same request will be refused again however often it is tried: the
+    /// request itself (unstorable content, a reused request id, a missing blob), the stored
+    /// ledger, or the database's verdict on the statement. Neither transient errors nor
+    /// [`StoreError::Conflict`] (re-read and decide again) are permanent. A caller that gets
+    /// one fails what it was recording, with a typed error, and never retries it.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, StoreError::Conflict { .. }) && !self.is_transient()
+    }
 }
 
 fn sqlx_error_is_transient(e: &sqlx::Error) -> bool {

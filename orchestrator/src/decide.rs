@@ -225,6 +225,11 @@ pub enum Command {
         action: ControlAction,
         control: Control,
     },
+    /// The ledger refused a step of the run for good (what the step would record can never be
+    /// stored): the run fails with `error` rather than try the step again.
+    FailRun {
+        error: ErrorInfo,
+    },
 }
 
 /// A run to start.
@@ -405,6 +410,11 @@ pub fn decide(
             child_run_id,
         } => step.child_started(node_run_id, child_run_id)?,
         Command::Control { action, control } => step.control(action, control)?,
+        Command::FailRun { error } => {
+            if !step.state.status.is_terminal() {
+                step.fail_run(error, None)?;
+            }
+        }
         Command::Dispatched {
             node_run_id,
             attempt,

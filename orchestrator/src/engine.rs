@@ -1593,6 +1593,7 @@ impl<S: EventStore + 'static> Driver<S> {
     ) -> Result<Option<Vec<RecordedEvent>>, EngineError> {
         let settings = self.engine.inner.config.settings.clone();
         let mut refused_results = false;
+        let mut failed_run = false;
         for attempt in 0..MAX_STEP_ATTEMPTS {
             self.refused.clear();
             let is_settle = matches!(commands.as_slice(), [Command::Settle]);
@@ -1695,19 +1696,34 @@ impl<S: EventStore + 'static> Driver<S> {
                     tokio::time::sleep(Duration::from_millis(10 << attempt.min(8))).await;
                     self.reload_with_backoff().await?;
                 }
-                // Permanent: the same append would be refused again. Executor results are
-                // recorded as `invalid_output` failures instead (once), so the run goes on;
-                // anything else stops here.
+                // Permanent: the same append would be refused again, so it is never tried
+                // again. Executor results are recorded as `invalid_output` failures instead
+                // (once), so the run goes on; a control answers its caller with the refusal
+                // and changes nothing; any other step fails the run (`ledger_refused`), so
+                // its driver neither stops nor starts over on the same step.
                 Err(e) => {
                     self.reload_with_backoff().await?;
-                    match unstorable::refuse_results(&commands, &e) {
-                        Some(refused) if !refused_results => {
-                            tracing::warn!(run_id = %self.state.run_id, error = %e, "the ledger refused executor results; recording them as invalid_output");
-                            refused_results = true;
-                            commands = refused;
-                        }
-                        _ => return Err(e.into()),
+                    if !refused_results
+                        && let Some(refused) = unstorable::refuse_results(&commands, &e)
+                    {
+                        tracing::warn!(run_id = %self.state.run_id, error = %e, "the ledger refused executor results; recording them as invalid_output");
+                        refused_results = true;
+                        commands = refused;
+                        // A tool node's events went with its result: they are refused too.
+                        self.tools.drop_pending();
+                        continue;
                     }
+                    let control = commands
+                        .iter()
+                        .any(|c| matches!(c, Command::Control { .. }));
+                    if failed_run || control || self.state.status.is_terminal() {
+                        return Err(e.into());
+                    }
+                    tracing::error!(run_id = %self.state.run_id, error = %e, "the ledger refused a step of the run for good; failing the run");
+                    failed_run = true;
+                    commands = vec![Command::FailRun {
+                        error: unstorable::ledger_refused(&e),
+                    }];
                 }
             }
         }

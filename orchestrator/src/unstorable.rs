@@ -154,6 +154,26 @@ pub fn refuse_results(commands: &[Command], refusal: &StoreError) -> Option<Vec<
     Some(refused)
 }
 
+/// The error code of a run failed because the ledger refused one of its steps for good.
+pub const LEDGER_REFUSED: &str = "ledger_refused";
+
+/// The failure of a run whose step the ledger refused for good (`refusal`): the refusal's
+/// message (cleaned, cut to a size any event holds) and its store code in `details`.
+pub fn ledger_refused(refusal: &StoreError) -> ErrorInfo {
+    ErrorInfo {
+        code: LEDGER_REFUSED.into(),
+        message: format!(
+            "the ledger refused a step of the run for good: {}",
+            clean_text(&refusal.to_string())
+        )
+        .chars()
+        .take(MAX_MESSAGE_CHARS)
+        .collect(),
+        retryable: false,
+        details: Some(serde_json::json!({ "store_code": refusal.code() })),
+    }
+}
+
 fn is_storable<T: serde::Serialize>(value: &T) -> bool {
     serde_json::to_value(value).is_ok_and(|v| storable::storable_bytes(&v).is_ok())
 }

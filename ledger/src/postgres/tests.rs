@@ -149,14 +149,14 @@ async fn errors_say_whether_a_retry_can_help_and_keep_their_source() {
         )
         .await
         .unwrap_err();
-    assert!(!err.is_transient(), "{err}");
+    assert!(!err.is_transient() && err.is_permanent(), "{err}");
     // Permanent: the database rejects the statement itself (division by zero, class 22).
     let sql_err = sqlx::query("SELECT 1/0")
         .execute(ledger.store.pool())
         .await
         .unwrap_err();
     let err = StoreError::Database(sql_err);
-    assert!(!err.is_transient(), "{err}");
+    assert!(!err.is_transient() && err.is_permanent(), "{err}");
     assert_eq!(err.code(), "database_error");
     assert!(
         err.source()
@@ -169,7 +169,7 @@ async fn errors_say_whether_a_retry_can_help_and_keep_their_source() {
         .await
         .err()
         .expect("nothing listens on port 1");
-    assert!(err.is_transient(), "{err:?}");
+    assert!(err.is_transient() && !err.is_permanent(), "{err:?}");
     assert!(
         err.source().is_some(),
         "the sqlx error is kept as the source"
@@ -179,7 +179,15 @@ async fn errors_say_whether_a_retry_can_help_and_keep_their_source() {
         .execute(ledger.store.pool())
         .await
         .unwrap_err();
-    assert!(StoreError::Database(sql_err).is_transient());
+    let err = StoreError::Database(sql_err);
+    assert!(err.is_transient() && !err.is_permanent(), "{err:?}");
+    // Neither: a conflict asks the caller to re-read and decide again.
+    let conflict = StoreError::Conflict {
+        stream_id: stream("run-p"),
+        expected: 1,
+        actual: 2,
+    };
+    assert!(!conflict.is_transient() && !conflict.is_permanent());
     ledger.drop_schema().await.unwrap();
 }
 

@@ -86,6 +86,15 @@ pub async fn call<S: EventStore>(
                     source: Some(Box::new(e)),
                 });
             }
+            // Refused for good (the call's write can never be stored): not "unavailable",
+            // which tells the model to try again later.
+            Err(e) if e.is_permanent() => {
+                return Err(ToolCallError::Failed {
+                    code: crate::unstorable::LEDGER_REFUSED,
+                    message: format!("the ledger refused the call's write for good: {e}"),
+                    source: Some(Box::new(e)),
+                });
+            }
             Err(e) => return Err(unavailable(e)),
         }
     }

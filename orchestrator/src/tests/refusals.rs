@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use runledger_contracts::agent_tool::ToolCallContext;
 use runledger_contracts::digest::Digest;
 use runledger_contracts::envelope::{Position, RecordedEvent};
 use runledger_contracts::events::{DomainEvent, NodeRunStatus};
 use runledger_contracts::flowchart::{SourceFormat, load};
-use runledger_contracts::ids::{CorrelationId, RequestId, RunId, StreamId};
+use runledger_contracts::ids::{CorrelationId, NodeRunId, RequestId, RunId, StreamId};
 use runledger_ledger::testing::TestLedger;
 use runledger_ledger::{
     AppendOutcome, AppendRequest, Blob, EventStore, ExpectedVersion, GlobalPage, PgEventStore,
@@ -19,6 +20,7 @@ use runledger_ledger::{
 use serde_json::json;
 
 use super::check_invariants;
+use crate::agent_tools::{LedgerToolDeps, ledger_domains};
 use crate::decide::StartRun;
 use crate::engine::{Engine, EngineConfig, NoFlowcharts};
 use crate::executor::{InProcessPool, Providers};
@@ -28,7 +30,8 @@ use crate::state::RunStatus;
 /// The PostgreSQL ledger, refusing some appends before they reach it.
 struct Refusing {
     inner: PgEventStore,
-    /// Appends carrying this text anywhere in an event are refused as invalid, for good.
+    /// Appends carrying this text anywhere in an event, or an event of this type, are refused
+    /// as invalid, for good (on both `append` and `append_many`).
     poison: &'static str,
     /// Appends refused so far for the poison.
     refused: AtomicU32,
@@ -54,17 +57,7 @@ impl EventStore for Refusing {
             );
             return Err(StoreError::Database(sqlx::Error::Io(lost)));
         }
-        if let Some(index) = request
-            .events
-            .iter()
-            .position(|e| e.payload.to_string().contains(self.poison))
-        {
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(StoreError::InvalidEvent {
-                index,
-                reason: "refused (injected)".into(),
-            });
-        }
+        self.check(&request)?;
         self.inner.append(stream, expected, request).await
     }
 
@@ -72,6 +65,9 @@ impl EventStore for Refusing {
         &self,
         items: Vec<StreamAppend>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        for item in &items {
+            self.check(&item.request)?;
+        }
         self.inner.append_many(items).await
     }
 
@@ -105,6 +101,24 @@ impl EventStore for Refusing {
     }
 }
 
+impl Refusing {
+    fn check(&self, request: &AppendRequest) -> Result<(), StoreError> {
+        let poisoned = request.events.iter().position(|e| {
+            e.event_type == self.poison || e.payload.to_string().contains(self.poison)
+        });
+        match poisoned {
+            Some(index) => {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                Err(StoreError::InvalidEvent {
+                    index,
+                    reason: "refused (injected)".into(),
+                })
+            }
+            None => Ok(()),
+        }
+    }
+}
+
 const TASK: &str = "name: refused\nnodes:\n  - { id: start, type: start }\n  - id: t\n    type: task\n    model: scripted\n    retry: { max_attempts: 3, backoff_ms: 5 }\n    scripted: [{ output: { text: placeholder } }]\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: t }\n  - { id: c2, from: t, to: end }\n";
 
 /// Runs TASK with the model answering `text`; `drop_connection` appends after the start fail.
@@ -114,12 +128,23 @@ async fn run_on(
     text: &str,
     drop_connection: u32,
 ) -> (crate::engine::RunSummary, Vec<DomainEvent>) {
+    let script = format!("t: [{{ output: {{ text: {text} }} }}]");
+    run_flowchart(store, ledger, TASK, &script, drop_connection).await
+}
+
+/// Runs `yaml` with the scripted model answering `script`.
+async fn run_flowchart(
+    store: Arc<Refusing>,
+    ledger: &TestLedger,
+    yaml: &str,
+    script: &str,
+    drop_connection: u32,
+) -> (crate::engine::RunSummary, Vec<DomainEvent>) {
     let config = EngineConfig {
         poll_interval: Duration::from_millis(50),
         ..EngineConfig::default()
     };
-    let script =
-        ScriptedProvider::parse_fixture(&format!("t: [{{ output: {{ text: {text} }} }}]")).unwrap();
+    let script = ScriptedProvider::parse_fixture(script).unwrap();
     let pool = InProcessPool::new(
         Providers::scripted(ScriptedProvider::with_fixture(script)),
         8,
@@ -130,7 +155,7 @@ async fn run_on(
         Arc::new(NoFlowcharts),
         config,
     );
-    let flowchart = Arc::new(load(TASK, SourceFormat::Yaml).unwrap());
+    let flowchart = Arc::new(load(yaml, SourceFormat::Yaml).unwrap());
     let start = StartRun {
         run_id: RunId::new_v7(),
         flowchart,
@@ -148,7 +173,7 @@ async fn run_on(
         .store(drop_connection, Ordering::SeqCst);
     let summary = tokio::time::timeout(Duration::from_secs(30), engine.wait(run))
         .await
-        .unwrap()
+        .expect("the run ends (a driver that stopped leaves it running)")
         .unwrap();
     let recorded = ledger
         .store
@@ -205,9 +230,13 @@ impl EventStore for ArcStore {
 }
 
 async fn refusing(ledger: &TestLedger) -> Arc<Refusing> {
+    refusing_with(ledger, "refuse-me").await
+}
+
+async fn refusing_with(ledger: &TestLedger, poison: &'static str) -> Arc<Refusing> {
     Arc::new(Refusing {
         inner: ledger.second_store().await.unwrap(),
-        poison: "refuse-me",
+        poison,
         refused: AtomicU32::new(0),
         drop_connection: AtomicU32::new(0),
     })
@@ -261,4 +290,119 @@ async fn a_lost_connection_is_retried_and_the_run_completes() {
     );
     check_invariants(&events);
     ledger.drop_schema().await.unwrap();
+}
+
+const MEMORY: &str = "name: refused-memory\nnodes:\n  - { id: start, type: start }\n  - id: remember\n    type: memory\n    memory:\n      operation: create\n      args: { scope: refusals, key: topic, value: owls }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: remember }\n  - { id: c2, from: remember, to: end }\n";
+
+#[tokio::test]
+async fn a_tool_nodes_refused_write_fails_the_node_once_without_its_tool_events() {
+    // The memory node's tool event is refused for good. Before, the `invalid_output` failure
+    // that replaced its result still carried the tool event, was refused again, and the
+    // driver stopped with the run left `running`.
+    let ledger = TestLedger::new().await.unwrap();
+    let store = refusing_with(&ledger, "MemoryEntryCreated").await;
+    let (summary, events) = run_flowchart(store.clone(), &ledger, MEMORY, "{}", 0).await;
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert_eq!(
+        store.refused.load(Ordering::SeqCst),
+        1,
+        "refused once, never retried"
+    );
+    let errors: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            DomainEvent::NodeFailed(f) if f.node_id == "remember" => Some(f.error.code.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors, ["invalid_output"]);
+    let memory = ledger.store.list_streams("memory-").await.unwrap();
+    assert!(memory.is_empty(), "no tool event written: {memory:?}");
+    check_invariants(&events);
+    ledger.drop_schema().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_settle_step_refused_for_good_fails_the_run_instead_of_stopping_its_driver() {
+    // A settle step is refused for good: the one that schedules the second attempt when its
+    // retry timer fires (no executor result in it to turn into a node failure). Before, the
+    // driver stopped with the error and left the run `running` (under leases: taken again,
+    // refused again, for ever).
+    let ledger = TestLedger::new().await.unwrap();
+    let store = refusing_with(&ledger, "\"attempt\":2").await;
+    let script = "t: [{ error: { code: provider_unavailable, message: busy, retryable: true } }, { output: { text: fine } }]";
+    let (summary, events) = run_flowchart(store.clone(), &ledger, TASK, script, 0).await;
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert_eq!(
+        store.refused.load(Ordering::SeqCst),
+        1,
+        "refused once, never retried"
+    );
+    let failed = events
+        .iter()
+        .find_map(|e| match e {
+            DomainEvent::RunFailed(f) => Some(f.error.clone()),
+            _ => None,
+        })
+        .expect("RunFailed");
+    assert_eq!(failed.code, "ledger_refused");
+    assert!(!failed.retryable);
+    assert_eq!(
+        failed.details,
+        Some(json!({ "store_code": "invalid_event" })),
+        "{failed:?}"
+    );
+    assert!(
+        failed.message.contains("refused (injected)"),
+        "{}",
+        failed.message
+    );
+    check_invariants(&events);
+    ledger.drop_schema().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_tool_call_whose_write_is_refused_for_good_is_not_called_unavailable() {
+    // Before, the model was told `unavailable` ("the ledger could not be reached"), which
+    // invites it to try the same write again.
+    let ledger = TestLedger::new().await.unwrap();
+    let store = refusing_with(&ledger, "MemoryEntryCreated").await;
+    let (summary, _) = run_on(store.clone(), &ledger, "fine", 0).await;
+    assert_eq!(summary.status, RunStatus::Completed);
+    let pool = InProcessPool::new(Providers::scripted(ScriptedProvider::new()), 1);
+    let engine = Engine::new(
+        ArcStore(store.clone()),
+        Arc::new(pool),
+        Arc::new(NoFlowcharts),
+        EngineConfig::default(),
+    );
+    let domains = ledger_domains(LedgerToolDeps {
+        store: Arc::new(ArcStore(store.clone())),
+        waker: Arc::new(engine.clone()),
+    });
+    let node_run_id = NodeRunId::new_v7();
+    let ctx = ToolCallContext {
+        run_id: summary.run_id,
+        node_id: "agent".into(),
+        node_run_id,
+        turn: 1,
+        call_index: 0,
+        idempotency_key: format!("{node_run_id}:1:0"),
+        workspace: None,
+        git_policy: None,
+    };
+    let domain = domains
+        .iter()
+        .find(|d| d.specs().iter().any(|s| s.name == "memory_create"))
+        .expect("a domain serves memory_create");
+    let err = domain
+        .call(
+            &ctx,
+            "memory_create",
+            json!({ "scope": "notes", "key": "k", "value": 1 }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ledger_refused", "{err}");
+    assert_eq!(store.refused.load(Ordering::SeqCst), 1, "tried once");
 }

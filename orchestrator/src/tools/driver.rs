@@ -48,6 +48,14 @@ pub(super) struct ToolNodes {
     conflict: Option<ErrorInfo>,
 }
 
+impl ToolNodes {
+    /// Forgets the tool events of the step in flight: the ledger refused them for good, and
+    /// the node run's result is recorded without them (as an `invalid_output` failure).
+    pub(super) fn drop_pending(&mut self) {
+        self.pending = None;
+    }
+}
+
 impl<S: EventStore + 'static> Driver<S> {
     /// Runs a tool node run on this driver's loop, after the step that started it.
     pub(super) fn queue_tool_node(&mut self, node_run_id: NodeRunId) {
