@@ -64,6 +64,40 @@ impl NatsDispatcher {
     }
 }
 
+/// The subject of a dispatch: the class's, or, for a node that must run on the run's
+/// workspace holder, the holder's own subject when an executor of this build pulls it (its
+/// consumer exists). A holder without one (an executor of an older build, or one gone longer
+/// than [`crate::topology::ROUTED_CONSUMER_IDLE`]) gets the class's subject as before: any
+/// executor of the class may take it, and one that is not the holder fails the node run with
+/// `workspace_elsewhere`. A holder whose consumer exists but that no longer pulls leaves the
+/// work waiting until the dispatch deadline (`workspace_holder_unavailable`).
+async fn route(
+    js: &jetstream::Context,
+    topology: &Topology,
+    class: &str,
+    holder: Option<&str>,
+) -> String {
+    let Some(holder) = holder else {
+        return topology.dispatch_subject(class);
+    };
+    match topology.routed_consumer_exists(js, holder).await {
+        Ok(true) => topology.executor_subject(holder),
+        Ok(false) => {
+            tracing::warn!(
+                holder,
+                "the workspace holder pulls no routed work; dispatching to its class"
+            );
+            topology.dispatch_subject(class)
+        }
+        Err(e) => {
+            // NATS is down: the publish below waits for it; route to the holder, whose work
+            // this is (its dispatch deadline bounds the wait if it is gone).
+            tracing::warn!(holder, error = %e, "could not look up the workspace holder's consumer");
+            topology.executor_subject(holder)
+        }
+    }
+}
+
 impl NodeExecutor for NatsDispatcher {
     fn submit(&self, work: NodeWork, results: ResultSender) {
         if !remote_work(work.node.node_type) {
@@ -78,7 +112,7 @@ impl NodeExecutor for NatsDispatcher {
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let class = class.await;
-                let subject = topology.dispatch_subject(&class);
+                let subject = route(&js, &topology, &class, work.workspace_holder.as_deref()).await;
                 if let Some(hook) = &on_dispatch {
                     hook(work.run_id, &class);
                 }
@@ -116,5 +150,14 @@ impl NodeExecutor for NatsDispatcher {
             },
             span,
         ));
+    }
+
+    /// The engine's own tools release the run, and every executor hears that it ended.
+    fn run_finished(&self, run_id: runledger_contracts::ids::RunId, failed: bool) {
+        self.local.run_finished(run_id, failed);
+        let (client, topology) = (self.js.client(), self.topology.clone());
+        tokio::spawn(async move {
+            crate::run_ended::publish_run_ended(&client, &topology, run_id, failed).await;
+        });
     }
 }

@@ -33,6 +33,7 @@ use crate::worker::{WorkerConfig, WorkerStats, run_worker};
 const NATS: &str = "nats://127.0.0.1:4222";
 
 mod hardening;
+mod workspace;
 
 struct Harness {
     ledger: TestLedger,

@@ -36,6 +36,9 @@ use crate::topology::Topology;
 pub struct IntakeSink {
     pub reports: ResultSender,
     pub metrics: Arc<GatewayMetrics>,
+    /// When set, intake also answers executors' questions about a node run's recorded tool
+    /// calls ([`crate::calls`]).
+    pub calls: Option<crate::calls::CallsSource>,
 }
 
 impl IntakeSink {
@@ -47,6 +50,7 @@ impl IntakeSink {
         Self {
             reports: engine.reports(),
             metrics,
+            calls: Some(crate::calls::calls_of_engine(engine)),
         }
     }
 }
@@ -68,6 +72,14 @@ pub async fn run_intake(
         Arc::clone(&sink.metrics),
         shutdown.clone(),
     ));
+    if let Some(source) = sink.calls.clone() {
+        tokio::spawn(crate::calls::serve_recorded_calls(
+            js.client(),
+            topology.clone(),
+            source,
+            shutdown.clone(),
+        ));
+    }
     let mut retries = RetryLog::new();
     loop {
         if *shutdown.borrow() {

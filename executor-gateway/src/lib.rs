@@ -9,6 +9,9 @@
 //! - [`intake`]: pulls executor reports and hands them to the engine, acking each message only
 //!   after its append commits.
 //! - [`worker`]: the executor runtime behind `runledger executor`.
+//! - [`calls`]: the tool calls the ledger records for a node run, asked by an executor that
+//!   runs a redelivered dispatch and answered by any engine; [`run_ended`]: engines tell
+//!   executors that a run ended (in-flight work stops, workspaces are released).
 //! - [`kube`]: runs executors as Kubernetes Jobs; [`jobs`] connects it to dispatch (launch on
 //!   the first dispatch, `infra_error` for node runs of a failed Job).
 //! - [`providers`]: LLM providers over HTTP (OpenAI-compatible, Anthropic, Gemini);
@@ -19,6 +22,7 @@
 //!
 //! See docs/gateway.md for the protocol and its guarantees.
 
+pub mod calls;
 pub mod dead_letter;
 pub mod dispatcher;
 pub mod intake;
@@ -29,6 +33,7 @@ pub mod metrics;
 pub mod models;
 pub mod providers;
 pub mod retry_log;
+pub mod run_ended;
 pub mod topology;
 pub mod worker;
 

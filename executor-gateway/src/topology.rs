@@ -26,6 +26,16 @@ pub const DISPATCH_MAX_DELIVER: i64 = 10;
 /// ledger that keeps failing.
 pub const REPORT_MAX_DELIVER: i64 = 50;
 
+/// How long an executor's own consumer (work routed to it) outlives the executor's last pull.
+pub const ROUTED_CONSUMER_IDLE: Duration = Duration::from_secs(600);
+
+/// `at_` and 24 hex digits of blake3 of an executor id: a subject token and a consumer name
+/// part whatever characters the id holds.
+fn executor_token(executor_id: &str) -> String {
+    let hex = blake3::hash(executor_id.as_bytes()).to_hex();
+    format!("at_{}", &hex[..24])
+}
+
 /// Where dispatches and reports live, and how long JetStream waits on an executor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -99,6 +109,38 @@ impl Topology {
         format!("{}.results.{run_id}", self.subject_prefix())
     }
 
+    /// `runledger.dispatch.at_<24 hex>`: work routed to one executor (a run's workspace holder),
+    /// named by a blake3 digest of its `--executor-id` (ids may hold any character; subject
+    /// tokens may not). Inside the dispatch stream's `runledger.dispatch.*`, apart from every
+    /// class subject.
+    pub fn executor_subject(&self, executor_id: &str) -> String {
+        format!(
+            "{}.dispatch.{}",
+            self.subject_prefix(),
+            executor_token(executor_id)
+        )
+    }
+
+    /// The durable consumer of [`Self::executor_subject`], pulled by that executor alone.
+    pub fn routed_consumer(&self, executor_id: &str) -> String {
+        format!(
+            "{}_EXECUTOR_{}",
+            self.name_prefix(),
+            executor_token(executor_id).to_ascii_uppercase()
+        )
+    }
+
+    /// `runledger.calls`: executors ask the engines (a queue group) which tool calls of a
+    /// node run the ledger records (core NATS request/reply).
+    pub fn calls_subject(&self) -> String {
+        format!("{}.calls", self.subject_prefix())
+    }
+
+    /// `runledger.run_ended`: engines tell every executor that a run ended (core NATS).
+    pub fn run_ended_subject(&self) -> String {
+        format!("{}.run_ended", self.subject_prefix())
+    }
+
     /// The durable consumer every executor of a class pulls from.
     pub fn executor_consumer(&self, class: &str) -> String {
         format!(
@@ -164,6 +206,55 @@ impl Topology {
             .await
             .map_err(|e| GatewayError::nats("create the executor consumer", e))?;
         bound_deliveries(&dispatch, consumer, DISPATCH_MAX_DELIVER).await
+    }
+
+    /// The durable pull consumer of the work routed to `executor_id` (created if missing). The
+    /// server removes it after [`ROUTED_CONSUMER_IDLE`] without pulls (an executor gone for
+    /// good); the executor creates it again when it comes back under the same id.
+    pub async fn routed_consumer_of(
+        &self,
+        js: &jetstream::Context,
+        executor_id: &str,
+    ) -> Result<consumer::PullConsumer, GatewayError> {
+        let (dispatch, _) = self.ensure_streams(js).await?;
+        let name = self.routed_consumer(executor_id);
+        let consumer = dispatch
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: self.executor_subject(executor_id),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: self.ack_wait,
+                    max_deliver: DISPATCH_MAX_DELIVER,
+                    inactive_threshold: ROUTED_CONSUMER_IDLE,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| GatewayError::nats("create the executor's own consumer", e))?;
+        bound_deliveries(&dispatch, consumer, DISPATCH_MAX_DELIVER).await
+    }
+
+    /// Whether an executor pulls work routed to `executor_id`: its consumer exists (an
+    /// executor of this build that ran within [`ROUTED_CONSUMER_IDLE`]).
+    pub async fn routed_consumer_exists(
+        &self,
+        js: &jetstream::Context,
+        executor_id: &str,
+    ) -> Result<bool, GatewayError> {
+        let dispatch = js
+            .get_stream(self.dispatch_stream())
+            .await
+            .map_err(|e| GatewayError::nats("get the dispatch stream", e))?;
+        match dispatch
+            .consumer_info(self.routed_consumer(executor_id))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.to_string().contains("not found") => Ok(false),
+            Err(e) => Err(GatewayError::nats("look up an executor's consumer", e)),
+        }
     }
 
     /// The durable pull consumer of result intake (created if missing).

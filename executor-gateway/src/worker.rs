@@ -17,15 +17,18 @@ use runledger_orchestrator::agent::CallReporter;
 use runledger_orchestrator::executor::{
     Providers, Report, refuse_workspace_elsewhere, run_node_reporting,
 };
+use runledger_orchestrator::remote_calls::NodeRunCalls;
 use tokio::sync::{Semaphore, watch};
 
 use crate::GatewayError;
+use crate::calls::{CallsAnswer, ask_recorded_calls};
 use crate::dead_letter::follow_max_deliveries;
 use crate::messages::{
     DispatchRefused, ReportMessage, WIRE_VERSION, decode_dispatch, publish_within,
     result_message_id, started_message_id,
 };
 use crate::metrics::{Consumer, DropReason, GatewayMetrics};
+use crate::run_ended::{InFlight, follow_run_ends};
 use crate::topology::Topology;
 
 #[derive(Debug, Clone)]
@@ -47,25 +50,45 @@ pub struct WorkerStats {
     pub expired: u64,
     /// Messages that were not dispatches of this wire version (terminated, not run).
     pub rejected: u64,
+    /// Redelivered work left for later because no engine said which of its calls are recorded.
+    pub deferred: u64,
+    /// Node runs stopped in hand because their run ended.
+    pub stopped: u64,
 }
 
 /// Runs until `shutdown` turns true (then drains: stops pulling and finishes what it holds)
-/// or until idle for `exit_when_idle`.
+/// or until idle for `exit_when_idle`. Pulls two consumers: its class's (work any executor of
+/// the class may run) and its own (work routed to this `executor_id`: nodes of runs whose
+/// workspace it holds).
 pub async fn run_worker(
     js: jetstream::Context,
     topology: Topology,
     config: WorkerConfig,
     providers: Arc<Providers>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<WorkerStats, GatewayError> {
     let concurrency = config.concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
     let (stats_tx, mut stats_rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
-    let mut stats = WorkerStats::default();
-    let mut last_busy = Instant::now();
-    let heartbeat = topology.ack_wait / 3;
-    let mut consumer = None;
-    let mut retries = crate::retry_log::RetryLog::new();
+    let in_flight = Arc::new(InFlight::default());
+    tokio::spawn(follow_run_ends(
+        js.client(),
+        topology.clone(),
+        Arc::clone(&in_flight),
+        Arc::clone(&providers),
+        shutdown.clone(),
+    ));
+    let shared = Shared {
+        in_flight,
+        js: js.clone(),
+        topology: topology.clone(),
+        config: config.clone(),
+        providers,
+        permits: Arc::clone(&permits),
+        concurrency,
+        stats: stats_tx,
+        last_busy: Arc::new(std::sync::Mutex::new(Instant::now())),
+    };
     tokio::spawn(follow_max_deliveries(
         js.clone(),
         topology.dispatch_stream(),
@@ -74,35 +97,112 @@ pub async fn run_worker(
         GatewayMetrics::global(),
         shutdown.clone(),
     ));
-    loop {
-        while let Ok(outcome) = stats_rx.try_recv() {
-            stats.count(outcome);
+    tokio::spawn(follow_max_deliveries(
+        js,
+        topology.dispatch_stream(),
+        topology.routed_consumer(&config.executor_id),
+        Consumer::Executor,
+        GatewayMetrics::global(),
+        shutdown.clone(),
+    ));
+    // Both end on `shutdown`, and both on the worker's idleness (shared).
+    tokio::join!(
+        pull_loop(&shared, Source::Class, shutdown.clone()),
+        pull_loop(&shared, Source::Routed, shutdown),
+    );
+    drop(shared);
+    // Drain: wait for every node run in hand to publish its result and ack.
+    let _all = permits
+        .acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX))
+        .await;
+    let mut stats = WorkerStats::default();
+    while let Ok(outcome) = stats_rx.try_recv() {
+        stats.count(outcome);
+    }
+    Ok(stats)
+}
+
+/// What both pull loops of a worker share.
+struct Shared {
+    in_flight: Arc<InFlight>,
+    js: jetstream::Context,
+    topology: Topology,
+    config: WorkerConfig,
+    providers: Arc<Providers>,
+    permits: Arc<Semaphore>,
+    concurrency: usize,
+    stats: tokio::sync::mpsc::UnboundedSender<Outcome>,
+    /// The last time either loop had work in hand (for `exit_when_idle`).
+    last_busy: Arc<std::sync::Mutex<Instant>>,
+}
+
+impl Shared {
+    fn busy_now(&self) {
+        if let Ok(mut at) = self.last_busy.lock() {
+            *at = Instant::now();
         }
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_busy
+            .lock()
+            .map(|at| at.elapsed())
+            .unwrap_or_default()
+    }
+}
+
+/// Which consumer a pull loop reads.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// The class's, shared by every executor of the class.
+    Class,
+    /// This executor's own: work routed to it as a run's workspace holder.
+    Routed,
+}
+
+/// Pulls one consumer until `shutdown` turns true or the worker has been idle for
+/// `exit_when_idle`; each message runs on its own task under one of the shared permits.
+async fn pull_loop(shared: &Shared, source: Source, mut shutdown: watch::Receiver<bool>) {
+    let heartbeat = shared.topology.ack_wait / 3;
+    let mut consumer = None;
+    let mut retries = crate::retry_log::RetryLog::new();
+    loop {
         if *shutdown.borrow() {
             break;
         }
-        if permits.available_permits() < concurrency {
-            last_busy = Instant::now();
+        if shared.permits.available_permits() < shared.concurrency {
+            shared.busy_now();
         }
-        if let Some(idle) = config.exit_when_idle
-            && last_busy.elapsed() >= idle
+        if let Some(idle) = shared.config.exit_when_idle
+            && shared.idle_for() >= idle
         {
             tracing::info!(idle_s = idle.as_secs(), "idle; exiting");
             break;
         }
-        let free = permits.available_permits();
+        let free = shared.permits.available_permits();
         if free == 0 {
             tokio::select! {
-                permit = Arc::clone(&permits).acquire_owned() => drop(permit),
+                permit = Arc::clone(&shared.permits).acquire_owned() => drop(permit),
                 _ = shutdown.changed() => {}
             }
             continue;
         }
         if consumer.is_none() {
-            match topology
-                .executor_consumer_of(&js, &config.executor_class)
-                .await
-            {
+            let got = match source {
+                Source::Class => {
+                    shared
+                        .topology
+                        .executor_consumer_of(&shared.js, &shared.config.executor_class)
+                        .await
+                }
+                Source::Routed => {
+                    shared
+                        .topology
+                        .routed_consumer_of(&shared.js, &shared.config.executor_id)
+                        .await
+                }
+            };
+            match got {
                 Ok(c) => consumer = Some(c),
                 Err(e) => {
                     retries.failed("waiting for NATS", &e);
@@ -139,21 +239,27 @@ pub async fn run_worker(
             };
             match next {
                 Some(Ok(message)) => {
-                    last_busy = Instant::now();
-                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    shared.busy_now();
+                    let Ok(permit) = Arc::clone(&shared.permits).acquire_owned().await else {
                         break;
                     };
                     let (js, topology, providers, stats_tx) = (
-                        js.clone(),
-                        topology.clone(),
-                        Arc::clone(&providers),
-                        stats_tx.clone(),
+                        shared.js.clone(),
+                        shared.topology.clone(),
+                        Arc::clone(&shared.providers),
+                        shared.stats.clone(),
                     );
-                    let executor_id = config.executor_id.clone();
+                    let executor_id = shared.config.executor_id.clone();
+                    let in_flight = Arc::clone(&shared.in_flight);
                     tokio::spawn(async move {
-                        let outcome =
-                            handle(&js, &topology, &providers, &executor_id, message, heartbeat)
-                                .await;
+                        let worker = Worker {
+                            js: &js,
+                            topology: &topology,
+                            providers: &providers,
+                            executor_id: &executor_id,
+                            in_flight: &in_flight,
+                        };
+                        let outcome = handle(worker, message, heartbeat).await;
                         let _ = stats_tx.send(outcome);
                         drop(permit);
                     });
@@ -166,14 +272,6 @@ pub async fn run_worker(
             }
         }
     }
-    // Drain: wait for every node run in hand to publish its result and ack.
-    let _all = permits
-        .acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX))
-        .await;
-    while let Ok(outcome) = stats_rx.try_recv() {
-        stats.count(outcome);
-    }
-    Ok(stats)
 }
 
 /// A node that ends within this is reported with one message (`Ran`) instead of two.
@@ -184,6 +282,8 @@ enum Outcome {
     Ran,
     Expired,
     Rejected,
+    Deferred,
+    Stopped,
 }
 
 impl WorkerStats {
@@ -192,18 +292,29 @@ impl WorkerStats {
             Outcome::Ran => self.ran += 1,
             Outcome::Expired => self.expired += 1,
             Outcome::Rejected => self.rejected += 1,
+            Outcome::Deferred => self.deferred += 1,
+            Outcome::Stopped => self.stopped += 1,
         }
     }
 }
 
-async fn handle(
-    js: &jetstream::Context,
-    topology: &Topology,
-    providers: &Providers,
-    executor_id: &str,
-    message: jetstream::Message,
-    heartbeat: Duration,
-) -> Outcome {
+/// What one node run's handling needs of its worker.
+struct Worker<'a> {
+    js: &'a jetstream::Context,
+    topology: &'a Topology,
+    providers: &'a Providers,
+    executor_id: &'a str,
+    in_flight: &'a Arc<InFlight>,
+}
+
+async fn handle(worker: Worker<'_>, message: jetstream::Message, heartbeat: Duration) -> Outcome {
+    let Worker {
+        js,
+        topology,
+        providers,
+        executor_id,
+        in_flight,
+    } = worker;
     let dispatch = match decode_dispatch(&message.payload) {
         Ok(dispatch) => dispatch,
         Err(refused) => {
@@ -229,14 +340,43 @@ async fn handle(
         let _ = message.ack_with(AckKind::Term).await;
         return Outcome::Expired;
     }
-    let work = dispatch.work;
+    let mut work = dispatch.work;
     let (run_id, node_run_id, attempt) = (work.run_id, work.node_run_id, work.attempt);
+    // A run this executor heard end takes no more work.
+    let Some(running) = in_flight.start(run_id, node_run_id) else {
+        let _ = message.ack_with(AckKind::Term).await;
+        return Outcome::Expired;
+    };
+    // A redelivered agent node may have applied calls before: learn them from the ledger.
+    let delivered = message.info().map_or(1, |info| info.delivered);
+    if delivered > 1 && runledger_orchestrator::agent::is_agent(&work.node) {
+        match ask_recorded_calls(&js.client(), topology, run_id, node_run_id).await {
+            Some(CallsAnswer::Calls(NodeRunCalls::Active { calls, .. })) => {
+                tracing::info!(%node_run_id, delivered, recorded = calls.len(), "redelivered work runs with the ledger's recorded calls");
+                merge_recorded(&mut work.recorded_calls, calls);
+            }
+            Some(answer) => {
+                // Ended, or a node run or run the ledger does not have: nobody waits for it.
+                tracing::info!(%node_run_id, ?answer, "redelivered work no longer needed; dropped");
+                let _ = message.ack_with(AckKind::Term).await;
+                return Outcome::Expired;
+            }
+            None => {
+                // Without the ledger's word a recorded call could be applied twice: not now.
+                tracing::warn!(%node_run_id, "redelivered work left for later: no engine told its recorded calls");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(topology.ack_wait)))
+                    .await;
+                return Outcome::Deferred;
+            }
+        }
+    }
     let subject = topology.results_subject(run_id);
     // An agent node's calls are published as they happen, in order, ahead of its result.
     let (calls_tx, calls_rx) = tokio::sync::mpsc::unbounded_channel();
     let call_publisher = tokio::spawn(publish_calls(js.clone(), subject.clone(), run_id, calls_rx));
     let reporter = QueueReporter(calls_tx);
-    let run = async {
+    let node = async {
         // A node of a run whose workspace another executor holds fails before any tool runs.
         if let Some(refusal) = refuse_workspace_elsewhere(&work, executor_id) {
             drop(reporter);
@@ -245,6 +385,18 @@ async fn handle(
         let result = run_node_reporting(providers, &work, Some(&reporter)).await;
         drop(reporter);
         result
+    };
+    // The run's end stops the node where it is (`None`).
+    let mut stop = running.stop.clone();
+    let run = async {
+        tokio::select! {
+            result = node => Some(result),
+            _ = async {
+                if stop.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => None,
+        }
     };
     tokio::pin!(run);
     // An interval of zero would panic; a heartbeat more often than 10 ms is pointless anyway.
@@ -257,10 +409,11 @@ async fn handle(
     // dispatch be redelivered and the model be called twice. A start that never got through
     // is folded into the result (`Ran`).
     let report = match tokio::time::timeout(QUICK_NODE, &mut run).await {
-        Ok(result) => Report::Ran {
+        Ok(Some(result)) => Report::Ran {
             executor: executor_id.to_owned(),
             result,
         },
+        Ok(None) => return run_ended(&message, node_run_id).await,
         Err(_) => {
             let started = ReportMessage {
                 wire_version: WIRE_VERSION,
@@ -286,6 +439,9 @@ async fn handle(
                     }
                     _ = beats.tick() => heartbeat_once(&message, node_run_id).await,
                 }
+            };
+            let Some(result) = result else {
+                return run_ended(&message, node_run_id).await;
             };
             if announced {
                 Report::Finished(result)
@@ -333,6 +489,34 @@ async fn handle(
         tracing::debug!(%node_run_id, error = %e, "ack failed; the work will be redelivered and its result found recorded");
     }
     Outcome::Ran
+}
+
+/// Adds the ledger's recorded calls to those the work carried (by idempotency key; the
+/// ledger's first record of a key wins).
+fn merge_recorded(carried: &mut Vec<ToolCalled>, ledger: Vec<ToolCalled>) {
+    let mut merged = ledger;
+    for call in carried.drain(..) {
+        if !merged
+            .iter()
+            .any(|known| known.idempotency_key == call.idempotency_key)
+        {
+            merged.push(call);
+        }
+    }
+    *carried = merged;
+}
+
+/// A node run stopped because its run ended: its dispatch is done with (terminated: no
+/// executor should run it again) and no result is published.
+async fn run_ended(
+    message: &jetstream::Message,
+    node_run_id: runledger_contracts::ids::NodeRunId,
+) -> Outcome {
+    tracing::info!(%node_run_id, "run ended; node run stopped");
+    if let Err(e) = message.ack_with(AckKind::Term).await {
+        tracing::debug!(%node_run_id, error = %e, "terminating a stopped node run's dispatch failed");
+    }
+    Outcome::Stopped
 }
 
 /// Hands an agent node's calls to [`publish_calls`].

@@ -974,11 +974,18 @@ impl<E: Env> Step<'_, E> {
             phase,
             timeout_ms,
         })?;
-        self.artifact(
-            i,
-            "timeout",
-            json!({ "phase": phase, "timeout_ms": timeout_ms }),
-        )?;
+        let mut payload = json!({ "phase": phase, "timeout_ms": timeout_ms });
+        if phase == TimeoutPhase::Dispatch
+            && let (Some(holder), Value::Object(map)) = (
+                self.state
+                    .workspace_holder_for(self.state.node_runs[i].node),
+                &mut payload,
+            )
+        {
+            // The work was routed to the run's workspace holder, which did not take it.
+            map.insert("workspace_holder".into(), Value::String(holder));
+        }
+        self.artifact(i, "timeout", payload)?;
         self.after_failure(i)
     }
 

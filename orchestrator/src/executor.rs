@@ -101,7 +101,7 @@ impl RunState {
 
 impl RunState {
     /// The run's workspace holder, for a node whose allowlist reaches workspace tools.
-    fn workspace_holder_for(&self, node: usize) -> Option<String> {
+    pub(crate) fn workspace_holder_for(&self, node: usize) -> Option<String> {
         let tools = self.flowchart.node_at(node)?.tools.as_deref()?;
         if runledger_contracts::tool_catalog::allowlist_reaches_run_workspace(tools) {
             self.workspace_holder.clone()

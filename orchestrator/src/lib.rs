@@ -37,6 +37,7 @@ mod inputs;
 pub mod lease;
 pub mod provider;
 pub mod rag;
+pub mod remote_calls;
 pub mod replay;
 pub mod routing;
 pub mod state;

@@ -669,12 +669,28 @@ impl RunState {
             }
             DomainEvent::NodeTimedOut(e) => {
                 let i = self.end("NodeTimedOut", &e.node_run_id, NodeRunStatus::TimedOut)?;
-                let (code, message) = match e.phase {
-                    events::TimeoutPhase::Dispatch => (
+                // Work that had to run on the run's workspace holder was routed to it: nobody
+                // taking it means the holder is gone.
+                let holder = match e.phase {
+                    events::TimeoutPhase::Dispatch => {
+                        self.workspace_holder_for(self.node_runs[i].node)
+                    }
+                    events::TimeoutPhase::Execution => None,
+                };
+                let (code, message) = match (e.phase, &holder) {
+                    (events::TimeoutPhase::Dispatch, Some(holder)) => (
+                        "workspace_holder_unavailable",
+                        format!(
+                            "executor `{holder}`, which holds the run's workspace, did not take \
+                             the work within {} ms",
+                            e.timeout_ms
+                        ),
+                    ),
+                    (events::TimeoutPhase::Dispatch, None) => (
                         "dispatch_timeout",
                         format!("no executor took the work within {} ms", e.timeout_ms),
                     ),
-                    events::TimeoutPhase::Execution => (
+                    (events::TimeoutPhase::Execution, _) => (
                         "execution_timeout",
                         format!("no result within {} ms", e.timeout_ms),
                     ),
@@ -683,7 +699,7 @@ impl RunState {
                     code: code.into(),
                     message,
                     retryable: true,
-                    details: None,
+                    details: holder.map(|holder| serde_json::json!({ "holder": holder })),
                 });
             }
             DomainEvent::NodeCanceled(e) => {

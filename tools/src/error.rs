@@ -63,6 +63,7 @@ impl ToolsError {
 }
 
 /// An error and its sources on one line.
+#[cfg(feature = "mcp")]
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

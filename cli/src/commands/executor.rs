@@ -109,10 +109,12 @@ pub async fn run(global: &GlobalArgs, args: ExecutorArgs) -> Result<(), Failure>
         .await
         .map_err(|e| Failure::coded("executor", e))?;
     errln!(
-        "runledger executor {executor_id}: stopped after {} node run(s) ({} expired, {} rejected)",
+        "runledger executor {executor_id}: stopped after {} node run(s) ({} expired, {} rejected, {} deferred, {} stopped by their run's end)",
         stats.ran,
         stats.expired,
-        stats.rejected
+        stats.rejected,
+        stats.deferred,
+        stats.stopped
     );
     Ok(())
 }
