@@ -49,6 +49,20 @@ pub struct GitPolicy {
     pub pr_create: bool,
     /// Globs of branch names that may be pushed; empty means any.
     pub branches: Vec<String>,
+    /// Where `git_pr_create` opens pull requests (absent in work published before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<Forge>,
+}
+
+/// A forge with the GitHub REST shape of pull requests (`POST {api_base}/repos/{repo}/pulls`):
+/// GitHub, Gitea and Forgejo (`.../api/v1`). Holds the *name* of the token's environment
+/// variable, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forge {
+    pub api_base: String,
+    /// `owner/name`.
+    pub repo: String,
+    pub token_env: String,
 }
 
 /// What a domain sees of the call it serves.
@@ -85,6 +99,15 @@ pub enum ToolCallError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A remote system did not answer in time or failed on its side (HTTP 5xx): the same call
+    /// may succeed later. Recorded with `retryable: true`.
+    #[error("{code}: {message}")]
+    Transient {
+        code: &'static str,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl ToolCallError {
@@ -92,8 +115,15 @@ impl ToolCallError {
     pub fn code(&self) -> &'static str {
         match self {
             ToolCallError::InvalidArguments { .. } => "invalid_arguments",
-            ToolCallError::Refused { code, .. } | ToolCallError::Failed { code, .. } => code,
+            ToolCallError::Refused { code, .. }
+            | ToolCallError::Failed { code, .. }
+            | ToolCallError::Transient { code, .. } => code,
         }
+    }
+
+    /// Whether the same call may succeed later ([`ToolCallError::Transient`]).
+    pub fn retryable(&self) -> bool {
+        matches!(self, ToolCallError::Transient { .. })
     }
 }
 

@@ -537,31 +537,35 @@ pub fn check_model_name(name: &str) -> Result<(), ModelSpecError> {
 /// `http(s)://host[:port][/path]` with no user info, query or fragment: those are where
 /// credentials hide, and the spec is recorded in the ledger.
 fn check_base_url(url: &str) -> Result<(), ModelSpecError> {
-    let invalid = |reason: String| invalid("base_url", reason);
+    base_url_problem(url, "api_key_env").map_err(|reason| invalid("base_url", reason))
+}
+
+/// Why `url` is not `http(s)://host[:port][/path]` without user info, query or fragment (the
+/// places credentials hide); `secret_key` names where the credential belongs instead. Shared
+/// with the flowchart's `git_policy.forge.api_base`.
+pub(crate) fn base_url_problem(url: &str, secret_key: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| invalid("must start with http:// or https://".to_owned()))?;
+        .ok_or_else(|| "must start with http:// or https://".to_owned())?;
     if url.len() > 2000 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(
-            "must be at most 2000 characters without spaces".into(),
-        ));
+        return Err("must be at most 2000 characters without spaces".into());
     }
     if url.contains(['?', '#']) {
-        return Err(invalid(
-            "must not have a query or fragment (keys belong in api_key_env)".into(),
+        return Err(format!(
+            "must not have a query or fragment (keys belong in {secret_key})"
         ));
     }
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.contains('@') {
-        return Err(invalid(
-            "must not contain user info (keys belong in api_key_env)".into(),
+        return Err(format!(
+            "must not contain user info (keys belong in {secret_key})"
         ));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (h, after) = v6
             .split_once(']')
-            .ok_or_else(|| invalid("has an unclosed `[`".to_owned()))?;
+            .ok_or_else(|| "has an unclosed `[`".to_owned())?;
         (h, after.strip_prefix(':'))
     } else {
         match authority.rsplit_once(':') {
@@ -570,14 +574,12 @@ fn check_base_url(url: &str) -> Result<(), ModelSpecError> {
         }
     };
     if host.is_empty() {
-        return Err(invalid("has no host".into()));
+        return Err("has no host".into());
     }
     if let Some(p) = port
         && p.parse::<u16>().is_err()
     {
-        return Err(invalid(format!(
-            "port `{p}` is not a number from 0 to 65535"
-        )));
+        return Err(format!("port `{p}` is not a number from 0 to 65535"));
     }
     Ok(())
 }
@@ -585,13 +587,7 @@ fn check_base_url(url: &str) -> Result<(), ModelSpecError> {
 /// Environment variable names as shells write them: upper case, digits and `_`. This also
 /// catches a key pasted where its variable's name belongs.
 fn check_env_name(name: &str) -> Result<(), ModelSpecError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.as_bytes()[0].is_ascii_digit()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-    if ok {
+    if is_env_name(name) {
         Ok(())
     } else {
         Err(invalid(
@@ -599,6 +595,17 @@ fn check_env_name(name: &str) -> Result<(), ModelSpecError> {
             "must be the NAME of an environment variable (A-Z 0-9 _, e.g. OPENAI_API_KEY), never the key itself",
         ))
     }
+}
+
+/// 1 to 128 of `A-Z 0-9 _`, not starting with a digit. Shared with the flowchart's
+/// `git_policy.forge.token_env`.
+pub(crate) fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.as_bytes()[0].is_ascii_digit()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn is_gcp_project(p: &str) -> bool {

@@ -1,12 +1,19 @@
 //! Agent tasks through the binary, on the SQLite ledger of a temporary directory: a scripted
 //! model calls tools, every call is a `ToolCalled` (v2) in the export, and the runs replay with
 //! no divergence. `code_change` runs examples/code-change.yaml against a local repository;
-//! `mcp` calls a stdio MCP server written for the test.
+//! `mcp` calls a stdio MCP server written for the test; `pr_create` opens a pull request on
+//! the stub forge of the tools crate's tests.
 
 #[path = "agents/code_change.rs"]
 mod code_change;
+// Shared with the tools crate's tests, which use its error answers too.
+#[allow(dead_code)]
+#[path = "../../tools/tests/tools/forge_stub.rs"]
+mod forge_stub;
 #[path = "agents/mcp.rs"]
 mod mcp;
+#[path = "agents/pr_create.rs"]
+mod pr_create;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -48,12 +55,17 @@ fn run_flow(cwd: &Path, flow: &Path, inputs: &Value, env: &[(&str, &Path)]) -> V
         ],
         env,
     );
-    let summary: Value = stdout(&out)
+    completed(&out)
+}
+
+/// The summary `run --wait --json` printed last, of a run that completed.
+fn completed(out: &Output) -> Value {
+    let summary: Value = stdout(out)
         .lines()
         .last()
         .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no summary: {} {}", stdout(&out), stderr(&out)));
-    assert_eq!(summary["status"], "completed", "{summary} {}", stderr(&out));
+        .unwrap_or_else(|| panic!("no summary: {} {}", stdout(out), stderr(out)));
+    assert_eq!(summary["status"], "completed", "{summary} {}", stderr(out));
     summary
 }
 

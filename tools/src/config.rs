@@ -89,6 +89,8 @@ pub struct Limits {
     pub max_file_bytes: u64,
     /// How long an MCP server may take to start, answer `tools/list`, or serve one call.
     pub mcp_timeout: Duration,
+    /// How long one request to a forge (`git_pr_create`) may take.
+    pub forge_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -110,6 +112,7 @@ impl Default for Limits {
             max_processes: 256,
             max_file_bytes: 1024 * 1024 * 1024,
             mcp_timeout: Duration::from_secs(60),
+            forge_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -38,6 +38,11 @@ pub enum ToolsError {
     ServerExists(String),
     #[error("no MCP server named `{0}`")]
     UnknownServer(String),
+    #[error("cannot set up the forge's HTTP client")]
+    HttpClient {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("MCP server `{server}`: {what}")]
     Mcp {
         server: String,
@@ -58,6 +63,7 @@ impl ToolsError {
             ToolsError::ServerExists(_) => "mcp_server_exists",
             ToolsError::UnknownServer(_) => "unknown_mcp_server",
             ToolsError::Mcp { .. } => "mcp_unavailable",
+            ToolsError::HttpClient { .. } => "http_client_unavailable",
         }
     }
 }

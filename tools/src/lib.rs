@@ -7,7 +7,8 @@
 //!   flowchart's `workspace:` at the run's first call, removed when the run ends) and the
 //!   `workspace_*` tools, confined to the run's checkout.
 //! - [`git`]: the `git_*` tools over the git binary with a clean environment; `git_push` and
-//!   `git_pr_create` only under the node's or flowchart's git policy.
+//!   `git_pr_create` only under the node's or flowchart's git policy, `git_pr_create` through
+//!   the forge client of `git/forge.rs` (the GitHub REST shape: GitHub, Gitea, Forgejo).
 //! - [`command`]: `command_run` (timeout, bounded output, rlimits, environment allowlist) and
 //!   background jobs (`command_start`, `command_status`, `command_kill`).
 //! - [`mcp`]: the MCP server registry (`./.runledger/mcp.json`) and, with the `mcp` feature, one
@@ -22,6 +23,7 @@ pub mod command;
 mod config;
 mod error;
 pub mod git;
+mod http;
 pub mod mcp;
 pub mod output;
 mod runtime;
@@ -32,7 +34,7 @@ use std::sync::Arc;
 pub use config::{GitIdentity, Limits, ToolsConfig};
 pub use error::ToolsError;
 pub use runledger_contracts::agent_tool::{
-    GitPolicy, ToolCallContext, ToolCallError, ToolDomain, ToolSpec, WorkspaceSource,
+    Forge, GitPolicy, ToolCallContext, ToolCallError, ToolDomain, ToolSpec, WorkspaceSource,
 };
 pub use workspace::WorkspaceManager;
 

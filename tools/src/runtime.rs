@@ -1,5 +1,5 @@
 //! What the workspace, git and command domains share: the configuration, the run workspaces,
-//! the git runner and the background jobs, so that the end of a run releases them once, in
+//! the git runner, the forge client and the background jobs, so that the end of a run releases them once, in
 //! order (jobs killed, then the directory removed), whichever domain hears of it first.
 
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use runledger_contracts::ids::RunId;
 use crate::command::jobs::JobTable;
 use crate::config::ToolsConfig;
 use crate::error::ToolsError;
+use crate::git::forge::ForgeClient;
 use crate::git::runner::GitRunner;
 use crate::workspace::manager::{Workspace, WorkspaceManager};
 
@@ -18,6 +19,7 @@ pub(crate) struct Runtime {
     pub config: ToolsConfig,
     pub manager: WorkspaceManager,
     pub git: GitRunner,
+    pub forge: ForgeClient,
     pub jobs: JobTable,
 }
 
@@ -36,6 +38,7 @@ impl Runtime {
                 git.clone(),
             )?,
             git,
+            forge: ForgeClient::new(config.limits.forge_timeout)?,
             jobs: JobTable::default(),
         })
     }

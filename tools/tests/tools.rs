@@ -1,9 +1,13 @@
 //! The crate's one test binary: each domain's operations against a real file system, real git
-//! repositories (a local bare repository as the push remote), real processes and a real stdio
-//! MCP server (examples/mcp_test_server.rs).
+//! repositories (a local bare repository as the push remote), real processes, a real stdio
+//! MCP server (examples/mcp_test_server.rs) and a stub forge over HTTP (tools/forge_stub.rs).
 
 #[path = "tools/command.rs"]
 mod command;
+#[path = "tools/forge.rs"]
+mod forge;
+#[path = "tools/forge_stub.rs"]
+mod forge_stub;
 #[path = "tools/git.rs"]
 mod git;
 #[path = "tools/mcp.rs"]

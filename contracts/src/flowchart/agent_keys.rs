@@ -124,5 +124,41 @@ fn check_git_policy(at: &str, policy: &GitPolicyDoc) -> Vec<(C, String, String)>
             ));
         }
     }
+    if let Some(forge) = &policy.forge {
+        let at = join_key(at, "forge");
+        let mut bad = |key: &str, message: String| {
+            out.push((C::InvalidValue, join_key(&at, key), message));
+        };
+        if let Err(reason) = crate::model::base_url_problem(&forge.api_base, "token_env") {
+            bad("api_base", format!("`api_base` {reason}"));
+        }
+        if !is_repo(&forge.repo) {
+            bad(
+                "repo",
+                format!(
+                    "`{}` is not `owner/name` (each 1-100 of A-Z a-z 0-9 - _ .)",
+                    forge.repo
+                ),
+            );
+        }
+        if !crate::model::is_env_name(&forge.token_env) {
+            bad(
+                "token_env",
+                "must be the NAME of an environment variable (A-Z 0-9 _, e.g. GITHUB_TOKEN), never the token itself".into(),
+            );
+        }
+    }
     out
+}
+
+/// `owner/name`, each part 1-100 of `A-Z a-z 0-9 - _ .`, neither `.` nor `..`.
+fn is_repo(repo: &str) -> bool {
+    let part = |p: &str| {
+        (1..=100).contains(&p.len())
+            && p != "."
+            && p != ".."
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    matches!(repo.split_once('/'), Some((owner, name)) if part(owner) && part(name))
 }

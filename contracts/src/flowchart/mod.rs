@@ -25,10 +25,10 @@ pub use graph::{CompiledCondition, Flowchart, NoMatchRoute};
 pub use model::{
     AgentDoc, ConditionDoc, Connector, ConnectorMode, DEFAULT_BACKOFF_MS,
     DEFAULT_BACKOFF_MULTIPLIER, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_TURNS, DEFAULT_TIMEOUT_S,
-    DEFAULT_TOP_K, Defaults, FanIn, FlowchartDoc, GitPolicyDoc, Limits, MAX_MAX_TURNS, MAX_TOP_K,
-    MemoryConfig, MemoryOperation, MilestoneConfig, MilestoneOperation, NoMatch, NoMatchPolicy,
-    Node, NodeType, PlanConfig, PlanOperation, RagConfig, RagOperation, Retry, SCRIPTED_MODEL,
-    ScriptedError, ScriptedResponse, ScriptedToolCall, WorkspaceDoc,
+    DEFAULT_TOP_K, Defaults, FanIn, FlowchartDoc, ForgeDoc, GitPolicyDoc, Limits, MAX_MAX_TURNS,
+    MAX_TOP_K, MemoryConfig, MemoryOperation, MilestoneConfig, MilestoneOperation, NoMatch,
+    NoMatchPolicy, Node, NodeType, PlanConfig, PlanOperation, RagConfig, RagOperation, Retry,
+    SCRIPTED_MODEL, ScriptedError, ScriptedResponse, ScriptedToolCall, WorkspaceDoc,
 };
 pub use parse::{SourceFormat, parse};
 pub use validate::{CONDITION_ROOTS, is_valid_id, validate};

@@ -564,6 +564,24 @@ pub struct GitPolicyDoc {
     /// Globs of branch names that may be pushed; empty means any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub branches: Vec<String>,
+    /// Where `git_pr_create` opens pull requests; without it an allowed call fails with
+    /// `forge_not_configured`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<ForgeDoc>,
+}
+
+/// `git_policy.forge`: a forge with the GitHub REST shape of pull requests (GitHub, Gitea,
+/// Forgejo). The token is never written here: `token_env` names the executor's environment
+/// variable that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ForgeDoc {
+    /// The API's base URL: `https://api.github.com`, `https://gitea.example.org/api/v1`.
+    pub api_base: String,
+    /// `owner/name` of the repository pull requests are opened on.
+    pub repo: String,
+    /// Name of the environment variable that holds the API token (e.g. `GITHUB_TOKEN`).
+    pub token_env: String,
 }
 
 impl GitPolicyDoc {
@@ -573,6 +591,11 @@ impl GitPolicyDoc {
             push: self.push,
             pr_create: self.pr_create,
             branches: self.branches.clone(),
+            forge: self.forge.as_ref().map(|f| crate::agent_tool::Forge {
+                api_base: f.api_base.clone(),
+                repo: f.repo.clone(),
+                token_env: f.token_env.clone(),
+            }),
         }
     }
 }

@@ -10,9 +10,9 @@
 
 use super::error::{ValidationCode, ValidationError, join_index, join_key};
 use super::model::{
-    AgentDoc, ConditionDoc, Connector, Defaults, FlowchartDoc, GitPolicyDoc, Limits, MemoryConfig,
-    MilestoneConfig, NoMatch, Node, PlanConfig, RagConfig, Retry, ScriptedError, ScriptedResponse,
-    ScriptedToolCall, WorkspaceDoc,
+    AgentDoc, ConditionDoc, Connector, Defaults, FlowchartDoc, ForgeDoc, GitPolicyDoc, Limits,
+    MemoryConfig, MilestoneConfig, NoMatch, Node, PlanConfig, RagConfig, Retry, ScriptedError,
+    ScriptedResponse, ScriptedToolCall, WorkspaceDoc,
 };
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
@@ -577,6 +577,7 @@ fn known_keys(parent: &[Seg]) -> Option<&'static [&'static str]> {
         (_, Some("agent"), _) => struct_fields::<AgentDoc>(),
         (_, Some("workspace"), _) => struct_fields::<WorkspaceDoc>(),
         (_, Some("git_policy"), _) => struct_fields::<GitPolicyDoc>(),
+        (_, Some("forge"), _) => struct_fields::<ForgeDoc>(),
         (_, Some("limits"), _) => struct_fields::<Limits>(),
         (_, Some("defaults"), _) => struct_fields::<Defaults>(),
         (_, Some("retry"), _) => struct_fields::<Retry>(),

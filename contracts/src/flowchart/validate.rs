@@ -1304,6 +1304,43 @@ connectors:
             C::InvalidValue,
             "nodes[1].git_policy.branches[0]",
         );
+        // git_policy.forge: a URL without credentials, owner/name, a variable's name.
+        let forge = |f: &str| {
+            linear("").replace(
+                "name: x\n",
+                &format!("name: x\ngit_policy: {{ pr_create: true, forge: {f} }}\n"),
+            )
+        };
+        let good = "{ api_base: \"https://git.example.org/api/v1\", repo: acme/app, token_env: GITEA_TOKEN }";
+        assert_eq!(problems(&forge(good)), vec![]);
+        for (bad, path) in [
+            (
+                "{ api_base: \"https://x:ghp_1@api.github.com\", repo: a/b, token_env: T }",
+                "git_policy.forge.api_base",
+            ),
+            (
+                "{ api_base: \"https://api.github.com?token=1\", repo: a/b, token_env: T }",
+                "git_policy.forge.api_base",
+            ),
+            (
+                "{ api_base: \"https://api.github.com\", repo: acme, token_env: T }",
+                "git_policy.forge.repo",
+            ),
+            (
+                "{ api_base: \"https://api.github.com\", repo: a/b, token_env: ghp_16C7e42F292c6912E7710c838347Ae178B4a }",
+                "git_policy.forge.token_env",
+            ),
+        ] {
+            one(&forge(bad), C::InvalidValue, path);
+        }
+        let misspelt = forge("{ api_base: \"https://api.github.com\", repo: a/b, token: T }");
+        assert!(
+            problems(&misspelt)
+                .iter()
+                .any(|(code, path)| *code == C::UnknownKey && path == "git_policy.forge.token"),
+            "{:?}",
+            problems(&misspelt)
+        );
         let workspace = linear("").replace("name: x\n", "name: x\nworkspace: { repo: \" \" }\n");
         one(&workspace, C::InvalidValue, "workspace.repo");
         // A workspace is made for the whole run: only the run's inputs can fill it.

@@ -230,11 +230,13 @@ fn failure(code: &str, message: String) -> ErrorInfo {
     }
 }
 
-/// A domain's error as recorded: its code and message (the source chain is logged, not
-/// recorded: it may hold paths or output the model need not see twice).
+/// A domain's error as recorded: its code, message and whether it is transient (the source
+/// chain is logged, not recorded: it may hold paths or output the model need not see twice).
 fn call_error(e: &ToolCallError) -> ErrorInfo {
     if let Some(source) = std::error::Error::source(e) {
         tracing::debug!(code = e.code(), error = %e, source = %source, "tool call failed");
     }
-    failure(e.code(), e.to_string())
+    let mut info = failure(e.code(), e.to_string());
+    info.retryable = e.retryable();
+    info
 }

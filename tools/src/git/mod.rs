@@ -1,6 +1,8 @@
 //! The `git` domain: the run's checkout through the git binary ([`runner`]), local operations
-//! freely, `git_push` and `git_pr_create` only under the git policy ([`policy`]).
+//! freely, `git_push` and `git_pr_create` only under the git policy ([`policy`]);
+//! `git_pr_create` opens pull requests through [`forge`].
 
+pub mod forge;
 mod ops;
 pub mod policy;
 mod remote;
@@ -48,7 +50,7 @@ impl GitDomain {
             "git_cherry_pick" => git.cherry_pick(arguments).await,
             "git_rebase_noninteractive" => git.rebase(arguments).await,
             "git_push" => remote::push(&git, ctx.git_policy.as_ref(), arguments).await,
-            "git_pr_create" => remote::pr_create(&git, ctx.git_policy.as_ref(), arguments).await,
+            "git_pr_create" => remote::pr_create(&git, &self.runtime.forge, ctx, arguments).await,
             other => Err(invalid("name", format!("`{other}` is not a git tool"))),
         }
     }

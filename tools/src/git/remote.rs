@@ -1,14 +1,14 @@
 //! git_push and git_pr_create: the two git tools that reach beyond the run's checkout, both
 //! under the git policy ([`super::policy`]).
 //!
-//! `git_pr_create` has no forge client in this build (no GitHub/GitLab API is called): when the
-//! policy allows it, the call still fails with `pr_create_unsupported`, saying so, rather than
-//! pretending; push the branch with `git_push` and open the pull request outside runledger.
+//! `git_pr_create` opens the pull request on the forge the policy names (`git_policy.forge`)
+//! through [`super::forge`]; it does not push: push the head branch with `git_push` first.
 
-use runledger_contracts::agent_tool::{GitPolicy, ToolCallError};
+use runledger_contracts::agent_tool::{GitPolicy, ToolCallContext, ToolCallError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::forge::{ForgeClient, PullRequestAsk};
 use super::ops::{Git, message};
 use super::policy::{Remote, check};
 use crate::args::{failed, invalid, parse, plain_word};
@@ -93,7 +93,6 @@ pub async fn push(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // Read for validation; there is no forge client to send them to.
 struct PrArgs {
     title: String,
     #[serde(default)]
@@ -102,10 +101,11 @@ struct PrArgs {
     head: Option<String>,
 }
 
-/// Checks the policy, then says that no forge client exists (see the module's doc).
+/// Checks the policy, then opens the pull request on the policy's forge ([`super::forge`]).
 pub async fn pr_create(
     git: &Git<'_>,
-    policy: Option<&GitPolicy>,
+    forge: &ForgeClient,
+    ctx: &ToolCallContext,
     arguments: Value,
 ) -> Result<Value, ToolCallError> {
     let args: PrArgs = parse(arguments)?;
@@ -116,13 +116,29 @@ pub async fn pr_create(
             .await?
             .ok_or_else(|| invalid("head", "HEAD is detached; name the head branch"))?,
     };
+    plain_word("head", &head)?;
+    let policy = ctx.git_policy.as_ref();
     check(policy, Remote::PrCreate, &head)?;
-    Err(failed(
-        "pr_create_unsupported",
-        format!(
-            "no forge client is configured in this build, so no pull request from `{head}` into `{}` was \
-             opened; push the branch with git_push and open it outside runledger",
-            args.base
-        ),
-    ))
+    plain_word("base", &args.base)?;
+    if args.title.trim().is_empty() {
+        return Err(invalid("title", "must not be blank"));
+    }
+    let Some(config) = policy.and_then(|p| p.forge.as_ref()) else {
+        return Err(failed(
+            "forge_not_configured",
+            format!(
+                "the git_policy allows pr_create but names no forge (git_policy.forge: api_base, repo, \
+                 token_env), so no pull request from `{head}` into `{}` was opened",
+                args.base
+            ),
+        ));
+    };
+    let ask = PullRequestAsk {
+        title: &args.title,
+        body: &args.body,
+        head: &head,
+        base: &args.base,
+        key: &ctx.idempotency_key,
+    };
+    forge.open(config, &ask).await
 }

@@ -128,8 +128,9 @@ pub fn specs() -> Vec<ToolSpec> {
         ),
         spec(
             "git_pr_create",
-            "Open a pull request. Only when the git policy allows pr_create; this build has no forge client, \
-             so an allowed call fails with pr_create_unsupported.",
+            "Open a pull request from `head` (default: the current branch; push it first with git_push) into `base` \
+             on the forge the git policy names. Only when the git policy allows pr_create for that branch; \
+             otherwise refused (git_policy_denied). Answers the pull request's number and url.",
             object(
                 json!({
                     "title": string("Title."),

@@ -72,7 +72,7 @@ impl McpDomain {
             } => {
                 use rmcp::transport::StreamableHttpClientTransport;
                 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-                install_crypto_provider();
+                crate::http::install_crypto_provider();
                 let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
                 if let Some(var) = bearer_token_env {
                     let token = std::env::var(var).map_err(|_| {
@@ -214,12 +214,4 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect()
-}
-
-/// rustls' `ring` provider as the process default, once (reqwest is built without one).
-fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }

@@ -342,6 +342,7 @@ async fn push_needs_a_policy_that_allows_the_branch() {
         push: false,
         pr_create: true,
         branches: vec![],
+        forge: None,
     });
     refused(
         domains.call(&c2, "git_push", json!({})).await,
@@ -351,6 +352,7 @@ async fn push_needs_a_policy_that_allows_the_branch() {
         push: true,
         pr_create: false,
         branches: vec!["release/*".into()],
+        forge: None,
     });
     refused(
         domains.call(&c2, "git_push", json!({})).await,
@@ -373,6 +375,7 @@ async fn push_needs_a_policy_that_allows_the_branch() {
         push: true,
         pr_create: true,
         branches: vec!["agent/*".into()],
+        forge: None,
     });
     let pushed = domains
         .call(&c2, "git_push", json!({ "set_upstream": true }))
@@ -407,7 +410,7 @@ async fn push_needs_a_policy_that_allows_the_branch() {
         "invalid_arguments"
     );
 
-    // pr_create allowed: there is no forge client, and it says so.
+    // pr_create allowed, but the policy names no forge: a typed failure (forge.rs opens them).
     let err = domains
         .call(
             &c2,
@@ -416,6 +419,6 @@ async fn push_needs_a_policy_that_allows_the_branch() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.code(), "pr_create_unsupported");
+    assert_eq!(err.code(), "forge_not_configured");
     assert!(matches!(err, runledger_tools::ToolCallError::Failed { .. }));
 }
