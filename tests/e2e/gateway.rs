@@ -16,6 +16,9 @@ use runledger_ledger::testing::{TestLedger, test_database_url};
 
 const SHARED_NATS: &str = "nats://127.0.0.1:4222";
 
+#[path = "gateway_workspace.rs"]
+mod workspace;
+
 fn namespace() -> String {
     format!("e{}", RunId::new_v7().to_string().replace('-', ""))
 }
