@@ -83,10 +83,21 @@ pub(crate) async fn restore<S: EventStore>(store: &S, work: &mut NodeWork) {
     }
 }
 
-async fn read<S: EventStore>(store: &S, blob: &BlobRef) -> Result<Value, String> {
+/// Why a recorded tool result is not read back from its blob.
+#[derive(Debug, thiserror::Error)]
+enum RestoreError {
+    #[error("the blob table has no such blob")]
+    Missing,
+    #[error("the blob is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("the blob cannot be read: {0}")]
+    Store(#[source] StoreError),
+}
+
+async fn read<S: EventStore>(store: &S, blob: &BlobRef) -> Result<Value, RestoreError> {
     match store.get_blob(&blob.hash).await {
-        Ok(Some(found)) => serde_json::from_slice(&found.data).map_err(|e| e.to_string()),
-        Ok(None) => Err("the blob table has no such blob".into()),
-        Err(e) => Err(e.to_string()),
+        Ok(Some(found)) => serde_json::from_slice(&found.data).map_err(RestoreError::NotJson),
+        Ok(None) => Err(RestoreError::Missing),
+        Err(e) => Err(RestoreError::Store(e)),
     }
 }
