@@ -15,7 +15,9 @@ use serde_json::json;
 use crate::export::{ExportScope, export};
 use crate::testing::{Harness, PgHarness, SqliteHarness};
 use crate::verify::verify;
-use crate::{AppendRequest, Blob, EventStore, ExpectedVersion, StoreError, StreamAppend};
+use crate::{
+    AppendOutcome, AppendRequest, Blob, EventStore, ExpectedVersion, StoreError, StreamAppend,
+};
 
 fn event(kind: &str, payload: serde_json::Value) -> NewEvent {
     NewEvent {
@@ -1042,6 +1044,152 @@ async fn concurrent_append_many_on_shared_streams_stays_linear_and_never_deadloc
 }
 
 /// One `#[tokio::test]` per backend for each generic test: `postgres::NAME` and `sqlite::NAME`.
+/// Group commit: the written items of one `append_batch` share one commit; a conflict, a
+/// reused request id with other content and a repeated request are answered item by item and
+/// leave the others written; two items of one stream chain in item order.
+async fn append_batch_shares_one_commit_and_refuses_items_one_by_one<H: Harness>() {
+    let ledger = H::new().await;
+    let store = ledger.store();
+    let streams: Vec<StreamId> = (0..4).map(|i| stream(&format!("run-b{i}"))).collect();
+    for s in &streams {
+        store
+            .append(
+                s,
+                ExpectedVersion::NoStream,
+                request("start", vec![event("A", json!({"n": 0}))]),
+            )
+            .await
+            .unwrap();
+    }
+    let before = ledger.count_events().await;
+    let item = |s: &StreamId, expected: u64, id: &str, n: u64| {
+        StreamAppend::new(
+            s.clone(),
+            ExpectedVersion::Exact(expected),
+            request(
+                id,
+                vec![event("B", json!({"n": n})), event("C", json!({"n": n}))],
+            ),
+        )
+    };
+    let outcomes = store
+        .append_batch(vec![
+            item(&streams[0], 1, "b-0", 0),
+            // Stale: the stream is at version 1.
+            item(&streams[1], 0, "b-1", 1),
+            // The same request as the stream's first: repeated with other content.
+            item(&streams[2], 1, "start", 2),
+            item(&streams[3], 1, "b-3", 3),
+            // A second item on stream 3 chains from the first.
+            item(&streams[3], 3, "b-3-next", 4),
+            // The first item again: a repeat inside the batch writes nothing.
+            item(&streams[0], 1, "b-0", 0),
+        ])
+        .await;
+    assert_eq!(outcomes.len(), 6);
+    match &outcomes[1] {
+        Err(StoreError::Conflict {
+            expected, actual, ..
+        }) => assert_eq!((*expected, *actual), (0, 1)),
+        other => panic!("item 1 must conflict, got {other:?}"),
+    }
+    assert!(
+        matches!(outcomes[2], Err(StoreError::RequestMismatch { .. })),
+        "{:?}",
+        outcomes[2]
+    );
+    let written: Vec<&AppendOutcome> = [0, 3, 4]
+        .iter()
+        .map(|&i| outcomes[i].as_ref().unwrap())
+        .collect();
+    assert!(written.iter().all(|o| !o.deduplicated));
+    assert_eq!(
+        written.iter().map(|o| o.last_version()).collect::<Vec<_>>(),
+        vec![3, 3, 5]
+    );
+    let repeat = outcomes[5].as_ref().unwrap();
+    assert!(repeat.deduplicated);
+    assert_eq!(repeat.events, written[0].events);
+    assert_eq!(
+        ledger.count_events().await,
+        before + 6,
+        "3 items of 2 events"
+    );
+    // Items of different streams share one commit (a second item of a stream may take another
+    // round on PostgreSQL).
+    let commits: BTreeSet<u64> = written[..2]
+        .iter()
+        .flat_map(|o| o.events.iter().map(|e| e.position.commit))
+        .collect();
+    assert_eq!(commits.len(), 1, "the written items share one commit");
+    for (i, s) in streams.iter().enumerate() {
+        let expected = [3, 1, 1, 5][i];
+        assert_eq!(assert_chain(store, s).await, expected, "{s}");
+    }
+    let stored = store.read_stream(&streams[3], 2, 10).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [&written[1].events[..], &written[2].events[..]]
+            .concat()
+            .iter()
+            .map(|e| e.position)
+            .collect::<Vec<_>>(),
+        "the outcomes carry the stored positions"
+    );
+    ledger.finish().await;
+}
+
+/// `find_request` returns exactly the events a request appended to a stream, and nothing for
+/// a request unknown there.
+async fn find_request_returns_what_a_request_appended<H: Harness>() {
+    let ledger = H::new().await;
+    let store = ledger.store();
+    let s = stream("run-f");
+    store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            request("one", vec![event("A", json!({"n": 1}))]),
+        )
+        .await
+        .unwrap();
+    let two = store
+        .append(
+            &s,
+            ExpectedVersion::Exact(1),
+            request(
+                "two",
+                vec![event("B", json!({"n": 2})), event("C", json!({"n": 3}))],
+            ),
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            &s,
+            ExpectedVersion::Exact(3),
+            request("three", vec![event("D", json!({"n": 4}))]),
+        )
+        .await
+        .unwrap();
+    let found = store
+        .find_request(&s, &RequestId::new("two").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(found, two.events);
+    let none = store
+        .find_request(&s, &RequestId::new("four").unwrap())
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let elsewhere = store
+        .find_request(&stream("run-g"), &RequestId::new("two").unwrap())
+        .await
+        .unwrap();
+    assert!(elsewhere.is_empty());
+    ledger.finish().await;
+}
+
 macro_rules! conformance_tests {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -1083,4 +1231,6 @@ conformance_tests!(
     append_many_is_idempotent_per_stream,
     append_many_rejects_bad_requests_before_writing,
     concurrent_append_many_on_shared_streams_stays_linear_and_never_deadlocks,
+    append_batch_shares_one_commit_and_refuses_items_one_by_one,
+    find_request_returns_what_a_request_appended,
 );

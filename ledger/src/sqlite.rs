@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use runledger_contracts::digest::Digest;
 use runledger_contracts::envelope::{Position, RecordedEvent};
-use runledger_contracts::ids::{CausationId, StreamId};
+use runledger_contracts::ids::{CausationId, RequestId, StreamId};
 use runledger_contracts::time::Timestamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -41,6 +41,7 @@ use crate::{
     StreamAppend, StreamHead,
 };
 
+mod batch;
 mod import;
 mod rows;
 mod run_index;
@@ -252,7 +253,11 @@ enum Step {
 }
 
 /// One stream's append inside a write transaction (which holds the write lock): the request
-/// id, the expected version, the blob references, then the inserts.
+/// id and the head in one probe, the expected version, the blob references, then the events
+/// in one multi-row INSERT and the request row. Every statement is a round trip to the
+/// connection's worker thread, so an append is six whatever its number of events: the
+/// caller's BEGIN and transaction number, then probe, events and request row here, then the
+/// caller's COMMIT.
 async fn append_locked(
     conn: &mut SqliteConnection,
     clock: &Clock,
@@ -262,25 +267,22 @@ async fn append_locked(
     request: &AppendRequest,
     prepared: &Prepared,
 ) -> Result<Step, StoreError> {
-    let seen = sqlx::query(
-        "SELECT request_hash, first_version, last_version FROM requests
-          WHERE stream_id = ?1 AND request_id = ?2",
-    )
-    .bind(stream.as_str())
-    .bind(request.request_id.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    if let Some(row) = seen {
-        let stored: Vec<u8> = row.try_get("request_hash").map_err(db_err)?;
+    let probe = sqlx::query(PROBE)
+        .bind(stream.as_str())
+        .bind(request.request_id.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let seen: Option<Vec<u8>> = probe.try_get("request_hash").map_err(db_err)?;
+    if let Some(stored) = seen {
         if stored != prepared.fingerprint.as_bytes() {
             return Err(StoreError::RequestMismatch {
                 stream_id: stream.clone(),
                 request_id: request.request_id.clone(),
             });
         }
-        let first: i64 = row.try_get("first_version").map_err(db_err)?;
-        let last: i64 = row.try_get("last_version").map_err(db_err)?;
+        let first: i64 = probe.try_get("first_version").map_err(db_err)?;
+        let last: i64 = probe.try_get("last_version").map_err(db_err)?;
         let events = read_stream_on(
             &mut *conn,
             stream,
@@ -290,7 +292,13 @@ async fn append_locked(
         .await?;
         return Ok(Step::Repeated(events));
     }
-    let (version, head) = head_on(&mut *conn, stream).await?;
+    let (version, head) = match probe.try_get::<Option<i64>, _>("version").map_err(db_err)? {
+        Some(_) => {
+            let head = head_from_row(stream.clone(), &probe)?;
+            (head.version, head.hash)
+        }
+        None => (0, Digest::GENESIS),
+    };
     let want = expected.as_version().unwrap_or(version);
     if version != want {
         return Err(StoreError::Conflict {
@@ -303,47 +311,40 @@ async fn append_locked(
 
     let recorded_at = request.recorded_at.unwrap_or_else(|| clock());
     let mut assigned = chain(stream, version, head, request, prepared, recorded_at);
-    let causation = request.causation_id.as_ref().map(CausationId::as_str);
-    for (i, ((event, payload), a)) in request
-        .events
-        .iter()
-        .zip(&prepared.payloads)
-        .zip(assigned.iter_mut())
-        .enumerate()
-    {
+    let mut payloads = Vec::with_capacity(prepared.payloads.len());
+    for (i, payload) in prepared.payloads.iter().enumerate() {
         // Canonical JSON is UTF-8 by construction.
-        let payload = std::str::from_utf8(payload).map_err(|e| StoreError::InvalidEvent {
-            index: i,
-            reason: e.to_string(),
-        })?;
-        let done = sqlx::query(
-            "INSERT INTO events (tx_id, event_id, stream_id, stream_version, event_type,
-                                 schema_version, request_id, correlation_id, causation_id,
-                                 recorded_at, payload, blob_refs, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        payloads.push(
+            std::str::from_utf8(payload).map_err(|e| StoreError::InvalidEvent {
+                index: i,
+                reason: e.to_string(),
+            })?,
+        );
+    }
+    let mut offset = 0;
+    while offset < request.events.len() {
+        let n = (request.events.len() - offset).min(INSERT_CHUNK);
+        let range = offset..offset + n;
+        let inserted = insert_events(
+            &mut *conn,
+            tx_id,
+            stream,
+            version + offset as u64,
+            recorded_at,
+            request,
+            &payloads[range.clone()],
+            &assigned[range.clone()],
+            offset,
         )
-        .bind(tx_id)
-        .bind(a.event_id.0)
-        .bind(stream.as_str())
-        .bind((version + 1 + i as u64) as i64)
-        .bind(event.event_type.as_str())
-        .bind(i64::from(event.schema_version))
-        .bind(request.request_id.as_str())
-        .bind(request.correlation_id.as_str())
-        .bind(causation)
-        .bind(recorded_at.unix_micros())
-        .bind(payload)
-        .bind(blob_refs_json(&event.blob_refs))
-        .bind(a.prev_hash.as_bytes().as_slice())
-        .bind(a.hash.as_bytes().as_slice())
-        .execute(&mut *conn)
         .await;
-        match done {
-            Ok(done) => {
-                a.position = Position {
-                    commit: tx_id as u64,
-                    global: done.last_insert_rowid() as u64,
-                };
+        match inserted {
+            Ok(positions) => {
+                for (a, global) in assigned[range].iter_mut().zip(positions) {
+                    a.position = Position {
+                        commit: tx_id as u64,
+                        global,
+                    };
+                }
             }
             // Cannot happen under the write lock; the index is the fence of last resort.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -356,6 +357,7 @@ async fn append_locked(
             }
             Err(e) => return Err(db_err(e)),
         }
+        offset += n;
     }
     sqlx::query(
         "INSERT INTO requests (stream_id, request_id, request_hash, first_version, last_version)
@@ -377,6 +379,90 @@ async fn append_locked(
         first_version: version + 1,
         assigned,
     })
+}
+
+/// The request row of `(stream, request id)`, if any, and the stream's head, if any, in one
+/// round trip (one row, NULLs for what is missing).
+const PROBE: &str = "SELECT r.request_hash, r.first_version, r.last_version,
+            h.stream_version AS version, h.hash AS head_hash
+       FROM (SELECT 1) AS one
+       LEFT JOIN requests r ON r.stream_id = ?1 AND r.request_id = ?2
+       LEFT JOIN (SELECT stream_version, hash FROM events
+                   WHERE stream_id = ?1 ORDER BY stream_version DESC LIMIT 1) h ON 1";
+
+/// Events per INSERT statement: 14 parameters each, well under SQLite's limit of 32,766.
+const INSERT_CHUNK: usize = 256;
+
+/// Columns of one event row, in the order `insert_events` binds them.
+const EVENT_COLUMNS: usize = 14;
+
+/// Inserts events `first_index..` of the request (already chained) after stream version
+/// `after` in one statement; returns their global positions in order. The statement's text
+/// depends only on the number of rows, so the connection's statement cache keeps one
+/// prepared statement per count.
+#[allow(clippy::too_many_arguments)]
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    tx_id: i64,
+    stream: &StreamId,
+    after: u64,
+    recorded_at: Timestamp,
+    request: &AppendRequest,
+    payloads: &[&str],
+    assigned: &[crate::prepare::Assigned],
+    first_index: usize,
+) -> Result<Vec<u64>, sqlx::Error> {
+    let mut sql = String::from(
+        "INSERT INTO events (tx_id, event_id, stream_id, stream_version, event_type,
+                             schema_version, request_id, correlation_id, causation_id,
+                             recorded_at, payload, blob_refs, prev_hash, hash) VALUES ",
+    );
+    for i in 0..payloads.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..EVENT_COLUMNS {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('?');
+        }
+        sql.push(')');
+    }
+    sql.push_str(" RETURNING stream_version, global_position");
+    let causation = request.causation_id.as_ref().map(CausationId::as_str);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (i, (payload, a)) in payloads.iter().zip(assigned).enumerate() {
+        let event = &request.events[first_index + i];
+        query = query
+            .bind(tx_id)
+            .bind(a.event_id.0)
+            .bind(stream.as_str())
+            .bind((after + 1 + i as u64) as i64)
+            .bind(event.event_type.as_str())
+            .bind(i64::from(event.schema_version))
+            .bind(request.request_id.as_str())
+            .bind(request.correlation_id.as_str())
+            .bind(causation)
+            .bind(recorded_at.unix_micros())
+            .bind(*payload)
+            .bind(blob_refs_json(&event.blob_refs))
+            .bind(a.prev_hash.as_bytes().as_slice())
+            .bind(a.hash.as_bytes().as_slice());
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    // RETURNING gives no order: put each position at its version.
+    let mut positions = vec![0u64; payloads.len()];
+    for row in rows {
+        let version: i64 = row.try_get("stream_version")?;
+        let global: i64 = row.try_get("global_position")?;
+        let i = (version as u64).wrapping_sub(after + 1) as usize;
+        if let Some(slot) = positions.get_mut(i) {
+            *slot = global as u64;
+        }
+    }
+    Ok(positions)
 }
 
 async fn insert_blob(
@@ -477,6 +563,15 @@ macro_rules! select_events {
 
 const READ_STREAM: &str = select_events!(
     "WHERE stream_id = ?1 AND stream_version >= ?2 ORDER BY stream_version LIMIT ?3"
+);
+
+/// The events a request wrote, through the `requests` primary key.
+const FIND_REQUEST: &str = select_events!(
+    "WHERE stream_id = ?1
+        AND stream_version BETWEEN
+            (SELECT first_version FROM requests WHERE stream_id = ?1 AND request_id = ?2)
+        AND (SELECT last_version FROM requests WHERE stream_id = ?1 AND request_id = ?2)
+      ORDER BY stream_version"
 );
 
 /// Commit order; no horizon needed (module docs).
@@ -620,6 +715,30 @@ impl EventStore for SqliteEventStore {
             });
         }
         Ok(outcomes)
+    }
+
+    /// Group commit: one write transaction (one fsync) for every item, each in a savepoint of
+    /// its own (`sqlite/batch.rs`).
+    async fn append_batch(
+        &self,
+        items: Vec<StreamAppend>,
+    ) -> Vec<Result<AppendOutcome, StoreError>> {
+        self.append_group(items).await
+    }
+
+    /// One probe of the `requests` primary key and a range read of the events it names.
+    async fn find_request(
+        &self,
+        stream: &StreamId,
+        request_id: &RequestId,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(FIND_REQUEST)
+            .bind(stream.as_str())
+            .bind(request_id.as_str())
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn read_stream(
