@@ -1,7 +1,7 @@
 //! Test support: every test gets a ledger in a schema of its own, so no test sees another's
 //! data. Enabled by the `testing` feature.
 
-use crate::{DatabaseConfig, PgEventStore, SqliteEventStore, StoreError};
+use crate::{DatabaseConfig, LedgerStore, PgEventStore, SqliteEventStore, StoreError};
 
 /// Where tests put their schemas: `RUNLEDGER_TEST_DATABASE_URL`, else the local default.
 pub fn test_database_url() -> String {
@@ -142,6 +142,96 @@ impl TestSqliteLedger {
         self.store.close().await;
         std::fs::remove_dir_all(&self.dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         Ok(())
+    }
+}
+
+/// The backends a test of the engine or the API runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A fresh migrated ledger on either backend, held as the binary holds it (a [`LedgerStore`]):
+/// a [`TestLedger`] schema or a [`TestSqliteLedger`] file. Tests of the engine's rules and of
+/// the HTTP API take a [`Backend`] and build one of these, so the same test runs on both.
+/// Call [`TestBackend::finish`] at the end of a test that passed.
+pub struct TestBackend {
+    pub store: LedgerStore,
+    fixture: Fixture,
+}
+
+enum Fixture {
+    Postgres(TestLedger),
+    Sqlite(TestSqliteLedger),
+}
+
+impl TestBackend {
+    pub async fn new(backend: Backend) -> Result<Self, StoreError> {
+        Ok(match backend {
+            Backend::Postgres => {
+                let ledger = TestLedger::new().await?;
+                let store =
+                    LedgerStore::Postgres(PgEventStore::from_pool(ledger.store.pool().clone()));
+                Self {
+                    store,
+                    fixture: Fixture::Postgres(ledger),
+                }
+            }
+            Backend::Sqlite => {
+                let ledger = TestSqliteLedger::new().await?;
+                let store = LedgerStore::Sqlite(ledger.store.share());
+                Self {
+                    store,
+                    fixture: Fixture::Sqlite(ledger),
+                }
+            }
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.fixture {
+            Fixture::Postgres(_) => Backend::Postgres,
+            Fixture::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Another store on the same ledger, as a second process would have (own connections).
+    pub async fn second_store(&self) -> Result<LedgerStore, StoreError> {
+        Ok(match &self.fixture {
+            Fixture::Postgres(ledger) => LedgerStore::Postgres(ledger.second_store().await?),
+            Fixture::Sqlite(ledger) => LedgerStore::Sqlite(ledger.second_store().await?),
+        })
+    }
+
+    /// The PostgreSQL schema, for tests that reach past the trait.
+    pub fn postgres(&self) -> Option<&TestLedger> {
+        match &self.fixture {
+            Fixture::Postgres(ledger) => Some(ledger),
+            Fixture::Sqlite(_) => None,
+        }
+    }
+
+    /// Events stored (all streams), counted with SQL.
+    pub async fn count_events(&self) -> Result<i64, StoreError> {
+        match &self.fixture {
+            Fixture::Postgres(ledger) => sqlx::query_scalar("SELECT count(*) FROM events")
+                .fetch_one(ledger.store.pool())
+                .await
+                .map_err(StoreError::Database),
+            Fixture::Sqlite(ledger) => sqlx::query_scalar("SELECT count(*) FROM events")
+                .fetch_one(ledger.store.readers())
+                .await
+                .map_err(StoreError::Database),
+        }
+    }
+
+    /// Removes the ledger (drops the schema or deletes the file).
+    pub async fn finish(self) -> Result<(), StoreError> {
+        match self.fixture {
+            Fixture::Postgres(ledger) => ledger.drop_schema().await,
+            Fixture::Sqlite(ledger) => ledger.remove().await,
+        }
     }
 }
 

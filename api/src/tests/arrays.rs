@@ -7,6 +7,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::Backend;
 use super::TestServer;
 
 /// Every object in `body` (the body itself included) with its path as the API names it
@@ -149,9 +150,8 @@ fn definition(name: &str) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_array_where_an_object_is_meant_is_refused_at_every_depth() {
-    let server = TestServer::start().await;
+async fn an_array_where_an_object_is_meant_is_refused_at_every_depth(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let spec = json!({
         "name": "gpt",
         "provider": "openai_compatible",
@@ -213,9 +213,8 @@ async fn an_array_where_an_object_is_meant_is_refused_at_every_depth() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn control_bodies_refuse_an_array() {
-    let server = TestServer::start().await;
+async fn control_bodies_refuse_an_array(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let run = server.start_inline(super::GREET, json!({})).await;
     // Ended, so nothing else writes while the refusals are counted.
     server.wait(run).await;
@@ -234,3 +233,8 @@ async fn control_bodies_refuse_an_array() {
     }
     server.finish().await;
 }
+
+on_backends!(
+    postgres: [an_array_where_an_object_is_meant_is_refused_at_every_depth, control_bodies_refuse_an_array],
+    both: [],
+);

@@ -1,16 +1,19 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use super::Backend;
 use super::{GREET, TestServer};
 use crate::ApiConfig;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn with_a_token_every_mutating_request_needs_it() {
+async fn with_a_token_every_mutating_request_needs_it(backend: Backend) {
     let token = "s3cret-token-value";
-    let server = TestServer::with_config(ApiConfig {
-        token: Some(token.into()),
-        ..ApiConfig::default()
-    })
+    let server = TestServer::with_config(
+        backend,
+        ApiConfig {
+            token: Some(token.into()),
+            ..ApiConfig::default()
+        },
+    )
     .await;
     let body = json!({ "definition": GREET });
     let before = server.event_count().await;
@@ -71,9 +74,8 @@ async fn with_a_token_every_mutating_request_needs_it() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn without_a_token_mutating_requests_are_open() {
-    let server = TestServer::start().await;
+async fn without_a_token_mutating_requests_are_open(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let r = server
         .post("/v1/runs", json!({ "definition": GREET }))
         .await;
@@ -92,13 +94,15 @@ async fn without_a_token_mutating_requests_are_open() {
 
 /// With a token, every read needs it (run details hold model outputs); the console's session
 /// cookie stands in for it, its writes need the CSRF header, and `open_reads` opens reads.
-#[tokio::test(flavor = "multi_thread")]
-async fn with_a_token_reads_need_it_and_the_session_cookie_stands_in() {
+async fn with_a_token_reads_need_it_and_the_session_cookie_stands_in(backend: Backend) {
     let token = "studio-read-token";
-    let server = TestServer::with_config(ApiConfig {
-        token: Some(token.into()),
-        ..ApiConfig::default()
-    })
+    let server = TestServer::with_config(
+        backend,
+        ApiConfig {
+            token: Some(token.into()),
+            ..ApiConfig::default()
+        },
+    )
     .await;
     for path in [
         "/v1/runs",
@@ -192,11 +196,14 @@ async fn with_a_token_reads_need_it_and_the_session_cookie_stands_in() {
     );
     server.finish().await;
 
-    let open = TestServer::with_config(ApiConfig {
-        token: Some(token.into()),
-        open_reads: true,
-        ..ApiConfig::default()
-    })
+    let open = TestServer::with_config(
+        backend,
+        ApiConfig {
+            token: Some(token.into()),
+            open_reads: true,
+            ..ApiConfig::default()
+        },
+    )
     .await;
     assert_eq!(open.get("/v1/runs").await.status, StatusCode::OK);
     open.post("/v1/runs", json!({ "definition": GREET }))
@@ -204,3 +211,8 @@ async fn with_a_token_reads_need_it_and_the_session_cookie_stands_in() {
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     open.finish().await;
 }
+
+on_backends!(
+    postgres: [with_a_token_every_mutating_request_needs_it, without_a_token_mutating_requests_are_open, with_a_token_reads_need_it_and_the_session_cookie_stands_in],
+    both: [],
+);

@@ -3,11 +3,11 @@ use runledger_contracts::ids::StreamId;
 use runledger_ledger::EventStore;
 use serde_json::json;
 
+use super::Backend;
 use super::{FLAKY, TestServer, slow};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pause_resume_cancel_with_actor_reason_and_request_ids() {
-    let server = TestServer::start().await;
+async fn pause_resume_cancel_with_actor_reason_and_request_ids(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let run = server
         .start_inline(&slow("slow-pause", 600), json!({}))
         .await;
@@ -110,9 +110,8 @@ async fn pause_resume_cancel_with_actor_reason_and_request_ids() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn node_retry_skip_and_rewind() {
-    let server = TestServer::start().await;
+async fn node_retry_skip_and_rewind(backend: Backend) {
+    let server = TestServer::start(backend).await;
     // Retry: the node failed, the run failed; a retry reopens it and the second answer wins.
     let run = server.start_inline(FLAKY, json!({})).await;
     assert_eq!(server.wait(run).await, "failed");
@@ -201,3 +200,8 @@ async fn node_retry_skip_and_rewind() {
     assert_eq!(server.wait(run).await, "completed");
     server.finish().await;
 }
+
+on_backends!(
+    postgres: [],
+    both: [pause_resume_cancel_with_actor_reason_and_request_ids, node_retry_skip_and_rewind],
+);

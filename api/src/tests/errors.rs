@@ -4,6 +4,7 @@ use reqwest::{Method, StatusCode};
 use runledger_contracts::ids::RunId;
 use serde_json::json;
 
+use super::Backend;
 use super::{GREET, TestServer};
 
 async fn raw(
@@ -20,9 +21,8 @@ async fn raw(
     super::Reply::read(request.send().await.unwrap()).await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_error_class_is_an_envelope_and_writes_nothing() {
-    let server = TestServer::start().await;
+async fn every_error_class_is_an_envelope_and_writes_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let run = server.start_inline(GREET, json!({})).await;
     server.wait(run).await;
     let before = server.event_count().await;
@@ -187,9 +187,8 @@ async fn every_error_class_is_an_envelope_and_writes_nothing() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ids_are_echoed_on_errors_and_successes() {
-    let server = TestServer::start().await;
+async fn ids_are_echoed_on_errors_and_successes(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let r = server
         .call(
             Method::GET,
@@ -217,3 +216,8 @@ async fn ids_are_echoed_on_errors_and_successes() {
     );
     server.finish().await;
 }
+
+on_backends!(
+    postgres: [],
+    both: [every_error_class_is_an_envelope_and_writes_nothing, ids_are_echoed_on_errors_and_successes],
+);

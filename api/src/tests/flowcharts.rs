@@ -4,13 +4,13 @@ use runledger_contracts::ids::StreamId;
 use runledger_ledger::EventStore;
 use serde_json::{Value, json};
 
+use super::Backend;
 use super::{GREET, TestServer};
 
 const BROKEN: &str = "name: broken\nnodes:\n  - {id: start, type: start}\n  - {id: gate, type: decision, colour: red,\n     conditions: [{connector: nowhere, when: \"score >>= 3\"}]}\n  - {id: done, type: end}\nconnectors:\n  - {id: c1, from: start, to: gate}\n  - {id: c2, from: done, to: gate}\n";
 
-#[tokio::test(flavor = "multi_thread")]
-async fn validate_answers_what_validate_json_prints() {
-    let server = TestServer::start().await;
+async fn validate_answers_what_validate_json_prints(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let ok = server
         .post("/v1/flowcharts/validate", json!({ "definition": GREET }))
         .await;
@@ -77,9 +77,8 @@ fn serde_yaml_like(yaml: &str) -> Value {
     serde_json::to_value(flowchart.doc()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn create_is_immutable_versions_and_idempotent_for_the_same_content() {
-    let server = TestServer::start().await;
+async fn create_is_immutable_versions_and_idempotent_for_the_same_content(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let first = server
         .call(
             reqwest::Method::POST,
@@ -202,9 +201,8 @@ async fn create_is_immutable_versions_and_idempotent_for_the_same_content() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn list_pages_by_name() {
-    let server = TestServer::start().await;
+async fn list_pages_by_name(backend: Backend) {
+    let server = TestServer::start(backend).await;
     for name in ["alpha", "bravo", "charlie"] {
         server
             .create_flowchart(&GREET.replace("name: greet", &format!("name: {name}")))
@@ -237,3 +235,8 @@ async fn list_pages_by_name() {
         .assert_error(StatusCode::BAD_REQUEST, "invalid_query");
     server.finish().await;
 }
+
+on_backends!(
+    postgres: [validate_answers_what_validate_json_prints],
+    both: [create_is_immutable_versions_and_idempotent_for_the_same_content, list_pages_by_name],
+);

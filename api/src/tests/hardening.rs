@@ -7,14 +7,14 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::Backend;
 use super::{GREET, TestServer, slow};
 use crate::ApiConfig;
 use crate::request_head;
 use runledger_contracts::error::ErrorEnvelope;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_control_reusing_another_requests_id_is_refused_and_applies_nothing() {
-    let server = TestServer::start().await;
+async fn a_control_reusing_another_requests_id_is_refused_and_applies_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let started = server
         .call(
             Method::POST,
@@ -84,9 +84,8 @@ async fn a_control_reusing_another_requests_id_is_refused_and_applies_nothing() 
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_refused_start_neither_records_nor_burns_its_idempotency_key() {
-    let server = TestServer::start().await;
+async fn a_refused_start_neither_records_nor_burns_its_idempotency_key(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let before = server.event_count().await;
     let key = [("idempotency-key", "key-refused-first")];
     let refused = [
@@ -138,9 +137,8 @@ async fn a_refused_start_neither_records_nor_burns_its_idempotency_key() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn nul_bytes_unknown_parameters_and_unreachable_versions_are_client_errors() {
-    let server = TestServer::start().await;
+async fn nul_bytes_unknown_parameters_and_unreachable_versions_are_client_errors(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let run = server.start_inline(GREET, json!({ "name": "ada" })).await;
     server.wait(run).await;
     let before = server.event_count().await;
@@ -185,9 +183,8 @@ async fn nul_bytes_unknown_parameters_and_unreachable_versions_are_client_errors
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn if_none_match_takes_weak_tags_lists_and_the_star() {
-    let server = TestServer::start().await;
+async fn if_none_match_takes_weak_tags_lists_and_the_star(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let run = server.start_inline(GREET, json!({ "name": "ada" })).await;
     server.wait(run).await;
     let detail = server.projected(run).await;
@@ -210,13 +207,15 @@ async fn if_none_match_takes_weak_tags_lists_and_the_star() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_bearer_scheme_is_case_insensitive() {
+async fn the_bearer_scheme_is_case_insensitive(backend: Backend) {
     let token = "case-token";
-    let server = TestServer::with_config(ApiConfig {
-        token: Some(token.into()),
-        ..ApiConfig::default()
-    })
+    let server = TestServer::with_config(
+        backend,
+        ApiConfig {
+            token: Some(token.into()),
+            ..ApiConfig::default()
+        },
+    )
     .await;
     for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {
         let authorization = format!("{scheme} {token}");
@@ -252,14 +251,16 @@ async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn slow_clients_are_disconnected_and_the_server_keeps_answering() {
-    let server = TestServer::with_config(ApiConfig {
-        header_read_timeout: Duration::from_millis(300),
-        body_read_timeout: Duration::from_millis(300),
-        max_connections: 16,
-        ..ApiConfig::default()
-    })
+async fn slow_clients_are_disconnected_and_the_server_keeps_answering(backend: Backend) {
+    let server = TestServer::with_config(
+        backend,
+        ApiConfig {
+            header_read_timeout: Duration::from_millis(300),
+            body_read_timeout: Duration::from_millis(300),
+            max_connections: 16,
+            ..ApiConfig::default()
+        },
+    )
     .await;
     let addr = server.base.trim_start_matches("http://").to_owned();
     // Headers that never end (slowloris), on a few connections.
@@ -320,9 +321,8 @@ async fn raw_exchange(addr: &str, bytes: &[u8]) -> (String, ErrorEnvelope) {
     (head.lines().next().unwrap_or("").to_owned(), envelope)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn requests_hyper_cannot_parse_are_answered_with_the_envelope() {
-    let server = TestServer::start().await;
+async fn requests_hyper_cannot_parse_are_answered_with_the_envelope(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let addr = server.base.trim_start_matches("http://").to_owned();
     let big_header = format!(
         "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
@@ -423,12 +423,14 @@ async fn read_one_response(stream: &mut tokio::net::TcpStream) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_request_head_of_a_keep_alive_connection_is_checked() {
-    let server = TestServer::with_config(ApiConfig {
-        header_read_timeout: Duration::from_millis(500),
-        ..ApiConfig::default()
-    })
+async fn every_request_head_of_a_keep_alive_connection_is_checked(backend: Backend) {
+    let server = TestServer::with_config(
+        backend,
+        ApiConfig {
+            header_read_timeout: Duration::from_millis(500),
+            ..ApiConfig::default()
+        },
+    )
     .await;
     let addr = server.base.trim_start_matches("http://").to_owned();
     let before = server.event_count().await;
@@ -559,3 +561,8 @@ async fn every_request_head_of_a_keep_alive_connection_is_checked() {
     assert_eq!(server.get("/healthz").await.status, StatusCode::OK);
     server.finish().await;
 }
+
+on_backends!(
+    postgres: [nul_bytes_unknown_parameters_and_unreachable_versions_are_client_errors, if_none_match_takes_weak_tags_lists_and_the_star, the_bearer_scheme_is_case_insensitive, slow_clients_are_disconnected_and_the_server_keeps_answering, requests_hyper_cannot_parse_are_answered_with_the_envelope, every_request_head_of_a_keep_alive_connection_is_checked],
+    both: [a_control_reusing_another_requests_id_is_refused_and_applies_nothing, a_refused_start_neither_records_nor_burns_its_idempotency_key],
+);

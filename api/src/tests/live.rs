@@ -5,6 +5,7 @@ use runledger_contracts::ids::{RunId, StreamId};
 use runledger_ledger::EventStore;
 use serde_json::{Value, json};
 
+use super::Backend;
 use super::{GREET, TestServer};
 use crate::live::event_name;
 
@@ -86,9 +87,10 @@ impl SseReader {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_run_streams_in_ledger_order_with_names_ids_and_resumes_after_last_event_id() {
-    let server = TestServer::start().await;
+async fn a_run_streams_in_ledger_order_with_names_ids_and_resumes_after_last_event_id(
+    backend: Backend,
+) {
+    let server = TestServer::start(backend).await;
     let other = server.start_inline(GREET, json!({})).await;
     let run = server.start_inline(GREET, json!({ "name": "Ada" })).await;
     server.wait(other).await;
@@ -182,9 +184,8 @@ async fn a_run_streams_in_ledger_order_with_names_ids_and_resumes_after_last_eve
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_live_tail_delivers_new_events_as_they_commit() {
-    let server = TestServer::start().await;
+async fn the_live_tail_delivers_new_events_as_they_commit(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let earlier = server.start_inline(GREET, json!({})).await;
     server.wait(earlier).await;
     // Without run_id or a checkpoint the stream starts at the ledger's commit-safe end: events
@@ -244,13 +245,12 @@ async fn the_live_tail_delivers_new_events_as_they_commit() {
 }
 
 /// With the poll set to a minute, only the ledger's NOTIFY can deliver in time.
-#[tokio::test(flavor = "multi_thread")]
-async fn appends_wake_the_stream_through_listen_notify() {
+async fn appends_wake_the_stream_through_listen_notify(backend: Backend) {
     let config = crate::ApiConfig {
         sse_poll: Duration::from_secs(60),
         ..crate::ApiConfig::default()
     };
-    let server = TestServer::with_config(config).await;
+    let server = TestServer::with_config(backend, config).await;
     let mut reader = SseReader::open(&server, "/v1/events", None).await;
     // Append until a message arrives: each append notifies, and one of them comes when no
     // other transaction of the database holds the read horizon back.
@@ -278,14 +278,18 @@ async fn appends_wake_the_stream_through_listen_notify() {
 
 /// Transaction ids 9 and 10 cross a power of ten: ordered as text (`"9" > "10"`), the tail's
 /// start was the older transaction, and the stream replayed what came after it.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_live_tail_starts_at_the_end_when_transaction_ids_cross_a_power_of_ten() {
-    let server = TestServer::with_config(crate::ApiConfig {
-        sse_poll: Duration::from_millis(50),
-        // The forged rows below are not events the projectors know.
-        run_projections: false,
-        ..crate::ApiConfig::default()
-    })
+async fn the_live_tail_starts_at_the_end_when_transaction_ids_cross_a_power_of_ten(
+    backend: Backend,
+) {
+    let server = TestServer::with_config(
+        backend,
+        crate::ApiConfig {
+            sse_poll: Duration::from_millis(50),
+            // The forged rows below are not events the projectors know.
+            run_projections: false,
+            ..crate::ApiConfig::default()
+        },
+    )
     .await;
     for (tx_id, stream) in [(9u64, "forged-old"), (10, "forged-new")] {
         sqlx::query(
@@ -296,7 +300,7 @@ async fn the_live_tail_starts_at_the_end_when_transaction_ids_cross_a_power_of_t
         )
         .bind(tx_id.to_string())
         .bind(stream)
-        .execute(server.ledger.store.pool())
+        .execute(server.ledger.postgres().expect("PostgreSQL").store.pool())
         .await
         .unwrap();
     }
@@ -319,3 +323,8 @@ async fn the_live_tail_starts_at_the_end_when_transaction_ids_cross_a_power_of_t
     }
     server.finish().await;
 }
+
+on_backends!(
+    postgres: [appends_wake_the_stream_through_listen_notify, the_live_tail_starts_at_the_end_when_transaction_ids_cross_a_power_of_ten],
+    both: [a_run_streams_in_ledger_order_with_names_ids_and_resumes_after_last_event_id, the_live_tail_delivers_new_events_as_they_commit],
+);

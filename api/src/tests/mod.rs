@@ -1,5 +1,38 @@
 //! HTTP tests: the real router on 127.0.0.1:0, a real engine (in-process pool, `scripted`
-//! model) on a `TestLedger` schema of real PostgreSQL, and a real HTTP client.
+//! model) on a `TestBackend` (a schema of real PostgreSQL or a SQLite file), and a real HTTP
+//! client. Every test takes the [`Backend`]; `on_backends!` instantiates it for PostgreSQL
+//! and, for the tests whose behaviour the backend can change (runs, controls, reads, live
+//! events, errors, arrays, auth, hardening, metrics), for SQLite too.
+
+/// Instantiates each test function (`async fn NAME(backend: Backend)`) as a `#[tokio::test]`:
+/// `postgres: [..]` on PostgreSQL only, `both: [..]` once per backend (`postgres::NAME`,
+/// `sqlite::NAME`).
+macro_rules! on_backends {
+    (postgres: [$($pg:ident),* $(,)?], both: [$($both:ident),* $(,)?] $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $pg() {
+                    super::$pg(super::Backend::Postgres).await
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $both() {
+                    super::$both(super::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $both() {
+                    super::$both(super::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
 
 mod arrays;
 mod auth;
@@ -22,8 +55,8 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use runledger_contracts::ids::{RunId, StreamId};
-use runledger_ledger::testing::TestLedger;
-use runledger_ledger::{EventStore, LedgerStore};
+use runledger_ledger::EventStore;
+use runledger_ledger::testing::{Backend, TestBackend};
 use runledger_orchestrator::engine::{Engine, EngineConfig};
 use runledger_orchestrator::executor::{InProcessPool, Providers};
 use runledger_orchestrator::provider::{Script, ScriptedProvider};
@@ -92,24 +125,27 @@ pub fn chain(name: &str, n: usize) -> String {
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
-    pub ledger: TestLedger,
+    pub ledger: TestBackend,
     pub state: ApiState,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl TestServer {
     /// The default configuration, with a short live-event poll.
-    pub async fn start() -> Self {
-        Self::with_config(ApiConfig {
-            sse_poll: Duration::from_millis(50),
-            ..ApiConfig::default()
-        })
+    pub async fn start(backend: Backend) -> Self {
+        Self::with_config(
+            backend,
+            ApiConfig {
+                sse_poll: Duration::from_millis(50),
+                ..ApiConfig::default()
+            },
+        )
         .await
     }
 
-    pub async fn with_config(config: ApiConfig) -> Self {
-        let ledger = TestLedger::new().await.expect("test ledger");
-        let store = LedgerStore::Postgres(ledger.second_store().await.expect("second store"));
+    pub async fn with_config(backend: Backend, config: ApiConfig) -> Self {
+        let ledger = TestBackend::new(backend).await.expect("test ledger");
+        let store = ledger.second_store().await.expect("second store");
         let registry = Arc::new(LedgerFlowcharts::on_store(store.share()));
         let providers = Providers::scripted(ScriptedProvider::with_fixture(Script::new()));
         let executor = InProcessPool::new(providers, 64);
@@ -234,10 +270,7 @@ impl TestServer {
 
     /// Every event in the test's schema (all streams).
     pub async fn event_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(self.ledger.store.pool())
-            .await
-            .unwrap()
+        self.ledger.count_events().await.unwrap()
     }
 
     pub async fn finish(self) {
@@ -246,7 +279,7 @@ impl TestServer {
         // Nothing of this server may hold locks while the schema is dropped: close its pool
         // (waits for connections in use, e.g. an aborted projector's transaction).
         self.state.store().close().await;
-        self.ledger.drop_schema().await.expect("drop schema");
+        self.ledger.finish().await.expect("remove the test ledger");
     }
 }
 

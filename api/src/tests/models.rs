@@ -1,15 +1,15 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use super::Backend;
 use super::TestServer;
 
 fn spec(name: &str, model_id: &str) -> serde_json::Value {
     json!({ "name": name, "provider": "openai_compatible", "model_id": model_id, "api_key_env": "OPENAI_API_KEY" })
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn models_crud_with_versions_and_idempotent_changes() {
-    let server = TestServer::start().await;
+async fn models_crud_with_versions_and_idempotent_changes(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let created = server
         .call(
             Method::POST,
@@ -152,3 +152,8 @@ async fn models_crud_with_versions_and_idempotent_changes() {
     );
     server.finish().await;
 }
+
+on_backends!(
+    postgres: [],
+    both: [models_crud_with_versions_and_idempotent_changes],
+);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use super::Backend;
 use super::TestServer;
 use crate::openapi::document;
 
@@ -85,9 +86,8 @@ fn the_document_covers_exactly_the_routes() {
     assert!(doc["components"]["schemas"]["ErrorEnvelope"].is_object());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_server_serves_the_document() {
-    let server = TestServer::start().await;
+async fn the_server_serves_the_document(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let r = server.get("/openapi.json").await;
     assert_eq!(r.status, StatusCode::OK);
     let doc: Value = serde_json::from_str(&document()).unwrap();
@@ -171,3 +171,8 @@ fn the_documented_collection_spec_matches_the_contract() {
         assert_eq!(documented, fields, "{schema}");
     }
 }
+
+on_backends!(
+    postgres: [the_server_serves_the_document],
+    both: [],
+);

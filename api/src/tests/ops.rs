@@ -1,12 +1,12 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
+use super::Backend;
 use super::{GREET, TestServer};
 use crate::ApiConfig;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn health_readiness_and_metrics() {
-    let server = TestServer::start().await;
+async fn health_readiness_and_metrics(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let health = server.get("/healthz").await;
     assert_eq!(
         (health.status, health.body.clone()),
@@ -82,10 +82,7 @@ async fn health_readiness_and_metrics() {
         value("runledger_ledger_events_observed_total{event_type=\"RunStarted\"}"),
         1.0
     );
-    let last: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
-        .fetch_one(server.ledger.store.pool())
-        .await
-        .unwrap();
+    let last = server.state.store().last_global_position().await.unwrap();
     assert_eq!(value("runledger_ledger_global_position "), last as f64);
     assert_eq!(
         value("runledger_projector_lag_events{projector=\"run_detail\"}"),
@@ -125,12 +122,14 @@ async fn health_readiness_and_metrics() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn readiness_fails_when_nats_is_unreachable() {
-    let server = TestServer::with_config(ApiConfig {
-        nats_url: "nats://127.0.0.1:1".into(),
-        ..ApiConfig::default()
-    })
+async fn readiness_fails_when_nats_is_unreachable(backend: Backend) {
+    let server = TestServer::with_config(
+        backend,
+        ApiConfig {
+            nats_url: "nats://127.0.0.1:1".into(),
+            ..ApiConfig::default()
+        },
+    )
     .await;
     let r = server.get("/readyz").await;
     r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
@@ -150,3 +149,8 @@ async fn readiness_fails_when_nats_is_unreachable() {
     );
     server.finish().await;
 }
+
+on_backends!(
+    postgres: [readiness_fails_when_nats_is_unreachable],
+    both: [health_readiness_and_metrics],
+);

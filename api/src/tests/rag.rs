@@ -4,6 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use super::Backend;
 use super::TestServer;
 
 struct Dir(std::path::PathBuf);
@@ -31,14 +32,16 @@ impl Drop for Dir {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn collections_index_runs_and_queries_over_http() {
+async fn collections_index_runs_and_queries_over_http(backend: Backend) {
     let (docs, data) = (Dir::new(), Dir::new());
-    let server = TestServer::with_config(crate::ApiConfig {
-        rag_data_dir: data.0.clone(),
-        run_projections: false,
-        ..crate::ApiConfig::default()
-    })
+    let server = TestServer::with_config(
+        backend,
+        crate::ApiConfig {
+            rag_data_dir: data.0.clone(),
+            run_projections: false,
+            ..crate::ApiConfig::default()
+        },
+    )
     .await;
     docs.write(
         "guide.md",
@@ -241,3 +244,8 @@ async fn collections_index_runs_and_queries_over_http() {
         .assert_error(StatusCode::NOT_FOUND, "collection_not_found");
     server.finish().await;
 }
+
+on_backends!(
+    postgres: [],
+    both: [collections_index_runs_and_queries_over_http],
+);

@@ -5,6 +5,7 @@ use runledger_contracts::ids::RunId;
 use runledger_contracts::time::Timestamp;
 use serde_json::{Value, json};
 
+use super::Backend;
 use super::{FLAKY, GREET, Reply, TestServer};
 
 fn ids(r: &Reply, key: &str) -> Vec<String> {
@@ -16,9 +17,8 @@ fn ids(r: &Reply, key: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn runs_list_with_filters_and_cursor_and_detail() {
-    let server = TestServer::start().await;
+async fn runs_list_with_filters_and_cursor_and_detail(backend: Backend) {
+    let server = TestServer::start(backend).await;
     server.create_flowchart(GREET).await;
     let mut runs: Vec<RunId> = Vec::new();
     for _ in 0..3 {
@@ -35,6 +35,8 @@ async fn runs_list_with_filters_and_cursor_and_detail() {
         server.wait(*run).await;
         server.projected(*run).await;
     }
+    // The node run detail's artifacts come from artifact_history, another projector.
+    server.caught_up().await;
     let newest_first: Vec<String> = [failed]
         .iter()
         .chain(runs.iter().rev())
@@ -115,9 +117,8 @@ async fn runs_list_with_filters_and_cursor_and_detail() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn artifacts_filter_and_page_newest_first() {
-    let server = TestServer::start().await;
+async fn artifacts_filter_and_page_newest_first(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let a = server.start_inline(GREET, json!({})).await;
     server.wait(a).await;
     let b = server.start_inline(FLAKY, json!({})).await;
@@ -193,9 +194,8 @@ async fn artifacts_filter_and_page_newest_first() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn claims_globally_and_per_run() {
-    let server = TestServer::start().await;
+async fn claims_globally_and_per_run(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let run = server.start_inline(GREET, json!({})).await;
     server.wait(run).await;
     server.projected(run).await;
@@ -232,9 +232,8 @@ async fn claims_globally_and_per_run() {
 
 /// The run detail is cached by (run, version): a change shows at once, an unchanged run answers
 /// 304 to its ETag.
-#[tokio::test(flavor = "multi_thread")]
-async fn run_detail_etags_follow_the_run_version() {
-    let server = TestServer::start().await;
+async fn run_detail_etags_follow_the_run_version(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let run = server
         .start_inline(&super::slow("etag", 800), json!({}))
         .await;
@@ -286,3 +285,8 @@ async fn run_detail_etags_follow_the_run_version() {
     server.wait(run).await;
     server.finish().await;
 }
+
+on_backends!(
+    postgres: [],
+    both: [runs_list_with_filters_and_cursor_and_detail, artifacts_filter_and_page_newest_first, claims_globally_and_per_run, run_detail_etags_follow_the_run_version],
+);

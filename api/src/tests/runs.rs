@@ -4,11 +4,11 @@ use runledger_ledger::EventStore;
 use runledger_ledger::export::{ExportScope, export};
 use serde_json::{Value, json};
 
+use super::Backend;
 use super::{GREET, TestServer, chain};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn start_by_name_writes_the_request_ids_and_keeps_the_correlation() {
-    let server = TestServer::start().await;
+async fn start_by_name_writes_the_request_ids_and_keeps_the_correlation(backend: Backend) {
+    let server = TestServer::start(backend).await;
     server.create_flowchart(GREET).await;
     server
         .create_flowchart(&GREET.replace("Say hello.", "v2"))
@@ -77,9 +77,8 @@ async fn start_by_name_writes_the_request_ids_and_keeps_the_correlation() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn start_refuses_bad_requests_and_writes_nothing() {
-    let server = TestServer::start().await;
+async fn start_refuses_bad_requests_and_writes_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
     server.create_flowchart(GREET).await;
     let before = server.event_count().await;
     server
@@ -120,9 +119,8 @@ async fn start_refuses_bad_requests_and_writes_nothing() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn idempotency_key_returns_the_same_run_and_refuses_another_body() {
-    let server = TestServer::start().await;
+async fn idempotency_key_returns_the_same_run_and_refuses_another_body(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let body = json!({ "definition": GREET, "inputs": { "name": "Ada" } });
     let key = [("idempotency-key", "order-7")];
     let first = server
@@ -233,9 +231,8 @@ async fn idempotency_key_returns_the_same_run_and_refuses_another_body() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_ledger_pages_and_the_export_is_the_canonical_one() {
-    let server = TestServer::start().await;
+async fn the_ledger_pages_and_the_export_is_the_canonical_one(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let run = server
         .start_inline(&chain("ledger-pages", 5), json!({}))
         .await;
@@ -321,9 +318,8 @@ async fn the_ledger_pages_and_the_export_is_the_canonical_one() {
     server.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sub_flows_resolve_from_the_registry_by_name_and_version() {
-    let server = TestServer::start().await;
+async fn sub_flows_resolve_from_the_registry_by_name_and_version(backend: Backend) {
+    let server = TestServer::start(backend).await;
     server.create_flowchart(GREET).await;
     server
         .create_flowchart(&GREET.replace("text: \"hi\"", "text: \"hi v2\""))
@@ -365,3 +361,8 @@ async fn sub_flows_resolve_from_the_registry_by_name_and_version() {
     );
     server.finish().await;
 }
+
+on_backends!(
+    postgres: [],
+    both: [start_by_name_writes_the_request_ids_and_keeps_the_correlation, start_refuses_bad_requests_and_writes_nothing, idempotency_key_returns_the_same_run_and_refuses_another_body, the_ledger_pages_and_the_export_is_the_canonical_one, sub_flows_resolve_from_the_registry_by_name_and_version],
+);

@@ -3,12 +3,12 @@
 
 use reqwest::{Method, StatusCode};
 
+use super::Backend;
 use super::TestServer;
 use crate::studio::{ASSETS, CSP};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_console_is_served_with_csp_and_its_files_revalidate_by_etag() {
-    let server = TestServer::start().await;
+async fn the_console_is_served_with_csp_and_its_files_revalidate_by_etag(backend: Backend) {
+    let server = TestServer::start(backend).await;
     for page in [
         "/",
         "/runs",
@@ -122,3 +122,8 @@ fn every_console_file_is_embedded() {
         assert!(!a.bytes.is_empty(), "{} is empty", a.path);
     }
 }
+
+on_backends!(
+    postgres: [the_console_is_served_with_csp_and_its_files_revalidate_by_etag],
+    both: [],
+);

@@ -22,6 +22,18 @@ struct Row {
     wall: Duration,
     bare_floor: Duration,
     append_floor: Duration,
+    /// Write transactions (distinct `tx_id`s) of the measured pass.
+    commits: i64,
+}
+
+/// Write transactions that wrote events after `after` (each one commit, one fsync of the WAL).
+async fn commits_since(ledger: &TestSqliteLedger, after: u64) -> BenchResult<i64> {
+    let n =
+        sqlx::query_scalar("SELECT count(DISTINCT tx_id) FROM events WHERE global_position > ?1")
+            .bind(after as i64)
+            .fetch_one(ledger.store.readers())
+            .await?;
+    Ok(n)
 }
 
 /// Mean time of one bare write transaction (`BEGIN IMMEDIATE`, one INSERT, `COMMIT`) on the
@@ -63,9 +75,11 @@ async fn measure(
     drive(&engine, flowchart, runs, node_runs, mode).await?;
     let bare = bare_floor(&ledger).await?;
     let append = commit_floor(&ledger.store, "before").await?;
+    let before = ledger.store.last_global_position().await?;
     let start = Instant::now();
     drive(&engine, flowchart, runs, node_runs, mode).await?;
     let wall = start.elapsed();
+    let commits = commits_since(&ledger, before).await?;
     drop(engine);
     ledger.remove().await?;
     Ok(Row {
@@ -75,6 +89,7 @@ async fn measure(
         wall,
         bare_floor: bare,
         append_floor: append,
+        commits,
     })
 }
 
@@ -89,42 +104,54 @@ pub async fn main(scale: f64) -> BenchResult<()> {
         "Run engine on SQLite (synchronous = FULL, WAL; RUNLEDGER_BENCH_SCALE={scale}), files in {}",
         std::env::temp_dir().display()
     );
+    // `RUNLEDGER_BENCH_ONLY=linear|concurrent` measures one scenario (e.g. under strace).
+    let only = std::env::var("RUNLEDGER_BENCH_ONLY").unwrap_or_default();
     println!(
-        "| scenario | round | node runs | wall ms | ms / node run | node runs / s | bare insert+commit µs | ledger one-event append µs |"
+        "| scenario | round | node runs | wall ms | ms / node run | node runs / s | commits / node run | bare insert+commit µs | ledger one-event append µs | ms / node run ÷ bare |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for round in 1..=3 {
-        let rows = [
-            measure(
-                &linear_name,
-                round,
-                &long_chart,
-                1,
-                long + 2,
-                Mode::Sequential,
-            )
-            .await?,
-            measure(
-                &conc_name,
-                round,
-                &short_chart,
-                runs,
-                chain + 2,
-                Mode::Concurrent,
-            )
-            .await?,
-        ];
+        let mut rows = Vec::new();
+        if only.is_empty() || only == "linear" {
+            rows.push(
+                measure(
+                    &linear_name,
+                    round,
+                    &long_chart,
+                    1,
+                    long + 2,
+                    Mode::Sequential,
+                )
+                .await?,
+            );
+        }
+        if only.is_empty() || only == "concurrent" {
+            rows.push(
+                measure(
+                    &conc_name,
+                    round,
+                    &short_chart,
+                    runs,
+                    chain + 2,
+                    Mode::Concurrent,
+                )
+                .await?,
+            );
+        }
         for row in rows {
+            let per_node = row.wall.as_secs_f64() / row.node_runs as f64;
             println!(
-                "| {} | {} | {} | {:.1} | {:.3} | {:.0} | {:.0} | {:.0} |",
+                "| {} | {} | {} | {:.1} | {:.3} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} |",
                 row.name,
                 row.round,
                 row.node_runs,
                 row.wall.as_secs_f64() * 1e3,
-                row.wall.as_secs_f64() * 1e3 / row.node_runs as f64,
-                row.node_runs as f64 / row.wall.as_secs_f64(),
+                per_node * 1e3,
+                1.0 / per_node,
+                row.commits as f64 / row.node_runs as f64,
                 row.bare_floor.as_secs_f64() * 1e6,
                 row.append_floor.as_secs_f64() * 1e6,
+                per_node / row.bare_floor.as_secs_f64(),
             );
         }
     }

@@ -1,4 +1,5 @@
-//! The ledger-backed agent tool domains on real PostgreSQL: every domain, calls of every tool
+//! The ledger-backed agent tool domains on real PostgreSQL and SQLite (each test instantiated
+//! for both by `on_both!` at the end of the file): every domain, calls of every tool
 //! group, workflow controls that really pause, resume and retry a run, observability refusing
 //! cross-run reads without a limit, and no secret in the model tools' answers.
 
@@ -12,8 +13,8 @@ use runledger_contracts::events::{DomainEvent, ModelCreated};
 use runledger_contracts::flowchart::{Flowchart, SourceFormat, load};
 use runledger_contracts::ids::{CorrelationId, NodeRunId, RequestId, RunId, StreamId};
 use runledger_contracts::model::{ModelSpec, ProviderKind};
-use runledger_ledger::testing::TestLedger;
-use runledger_ledger::{AppendRequest, EventStore, ExpectedVersion, PgEventStore};
+use runledger_ledger::testing::{Backend, TestBackend};
+use runledger_ledger::{AppendRequest, EventStore, ExpectedVersion, LedgerStore};
 use serde_json::{Value, json};
 
 use crate::agent_tools::{LedgerToolDeps, ledger_domains};
@@ -38,13 +39,13 @@ fn ledger_tool_names() -> BTreeSet<String> {
 }
 
 struct Harness {
-    ledger: TestLedger,
-    engine: Engine<PgEventStore>,
+    ledger: TestBackend,
+    engine: Engine<LedgerStore>,
     domains: Vec<Arc<dyn ToolDomain>>,
 }
 
-async fn harness() -> Harness {
-    let ledger = TestLedger::new().await.unwrap();
+async fn harness(backend: Backend) -> Harness {
+    let ledger = TestBackend::new(backend).await.unwrap();
     let store = ledger.second_store().await.unwrap();
     let pool = InProcessPool::new(Providers::scripted(ScriptedProvider::new()), 16);
     let config = EngineConfig {
@@ -194,9 +195,8 @@ fn code(result: Result<Value, ToolCallError>) -> &'static str {
     }
 }
 
-#[tokio::test]
-async fn every_tool_has_its_fixed_name_a_strict_schema_and_a_writer_flag() {
-    let h = harness().await;
+async fn every_tool_has_its_fixed_name_a_strict_schema_and_a_writer_flag(backend: Backend) {
+    let h = harness(backend).await;
     let mut seen = BTreeSet::new();
     let mut domains = BTreeSet::new();
     for domain in &h.domains {
@@ -262,12 +262,12 @@ async fn every_tool_has_its_fixed_name_a_strict_schema_and_a_writer_flag() {
         .map(|s| (*s).to_owned())
         .collect()
     );
-    h.ledger.drop_schema().await.unwrap();
+    h.engine.store().close().await;
+    h.ledger.finish().await.unwrap();
 }
 
-#[tokio::test]
-async fn memory_plan_and_milestone_calls_write_the_tool_events_once() {
-    let h = harness().await;
+async fn memory_plan_and_milestone_calls_write_the_tool_events_once(backend: Backend) {
+    let h = harness(backend).await;
     let run = h.finished_run().await;
     let first = ctx(run, "agent", 1);
     let created = h
@@ -468,12 +468,12 @@ async fn memory_plan_and_milestone_calls_write_the_tool_events_once() {
         ),
         "invalid_arguments"
     );
-    h.ledger.drop_schema().await.unwrap();
+    h.engine.store().close().await;
+    h.ledger.finish().await.unwrap();
 }
 
-#[tokio::test]
-async fn decisions_are_event_sourced_and_conditions_evaluate() {
-    let h = harness().await;
+async fn decisions_are_event_sourced_and_conditions_evaluate(backend: Backend) {
+    let h = harness(backend).await;
     let run = h.finished_run().await;
     let opened = h
         .ok(&ctx(run, "agent", 1), "decision_create", json!({
@@ -595,14 +595,14 @@ async fn decisions_are_event_sourced_and_conditions_evaluate() {
         ),
         "invalid_arguments"
     );
-    h.ledger.drop_schema().await.unwrap();
+    h.engine.store().close().await;
+    h.ledger.finish().await.unwrap();
 }
 
 const PAUSABLE: &str = "name: pausable\nnodes:\n  - { id: start, type: start }\n  - { id: work, type: task, model: scripted, scripted: [{ delay_ms: 700, output: w }] }\n  - { id: after, type: task, model: scripted, scripted: [{ output: a }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: work }\n  - { id: c2, from: work, to: after }\n  - { id: c3, from: after, to: end }\n";
 
-#[tokio::test]
-async fn workflow_tools_pause_and_resume_the_callers_run_as_operator_controls() {
-    let h = harness().await;
+async fn workflow_tools_pause_and_resume_the_callers_run_as_operator_controls(backend: Backend) {
+    let h = harness(backend).await;
     let run = h.start(flowchart(PAUSABLE)).await;
     let pause = ctx(run, "work", 1);
     let paused = h
@@ -694,14 +694,14 @@ async fn workflow_tools_pause_and_resume_the_callers_run_as_operator_controls() 
         ),
         "not_found"
     );
-    h.ledger.drop_schema().await.unwrap();
+    h.engine.store().close().await;
+    h.ledger.finish().await.unwrap();
 }
 
 const FLAKY: &str = "name: flaky\nnodes:\n  - { id: start, type: start }\n  - { id: flaky, type: task, model: scripted, scripted: [{ error: { code: bad_answer, message: broken, retryable: false } }, { output: fixed }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: flaky }\n  - { id: c2, from: flaky, to: end }\n";
 
-#[tokio::test]
-async fn node_retry_reruns_a_failed_node_and_observability_traces_the_failure() {
-    let h = harness().await;
+async fn node_retry_reruns_a_failed_node_and_observability_traces_the_failure(backend: Backend) {
+    let h = harness(backend).await;
     let run = h.start(flowchart(FLAKY)).await;
     assert_eq!(h.finish(run).await, RunStatus::Failed);
     let c = ctx(run, "flaky", 1);
@@ -851,12 +851,12 @@ async fn node_retry_reruns_a_failed_node_and_observability_traces_the_failure() 
         ),
         "not_found"
     );
-    h.ledger.drop_schema().await.unwrap();
+    h.engine.store().close().await;
+    h.ledger.finish().await.unwrap();
 }
 
-#[tokio::test]
-async fn connector_and_contract_tools_agree_with_the_recorded_routing() {
-    let h = harness().await;
+async fn connector_and_contract_tools_agree_with_the_recorded_routing(backend: Backend) {
+    let h = harness(backend).await;
     let run = h.finished_run().await;
     let recorded = h
         .run_events(run)
@@ -991,12 +991,12 @@ async fn connector_and_contract_tools_agree_with_the_recorded_routing() {
         )
         .await;
     assert_eq!(rootless["valid"], false);
-    h.ledger.drop_schema().await.unwrap();
+    h.engine.store().close().await;
+    h.ledger.finish().await.unwrap();
 }
 
-#[tokio::test]
-async fn model_tools_read_the_registry_and_never_show_a_secret() {
-    let h = harness().await;
+async fn model_tools_read_the_registry_and_never_show_a_secret(backend: Backend) {
+    let h = harness(backend).await;
     let run = h.finished_run().await;
     // A model whose key variable is one this process has: its value must never come back.
     let mut spec = ModelSpec::new("gpt", ProviderKind::OpenaiCompatible, "gpt-4o");
@@ -1076,12 +1076,12 @@ async fn model_tools_read_the_registry_and_never_show_a_secret() {
         code(h.call(&c, "model_get", json!({ "name": "missing" })).await),
         "not_found"
     );
-    h.ledger.drop_schema().await.unwrap();
+    h.engine.store().close().await;
+    h.ledger.finish().await.unwrap();
 }
 
-#[tokio::test]
-async fn workflow_cancel_with_force_ends_the_callers_run() {
-    let h = harness().await;
+async fn workflow_cancel_with_force_ends_the_callers_run(backend: Backend) {
+    let h = harness(backend).await;
     let run = h.start(flowchart(PAUSABLE)).await;
     let canceled = h
         .ok(
@@ -1115,5 +1115,39 @@ async fn workflow_cancel_with_force_ends_the_callers_run() {
         ),
         "run_not_paused"
     );
-    h.ledger.drop_schema().await.unwrap();
+    h.engine.store().close().await;
+    h.ledger.finish().await.unwrap();
 }
+
+/// Each test once on PostgreSQL and once on SQLite.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    every_tool_has_its_fixed_name_a_strict_schema_and_a_writer_flag,
+    memory_plan_and_milestone_calls_write_the_tool_events_once,
+    decisions_are_event_sourced_and_conditions_evaluate,
+    workflow_tools_pause_and_resume_the_callers_run_as_operator_controls,
+    node_retry_reruns_a_failed_node_and_observability_traces_the_failure,
+    connector_and_contract_tools_agree_with_the_recorded_routing,
+    model_tools_read_the_registry_and_never_show_a_secret,
+    workflow_cancel_with_force_ends_the_callers_run,
+);

@@ -1,4 +1,6 @@
-//! One test per engine rule, each a real run on PostgreSQL with the in-process executor.
+//! One test per engine rule, each a real run with the in-process executor, on PostgreSQL and on
+//! SQLite: every test is a function of the [`Backend`], instantiated for both by `on_both!` at
+//! the end of the file (`rules::postgres::NAME`, `rules::sqlite::NAME`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,8 +9,8 @@ use std::time::Duration;
 use runledger_contracts::events::{Control, DomainEvent, NodeRunStatus};
 use runledger_contracts::flowchart::{Flowchart, SourceFormat, load};
 use runledger_contracts::ids::{CorrelationId, RequestId, RunId, StreamId};
-use runledger_ledger::testing::TestLedger;
-use runledger_ledger::{EventStore, PgEventStore};
+use runledger_ledger::testing::{Backend, TestBackend};
+use runledger_ledger::{EventStore, LedgerStore};
 use serde_json::{Value, json};
 
 use super::check_invariants;
@@ -22,8 +24,8 @@ use crate::provider::ScriptedProvider;
 use crate::state::RunStatus;
 
 struct Harness {
-    ledger: TestLedger,
-    engine: Engine<PgEventStore>,
+    ledger: TestBackend,
+    engine: Engine<LedgerStore>,
 }
 
 fn config() -> EngineConfig {
@@ -34,16 +36,16 @@ fn config() -> EngineConfig {
 }
 
 async fn engine_on(
-    ledger: &TestLedger,
+    ledger: &TestBackend,
     flowcharts: Arc<dyn FlowchartSource>,
-) -> Engine<PgEventStore> {
+) -> Engine<LedgerStore> {
     let store = ledger.second_store().await.unwrap();
     let pool = InProcessPool::new(Providers::scripted(ScriptedProvider::new()), 64);
     Engine::new(store, Arc::new(pool), flowcharts, config())
 }
 
-async fn harness() -> Harness {
-    let ledger = TestLedger::new().await.unwrap();
+async fn harness(backend: Backend) -> Harness {
+    let ledger = TestBackend::new(backend).await.unwrap();
     let engine = engine_on(&ledger, Arc::new(NoFlowcharts)).await;
     Harness { ledger, engine }
 }
@@ -143,7 +145,8 @@ impl Harness {
     }
 
     async fn finish(self) {
-        self.ledger.drop_schema().await.unwrap();
+        self.engine.store().close().await;
+        self.ledger.finish().await.unwrap();
     }
 }
 
@@ -188,9 +191,8 @@ fn failure_code(events: &[DomainEvent]) -> String {
 
 const OK: &str = "scripted: [{ output: { ok: true } }]";
 
-#[tokio::test]
-async fn examples_run_to_completion() {
-    let h = harness().await;
+async fn examples_run_to_completion(backend: Backend) {
+    let h = harness(backend).await;
     for (name, inputs) in [
         ("review-loop.yaml", json!({ "topic": "owls" })),
         ("fan-in.yaml", json!({ "topic": "owls" })),
@@ -203,9 +205,8 @@ async fn examples_run_to_completion() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn fan_in_all_waits_for_every_parent() {
-    let h = harness().await;
+async fn fan_in_all_waits_for_every_parent(backend: Backend) {
+    let h = harness(backend).await;
     let yaml = format!(
         "name: all\nnodes:\n  - {{ id: start, type: start }}\n  - {{ id: a, type: task, model: scripted, {OK} }}\n  - {{ id: b, type: task, model: scripted, scripted: [{{ delay_ms: 40, output: 2 }}] }}\n  - {{ id: join, type: task, model: scripted, {OK} }}\n  - {{ id: end, type: end }}\nconnectors:\n  - {{ id: sa, from: start, to: a }}\n  - {{ id: sb, from: start, to: b }}\n  - {{ id: aj, from: a, to: join }}\n  - {{ id: bj, from: b, to: join }}\n  - {{ id: je, from: join, to: end }}\n"
     );
@@ -231,9 +232,8 @@ async fn fan_in_all_waits_for_every_parent() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn fan_in_any_runs_on_the_first_token() {
-    let h = harness().await;
+async fn fan_in_any_runs_on_the_first_token(backend: Backend) {
+    let h = harness(backend).await;
     let yaml = format!(
         "name: any\nnodes:\n  - {{ id: start, type: start }}\n  - {{ id: a, type: task, model: scripted, {OK} }}\n  - {{ id: b, type: task, model: scripted, scripted: [{{ delay_ms: 500, output: 2 }}] }}\n  - {{ id: join, type: task, model: scripted, fan_in: any, {OK} }}\n  - {{ id: end, type: end }}\nconnectors:\n  - {{ id: sa, from: start, to: a }}\n  - {{ id: sb, from: start, to: b }}\n  - {{ id: aj, from: a, to: join }}\n  - {{ id: bj, from: b, to: join }}\n  - {{ id: je, from: join, to: end }}\n"
     );
@@ -248,9 +248,10 @@ async fn fan_in_any_runs_on_the_first_token() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn fan_in_custom_n_consumes_the_earliest_tokens_and_dotted_context_is_passed() {
-    let h = harness().await;
+async fn fan_in_custom_n_consumes_the_earliest_tokens_and_dotted_context_is_passed(
+    backend: Backend,
+) {
+    let h = harness(backend).await;
     let (summary, events) = h
         .run(example("fan-in.yaml"), json!({ "topic": "owls" }))
         .await;
@@ -271,7 +272,7 @@ async fn fan_in_custom_n_consumes_the_earliest_tokens_and_dotted_context_is_pass
     h.finish().await;
 
     // Dotted context: `publish` sees angle_c's output when angle_c has finished first.
-    let h = harness().await;
+    let h = harness(backend).await;
     let yaml = "name: dotted\nnodes:\n  - { id: start, type: start }\n  - { id: c, type: task, model: scripted, scripted: [{ output: { text: legal } }] }\n  - { id: slow, type: task, model: scripted, scripted: [{ delay_ms: 50, output: 1 }] }\n  - { id: publish, type: task, model: scripted, prompt: 'notes: {{ context.c.output.text }}', scripted: [{ output: 2 }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: s1, from: start, to: c }\n  - { id: s2, from: start, to: slow }\n  - { id: sp, from: slow, to: publish }\n  - { id: ctx, from: c, to: publish, mode: dotted }\n  - { id: pe, from: publish, to: end }\n";
     let (summary, events) = h.run(flowchart(yaml), json!({})).await;
     assert_eq!(summary.status, RunStatus::Completed);
@@ -308,9 +309,8 @@ fn routing(events: &[DomainEvent]) -> &runledger_contracts::events::RoutingDecid
         .expect("RoutingDecided")
 }
 
-#[tokio::test]
-async fn decision_fires_every_matching_connector() {
-    let h = harness().await;
+async fn decision_fires_every_matching_connector(backend: Backend) {
+    let h = harness(backend).await;
     let (summary, events) = h.run(decision("{ v: 6 }", ""), json!({})).await;
     assert_eq!(summary.status, RunStatus::Completed);
     let r = routing(&events);
@@ -328,9 +328,8 @@ async fn decision_fires_every_matching_connector() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn decision_without_match_takes_the_fallback() {
-    let h = harness().await;
+async fn decision_without_match_takes_the_fallback(backend: Backend) {
+    let h = harness(backend).await;
     let (summary, events) = h
         .run(
             decision(
@@ -348,7 +347,7 @@ async fn decision_without_match_takes_the_fallback() {
     assert_eq!(scheduled(&events, "z").len(), 1);
     h.finish().await;
 
-    let h = harness().await;
+    let h = harness(backend).await;
     let (summary, events) = h
         .run(example("fallback-route.yaml"), json!({ "ticket": "?" }))
         .await;
@@ -360,9 +359,8 @@ async fn decision_without_match_takes_the_fallback() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn decision_without_match_or_fallback_fails_the_run() {
-    let h = harness().await;
+async fn decision_without_match_or_fallback_fails_the_run(backend: Backend) {
+    let h = harness(backend).await;
     let (summary, events) = h
         .run(
             decision("{ v: 1 }", "no_match: { policy: fail }"),
@@ -376,9 +374,8 @@ async fn decision_without_match_or_fallback_fails_the_run() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn route_key_fires_its_connector_and_an_unknown_one_fails_fast() {
-    let h = harness().await;
+async fn route_key_fires_its_connector_and_an_unknown_one_fails_fast(backend: Backend) {
+    let h = harness(backend).await;
     let (summary, events) = h
         .run(decision("{ v: 1, route_key: even }", ""), json!({}))
         .await;
@@ -388,7 +385,7 @@ async fn route_key_fires_its_connector_and_an_unknown_one_fails_fast() {
     assert_eq!(r.matched_connectors, ["even"]);
     h.finish().await;
 
-    let h = harness().await;
+    let h = harness(backend).await;
     let (summary, events) = h
         .run(decision("{ v: 9, route_key: nowhere }", ""), json!({}))
         .await;
@@ -404,9 +401,8 @@ async fn route_key_fires_its_connector_and_an_unknown_one_fails_fast() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn a_loop_stops_at_max_node_executions() {
-    let h = harness().await;
+async fn a_loop_stops_at_max_node_executions(backend: Backend) {
+    let h = harness(backend).await;
     let yaml = "name: forever\nlimits: { max_node_executions: 7 }\nnodes:\n  - { id: start, type: start }\n  - { id: draft, type: task, model: scripted, scripted: [{ output: { score: 1 } }] }\n  - id: gate\n    type: decision\n    conditions: [{ connector: approve, when: 'latest_upstream.output.score >= 8' }]\n    no_match: { policy: fallback, connector: revise }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: draft }\n  - { id: c2, from: draft, to: gate }\n  - { id: approve, from: gate, to: end }\n  - { id: revise, from: gate, to: draft }\n";
     let (summary, events) = h.run(flowchart(yaml), json!({})).await;
     assert_eq!(summary.status, RunStatus::Failed);
@@ -420,9 +416,8 @@ async fn a_loop_stops_at_max_node_executions() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn a_timeout_is_retried_and_then_succeeds() {
-    let h = harness().await;
+async fn a_timeout_is_retried_and_then_succeeds(backend: Backend) {
+    let h = harness(backend).await;
     let yaml = "name: slow\nnodes:\n  - { id: start, type: start }\n  - id: t\n    type: task\n    model: scripted\n    timeout_s: 1\n    retry: { max_attempts: 2, backoff_ms: 20 }\n    scripted: [{ delay_ms: 2500, output: late }, { output: on time }]\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: t }\n  - { id: c2, from: t, to: end }\n";
     let (summary, events) = h.run(flowchart(yaml), json!({})).await;
     assert_eq!(summary.status, RunStatus::Completed);
@@ -453,9 +448,8 @@ async fn a_timeout_is_retried_and_then_succeeds() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn retries_are_exhausted_then_the_run_fails() {
-    let h = harness().await;
+async fn retries_are_exhausted_then_the_run_fails(backend: Backend) {
+    let h = harness(backend).await;
     let yaml = "name: flaky\nnodes:\n  - { id: start, type: start }\n  - id: t\n    type: task\n    model: scripted\n    retry: { max_attempts: 3, backoff_ms: 5, backoff_multiplier: 3.0 }\n    scripted: [{ error: { code: provider_unavailable, message: '503', retryable: true } }]\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: t }\n  - { id: c2, from: t, to: end }\n";
     let (summary, events) = h.run(flowchart(yaml), json!({})).await;
     assert_eq!(summary.status, RunStatus::Failed);
@@ -478,7 +472,7 @@ async fn retries_are_exhausted_then_the_run_fails() {
     h.finish().await;
 
     // A non-retryable error is not retried.
-    let h = harness().await;
+    let h = harness(backend).await;
     let (summary, events) = h
         .run(
             flowchart(&yaml.replace("retryable: true", "retryable: false")),
@@ -490,9 +484,8 @@ async fn retries_are_exhausted_then_the_run_fails() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn max_runtime_and_max_parallel_nodes_are_enforced() {
-    let h = harness().await;
+async fn max_runtime_and_max_parallel_nodes_are_enforced(backend: Backend) {
+    let h = harness(backend).await;
     let yaml = "name: long\nlimits: { max_runtime_s: 1 }\nnodes:\n  - { id: start, type: start }\n  - { id: t, type: task, model: scripted, scripted: [{ delay_ms: 3000, output: 1 }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: t }\n  - { id: c2, from: t, to: end }\n";
     let (summary, events) = h.run(flowchart(yaml), json!({})).await;
     assert_eq!(summary.status, RunStatus::Failed);
@@ -500,7 +493,7 @@ async fn max_runtime_and_max_parallel_nodes_are_enforced() {
     assert_eq!(node_runs(&events)["t"], [NodeRunStatus::Canceled]);
     h.finish().await;
 
-    let h = harness().await;
+    let h = harness(backend).await;
     let mut yaml = String::from(
         "name: wide\nlimits: { max_parallel_nodes: 2 }\nnodes:\n  - { id: start, type: start }\n  - { id: join, type: task, model: scripted, scripted: [{ output: 1 }] }\n  - { id: end, type: end }\n",
     );
@@ -536,9 +529,8 @@ fn chain_with_slow_middle(delay_ms: u64) -> Arc<Flowchart> {
     ))
 }
 
-#[tokio::test]
-async fn pause_holds_new_work_until_resume() {
-    let h = harness().await;
+async fn pause_holds_new_work_until_resume(backend: Backend) {
+    let h = harness(backend).await;
     let run = h.start(chain_with_slow_middle(200), json!({})).await;
     h.control(run, ControlAction::Pause).await.unwrap();
     // `a` finishes while paused; `b` must not be scheduled.
@@ -568,9 +560,8 @@ async fn pause_holds_new_work_until_resume() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn graceful_cancel_lets_running_nodes_finish() {
-    let h = harness().await;
+async fn graceful_cancel_lets_running_nodes_finish(backend: Backend) {
+    let h = harness(backend).await;
     let run = h.start(chain_with_slow_middle(200), json!({})).await;
     h.control(run, ControlAction::Cancel { force: false })
         .await
@@ -586,9 +577,8 @@ async fn graceful_cancel_lets_running_nodes_finish() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn forced_cancel_cancels_running_nodes_and_ignores_late_results() {
-    let h = harness().await;
+async fn forced_cancel_cancels_running_nodes_and_ignores_late_results(backend: Backend) {
+    let h = harness(backend).await;
     let run = h.start(chain_with_slow_middle(200), json!({})).await;
     h.control(run, ControlAction::Cancel { force: true })
         .await
@@ -614,9 +604,8 @@ fn fails_first(node_b: &str) -> Arc<Flowchart> {
 const BROKEN_THEN_OK: &str =
     "[{ error: { code: bad, message: broken } }, { output: { v: b2 } }, { output: { v: b3 } }]";
 
-#[tokio::test]
-async fn retry_control_reruns_a_failed_node_with_its_inputs() {
-    let h = harness().await;
+async fn retry_control_reruns_a_failed_node_with_its_inputs(backend: Backend) {
+    let h = harness(backend).await;
     let (summary, events) = h.run(fails_first(BROKEN_THEN_OK), json!({})).await;
     assert_eq!(summary.status, RunStatus::Failed);
     let run = summary.run_id;
@@ -645,9 +634,8 @@ async fn retry_control_reruns_a_failed_node_with_its_inputs() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn skip_control_supplies_the_output_and_downstream_continues() {
-    let h = harness().await;
+async fn skip_control_supplies_the_output_and_downstream_continues(backend: Backend) {
+    let h = harness(backend).await;
     let (summary, _) = h
         .run(
             fails_first("[{ error: { code: bad, message: broken } }]"),
@@ -687,9 +675,8 @@ async fn skip_control_supplies_the_output_and_downstream_continues() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn rewind_reruns_the_node_and_everything_downstream_only() {
-    let h = harness().await;
+async fn rewind_reruns_the_node_and_everything_downstream_only(backend: Backend) {
+    let h = harness(backend).await;
     let (summary, events) = h.run(fails_first(BROKEN_THEN_OK), json!({})).await;
     assert_eq!(summary.status, RunStatus::Failed);
     let run = summary.run_id;
@@ -715,7 +702,7 @@ async fn rewind_reruns_the_node_and_everything_downstream_only() {
     h.finish().await;
 
     // Rewinding a node upstream of finished work re-runs it all, keeping what is upstream.
-    let h = harness().await;
+    let h = harness(backend).await;
     let yaml = "name: three\nnodes:\n  - { id: start, type: start }\n  - { id: a, type: task, model: scripted, scripted: [{ output: a1 }, { output: a2 }] }\n  - { id: b, type: task, model: scripted, scripted: [{ output: b1 }, { output: b2 }] }\n  - { id: c, type: task, model: scripted, scripted: [{ error: { code: bad, message: once } }, { output: c2 }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: a }\n  - { id: c2, from: a, to: b }\n  - { id: c3, from: b, to: c }\n  - { id: c4, from: c, to: end }\n";
     let (summary, _) = h.run(flowchart(yaml), json!({})).await;
     assert_eq!(summary.status, RunStatus::Failed);
@@ -742,9 +729,8 @@ async fn rewind_reruns_the_node_and_everything_downstream_only() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn controls_that_do_not_apply_are_typed_errors_and_write_nothing() {
-    let h = harness().await;
+async fn controls_that_do_not_apply_are_typed_errors_and_write_nothing(backend: Backend) {
+    let h = harness(backend).await;
     let (summary, _) = h.run(chain_with_slow_middle(0), json!({})).await;
     assert_eq!(summary.status, RunStatus::Completed);
     let run = summary.run_id;
@@ -815,9 +801,8 @@ async fn controls_that_do_not_apply_are_typed_errors_and_write_nothing() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn a_control_applies_once_per_request_id() {
-    let h = harness().await;
+async fn a_control_applies_once_per_request_id(backend: Backend) {
+    let h = harness(backend).await;
     let run = h.start(chain_with_slow_middle(300), json!({})).await;
     let request = RequestId::new("pause-1").unwrap();
     let first = apply_control(
@@ -883,9 +868,8 @@ impl FlowchartSource for Children {
     }
 }
 
-#[tokio::test]
-async fn a_subflow_node_runs_a_linked_child_run() {
-    let ledger = TestLedger::new().await.unwrap();
+async fn a_subflow_node_runs_a_linked_child_run(backend: Backend) {
+    let ledger = TestBackend::new(backend).await.unwrap();
     let child = flowchart(
         "name: child\nnodes:\n  - { id: start, type: start }\n  - { id: work, type: task, model: scripted, scripted: [{ output: { answer: 42 } }] }\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: work }\n  - { id: c2, from: work, to: end }\n",
     );
@@ -932,9 +916,8 @@ async fn a_subflow_node_runs_a_linked_child_run() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn two_engines_on_one_run_keep_the_stream_linear() {
-    let h = harness().await;
+async fn two_engines_on_one_run_keep_the_stream_linear(backend: Backend) {
+    let h = harness(backend).await;
     let second = engine_on(&h.ledger, Arc::new(NoFlowcharts)).await;
     let mut yaml = String::from(
         "name: long\nnodes:\n  - { id: start, type: start }\n  - { id: end, type: end }\n",
@@ -972,9 +955,8 @@ async fn two_engines_on_one_run_keep_the_stream_linear() {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn bad_input_is_rejected_before_anything_is_written() {
-    let h = harness().await;
+async fn bad_input_is_rejected_before_anything_is_written(backend: Backend) {
+    let h = harness(backend).await;
     let start = StartRun {
         run_id: RunId::new_v7(),
         flowchart: chain_with_slow_middle(0),
@@ -1019,8 +1001,11 @@ impl crate::provider::ModelProvider for CountingModel {
 
 /// A harness whose scripted model answers from `script` (YAML, node id → responses) and counts
 /// its calls.
-async fn counting_harness(script: &str) -> (Harness, Arc<std::sync::atomic::AtomicUsize>) {
-    let ledger = TestLedger::new().await.unwrap();
+async fn counting_harness(
+    backend: Backend,
+    script: &str,
+) -> (Harness, Arc<std::sync::atomic::AtomicUsize>) {
+    let ledger = TestBackend::new(backend).await.unwrap();
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let fixture = ScriptedProvider::parse_fixture(script).unwrap();
     let model = CountingModel {
@@ -1057,9 +1042,8 @@ fn node_failure<'a>(
 
 const RETRIED_TASK: &str = "name: nul\nnodes:\n  - { id: start, type: start }\n  - id: t\n    type: task\n    model: scripted\n    retry: { max_attempts: 3, backoff_ms: 5 }\n    scripted: [{ output: placeholder }]\n  - { id: end, type: end }\nconnectors:\n  - { id: c1, from: start, to: t }\n  - { id: c2, from: t, to: end }\n";
 
-#[tokio::test]
-async fn a_model_output_holding_u0000_fails_the_node_once_with_invalid_output() {
-    let (h, calls) = counting_harness("t: [{ output: { text: \"a\\0b\" } }]").await;
+async fn a_model_output_holding_u0000_fails_the_node_once_with_invalid_output(backend: Backend) {
+    let (h, calls) = counting_harness(backend, "t: [{ output: { text: \"a\\0b\" } }]").await;
     let (summary, events) = h.run(flowchart(RETRIED_TASK), json!({})).await;
     assert_eq!(summary.status, RunStatus::Failed);
     assert_eq!(
@@ -1084,12 +1068,13 @@ async fn a_model_output_holding_u0000_fails_the_node_once_with_invalid_output() 
     h.finish().await;
 }
 
-#[tokio::test]
-async fn an_error_report_or_integer_the_ledger_cannot_store_fails_the_node_with_invalid_output() {
+async fn an_error_report_or_integer_the_ledger_cannot_store_fails_the_node_with_invalid_output(
+    backend: Backend,
+) {
     // A failure whose message holds U+0000, then an output with an integer beyond 2^53: each
     // ends its node run, and the retry policy (here: retryable provider errors) still applies.
     let script = "t: [{ error: { code: provider_unavailable, message: \"bad\\0byte\", retryable: true } }, { output: { n: 9007199254740993 } }]";
-    let (h, calls) = counting_harness(script).await;
+    let (h, calls) = counting_harness(backend, script).await;
     let (summary, events) = h.run(flowchart(RETRIED_TASK), json!({})).await;
     assert_eq!(summary.status, RunStatus::Failed);
     assert_eq!(
@@ -1109,9 +1094,10 @@ async fn an_error_report_or_integer_the_ledger_cannot_store_fails_the_node_with_
     h.finish().await;
 }
 
-#[tokio::test]
-async fn unstorable_inputs_and_skip_outputs_are_refused_before_anything_is_written() {
-    let h = harness().await;
+async fn unstorable_inputs_and_skip_outputs_are_refused_before_anything_is_written(
+    backend: Backend,
+) {
+    let h = harness(backend).await;
     let start = StartRun {
         run_id: RunId::new_v7(),
         flowchart: chain_with_slow_middle(0),
@@ -1154,9 +1140,8 @@ async fn unstorable_inputs_and_skip_outputs_are_refused_before_anything_is_writt
     h.finish().await;
 }
 
-#[tokio::test]
-async fn a_second_retry_while_the_first_is_pending_is_node_busy() {
-    let h = harness().await;
+async fn a_second_retry_while_the_first_is_pending_is_node_busy(backend: Backend) {
+    let h = harness(backend).await;
     let (summary, _) = h.run(fails_first(BROKEN_THEN_OK), json!({})).await;
     assert_eq!(summary.status, RunStatus::Failed);
     let run = summary.run_id;
@@ -1200,3 +1185,55 @@ async fn a_second_retry_while_the_first_is_pending_is_node_busy() {
     );
     h.finish().await;
 }
+
+/// Each rule test once on PostgreSQL and once on SQLite.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    examples_run_to_completion,
+    fan_in_all_waits_for_every_parent,
+    fan_in_any_runs_on_the_first_token,
+    fan_in_custom_n_consumes_the_earliest_tokens_and_dotted_context_is_passed,
+    decision_fires_every_matching_connector,
+    decision_without_match_takes_the_fallback,
+    decision_without_match_or_fallback_fails_the_run,
+    route_key_fires_its_connector_and_an_unknown_one_fails_fast,
+    a_loop_stops_at_max_node_executions,
+    a_timeout_is_retried_and_then_succeeds,
+    retries_are_exhausted_then_the_run_fails,
+    max_runtime_and_max_parallel_nodes_are_enforced,
+    pause_holds_new_work_until_resume,
+    graceful_cancel_lets_running_nodes_finish,
+    forced_cancel_cancels_running_nodes_and_ignores_late_results,
+    retry_control_reruns_a_failed_node_with_its_inputs,
+    skip_control_supplies_the_output_and_downstream_continues,
+    rewind_reruns_the_node_and_everything_downstream_only,
+    controls_that_do_not_apply_are_typed_errors_and_write_nothing,
+    a_control_applies_once_per_request_id,
+    a_subflow_node_runs_a_linked_child_run,
+    two_engines_on_one_run_keep_the_stream_linear,
+    bad_input_is_rejected_before_anything_is_written,
+    a_model_output_holding_u0000_fails_the_node_once_with_invalid_output,
+    an_error_report_or_integer_the_ledger_cannot_store_fails_the_node_with_invalid_output,
+    unstorable_inputs_and_skip_outputs_are_refused_before_anything_is_written,
+    a_second_retry_while_the_first_is_pending_is_node_busy,
+);
