@@ -1763,6 +1763,9 @@ impl<S: EventStore + 'static> Driver<S> {
         };
         if head.version <= self.version {
             self.last_append = tokio::time::Instant::now();
+            // Work recorded while this instance could not trust its lease was not handed out
+            // (see `dispatch`): it goes out now, if the lease is trusted again.
+            self.redispatch().await;
             return Ok(());
         }
         let newer = store

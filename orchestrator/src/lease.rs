@@ -10,7 +10,7 @@
 //! (appended by the engine at the ledger version it loaded, so the previous owner's next
 //! append fails its version check and it stops). Design: docs/adr/0002-run-leases.md.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,9 +119,22 @@ pub struct Leases {
     /// the statement that granted or renewed it, so never later than the database's), and when
     /// the grant was known here (a renewal sent before that may not have seen it).
     held: Mutex<HashMap<RunId, Held>>,
+    /// Rows the last renewal found owned by this instance but not in `held`: a grant whose
+    /// answer was lost with its connection, or a hand-back that failed. Seen twice, handed back.
+    strays: Mutex<HashSet<RunId>>,
     draining: AtomicBool,
     /// [`keep`] is running: it listens for wakes and pokes the drivers.
     listening: AtomicBool,
+}
+
+/// What a renewal found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Renewal {
+    /// Runs another instance took over (their leases ran out first): no longer driven here.
+    pub lost: Vec<RunId>,
+    /// Runs whose lease had run out of trust here (renewals failed) and is held again: their
+    /// drivers skipped handing out work meanwhile and must look again.
+    pub regained: Vec<RunId>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -136,6 +149,7 @@ impl Leases {
             store,
             config,
             held: Mutex::new(HashMap::new()),
+            strays: Mutex::new(HashSet::new()),
             draining: AtomicBool::new(false),
             listening: AtomicBool::new(false),
         })
@@ -186,8 +200,8 @@ impl Leases {
         self.held() < self.config.max_active_runs
     }
 
-    /// Renews the instance and its leases. Returns the runs it held but lost.
-    pub async fn renew(&self) -> Result<Vec<RunId>, StoreError> {
+    /// Renews the instance and its leases: which runs it lost, and which it may trust again.
+    pub async fn renew(&self) -> Result<Renewal, StoreError> {
         let sent = Instant::now();
         let accepting = self.config.takes_runs && !self.is_draining();
         let kept = self
@@ -195,23 +209,65 @@ impl Leases {
             .heartbeat(&self.config.instance_id, self.config.ttl, !accepting)
             .await?;
         let until = self.trusted_until(sent);
-        let mut lost = Vec::new();
+        let now = Instant::now();
+        let mut renewal = Renewal::default();
+        let kept: HashSet<RunId> = kept.into_iter().collect();
+        let mut untracked = HashSet::new();
         if let Ok(mut held) = self.held.lock() {
-            let kept: std::collections::HashSet<RunId> = kept.into_iter().collect();
+            untracked.extend(kept.iter().filter(|r| !held.contains_key(r)).copied());
             held.retain(|run_id, lease| {
                 if kept.contains(run_id) {
+                    if lease.until <= now {
+                        renewal.regained.push(*run_id);
+                    }
                     lease.until = until;
                     true
                 } else if lease.granted >= sent {
                     // Granted while this renewal was on its way: it may not have seen it.
                     true
                 } else {
-                    lost.push(*run_id);
+                    renewal.lost.push(*run_id);
                     false
                 }
             });
         }
-        Ok(lost)
+        self.hand_back_strays(untracked).await;
+        Ok(renewal)
+    }
+
+    /// A row this instance owns without driving its run would be renewed by every heartbeat for
+    /// as long as the instance lives, and the run would never move again. It happens when a
+    /// grant commits but its answer is lost with the connection, or a hand-back fails. Such a
+    /// row is handed back once two renewals in a row saw it: a grant whose answer is still on its
+    /// way shows up in one renewal at most.
+    async fn hand_back_strays(&self, untracked: HashSet<RunId>) {
+        let strays: Vec<RunId> = match self.strays.lock() {
+            Ok(mut seen) => {
+                let twice = untracked.intersection(&seen).copied().collect();
+                *seen = untracked;
+                twice
+            }
+            Err(_) => return,
+        };
+        if strays.is_empty() {
+            return;
+        }
+        match self
+            .store
+            .release(&self.config.instance_id, &strays, true)
+            .await
+        {
+            Ok(_) => {
+                tracing::warn!(runs = ?strays, "handed back leases this instance held without driving their runs");
+                if let Ok(mut seen) = self.strays.lock() {
+                    seen.retain(|r| !strays.contains(r));
+                }
+            }
+            // Still strays at the next renewal, which tries again.
+            Err(e) => {
+                tracing::warn!(runs = ?strays, error = %e, "cannot hand back leases held without a driver")
+            }
+        }
     }
 
     /// Hands back every lease and leaves the live instances (end of a drained shutdown).
@@ -356,10 +412,14 @@ pub async fn keep<S: EventStore + 'static>(
             _ = shutdown.changed() => return,
             _ = renew.tick() => {
                 match leases.renew().await {
-                    Ok(lost) => {
-                        for run_id in lost {
+                    Ok(renewal) => {
+                        for run_id in renewal.lost {
                             tracing::warn!(%run_id, "lease lost to another instance; no longer driving the run");
                             engine.relinquish(run_id);
+                        }
+                        for run_id in renewal.regained {
+                            tracing::info!(%run_id, "lease renewed after renewals failed; handing out the run's waiting work");
+                            engine.poke(run_id);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "lease renewal failed; runs stop dispatching when their leases run out"),
@@ -465,7 +525,7 @@ mod tests {
         }
         assert_eq!(owner, None, "the row still names the instance");
         // And the next heartbeat renews nothing.
-        assert!(leases.renew().await.unwrap().is_empty());
+        assert_eq!(leases.renew().await.unwrap(), Renewal::default());
         assert!(
             store
                 .heartbeat("engine-a", Duration::from_secs(30), false)
@@ -473,6 +533,57 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        ledger.drop_schema().await.unwrap();
+    }
+
+    /// A grant committed whose answer never arrived (the connection was cut): without a hand
+    /// back, every heartbeat renews the row and no instance ever drives the run again.
+    #[tokio::test]
+    async fn a_row_owned_but_not_driven_is_handed_back_by_the_second_renewal() {
+        let ledger = TestLedger::new().await.unwrap();
+        let store = LeaseStore::new(ledger.store.pool().clone());
+        let leases = Leases::new(
+            store.clone(),
+            LeaseConfig {
+                instance_id: "engine-a".into(),
+                ttl: Duration::from_secs(30),
+                max_active_runs: 10,
+                look_interval: Duration::from_secs(3600),
+                takes_runs: true,
+            },
+        );
+        let driven = RunId(uuid::Uuid::now_v7());
+        let lost_answer = RunId(uuid::Uuid::now_v7());
+        assert!(leases.acquire(driven).await.unwrap().is_some());
+        store
+            .acquire("engine-a", lost_answer, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        leases.renew().await.unwrap();
+        let owner = store.lease_of(lost_answer).await.unwrap().unwrap().owner;
+        assert_eq!(
+            owner.as_deref(),
+            Some("engine-a"),
+            "one sighting is not enough"
+        );
+        leases.renew().await.unwrap();
+        assert_eq!(
+            store.lease_of(lost_answer).await.unwrap().unwrap().owner,
+            None
+        );
+        assert_eq!(
+            store
+                .lease_of(driven)
+                .await
+                .unwrap()
+                .unwrap()
+                .owner
+                .as_deref(),
+            Some("engine-a"),
+            "a run driven here keeps its lease"
+        );
+        assert!(leases.holds(driven));
         ledger.drop_schema().await.unwrap();
     }
 }

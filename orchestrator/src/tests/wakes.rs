@@ -387,3 +387,88 @@ async fn steps_of_concurrent_runs_share_commits_and_every_run_completes() {
     assert_eq!(streams.len(), runs);
     ledger.drop_schema().await.unwrap();
 }
+
+/// Renewals failed long enough for the lease to lose the instance's trust (a database cut),
+/// and a step recorded a node run meanwhile: its work was not handed out. The renewal that
+/// succeeds again names the run, the keeper pokes its driver, and the work goes out; before,
+/// the run sat until the node run's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_skipped_while_the_lease_was_untrusted_goes_out_once_it_is_renewed() {
+    let ledger = TestLedger::new().await.unwrap();
+    let store = ledger.second_store().await.unwrap();
+    let ttl = Duration::from_millis(300);
+    let leases = Leases::new(
+        LeaseStore::new(store.pool().clone()),
+        LeaseConfig {
+            instance_id: "owner".into(),
+            ttl,
+            max_active_runs: 10,
+            look_interval: Duration::from_secs(3600),
+            takes_runs: true,
+        },
+    );
+    leases.renew().await.unwrap();
+    let held = Arc::new(Holding::default());
+    let executor: Arc<dyn NodeExecutor> = Arc::new(Arc::clone(&held));
+    // No keeper: renewals happen only when the test makes them, as when they all fail.
+    let engine = Engine::with_ownership(
+        Counted::new(store),
+        executor,
+        Arc::new(NoFlowcharts),
+        quiet(),
+        leases.clone(),
+    );
+    let run = engine
+        .start(
+            start(chain(2)),
+            RequestId::generate(),
+            CorrelationId::generate(),
+        )
+        .await
+        .unwrap();
+    until("t0 handed out", || held.work.lock().unwrap().len() == 1).await;
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+    let t0 = held.work.lock().unwrap()[0].clone();
+    engine
+        .deliver(Delivery {
+            run_id: run,
+            report: Report::Finished(succeeded(&t0)),
+            message_id: Some("t0-result".into()),
+            receipt: None,
+        })
+        .await;
+    let stream = StreamId::for_run(run);
+    let mut started = 0;
+    for _ in 0..250 {
+        let events = engine
+            .store()
+            .inner
+            .read_stream(&stream, 1, usize::MAX)
+            .await
+            .unwrap();
+        started = events
+            .iter()
+            .filter(|e| e.event_type == "NodeStarted")
+            .count();
+        if started == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(started, 2, "t1 recorded as started");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        held.work.lock().unwrap().len(),
+        1,
+        "an instance that cannot trust its lease hands out nothing"
+    );
+    let renewal = leases.renew().await.unwrap();
+    assert_eq!(renewal.regained, vec![run]);
+    assert!(renewal.lost.is_empty());
+    engine.poke(run);
+    until("t1 handed out once the lease is trusted again", || {
+        held.work.lock().unwrap().len() == 2
+    })
+    .await;
+    ledger.drop_schema().await.unwrap();
+}
