@@ -586,12 +586,18 @@ impl<E: Env> Step<'_, E> {
                 let Some(rerun) = self.state.reruns.front().cloned() else {
                     break;
                 };
+                if self.waits_for_workspace_holder(rerun.node) {
+                    break;
+                }
                 self.schedule(rerun.node, rerun.consumed, None)?;
                 progressed = true;
             }
             let candidates: Vec<usize> = self.state.candidates.iter().copied().collect();
             for node in candidates {
                 while self.state.status == RunStatus::Running && self.has_capacity() {
+                    if self.waits_for_workspace_holder(node) {
+                        break;
+                    }
                     let Some(tokens) = self.ready_tokens(node) else {
                         break;
                     };
@@ -603,6 +609,34 @@ impl<E: Env> Step<'_, E> {
                 return self.check_stalled();
             }
         }
+    }
+
+    /// Over NATS, every node run that uses the run's workspace goes to the executor holding it.
+    /// Until one does (the first such node run made it), a second would go to any executor and
+    /// clone a workspace of its own: it waits for the holder, or for the first to end.
+    fn waits_for_workspace_holder(&self, node: usize) -> bool {
+        let state = &self.state;
+        if state.workspace_holder.is_some() || !state.uses_run_workspace(node) {
+            return false;
+        }
+        let remote = state
+            .flowchart
+            .node_at(node)
+            .is_some_and(|n| self.settings.dispatches_remotely(n.node_type));
+        remote
+            && state
+                .active
+                .iter()
+                .any(|&i| state.uses_run_workspace(state.node_runs[i].node))
+    }
+
+    /// Settles when the step made the run's workspace holder known: node runs waiting for it
+    /// (see [`Self::waits_for_workspace_holder`]) go out now.
+    fn settle_if_holder_found(&mut self, had_holder: bool) -> Result<(), DecideError> {
+        if !had_holder && self.state.workspace_holder.is_some() {
+            return self.settle();
+        }
+        Ok(())
     }
 
     /// Whether another node run may start under `limits.max_parallel_nodes`.
@@ -1211,7 +1245,9 @@ impl<E: Env> Step<'_, E> {
                 message: "a reported tool call names its node and its turn".into(),
             });
         }
-        self.emit(unstorable::storable_tool_call(call))
+        let had_holder = self.state.workspace_holder.is_some();
+        self.emit(unstorable::storable_tool_call(call))?;
+        self.settle_if_holder_found(had_holder)
     }
 
     /// Records the publish of a remote node run's work and arms its dispatch timeout. A report
@@ -1269,6 +1305,7 @@ impl<E: Env> Step<'_, E> {
             .flowchart
             .effective_timeout_s(nr.node)
             .unwrap_or_default();
+        let had_holder = self.state.workspace_holder.is_some();
         self.emit(NodeStarted {
             run_id: self.run_id(),
             node_id: self.node_id(nr.node),
@@ -1276,7 +1313,8 @@ impl<E: Env> Step<'_, E> {
             attempt,
             executor,
             deadline: Some(add_ms(self.env.now(), timeout_s.saturating_mul(1000))),
-        })
+        })?;
+        self.settle_if_holder_found(had_holder)
     }
 
     fn child_started(

@@ -102,12 +102,19 @@ impl RunState {
 impl RunState {
     /// The run's workspace holder, for a node whose allowlist reaches workspace tools.
     pub(crate) fn workspace_holder_for(&self, node: usize) -> Option<String> {
-        let tools = self.flowchart.node_at(node)?.tools.as_deref()?;
-        if runledger_contracts::tool_catalog::allowlist_reaches_run_workspace(tools) {
+        if self.uses_run_workspace(node) {
             self.workspace_holder.clone()
         } else {
             None
         }
+    }
+
+    /// Whether `node`'s tool allowlist reaches the run's workspace.
+    pub(crate) fn uses_run_workspace(&self, node: usize) -> bool {
+        self.flowchart
+            .node_at(node)
+            .and_then(|n| n.tools.as_deref())
+            .is_some_and(runledger_contracts::tool_catalog::allowlist_reaches_run_workspace)
     }
 
     /// The run's workspace source, its `{{ inputs.* }}` filled from the run's inputs. The run's
