@@ -135,6 +135,13 @@ impl InFlight {
         }
     }
 
+    /// No node run in hand.
+    fn is_idle(&self) -> bool {
+        self.inner
+            .lock()
+            .is_ok_and(|inner| inner.running.is_empty())
+    }
+
     fn holds(&self, run_id: RunId) -> bool {
         self.inner
             .lock()
@@ -146,8 +153,14 @@ impl InFlight {
 /// told (a stopped node run ends at its next await).
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// Follows `runledger.run_ended` until `shutdown` turns true: stops the ended run's node runs
-/// in hand, then tells `providers`' tool domains the run finished.
+/// How often a draining executor looks whether its last node run let go.
+const DRAIN_LOOK: Duration = Duration::from_millis(50);
+
+/// Follows `runledger.run_ended` until `shutdown` turns true and no node run is in hand: stops
+/// the ended run's node runs in hand, then tells `providers`' tool domains the run finished.
+/// A draining executor still waits for its node runs to end, so it keeps hearing run ends
+/// until then: a run that ends during the drain stops its work here at once, rather than after
+/// its node runs have run to their end.
 pub async fn follow_run_ends(
     client: async_nats::Client,
     topology: Topology,
@@ -156,8 +169,9 @@ pub async fn follow_run_ends(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut retries = crate::retry_log::RetryLog::new();
+    let mut draining = *shutdown.borrow();
     loop {
-        if *shutdown.borrow() {
+        if draining && in_flight.is_idle() {
             return;
         }
         let mut ends = match client.subscribe(topology.run_ended_subject()).await {
@@ -169,7 +183,8 @@ pub async fn follow_run_ends(
                 retries.failed("waiting for NATS to hear run ends", &e);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.changed() => {}
+                    _ = shutdown.changed(), if !draining => draining = true,
+                    _ = tokio::time::sleep(DRAIN_LOOK), if draining => {}
                 }
                 continue;
             }
@@ -177,7 +192,17 @@ pub async fn follow_run_ends(
         loop {
             let message = tokio::select! {
                 message = ends.next() => message,
-                _ = shutdown.changed() => return,
+                // A closed channel (its sender gone) counts as a shutdown too.
+                _ = shutdown.changed(), if !draining => {
+                    draining = true;
+                    continue;
+                }
+                _ = tokio::time::sleep(DRAIN_LOOK), if draining => {
+                    if in_flight.is_idle() {
+                        return;
+                    }
+                    continue;
+                }
             };
             let Some(message) = message else { break };
             let ended = match serde_json::from_slice::<RunEndedMessage>(&message.payload) {
