@@ -21,6 +21,7 @@ export RUNLEDGER_DATABASE_SCHEMA="rag_bench_$$"
 export RUNLEDGER_RAG_DATA_DIR="$WORK/data"
 QUESTIONS="$(dirname "$0")/rag-book-questions.json"
 
+echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 cp -r "$SRC" "$WORK/docs"
 FILES=$(find "$WORK/docs" -type f -name '*.html' | wc -l)
 echo "corpus: $FILES HTML files, $(du -sh "$WORK/docs" | cut -f1) ($SRC)"
@@ -62,4 +63,5 @@ echo "book only (same questions, a collection of book/ alone):"
 "$BIN" rag sources create rustbook --dir "$WORK/docs/book" --include '*.html' --exclude 'print.html' --source-name book --json > /dev/null
 "$BIN" rag index rustbook --mode full > /dev/null
 "$BIN" rag eval rustbook --questions "$QUESTIONS" --top-k 5 --rounds 5
+echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 psql "${RUNLEDGER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/runledger}" -qc "DROP SCHEMA IF EXISTS $RUNLEDGER_DATABASE_SCHEMA CASCADE" >/dev/null 2>&1 || true

@@ -9,7 +9,9 @@
 //!   in one of the two chunks.
 //!
 //! Every chunk keeps its 1-based inclusive line range in the extracted text (for files other
-//! than HTML, the file's own lines) and the blake3 of its text.
+//! than HTML, the file's own lines), the blake3 of its text, its section's heading (`title`)
+//! and the headings that section sits under (`context`: the chapter and parent sections), so
+//! a subsection titled "Examples" still says what it is an example of.
 
 use crate::extract::DocKind;
 
@@ -28,12 +30,22 @@ pub struct Chunk {
     pub end_line: u64,
     /// The heading of the section the chunk is in, if the document has headings.
     pub title: String,
+    /// The headings above that section, outermost first, joined by ` > `; empty for a
+    /// top-level section or a document without headings.
+    pub context: String,
     /// blake3 of `text`, hex.
     pub digest: String,
 }
 
 /// A run of lines: (1-based number, text) each.
 type Lines<'a> = Vec<(u64, &'a str)>;
+
+/// A section of a document: its heading, the headings above it, its lines.
+struct Section<'a> {
+    title: String,
+    context: String,
+    lines: Lines<'a>,
+}
 
 /// Chunks of `text`, a document of `kind`.
 pub fn chunk(kind: DocKind, text: &str) -> Vec<Chunk> {
@@ -47,20 +59,20 @@ pub fn chunk(kind: DocKind, text: &str) -> Vec<Chunk> {
         DocKind::Code | DocKind::Text => by_blocks(&lines),
     };
     let mut out = Vec::new();
-    for (title, section) in sections {
-        let size: usize = section.iter().map(|(_, l)| l.len() + 1).sum();
+    for section in sections {
+        let size: usize = section.lines.iter().map(|(_, l)| l.len() + 1).sum();
         if size <= MAX_CHARS {
-            push(&mut out, &title, &section);
+            push(&mut out, &section, &section.lines);
         } else {
-            for window in windows(&section) {
-                push(&mut out, &title, &window);
+            for window in windows(&section.lines) {
+                push(&mut out, &section, &window);
             }
         }
     }
     out
 }
 
-fn push(out: &mut Vec<Chunk>, title: &str, lines: &[(u64, &str)]) {
+fn push(out: &mut Vec<Chunk>, section: &Section<'_>, lines: &[(u64, &str)]) {
     let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
         return;
     };
@@ -77,72 +89,100 @@ fn push(out: &mut Vec<Chunk>, title: &str, lines: &[(u64, &str)]) {
         text,
         start_line: first.0,
         end_line: last.0,
-        title: title.to_owned(),
+        title: section.title.clone(),
+        context: section.context.clone(),
         digest,
     });
 }
 
-fn heading(line: &str) -> Option<&str> {
+/// A heading line's level (1-6) and text.
+fn heading(line: &str) -> Option<(usize, &str)> {
     let hashes = line.bytes().take_while(|b| *b == b'#').count();
     if (1..=6).contains(&hashes) && line[hashes..].starts_with(' ') {
-        Some(line[hashes..].trim())
+        Some((hashes, line[hashes..].trim()))
     } else {
         None
     }
 }
 
-/// Sections that start at each heading outside ``` / ~~~ fences.
-fn by_headings<'a>(lines: &Lines<'a>) -> Vec<(String, Lines<'a>)> {
-    let mut sections: Vec<(String, Lines)> = Vec::new();
-    let mut title = String::new();
+/// Sections that start at each heading outside ``` / ~~~ fences, each with the headings of
+/// lower level above it.
+fn by_headings<'a>(lines: &Lines<'a>) -> Vec<Section<'a>> {
+    let mut sections: Vec<Section> = Vec::new();
+    // The open headings: (level, text), outermost first; the last is the current title.
+    let mut open: Vec<(usize, &str)> = Vec::new();
     let mut current: Lines = Vec::new();
     let mut fenced = false;
+    let section = |open: &[(usize, &str)], lines: Lines<'a>| {
+        let (title, above) = match open.split_last() {
+            Some(((_, title), above)) => ((*title).to_owned(), above),
+            None => (String::new(), open),
+        };
+        let context: Vec<&str> = above.iter().map(|(_, h)| *h).collect();
+        Section {
+            title,
+            context: context.join(" > "),
+            lines,
+        }
+    };
     for &(n, line) in lines {
         let trimmed = line.trim_start();
         if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
             fenced = !fenced;
         }
-        if !fenced && let Some(h) = heading(line) {
+        if !fenced && let Some((level, h)) = heading(line) {
             if !current.is_empty() {
-                sections.push((title.clone(), std::mem::take(&mut current)));
+                sections.push(section(&open, std::mem::take(&mut current)));
             }
-            title = h.to_owned();
+            while open.last().is_some_and(|(l, _)| *l >= level) {
+                open.pop();
+            }
+            open.push((level, h));
         }
         current.push((n, line));
     }
     if !current.is_empty() {
-        sections.push((title, current));
+        sections.push(section(&open, current));
     }
     merge_bare_headings(sections)
 }
 
 /// A section that is only its heading (a chapter title right before its first subsection)
 /// has no text to retrieve: its lines go to the start of the next section, which keeps its
-/// own title.
-fn merge_bare_headings(sections: Vec<(String, Lines<'_>)>) -> Vec<(String, Lines<'_>)> {
-    let mut out: Vec<(String, Lines)> = Vec::with_capacity(sections.len());
+/// own title and context.
+fn merge_bare_headings(sections: Vec<Section<'_>>) -> Vec<Section<'_>> {
+    let mut out: Vec<Section> = Vec::with_capacity(sections.len());
     let mut carried: Lines = Vec::new();
-    for (title, lines) in sections {
+    // The first bare heading carried: names the lines if no section with text follows.
+    let mut first_bare: Option<(String, String)> = None;
+    for section in sections {
+        let lines = &section.lines;
         let bare = lines.iter().skip(1).all(|(_, l)| l.trim().is_empty())
             && lines.first().is_some_and(|(_, l)| heading(l).is_some());
-        carried.extend(lines);
-        if !bare {
-            out.push((title, std::mem::take(&mut carried)));
+        carried.extend(section.lines);
+        if bare {
+            first_bare.get_or_insert((section.title, section.context));
+        } else {
+            first_bare = None;
+            out.push(Section {
+                title: section.title,
+                context: section.context,
+                lines: std::mem::take(&mut carried),
+            });
         }
     }
-    if !carried.is_empty() {
-        let title = carried
-            .first()
-            .and_then(|(_, l)| heading(l))
-            .unwrap_or_default()
-            .to_owned();
-        out.push((title, carried));
+    if let (false, Some((title, context))) = (carried.is_empty(), first_bare) {
+        out.push(Section {
+            title,
+            context,
+            lines: carried,
+        });
     }
     out
 }
 
 /// Blank-line blocks merged up to [`TARGET_CHARS`].
-fn by_blocks<'a>(lines: &Lines<'a>) -> Vec<(String, Lines<'a>)> {
+fn by_blocks<'a>(lines: &Lines<'a>) -> Vec<Section<'a>> {
     let mut blocks: Vec<Lines> = Vec::new();
     let mut current: Lines = Vec::new();
     for &(n, line) in lines {
@@ -157,20 +197,25 @@ fn by_blocks<'a>(lines: &Lines<'a>) -> Vec<(String, Lines<'a>)> {
     if !current.is_empty() {
         blocks.push(current);
     }
-    let mut sections: Vec<(String, Lines)> = Vec::new();
+    let mut sections: Vec<Section> = Vec::new();
+    let untitled = |lines: Lines<'a>| Section {
+        title: String::new(),
+        context: String::new(),
+        lines,
+    };
     let mut merged: Lines = Vec::new();
     let mut size = 0;
     for block in blocks {
         let block_size: usize = block.iter().map(|(_, l)| l.len() + 1).sum();
         if !merged.is_empty() && size + block_size > TARGET_CHARS {
-            sections.push((String::new(), std::mem::take(&mut merged)));
+            sections.push(untitled(std::mem::take(&mut merged)));
             size = 0;
         }
         size += block_size;
         merged.extend(block);
     }
     if !merged.is_empty() {
-        sections.push((String::new(), merged));
+        sections.push(untitled(merged));
     }
     sections
 }
@@ -255,6 +300,32 @@ mod tests {
             vec![("Rules", 1, 4), ("Scope", 5, 6), ("Last", 7, 7)]
         );
         assert!(chunks[0].text.starts_with("# Ownership\n"));
+    }
+
+    #[test]
+    fn each_section_knows_the_headings_above_it() {
+        let md = "# Book\nintro\n## Ownership\ntext\n### Rules\nrules\n#### Detail\nd\n## Borrowing\nb\n";
+        let chunks = chunk(DocKind::Markdown, md);
+        let summary: Vec<(&str, &str)> = chunks
+            .iter()
+            .map(|c| (c.title.as_str(), c.context.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("Book", ""),
+                ("Ownership", "Book"),
+                ("Rules", "Book > Ownership"),
+                ("Detail", "Book > Ownership > Rules"),
+                ("Borrowing", "Book"),
+            ]
+        );
+        // Code and text have no headings: no context.
+        assert!(
+            chunk(DocKind::Text, "a\n\nb\n")
+                .iter()
+                .all(|c| c.context.is_empty())
+        );
     }
 
     #[test]

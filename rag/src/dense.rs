@@ -143,11 +143,12 @@ pub fn fuse(rankings: &[Vec<Hit>], top_k: usize) -> Vec<Hit> {
         }
     }
     fused.sort_by(|a, b| b.0.total_cmp(&a.0));
-    // One text once, as BM25 answers it (the dense ranking does not collapse copies).
-    let mut seen = std::collections::HashSet::new();
+    // One text once and a few chunks per file, as BM25 answers it (the dense ranking does
+    // not collapse copies).
+    let mut diverse = crate::search::Diverse::default();
     fused
         .into_iter()
-        .filter(|(_, hit)| seen.insert(hit.chunk_digest.clone()))
+        .filter(|(_, hit)| diverse.admit(hit))
         .take(top_k)
         .map(|(score, hit)| Hit { score, ..hit })
         .collect()

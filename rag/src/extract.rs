@@ -4,7 +4,10 @@
 //! styles and markup dropped; headings kept as `#` lines so the Markdown chunker can split at
 //! them); a page with a `<main>` element gives only that element's text (navigation, sidebars
 //! and footers are not content), and a redirect page (`<meta http-equiv="refresh">`) gives
-//! none: it is skipped like a binary file. Everything else must be UTF-8 text and is kept as
+//! none: it is skipped like a binary file, as is a moved-content stub (a short page whose
+//! text says its content moved, e.g. the old Book editions' "no longer distributed" pages):
+//! such a page repeats its topic's words in a few lines, which BM25 ranks above the page
+//! that has the content. Everything else must be UTF-8 text and is kept as
 //! is, so line numbers of hits are line numbers of the file. Files that are not text (NUL
 //! bytes, invalid UTF-8) or too large are skipped and counted, never an error: one odd file
 //! must not fail an index run.
@@ -64,7 +67,23 @@ pub enum Skip {
     /// An HTML page that only sends the browser elsewhere: it has no text of its own.
     #[error("an HTML redirect page")]
     Redirect,
+    /// An HTML page of a few lines saying its content is elsewhere.
+    #[error("an HTML page that says its content moved")]
+    Moved,
 }
+
+/// Longest text (bytes, whitespace runs counted as one space) a moved-content stub has; the
+/// stubs of the Rust documentation have at most ~1,500 with their page chrome, pages that
+/// merely mention a move (`ptr::write`: "has been moved") have more.
+const STUB_MAX_BYTES: usize = 1_600;
+
+/// What a moved-content stub says (lowercase).
+const MOVED_NOTICES: &[&str] = &[
+    "no longer distributed",
+    "this is an old link",
+    "has moved",
+    "has been moved",
+];
 
 /// The text of a document of `kind`, or why it is skipped.
 pub fn extract(kind: DocKind, bytes: &[u8]) -> Result<String, Skip> {
@@ -77,9 +96,29 @@ pub fn extract(kind: DocKind, bytes: &[u8]) -> Result<String, Skip> {
     let text = std::str::from_utf8(bytes).map_err(|_| Skip::NotText)?;
     match kind {
         DocKind::Html if is_redirect(text) => Err(Skip::Redirect),
-        DocKind::Html => Ok(html_to_text(&fence_code(main_element(text)))),
+        DocKind::Html => {
+            let text = html_to_text(&fence_code(main_element(text)));
+            if is_moved_stub(&text) {
+                Err(Skip::Moved)
+            } else {
+                Ok(text)
+            }
+        }
         _ => Ok(text.to_owned()),
     }
+}
+
+/// Whether extracted page text is a moved-content stub: short, and saying it moved.
+fn is_moved_stub(text: &str) -> bool {
+    let mut size = 0;
+    for word in text.split_whitespace() {
+        size += word.len() + 1;
+        if size > STUB_MAX_BYTES {
+            return false;
+        }
+    }
+    let lower = text.to_lowercase();
+    MOVED_NOTICES.iter().any(|n| lower.contains(n))
 }
 
 /// Byte offset of the first ASCII-case-insensitive occurrence of `needle` in `hay` at or
@@ -252,6 +291,28 @@ mod tests {
         // A refresh named in the body text is not a redirect.
         let prose = "<html><head><title>t</title></head><body><p>http-equiv refresh</p></body>";
         assert!(extract(DocKind::Html, prose.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_short_page_saying_its_content_moved_is_skipped() {
+        let stub = r#"<html><body><main><h2 id="x">What Is Ownership?</h2>
+            <p>The 2018 edition of the book is no longer distributed with Rust's documentation.</p>
+            <p>You may want to check out <a href="../ch04-01.html">the current version</a>.</p>
+            </main></body></html>"#;
+        assert_eq!(extract(DocKind::Html, stub.as_bytes()), Err(Skip::Moved));
+        let old =
+            "<html><body><h1>Guide</h1><p>This content HAS MOVED into the book.</p></body></html>";
+        assert_eq!(extract(DocKind::Html, old.as_bytes()), Err(Skip::Moved));
+        // A short page on another topic stays, and so does a long page that mentions a move.
+        let short = "<main><h1>Moves</h1><p>Ownership moves to the callee.</p></main>";
+        assert!(extract(DocKind::Html, short.as_bytes()).is_ok());
+        let long = format!(
+            "<main><h1>ptr::write</h1><p>The value has been moved into place.</p><p>{}</p></main>",
+            "Overwrites a memory location with the given value. ".repeat(40)
+        );
+        assert!(extract(DocKind::Html, long.as_bytes()).is_ok());
+        // Markdown is never a stub: only generated HTML pages are judged.
+        assert!(extract(DocKind::Markdown, b"# Old\nThis page has moved.\n").is_ok());
     }
 
     #[test]

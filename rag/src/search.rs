@@ -1,5 +1,5 @@
 //! The search index of one collection: a tantivy index under
-//! `<data_dir>/<collection>/index-v2/`, one document per chunk.
+//! `<data_dir>/<collection>/index-v3/`, one document per chunk.
 //!
 //! It is a read model: everything in it can be rebuilt from the ledger (the manifest of the
 //! last completed index run) and the sources. Each commit carries the digest of the manifest
@@ -8,13 +8,18 @@
 //! `RagIndexCompleted` is detected (the payload names a manifest the ledger never recorded).
 //!
 //! Fields: `key` (`<source>/<path>`, one term, for deletes and path filters), `source`,
-//! `path`, `path_text` (the path tokenized, so `ownership.html` helps find ownership), `title`
-//! (the section heading), `text` (English stop words dropped, then stemmed; positions for
-//! phrase queries), line range and digests (stored only).
+//! `path`, `name_text` (the file name's words, so `what-is-ownership.html` helps find
+//! ownership; not the directories', which name a collection, not a topic: `reference/`
+//! would match every question about references), `title` (the section heading), `context`
+//! (the headings above the section), `text`; the last four with English stop words dropped,
+//! then stemmed (`text` with positions for phrase queries); line range and digests (stored
+//! only).
 //!
 //! A query returns distinct chunk texts: the same text in several files (std re-exporting
 //! core's pages, one blanket-impl section on every type's page, a translation's untranslated
-//! code) takes one place in the hits, the best-scoring file's.
+//! code) takes one place in the hits, the best-scoring file's. And at most
+//! [`MAX_HITS_PER_FILE`] chunks of one file: a long page whose every section repeats the
+//! query's words would otherwise fill the hits, and the caller learns of one page only.
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +27,7 @@ use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, QueryParser, TermSetQuery};
 use tantivy::schema::{
-    Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TEXT, TextFieldIndexing,
+    Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TextFieldIndexing,
     TextOptions, Value,
 };
 use tantivy::tokenizer::{
@@ -35,13 +40,19 @@ use crate::error::RagError;
 
 /// Directory of the index inside the collection's data directory; a new schema gets a new
 /// name, and the old one is simply rebuilt from the ledger.
-pub const INDEX_DIR: &str = "index-v2";
+pub const INDEX_DIR: &str = "index-v3";
 /// Directories of earlier schemas, removed when an index is opened.
-const OLD_INDEX_DIRS: &[&str] = &["index-v1"];
+const OLD_INDEX_DIRS: &[&str] = &["index-v1", "index-v2"];
 /// The analyzer of `title` and `text`.
 const TOKENIZER: &str = "en_stem_stop";
 /// Query hits looked at, at the most, to find `top_k` distinct chunk texts.
 const MAX_SCAN: usize = 4096;
+/// Most chunks of one file in a query's hits (its best-scoring ones).
+pub const MAX_HITS_PER_FILE: usize = 2;
+/// BM25 weight of a match in the section's heading, against 1 in the text or file name.
+const TITLE_BOOST: f32 = 2.0;
+/// BM25 weight of a match in the headings above the section.
+const CONTEXT_BOOST: f32 = 1.5;
 
 /// English function words dropped from text and queries: they carry no topic, and their
 /// posting lists (every chunk) are what a natural-language query spends its time on. Words
@@ -74,8 +85,9 @@ struct Fields {
     key: Field,
     source: Field,
     path: Field,
-    path_text: Field,
+    name_text: Field,
     title: Field,
+    context: Field,
     text: Field,
     start_line: Field,
     end_line: Field,
@@ -92,12 +104,19 @@ fn schema() -> (Schema, Fields) {
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         )
         .set_stored();
+    // File name words and heading context: stemmed like the text, frequencies only.
+    let words = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(TOKENIZER)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
     let fields = Fields {
         key: b.add_text_field("key", STRING | STORED),
         source: b.add_text_field("source", STRING | STORED),
         path: b.add_text_field("path", STORED),
-        path_text: b.add_text_field("path_text", TEXT),
+        name_text: b.add_text_field("name_text", words.clone()),
         title: b.add_text_field("title", stemmed.clone()),
+        context: b.add_text_field("context", words),
         text: b.add_text_field("text", stemmed),
         start_line: b.add_u64_field("start_line", NumericOptions::default().set_stored()),
         end_line: b.add_u64_field("end_line", NumericOptions::default().set_stored()),
@@ -209,7 +228,8 @@ impl SearchIndex {
             .map_err(|e| RagError::index(&self.path, e))
     }
 
-    /// The `top_k` best chunks for `query` (BM25 over text, title and path), with filters.
+    /// The `top_k` best chunks for `query` (BM25 over text, title, context and file name),
+    /// with filters, each text once and at most [`MAX_HITS_PER_FILE`] chunks per file.
     /// The query text is parsed leniently: any user text is a query, never a syntax error.
     pub fn search(
         &self,
@@ -222,9 +242,10 @@ impl SearchIndex {
         if filters.keys.as_ref().is_some_and(|k| k.is_empty()) {
             return Ok(Vec::new());
         }
-        let mut parser = QueryParser::for_index(&self.index, vec![f.text, f.title, f.path_text]);
-        parser.set_field_boost(f.title, 2.0);
-        parser.set_field_boost(f.path_text, 1.5);
+        let mut parser =
+            QueryParser::for_index(&self.index, vec![f.text, f.title, f.context, f.name_text]);
+        parser.set_field_boost(f.title, TITLE_BOOST);
+        parser.set_field_boost(f.context, CONTEXT_BOOST);
         let (parsed, _ignored) = parser.parse_query_lenient(query);
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, parsed)];
         // Filters must not change scores: boosted to zero.
@@ -252,13 +273,13 @@ impl SearchIndex {
                 .map_err(|e| RagError::index(&self.path, e))?;
             let exhausted = top.len() < limit || limit >= MAX_SCAN;
             let mut hits: Vec<Hit> = Vec::with_capacity(want);
-            let mut seen = std::collections::HashSet::new();
+            let mut diverse = Diverse::default();
             for (score, address) in top {
                 let doc: TantivyDocument = searcher
                     .doc(address)
                     .map_err(|e| RagError::index(&self.path, e))?;
                 let hit = self.hit(&doc, score);
-                if seen.insert(hit.chunk_digest.clone()) {
+                if diverse.admit(&hit) {
                     hits.push(hit);
                     if hits.len() == want {
                         return Ok(hits);
@@ -295,6 +316,40 @@ impl SearchIndex {
     }
 }
 
+/// What keeps a ranking's hits diverse: each chunk text once, at most
+/// [`MAX_HITS_PER_FILE`] chunks of one file. Fed hits best first, it admits the best of each.
+#[derive(Debug, Default)]
+pub struct Diverse {
+    texts: std::collections::HashSet<String>,
+    per_file: std::collections::HashMap<(String, String), usize>,
+}
+
+impl Diverse {
+    /// Whether `hit` joins the hits (and counts it if so).
+    pub fn admit(&mut self, hit: &Hit) -> bool {
+        let file = (hit.source.clone(), hit.path.clone());
+        if self
+            .per_file
+            .get(&file)
+            .is_some_and(|n| *n >= MAX_HITS_PER_FILE)
+            || self.texts.contains(&hit.chunk_digest)
+        {
+            return false;
+        }
+        self.texts.insert(hit.chunk_digest.clone());
+        *self.per_file.entry(file).or_default() += 1;
+        true
+    }
+}
+
+/// The words of a path's file name (split at `- _ .`), its extension left out (every HTML
+/// page would share it).
+fn name_words(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    stem.replace(['-', '_', '.'], " ")
+}
+
 /// The index's one writer.
 pub struct Writer {
     inner: IndexWriter<TantivyDocument>,
@@ -326,14 +381,15 @@ impl Writer {
     ) -> Result<(), RagError> {
         let f = self.fields;
         let key = format!("{source}/{path}");
-        let path_text = path.replace(['/', '-', '_', '.'], " ");
+        let name_text = name_words(path);
         for chunk in chunks {
             let mut doc = TantivyDocument::default();
             doc.add_text(f.key, &key);
             doc.add_text(f.source, source);
             doc.add_text(f.path, path);
-            doc.add_text(f.path_text, &path_text);
+            doc.add_text(f.name_text, &name_text);
             doc.add_text(f.title, &chunk.title);
+            doc.add_text(f.context, &chunk.context);
             doc.add_text(f.text, &chunk.text);
             doc.add_u64(f.start_line, chunk.start_line);
             doc.add_u64(f.end_line, chunk.end_line);
@@ -360,5 +416,112 @@ impl Writer {
         self.inner
             .wait_merging_threads()
             .map_err(|e| RagError::index(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::chunk;
+    use crate::extract::DocKind;
+
+    /// An index of Markdown `files` (path, text) in a fresh directory, and that directory.
+    fn index_of(files: &[(&str, &str)]) -> (SearchIndex, IndexReader, crate::tests::Dir) {
+        let dir = crate::tests::Dir::new();
+        let index = SearchIndex::open(dir.path()).unwrap();
+        let mut writer = index.writer("t").unwrap();
+        for (path, text) in files {
+            writer
+                .add_file("docs", path, "digest", &chunk(DocKind::Markdown, text))
+                .unwrap();
+        }
+        writer.commit("manifest").unwrap();
+        let reader = index.reader().unwrap();
+        reader.reload().unwrap();
+        (index, reader, dir)
+    }
+
+    fn paths(hits: &[Hit]) -> Vec<&str> {
+        hits.iter().map(|h| h.path.as_str()).collect()
+    }
+
+    #[test]
+    fn one_file_cannot_fill_the_hits() {
+        // Every section of the long page says "walrus" more often than the other pages.
+        let long: String = (0..8)
+            .map(|i| format!("# Part {i}\n\nwalrus walrus walrus number {i}\n\n"))
+            .collect();
+        let (index, reader, _dir) = index_of(&[
+            ("long.md", &long),
+            (
+                "one.md",
+                "# One\n\nA walrus swims, and many other animals do too.\n",
+            ),
+            (
+                "two.md",
+                "# Two\n\nThe walrus rests on ice floes near the coast.\n",
+            ),
+        ]);
+        let hits = index
+            .search(&reader, "walrus", 5, &Filters::default())
+            .unwrap();
+        let from_long = hits.iter().filter(|h| h.path == "long.md").count();
+        assert_eq!(from_long, MAX_HITS_PER_FILE, "{:?}", paths(&hits));
+        assert!(paths(&hits).contains(&"one.md") && paths(&hits).contains(&"two.md"));
+        // The long page's chunks that are kept are its best: the first hit is one of them.
+        assert_eq!(hits[0].path, "long.md");
+        assert_eq!(hits.len(), MAX_HITS_PER_FILE + 2);
+    }
+
+    #[test]
+    fn the_headings_above_a_section_rank_it() {
+        // Two "Examples" sections; only a.md's is under "Closures", and it is the longer one,
+        // which BM25 alone would rank second.
+        let (index, reader, _dir) = index_of(&[
+            (
+                "a.md",
+                "# Closures\n\nAnonymous functions.\n\n## Examples\n\nlet add = |x| x + 1; // adds one to x\n",
+            ),
+            (
+                "b.md",
+                "# Iterators\n\nLazy sequences.\n\n## Examples\n\nlet add = |x| x + 1;\n",
+            ),
+        ]);
+        let hits = index
+            .search(&reader, "closure examples", 5, &Filters::default())
+            .unwrap();
+        let examples: Vec<&str> = hits
+            .iter()
+            .filter(|h| h.title == "Examples")
+            .map(|h| h.path.as_str())
+            .collect();
+        assert_eq!(examples, ["a.md", "b.md"], "{hits:?}");
+        // Without the chapter's word, the shorter section is first again.
+        let hits = index
+            .search(&reader, "examples", 5, &Filters::default())
+            .unwrap();
+        assert_eq!(paths(&hits), ["b.md", "a.md"], "{hits:?}");
+    }
+
+    #[test]
+    fn the_file_name_is_searched_but_not_the_directories() {
+        assert_eq!(
+            name_words("book/ch04-01-what-is-ownership.html"),
+            "ch04 01 what is ownership"
+        );
+        assert_eq!(name_words("std/vec/struct.Vec.html"), "struct Vec");
+        assert_eq!(name_words("a.b/README"), "README");
+        let (index, reader, _dir) = index_of(&[
+            ("reference/types.md", "# Types\n\nEvery value has a type.\n"),
+            ("guide/borrowing.md", "# Lending\n\nValues lent out.\n"),
+        ]);
+        let hits = index
+            .search(&reader, "borrowing", 5, &Filters::default())
+            .unwrap();
+        assert_eq!(paths(&hits), ["guide/borrowing.md"]);
+        let hits = index
+            .search(&reader, "reference", 5, &Filters::default())
+            .unwrap();
+        assert!(hits.is_empty(), "{hits:?}");
     }
 }
