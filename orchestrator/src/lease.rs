@@ -492,20 +492,23 @@ mod tests {
     use super::*;
     use runledger_ledger::testing::TestLedger;
 
+    /// Instance `engine-a`'s leases (30 s, never looking for runs by itself) on `ledger`.
+    fn engine_a(ledger: &TestLedger) -> (LeaseStore, Arc<Leases>) {
+        let store = LeaseStore::new(ledger.store.pool().clone());
+        let config = LeaseConfig {
+            instance_id: "engine-a".into(),
+            ttl: Duration::from_secs(30),
+            max_active_runs: 10,
+            look_interval: Duration::from_secs(3600),
+            takes_runs: true,
+        };
+        (store.clone(), Leases::new(store, config))
+    }
+
     #[tokio::test]
     async fn release_hands_back_a_row_this_instance_owns_but_no_longer_tracks() {
         let ledger = TestLedger::new().await.unwrap();
-        let store = LeaseStore::new(ledger.store.pool().clone());
-        let leases = Leases::new(
-            store.clone(),
-            LeaseConfig {
-                instance_id: "engine-a".into(),
-                ttl: Duration::from_secs(30),
-                max_active_runs: 10,
-                look_interval: Duration::from_secs(3600),
-                takes_runs: true,
-            },
-        );
+        let (store, leases) = engine_a(&ledger);
         let run_id = RunId(uuid::Uuid::now_v7());
         // Granted in the database but not noted in `held`, as after a renewal that raced it.
         store
@@ -541,17 +544,7 @@ mod tests {
     #[tokio::test]
     async fn a_row_owned_but_not_driven_is_handed_back_by_the_second_renewal() {
         let ledger = TestLedger::new().await.unwrap();
-        let store = LeaseStore::new(ledger.store.pool().clone());
-        let leases = Leases::new(
-            store.clone(),
-            LeaseConfig {
-                instance_id: "engine-a".into(),
-                ttl: Duration::from_secs(30),
-                max_active_runs: 10,
-                look_interval: Duration::from_secs(3600),
-                takes_runs: true,
-            },
-        );
+        let (store, leases) = engine_a(&ledger);
         let driven = RunId(uuid::Uuid::now_v7());
         let lost_answer = RunId(uuid::Uuid::now_v7());
         assert!(leases.acquire(driven).await.unwrap().is_some());

@@ -132,13 +132,20 @@ fn quiet() -> EngineConfig {
     }
 }
 
-async fn instance(ledger: &TestLedger, name: &str, takes_runs: bool) -> Instance {
+/// An engine on its own store whose executor holds its work, under leases of `ttl` that are
+/// renewed once; nothing keeps them.
+async fn unkept(
+    ledger: &TestLedger,
+    name: &str,
+    ttl: Duration,
+    takes_runs: bool,
+) -> (Engine<Counted>, Arc<Holding>, Arc<Leases>) {
     let store = ledger.second_store().await.unwrap();
     let leases = Leases::new(
         LeaseStore::new(store.pool().clone()),
         LeaseConfig {
             instance_id: name.into(),
-            ttl: Duration::from_secs(30),
+            ttl,
             max_active_runs: 100,
             look_interval: Duration::from_secs(3600),
             takes_runs,
@@ -154,6 +161,11 @@ async fn instance(ledger: &TestLedger, name: &str, takes_runs: bool) -> Instance
         quiet(),
         leases.clone(),
     );
+    (engine, held, leases)
+}
+
+async fn instance(ledger: &TestLedger, name: &str, takes_runs: bool) -> Instance {
+    let (engine, held, leases) = unkept(ledger, name, Duration::from_secs(30), takes_runs).await;
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(lease::keep(leases, engine.clone(), stopped));
     Instance { engine, held, stop }
@@ -395,29 +407,9 @@ async fn steps_of_concurrent_runs_share_commits_and_every_run_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_skipped_while_the_lease_was_untrusted_goes_out_once_it_is_renewed() {
     let ledger = TestLedger::new().await.unwrap();
-    let store = ledger.second_store().await.unwrap();
     let ttl = Duration::from_millis(300);
-    let leases = Leases::new(
-        LeaseStore::new(store.pool().clone()),
-        LeaseConfig {
-            instance_id: "owner".into(),
-            ttl,
-            max_active_runs: 10,
-            look_interval: Duration::from_secs(3600),
-            takes_runs: true,
-        },
-    );
-    leases.renew().await.unwrap();
-    let held = Arc::new(Holding::default());
-    let executor: Arc<dyn NodeExecutor> = Arc::new(Arc::clone(&held));
     // No keeper: renewals happen only when the test makes them, as when they all fail.
-    let engine = Engine::with_ownership(
-        Counted::new(store),
-        executor,
-        Arc::new(NoFlowcharts),
-        quiet(),
-        leases.clone(),
-    );
+    let (engine, held, leases) = unkept(&ledger, "owner", ttl, true).await;
     let run = engine
         .start(
             start(chain(2)),
