@@ -265,16 +265,20 @@ impl SearchIndex {
         let query = BooleanQuery::new(clauses);
         let searcher = reader.searcher();
         let want = top_k.max(1);
-        // Look a little deeper than `top_k`, deeper again when duplicates filled the window.
-        let mut limit = want.saturating_mul(2).max(10);
+        // The first pass looks deep enough that duplicate texts and the per-file cap rarely
+        // need a second one: a pass runs the whole query again, while a deeper window costs
+        // little (documents are loaded only until `top_k` are admitted). A deeper pass skips
+        // what the one before already judged.
+        let mut limit = want.saturating_mul(8).max(40).min(MAX_SCAN);
+        let mut judged = 0;
+        let mut hits: Vec<Hit> = Vec::with_capacity(want);
+        let mut diverse = Diverse::default();
         loop {
             let top = searcher
                 .search(&query, &TopDocs::with_limit(limit))
                 .map_err(|e| RagError::index(&self.path, e))?;
             let exhausted = top.len() < limit || limit >= MAX_SCAN;
-            let mut hits: Vec<Hit> = Vec::with_capacity(want);
-            let mut diverse = Diverse::default();
-            for (score, address) in top {
+            for (score, address) in top.into_iter().skip(judged) {
                 let doc: TantivyDocument = searcher
                     .doc(address)
                     .map_err(|e| RagError::index(&self.path, e))?;
@@ -289,6 +293,7 @@ impl SearchIndex {
             if exhausted {
                 return Ok(hits);
             }
+            judged = limit;
             limit = limit.saturating_mul(4).min(MAX_SCAN);
         }
     }
@@ -471,6 +476,26 @@ mod tests {
         // The long page's chunks that are kept are its best: the first hit is one of them.
         assert_eq!(hits[0].path, "long.md");
         assert_eq!(hits.len(), MAX_HITS_PER_FILE + 2);
+    }
+
+    #[test]
+    fn hits_past_the_first_window_are_found_once() {
+        // 100 better chunks of one file fill the first pass's window (40) and the next.
+        let long: String = (0..100)
+            .map(|i| format!("# Part {i}\n\nwalrus walrus walrus number {i}\n\n"))
+            .collect();
+        let (index, reader, _dir) = index_of(&[
+            ("long.md", &long),
+            (
+                "other.md",
+                "# Other\n\nA walrus swims, and many other animals do too.\n",
+            ),
+        ]);
+        let hits = index
+            .search(&reader, "walrus", 5, &Filters::default())
+            .unwrap();
+        assert_eq!(paths(&hits), ["long.md", "long.md", "other.md"], "{hits:?}");
+        assert_ne!(hits[0].chunk_digest, hits[1].chunk_digest);
     }
 
     #[test]
