@@ -230,11 +230,7 @@ impl Scanner<'_> {
         loop {
             // Plain bytes run until a quote, a backslash or a control character (which JSON
             // does not allow unescaped). UTF-8 was checked for the whole line.
-            let rest = &self.bytes[self.at..];
-            let run = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-            self.at += run;
+            self.at += string_run(&self.bytes[self.at..])?;
             match self.bytes[self.at] {
                 b'"' => {
                     self.at += 1;
@@ -357,6 +353,38 @@ impl Scanner<'_> {
             None => false,
         }
     }
+}
+
+/// The length of the run of plain string bytes at the start of `bytes`: the index of the first
+/// quote, backslash or control character, `None` when there is none.
+///
+/// Strings are most of an export's bytes (ids, hashes, text), so this looks at eight bytes at
+/// a time: for each word, a mask whose lowest set high bit is the first byte that ends the run
+/// (the bit tricks can flag false positives only above a true one, never below it).
+fn string_run(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // High bit set in each byte of `word` that is below `n` (n <= 0x80), exact for the lowest.
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
+    let mut at = 0;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(le);
+        let stops = below(word, 0x20)
+            | below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1);
+        if stops != 0 {
+            return Some(at + (stops.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| at + i)
 }
 
 /// The width of the escape after a backslash if JCS writes it that way: `\"`, `\\`, the five

@@ -37,23 +37,54 @@ impl Digest {
         &self.0
     }
 
+    /// Exactly 64 lowercase hex characters. Verify and the export reader call this several
+    /// times per event, so it decodes through a table in one pass (no validation pass first).
     pub fn parse_hex(text: &str) -> Result<Self, DigestError> {
-        if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(DigestError {
-                value: text.chars().take(80).collect(),
-            });
+        let invalid = || DigestError {
+            value: text.chars().take(80).collect(),
+        };
+        let Ok(pairs) = <&[u8; 64]>::try_from(text.as_bytes()) else {
+            return Err(invalid());
+        };
+        let mut out = [0u8; 32];
+        // OR of every nibble's table entry: INVALID_NIBBLE's high bit marks a bad character.
+        let mut bad = 0u8;
+        for (byte, pair) in out.iter_mut().zip(pairs.chunks_exact(2)) {
+            let high = HEX_NIBBLE[usize::from(pair[0])];
+            let low = HEX_NIBBLE[usize::from(pair[1])];
+            bad |= high | low;
+            *byte = (high << 4) | (low & 0x0f);
         }
-        blake3::Hash::from_hex(text)
-            .map(|h| Self(*h.as_bytes()))
-            .map_err(|_| DigestError {
-                value: text.to_owned(),
-            })
+        if bad & INVALID_NIBBLE != 0 {
+            return Err(invalid());
+        }
+        Ok(Self(out))
     }
 
     pub fn to_hex(&self) -> String {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
 }
+
+/// Marks a byte that is not a lowercase hex digit in [`HEX_NIBBLE`].
+const INVALID_NIBBLE: u8 = 0x80;
+
+/// The value of each lowercase hex digit; [`INVALID_NIBBLE`] for every other byte (uppercase
+/// included: digests are written in lowercase only).
+const HEX_NIBBLE: [u8; 256] = {
+    let mut table = [INVALID_NIBBLE; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{value}` is not a digest: expected 64 lowercase hex characters")]
@@ -129,5 +160,29 @@ mod tests {
         assert!(Digest::parse_hex("ABC").is_err());
         assert!(Digest::parse_hex(&d.to_hex().to_uppercase()).is_err());
         assert!(serde_json::from_str::<Digest>("\"zz\"").is_err());
+    }
+
+    #[test]
+    fn hex_parse_rejects_every_non_lowercase_hex_byte_at_every_position() {
+        let hex = Digest::of(b"abc").to_hex();
+        for at in [0, 1, 31, 62, 63] {
+            for byte in 0..=255u8 {
+                let valid = byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte);
+                let mut text = hex.clone().into_bytes();
+                text[at] = byte;
+                // Non-ASCII bytes would not make a `str`; they are never hex.
+                let Ok(text) = String::from_utf8(text) else {
+                    continue;
+                };
+                assert_eq!(Digest::parse_hex(&text).is_ok(), valid, "{byte:#x} at {at}");
+            }
+        }
+        assert!(Digest::parse_hex(&hex[..63]).is_err());
+        assert!(Digest::parse_hex(&format!("{hex}0")).is_err());
+        assert!(Digest::parse_hex("").is_err());
+        // Every nibble value decodes to itself, in both positions of a byte.
+        let all: String = "0123456789abcdef".repeat(4);
+        let parsed = Digest::parse_hex(&all).unwrap();
+        assert_eq!(parsed.to_hex(), all);
     }
 }

@@ -265,3 +265,43 @@ fn the_writer_sorts_names_by_utf16_code_units() {
             .contains("{\"a\\u0001\\\"\\\\\\n\":null,\"b\":[0.5,0,1e+21,1e-7,-3],\"\u{1f600}\":2,\"\u{e000}\":1}")
     );
 }
+
+/// The byte-at-a-time definition [`string_run`] must agree with.
+fn string_run_naive(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
+#[test]
+fn string_run_finds_each_stop_byte_at_every_offset() {
+    // Every byte value at every position of a 20-byte run of plain bytes, some of them
+    // high-bit bytes (borrows in the word tricks start from bytes below the stop).
+    for stop in 0..=255u8 {
+        for at in 0..20 {
+            let mut bytes: Vec<u8> = (0..20)
+                .map(|i| if i % 3 == 0 { 0xc3 } else { b'a' + i as u8 })
+                .collect();
+            bytes[at] = stop;
+            assert_eq!(
+                string_run(&bytes),
+                string_run_naive(&bytes),
+                "{stop:#x} at {at}"
+            );
+        }
+    }
+    assert_eq!(string_run(b""), None);
+    assert_eq!(string_run(b"abcdefgh"), None);
+    assert_eq!(string_run(b"abcdefgh\"\"\\"), Some(8));
+    assert_eq!(string_run(b"\x1f\"abcdefgh"), Some(0));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// The word-at-a-time scan finds the same first stop byte as the plain loop.
+    #[test]
+    fn string_run_matches_the_byte_loop(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+        prop_assert_eq!(string_run(&bytes), string_run_naive(&bytes));
+    }
+}
