@@ -1134,6 +1134,29 @@ macro_rules! catalog {
                         }),)+
                 }
             }
+
+            /// [`DomainEvent::decode`] from the payload's JSON text: a payload already at the
+            /// current schema version is read straight into its struct (no intermediate
+            /// `Value`, which is most of the cost of reading a long export); an older one is
+            /// parsed and upcast as `decode` does.
+            pub fn decode_str(event_type: &str, schema_version: u32, payload: &str) -> Result<Self, DecodeError> {
+                let kind = EventType::parse(event_type)
+                    .ok_or_else(|| DecodeError::UnknownType { event_type: event_type.to_owned() })?;
+                let invalid = |e: serde_json::Error| DecodeError::Payload {
+                    event_type: kind.as_str(),
+                    schema_version: kind.schema_version(),
+                    message: e.to_string(),
+                };
+                if schema_version != kind.schema_version() {
+                    let value: Value = serde_json::from_str(payload).map_err(invalid)?;
+                    return Self::decode(event_type, schema_version, value);
+                }
+                match kind {
+                    $(EventType::$name => serde_json::from_str(payload)
+                        .map(DomainEvent::$name)
+                        .map_err(invalid),)+
+                }
+            }
         }
 
         $(impl From<$name> for DomainEvent {

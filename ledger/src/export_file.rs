@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use runledger_contracts::canonical_scan::{self, Member};
 use runledger_contracts::digest::Digest;
 use runledger_contracts::envelope::{Position, RecordedEvent};
+use runledger_contracts::events::{DecodeError, DomainEvent};
+use serde_json::Value;
 
 use crate::Blob;
 use crate::verify::{Verified, VerifyError, VerifyReport, verify_each};
@@ -64,11 +66,79 @@ pub fn read_export(bytes: &[u8]) -> Result<ExportFile, ExportFileError> {
     })
 }
 
+/// A verified export whose payloads were decoded straight from the line text into their
+/// typed events, without building a JSON value of each (replay's reading, where the payload
+/// value itself is never looked at).
+#[derive(Debug, Clone)]
+pub struct DecodedExport {
+    pub report: VerifyReport,
+    /// Every event, in file order, as in [`ExportFile::events`] but with `payload` left
+    /// `Value::Null`: the payload is in `decoded`.
+    pub events: Vec<RecordedEvent>,
+    /// `decoded[i]` is `events[i]`'s payload, upcast to the current schema, or why it does not
+    /// decode (an error that matters only to a reader of that event's stream).
+    pub decoded: Vec<Result<DomainEvent, DecodeError>>,
+}
+
+/// [`read_export`] for a reader that wants typed events: verifies `bytes` and decodes each
+/// event's payload with [`DomainEvent::decode_str`] in the same pass. Blobs are verified and
+/// not kept.
+pub fn read_export_decoded(bytes: &[u8]) -> Result<DecodedExport, ExportFileError> {
+    let mut events = Vec::new();
+    let mut decoded = Vec::new();
+    let mut undecodable: Option<ExportFileError> = None;
+    let report = verify_each(bytes, None, |line| {
+        if undecodable.is_some() {
+            return;
+        }
+        if let Verified::Event {
+            line,
+            text,
+            members,
+        } = line
+        {
+            match envelope_from_line(line, text, members, |_| Ok(Value::Null)) {
+                Ok(event) => {
+                    let payload =
+                        canonical_scan::member(text, members, "payload").unwrap_or("null");
+                    decoded.push(DomainEvent::decode_str(
+                        &event.event_type,
+                        event.schema_version,
+                        payload,
+                    ));
+                    events.push(event);
+                }
+                Err(e) => undecodable = Some(e),
+            }
+        }
+    })?;
+    if let Some(e) = undecodable {
+        return Err(e);
+    }
+    Ok(DecodedExport {
+        report,
+        events,
+        decoded,
+    })
+}
+
 /// Decodes a verified event line from its member spans, each field parsed on its own.
 fn event_from_line(
     line: u64,
     text: &str,
     members: &[Member],
+) -> Result<RecordedEvent, ExportFileError> {
+    envelope_from_line(line, text, members, |raw| {
+        serde_json::from_str(raw).map_err(|e| e.to_string())
+    })
+}
+
+/// An event line's fields, the payload read from its raw JSON text by `payload`.
+fn envelope_from_line(
+    line: u64,
+    text: &str,
+    members: &[Member],
+    payload: impl FnOnce(&str) -> Result<Value, String>,
 ) -> Result<RecordedEvent, ExportFileError> {
     let line = usize::try_from(line).unwrap_or(usize::MAX);
     let take = |field: &'static str| -> Result<&str, ExportFileError> {
@@ -115,7 +185,11 @@ fn event_from_line(
         correlation_id: parse(take("correlation_id")?, line, "correlation_id")?,
         causation_id: parse(take("causation_id")?, line, "causation_id")?,
         recorded_at: parse(take("recorded_at")?, line, "recorded_at")?,
-        payload: parse(take("payload")?, line, "payload")?,
+        payload: payload(take("payload")?).map_err(|message| ExportFileError::Field {
+            line,
+            field: "payload",
+            message,
+        })?,
         blob_refs,
         prev_hash: digest("prev_hash")?,
         hash: digest("hash")?,

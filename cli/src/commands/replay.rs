@@ -1,11 +1,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use runledger_contracts::envelope::RecordedEvent;
 use runledger_contracts::ids::{RunId, StreamId};
 use runledger_ledger::export::{ExportScope, export};
-use runledger_ledger::export_file::read_export;
-use runledger_orchestrator::replay::{ReplayOutcome, replay_run};
+use runledger_ledger::export_file::read_export_decoded;
+use runledger_orchestrator::replay::{ReplayOutcome, replay_decoded};
 use serde_json::json;
 
 use crate::{Failure, GlobalArgs};
@@ -65,17 +64,21 @@ async fn replay(global: &GlobalArgs, args: ReplayArgs) -> Result<(), Failure> {
         }
         (None, None) => return Err(Failure::new("name an export FILE or --run ID")),
     };
-    let file = read_export(&bytes).map_err(|e| Failure::from(e).with_code("invalid_export"))?;
+    let file =
+        read_export_decoded(&bytes).map_err(|e| Failure::from(e).with_code("invalid_export"))?;
     let mut runs = Vec::new();
     let mut skipped = Vec::new();
     let mut diverged = false;
-    for stream in streams(&file.events) {
+    // The export keeps each stream's events together: one slice per stream.
+    let mut decoded = file.decoded.into_iter();
+    for stream in file.events.chunk_by(|a, b| a.stream_id == b.stream_id) {
+        let payloads: Vec<_> = decoded.by_ref().take(stream.len()).collect();
         let id = stream[0].stream_id.as_str();
         if !id.starts_with("run-") {
             skipped.push(id.to_owned());
             continue;
         }
-        let outcome = replay_run(stream)
+        let outcome = replay_decoded(stream, payloads)
             .map_err(|e| Failure::caused(id.to_owned(), e).with_code("replay_failed"))?;
         diverged |= matches!(outcome, ReplayOutcome::Diverged(_));
         runs.push(outcome);
@@ -126,9 +129,4 @@ fn print_outcome(outcome: &ReplayOutcome) {
             outln!("  ({} event(s) matched before it)", d.events_compared);
         }
     }
-}
-
-/// The file's events, one slice per stream (the export keeps each stream's events together).
-fn streams(events: &[RecordedEvent]) -> impl Iterator<Item = &[RecordedEvent]> {
-    events.chunk_by(|a, b| a.stream_id == b.stream_id)
 }

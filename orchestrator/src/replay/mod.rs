@@ -77,6 +77,8 @@ pub enum ReplayOutcome {
 pub enum ReplayError {
     #[error("the stream is empty")]
     Empty,
+    #[error("{decoded} decoded payload(s) given for {events} event(s)")]
+    DecodedCount { events: usize, decoded: usize },
     #[error("{stream_id} is not a run stream (it does not begin with RunStarted or RunForked)")]
     NotARun { stream_id: String },
     #[error("version {stream_version}: cannot decode {event_type}")]
@@ -96,14 +98,37 @@ pub enum ReplayError {
 
 /// Replays one run stream (its events in version order).
 pub fn replay_run(events: &[RecordedEvent]) -> Result<ReplayOutcome, ReplayError> {
-    let first = events.first().ok_or(ReplayError::Empty)?;
     let mut decoded = Vec::with_capacity(events.len());
     for e in events {
-        decoded.push(e.decode().map_err(|source| ReplayError::Decode {
-            stream_version: e.stream_version,
-            event_type: e.event_type.clone(),
-            source,
-        })?);
+        decoded.push(e.decode());
+    }
+    replay_decoded(events, decoded)
+}
+
+/// [`replay_run`] for events whose payloads were decoded already (`decoded[i]` is
+/// `events[i]`'s, as [`RecordedEvent::decode`] gives it; `events[i].payload` is not read), so a
+/// reader of an export decodes each payload once, straight from its text.
+pub fn replay_decoded(
+    events: &[RecordedEvent],
+    decoded: Vec<Result<DomainEvent, DecodeError>>,
+) -> Result<ReplayOutcome, ReplayError> {
+    let first = events.first().ok_or(ReplayError::Empty)?;
+    let decoded = events
+        .iter()
+        .zip(decoded)
+        .map(|(e, d)| {
+            d.map_err(|source| ReplayError::Decode {
+                stream_version: e.stream_version,
+                event_type: e.event_type.clone(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if decoded.len() != events.len() {
+        return Err(ReplayError::DecodedCount {
+            events: events.len(),
+            decoded: decoded.len(),
+        });
     }
     let run_id = match &decoded[0] {
         DomainEvent::RunStarted(started) => started.run_id,
