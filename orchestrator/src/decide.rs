@@ -333,6 +333,7 @@ pub fn start_run(
         cause,
         settings,
         events: vec![started.into()],
+        contexts: Vec::new(),
     };
     let root = step.state.flowchart.start();
     step.schedule(root, Vec::new(), None)?;
@@ -375,6 +376,7 @@ pub fn fork_run(
         cause,
         settings,
         events: vec![forked.into()],
+        contexts: Vec::new(),
     };
     if let Some(output) = output {
         step.fork_skip(&from_node, output, control)?;
@@ -394,12 +396,36 @@ pub fn decide(
     cause: &Cause,
     settings: &Settings,
 ) -> Result<Vec<DomainEvent>, DecideError> {
+    decide_step(state, command, env, cause, settings).map(|decided| decided.events)
+}
+
+/// What one [`decide_step`] decided.
+#[derive(Debug, Default)]
+pub struct Decided {
+    pub events: Vec<DomainEvent>,
+    /// The input context of each node run this step scheduled for an executor, by node run
+    /// index. It is built anyway for `NodeScheduled.input_context_hash`; the engine hands it
+    /// to the executor instead of building it a second time ([`RunState::work_with`]).
+    ///
+    /// [`RunState::work_with`]: crate::state::RunState::work_with
+    pub contexts: Vec<(usize, Value)>,
+}
+
+/// [`decide`], keeping the input contexts of the node runs it scheduled for executors.
+pub fn decide_step(
+    state: &mut RunState,
+    command: Command,
+    env: &mut impl Env,
+    cause: &Cause,
+    settings: &Settings,
+) -> Result<Decided, DecideError> {
     let mut step = Step {
         state,
         env,
         cause,
         settings,
         events: Vec::new(),
+        contexts: Vec::new(),
     };
     match command {
         Command::Settle => step.settle()?,
@@ -434,7 +460,10 @@ pub fn decide(
             executor,
         } => step.started(node_run_id, attempt, executor)?,
     }
-    Ok(step.events)
+    Ok(Decided {
+        events: step.events,
+        contexts: step.contexts,
+    })
 }
 
 /// [`decide`] on a copy: the state is left as it was. Costs a copy of the state.
@@ -487,6 +516,8 @@ struct Step<'a, E: Env> {
     cause: &'a Cause,
     settings: &'a Settings,
     events: Vec<DomainEvent>,
+    /// Input contexts of node runs scheduled for executors ([`Decided::contexts`]).
+    contexts: Vec<(usize, Value)>,
 }
 
 impl<E: Env> Step<'_, E> {
@@ -734,7 +765,7 @@ impl<E: Env> Step<'_, E> {
             }
             NodeType::Decision => self.route(i, &context)?,
             // Stays scheduled: the gateway publishes it and reports `Dispatched`, then `Started`.
-            _ if self.settings.dispatches_remotely(node_type) => {}
+            _ if self.settings.dispatches_remotely(node_type) => self.contexts.push((i, context)),
             _ => {
                 let executor = if node_type == NodeType::Flowchart {
                     crate::executor::SUBFLOW.to_owned()
@@ -756,6 +787,7 @@ impl<E: Env> Step<'_, E> {
                     executor,
                     deadline: Some(add_ms(self.env.now(), timeout_s.saturating_mul(1000))),
                 })?;
+                self.contexts.push((i, context));
             }
         }
         Ok(())

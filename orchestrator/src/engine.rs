@@ -1154,6 +1154,7 @@ impl<S: EventStore + 'static> Engine<S> {
             last_append: tokio::time::Instant::now(),
             tools: Default::default(),
             refused: Vec::new(),
+            contexts: Vec::new(),
         };
         tokio::spawn(driver.run());
         Ok(())
@@ -1251,6 +1252,9 @@ struct Driver<S: EventStore + 'static> {
     /// The commands of the last step the decider refused for good, by index, with why: their
     /// reports' queues are told to terminate them rather than redeliver.
     refused: Vec<(usize, Refusal)>,
+    /// Input contexts the step being applied built for the node runs it scheduled, by node
+    /// run index: handed to the executors by `dispatch`, emptied after each step.
+    contexts: Vec<(usize, Value)>,
 }
 
 /// Results decided together in one append, at most.
@@ -1607,16 +1611,20 @@ impl<S: EventStore + 'static> Driver<S> {
                 correlation_id: self.correlation_id.clone(),
             };
             let mut events = Vec::new();
+            let mut contexts = Vec::new();
             let mut env = StepEnv::begin();
             for (index, command) in commands.iter().enumerate() {
-                match decide::decide(
+                match decide::decide_step(
                     &mut self.state,
                     command.clone(),
                     &mut env,
                     &cause,
                     &settings,
                 ) {
-                    Ok(more) => events.extend(more),
+                    Ok(more) => {
+                        events.extend(more.events);
+                        contexts.extend(more.contexts);
+                    }
                     // A malformed result is the executor's fault: drop it (the node run times
                     // out and its retry policy applies) rather than stop driving the run.
                     Err(
@@ -1673,7 +1681,9 @@ impl<S: EventStore + 'static> Driver<S> {
                         };
                         let _ = self.engine.inner.appended.send(Arc::new(batch));
                     }
+                    self.contexts = contexts;
                     self.effects(&events).await;
+                    self.contexts.clear();
                     return Ok(Some(recorded));
                 }
                 Ok(_) | Err(StoreError::RequestMismatch { .. }) => {
@@ -1947,38 +1957,38 @@ impl<S: EventStore + 'static> Driver<S> {
                 .config
                 .settings
                 .dispatches_remotely(nr.node_type);
-        match nr.executor.as_deref() {
-            None if remote => {
-                if let Some(work) = self.work(i).await {
-                    self.engine
-                        .inner
-                        .executor
-                        .submit(work, self.engine.inner.results.clone());
-                }
+        let submit = match nr.executor.as_deref() {
+            None => remote,
+            Some(SUBFLOW) => {
+                self.dispatch_child(i);
+                return;
             }
-            Some(SUBFLOW) => self.dispatch_child(i),
-            Some(executor)
-                if executor == self.engine.inner.config.settings.executor
-                    || executor == INPROCESS =>
-            {
-                if let Some(work) = self.work(i).await {
-                    self.engine
-                        .inner
-                        .executor
-                        .submit(work, self.engine.inner.results.clone());
-                }
+            Some(executor) => {
+                executor == self.engine.inner.config.settings.executor || executor == INPROCESS
             }
-            _ => {
-                // Another executor kind owns it (e.g. NATS); its results arrive through that path.
-                self.dispatched.remove(&id);
-            }
+        };
+        if !submit {
+            // Another executor kind owns it (e.g. NATS); its results arrive through that path.
+            self.dispatched.remove(&id);
+            return;
+        }
+        if let Some(work) = self.work(i).await {
+            self.engine
+                .inner
+                .executor
+                .submit(work, self.engine.inner.results.clone());
         }
     }
 
     /// The work of node run `i`, with the results of its recorded calls that went to the blob
     /// table read back ([`crate::tool_results::restore`]).
-    async fn work(&self, i: usize) -> Option<NodeWork> {
-        let mut work = self.state.work(i)?;
+    async fn work(&mut self, i: usize) -> Option<NodeWork> {
+        let context = self
+            .contexts
+            .iter()
+            .position(|(j, _)| *j == i)
+            .map(|pos| self.contexts.swap_remove(pos).1);
+        let mut work = self.state.work_with(i, context)?;
         crate::tool_results::restore(&self.engine.inner.store, &mut work).await;
         Some(work)
     }

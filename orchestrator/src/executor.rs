@@ -82,6 +82,12 @@ impl NodeWork {
 impl RunState {
     /// The work of the node run at `index`, with its input context.
     pub fn work(&self, index: usize) -> Option<NodeWork> {
+        self.work_with(index, None)
+    }
+
+    /// [`RunState::work`], with the node run's input context when the caller has it already
+    /// (the step that scheduled it built it: [`crate::decide::Decided::contexts`]).
+    pub fn work_with(&self, index: usize, input_context: Option<Value>) -> Option<NodeWork> {
         let nr = self.node_runs.get(index)?;
         Some(NodeWork {
             run_id: self.run_id,
@@ -89,7 +95,7 @@ impl RunState {
             attempt: nr.attempt,
             ordinal: nr.ordinal,
             deadline: nr.deadline,
-            input_context: self.input_context(index),
+            input_context: input_context.unwrap_or_else(|| self.input_context(index)),
             node: Arc::new(self.flowchart.node_at(nr.node)?.clone()),
             workspace: self.workspace(),
             git_policy: self.flowchart.doc().git_policy.as_ref().map(|p| p.policy()),

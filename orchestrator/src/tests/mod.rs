@@ -2,6 +2,7 @@
 //! pure decider over random flowcharts (`property`), and the recorded ledgers (`fixtures`).
 
 mod agent_tools;
+mod contexts;
 mod fixtures;
 mod property;
 mod refusals;
