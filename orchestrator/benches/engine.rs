@@ -23,7 +23,8 @@
 //! (default 1.0) scales node and run counts. Uses `RUNLEDGER_TEST_DATABASE_URL` (default: the
 //! local `runledger_test` database). `RUNLEDGER_BENCH_BACKEND=sqlite` measures linear-1000 and
 //! concurrent-200x5 on a SQLite file instead, beside a bare SQLite insert+commit floor
-//! (`engine/sqlite.rs`).
+//! (`engine/sqlite.rs`). `RUNLEDGER_BENCH_ONLY=main` runs the four main scenarios only;
+//! `linear` or `concurrent` runs linear-1000 or concurrent-200x5 alone (e.g. under callgrind).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -711,7 +712,10 @@ async fn main() -> BenchResult<()> {
         connections: 8,
         group_commit: std::env::var("RUNLEDGER_BENCH_GROUP_COMMIT").map_or(true, |v| v != "0"),
     };
-    let only_main = std::env::var("RUNLEDGER_BENCH_ONLY").is_ok_and(|v| v == "main");
+    // `main`: the four main scenarios with their floors, no more; `linear` or `concurrent`:
+    // linear-1000 or concurrent-200x5 alone (under a profiler, say).
+    let only = std::env::var("RUNLEDGER_BENCH_ONLY").unwrap_or_default();
+    let one = only == "linear" || only == "concurrent";
 
     println!(
         "Run engine benchmark (RUNLEDGER_BENCH_SCALE={scale}); node runs include start and end."
@@ -719,50 +723,57 @@ async fn main() -> BenchResult<()> {
     println!("Load average at start: {}", load_average());
 
     let mut main_results = Vec::new();
-    main_results.push(
-        measure(scenario(
-            format!("linear-{short}"),
-            linear(short)?,
-            1,
-            short + 2,
-            Mode::Sequential,
-        ))
-        .await?,
-    );
-    main_results.push(
-        measure(scenario(
-            format!("linear-{long}"),
-            linear(long)?,
-            1,
-            long + 2,
-            Mode::Sequential,
-        ))
-        .await?,
-    );
-    main_results.push(
-        measure(scenario(
-            format!("fanout-{width}"),
-            fanout(width)?,
-            1,
-            width + 3,
-            Mode::Sequential,
-        ))
-        .await?,
-    );
+    if !one {
+        main_results.push(
+            measure(scenario(
+                format!("linear-{short}"),
+                linear(short)?,
+                1,
+                short + 2,
+                Mode::Sequential,
+            ))
+            .await?,
+        );
+    }
+    if !one || only == "linear" {
+        main_results.push(
+            measure(scenario(
+                format!("linear-{long}"),
+                linear(long)?,
+                1,
+                long + 2,
+                Mode::Sequential,
+            ))
+            .await?,
+        );
+    }
+    if !one {
+        main_results.push(
+            measure(scenario(
+                format!("fanout-{width}"),
+                fanout(width)?,
+                1,
+                width + 3,
+                Mode::Sequential,
+            ))
+            .await?,
+        );
+    }
     let conc_name = format!("concurrent-{runs}x{}", chain + 2);
-    main_results.push(
-        measure(scenario(
-            conc_name.clone(),
-            linear(chain)?,
-            runs,
-            chain + 2,
-            Mode::Concurrent,
-        ))
-        .await?,
-    );
+    if !one || only == "concurrent" {
+        main_results.push(
+            measure(scenario(
+                conc_name.clone(),
+                linear(chain)?,
+                runs,
+                chain + 2,
+                Mode::Concurrent,
+            ))
+            .await?,
+        );
+    }
 
-    if only_main {
-        // `RUNLEDGER_BENCH_ONLY=main`: the four main scenarios with their floors, no more.
+    if one || only == "main" {
         println!("Load average at end: {}", load_average());
         result_header();
         main_results.iter().for_each(result_row);
