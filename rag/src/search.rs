@@ -269,7 +269,7 @@ impl SearchIndex {
         // need a second one: a pass runs the whole query again, while a deeper window costs
         // little (documents are loaded only until `top_k` are admitted). A deeper pass skips
         // what the one before already judged.
-        let mut limit = want.saturating_mul(8).max(40).min(MAX_SCAN);
+        let mut limit = want.saturating_mul(8).clamp(40, MAX_SCAN);
         let mut judged = 0;
         let mut hits: Vec<Hit> = Vec::with_capacity(want);
         let mut diverse = Diverse::default();
