@@ -199,6 +199,18 @@ fn start(flowchart: Arc<Flowchart>) -> StartRun {
     }
 }
 
+/// Starts a run of [`chain`]`(n)` on `engine`.
+async fn start_chain(engine: &Engine<Counted>, n: usize) -> RunId {
+    engine
+        .start(
+            start(chain(n)),
+            RequestId::generate(),
+            CorrelationId::generate(),
+        )
+        .await
+        .unwrap()
+}
+
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     for _ in 0..500 {
         if cond() {
@@ -228,15 +240,7 @@ async fn a_report_recorded_by_another_instance_wakes_the_owner_which_never_polls
     let ledger = TestLedger::new().await.unwrap();
     let owner = instance(&ledger, "owner", true).await;
     let other = instance(&ledger, "other", true).await;
-    let run = owner
-        .engine
-        .start(
-            start(chain(3)),
-            RequestId::generate(),
-            CorrelationId::generate(),
-        )
-        .await
-        .unwrap();
+    let run = start_chain(&owner.engine, 3).await;
     until("t0 handed to the owner's executor", || {
         owner.held.work.lock().unwrap().len() == 1
     })
@@ -287,15 +291,7 @@ async fn a_control_finds_its_request_id_without_reading_the_stream_and_wakes_the
     let ledger = TestLedger::new().await.unwrap();
     let owner = instance(&ledger, "owner", true).await;
     let other = instance(&ledger, "other", false).await;
-    let run = owner
-        .engine
-        .start(
-            start(chain(2)),
-            RequestId::generate(),
-            CorrelationId::generate(),
-        )
-        .await
-        .unwrap();
+    let run = start_chain(&owner.engine, 2).await;
     until("t0 handed out", || {
         owner.held.work.lock().unwrap().len() == 1
     })
@@ -410,14 +406,7 @@ async fn work_skipped_while_the_lease_was_untrusted_goes_out_once_it_is_renewed(
     let ttl = Duration::from_millis(300);
     // No keeper: renewals happen only when the test makes them, as when they all fail.
     let (engine, held, leases) = unkept(&ledger, "owner", ttl, true).await;
-    let run = engine
-        .start(
-            start(chain(2)),
-            RequestId::generate(),
-            CorrelationId::generate(),
-        )
-        .await
-        .unwrap();
+    let run = start_chain(&engine, 2).await;
     until("t0 handed out", || held.work.lock().unwrap().len() == 1).await;
     tokio::time::sleep(ttl + Duration::from_millis(50)).await;
     let t0 = held.work.lock().unwrap()[0].clone();
